@@ -1,0 +1,179 @@
+"""The on-disk router artifact (DESIGN §4): atomic writes, validated reads. Safetensors + JSON only.
+
+A router folder (a local directory or a Hugging Face Hub model repo) holds:
+
+* ``config.json`` — format version, experts, settings, embedding source, fingerprints, and the
+  sha256 and size of every other file;
+* ``router.safetensors`` — ``logits`` (V × D, float32: the route table), ``weights`` ((h+1) × D, the
+  column-normalised weights the table was compiled from) and ``ridge_solution`` (the raw solve);
+* ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
+  ``counts``, ``offsets``, ``num_texts``), so a pulled router can grow;
+* ``tokenizer.json`` — the tokenizer; routing needs nothing else;
+* ``README.md`` — the model card.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "r"
+    >>> write_folder_atomically(folder, {"config.json": b"{}"})
+    >>> sorted(p.name for p in folder.iterdir())
+    ['config.json']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ArtifactError, ArtifactVersionError
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT_VERSION",
+    "ROUTER_FILE",
+    "STATISTICS_FILE",
+    "TOKENIZER_FILE",
+    "file_sha256",
+    "read_config",
+    "read_tensors",
+    "tensors_to_bytes",
+    "write_folder_atomically",
+]
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+ROUTER_FILE = "router.safetensors"
+STATISTICS_FILE = "statistics.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+CARD_FILE = "README.md"
+CHECKED_FILES = (ROUTER_FILE, STATISTICS_FILE, TOKENIZER_FILE)
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensors_to_bytes(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialise numpy arrays with safetensors (no pickle)."""
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=dict(metadata or {}))
+
+
+def write_folder_atomically(folder: str | os.PathLike[str], files: Mapping[str, bytes]) -> Path:
+    """Write ``files`` (name → bytes) as ``folder``, replacing it atomically.
+
+    Everything is written to a sibling temporary folder first; only a complete folder is swapped in.
+    A failure at any point leaves the previous artifact untouched. Entries of an existing folder that
+    are not among ``files`` (a ``.git`` directory, ``.gitattributes``, a user's notes) are carried over.
+    """
+    folder = Path(folder).absolute()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    tmp = folder.parent / f".{folder.name}.tmp-{token}"
+    old = folder.parent / f".{folder.name}.old-{token}"
+    if folder.exists() and not folder.is_dir():
+        raise ArtifactError(f"{folder} exists and is not a folder; choose another path")
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if folder.exists():
+            for entry in folder.iterdir():
+                if entry.name not in files:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.copytree(entry, tmp / entry.name, symlinks=True)
+                    else:
+                        shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+            os.replace(folder, old)
+            try:
+                os.replace(tmp, folder)
+            except BaseException:
+                os.replace(old, folder)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read and check ``config.json``: present, valid JSON, a format version this library reads."""
+    path = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder} is not a folder; pass the folder written by save_pretrained")
+    if not path.is_file():
+        raise ArtifactError(f"{folder} has no {CONFIG_FILE}; it is not an ir3de router folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-save or re-download the router") from e
+    if not isinstance(config, dict) or config.get("library") != "ir3de":
+        raise ArtifactError(f'{path} is not an ir3de router config (no "library": "ir3de")')
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{path} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise ArtifactVersionError(
+            f"{path} was written in format version {version}, newer than this library reads "
+            f"({FORMAT_VERSION}); upgrade with `pip install -U ir3de`"
+        )
+    return config
+
+
+def read_file_checked(folder: Path, name: str, config: Mapping[str, Any]) -> bytes:
+    """Read one artifact file and check it against the size and sha256 recorded in the config."""
+    path = folder / name
+    if not path.is_file():
+        raise ArtifactError(f"{folder} is missing {name}; re-save or re-download the router")
+    data = path.read_bytes()
+    expected = (config.get("files") or {}).get(name)
+    if expected:
+        if len(data) != expected.get("size"):
+            raise ArtifactError(
+                f"{path} has {len(data)} bytes but config.json records {expected.get('size')}: the file is "
+                "truncated or was replaced; re-save or re-download the router"
+            )
+        if file_sha256(data) != expected.get("sha256"):
+            raise ArtifactError(
+                f"{path} does not match the sha256 recorded in config.json: the file is corrupted or was "
+                "replaced; re-save or re-download the router"
+            )
+    return data
+
+
+def read_tensors(folder: Path, name: str, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Load a safetensors file of the artifact as numpy arrays, with a clear error when corrupted."""
+    from safetensors.numpy import load
+
+    data = read_file_checked(folder, name, config)
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own SafetensorError / ValueError types
+        raise ArtifactError(
+            f"{folder / name} is not a readable safetensors file ({e}); re-save or re-download"
+        ) from e
+
+
+def expect_shape(
+    arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], where: str
+) -> np.ndarray:
+    if key not in arrays:
+        raise ArtifactError(f"{where} has no tensor {key!r}")
+    arr = arrays[key]
+    if tuple(arr.shape) != shape:
+        raise ArtifactError(f"{where}: tensor {key!r} has shape {tuple(arr.shape)}, expected {shape}")
+    return arr

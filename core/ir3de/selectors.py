@@ -1,0 +1,144 @@
+"""Sample route selectors: from a prompt's token ids to one expert, by table lookup.
+
+Selectors (which tokens take part):
+
+* ``"topk"`` — the paper's: the ``k`` tokens with the lowest entropy (default k = 10).
+* ``"all"`` — every countable token (IR3DE-all).
+* ``"avg"`` — the mean of the token logits, argmax (IR3DE-avg; equals the paper's "average the
+  embeddings, then apply W", since the router is linear).
+
+Combiners (how the selected tokens decide, for ``topk``/``all``):
+
+* ``"vote"`` — each token votes its argmax; the majority wins (the paper). Scores are vote shares.
+* ``"logprob"`` — sum the selected tokens' log-probabilities (a naive-Bayes product of their
+  softmax outputs); scores are the softmax of those sums.
+
+Deterministic tie-breaks (documented, tested): tokens of equal entropy are taken in prompt order
+(earliest first); experts tied on the decision score go to the lowest expert index, i.e. the
+expert fitted first — the convention of ``torch.mode``/``argmax``.
+
+Everything is vectorised over a batch of prompts given as one flat id array plus lengths.
+
+Example:
+    >>> import numpy as np
+    >>> from ir3de.table import RouteTable
+    >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3], [1, 0]], np.float32))
+    >>> s = select_batch(np.array([0, 1, 1, 2]), np.array([4]), t, selector="topk", k=3, combine="vote")
+    >>> s.winners.tolist(), s.scores.round(2).tolist()
+    ([1], [[0.33, 0.67]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .table import RouteTable
+
+__all__ = ["COMBINERS", "SELECTORS", "Selection", "select_batch"]
+
+SELECTORS = ("topk", "all", "avg")
+COMBINERS = ("vote", "logprob")
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """The outcome of routing a batch of P prompts.
+
+    Attributes:
+        winners: (P,) expert index per prompt, ``-1`` when a prompt has no countable token.
+        scores: (P, D) per-expert scores in [0, 1] summing to 1 (zeros for empty prompts).
+        num_countable: (P,) countable tokens per prompt.
+        selected_ids: flat ids of the tokens that decided, grouped by prompt, lowest entropy first.
+        selected_offsets: (P+1,) offsets of each prompt's group in ``selected_ids``.
+        selected_positions: token positions (within the prompt's countable tokens) of ``selected_ids``.
+    """
+
+    winners: np.ndarray
+    scores: np.ndarray
+    num_countable: np.ndarray
+    selected_ids: np.ndarray
+    selected_offsets: np.ndarray
+    selected_positions: np.ndarray
+
+
+def _segment_sums(values: np.ndarray, segments: np.ndarray, num_segments: int) -> np.ndarray:
+    """(N, D) values summed per segment id → (P, D)."""
+    out = np.empty((num_segments, values.shape[1]), np.float64)
+    for d in range(values.shape[1]):
+        out[:, d] = np.bincount(segments, weights=values[:, d], minlength=num_segments)
+    return out
+
+
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def select_batch(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    table: RouteTable,
+    *,
+    selector: str = "topk",
+    k: int = 10,
+    combine: str = "vote",
+) -> Selection:
+    """Route P prompts given as a flat id array ``ids`` and per-prompt ``lengths``.
+
+    Ids that are not countable (special tokens) are dropped first; positions count only the
+    remaining tokens.
+    """
+    if selector not in SELECTORS:
+        raise ValueError(f"unknown selector {selector!r}; choose one of {SELECTORS}")
+    if combine not in COMBINERS:
+        raise ValueError(f"unknown combine {combine!r}; choose one of {COMBINERS}")
+    if selector == "topk" and (not isinstance(k, (int, np.integer)) or k < 1):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    lengths = np.asarray(lengths, np.int64)
+    num_prompts = lengths.size
+    num_experts = table.num_experts
+    ids = np.asarray(ids, np.int64)
+    seg = np.repeat(np.arange(num_prompts), lengths)
+    keep = table.countable[ids]
+    ids, seg = ids[keep], seg[keep]
+    num_countable = np.bincount(seg, minlength=num_prompts)
+    starts = np.zeros(num_prompts + 1, np.int64)
+    np.cumsum(num_countable, out=starts[1:])
+    positions = np.arange(ids.size) - starts[seg]
+
+    if selector == "avg":
+        sums = _segment_sums(table.logits[ids], seg, num_prompts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = sums / np.maximum(num_countable, 1)[:, None]
+        scores = _softmax_rows(means)
+        winners = np.argmax(means, axis=1)
+        order = np.lexsort((table.entropy[ids], seg))  # explanation: lowest entropy first
+        sel_ids, sel_seg, sel_pos = ids[order], seg[order], positions[order]
+    else:
+        order = np.lexsort((table.entropy[ids], seg))  # stable: ties keep prompt order
+        sel_ids, sel_seg, sel_pos = ids[order], seg[order], positions[order]
+        if selector == "topk":
+            rank = np.arange(sel_ids.size) - starts[sel_seg]
+            top = rank < k
+            sel_ids, sel_seg, sel_pos = sel_ids[top], sel_seg[top], sel_pos[top]
+        if combine == "vote":
+            counts = np.bincount(
+                sel_seg * num_experts + table.votes[sel_ids], minlength=num_prompts * num_experts
+            ).reshape(num_prompts, num_experts)
+            winners = np.argmax(counts, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores = counts / counts.sum(axis=1, keepdims=True)
+        else:
+            sums = _segment_sums(table.log_probs[sel_ids], sel_seg, num_prompts)
+            winners = np.argmax(sums, axis=1)
+            scores = _softmax_rows(sums)
+
+    empty = num_countable == 0
+    winners = np.where(empty, -1, winners).astype(np.int64)
+    scores = np.where(empty[:, None], 0.0, scores)
+    sel_offsets = np.zeros(num_prompts + 1, np.int64)
+    np.cumsum(np.bincount(sel_seg, minlength=num_prompts), out=sel_offsets[1:])
+    return Selection(winners, scores, num_countable, sel_ids, sel_offsets, sel_pos)

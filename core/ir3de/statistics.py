@@ -1,0 +1,232 @@
+"""Per-expert token histograms: the sufficient statistics of an IR3DE router.
+
+The token router has no context, so every occurrence of token ``v`` in expert ``d``'s corpus is the
+same training row ``[E[v], 1]`` with label ``d``. The paper's ridge statistics therefore depend on the
+corpus only through the counts ``N[v, d]`` (DESIGN §2)::
+
+    A = Ẽᵀ diag(Σ_d w_d N[:, d]) Ẽ        B[:, d] = w_d Ẽᵀ N[:, d]        Ẽ = [E, 1]
+
+with ``w_d = 1`` in the paper and ``w_d`` = "equal token mass per expert" under domain balancing.
+Counts are integers, so they add exactly: adding, removing or merging experts (or corpus shards
+counted on other machines) is exact.
+
+This module is pure: it takes arrays and returns arrays. Tokenization lives in the router.
+
+Example:
+    >>> import numpy as np
+    >>> c = ExpertCounts.from_token_ids([np.array([3, 1, 3]), np.array([1])], vocab_size=5)
+    >>> c.token_ids.tolist(), c.counts.tolist(), c.num_texts, c.num_tokens
+    ([1, 3], [2, 2], 2, 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ExpertCounts",
+    "TokenCounter",
+    "balance_weights",
+    "expert_gram",
+    "ridge_statistics",
+]
+
+
+@dataclass(frozen=True)
+class ExpertCounts:
+    """Sparse token histogram of one expert's corpus.
+
+    Attributes:
+        token_ids: sorted unique vocabulary ids (int64) that occur at least once.
+        counts: occurrences of each id (int64, all > 0), aligned with ``token_ids``.
+        num_texts: how many texts were counted.
+    """
+
+    token_ids: np.ndarray
+    counts: np.ndarray
+    num_texts: int
+
+    def __post_init__(self) -> None:
+        ids = np.ascontiguousarray(self.token_ids, dtype=np.int64)
+        counts = np.ascontiguousarray(self.counts, dtype=np.int64)
+        if ids.ndim != 1 or ids.shape != counts.shape:
+            raise ValueError(f"token_ids {ids.shape} and counts {counts.shape} must be 1-D and aligned")
+        if ids.size and (np.any(np.diff(ids) <= 0) or ids[0] < 0):
+            raise ValueError("token_ids must be sorted, unique and non-negative")
+        if counts.size and counts.min() <= 0:
+            raise ValueError("counts must be positive (store only the ids that occur)")
+        object.__setattr__(self, "token_ids", ids)
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "num_texts", int(self.num_texts))
+
+    @property
+    def num_tokens(self) -> int:
+        """Total number of counted token occurrences."""
+        return int(self.counts.sum())
+
+    @classmethod
+    def empty(cls) -> ExpertCounts:
+        """A histogram with no token."""
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray, num_texts: int) -> ExpertCounts:
+        """Build from a dense length-V count vector."""
+        dense = np.asarray(dense)
+        ids = np.flatnonzero(dense)
+        return cls(ids.astype(np.int64), dense[ids].astype(np.int64), num_texts)
+
+    @classmethod
+    def from_token_ids(
+        cls,
+        id_arrays: Iterable[np.ndarray],
+        vocab_size: int,
+        excluded_ids: np.ndarray | None = None,
+    ) -> ExpertCounts:
+        """Count the ids of several texts (one array per text), dropping ``excluded_ids``."""
+        counter = TokenCounter(vocab_size, excluded_ids)
+        counter.add_texts(id_arrays)
+        return counter.result()
+
+    def to_dense(self, vocab_size: int) -> np.ndarray:
+        """Dense int64 count vector of length ``vocab_size``."""
+        dense = np.zeros(vocab_size, np.int64)
+        dense[self.token_ids] = self.counts
+        return dense
+
+    def __add__(self, other: ExpertCounts) -> ExpertCounts:
+        """Exact sum of two histograms (e.g. two shards of one corpus)."""
+        ids = np.union1d(self.token_ids, other.token_ids)
+        counts = np.zeros(ids.size, np.int64)
+        counts[np.searchsorted(ids, self.token_ids)] += self.counts
+        counts[np.searchsorted(ids, other.token_ids)] += other.counts
+        return ExpertCounts(ids, counts, self.num_texts + other.num_texts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExpertCounts):
+            return NotImplemented
+        return (
+            self.num_texts == other.num_texts
+            and np.array_equal(self.token_ids, other.token_ids)
+            and np.array_equal(self.counts, other.counts)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class TokenCounter:
+    """Accumulates a dense histogram batch by batch; ``result()`` returns the sparse form.
+
+    Example:
+        >>> import numpy as np
+        >>> c = TokenCounter(vocab_size=4, excluded_ids=np.array([0]))
+        >>> c.add_texts([np.array([0, 2, 2])]); c.result().counts.tolist()
+        [2]
+    """
+
+    def __init__(self, vocab_size: int, excluded_ids: np.ndarray | None = None) -> None:
+        self.vocab_size = int(vocab_size)
+        self._dense = np.zeros(self.vocab_size, np.int64)
+        self._excluded = (
+            np.asarray(excluded_ids, np.int64) if excluded_ids is not None else np.zeros(0, np.int64)
+        )
+        self.num_texts = 0
+
+    def add_texts(self, id_arrays: Iterable[np.ndarray]) -> None:
+        arrays = [np.asarray(a, np.int64) for a in id_arrays]
+        self.num_texts += len(arrays)
+        if arrays:
+            self.add_flat(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], num_texts=0)
+
+    def add_flat(self, ids: np.ndarray, num_texts: int) -> None:
+        """Add a flat array of ids that belong to ``num_texts`` texts."""
+        self.num_texts += int(num_texts)
+        if ids.size == 0:
+            return
+        if ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise ValueError(
+                f"token id out of range [0, {self.vocab_size}): the tokenizer does not match the "
+                "embedding matrix"
+            )
+        self._dense += np.bincount(ids, minlength=self.vocab_size)
+
+    def result(self) -> ExpertCounts:
+        dense = self._dense.copy()
+        if self._excluded.size:
+            dense[self._excluded] = 0
+        return ExpertCounts.from_dense(dense, self.num_texts)
+
+
+def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:
+    """Per-expert row weights.
+
+    Without balancing every token occurrence weighs 1 (the paper). With balancing each expert's
+    tokens are scaled so that every expert carries the same total mass, the mean of the experts'
+    masses, so the overall scale (and thus the meaning of λ) stays that of the unweighted data.
+
+    Example:
+        >>> balance_weights([100, 300], balance=True).tolist()
+        [2.0, 0.6666666666666666]
+    """
+    masses = np.asarray(token_masses, np.float64)
+    if not balance:
+        return np.ones_like(masses)
+    if np.any(masses <= 0):
+        raise ValueError("every expert needs at least one counted token to be balanced")
+    return masses.mean() / masses
+
+
+def expert_gram(embedding_rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """One expert's unweighted Gram matrix ``Ẽ_dᵀ diag(c) Ẽ_d`` over its occurring tokens.
+
+    Args:
+        embedding_rows: ``E[token_ids]`` for the expert's occurring ids, shape (n, h), float64
+            (a torch tensor on any device or a numpy array).
+        counts: the ids' occurrence counts, shape (n,).
+
+    Returns:
+        The (h+1) × (h+1) matrix with the bias folded in as the last coordinate. Its last column is
+        this expert's column of ``B`` (``Ẽᵀ c``), so the statistics of an expert are this one matrix.
+
+    The same function serves numpy and torch inputs (it only uses ``@``, ``*`` and ``sum``).
+    """
+    x = embedding_rows
+    c = counts
+    scaled = x * c[:, None]
+    gram = x.T @ scaled
+    col = scaled.sum(0)
+    total = c.sum()
+    h = gram.shape[0]
+    if isinstance(gram, np.ndarray):
+        out = np.empty((h + 1, h + 1), np.float64)
+    else:  # torch
+        import torch
+
+        out = torch.empty((h + 1, h + 1), dtype=torch.float64, device=gram.device)
+    out[:h, :h] = gram
+    out[:h, h] = col
+    out[h, :h] = col
+    out[h, h] = total
+    return out
+
+
+def ridge_statistics(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Combine per-expert Gram matrices into the ridge statistics ``A`` and ``B``.
+
+    ``A = Σ_d w_d G_d`` and ``B[:, d] = w_d G_d[:, -1]`` (the last column of ``G_d`` is ``Ẽᵀ N[:, d]``).
+    Works for numpy arrays and torch tensors alike.
+    """
+    a = grams[0] * float(weights[0])
+    for g, w in zip(grams[1:], weights[1:]):
+        a = a + g * float(w)
+    cols = [g[:, -1] * float(w) for g, w in zip(grams, weights)]
+    if isinstance(a, np.ndarray):
+        b = np.stack(cols, axis=1)
+    else:
+        import torch
+
+        b = torch.stack(cols, dim=1)
+    return a, b

@@ -1,0 +1,80 @@
+"""The fast path (counts → Gram → table lookup) equals the paper's per-token formulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ir3de import Router
+from paper_oracle import paper_fit, paper_route
+
+
+@pytest.fixture(scope="module")
+def corpus_ids(smollm2, small_corpus):
+    names = list(small_corpus)
+    ids = {
+        n: [e.ids for e in smollm2.tokenizer.encode_batch(small_corpus[n], add_special_tokens=False)]
+        for n in names
+    }
+    return names, ids
+
+
+@pytest.fixture(scope="module")
+def test_prompts(small_tests):
+    return [t for texts in small_tests.values() for t in texts]
+
+
+@pytest.mark.parametrize(
+    ("lam", "column_norm", "balance"),
+    [(1e-2, True, False), (1.0, True, False), (100.0, False, False), (1e-2, True, True), (3.0, False, True)],
+)
+def test_weights_equal_the_per_token_solution(smollm2, small_corpus, corpus_ids, lam, column_norm, balance):
+    names, ids = corpus_ids
+    excluded = set(smollm2.excluded_ids.tolist())
+    router = Router(smollm2, device="cpu", progress=False, lam=lam, column_norm=column_norm, balance=balance)
+    router.fit(small_corpus)
+    weights = None
+    if balance:
+        masses = np.array([router.statistics[n].num_tokens for n in names], float)
+        weights = masses.mean() / masses
+    expected = paper_fit([ids[n] for n in names], smollm2.matrix, excluded, lam, column_norm, weights)
+    np.testing.assert_allclose(router.weights, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("selector", "k", "lam"),
+    [
+        ("topk", 10, 1e-2),
+        ("topk", 1, 1e-2),
+        ("topk", 50, 1.0),
+        ("topk", 3, 30.0),
+        ("all", 10, 1e-2),
+        ("avg", 10, 1e-2),
+    ],
+)
+def test_routes_equal_the_per_token_router(smollm2, small_corpus, corpus_ids, test_prompts, selector, k, lam):
+    names, ids = corpus_ids
+    excluded = set(smollm2.excluded_ids.tolist())
+    router = Router.paper(smollm2, device="cpu", progress=False, selector=selector, k=k, lam=lam).fit(
+        small_corpus
+    )
+    w = paper_fit([ids[n] for n in names], smollm2.matrix, excluded, lam)
+    prompt_ids = [
+        e.ids[:1024] for e in smollm2.tokenizer.encode_batch(test_prompts, add_special_tokens=False)
+    ]
+    expected = np.array([paper_route(p, smollm2.matrix, w, excluded, selector, k) for p in prompt_ids])
+    got = router.route_indices(test_prompts)
+    assert got.tolist() == expected.tolist()
+    # single-prompt path agrees with the batch path, decision by decision
+    singles = [names.index(router.route(p).expert) for p in test_prompts[::7]]
+    assert singles == got[::7].tolist()
+
+
+def test_counts_are_token_histograms(smollm2, small_corpus, corpus_ids):
+    names, ids = corpus_ids
+    router = Router(smollm2, device="cpu", progress=False).fit(small_corpus)
+    excluded = set(smollm2.excluded_ids.tolist())
+    for n in names:
+        flat = [t for text in ids[n] for t in text if t not in excluded]
+        dense = np.bincount(flat, minlength=smollm2.vocab_size)
+        assert np.array_equal(router.statistics[n].to_dense(smollm2.vocab_size), dense)
+        assert router.statistics[n].num_texts == len(small_corpus[n])
