@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ir3de import Router
 from paper_oracle import paper_fit, paper_route
 

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from ir3de import RouteDecision, Router
 from ir3de.errors import (
     ArtifactError,
@@ -298,3 +299,29 @@ def test_configure_resolves_only_when_needed(smollm2, small_corpus, small_tests)
     assert router.weights is weights
     router.configure(lam=1.0, balance=True)
     _assert_same_router(router, _fit(smollm2, small_corpus, lam=1.0, balance=True, k=50), prompts, exact=True)
+
+
+@pytest.mark.parametrize(
+    ("selector", "k", "combine"),
+    [
+        ("topk", 10, "vote"),
+        ("topk", 1, "vote"),
+        ("topk", 50, "logprob"),
+        ("all", 10, "vote"),
+        ("all", 10, "logprob"),
+        ("avg", 10, "vote"),
+    ],
+)
+def test_single_prompt_path_equals_batch_path(smollm2, small_corpus, small_tests, selector, k, combine):
+    router = _fit(smollm2, small_corpus, selector=selector, k=k, combine=combine, fallback="none")
+    prompts = [t for texts in small_tests.values() for t in texts[:15]] + ["", "<|im_end|>", "x"]
+    batch = router.route_batch(prompts)
+    for prompt, b in zip(prompts, batch):
+        s = router.route(prompt)
+        assert (s.expert, s.top_expert, s.num_tokens, s.token_ids) == (
+            b.expert,
+            b.top_expert,
+            b.num_tokens,
+            b.token_ids,
+        )
+        assert s.scores == pytest.approx(b.scores, abs=1e-12)

@@ -1,5 +1,8 @@
 """What a routing call returns: the chosen expert, how sure, and which tokens decided.
 
+A decision is built on the latency path, so everything a caller may never look at (the per-expert
+score dict, the decoded deciding tokens) is computed on first access.
+
 Example:
     >>> d = RouteDecision(expert="math", confidence=0.9, scores={"math": 0.9, "code": 0.1})
     >>> d.expert, d.to_dict()["confidence"]
@@ -8,8 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,9 +37,11 @@ class DecidingToken(NamedTuple):
     position: int
 
 
-@dataclass(frozen=True)
+_EMPTY = np.zeros(0, np.int64)
+
+
 class RouteDecision:
-    """The route of one prompt.
+    """The route of one prompt (treat it as read-only).
 
     Attributes:
         expert: the expert to send the prompt to (the ``fallback`` when ``fallback_used``).
@@ -47,40 +51,112 @@ class RouteDecision:
         top_expert: the best-scoring expert before any fallback (``None`` for an empty prompt).
         fallback_used: True when ``expert`` is the fallback (low confidence or no countable token).
         num_tokens: countable tokens the prompt had (after the ``max_tokens`` cap).
-        tokens: the tokens that decided, lowest entropy first (decoded lazily, on first access).
+        tokens: the tokens that decided, lowest entropy first (decoded on first access).
     """
 
-    expert: str
-    confidence: float
-    scores: Mapping[str, float]
-    top_expert: str | None = None
-    fallback_used: bool = False
-    num_tokens: int = 0
-    _token_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
-    _positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
-    _votes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
-    _entropy: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
-    _expert_names: tuple[str, ...] = field(default=(), repr=False, compare=False)
-    _tokenizer: Any = field(default=None, repr=False, compare=False)
-    _decoded: list[tuple[DecidingToken, ...]] = field(default_factory=list, repr=False, compare=False)
+    __slots__ = (
+        "_entropy_table",
+        "_names",
+        "_positions",
+        "_score_values",
+        "_scores",
+        "_token_ids",
+        "_tokenizer",
+        "_tokens",
+        "_vote_table",
+        "confidence",
+        "expert",
+        "fallback_used",
+        "num_tokens",
+        "top_expert",
+    )
+
+    def __init__(
+        self,
+        expert: str,
+        confidence: float,
+        scores: Mapping[str, float] | None = None,
+        top_expert: str | None = None,
+        fallback_used: bool = False,
+        num_tokens: int = 0,
+        *,
+        expert_names: Sequence[str] = (),
+        score_values: np.ndarray | None = None,
+        token_ids: np.ndarray = _EMPTY,
+        positions: np.ndarray = _EMPTY,
+        votes: np.ndarray | None = None,
+        entropy: np.ndarray | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.expert = expert
+        self.confidence = confidence
+        self.top_expert = top_expert
+        self.fallback_used = fallback_used
+        self.num_tokens = num_tokens
+        self._scores = dict(scores) if scores is not None else None
+        self._names = tuple(expert_names) if expert_names else tuple(self._scores or ())
+        self._score_values = score_values
+        self._token_ids = token_ids
+        self._positions = positions
+        self._vote_table = votes  # per-vocabulary votes/entropy of the table that decided
+        self._entropy_table = entropy
+        self._tokenizer = tokenizer
+        self._tokens: tuple[DecidingToken, ...] | None = None
 
     @property
-    def tokens(self) -> tuple[DecidingToken, ...]:
-        """The deciding tokens as :class:`DecidingToken` (id, text, vote, entropy, position)."""
-        if not self._decoded:
-            decode = self._tokenizer.decode if self._tokenizer is not None else (lambda ids: str(ids[0]))
-            self._decoded.append(
-                tuple(
-                    DecidingToken(int(i), decode([int(i)]), self._expert_names[int(v)], float(h), int(p))
-                    for i, v, h, p in zip(self._token_ids, self._votes, self._entropy, self._positions)
-                )
-            )
-        return self._decoded[0]
+    def scores(self) -> dict[str, float]:
+        """Per-expert scores, in expert order."""
+        if self._scores is None:
+            values = self._score_values if self._score_values is not None else np.zeros(len(self._names))
+            self._scores = dict(zip(self._names, values.tolist()))
+        return self._scores
 
     @property
     def token_ids(self) -> list[int]:
         """Ids of the deciding tokens, lowest entropy first (no decoding)."""
-        return [int(i) for i in self._token_ids]
+        return self._token_ids.tolist()
+
+    @property
+    def tokens(self) -> tuple[DecidingToken, ...]:
+        """The deciding tokens as :class:`DecidingToken` (id, text, vote, entropy, position)."""
+        if self._tokens is None:
+            ids = self._token_ids
+            if ids.size == 0 or self._vote_table is None or self._entropy_table is None:
+                self._tokens = ()
+            else:
+                decode = self._tokenizer.decode if self._tokenizer is not None else (lambda x: str(x[0]))
+                votes = self._vote_table[ids]
+                entropy = self._entropy_table[ids]
+                self._tokens = tuple(
+                    DecidingToken(int(i), decode([int(i)]), self._names[int(v)], float(h), int(p))
+                    for i, v, h, p in zip(ids, votes, entropy, self._positions)
+                )
+        return self._tokens
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.expert,
+            self.confidence,
+            self.scores,
+            self.top_expert,
+            self.fallback_used,
+            self.num_tokens,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RouteDecision):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        scores = ", ".join(f"{k}: {v:.3f}" for k, v in self.scores.items())
+        extra = ", fallback_used=True" if self.fallback_used else ""
+        return (
+            f"RouteDecision(expert={self.expert!r}, confidence={self.confidence:.3f}, scores={{{scores}}}, "
+            f"num_tokens={self.num_tokens}{extra})"
+        )
 
     def to_dict(self, *, with_tokens: bool = True) -> dict[str, Any]:
         """A JSON-serialisable view."""

