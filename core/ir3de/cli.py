@@ -14,6 +14,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from .embeddings import TokenEmbeddings
 
 __all__ = ["main"]
+
+# Modules that add subcommands: each defines ``register(subparsers)`` (keeps this file small and lets
+# each capability own its command).
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _load_embeddings(spec: str) -> TokenEmbeddings:
@@ -315,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", help="also save the router to this folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_quickstart)
+
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

@@ -489,6 +489,17 @@ class Router:
             if name not in self._grams:
                 self._grams[name] = self._gram(expert.counts)
 
+    def ridge_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the current experts and weighting,
+        as float64 numpy arrays (e.g. for a λ sweep with :class:`ir3de.solve.RidgePath`)."""
+        with self._lock:
+            self._require_state()
+            self._ensure_grams()
+            names = tuple(self._experts)
+            weights = balance_weights([self._experts[n].counts.num_tokens for n in names], self.config.balance)
+            a, b = ridge_statistics([self._grams[n] for n in names], weights)
+            return a.detach().cpu().numpy(), b.detach().cpu().numpy()
+
     def _refresh(self) -> None:
         """Solve from the current statistics and swap in a new routing state atomically."""
         names = tuple(self._experts)
