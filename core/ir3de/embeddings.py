@@ -748,8 +748,8 @@ def _locate_tensor(files: _Files, tensor_name: str | None) -> tuple[Path, str]:
         if files.offline_misses:
             raise EmbeddingSourceError(
                 f"neither {_SINGLE_FILE} nor {_INDEX_FILE} of {files.model_id!r} is in the local Hugging "
-                "Face cache and downloads are off (HF_HUB_OFFLINE or local_files_only); download the model "
-                "once while online, or pass a local folder"
+                "Face cache and downloads are off (HF_HUB_OFFLINE or local_files_only), and there is no "
+                "local folder of that name; download the model once while online, or pass a local folder"
             )
         raise EmbeddingSourceError(
             f"no {_SINGLE_FILE} or {_INDEX_FILE} in {where}: ir3de reads safetensors checkpoints only "
