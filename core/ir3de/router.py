@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import artifact
+from .counting import TextCounter
 from .decision import RouteDecision
 from .errors import (
     ArtifactError,
@@ -34,7 +35,7 @@ from .errors import (
 )
 from .selectors import COMBINERS, SELECTORS, select_batch, select_one
 from .solve import column_normalize, ridge_solve
-from .statistics import ExpertCounts, TokenCounter, balance_weights, expert_gram, ridge_statistics
+from .statistics import ExpertCounts, balance_weights, expert_gram, ridge_statistics
 from .table import RouteTable, compile_logits
 
 if TYPE_CHECKING:
@@ -340,6 +341,31 @@ class Router:
             self._refresh()
         return self
 
+    def fit_counts(
+        self,
+        counts: Mapping[str, ExpertCounts],
+        descriptions: Mapping[str, str] | None = None,
+    ) -> Router:
+        """Fit from precomputed per-expert token counts (stat packs, a distributed count, shards).
+
+        Equals :meth:`fit` on the texts the counts came from, provided they were counted with this
+        router's tokenizer (see :class:`ir3de.counting.TextCounter`).
+        """
+        if not isinstance(counts, Mapping):
+            raise InvalidInputError(f"fit_counts takes a mapping expert name → ExpertCounts, got {type(counts).__name__}")
+        names = [_check_name(n) for n in counts]
+        if len(names) < 2:
+            raise ExpertError(f"a router needs at least 2 experts, got {len(names)}: {names}")
+        descriptions = dict(descriptions or {})
+        with self._lock:
+            for name, c in counts.items():
+                if not isinstance(c, ExpertCounts):
+                    raise InvalidInputError(f"counts of expert {name!r} must be ExpertCounts, got {type(c).__name__}")
+                self._check_counts(name, c)
+            grams = {name: self._gram(c) for name, c in counts.items()}
+            self._commit({n: _Expert(counts[n], descriptions.get(n, "")) for n in names}, grams)
+        return self
+
     def add_expert(self, name: str, texts: Iterable[str], description: str = "") -> Router:
         """Add one expert: count its texts, add its statistics, re-solve. Equals a from-scratch fit.
 
@@ -446,17 +472,11 @@ class Router:
         from tqdm.auto import tqdm
 
         emb = self.embeddings
-        counter = TokenCounter(emb.vocab_size, emb.excluded_ids)
+        counter = TextCounter(emb.tokenizer, emb.vocab_size, emb.excluded_ids)
         total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
-        encode = getattr(emb.tokenizer, "encode_batch_fast", emb.tokenizer.encode_batch)
-        with tqdm(
-            total=total, desc=f"counting {name}", unit="text", disable=self._progress_disabled()
-        ) as bar:
+        with tqdm(total=total, desc=f"counting {name}", unit="text", disable=self._progress_disabled()) as bar:
             for batch in _batched_texts(texts, name, self.batch_size):
-                # whitespace-only texts count as empty, exactly as whitespace-only prompts do when routing
-                encodings = encode([t if t.strip() else "" for t in batch], add_special_tokens=False)
-                flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64)
-                counter.add_flat(flat, len(batch))
+                counter.add(batch)
                 bar.update(len(batch))
         counts = counter.result()
         if counts.num_texts == 0:
