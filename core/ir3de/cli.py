@@ -22,17 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import Ir3deError
+from .errors import Ir3deError, MissingDependencyError
 
 if TYPE_CHECKING:
     from .decision import RouteDecision
     from .embeddings import TokenEmbeddings
+    from .router import Router
 
 __all__ = ["main"]
 
 # Modules that add subcommands: each defines ``register(subparsers)`` (keeps this file small and lets
 # each capability own its command).
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("ir3de.evaluate_cli", "ir3de.hub_cli")
 
 
 def _load_embeddings(spec: str) -> TokenEmbeddings:
@@ -127,15 +128,45 @@ def _print_decision(prompt: str, d: RouteDecision, explain: bool) -> None:
         print(f"    scores: {scores}")
 
 
+def _fit_on_ray(args: argparse.Namespace, router: Router) -> None:
+    try:
+        from ir3de_integrations.ray import fit_router
+    except ImportError as e:
+        raise MissingDependencyError("--engine ray needs the Ray extra: pip install 'ir3de[ray]'") from e
+    import ray
+
+    experts = _parse_pairs(args.expert, "--expert")
+    if not experts:
+        raise SystemExit("ir3de: error: give at least one --expert NAME=SHARD_GLOB")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    try:
+        _, report = fit_router(
+            experts,
+            router=router,
+            descriptions=_descriptions(args),
+            field=args.field,
+            whole_file=args.whole_file,
+            skip_bad=args.skip_bad,
+        )
+    finally:
+        if started_here:
+            ray.shutdown()
+    print(report.summary())
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from .router import Router, RouterConfig
 
-    texts = _expert_texts(args)
     emb = _load_embeddings(args.embeddings)
     base = RouterConfig.paper() if args.preset == "paper" else RouterConfig()
     router = Router(emb, config=base, device=args.device, progress=not args.quiet, **_router_settings(args))
     start = time.perf_counter()
-    router.fit(texts, descriptions=_descriptions(args))
+    if args.engine == "ray":
+        _fit_on_ray(args, router)
+    else:
+        router.fit(_expert_texts(args), descriptions=_descriptions(args))
     elapsed = time.perf_counter() - start
     out = router.save_pretrained(args.output)
     sizes = ", ".join(
@@ -282,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", action="store_true", help="give every expert the same token mass")
     p.add_argument("--no-column-norm", action="store_true", help="skip the per-class column normalisation")
     p.add_argument("--device", default="auto")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="count locally or on Ray Data")
+    p.add_argument("--address", help="Ray cluster address for --engine ray (default: start a local Ray)")
+    p.add_argument("--skip-bad", action="store_true", help="--engine ray: skip bad shards and list them")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", required=True, help="folder to write the router to")
     p.set_defaults(func=cmd_fit)

@@ -153,6 +153,14 @@ class TokenCounter:
             )
         self._dense += np.bincount(ids, minlength=self.vocab_size)
 
+    def add_counts(self, token_ids: np.ndarray, counts: np.ndarray, num_texts: int) -> None:
+        """Add a sparse histogram (e.g. one shard's counts from another process)."""
+        ids = np.asarray(token_ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token id out of range [0, {self.vocab_size}): counts come from another tokenizer")
+        np.add.at(self._dense, ids, np.asarray(counts, np.int64))
+        self.num_texts += int(num_texts)
+
     def result(self) -> ExpertCounts:
         dense = self._dense.copy()
         if self._excluded.size:

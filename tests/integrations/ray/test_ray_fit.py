@@ -1,0 +1,142 @@
+"""Distributed counting on a local Ray (2 CPUs) equals the local fit, integer for integer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ir3de import Router  # noqa: E402
+from ir3de.corpus import read_texts  # noqa: E402
+from ir3de_integrations.ray import ShardError, count_dataset, count_shards, fit_router  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory, reasoning4):
+    """The real reasoning4 training text split into many shards of several formats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path_factory.mktemp("shards")
+    for name, texts in reasoning4.train.items():
+        texts = texts[:300]
+        for i in range(5):
+            part = texts[i::5]
+            if name == "code" and i % 2:
+                pq.write_table(pa.table({"text": part}), folder / f"{name}-{i}.parquet")
+            else:
+                with open(folder / f"{name}-{i}.jsonl", "w") as fh:
+                    for t in part:
+                        fh.write(json.dumps({"text": t}) + "\n")
+    return folder
+
+
+def _globs(folder, names=("math", "code", "instructions", "multilingual")):
+    return {
+        n: [str(folder / f"{n}-*.jsonl"), str(folder / f"{n}-*.parquet")]
+        if n == "code"
+        else [str(folder / f"{n}-*.jsonl")]
+        for n in names
+    }
+
+
+def _local_texts(folder, globs):
+    from ir3de.corpus import expand_paths
+
+    return {n: list(read_texts(expand_paths(g), field="text")) for n, g in globs.items()}
+
+
+def test_ray_counts_equal_local_counts(local_ray, smollm2, shard_folder):
+    globs = _globs(shard_folder)
+    report = count_shards(globs, embeddings=smollm2, field="text")
+    local = Router(smollm2, device="cpu", progress=False).fit(_local_texts(shard_folder, globs))
+    assert report.shards_counted == 20 and not report.skipped
+    for name in globs:
+        assert report.statistics[name] == local.statistics[name]
+    router, _ = fit_router(globs, embeddings=smollm2, field="text")
+    assert np.array_equal(router.weights, local.weights)
+    assert "20 shard(s)" in report.summary()
+
+
+def test_ray_dataset_inputs_equal_local_counts(local_ray, smollm2, small_corpus):
+    rows = [{"text": t, "expert": n} for n, texts in small_corpus.items() for t in texts]
+    report = count_dataset(ray.data.from_items(rows), embeddings=smollm2, batch_size=37)
+    local = Router(smollm2, device="cpu", progress=False).fit(small_corpus)
+    assert {n: report.statistics[n] for n in small_corpus} == local.statistics
+    per_expert = {n: ray.data.from_items([{"text": t} for t in texts]) for n, texts in small_corpus.items()}
+    report = count_dataset(per_expert, embeddings=smollm2)
+    assert {n: report.statistics[n] for n in small_corpus} == local.statistics
+
+
+def test_bad_shards_are_named_or_skipped_and_counted(local_ray, smollm2, shard_folder, tmp_path):
+    (tmp_path / "math-wrongfield.jsonl").write_text(json.dumps({"question": "What is 2+2?"}) + "\n")
+    (tmp_path / "math-notastring.jsonl").write_text(json.dumps({"text": 5}) + "\n")
+    (tmp_path / "math-empty.jsonl").write_text("")
+    (tmp_path / "math-broken.parquet").write_bytes(b"this is not parquet")
+    globs = _globs(shard_folder, ("math", "code"))
+    bad = [str(tmp_path / "math-*.jsonl"), str(tmp_path / "math-*.parquet")]
+    with pytest.raises(ShardError) as info:
+        count_shards({**globs, "math": globs["math"] + bad}, embeddings=smollm2, field="text")
+    message = str(info.value)
+    for name in ("math-wrongfield.jsonl", "math-notastring.jsonl", "math-empty.jsonl", "math-broken.parquet"):
+        assert name in message
+    assert "empty shard" in message and "skip_bad" in message
+    report = count_shards(
+        {**globs, "math": globs["math"] + bad}, embeddings=smollm2, field="text", skip_bad=True
+    )
+    assert sorted(p.shard.rsplit("/", 1)[1] for p in report.skipped) == [
+        "math-broken.parquet", "math-empty.jsonl", "math-notastring.jsonl", "math-wrongfield.jsonl",
+    ]  # fmt: skip
+    good = count_shards(globs, embeddings=smollm2, field="text")
+    assert report.statistics == good.statistics
+    assert "skipped 4 bad shard(s)" in report.summary()
+
+
+def test_bad_dataset_columns_are_reported(local_ray, smollm2):
+    with pytest.raises(ShardError, match="no column"):
+        count_dataset(ray.data.from_items([{"body": "x", "expert": "a"}]), embeddings=smollm2)
+    with pytest.raises(ShardError, match="non-string"):
+        count_dataset(
+            ray.data.from_items([{"text": "ok", "expert": "a"}, {"text": None, "expert": "a"}]),
+            embeddings=smollm2,
+        )
+    report = count_dataset(
+        ray.data.from_items([{"text": "fine text", "expert": "a"}, {"body": "x", "expert": "b"}]),
+        embeddings=smollm2,
+        skip_bad=True,
+        batch_size=1,
+    )
+    assert list(report.statistics) == ["a"] and len(report.skipped) == 1
+
+
+def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
+    """`ir3de fit --engine ray` without an address starts its own local Ray and equals the local CLI fit."""
+    common = ["--field", "text", "--quiet", "--device", "cpu"]
+    experts = [
+        "--expert",
+        f"math={shard_folder / 'math-*.jsonl'}",
+        "--expert",
+        f"multilingual={shard_folder / 'multilingual-*.jsonl'}",
+    ]
+    env_cmd = [sys.executable, "-m", "ir3de.cli", "fit", *experts, *common]
+    ray_run = subprocess.run(
+        [*env_cmd, "--engine", "ray", "-o", str(tmp_path / "ray")], capture_output=True, text=True
+    )
+    assert ray_run.returncode == 0, ray_run.stderr[-3000:]
+    assert "counted 10 shard(s)" in ray_run.stdout
+    subprocess.run([*env_cmd, "-o", str(tmp_path / "local")], check=True, capture_output=True)
+    a, b = Router.from_pretrained(tmp_path / "ray"), Router.from_pretrained(tmp_path / "local")
+    assert a.statistics == b.statistics
+    assert np.array_equal(a.table.logits, b.table.logits)
