@@ -769,8 +769,18 @@ class Router:
         embeddings: TokenEmbeddings | None = None,
         device: str = "auto",
         progress: bool | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
     ) -> Router:
-        """Load a router saved with :meth:`save_pretrained`.
+        """Load a router saved with :meth:`save_pretrained`, from a folder or a Hub repo id.
+
+        ``folder`` is a local folder, else a Hub repo id (``"org/name"``) resolved through the HF cache
+        (downloaded from ``HF_ENDPOINT`` when missing; cache only with ``HF_HUB_OFFLINE=1`` or
+        ``local_files_only=True``); ``revision``, ``token``, ``cache_dir`` and ``force_download`` work as
+        in other Hugging Face libraries (see :mod:`ir3de.hub`).
 
         Routing needs only the folder. Growing (``add_expert``…) loads the embedding matrix from the
         source recorded in ``config.json``, or from ``embeddings`` when given (checked to match).
@@ -782,6 +792,16 @@ class Router:
         """
         import tokenizers
 
+        from .hub import resolve_router_folder
+
+        folder = resolve_router_folder(
+            folder,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
         path = Path(folder)
         config = artifact.read_config(path)
         try:
@@ -850,3 +870,47 @@ class Router:
         if embeddings is not None:
             router._attach_embeddings(embeddings)
         return router
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
+        """Publish the router (artifact + model card) to a Hub model repo as one commit.
+
+        Returns huggingface_hub's ``CommitInfo``. See :func:`ir3de.hub.push_router`.
+
+        Example:
+            >>> router.push_to_hub("org/my-router", private=True)       # doctest: +SKIP
+            >>> Router.from_pretrained("org/my-router").route("2+2?")    # doctest: +SKIP
+        """
+        from .hub import push_router
+
+        return push_router(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
+
+    def add_expert_from_stats(self, pack: Any, name: str | None = None, **hub_kwargs: Any) -> Router:
+        """Add an expert from a stat pack (a :class:`ir3de.stat_pack.StatPack`, a folder or a Hub repo id).
+
+        The pack's tokenizer/embedding fingerprint must equal the router's (else
+        :class:`TokenizerMismatchError`). ``hub_kwargs``: ``revision``, ``token``, ``cache_dir``,
+        ``local_files_only``, ``force_download``.
+
+        Example:
+            >>> router.add_expert_from_stats("org/legal-stat-pack")   # doctest: +SKIP
+        """
+        from .stat_pack import add_pack_to_router
+
+        return add_pack_to_router(self, pack, name=name, **hub_kwargs)
