@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,6 +29,7 @@ class DecidingToken(NamedTuple):
         vote: the expert this token's logits favour.
         entropy: the entropy of the token's softmax (lower = more decisive).
         position: index among the prompt's countable tokens.
+        probabilities: the token's softmax probability for every expert (its evidence).
     """
 
     id: int
@@ -35,6 +37,7 @@ class DecidingToken(NamedTuple):
     vote: str
     entropy: float
     position: int
+    probabilities: Mapping[str, float] = MappingProxyType({})
 
 
 _EMPTY = np.zeros(0, np.int64)
@@ -56,6 +59,7 @@ class RouteDecision:
 
     __slots__ = (
         "_entropy_table",
+        "_log_prob_table",
         "_names",
         "_positions",
         "_score_values",
@@ -86,6 +90,7 @@ class RouteDecision:
         positions: np.ndarray = _EMPTY,
         votes: np.ndarray | None = None,
         entropy: np.ndarray | None = None,
+        log_probs: np.ndarray | None = None,
         tokenizer: Any = None,
     ) -> None:
         self.expert = expert
@@ -100,6 +105,7 @@ class RouteDecision:
         self._positions = positions
         self._vote_table = votes  # per-vocabulary votes/entropy of the table that decided
         self._entropy_table = entropy
+        self._log_prob_table = log_probs
         self._tokenizer = tokenizer
         self._tokens: tuple[DecidingToken, ...] | None = None
 
@@ -127,9 +133,18 @@ class RouteDecision:
                 decode = self._tokenizer.decode if self._tokenizer is not None else (lambda x: str(x[0]))
                 votes = self._vote_table[ids]
                 entropy = self._entropy_table[ids]
+                log_probs = self._log_prob_table
+                probs = np.exp(log_probs[ids]) if log_probs is not None else np.zeros((ids.size, 0))
                 self._tokens = tuple(
-                    DecidingToken(int(i), decode([int(i)]), self._names[int(v)], float(h), int(p))
-                    for i, v, h, p in zip(ids, votes, entropy, self._positions)
+                    DecidingToken(
+                        int(i),
+                        decode([int(i)]),
+                        self._names[int(v)],
+                        float(h),
+                        int(p),
+                        MappingProxyType(dict(zip(self._names, row.tolist()))),
+                    )
+                    for i, v, h, p, row in zip(ids, votes, entropy, self._positions, probs)
                 )
         return self._tokens
 
@@ -169,5 +184,5 @@ class RouteDecision:
             "num_tokens": self.num_tokens,
         }
         if with_tokens:
-            out["tokens"] = [t._asdict() for t in self.tokens]
+            out["tokens"] = [dict(t._asdict(), probabilities=dict(t.probabilities)) for t in self.tokens]
         return out

@@ -33,7 +33,7 @@ from .errors import (
     TokenizerMismatchError,
     UnknownExpertError,
 )
-from .selectors import COMBINERS, SELECTORS, select_batch, select_one
+from .selectors import COMBINERS, SELECTORS, Selection, select_batch, select_one
 from .solve import column_normalize, ridge_solve
 from .statistics import ExpertCounts, balance_weights, expert_gram, ridge_statistics
 from .table import RouteTable, compile_logits
@@ -67,6 +67,8 @@ class RouterConfig:
         fallback: name returned when no token counts or confidence < ``threshold`` (``None``: raise
             on empty prompts, never abstain). It need not be one of the experts.
         threshold: confidence below which the fallback is taken.
+        temperature: divides the ``logprob``/``avg`` evidence before the softmax that gives scores and
+            confidence; :meth:`Router.calibrate` fits it on held-out prompts. Never changes the winner.
     """
 
     lam: float = 1e-2
@@ -78,6 +80,7 @@ class RouterConfig:
     max_tokens: int = 1024
     fallback: str | None = None
     threshold: float = 0.0
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lam, (int, float)) and np.isfinite(self.lam) and self.lam > 0):
@@ -96,6 +99,12 @@ class RouterConfig:
             raise ValueError(
                 "a threshold needs a fallback expert name: pass fallback='general' (or any name)"
             )
+        if not (
+            isinstance(self.temperature, (int, float))
+            and np.isfinite(self.temperature)
+            and self.temperature > 0
+        ):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
 
@@ -352,7 +361,9 @@ class Router:
         router's tokenizer (see :class:`ir3de.counting.TextCounter`).
         """
         if not isinstance(counts, Mapping):
-            raise InvalidInputError(f"fit_counts takes a mapping expert name → ExpertCounts, got {type(counts).__name__}")
+            raise InvalidInputError(
+                f"fit_counts takes a mapping expert name → ExpertCounts, got {type(counts).__name__}"
+            )
         names = [_check_name(n) for n in counts]
         if len(names) < 2:
             raise ExpertError(f"a router needs at least 2 experts, got {len(names)}: {names}")
@@ -360,7 +371,9 @@ class Router:
         with self._lock:
             for name, c in counts.items():
                 if not isinstance(c, ExpertCounts):
-                    raise InvalidInputError(f"counts of expert {name!r} must be ExpertCounts, got {type(c).__name__}")
+                    raise InvalidInputError(
+                        f"counts of expert {name!r} must be ExpertCounts, got {type(c).__name__}"
+                    )
                 self._check_counts(name, c)
             grams = {name: self._gram(c) for name, c in counts.items()}
             self._commit({n: _Expert(counts[n], descriptions.get(n, "")) for n in names}, grams)
@@ -474,7 +487,9 @@ class Router:
         emb = self.embeddings
         counter = TextCounter(emb.tokenizer, emb.vocab_size, emb.excluded_ids)
         total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
-        with tqdm(total=total, desc=f"counting {name}", unit="text", disable=self._progress_disabled()) as bar:
+        with tqdm(
+            total=total, desc=f"counting {name}", unit="text", disable=self._progress_disabled()
+        ) as bar:
             for batch in _batched_texts(texts, name, self.batch_size):
                 counter.add(batch)
                 bar.update(len(batch))
@@ -516,7 +531,9 @@ class Router:
             self._require_state()
             self._ensure_grams()
             names = tuple(self._experts)
-            weights = balance_weights([self._experts[n].counts.num_tokens for n in names], self.config.balance)
+            weights = balance_weights(
+                [self._experts[n].counts.num_tokens for n in names], self.config.balance
+            )
             a, b = ridge_statistics([self._grams[n] for n in names], weights)
             return a.detach().cpu().numpy(), b.detach().cpu().numpy()
 
@@ -597,7 +614,12 @@ class Router:
         head = self._prompt_head(text)
         ids = self._capped_ids(text, head, self.tokenizer.encode(head, add_special_tokens=False).ids)
         winner, scores, chosen, positions, n = select_one(
-            np.array(ids, np.int64), state.table, selector=config.selector, k=config.k, combine=config.combine
+            np.array(ids, np.int64),
+            state.table,
+            selector=config.selector,
+            k=config.k,
+            combine=config.combine,
+            temperature=config.temperature,
         )
         return self._decision(state, config, winner, scores, chosen, positions, n, 0)
 
@@ -612,9 +634,7 @@ class Router:
         state = self._require_state()
         config = self.config
         ids, lengths = self.encode(texts)
-        sel = select_batch(
-            ids, lengths, state.table, selector=config.selector, k=config.k, combine=config.combine
-        )
+        sel = self._select(state, config, ids, lengths)
         offsets = sel.selected_offsets
         return [
             self._decision(
@@ -637,8 +657,63 @@ class Router:
         """
         state = self._require_state()
         ids, lengths = self.encode(list(texts))
-        c = self.config
-        return select_batch(ids, lengths, state.table, selector=c.selector, k=c.k, combine=c.combine).winners
+        return self._select(state, self.config, ids, lengths).winners
+
+    @staticmethod
+    def _select(
+        state: _RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray
+    ) -> Selection:
+        return select_batch(
+            ids,
+            lengths,
+            state.table,
+            selector=config.selector,
+            k=config.k,
+            combine=config.combine,
+            temperature=config.temperature,
+        )
+
+    def calibrate(self, held_out: Mapping[str, Sequence[str]]) -> float:
+        """Fit ``temperature`` on labelled held-out prompts so that confidence means probability.
+
+        Minimises the negative log-likelihood of the true experts under ``softmax(evidence / T)``
+        (convex in ``1/T``; one bounded scalar search); the route of every prompt is unchanged. Needs
+        ``combine="logprob"`` or ``selector="avg"`` (vote shares have no temperature).
+
+        Returns:
+            The fitted temperature, also set in ``router.config`` (and saved with the router).
+
+        Example:
+            >>> router.calibrate({"math": math_dev, "code": code_dev})   # doctest: +SKIP
+            14.2
+        """
+        import scipy.optimize
+
+        from .evaluate import labelled_prompts
+
+        config = self.config
+        if config.combine == "vote" and config.selector != "avg":
+            raise ValueError(
+                "vote shares have no temperature: calibrate with combine='logprob' or selector='avg'"
+            )
+        state = self._require_state()
+        prompts, labels = labelled_prompts(state.experts, held_out)
+        ids, lengths = self.encode(prompts)
+        sel = self._select(state, config, ids, lengths)
+        keep = sel.winners >= 0
+        z, y = sel.evidence[keep], labels[keep]
+        if y.size == 0:
+            raise ValueError("calibration needs held-out prompts with countable tokens")
+
+        def nll(log_beta: float) -> float:
+            logits = z * float(np.exp(log_beta))
+            logits = logits - logits.max(axis=1, keepdims=True)
+            return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(y.size), y]))
+
+        best = scipy.optimize.minimize_scalar(nll, bounds=(-12.0, 8.0), method="bounded")
+        temperature = float(np.exp(-best.x))
+        self.configure(temperature=temperature)
+        return temperature
 
     def _decision(
         self,
@@ -683,6 +758,7 @@ class Router:
             positions=positions,
             votes=state.table.votes,
             entropy=state.table.entropy,
+            log_probs=state.table.log_probs,
             tokenizer=self._tokenizer,
         )
 

@@ -53,6 +53,8 @@ class Selection:
         selected_ids: flat ids of the tokens that decided, grouped by prompt, lowest entropy first.
         selected_offsets: (P+1,) offsets of each prompt's group in ``selected_ids``.
         selected_positions: token positions (within the prompt's countable tokens) of ``selected_ids``.
+        evidence: (P, D) what the scores are computed from: vote counts (``vote``), summed
+            log-probabilities (``logprob``) or mean logits (``avg``).
     """
 
     winners: np.ndarray
@@ -61,6 +63,7 @@ class Selection:
     selected_ids: np.ndarray
     selected_offsets: np.ndarray
     selected_positions: np.ndarray
+    evidence: np.ndarray
 
 
 def _segment_sums(values: np.ndarray, segments: np.ndarray, num_segments: int) -> np.ndarray:
@@ -85,11 +88,14 @@ def select_batch(
     selector: str = "topk",
     k: int = 10,
     combine: str = "vote",
+    temperature: float = 1.0,
 ) -> Selection:
     """Route P prompts given as a flat id array ``ids`` and per-prompt ``lengths``.
 
     Ids that are not countable (special tokens) are dropped first; positions count only the
-    remaining tokens.
+    remaining tokens. ``temperature`` divides the evidence of ``logprob``/``avg`` before the softmax
+    that turns it into scores (a calibration knob; it never changes the winner). Vote shares are
+    reported as they are.
     """
     if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; choose one of {SELECTORS}")
@@ -113,8 +119,9 @@ def select_batch(
         sums = _segment_sums(table.logits[ids], seg, num_prompts)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / np.maximum(num_countable, 1)[:, None]
-        scores = _softmax_rows(means)
+        scores = _softmax_rows(means / temperature)
         winners = np.argmax(means, axis=1)
+        evidence = means
         order = np.lexsort((table.entropy[ids], seg))  # explanation: lowest entropy first
         sel_ids, sel_seg, sel_pos = ids[order], seg[order], positions[order]
     else:
@@ -131,21 +138,30 @@ def select_batch(
             winners = np.argmax(counts, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 scores = counts / counts.sum(axis=1, keepdims=True)
+            evidence = counts.astype(np.float64)
         else:
             sums = _segment_sums(table.log_probs[sel_ids], sel_seg, num_prompts)
             winners = np.argmax(sums, axis=1)
-            scores = _softmax_rows(sums)
+            scores = _softmax_rows(sums / temperature)
+            evidence = sums
 
     empty = num_countable == 0
     winners = np.where(empty, -1, winners).astype(np.int64)
     scores = np.where(empty[:, None], 0.0, scores)
     sel_offsets = np.zeros(num_prompts + 1, np.int64)
     np.cumsum(np.bincount(sel_seg, minlength=num_prompts), out=sel_offsets[1:])
-    return Selection(winners, scores, num_countable, sel_ids, sel_offsets, sel_pos)
+    evidence = np.where(empty[:, None], 0.0, evidence)
+    return Selection(winners, scores, num_countable, sel_ids, sel_offsets, sel_pos, evidence)
 
 
 def select_one(
-    ids: np.ndarray, table: RouteTable, *, selector: str = "topk", k: int = 10, combine: str = "vote"
+    ids: np.ndarray,
+    table: RouteTable,
+    *,
+    selector: str = "topk",
+    k: int = 10,
+    combine: str = "vote",
+    temperature: float = 1.0,
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
     """Route one prompt with as few array operations as possible (the latency path).
 
@@ -168,11 +184,11 @@ def select_one(
     if selector == "avg":
         means = table.logits[ids].mean(axis=0, dtype=np.float64)
         winner = int(means.argmax())
-        return winner, _softmax_rows(means[None, :])[0], chosen, order, n
+        return winner, _softmax_rows(means[None, :] / temperature)[0], chosen, order, n
     if combine == "vote":
         counts = np.bincount(table.votes[chosen], minlength=num_experts)
         winner = int(counts.argmax())
         return winner, counts / order.size, chosen, order, n
     sums = table.log_probs[chosen].sum(axis=0)
     winner = int(sums.argmax())
-    return winner, _softmax_rows(sums[None, :])[0], chosen, order, n
+    return winner, _softmax_rows(sums[None, :] / temperature)[0], chosen, order, n

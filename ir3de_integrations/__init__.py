@@ -1,0 +1,1 @@
+"""Thin adapters that plug the ir3de router into other frameworks (LangChain, LlamaIndex, Ray)."""

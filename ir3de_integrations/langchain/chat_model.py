@@ -1,0 +1,389 @@
+"""``RoutingChatModel``: a LangChain chat model that answers with the chat model the router picks."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, Field, PrivateAttr
+
+from ir3de.errors import ExpertError
+
+from ._registry import ExpertRegistry, RouteOn, _check_route_on, messages_text
+from .errors import ExpertInvocationError
+from .runnable import RouterRunnable
+
+if TYPE_CHECKING:
+    from ir3de import Router
+
+__all__ = ["RoutingChatModel"]
+
+_TOOLS_KEY = "ir3de_tools"
+
+
+def _as_message(output: Any) -> AIMessage:
+    if isinstance(output, AIMessage):
+        return output
+    if isinstance(output, str):  # an LLM (text completion) expert
+        return AIMessage(content=output)
+    if isinstance(output, BaseMessage):
+        return AIMessage(content=output.content)
+    raise ExpertError(f"an expert of a RoutingChatModel returned a {type(output).__name__}, not a message")
+
+
+def _as_chunk(output: Any) -> AIMessageChunk:
+    if isinstance(output, AIMessageChunk):
+        return output
+    if isinstance(output, str):
+        return AIMessageChunk(content=output)
+    if isinstance(output, BaseMessage):
+        return AIMessageChunk(content=output.content)
+    raise ExpertError(
+        f"an expert of a RoutingChatModel streamed a {type(output).__name__}, not a message chunk"
+    )
+
+
+def _child_callbacks(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun, tag: str
+) -> CallbackManager | AsyncCallbackManager:
+    """Callbacks for the expert's nested run (what ``ParentRunManager.get_child`` does for chains)."""
+    cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
+    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    manager.add_tags([tag], inherit=False)
+    return manager
+
+
+class _Call:
+    """One routed call: who answers, with which kwargs, and what goes into ``response_metadata``."""
+
+    __slots__ = ("config", "expert", "info", "kwargs", "name")
+
+    def __init__(
+        self, name: str, expert: Runnable[Any, Any], info: dict[str, Any], kwargs: dict[str, Any]
+    ) -> None:
+        self.name, self.expert, self.info, self.kwargs = name, expert, info, kwargs
+        self.config: RunnableConfig = {}
+
+    def annotate(self, metadata: dict[str, Any], *, model_name: bool = True) -> dict[str, Any]:
+        out = {**metadata, "ir3de": self.info}
+        if model_name and not out.get("model_name"):
+            out["model_name"] = self.name
+        return out
+
+    def error(self, e: Exception) -> ExpertInvocationError:
+        wrapped = ExpertInvocationError(self.name, e, self.info)
+        wrapped.__cause__ = e
+        return wrapped
+
+
+class RoutingChatModel(BaseChatModel):
+    """A chat model that routes each conversation to one of several expert chat models with IR3DE.
+
+    The last user message (or the whole conversation / the last ``n`` turns: ``route_on``) is routed;
+    the chosen expert gets the full message list. The answer's ``response_metadata["ir3de"]`` holds the
+    decision (expert, confidence, scores, deciding tokens); streamed, it is on the first chunk.
+    ``response_metadata["model_name"]`` is the expert's own model name, else the expert name.
+    ``invoke(..., model="<expert>")`` forces an expert. ``bind_tools`` and ``with_structured_output``
+    are forwarded to the chosen expert when it supports them (an expert without tool support answers
+    unbound, with ``ir3de["tools_bound"] = False``). ``stop`` is forwarded; ``temperature``,
+    ``max_tokens``, ``timeout`` and ``max_retries`` are only reported (set them on the experts).
+
+    Args:
+        router: a fitted :class:`ir3de.Router`.
+        experts: expert name → chat model (or any runnable returning a message or a string).
+        route_on: ``"last_user"``, ``"conversation"`` or an ``int`` n (the last n turns).
+
+    Example:
+        >>> from ir3de_integrations.langchain import RoutingChatModel          # doctest: +SKIP
+        >>> chat = RoutingChatModel(router, {"math": math_chat, "code": code_chat})
+        >>> reply = chat.invoke("Write a Python function that reverses a list")
+        >>> reply.response_metadata["ir3de"]["expert"]
+        'code'
+    """
+
+    router: Any = Field(exclude=True)
+    route_on: RouteOn = "last_user"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+
+    _registry: ExpertRegistry = PrivateAttr()
+
+    def __init__(
+        self,
+        router: Router | None = None,
+        experts: Mapping[str, Runnable[Any, Any]] | ExpertRegistry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if router is None or experts is None:
+            raise ExpertError("RoutingChatModel needs a fitted router and experts={name: chat model}")
+        kwargs["route_on"] = _check_route_on(kwargs.get("route_on", "last_user"))
+        super().__init__(router=router, **kwargs)
+        self._registry = experts if isinstance(experts, ExpertRegistry) else ExpertRegistry(router, experts)
+
+    @property
+    def _llm_type(self) -> str:
+        return "ir3de-routing-chat-model"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"experts": sorted(self._registry.experts), "route_on": self.route_on}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider="ir3de",
+            ls_model_name=model if isinstance(model, str) else "ir3de-router",
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # ------------------------------------------------------------------ experts
+    @property
+    def registry(self) -> ExpertRegistry:
+        """The router + expert chat models (shared with ``bind_tools``/``with_structured_output`` results)."""
+        return self._registry
+
+    @property
+    def experts(self) -> dict[str, Runnable[Any, Any]]:
+        """The current expert name → chat model mapping (a copy)."""
+        return self._registry.experts
+
+    def add_expert(
+        self, name: str, llm: Runnable[Any, Any], texts: Iterable[str], description: str = ""
+    ) -> RoutingChatModel:
+        """Register chat model ``llm`` as expert ``name`` and add its statistics from ``texts``.
+
+        Example:
+            >>> chat.add_expert("legal", legal_chat, legal_texts)   # doctest: +SKIP
+        """
+        self._registry.add(name, llm, texts, description)
+        return self
+
+    def remove_expert(self, name: str) -> RoutingChatModel:
+        """Remove expert ``name`` (calls already routed to it still get its answer)."""
+        self._registry.remove(name)
+        return self
+
+    def update_expert(self, name: str, more_texts: Iterable[str]) -> RoutingChatModel:
+        """Add more text to expert ``name``'s statistics."""
+        self._registry.update(name, more_texts)
+        return self
+
+    # ------------------------------------------------------------------ routing
+    def _prepare(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> _Call:
+        kwargs = dict(kwargs)
+        forced = kwargs.pop("model", None)
+        tools = kwargs.pop(_TOOLS_KEY, None)
+        stop = stop if stop is not None else self.stop
+        if stop:
+            kwargs["stop"] = stop
+        if forced is not None:
+            name, expert = str(forced), self._registry.get(str(forced))
+            info: dict[str, Any] = {"expert": name, "confidence": None, "forced": True, "tokens": []}
+        else:
+            decision, expert = self._registry.decide(messages_text(messages, self.route_on))
+            name, info = decision.expert, decision.to_dict()
+        if tools is not None:
+            try:
+                expert = expert.bind_tools(tools["tools"], **tools["kwargs"])  # type: ignore[attr-defined]
+                info["tools_bound"] = True
+            except (NotImplementedError, AttributeError):
+                info["tools_bound"] = False
+        call = _Call(name, expert, info, kwargs)
+        call.config = {
+            "callbacks": _child_callbacks(run_manager, f"route:{name}") if run_manager is not None else None,
+            "metadata": {"ir3de_expert": name, "ir3de_confidence": info["confidence"]},
+        }
+        return call
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        try:
+            message = _as_message(call.expert.invoke(messages, call.config, **call.kwargs))
+        except Exception as e:
+            raise call.error(e) from e
+        message = message.model_copy(update={"response_metadata": call.annotate(message.response_metadata)})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        try:
+            message = _as_message(await call.expert.ainvoke(messages, call.config, **call.kwargs))
+        except Exception as e:
+            raise call.error(e) from e
+        message = message.model_copy(update={"response_metadata": call.annotate(message.response_metadata)})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    class _Relay:
+        """Annotates a chunk stream: the decision on the first chunk (sent at once); the expert's name
+        as ``model_name`` on the last one when the expert reported none (so one chunk is held back)."""
+
+        def __init__(self, call: _Call) -> None:
+            self.call = call
+            self.count = 0
+            self.pending: AIMessageChunk | None = None
+            self.has_model_name = False
+
+        def push(self, raw: Any) -> Iterator[ChatGenerationChunk]:
+            chunk = _as_chunk(raw)
+            self.has_model_name = self.has_model_name or bool(chunk.response_metadata.get("model_name"))
+            self.count += 1
+            if self.count == 1:
+                chunk = chunk.model_copy(
+                    update={
+                        "response_metadata": self.call.annotate(chunk.response_metadata, model_name=False)
+                    }
+                )
+                yield ChatGenerationChunk(message=chunk)
+                return
+            if self.pending is not None:
+                yield ChatGenerationChunk(message=self.pending)
+            self.pending = chunk
+
+        def close(self) -> Iterator[ChatGenerationChunk]:
+            if self.has_model_name:
+                if self.pending is not None:
+                    yield ChatGenerationChunk(message=self.pending)
+                return
+            name = {"model_name": self.call.name}
+            if self.pending is not None:
+                meta = {**self.pending.response_metadata, **name}
+                yield ChatGenerationChunk(message=self.pending.model_copy(update={"response_metadata": meta}))
+            elif self.count:  # a one-chunk stream: its chunk is gone, add the name in an empty last chunk
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(content="", response_metadata=name, chunk_position="last")
+                )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        relay = self._Relay(call)
+        try:
+            for raw in call.expert.stream(messages, call.config, **call.kwargs):
+                yield from relay.push(raw)
+        except Exception as e:
+            raise call.error(e) from e
+        yield from relay.close()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        relay = self._Relay(call)
+        try:
+            async for raw in call.expert.astream(messages, call.config, **call.kwargs):
+                for chunk in relay.push(raw):
+                    yield chunk
+        except Exception as e:
+            raise call.error(e) from e
+        for chunk in relay.close():
+            yield chunk
+
+    def route(self, input: LanguageModelInput) -> Any:
+        """The :class:`ir3de.RouteDecision` for ``input`` without calling any expert.
+
+        Example:
+            >>> chat.route("Translate 'good morning' into German").expert   # doctest: +SKIP
+        """
+        messages = self._convert_input(input).to_messages()
+        return self._registry.decide(messages_text(messages, self.route_on))[0]
+
+    # ------------------------------------------------------------------ tools / structured output
+    def bind_tools(
+        self,
+        tools: Sequence[builtins.dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind ``tools``; at each call they are bound to the chosen expert (``expert.bind_tools``).
+
+        Example:
+            >>> agent_model = chat.bind_tools([get_weather])   # doctest: +SKIP
+        """
+        options = dict(kwargs)
+        if tool_choice is not None:
+            options["tool_choice"] = tool_choice
+        return self.bind(**{_TOOLS_KEY: {"tools": list(tools), "kwargs": options}})
+
+    def with_structured_output(
+        self,
+        schema: builtins.dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, builtins.dict[str, Any] | BaseModel]:
+        """Route, then answer with ``expert.with_structured_output(schema, ...)`` of the chosen expert.
+
+        Experts without structured-output support raise :class:`ir3de.errors.ExpertError` when chosen.
+
+        Example:
+            >>> extractor = chat.with_structured_output(Answer)   # doctest: +SKIP
+        """
+
+        def transform(name: str, expert: Runnable[Any, Any]) -> Runnable[Any, Any]:
+            try:
+                return expert.with_structured_output(schema, include_raw=include_raw, **kwargs)  # type: ignore[attr-defined]
+            except (NotImplementedError, AttributeError) as e:
+                raise ExpertError(
+                    f"expert {name!r} ({type(expert).__name__}) does not support with_structured_output; "
+                    "use experts that implement it (or bind_tools) for structured output"
+                ) from e
+
+        return RouterRunnable._view(
+            self._registry, transform, route_on=self.route_on, name="RoutingChatModelStructuredOutput"
+        )

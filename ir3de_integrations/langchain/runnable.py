@@ -1,0 +1,399 @@
+"""``RouterRunnable``: an LCEL step that sends each input to the expert runnable the router picks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import get_executor_for_config, patch_config
+from langchain_core.runnables.utils import AddableDict
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ._registry import ExpertRegistry, RouteOn, _check_route_on, input_text
+from .errors import ExpertInvocationError
+
+if TYPE_CHECKING:
+    from ir3de import RouteDecision, Router
+
+__all__ = ["RouterRunnable"]
+
+Transform = Callable[[str, Runnable[Any, Any]], Runnable[Any, Any]]
+
+
+def _child_config(
+    config: RunnableConfig,
+    run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+    decision: RouteDecision,
+) -> RunnableConfig:
+    """The config of the nested expert run: tagged ``route:<expert>`` with the decision in its metadata."""
+    child = patch_config(config, callbacks=run_manager.get_child(f"route:{decision.expert}"))
+    child["metadata"] = {
+        **(child.get("metadata") or {}),
+        "ir3de_expert": decision.expert,
+        "ir3de_confidence": decision.confidence,
+    }
+    return child
+
+
+def _wrap(decision: RouteDecision, error: Exception) -> ExpertInvocationError:
+    wrapped = ExpertInvocationError(decision.expert, error, decision.to_dict(with_tokens=False))
+    wrapped.__cause__ = error
+    return wrapped
+
+
+class RouterRunnable(RunnableSerializable[Any, Any]):
+    """Route each input to one of several expert runnables (chat models, LLMs, chains) with IR3DE.
+
+    The routed text is the input string, or for messages / a ``PromptValue`` / a ``dict`` (its
+    ``input_key``) the last user message (``route_on="last_user"``), the whole conversation
+    (``"conversation"``) or the last ``n`` turns (``n``). The input itself goes to the chosen expert
+    unchanged, as a nested run tagged ``route:<expert>`` with ``ir3de_expert`` and
+    ``ir3de_confidence`` in its metadata. ``batch``/``abatch`` group inputs by expert so each expert
+    gets one batched call (order preserved). With ``return_decision=True`` the output is
+    ``{"output": ..., "decision": RouteDecision}`` (streamed: the decision first, then the output).
+
+    Experts can be added, updated and removed while other threads and coroutines invoke it.
+
+    Args:
+        router: a fitted :class:`ir3de.Router`.
+        experts: expert name → runnable, exactly the router's experts (plus its ``fallback``).
+        input_key: for ``dict`` inputs, the key that holds the text (or messages).
+        route_on: ``"last_user"``, ``"conversation"`` or an ``int`` n (the last n turns).
+        return_decision: return the decision alongside the output.
+
+    Example:
+        >>> from ir3de_integrations.langchain import RouterRunnable              # doctest: +SKIP
+        >>> chain = prompt | RouterRunnable(router, {"math": math_llm, "code": code_llm}) | parser
+        >>> chain.invoke({"input": "Solve 2x + 3 = 7"})
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    router: Any = Field(exclude=True)
+    input_key: str = "input"
+    route_on: RouteOn = "last_user"
+    return_decision: bool = False
+
+    _registry: ExpertRegistry = PrivateAttr()
+    _transform: Transform | None = PrivateAttr(default=None)
+    _transformed: dict[str, tuple[Runnable[Any, Any], Runnable[Any, Any]]] = PrivateAttr(default_factory=dict)
+
+    def __init__(
+        self,
+        router: Router,
+        experts: Mapping[str, Runnable[Any, Any]] | ExpertRegistry,
+        *,
+        input_key: str = "input",
+        route_on: RouteOn = "last_user",
+        return_decision: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            router=router,
+            input_key=input_key,
+            route_on=_check_route_on(route_on),
+            return_decision=return_decision,
+            **kwargs,
+        )
+        self._registry = experts if isinstance(experts, ExpertRegistry) else ExpertRegistry(router, experts)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_or_repo: str | Path,
+        experts: Mapping[str, Runnable[Any, Any]],
+        *,
+        input_key: str = "input",
+        route_on: RouteOn = "last_user",
+        return_decision: bool = False,
+        **kwargs: Any,
+    ) -> RouterRunnable:
+        """Load a saved router (a folder, or a Hub repo id) with ``ir3de.Router.from_pretrained(folder_or_repo,
+        **kwargs)`` and attach the expert runnables.
+
+        Example:
+            >>> RouterRunnable.from_pretrained("my-router", experts={"math": m, "code": c})  # doctest: +SKIP
+        """
+        from ir3de import Router
+
+        router = Router.from_pretrained(folder_or_repo, **kwargs)
+        return cls(router, experts, input_key=input_key, route_on=route_on, return_decision=return_decision)
+
+    @classmethod
+    def _view(
+        cls, registry: ExpertRegistry, transform: Transform | None, *, name: str | None = None, **options: Any
+    ) -> RouterRunnable:
+        """A runnable that shares ``registry`` (live expert changes) and maps each expert with ``transform``."""
+        view = cls(registry.router, registry, **options)
+        view._transform = transform
+        if name is not None:
+            view.name = name
+        return view
+
+    # ------------------------------------------------------------------ experts
+    @property
+    def registry(self) -> ExpertRegistry:
+        """The router + expert runnables this runnable routes among (shared with its views)."""
+        return self._registry
+
+    @property
+    def experts(self) -> dict[str, Runnable[Any, Any]]:
+        """The current expert name → runnable mapping (a copy)."""
+        return self._registry.experts
+
+    def add_expert(
+        self, name: str, llm: Runnable[Any, Any], texts: Iterable[str], description: str = ""
+    ) -> RouterRunnable:
+        """Register ``llm`` as expert ``name`` and add its statistics (from ``texts``) to the router.
+
+        Safe while other threads/coroutines invoke this runnable.
+
+        Example:
+            >>> routed.add_expert("medical", medical_llm, medical_texts)   # doctest: +SKIP
+        """
+        self._registry.add(name, llm, texts, description)
+        return self
+
+    def remove_expert(self, name: str) -> RouterRunnable:
+        """Remove expert ``name``; calls already routed to it are still answered by it."""
+        self._registry.remove(name)
+        return self
+
+    def update_expert(self, name: str, more_texts: Iterable[str]) -> RouterRunnable:
+        """Add more text to expert ``name``'s statistics."""
+        self._registry.update(name, more_texts)
+        return self
+
+    # ------------------------------------------------------------------ routing
+    def route(self, input: Any) -> RouteDecision:
+        """The decision for ``input`` without invoking any expert.
+
+        Example:
+            >>> routed.route("def add(a, b):").expert   # doctest: +SKIP
+            'code'
+        """
+        return self._decide(input)[0]
+
+    def _text(self, input: Any) -> str:
+        return input_text(input, input_key=self.input_key, route_on=self.route_on)
+
+    def _apply(self, name: str, runnable: Runnable[Any, Any]) -> Runnable[Any, Any]:
+        if self._transform is None:
+            return runnable
+        cached = self._transformed.get(name)
+        if cached is not None and cached[0] is runnable:
+            return cached[1]
+        out = self._transform(name, runnable)
+        self._transformed[name] = (runnable, out)
+        return out
+
+    def _decide(self, input: Any) -> tuple[RouteDecision, Runnable[Any, Any]]:
+        decision, runnable = self._registry.decide(self._text(input))
+        return decision, self._apply(decision.expert, runnable)
+
+    def _output(self, output: Any, decision: RouteDecision) -> Any:
+        return {"output": output, "decision": decision} if self.return_decision else output
+
+    # ------------------------------------------------------------------ invoke
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
+    ) -> Any:
+        decision, expert = self._decide(input)
+        try:
+            output = expert.invoke(input, _child_config(config, run_manager, decision), **kwargs)
+        except Exception as e:
+            raise _wrap(decision, e) from e
+        return self._output(output, decision)
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
+    ) -> Any:
+        decision, expert = self._decide(input)
+        try:
+            output = await expert.ainvoke(input, _child_config(config, run_manager, decision), **kwargs)
+        except Exception as e:
+            raise _wrap(decision, e) from e
+        return self._output(output, decision)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Route ``input`` and invoke the chosen expert with it."""
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Async :meth:`invoke` (routing itself is a microsecond table lookup, done inline)."""
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    # ------------------------------------------------------------------ batch
+    def _plan(
+        self, inputs: Sequence[Any]
+    ) -> tuple[list[Any], dict[str, tuple[Runnable[Any, Any], list[int]]], list[RouteDecision | None]]:
+        """Route all inputs with one router snapshot: results (errors filled in), groups by expert."""
+        results: list[Any] = [None] * len(inputs)
+        texts: list[str] = []
+        positions: list[int] = []
+        for i, item in enumerate(inputs):
+            try:
+                texts.append(self._text(item))
+                positions.append(i)
+            except Exception as e:
+                results[i] = e
+        decisions: list[RouteDecision | None] = [None] * len(inputs)
+        groups: dict[str, tuple[Runnable[Any, Any], list[int]]] = {}
+        for i, routed in zip(positions, self._registry.decide_batch(texts) if texts else []):
+            if isinstance(routed, Exception):
+                results[i] = routed
+                continue
+            decision, runnable = routed
+            decisions[i] = decision
+            try:
+                runnable = self._apply(decision.expert, runnable)
+            except Exception as e:
+                results[i] = e
+                continue
+            groups.setdefault(decision.expert, (runnable, []))[1].append(i)
+        return results, groups, decisions
+
+    def _finish(
+        self,
+        results: list[Any],
+        indices: list[int],
+        outputs: list[Any],
+        decisions: list[RouteDecision | None],
+    ) -> None:
+        for i, out in zip(indices, outputs):
+            decision = decisions[i]
+            assert decision is not None
+            results[i] = _wrap(decision, out) if isinstance(out, Exception) else self._output(out, decision)
+
+    def _batch(
+        self,
+        inputs: list[Any],
+        run_manager: list[CallbackManagerForChainRun],
+        config: list[RunnableConfig],
+        **kwargs: Any,
+    ) -> list[Any]:
+        results, groups, decisions = self._plan(inputs)
+
+        def run_group(item: tuple[str, tuple[Runnable[Any, Any], list[int]]]) -> None:
+            _, (expert, indices) = item
+            configs = [_child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
+            try:
+                outputs = expert.batch(
+                    [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
+                )
+            except Exception as e:  # an expert whose batch itself fails
+                outputs = [e] * len(indices)
+            self._finish(results, indices, outputs, decisions)
+
+        if len(groups) == 1:
+            run_group(next(iter(groups.items())))
+        elif groups:
+            with get_executor_for_config(config[0]) as executor:
+                list(executor.map(run_group, groups.items()))
+        return results
+
+    async def _abatch(
+        self,
+        inputs: list[Any],
+        run_manager: list[AsyncCallbackManagerForChainRun],
+        config: list[RunnableConfig],
+        **kwargs: Any,
+    ) -> list[Any]:
+        results, groups, decisions = self._plan(inputs)
+
+        async def run_group(expert: Runnable[Any, Any], indices: list[int]) -> None:
+            configs = [_child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
+            try:
+                outputs = await expert.abatch(
+                    [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
+                )
+            except Exception as e:
+                outputs = [e] * len(indices)
+            self._finish(results, indices, outputs, decisions)
+
+        await asyncio.gather(*(run_group(expert, indices) for expert, indices in groups.values()))
+        return results
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Route all inputs at once, then call each chosen expert once with its share (order kept)."""
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Async :meth:`batch`: the experts' batched calls run concurrently."""
+        if not inputs:
+            return []
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    # ------------------------------------------------------------------ stream
+    def _stream_one(
+        self,
+        inputs: Iterator[Any],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        input = next(inputs)
+        decision, expert = self._decide(input)
+        if self.return_decision:
+            yield AddableDict(decision=decision)
+        try:
+            for chunk in expert.stream(input, _child_config(config, run_manager, decision), **kwargs):
+                yield AddableDict(output=chunk) if self.return_decision else chunk
+        except Exception as e:
+            raise _wrap(decision, e) from e
+
+    async def _astream_one(
+        self,
+        inputs: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        input = await inputs.__anext__()
+        decision, expert = self._decide(input)
+        if self.return_decision:
+            yield AddableDict(decision=decision)
+        try:
+            async for chunk in expert.astream(input, _child_config(config, run_manager, decision), **kwargs):
+                yield AddableDict(output=chunk) if self.return_decision else chunk
+        except Exception as e:
+            raise _wrap(decision, e) from e
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Route ``input`` and stream the chosen expert's output."""
+        yield from self._transform_stream_with_config(iter([input]), self._stream_one, config, **kwargs)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream` (``astream_events`` builds on it and shows the expert's events)."""
+
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(one(), self._astream_one, config, **kwargs):
+            yield chunk
