@@ -115,17 +115,26 @@ def _add_corpus_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _print_decision(prompt: str, d: RouteDecision, explain: bool) -> None:
-    flag = " (fallback)" if d.fallback_used else ""
+    flag = f" (fallback; top expert {d.top_expert})" if d.fallback_used else ""
     print(f"{d.expert}{flag}\tconfidence={d.confidence:.3f}\t{prompt[:70]!r}")
-    tokens = d.tokens if explain else d.tokens[:5]
-    if tokens:
-        shown = ", ".join(f"{t.text!r}→{t.vote}" for t in tokens)
-        print(f"    deciding tokens: {shown}")
-    if explain:
-        scores = "  ".join(
-            f"{name}={score:.3f}" for name, score in sorted(d.scores.items(), key=lambda kv: -kv[1])
-        )
-        print(f"    scores: {scores}")
+    if not explain:
+        if d.tokens:
+            print("    deciding tokens: " + ", ".join(f"{t.text!r}→{t.vote}" for t in d.tokens[:5]))
+        return
+    print(f"    {d.num_tokens} countable tokens; scores: "
+          + "  ".join(f"{n}={v:.3f}" for n, v in sorted(d.scores.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    if not d.tokens:
+        return
+    names = list(d.scores)
+    width = max(6, *(len(n) for n in names))
+    header = f"    {'pos':>4}  {'token':<16} {'vote':<{width}} {'entropy':>7}  " + " ".join(
+        f"{n:>{width}}" for n in names
+    )
+    print("    deciding tokens (lowest entropy first) and each token's probability per expert:")
+    print(header)
+    for t in d.tokens:
+        probs = " ".join(f"{t.probabilities.get(n, 0.0):>{width}.3f}" for n in names)
+        print(f"    {t.position:>4}  {t.text!r:<16} {t.vote:<{width}} {t.entropy:>7.3f}  {probs}")
 
 
 def _fit_on_ray(args: argparse.Namespace, router: Router) -> None:
@@ -270,27 +279,30 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     suite = load_suite("reasoning4", seed=args.seed)
     for name in suite.train:
         print(f"  {name:>13}: {len(suite.train[name]):4d} texts to fit, {len(suite.test[name]):4d} held out")
-    config = RouterConfig.paper() if args.preset == "paper" else RouterConfig()
-    router = Router(emb, config=config, device=args.device, progress=not args.quiet)
-    t1 = time.perf_counter()
-    router.fit(suite.train)
-    fit_s = time.perf_counter() - t1
-    tokens = sum(c.num_tokens for c in router.statistics.values())
-    print(
-        f"\nfitted {router.experts} on {tokens} tokens in {fit_s:.2f} s ({args.preset} preset: {router.config})\n"
-    )
-    print("routing example prompts:")
-    for prompt, d in zip(QUICKSTART_PROMPTS, router.route_batch(QUICKSTART_PROMPTS)):
+    presets = {"default": RouterConfig(), "paper": RouterConfig.paper()}
+    chosen = ["default", "paper"] if args.preset == "both" else [args.preset]
+    routers = {}
+    for preset in chosen:
+        router = Router(emb, config=presets[preset], device=args.device, progress=not args.quiet)
+        t1 = time.perf_counter()
+        router.fit(suite.train)
+        tokens = sum(c.num_tokens for c in router.statistics.values())
+        print(
+            f"\nfitted the {preset} preset on {tokens} tokens in {time.perf_counter() - t1:.2f} s: {router.config}"
+        )
+        routers[preset] = router
+    first = routers[chosen[0]]
+    print(f"\nrouting example prompts ({chosen[0]} preset):")
+    for prompt, d in zip(QUICKSTART_PROMPTS, first.route_batch(QUICKSTART_PROMPTS)):
         _print_decision(prompt, d, explain=False)
-    report = evaluate(router, suite.test)
-    print(
-        f"\nheld-out routing accuracy: {report.accuracy:.4f} (macro recall {report.macro_recall:.4f}, "
-        f"{report.num_prompts} prompts)"
-    )
-    for name, recall in report.per_expert_recall.items():
-        print(f"  {name:>13}: {recall:.4f}")
+    print()
+    for preset, router in routers.items():
+        report = evaluate(router, suite.test)
+        recalls = ", ".join(f"{n} {r:.3f}" for n, r in report.per_expert_recall.items())
+        print(f"held-out routing accuracy ({preset} preset): {report.accuracy:.4f} "
+              f"(macro recall {report.macro_recall:.4f}; {recalls}; {report.num_prompts} prompts)")  # fmt: skip
     if args.save:
-        print(f"saved to {router.save_pretrained(args.save)}")
+        print(f"saved the {chosen[0]} router to {first.save_pretrained(args.save)}")
     return 0
 
 
@@ -349,9 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="fit on four real domains and route example prompts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", choices=["default", "paper"], default="paper")
+    p.add_argument(
+        "--preset",
+        choices=["both", "default", "paper"],
+        default="both",
+        help="which presets to fit and score",
+    )
     p.add_argument("--device", default="auto")
-    p.add_argument("--save", help="also save the router to this folder")
+    p.add_argument("--save", help="also save the (first) router to this folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_quickstart)
 

@@ -55,6 +55,11 @@ _GRAM_CHUNK_ROWS = 16384
 class RouterConfig:
     """Settings of a router. ``RouterConfig.paper()`` is the paper's exact configuration.
 
+    The defaults were chosen by measurement (README, "Routing quality"): balanced experts, no column
+    normalisation, and the sum of the log-probabilities of the 50 lowest-entropy tokens route better
+    than the paper's configuration on every public suite and cross-source check, and their confidence
+    is calibrated (expected calibration error below 0.01 in-distribution).
+
     Attributes:
         lam: ridge strength λ (> 0). Paper: 1e-2.
         selector: ``"topk"`` (lowest-entropy k tokens), ``"all"`` or ``"avg"`` (mean logits).
@@ -73,10 +78,10 @@ class RouterConfig:
 
     lam: float = 1e-2
     selector: str = "topk"
-    k: int = 10
-    combine: str = "vote"
-    column_norm: bool = True
-    balance: bool = False
+    k: int = 50
+    combine: str = "logprob"
+    column_norm: bool = False
+    balance: bool = True
     max_tokens: int = 1024
     fallback: str | None = None
     threshold: float = 0.0

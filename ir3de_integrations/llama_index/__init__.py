@@ -1,0 +1,41 @@
+"""LlamaIndex adapters for ir3de (``pip install 'ir3de[llamaindex]'``).
+
+* :class:`Ir3deSelector` — a ``BaseSelector`` for ``RouterQueryEngine`` / ``RouterRetriever`` that picks
+  a query engine, retriever or tool from the query's tokens (no LLM call, no description embeddings).
+* :class:`RoutingLLM` — an ``LLM`` that dispatches every chat/complete call (sync, async, streaming)
+  to the LLM of the expert the router picks, with ``add_expert``/``remove_expert``/``update_expert``
+  at runtime.
+* :class:`Ir3deRouteEvent` — the instrumentation event both emit for each decision.
+
+Example:
+    >>> from ir3de_integrations.llama_index import Ir3deSelector, RoutingLLM       # doctest: +SKIP
+    >>> selector = Ir3deSelector.from_pretrained("my-router")
+    >>> llm = RoutingLLM.from_pretrained("my-router", {"math": math_llm, "code": code_llm})
+"""
+
+from __future__ import annotations
+
+try:
+    import llama_index.core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    from ir3de.errors import MissingDependencyError
+
+    raise MissingDependencyError(
+        f"ir3de_integrations.llama_index needs llama-index-core ({e}); install it with "
+        "pip install 'ir3de[llamaindex]'"
+    ) from e
+
+from ._common import describe_route, route_payload
+from .events import Ir3deRouteEvent, dispatcher
+from .llm import ROUTE_KEY, RoutingLLM
+from .selector import Ir3deSelector
+
+__all__ = [
+    "ROUTE_KEY",
+    "Ir3deRouteEvent",
+    "Ir3deSelector",
+    "RoutingLLM",
+    "describe_route",
+    "dispatcher",
+    "route_payload",
+]

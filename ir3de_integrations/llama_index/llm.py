@@ -1,0 +1,443 @@
+"""A LlamaIndex ``LLM`` that routes every call to one of several registered LLMs with an ir3de router.
+
+Use it anywhere LlamaIndex takes an LLM (chat engines, query engines, agents' plain-chat steps): each
+call — ``chat``/``complete`` × sync/async × streaming — is routed on its prompt's tokens (microseconds,
+no LLM call) and answered by the chosen expert's LLM. The route is reported in the response's
+``additional_kwargs["ir3de_route"]`` and as an :class:`~.events.Ir3deRouteEvent`.
+
+Experts can be added, removed or updated while calls are in flight: the router's routing reads an
+immutable snapshot, and the expert → LLM mapping is an immutable dict swapped together with each
+router mutation under a lock, so every call is answered by the LLM of an expert that existed when
+it was routed.
+
+Example:
+    >>> from llama_index.core.chat_engine import SimpleChatEngine
+    >>> llm = RoutingLLM(router, {"math": math_llm, "code": code_llm})          # doctest: +SKIP
+    >>> chat = SimpleChatEngine.from_defaults(llm=llm)                         # doctest: +SKIP
+    >>> chat.chat("What is 17 * 23?")                                          # doctest: +SKIP
+    >>> llm.add_expert("legal", legal_llm, legal_texts)                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM, default_completion_to_prompt
+from pydantic import Field, PrivateAttr
+
+from ir3de.decision import RouteDecision
+from ir3de.errors import ExpertError, InvalidInputError, UnknownExpertError
+from ir3de.router import Router
+
+from ._common import (
+    DEFAULT_TOP_TOKENS,
+    check_router,
+    load_router,
+    mismatch_error,
+    route_payload,
+    route_targets,
+)
+from .events import Ir3deRouteEvent, dispatcher
+
+__all__ = ["ROUTE_KEY", "RoutingLLM"]
+
+#: The ``additional_kwargs`` key under which every response reports its route.
+ROUTE_KEY = "ir3de_route"
+
+_ROUTE_ON = ("last_user", "user", "all")
+_OPTIMISTIC_ATTEMPTS = 64  # lock-free routing tries before routing under the lock
+
+
+@dataclass(frozen=True, eq=False)
+class _Snapshot:
+    """The expert → LLM mapping that a routing decision is resolved against (never mutated).
+
+    While a mutation runs, the snapshot holds the union of the mappings before and after it, so a
+    decision taken on either router state finds its LLM.
+    """
+
+    llms: Mapping[str, LLM]
+
+
+class RoutingLLM(LLM):
+    """An LLM that sends each call to the LLM of the expert an ir3de router picks for its prompt.
+
+    Args:
+        router: a fitted :class:`ir3de.Router`. Mutate it through this object's :meth:`add_expert`,
+            :meth:`remove_expert` and :meth:`update_expert` so the LLM mapping stays in step.
+        llms: ``{expert: LLM}`` — exactly the router's experts (plus its ``fallback`` name when
+            one is configured and is not an expert). A mismatch raises one
+            :class:`~ir3de.errors.ExpertError` listing both sides.
+        route_on: for chat calls, which text is routed: ``"last_user"`` (the last user message; the
+            default), ``"user"`` (all user messages) or ``"all"`` (every message).
+        top_tokens: deciding tokens named in the route report.
+
+    Example:
+        >>> llm = RoutingLLM(router, {"math": math_llm, "code": code_llm})          # doctest: +SKIP
+        >>> r = llm.complete("def fib(n):")                                       # doctest: +SKIP
+        >>> r.additional_kwargs["ir3de_route"]["expert"]                           # doctest: +SKIP
+        'code'
+    """
+
+    route_on: Literal["last_user", "user", "all"] = Field(
+        default="last_user", description="Which chat messages are routed: last_user, user or all."
+    )
+    top_tokens: int = Field(default=DEFAULT_TOP_TOKENS, description="Deciding tokens in the route report.")
+
+    _router: Router = PrivateAttr()
+    _snapshot: _Snapshot = PrivateAttr()
+    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
+
+    def __init__(
+        self,
+        router: Router,
+        llms: Mapping[str, LLM],
+        *,
+        route_on: Literal["last_user", "user", "all"] = "last_user",
+        top_tokens: int = DEFAULT_TOP_TOKENS,
+        callback_manager: CallbackManager | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if route_on not in _ROUTE_ON:
+            raise InvalidInputError(f"route_on must be one of {_ROUTE_ON}, got {route_on!r}")
+        super().__init__(
+            route_on=route_on,
+            top_tokens=top_tokens,
+            callback_manager=callback_manager or CallbackManager([]),
+            **kwargs,
+        )
+        self._router = check_router(router)
+        mapping = dict(llms)
+        for name, llm in mapping.items():
+            _check_llm(name, llm)
+        targets = route_targets(self._router)
+        unmatched = [n for n in mapping if n not in targets]
+        missing = [t for t in targets if t not in mapping]
+        if unmatched or missing:
+            raise mismatch_error(
+                "LLMs",
+                "an LLM",
+                unmatched,
+                missing,
+                f"Pass llms={{expert: LLM}} for exactly the router's experts {targets}",
+            )
+        self._snapshot = _Snapshot(MappingProxyType(mapping))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_or_repo: str | Path,
+        llms: Mapping[str, LLM],
+        *,
+        route_on: Literal["last_user", "user", "all"] = "last_user",
+        top_tokens: int = DEFAULT_TOP_TOKENS,
+        callback_manager: CallbackManager | None = None,
+        **kwargs: Any,
+    ) -> RoutingLLM:
+        """Load the router with ``ir3de.Router.from_pretrained(folder_or_repo, **kwargs)`` (a saved folder
+        or a Hub repo id) and register ``llms`` for its experts.
+
+        Example:
+            >>> llm = RoutingLLM.from_pretrained("my-router", {"math": a, "code": b})   # doctest: +SKIP
+        """
+        return cls(
+            load_router(folder_or_repo, **kwargs),
+            llms,
+            route_on=route_on,
+            top_tokens=top_tokens,
+            callback_manager=callback_manager,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Class name used in payloads and serialisation."""
+        return "Ir3deRoutingLLM"
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def router(self) -> Router:
+        """The wrapped router (mutate it through this object so the LLM mapping follows)."""
+        return self._router
+
+    @property
+    def llms(self) -> Mapping[str, LLM]:
+        """A read-only view of the current ``{expert: LLM}`` mapping."""
+        return self._snapshot.llms
+
+    @property
+    def experts(self) -> list[str]:
+        """The router's experts."""
+        return self._router.experts
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Conservative merged metadata: what every registered LLM supports.
+
+        ``context_window`` and ``num_output`` are the smallest among the experts, ``is_chat_model`` holds
+        only when all are chat models, and ``is_function_calling_model`` is False (a routed call may
+        land on any expert; function calling goes through one LLM's tool API).
+        """
+        metas = [llm.metadata for llm in self._snapshot.llms.values()]
+        roles = {m.system_role for m in metas}
+        return LLMMetadata(
+            context_window=min(m.context_window for m in metas),
+            num_output=min(m.num_output for m in metas),
+            is_chat_model=all(m.is_chat_model for m in metas),
+            is_function_calling_model=False,
+            model_name="ir3de-routing(" + ",".join(self._snapshot.llms) + ")",
+            system_role=roles.pop() if len(roles) == 1 else MessageRole.SYSTEM,
+        )
+
+    # ------------------------------------------------------------------ runtime experts
+    def add_expert(self, name: str, llm: LLM, texts: Iterable[str], description: str = "") -> RoutingLLM:
+        """Fit a new expert on ``texts`` and register ``llm`` for it; safe while calls are in flight.
+
+        Example:
+            >>> routing_llm.add_expert("legal", legal_llm, legal_texts, "contracts")   # doctest: +SKIP
+        """
+        _check_llm(name, llm)
+        with self._lock:
+            before = self._snapshot.llms
+            if name in before:
+                raise ExpertError(
+                    f"expert {name!r} already has an LLM; use update_expert({name!r}, llm=...) or remove it first"
+                )
+            after = {**before, name: llm}
+            self._mutate(after, after, lambda: self._router.add_expert(name, texts, description))
+        return self
+
+    def remove_expert(self, name: str) -> RoutingLLM:
+        """Remove an expert from the router and unregister its LLM; safe while calls are in flight."""
+        with self._lock:
+            before = self._snapshot.llms
+            if name not in self._router.experts:
+                raise UnknownExpertError(f"unknown expert {name!r}; experts are {self._router.experts}")
+            after = {n: llm for n, llm in before.items() if n != name}
+            self._mutate(dict(before), after, lambda: self._router.remove_expert(name))
+        return self
+
+    def update_expert(
+        self, name: str, more_texts: Iterable[str] | None = None, *, llm: LLM | None = None
+    ) -> RoutingLLM:
+        """Add text to an expert (re-solving the router) and/or replace its LLM; safe while calls are in flight.
+
+        Example:
+            >>> routing_llm.update_expert("math", more_math_texts, llm=bigger_math_llm)  # doctest: +SKIP
+        """
+        if more_texts is None and llm is None:
+            raise InvalidInputError("update_expert needs more_texts, llm, or both")
+        if llm is not None:
+            _check_llm(name, llm)
+        with self._lock:
+            before = self._snapshot.llms
+            if name not in before:
+                raise UnknownExpertError(f"unknown expert {name!r}; experts are {list(before)}")
+            after = dict(before) if llm is None else {**before, name: llm}
+            if more_texts is None:
+                self._snapshot = _Snapshot(MappingProxyType(after))
+            else:
+                self._mutate(after, after, lambda: self._router.update_expert(name, more_texts))
+        return self
+
+    def _mutate(
+        self, during: Mapping[str, LLM], after: Mapping[str, LLM], action: Callable[[], object]
+    ) -> None:
+        """Run a router mutation with ``during`` (before ∪ after) published, then publish ``after``.
+
+        Called with the lock held. Each publication is a new snapshot object, so a reader that sees the
+        same snapshot before and after routing knows its decision came from that snapshot's window.
+        """
+        before = self._snapshot.llms
+        self._snapshot = _Snapshot(MappingProxyType(dict(during)))
+        try:
+            action()
+        except BaseException:
+            self._snapshot = _Snapshot(before)
+            raise
+        self._snapshot = _Snapshot(MappingProxyType(dict(after)))
+
+    # ------------------------------------------------------------------ routing
+    def route(self, text: str) -> RouteDecision:
+        """The router's decision for ``text`` (no LLM call)."""
+        return self._router.route(text)
+
+    def routing_text(self, messages: Sequence[ChatMessage]) -> str:
+        """The text of ``messages`` that is routed, per ``route_on``."""
+        if self.route_on == "all":
+            chosen = list(messages)
+        else:
+            users = [m for m in messages if m.role == MessageRole.USER]
+            chosen = users[-1:] if self.route_on == "last_user" else users
+            if not chosen:
+                chosen = list(messages)
+        return "\n".join(m.content or "" for m in chosen)
+
+    def _try_resolve(self, text: str) -> tuple[RouteDecision, LLM] | None:
+        snapshot = self._snapshot
+        decision = self._router.route(text)
+        if self._snapshot is not snapshot:  # a mutation published meanwhile: the decision may be newer
+            return None
+        return decision, self._llm_for(decision, snapshot)
+
+    def _llm_for(self, decision: RouteDecision, snapshot: _Snapshot) -> LLM:
+        try:
+            return snapshot.llms[decision.expert]
+        except KeyError:
+            raise ExpertError(
+                f"the router chose {decision.expert!r} but no LLM is registered for it (registered: "
+                f"{list(snapshot.llms)}); mutate experts through RoutingLLM.add_expert/remove_expert, "
+                "not on the router directly, and register an LLM for the router's fallback"
+            ) from None
+
+    def _resolve_locked(self, text: str) -> tuple[RouteDecision, LLM]:
+        with self._lock:
+            snapshot = self._snapshot
+            decision = self._router.route(text)
+            return decision, self._llm_for(decision, snapshot)
+
+    @dispatcher.span
+    def _resolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
+        for _ in range(_OPTIMISTIC_ATTEMPTS):
+            resolved = self._try_resolve(text)
+            if resolved is not None:
+                break
+        else:
+            resolved = self._resolve_locked(text)
+        decision, llm = resolved
+        payload = route_payload(decision, self.top_tokens)
+        dispatcher.event(Ir3deRouteEvent.from_payload("llm", text, payload, selected=[decision.expert]))
+        return decision, llm, payload
+
+    @dispatcher.span
+    async def _aresolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
+        for _ in range(_OPTIMISTIC_ATTEMPTS):
+            resolved = self._try_resolve(text)
+            if resolved is not None:
+                break
+            await asyncio.sleep(0)  # let a mutation on this loop finish publishing
+        else:
+            resolved = self._resolve_locked(text)
+        decision, llm = resolved
+        payload = route_payload(decision, self.top_tokens)
+        await dispatcher.aevent(
+            Ir3deRouteEvent.from_payload("llm", text, payload, selected=[decision.expert])
+        )
+        return decision, llm, payload
+
+    # ------------------------------------------------------------------ LLM API
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Route on the messages (see ``route_on``) and chat with the chosen expert's LLM."""
+        _, llm, payload = self._resolve(self.routing_text(messages))
+        return _annotate(llm.chat(messages, **kwargs), payload)
+
+    def _expert_formatted(self, formatted: bool) -> bool:
+        """Whether the expert should take the prompt as already formatted.
+
+        ``formatted=True`` means "formatted with *this* LLM's ``completion_to_prompt``" (LlamaIndex's
+        ``predict`` always passes it). With the default, identity ``completion_to_prompt`` the prompt is
+        not in any expert's format yet, so each expert applies its own (e.g. a chat template).
+        """
+        return formatted and self.completion_to_prompt is not default_completion_to_prompt
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Route on the prompt and complete it with the chosen expert's LLM (which formats it itself)."""
+        _, llm, payload = self._resolve(prompt)
+        return _annotate(llm.complete(prompt, formatted=self._expert_formatted(formatted), **kwargs), payload)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Route once (at call time), then stream the chosen LLM's chat chunks, each carrying the route."""
+        _, llm, payload = self._resolve(self.routing_text(messages))
+        return _annotate_stream(llm.stream_chat(messages, **kwargs), payload)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Route once (at call time), then stream the chosen LLM's completion chunks, each carrying the route."""
+        _, llm, payload = self._resolve(prompt)
+        return _annotate_stream(
+            llm.stream_complete(prompt, formatted=self._expert_formatted(formatted), **kwargs), payload
+        )
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Async :meth:`chat`."""
+        _, llm, payload = await self._aresolve(self.routing_text(messages))
+        return _annotate(await llm.achat(messages, **kwargs), payload)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Async :meth:`complete`."""
+        _, llm, payload = await self._aresolve(prompt)
+        return _annotate(
+            await llm.acomplete(prompt, formatted=self._expert_formatted(formatted), **kwargs), payload
+        )
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """Async :meth:`stream_chat`."""
+        _, llm, payload = await self._aresolve(self.routing_text(messages))
+        return _annotate_astream(await llm.astream_chat(messages, **kwargs), payload)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """Async :meth:`stream_complete`."""
+        _, llm, payload = await self._aresolve(prompt)
+        return _annotate_astream(
+            await llm.astream_complete(prompt, formatted=self._expert_formatted(formatted), **kwargs), payload
+        )
+
+    def __repr__(self) -> str:
+        llms = ", ".join(f"{n}: {type(m).__name__}" for n, m in self._snapshot.llms.items())
+        return f"RoutingLLM({{{llms}}}, route_on={self.route_on!r})"
+
+
+def _check_llm(name: object, llm: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ExpertError(f"expert names must be non-empty strings, got {name!r}")
+    if not isinstance(llm, LLM):
+        raise InvalidInputError(
+            f"the LLM of expert {name!r} is a {type(llm).__name__}; pass a llama_index.core.llms.LLM "
+            "(e.g. OpenAI(...), Ollama(...), HuggingFaceLLM(...) or a CustomLLM subclass)"
+        )
+
+
+def _annotate(response: Any, payload: dict[str, Any]) -> Any:
+    response.additional_kwargs = {**(response.additional_kwargs or {}), ROUTE_KEY: payload}
+    return response
+
+
+def _annotate_stream(
+    chunks: Generator[Any, None, None], payload: dict[str, Any]
+) -> Generator[Any, None, None]:
+    for chunk in chunks:
+        yield _annotate(chunk, payload)
+
+
+async def _annotate_astream(
+    chunks: AsyncGenerator[Any, None], payload: dict[str, Any]
+) -> AsyncGenerator[Any, None]:
+    async for chunk in chunks:
+        yield _annotate(chunk, payload)

@@ -1,0 +1,242 @@
+"""An ir3de ``BaseSelector``: route a query to a query engine / retriever / tool by its tokens.
+
+Drop-in for LlamaIndex's LLM and embedding selectors in ``RouterQueryEngine`` and ``RouterRetriever``:
+no LLM call, no JSON to parse, no description embeddings — the router reads the query's tokens.
+
+Example:
+    >>> from llama_index.core.query_engine import RouterQueryEngine
+    >>> from llama_index.core.tools import QueryEngineTool
+    >>> selector = Ir3deSelector.from_pretrained("my-router")                    # doctest: +SKIP
+    >>> engine = RouterQueryEngine(selector=selector, llm=llm, query_engine_tools=[
+    ...     QueryEngineTool.from_defaults(math_engine, name="math", description="grade-school math"),
+    ...     QueryEngineTool.from_defaults(code_engine, name="code", description="Python functions"),
+    ... ])                                                                       # doctest: +SKIP
+    >>> response = engine.query("Write a function that reverses a list")        # doctest: +SKIP
+    >>> response.metadata["selector_result"].reason                             # doctest: +SKIP
+    "ir3de routed to expert 'code' (confidence 1.00; deciding tokens: ' function', ...)"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
+from llama_index.core.prompts.mixin import PromptDictType
+from llama_index.core.schema import QueryBundle
+from llama_index.core.tools.types import ToolMetadata
+
+from ir3de.decision import RouteDecision
+from ir3de.errors import ExpertError, InvalidInputError
+from ir3de.router import Router
+
+from ._common import (
+    DEFAULT_TOP_TOKENS,
+    check_router,
+    describe_route,
+    load_router,
+    mismatch_error,
+    route_payload,
+    route_targets,
+)
+from .events import Ir3deRouteEvent, dispatcher
+
+__all__ = ["Ir3deSelector"]
+
+
+def _choice_key(choice: ToolMetadata) -> str:
+    """How a choice is named: its ``ToolMetadata.name``, or its description for plain-string choices."""
+    return choice.name if choice.name else choice.description
+
+
+class Ir3deSelector(BaseSelector):
+    """Select among LlamaIndex choices (query engine tools, retriever tools…) with an ir3de router.
+
+    Each choice is matched to one of the router's experts by its ``ToolMetadata.name`` (or, for a
+    choice given as a plain string, by its description), or through ``mapping`` (choice name →
+    expert). Every expert — and the router's ``fallback`` when it is not an expert — must have exactly
+    one choice; a mismatch raises one :class:`~ir3de.errors.ExpertError` listing both sides.
+
+    Args:
+        router: a fitted :class:`ir3de.Router`. It may grow or shrink at runtime (``add_expert``…);
+            the choices are matched on every call.
+        mapping: optional ``{choice name: expert}``; choices it does not name are matched by name.
+        multi: return every expert whose score is at least ``score_threshold`` (best first) instead
+            of only the winner. ``RouterQueryEngine`` then queries all of them and summarises.
+        score_threshold: the multi-selection cut-off on the router's per-expert scores (in [0, 1]).
+            The winner is always selected, even when its score is below the cut-off.
+        max_selections: at most this many selections in multi mode (``None``: no limit).
+        top_tokens: how many deciding tokens the reason names.
+
+    Example:
+        >>> selector = Ir3deSelector(router, multi=True, score_threshold=0.3)    # doctest: +SKIP
+        >>> result = selector.select(tools_metadata, "Translate 'Guten Morgen'")  # doctest: +SKIP
+        >>> result.inds, result.reasons[0]                                      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        mapping: Mapping[str, str] | None = None,
+        multi: bool = False,
+        score_threshold: float = 0.5,
+        max_selections: int | None = None,
+        top_tokens: int = DEFAULT_TOP_TOKENS,
+    ) -> None:
+        self._router = check_router(router)
+        self._mapping = dict(mapping or {})
+        for key, expert in self._mapping.items():
+            if not isinstance(key, str) or not isinstance(expert, str):
+                raise InvalidInputError(
+                    f"mapping must be {{choice name: expert name}} with str keys and values, got {key!r}: {expert!r}"
+                )
+        if not 0.0 <= float(score_threshold) <= 1.0:
+            raise InvalidInputError(f"score_threshold must be in [0, 1], got {score_threshold!r}")
+        if max_selections is not None and int(max_selections) < 1:
+            raise InvalidInputError(f"max_selections must be >= 1 or None, got {max_selections!r}")
+        self.multi = bool(multi)
+        self.score_threshold = float(score_threshold)
+        self.max_selections = None if max_selections is None else int(max_selections)
+        self.top_tokens = int(top_tokens)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_or_repo: str | Path,
+        *,
+        mapping: Mapping[str, str] | None = None,
+        multi: bool = False,
+        score_threshold: float = 0.5,
+        max_selections: int | None = None,
+        top_tokens: int = DEFAULT_TOP_TOKENS,
+        **kwargs: Any,
+    ) -> Ir3deSelector:
+        """Load the router with ``ir3de.Router.from_pretrained(folder_or_repo, **kwargs)`` (a saved folder
+        or a Hub repo id) and wrap it.
+
+        Example:
+            >>> selector = Ir3deSelector.from_pretrained("my-router", device="cpu")   # doctest: +SKIP
+        """
+        return cls(
+            load_router(folder_or_repo, **kwargs),
+            mapping=mapping,
+            multi=multi,
+            score_threshold=score_threshold,
+            max_selections=max_selections,
+            top_tokens=top_tokens,
+        )
+
+    @property
+    def router(self) -> Router:
+        """The wrapped router."""
+        return self._router
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        """The explicit ``{choice name: expert}`` mapping (a copy)."""
+        return dict(self._mapping)
+
+    # ------------------------------------------------------------------ PromptMixin
+    def _get_prompts(self) -> PromptDictType:
+        """The selector has no prompts (it never calls an LLM)."""
+        return {}
+
+    def _update_prompts(self, prompts: PromptDictType) -> None:
+        """Nothing to update: the selector has no prompts."""
+
+    # ------------------------------------------------------------------ matching
+    def match_choices(self, choices: Sequence[ToolMetadata]) -> dict[str, int]:
+        """``{expert: choice index}`` for these choices.
+
+        Raises:
+            ExpertError: choices that match no expert and/or experts (or the fallback) with no choice,
+                both listed in one message; or two choices for one expert.
+
+        Example:
+            >>> selector.match_choices([ToolMetadata(name="math", description="..."), ...])  # doctest: +SKIP
+            {'math': 0, 'code': 1}
+        """
+        targets = route_targets(self._router)
+        target_set = set(targets)
+        index: dict[str, int] = {}
+        unmatched: list[str] = []
+        for i, choice in enumerate(choices):
+            key = _choice_key(choice)
+            expert = self._mapping.get(key, key)
+            if expert not in target_set:
+                unmatched.append(key if expert == key else f"{key} -> {expert}")
+                continue
+            if expert in index:
+                first = _choice_key(choices[index[expert]])
+                raise ExpertError(
+                    f"choices {first!r} (#{index[expert]}) and {key!r} (#{i}) both map to expert {expert!r}; "
+                    "give each expert exactly one choice"
+                )
+            index[expert] = i
+        missing = [t for t in targets if t not in index]
+        if unmatched or missing:
+            raise mismatch_error(
+                "choices",
+                "a choice",
+                unmatched,
+                missing,
+                "Name each tool after an expert (ToolMetadata(name=expert)) or pass "
+                f"Ir3deSelector(router, mapping={{choice name: expert}}); the router's experts are {targets}",
+            )
+        return index
+
+    # ------------------------------------------------------------------ selection
+    def _selection(
+        self, choices: Sequence[ToolMetadata], query: QueryBundle
+    ) -> tuple[SelectorResult, Ir3deRouteEvent]:
+        index = self.match_choices(choices)
+        decision: RouteDecision = self._router.route(query.query_str)
+        payload = route_payload(decision, self.top_tokens)
+        reason = describe_route(decision, self.top_tokens)
+        experts = [decision.expert]
+        if self.multi and not decision.fallback_used:
+            ranked = sorted(decision.scores.items(), key=lambda kv: -kv[1])
+            experts += [
+                name
+                for name, score in ranked
+                if name != decision.expert and score > 0.0 and score >= self.score_threshold
+            ]
+            if self.max_selections is not None:
+                experts = experts[: self.max_selections]
+        selections = [SingleSelection(index=index[experts[0]], reason=reason)]
+        selections += [
+            SingleSelection(
+                index=index[name],
+                reason=(
+                    f"ir3de also selected expert {name!r} (score {decision.scores[name]:.2f} >= "
+                    f"{self.score_threshold:.2f}; winner {decision.expert!r})"
+                ),
+            )
+            for name in experts[1:]
+        ]
+        event = Ir3deRouteEvent.from_payload(
+            "selector",
+            query.query_str,
+            payload,
+            selected=experts,
+            selected_indices=[s.index for s in selections],
+        )
+        return SelectorResult(selections=selections), event
+
+    @dispatcher.span
+    def _select(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
+        result, event = self._selection(choices, query)
+        dispatcher.event(event)
+        return result
+
+    @dispatcher.span
+    async def _aselect(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
+        result, event = self._selection(choices, query)  # a table lookup: microseconds, no I/O to await
+        await dispatcher.aevent(event)
+        return result
+
+    def __repr__(self) -> str:
+        mode = f"multi, score_threshold={self.score_threshold}" if self.multi else "single"
+        return f"Ir3deSelector(experts={self._router.experts}, {mode})"
