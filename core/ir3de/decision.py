@@ -85,7 +85,7 @@ class RouteDecision:
         num_tokens: int = 0,
         *,
         expert_names: Sequence[str] = (),
-        score_values: np.ndarray | None = None,
+        score_values: np.ndarray | list[float] | None = None,
         token_ids: np.ndarray = _EMPTY,
         positions: np.ndarray = _EMPTY,
         votes: np.ndarray | None = None,
@@ -113,8 +113,8 @@ class RouteDecision:
     def scores(self) -> dict[str, float]:
         """Per-expert scores, in expert order."""
         if self._scores is None:
-            values = self._score_values if self._score_values is not None else np.zeros(len(self._names))
-            self._scores = dict(zip(self._names, values.tolist()))
+            values = self._score_values if self._score_values is not None else [0.0] * len(self._names)
+            self._scores = dict(zip(self._names, values if isinstance(values, list) else values.tolist()))
         return self._scores
 
     @property

@@ -725,7 +725,7 @@ class Router:
         state: _RoutingState,
         config: RouterConfig,
         winner: int,
-        scores: np.ndarray,
+        scores: np.ndarray | list[float],
         token_ids: np.ndarray,
         positions: np.ndarray,
         num_countable: int,
