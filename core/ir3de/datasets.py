@@ -54,12 +54,14 @@ from ir3de.corpus import read_texts
 from ir3de.errors import CorpusError, MissingDependencyError
 
 __all__ = [
+    "CROSS_SOURCE",
     "DOMAINS",
     "FORTUNES_ROOT",
     "LANGUAGES",
     "SUITES",
     "DomainSource",
     "Suite",
+    "load_cross_source",
     "load_domain",
     "load_multilingual",
     "load_python_stdlib_code",
@@ -507,3 +509,75 @@ def _top_level_definitions(path: Path, min_lines: int = 3, max_lines: int = 60) 
         chunk[-1] = chunk[-1].encode("utf-8")[: node.end_col_offset].decode("utf-8", errors="replace")
         out.append("".join(chunk))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# cross-source checks (additive)
+
+#: Cross-source checks :func:`load_cross_source` builds: name → what is fitted and what is tested.
+CROSS_SOURCE: Mapping[str, str] = MappingProxyType(
+    {
+        "code-humaneval-to-stdlib": "code is fitted on all 164 HumanEval prompts (signatures + docstrings) and "
+        "tested on top-level functions/classes of the Python standard library (a different source of the "
+        "same domain); math, instructions and multilingual keep their reasoning4 train/test split",
+        "code-stdlib-to-humaneval": "code is fitted on Python standard library functions/classes and tested on "
+        "all 164 HumanEval prompts; math, instructions and multilingual keep their reasoning4 split",
+        "multilingual-unseen-languages": "multilingual is fitted on German, Spanish and Italian fortunes and "
+        "tested on Russian and Polish fortunes (same source, languages never seen in fitting: a language "
+        "shift, not a source shift); math, code and instructions keep their reasoning4 split",
+    }
+)
+
+
+def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> Suite:
+    """A suite where one domain is fitted on one source and tested on another (see :data:`CROSS_SOURCE`).
+
+    The other domains are exactly those of ``load_suite("reasoning4", seed=seed, max_per_side=...)``,
+    so the figures compare with the in-source reasoning4 suite; only the named domain changes.
+
+    * ``"code-humaneval-to-stdlib"``: code train = every HumanEval prompt (164); code test = a seeded
+      sample of ``max_per_side`` standard-library snippets (:func:`load_python_stdlib_code`).
+    * ``"code-stdlib-to-humaneval"``: the reverse (train = ``max_per_side`` stdlib snippets, test = all
+      164 HumanEval prompts).
+    * ``"multilingual-unseen-languages"``: train = de, es, it fortunes, test = ru, pl fortunes (each
+      language shuffled with the seed, sides interleaved round-robin, capped at ``max_per_side``).
+
+    Instruction prompts (IFEval) and medical questions (HealthBench) are both chat text: pairing
+    them as "one domain, two sources" would be dishonest, so there is no such check.
+
+    Raises:
+        CorpusError: unknown name (the message lists :data:`CROSS_SOURCE`).
+        MissingDependencyError: a data package is missing.
+
+    Example:
+        >>> s = load_cross_source("code-stdlib-to-humaneval", max_per_side=200)
+        >>> s.sizes()["code"], s.sizes()["math"]
+        ((200, 164), (200, 200))
+    """
+    if name not in CROSS_SOURCE:
+        raise CorpusError(
+            f"unknown cross-source check {name!r}; the known ones are: {', '.join(CROSS_SOURCE)}"
+        )
+    base = load_suite("reasoning4", seed=seed, max_per_side=max_per_side)
+    train, test = dict(base.train), dict(base.test)
+    if name == "code-humaneval-to-stdlib":
+        train["code"] = load_domain("code")
+        test["code"] = load_python_stdlib_code(limit=max_per_side, seed=seed)
+    elif name == "code-stdlib-to-humaneval":
+        train["code"] = load_python_stdlib_code(limit=max_per_side, seed=seed)
+        test["code"] = load_domain("code")
+    else:
+        by_lang = load_multilingual(LANGUAGES)
+
+        def interleave(langs: Sequence[str]) -> list[str]:
+            shuffled = [
+                [by_lang[lang][i] for i in _rng(seed, f"multilingual/{lang}").permutation(len(by_lang[lang]))]
+                for lang in langs
+            ]
+            n = min(len(x) for x in shuffled)
+            return [texts[i] for i in range(n) for texts in shuffled][:max_per_side]
+
+        train["multilingual"] = interleave(("de", "es", "it"))
+        test["multilingual"] = interleave(("ru", "pl"))
+    description = f"{name}: {CROSS_SOURCE[name]} (seed {seed}, at most {max_per_side} texts per side)."
+    return Suite(name=name, train=train, test=test, description=description)

@@ -1,8 +1,19 @@
-"""Routing accuracy of a router on labelled held-out prompts.
+"""Routing accuracy of a router on labelled held-out prompts, with k and λ sweeps.
+
+* :func:`evaluate` — micro accuracy, macro recall, per-expert recall and the confusion matrix;
+  optionally the paper's Figure 3 sweep over the top-k selector's ``k`` and a sweep over λ.
+* :func:`k_sweep` / :func:`lam_sweep` — the sweeps on their own. Prompts are tokenized once for all
+  sweep points; a λ sweep uses one eigendecomposition of ``A`` (:class:`~ir3de.solve.RidgePath`)
+  and never refits.
+* :func:`format_report` — a readable table; :func:`record_evaluation` — store the figures in the
+  router so ``save_pretrained`` writes them into ``config.json`` and the model card.
 
 Example:
     >>> report = evaluate(router, {"math": math_test, "code": code_test})   # doctest: +SKIP
     >>> report.accuracy, report.per_expert_recall["math"]                   # doctest: +SKIP
+    >>> report = evaluate(router, tests, ks=PAPER_KS, lams=[1e-3, 1e-2, 1e-1])  # doctest: +SKIP
+    >>> report.extra["k_sweep"][0]                                          # doctest: +SKIP
+    {'k': 1, 'accuracy': 0.97, 'macro_recall': 0.95}
 """
 
 from __future__ import annotations
@@ -13,12 +24,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import UnknownExpertError
+from .errors import InvalidInputError, UnknownExpertError
+from .selectors import select_batch
+from .solve import RidgePath, column_normalize
+from .table import RouteTable, compile_logits
 
 if TYPE_CHECKING:
     from .router import Router
 
-__all__ = ["EvaluationReport", "confusion_matrix", "evaluate"]
+__all__ = [
+    "PAPER_KS",
+    "EvaluationReport",
+    "confusion_matrix",
+    "evaluate",
+    "format_report",
+    "k_sweep",
+    "labelled_prompts",
+    "lam_sweep",
+    "record_evaluation",
+    "report_from_predictions",
+]
+
+#: The values of k in the paper's Figure 3 (``"all"`` = every token, IR3DE-all).
+PAPER_KS: tuple[int | str, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, "all")
 
 
 @dataclass(frozen=True)
@@ -100,14 +128,227 @@ def labelled_prompts(
     return prompts, np.asarray(labels, np.int64)
 
 
-def evaluate(router: Router, tests: Mapping[str, Sequence[str]]) -> EvaluationReport:
+def evaluate(
+    router: Router,
+    tests: Mapping[str, Sequence[str]],
+    *,
+    ks: Sequence[int | str] | None = None,
+    lams: Sequence[float] | None = None,
+) -> EvaluationReport:
     """Route every held-out prompt and compare with its expert.
 
     Args:
         router: a fitted router.
         tests: expert name → held-out prompts of that expert.
+        ks: also sweep the top-k selector over these ``k`` (``"all"`` for every token), e.g.
+            :data:`PAPER_KS`; results in ``report.extra["k_sweep"]``.
+        lams: also sweep λ over these values (one eigendecomposition, no refit); results in
+            ``report.extra["lam_sweep"]``.
+
+    Example:
+        >>> r = evaluate(router, {"math": ["What is 2+2?"], "code": ["def f(): pass"]})  # doctest: +SKIP
+        >>> r.accuracy, r.confusion.shape                                               # doctest: +SKIP
+        (1.0, (2, 3))
     """
     experts = router.experts
     prompts, labels = labelled_prompts(experts, tests)
-    predicted = router.route_indices(prompts)
-    return report_from_predictions(experts, labels, predicted)
+    ids, lengths = router.encode(prompts)
+    c = router.config
+    table = router.table
+    predicted = select_batch(ids, lengths, table, selector=c.selector, k=c.k, combine=c.combine).winners
+    extra: dict[str, Any] = {
+        "settings": {"lam": c.lam, "selector": c.selector, "k": c.k, "combine": c.combine}
+    }
+    if ks:
+        extra["k_sweep"] = _k_points(experts, labels, ids, lengths, table, ks, c.combine)
+    if lams:
+        extra["lam_sweep"] = _lam_points(router, labels, ids, lengths, lams, None)
+    return report_from_predictions(experts, labels, predicted, **extra)
+
+
+def _check_ks(ks: Sequence[int | str]) -> list[int | str]:
+    out: list[int | str] = []
+    for k in ks:
+        if k == "all" or (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
+            out.append(k if k == "all" else int(k))
+        else:
+            raise InvalidInputError(f"k values must be positive integers or 'all', got {k!r}")
+    if not out:
+        raise InvalidInputError("give at least one k value, e.g. ks=(1, 10, 'all')")
+    return out
+
+
+def _check_lams(lams: Sequence[float]) -> list[float]:
+    out = []
+    for lam in lams:
+        try:
+            value = float(lam)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"λ values must be positive numbers, got {lam!r}") from None
+        if not np.isfinite(value) or value <= 0:
+            raise InvalidInputError(f"λ values must be positive finite numbers, got {lam!r} (paper: 1e-2)")
+        out.append(value)
+    if not out:
+        raise InvalidInputError("give at least one λ value, e.g. lams=(1e-3, 1e-2, 1e-1)")
+    return out
+
+
+def _k_points(
+    experts: Sequence[str],
+    labels: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    table: RouteTable,
+    ks: Sequence[int | str],
+    combine: str,
+) -> list[dict[str, Any]]:
+    points = []
+    for k in _check_ks(ks):
+        if k == "all":
+            sel = select_batch(ids, lengths, table, selector="all", combine=combine)
+        else:
+            sel = select_batch(ids, lengths, table, selector="topk", k=int(k), combine=combine)
+        r = report_from_predictions(experts, labels, sel.winners)
+        points.append({"k": k, "accuracy": r.accuracy, "macro_recall": r.macro_recall})
+    return points
+
+
+def _lam_points(
+    router: Router,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    lams: Sequence[float],
+    ks: Sequence[int | str] | None,
+) -> list[dict[str, Any]]:
+    lams = _check_lams(lams)
+    experts = router.experts
+    c = router.config
+    a, b = router.ridge_statistics()
+    path = RidgePath(a, b)
+    matrix = router.embeddings.matrix
+    points = []
+    for lam in lams:
+        w = path.solve(lam)
+        if c.column_norm:
+            w = column_normalize(w)
+        table = RouteTable.from_logits(compile_logits(matrix, w), router._excluded_ids)
+        sel = select_batch(ids, lengths, table, selector=c.selector, k=c.k, combine=c.combine)
+        r = report_from_predictions(experts, labels, sel.winners)
+        point: dict[str, Any] = {"lam": lam, "accuracy": r.accuracy, "macro_recall": r.macro_recall}
+        if ks:
+            point["k_sweep"] = _k_points(experts, labels, ids, lengths, table, ks, c.combine)
+        points.append(point)
+    return points
+
+
+def k_sweep(
+    router: Router, tests: Mapping[str, Sequence[str]], ks: Sequence[int | str] = PAPER_KS
+) -> list[dict[str, Any]]:
+    """Accuracy and macro recall of the top-k entropy selector for every ``k`` (the paper's Figure 3).
+
+    ``"all"`` uses every token (IR3DE-all). The router's ``combine`` setting is kept. Prompts are
+    tokenized once.
+
+    Example:
+        >>> [(p["k"], round(p["accuracy"], 3)) for p in k_sweep(router, tests, ks=(1, 10, "all"))]  # doctest: +SKIP
+        [(1, 0.95), (10, 0.99), ('all', 0.93)]
+    """
+    experts = router.experts
+    prompts, labels = labelled_prompts(experts, tests)
+    ids, lengths = router.encode(prompts)
+    return _k_points(experts, labels, ids, lengths, router.table, ks, router.config.combine)
+
+
+def lam_sweep(
+    router: Router,
+    tests: Mapping[str, Sequence[str]],
+    lams: Sequence[float],
+    ks: Sequence[int | str] | None = None,
+) -> list[dict[str, Any]]:
+    """Accuracy for every λ without refitting: one eigendecomposition of ``A`` serves all values.
+
+    The router itself is not changed. With ``ks``, each point also carries a k sweep at that λ.
+
+    Example:
+        >>> [(p["lam"], p["accuracy"]) for p in lam_sweep(router, tests, [1e-3, 1e-2, 1.0])]  # doctest: +SKIP
+    """
+    prompts, labels = labelled_prompts(router.experts, tests)
+    ids, lengths = router.encode(prompts)
+    return _lam_points(router, labels, ids, lengths, lams, ks)
+
+
+def format_report(report: EvaluationReport) -> str:
+    """A readable summary: overall figures, per-expert recall, confusion matrix and sweeps.
+
+    Example:
+        >>> print(format_report(evaluate(router, tests)))   # doctest: +SKIP
+    """
+    experts = list(report.experts)
+    width = max([len(e) for e in experts] + [8])
+    lines = [
+        f"routing accuracy {report.accuracy:.4f}   macro recall {report.macro_recall:.4f}   "
+        f"({report.num_prompts} prompts)",
+        "",
+        f"{'expert':>{width}}  recall   prompts",
+    ]
+    support = report.confusion.sum(1)
+    for i, name in enumerate(experts):
+        recall = report.per_expert_recall.get(name)
+        shown = f"{recall:.4f}" if recall is not None else "  -   "
+        lines.append(f"{name:>{width}}  {shown}  {int(support[i]):7d}")
+    cols = [e[:10] for e in experts] + ["(none)"]
+    cw = max(len(c) for c in cols) + 1
+    lines += ["", "confusion (row = true expert, column = routed expert):"]
+    lines.append(" " * (width + 1) + "".join(f"{c:>{cw}}" for c in cols))
+    for i, name in enumerate(experts):
+        lines.append(f"{name:>{width}} " + "".join(f"{int(v):>{cw}d}" for v in report.confusion[i]))
+    if "k_sweep" in report.extra:
+        lines += ["", "k sweep (top-k lowest-entropy tokens vote):", "        k  accuracy  macro recall"]
+        lines += [
+            f"{p['k']!s:>9}  {p['accuracy']:.4f}    {p['macro_recall']:.4f}" for p in report.extra["k_sweep"]
+        ]
+    if "lam_sweep" in report.extra:
+        lines += ["", "λ sweep (no refit):", "        λ  accuracy  macro recall"]
+        lines += [
+            f"{p['lam']:>9.3g}  {p['accuracy']:.4f}    {p['macro_recall']:.4f}"
+            for p in report.extra["lam_sweep"]
+        ]
+    return "\n".join(lines)
+
+
+def record_evaluation(router: Router, report: EvaluationReport, *, test_set: str = "") -> dict[str, Any]:
+    """Store the report's figures in the router (``router._evaluation``) so that ``save_pretrained``
+    writes them into ``config.json`` and the model card. Returns the stored dict.
+
+    Any later change of experts clears it (the figures would no longer describe the router).
+
+    Example:
+        >>> record_evaluation(router, evaluate(router, suite.test), test_set="reasoning4 test")  # doctest: +SKIP
+        >>> router.save_pretrained("my-router")                                                 # doctest: +SKIP
+    """
+    if list(report.experts) != router.experts:
+        raise InvalidInputError(
+            f"the report is for experts {list(report.experts)} but the router has {router.experts}; "
+            "evaluate this router again"
+        )
+    record: dict[str, Any] = {
+        "test_set": test_set or "user-provided held-out prompts",
+        "accuracy": round(report.accuracy, 6),
+        "macro_recall": round(report.macro_recall, 6),
+        "num_prompts": report.num_prompts,
+    }
+    for name, recall in report.per_expert_recall.items():
+        record[f"recall[{name}]"] = round(recall, 6)
+    settings = report.extra.get("settings")
+    if settings:
+        record["evaluated_settings"] = ", ".join(f"{k}={v}" for k, v in settings.items())
+    if "k_sweep" in report.extra:
+        record["k_sweep"] = report.extra["k_sweep"]
+    if "lam_sweep" in report.extra:
+        record["lam_sweep"] = [
+            {k: v for k, v in p.items() if k != "k_sweep"} for p in report.extra["lam_sweep"]
+        ]
+    with router._lock:
+        router._evaluation = record
+    return record

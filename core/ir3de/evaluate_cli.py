@@ -1,0 +1,127 @@
+"""The ``ir3de eval`` command: routing accuracy of a saved router on labelled held-out prompts.
+
+Examples::
+
+    ir3de eval my-router --expert math=math_test.jsonl --expert code=code_test.jsonl --field prompt
+    ir3de eval my-router --suite reasoning4 --k-sweep --lam-sweep 1e-3,1e-2,1e-1 --plots plots/
+    ir3de eval my-router --suite reasoning4 --json > report.json
+    ir3de eval my-router --suite reasoning4 --record     # store the figures in the router's model card
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError, UnknownExpertError
+
+__all__ = ["cmd_eval", "register"]
+
+
+def _parse_lams(value: str) -> list[float]:
+    try:
+        lams = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--lam-sweep takes comma-separated numbers, got {value!r}"
+        ) from None
+    if not lams or any(not (lam > 0) for lam in lams):
+        raise argparse.ArgumentTypeError(f"--lam-sweep values must be positive numbers, got {value!r}")
+    return lams
+
+
+def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
+    from .cli import _expert_texts
+
+    if args.suite and args.expert:
+        raise SystemExit("ir3de: error: give either --suite or --expert NAME=FILE, not both")
+    if args.expert:
+        return _expert_texts(args), "user-provided held-out prompts"
+    if not args.suite:
+        raise SystemExit("ir3de: error: give test prompts with --expert NAME=FILE (repeat) or --suite NAME")
+    from .datasets import CROSS_SOURCE, SUITES, load_cross_source, load_suite
+
+    if args.suite in CROSS_SOURCE:
+        suite = load_cross_source(args.suite, seed=args.seed)
+    elif args.suite in SUITES:
+        suite = load_suite(args.suite, seed=args.seed)
+    else:
+        raise SystemExit(
+            f"ir3de: error: unknown suite {args.suite!r}; choose one of {', '.join((*SUITES, *CROSS_SOURCE))}"
+        )
+    missing = [d for d in suite.domains if d not in experts]
+    if missing:
+        raise UnknownExpertError(
+            f"suite {suite.name!r} has domains {missing} that the router has no expert for (experts: "
+            f"{experts}); fit the router on the suite's domains (e.g. ir3de quickstart --save DIR) or pass "
+            "--expert NAME=FILE test sets"
+        )
+    return suite.test, f"{suite.name} test side (seed {args.seed})"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run ``ir3de eval``; returns the exit status."""
+    from .evaluate import PAPER_KS, evaluate, format_report, record_evaluation
+    from .router import Router
+
+    router = Router.from_pretrained(args.router, device=args.device)
+    tests, test_set = _test_sets(args, router.experts)
+    if not any(tests.values()):
+        raise InvalidInputError("the test sets are empty: give files with at least one prompt")
+    report = evaluate(router, tests, ks=PAPER_KS if args.k_sweep else None, lams=args.lam_sweep)
+    out: dict[str, Any] = {"router": str(args.router), "test_set": test_set, **report.to_dict()}
+    if args.plots:
+        from .plots import plot_confusion, plot_k_sweep, plot_lam_sweep
+
+        folder = Path(args.plots)
+        files = [str(plot_confusion(report, folder / "confusion.png"))]
+        if "k_sweep" in report.extra:
+            files.append(str(plot_k_sweep({test_set: report.extra["k_sweep"]}, folder / "k_sweep.png")))
+        if "lam_sweep" in report.extra:
+            files.append(str(plot_lam_sweep({test_set: report.extra["lam_sweep"]}, folder / "lam_sweep.png")))
+        out["plots"] = files
+    if args.record:
+        record_evaluation(router, report, test_set=test_set)
+        out["recorded_in"] = str(router.save_pretrained(args.router))
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    print(f"router {args.router} on {test_set}\n")
+    print(format_report(report))
+    for f in out.get("plots", []):
+        print(f"wrote {f}")
+    if "recorded_in" in out:
+        print(f"recorded the evaluation in {out['recorded_in']} (config.json and README.md)")
+    sys.stdout.flush()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``ir3de eval`` to the ``ir3de`` command's subparsers."""
+    from .cli import _add_corpus_arguments
+
+    p = subparsers.add_parser(
+        "eval",
+        help="routing accuracy, per-expert recall, confusion matrix, k and λ sweeps of a saved router",
+        description="Evaluate a saved router on labelled held-out prompts (files per expert or a public suite).",
+    )
+    p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained)")
+    _add_corpus_arguments(p)
+    p.add_argument(
+        "--suite",
+        help="evaluate on the test side of a public suite: reasoning4, five, or a cross-source check "
+        "(code-humaneval-to-stdlib, code-stdlib-to-humaneval, multilingual-unseen-languages)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="split seed of --suite (default 0, as quickstart)")
+    p.add_argument("--k-sweep", action="store_true", help="sweep k over 1,2,5,10,20,50,100,200,500,all")
+    p.add_argument(
+        "--lam-sweep", type=_parse_lams, metavar="L1,L2,...", help="sweep λ (no refit), e.g. 1e-3,1e-2,1e-1"
+    )
+    p.add_argument("--plots", metavar="DIR", help="write confusion.png (and k_sweep.png, lam_sweep.png) here")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--record", action="store_true", help="store the figures in the router and re-save it")
+    p.add_argument("--device", default="cpu", help="device for the λ sweep's table compilation")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,209 @@
+"""Evaluation: accuracy figures, k and λ sweeps without refitting, plots, recording, ``ir3de eval``,
+and the cross-source suites."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ir3de import Router
+from ir3de.cli import main as cli_main
+from ir3de.datasets import CROSS_SOURCE, load_cross_source, load_domain, load_suite
+from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
+from ir3de.evaluate import (
+    PAPER_KS,
+    evaluate,
+    format_report,
+    k_sweep,
+    labelled_prompts,
+    lam_sweep,
+    record_evaluation,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def own_router(smollm2, small_corpus):
+    """A router this module may reconfigure (the shared paper_router must not be mutated)."""
+    return Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+
+
+@pytest.fixture(scope="module")
+def labelled(paper_router, small_tests):
+    return labelled_prompts(paper_router.experts, small_tests)
+
+
+def test_report_matches_route_indices(paper_router, small_tests, labelled):
+    prompts, labels = labelled
+    predicted = paper_router.route_indices(prompts)
+    report = evaluate(paper_router, small_tests)
+    assert report.num_prompts == len(prompts) == report.confusion.sum()
+    assert report.accuracy == pytest.approx(float((predicted == labels).mean()))
+    for i, name in enumerate(paper_router.experts):
+        mine = labels == i
+        assert report.per_expert_recall[name] == pytest.approx(float((predicted[mine] == i).mean()))
+        assert report.confusion[i].sum() == mine.sum()
+    assert report.macro_recall == pytest.approx(np.mean(list(report.per_expert_recall.values())))
+    assert report.accuracy > 0.8  # real held-out text of four distinct domains
+
+
+def test_k_sweep_points_equal_reconfigured_routers(own_router, small_tests):
+    points = {p["k"]: p for p in k_sweep(own_router, small_tests, ks=(1, 5, "all"))}
+    assert list(points) == [1, 5, "all"]
+    for k in (1, 5):
+        own_router.configure(selector="topk", k=k)
+        assert points[k]["accuracy"] == pytest.approx(evaluate(own_router, small_tests).accuracy)
+    own_router.configure(selector="all")
+    assert points["all"]["accuracy"] == pytest.approx(evaluate(own_router, small_tests).accuracy)
+    own_router.configure(selector="topk", k=10)
+
+
+def test_lam_sweep_equals_refits_and_leaves_router_alone(own_router, small_tests):
+    logits_before = own_router.table.logits.copy()
+    points = lam_sweep(own_router, small_tests, [1e-2, 1.0, 100.0], ks=(1, 10))
+    np.testing.assert_array_equal(own_router.table.logits, logits_before)
+    assert [p["lam"] for p in points] == [1e-2, 1.0, 100.0]
+    assert [q["k"] for q in points[0]["k_sweep"]] == [1, 10]
+    n = sum(len(v) for v in small_tests.values())
+    for p in points:
+        own_router.configure(lam=p["lam"])  # a real re-solve by Cholesky
+        refit = evaluate(own_router, small_tests).accuracy
+        assert abs(p["accuracy"] - refit) <= 1.0 / n + 1e-12  # eigh vs Cholesky: at most one near-tie flips
+    own_router.configure(lam=1e-2)
+
+
+def test_evaluate_with_sweeps_and_readable_table(paper_router, small_tests):
+    report = evaluate(paper_router, small_tests, ks=PAPER_KS, lams=[1e-3, 1e-1])
+    ks = [p["k"] for p in report.extra["k_sweep"]]
+    assert ks == list(PAPER_KS)
+    ten = next(p for p in report.extra["k_sweep"] if p["k"] == 10)
+    assert ten["accuracy"] == pytest.approx(report.accuracy)  # the paper preset is k = 10
+    assert len(report.extra["lam_sweep"]) == 2
+    text = format_report(report)
+    for name in paper_router.experts:
+        assert name in text
+    assert f"{report.accuracy:.4f}" in text and "k sweep" in text and "λ sweep" in text
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["k_sweep"][0]["k"] == 1 and data["experts"] == paper_router.experts
+
+
+def test_bad_inputs_raise_typed_errors(paper_router, small_tests):
+    with pytest.raises(UnknownExpertError, match="legal"):
+        evaluate(paper_router, {"legal": ["a contract"]})
+    with pytest.raises(InvalidInputError, match="positive integers or 'all'"):
+        k_sweep(paper_router, small_tests, ks=(0,))
+    with pytest.raises(InvalidInputError, match="positive"):
+        lam_sweep(paper_router, small_tests, [-1.0])
+
+
+def test_record_evaluation_reaches_config_and_model_card(own_router, small_tests, tmp_path):
+    report = evaluate(own_router, small_tests, ks=(1, 10))
+    record = record_evaluation(own_router, report, test_set="small reasoning4 test")
+    folder = own_router.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["evaluation"]["accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
+    assert config["evaluation"]["test_set"] == "small reasoning4 test" == record["test_set"]
+    card = (folder / "README.md").read_text()
+    assert "## Evaluation" in card and "small reasoning4 test" in card
+    assert Router.from_pretrained(folder)._evaluation["num_prompts"] == report.num_prompts
+
+
+def test_plots_write_png(paper_router, small_tests, tmp_path):
+    from ir3de.plots import plot_confusion, plot_k_sweep, plot_lam_sweep
+
+    report = evaluate(paper_router, small_tests, ks=(1, 10, "all"), lams=[1e-2, 1.0])
+    for path in (
+        plot_k_sweep({"small": report.extra["k_sweep"]}, tmp_path / "k.png"),
+        plot_confusion(report, tmp_path / "c.png"),
+        plot_lam_sweep({"small": report.extra["lam_sweep"]}, tmp_path / "l.png"),
+    ):
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+    with pytest.raises(InvalidInputError):
+        plot_k_sweep({}, tmp_path / "none.png")
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def saved_router(paper_router, tmp_path_factory):
+    return paper_router.save_pretrained(tmp_path_factory.mktemp("eval") / "router")
+
+
+def test_cli_eval_files_json_plots(saved_router, small_tests, tmp_path, capsys):
+    args = [
+        "eval",
+        str(saved_router),
+        "--field",
+        "text",
+        "--json",
+        "--k-sweep",
+        "--plots",
+        str(tmp_path / "p"),
+    ]
+    for name, texts in small_tests.items():
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        args += ["--expert", f"{name}={f}"]
+    assert cli_main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    loaded = Router.from_pretrained(saved_router)
+    assert out["accuracy"] == pytest.approx(evaluate(loaded, small_tests).accuracy)
+    assert [p["k"] for p in out["k_sweep"]] == list(PAPER_KS)
+    assert sorted(p.rsplit("/", 1)[-1] for p in out["plots"]) == ["confusion.png", "k_sweep.png"]
+
+
+def test_cli_eval_suite_table_and_record(saved_router, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(saved_router, folder)
+    assert cli_main(["eval", str(folder), "--suite", "reasoning4", "--lam-sweep", "1e-2,1", "--record"]) == 0
+    out = capsys.readouterr().out
+    assert "routing accuracy" in out and "λ sweep" in out and "recorded the evaluation" in out
+    config = json.loads((folder / "config.json").read_text())
+    assert config["evaluation"]["test_set"].startswith("reasoning4 test side")
+    assert config["evaluation"]["num_prompts"] == sum(len(v) for v in load_suite("reasoning4").test.values())
+
+
+def test_cli_eval_reports_missing_domain(saved_router, capsys):
+    assert cli_main(["eval", str(saved_router), "--suite", "five"]) == 2
+    assert "medical" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- cross-source
+
+
+def test_cross_source_code_checks():
+    r4 = load_suite("reasoning4", max_per_side=100)
+    a = load_cross_source("code-humaneval-to-stdlib", max_per_side=100)
+    b = load_cross_source("code-stdlib-to-humaneval", max_per_side=100)
+    humaneval = load_domain("code")
+    assert a.train["code"] == humaneval == b.test["code"]
+    assert len(a.test["code"]) == 100 == len(b.train["code"])
+    assert set(a.test["code"]).isdisjoint(humaneval)
+    assert all(s.lstrip().startswith(("def ", "async def ", "class ", "@")) for s in a.test["code"])
+    for other in ("math", "instructions", "multilingual"):
+        assert a.train[other] == r4.train[other] and a.test[other] == r4.test[other]
+
+
+def test_cross_source_unseen_languages():
+    from ir3de.datasets import load_multilingual
+
+    s = load_cross_source("multilingual-unseen-languages", max_per_side=200)
+    by_lang = load_multilingual()
+    seen = set(by_lang["de"]) | set(by_lang["es"]) | set(by_lang["it"])
+    unseen = set(by_lang["ru"]) | set(by_lang["pl"])
+    assert set(s.train["multilingual"]) <= seen and set(s.test["multilingual"]) <= unseen
+    assert len(s.test["multilingual"]) == 200
+    assert sum(t in set(by_lang["ru"]) for t in s.test["multilingual"]) == 100  # round-robin ru, pl
+    assert set(CROSS_SOURCE) == {
+        "code-humaneval-to-stdlib",
+        "code-stdlib-to-humaneval",
+        "multilingual-unseen-languages",
+    }
+    with pytest.raises(CorpusError, match="code-humaneval-to-stdlib"):
+        load_cross_source("medical-to-instructions")
