@@ -41,7 +41,16 @@ from .baselines import (
 )
 
 # Speed is measured for these (kNN: one per pooling; k only changes an argpartition over the index).
-SPEED_KINDS = ("ir3de", "paper-torch", "knn-mean", "knn-cls", "tfidf-lr", "static-emb-lr", "random")
+SPEED_KINDS = (
+    "ir3de",
+    "ir3de-defaults",
+    "paper-torch",
+    "knn-mean",
+    "knn-cls",
+    "tfidf-lr",
+    "static-emb-lr",
+    "random",
+)
 QUICK_SPEED_KINDS = ("ir3de", "random")  # --quick: the pipeline end to end, cheapest processes
 
 TARGETS_DOC = {
@@ -134,6 +143,11 @@ def accuracy_suite(
     if lams:
         out["lam_sweep"] = report.extra.get("lam_sweep")
 
+    t0 = time.perf_counter()
+    defaults = Router(emb, device="cpu", progress=False).fit(suite.train)
+    fit_s["ir3de-defaults"] = time.perf_counter() - t0
+    out["routers"]["ir3de-defaults"] = _report(experts, suite.test, defaults.route_indices(prompts))
+
     paper = PaperTorchRouter(
         router.tokenizer, emb.matrix, router.weights, router._excluded_ids, experts, k=router.config.k
     )
@@ -171,7 +185,13 @@ def accuracy_suite(
     out["routers"]["static-emb-lr"] = _report(experts, suite.test, static.predict(prompts))
     if timed:
         out["fit_s"] = fit_s
-        out["_fitted"] = {"ir3de": router, "tfidf-lr": tfidf, "static-emb-lr": static, "random": rand}
+        out["_fitted"] = {
+            "ir3de": router,
+            "ir3de-defaults": defaults,
+            "tfidf-lr": tfidf,
+            "static-emb-lr": static,
+            "random": rand,
+        }
     return out
 
 
@@ -203,6 +223,8 @@ def speed(
     ir3de_dir = fitted["ir3de"].save_pretrained(workdir / "ir3de")
     artifacts["ir3de"] = artifacts["paper-torch"] = ir3de_dir
     sizes["ir3de"] = folder_size(ir3de_dir)
+    artifacts["ir3de-defaults"] = fitted["ir3de-defaults"].save_pretrained(workdir / "ir3de-defaults")
+    sizes["ir3de-defaults"] = folder_size(artifacts["ir3de-defaults"])
     # the paper path ships W, the tokenizer and the embedding matrix (it looks rows up per prompt)
     emb = fitted["static-emb-lr"].embeddings
     sizes["paper-torch"] = (
@@ -259,7 +281,7 @@ def speed(
             if quick:
                 cmd.append("--quick")
             if kind == "ir3de":
-                cmd.append("--extras")
+                cmd.append("--extras")  # tokenization, fit and add_expert measurements: once is enough
             _log(f"speed: {kind}, {threads} thread(s)")
             t0 = time.perf_counter()
             proc = subprocess.run(
@@ -459,6 +481,7 @@ def _pct(x: float) -> str:
 
 ROUTER_LABELS = {
     "ir3de": "IR3DE (paper preset: λ=1e-2, top-10 entropy vote)",
+    "ir3de-defaults": "IR3DE (library defaults: balanced, no column norm, log-prob sum of top-50)",
     "paper-torch": "paper's torch inference path (same W)",
     "knn-mean-k1": "kNN MiniLM mean-pooled, k=1",
     "knn-mean-k5": "kNN MiniLM mean-pooled, k=5",

@@ -185,19 +185,23 @@ def main(argv: list[str] | None = None) -> int:
         latency_prompts = latency_prompts[: max(10, len(latency_prompts) // 3)]
     batch_prompts: list[str] = data["batch_prompts_slow"] if args.kind.startswith("knn") else test
     rounds = 1 if args.kind.startswith("knn") or args.quick else 3
-    if args.kind not in ("ir3de", "paper-torch"):  # the tokenizer of the ratio, outside the router's memory
+    if args.kind not in (
+        "ir3de",
+        "ir3de-defaults",
+        "paper-torch",
+    ):  # the tokenizer of the ratio, outside the router's memory
         from ir3de.artifact import TOKENIZER_FILE
 
         tokenizer = tokenizers.Tokenizer.from_file(str(Path(data["ir3de_artifact"]) / TOKENIZER_FILE))
     base_rss = _memory_mb("VmRSS")
 
     t0 = time.perf_counter()
-    if args.kind in ("ir3de", "paper-torch"):
+    if args.kind in ("ir3de", "ir3de-defaults", "paper-torch"):
         from ir3de import Router
 
         router = Router.from_pretrained(args.artifact, device="cpu")
         tokenizer = router.tokenizer
-        if args.kind == "ir3de":
+        if args.kind in ("ir3de", "ir3de-defaults"):
             route_one = router.route
             route_batch = router.route_indices
             extra_batch = {"route_batch_decisions": router.route_batch}

@@ -46,7 +46,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     r4 = res["accuracy"]["reasoning4"]
-    expected = {"ir3de", "paper-torch", "random", "tfidf-lr", "static-emb-lr"} | {
+    expected = {"ir3de", "ir3de-defaults", "paper-torch", "random", "tfidf-lr", "static-emb-lr"} | {
         f"knn-{p}-k{k}" for p in ("mean", "cls") for k in (1, 5, 10)
     }
     assert set(r4["routers"]) == expected

@@ -81,6 +81,11 @@ def _softmax_rows(z: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def _entropy_order(ids: np.ndarray, seg: np.ndarray, table: RouteTable) -> np.ndarray:
+    """Order tokens by prompt, then entropy, then position (one stable integer argsort)."""
+    return np.argsort(seg * table.num_entropy_ranks + table.entropy_rank[ids], kind="stable")
+
+
 def select_batch(
     ids: np.ndarray,
     lengths: np.ndarray,
@@ -123,10 +128,10 @@ def select_batch(
         scores = _softmax_rows(means / temperature)
         winners = np.argmax(means, axis=1)
         evidence = means
-        order = np.lexsort((table.entropy[ids], seg))  # explanation: lowest entropy first
+        order = _entropy_order(ids, seg, table)  # explanation: lowest entropy first
         sel_ids, sel_seg, sel_pos = ids[order], seg[order], positions[order]
     else:
-        order = np.lexsort((table.entropy[ids], seg))  # stable: ties keep prompt order
+        order = _entropy_order(ids, seg, table)  # ties keep prompt order
         sel_ids, sel_seg, sel_pos = ids[order], seg[order], positions[order]
         if selector == "topk":
             rank = np.arange(sel_ids.size) - starts[sel_seg]

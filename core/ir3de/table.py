@@ -45,13 +45,15 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def compile_logits(matrix: Any, w: Any, *, device: str = "cpu", chunk_rows: int = 65536) -> np.ndarray:
+def compile_logits(matrix: Any, w: Any, *, device: str = "cpu", chunk_rows: int = 2048) -> np.ndarray:
     """``[E, 1] · W`` for every vocabulary row, in float64 on ``device``; returned as float32 numpy.
 
     Args:
         matrix: the (V, h) embedding matrix (numpy, float32).
         w: (h+1, D) weights with the bias as the last row (numpy or torch, float64).
         device: torch device for the product (``"cuda"`` when fitting on a GPU).
+        chunk_rows: rows converted to float64 at a time; small chunks stay in cache (a whole-matrix
+            float64 copy made compilation twice as slow on CPU) and bound GPU memory.
     """
     import torch
 
@@ -77,6 +79,9 @@ class RouteTable:
         votes: (V,) int64 argmax expert index of each id (the first maximum on ties).
         log_probs: (V, D) float64 log-softmax of each id's logits.
         countable: (V,) bool, False for excluded (special/padding) ids.
+        entropy_rank: (V,) int64 dense rank of ``entropy`` (equal entropies share a rank), so batch
+            selection sorts integers: ``argsort(prompt * num_ranks + rank)`` orders by prompt, then
+            entropy, then position — the same order as a stable sort on entropy, several times faster.
     """
 
     logits: np.ndarray
@@ -84,6 +89,8 @@ class RouteTable:
     votes: np.ndarray
     log_probs: np.ndarray
     countable: np.ndarray
+    entropy_rank: np.ndarray
+    num_entropy_ranks: int
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, excluded_ids: Sequence[int] | np.ndarray = ()) -> RouteTable:
@@ -100,8 +107,11 @@ class RouteTable:
         for arr in (logits, entropy, votes, countable):
             arr.flags.writeable = False
         log_probs = log_softmax(logits)
-        log_probs.flags.writeable = False
-        return cls(logits, entropy, votes, log_probs, countable)
+        entropy_rank = np.unique(entropy, return_inverse=True)[1].astype(np.int64).reshape(-1)
+        for arr in (log_probs, entropy_rank):
+            arr.flags.writeable = False
+        num_ranks = int(entropy_rank.max()) + 1 if entropy_rank.size else 1
+        return cls(logits, entropy, votes, log_probs, countable, entropy_rank, num_ranks)
 
     @property
     def vocab_size(self) -> int:
