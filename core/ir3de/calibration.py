@@ -46,7 +46,8 @@ class CalibrationReport:
             "max_gap": self.max_gap,
             "num": self.num,
             "bins": [
-                {"low": lo, "high": hi, "count": n, "mean_confidence": c, "accuracy": a} for lo, hi, n, c, a in self.bins
+                {"low": lo, "high": hi, "count": n, "mean_confidence": c, "accuracy": a}
+                for lo, hi, n, c, a in self.bins
             ],
         }
 
@@ -95,7 +96,9 @@ def abstain_curve(
             {
                 "threshold": float(t),
                 "in_domain_coverage": float(answered.mean()) if ind_c.size else 0.0,
-                "in_domain_accuracy_answered": float(ind_ok[answered].mean()) if answered.any() else float("nan"),
+                "in_domain_accuracy_answered": float(ind_ok[answered].mean())
+                if answered.any()
+                else float("nan"),
                 "in_domain_accuracy_overall": float((ind_ok & answered).mean()) if ind_c.size else 0.0,
                 "out_of_domain_abstained": float((ood_c < t).mean()) if ood_c.size else 0.0,
             }
@@ -103,7 +106,9 @@ def abstain_curve(
     return rows
 
 
-def plot_reliability(reports: dict[str, CalibrationReport], path: str | Path, title: str = "Reliability") -> Path:
+def plot_reliability(
+    reports: dict[str, CalibrationReport], path: str | Path, title: str = "Reliability"
+) -> Path:
     """A reliability diagram (accuracy vs confidence per bin) with one line per report; saved as PNG."""
     import matplotlib
 

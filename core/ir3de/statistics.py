@@ -157,7 +157,9 @@ class TokenCounter:
         """Add a sparse histogram (e.g. one shard's counts from another process)."""
         ids = np.asarray(token_ids, np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"token id out of range [0, {self.vocab_size}): counts come from another tokenizer")
+            raise ValueError(
+                f"token id out of range [0, {self.vocab_size}): counts come from another tokenizer"
+            )
         np.add.at(self._dense, ids, np.asarray(counts, np.int64))
         self.num_texts += int(num_texts)
 
