@@ -502,17 +502,24 @@ def push_router(
     create_pr: bool = False,
 ) -> Any:
     """Save ``router`` to a temporary folder and push it (see :func:`push_folder`)."""
+    return push_saved(
+        router,
+        repo_id,
+        "router",
+        private=private,
+        token=token,
+        revision=revision,
+        commit_message=commit_message,
+        create_pr=create_pr,
+    )
+
+
+def push_saved(artifact: Any, repo_id: str, name: str, **push_kwargs: Any) -> Any:
+    """Save anything with ``save_pretrained(folder)`` (a router, a stat pack) to a temporary folder and
+    push that folder with :func:`push_folder`."""
     with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
-        folder = router.save_pretrained(Path(tmp) / "router")
-        return push_folder(
-            folder,
-            repo_id,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )
+        folder = artifact.save_pretrained(Path(tmp) / name)
+        return push_folder(folder, repo_id, **push_kwargs)
 
 
 def config_summary(folder: Path) -> str:

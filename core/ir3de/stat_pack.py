@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,19 +350,18 @@ class StatPack:
         Example:
             >>> pack.push_to_hub("org/math-pack", private=True)   # doctest: +SKIP
         """
-        from .hub import push_folder
+        from .hub import push_saved
 
-        with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
-            folder = self.save_pretrained(Path(tmp) / "pack")
-            return push_folder(
-                folder,
-                repo_id,
-                private=private,
-                token=token,
-                revision=revision,
-                commit_message=commit_message,
-                create_pr=create_pr,
-            )
+        return push_saved(
+            self,
+            repo_id,
+            "pack",
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
 
     def check_compatible(self, fingerprint: Mapping[str, Any] | None, against: str = "the router") -> None:
         """Raise :class:`TokenizerMismatchError` unless ``fingerprint`` is this pack's tokenizer + embeddings."""
