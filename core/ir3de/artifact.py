@@ -110,28 +110,58 @@ def write_folder_atomically(folder: str | os.PathLike[str], files: Mapping[str, 
     return folder
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """Read and check ``config.json``: present, valid JSON, a format version this library reads."""
-    path = folder / CONFIG_FILE
+def read_versioned_json(
+    folder: Path,
+    file_name: str,
+    *,
+    what: str,
+    source_hint: str,
+    required: Mapping[str, str],
+    max_version: int,
+) -> dict[str, Any]:
+    """Read the JSON description of an artifact and check it: the folder exists, the file is there and
+    valid JSON, it carries the ``required`` keys/values, and its integer ``format_version`` is one this
+    library reads. Errors name the file and say how to fix it.
+
+    Args:
+        what: what the folder should be (e.g. "ir3de router"), for messages.
+        source_hint: how such a folder is made (e.g. "save_pretrained"), for messages.
+    """
+    path = folder / file_name
     if not folder.is_dir():
-        raise ArtifactError(f"{folder} is not a folder; pass the folder written by save_pretrained")
+        raise ArtifactError(
+            f"{folder} is not a folder; pass a folder written by {source_hint} or a Hub repo id"
+        )
     if not path.is_file():
-        raise ArtifactError(f"{folder} has no {CONFIG_FILE}; it is not an ir3de router folder")
+        raise ArtifactError(f"{folder} has no {file_name}; it is not an {what}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path} is not valid JSON ({e}); re-save or re-download the router") from e
-    if not isinstance(config, dict) or config.get("library") != "ir3de":
-        raise ArtifactError(f'{path} is not an ir3de router config (no "library": "ir3de")')
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-create or re-download the {what}") from e
+    if not isinstance(config, dict) or any(config.get(k) != v for k, v in required.items()):
+        needs = ", ".join(f'"{k}": "{v}"' for k, v in required.items())
+        raise ArtifactError(f"{path} is not an {what} (needs {needs})")
     version = config.get("format_version")
     if not isinstance(version, int):
         raise ArtifactError(f"{path} has no integer format_version")
-    if version > FORMAT_VERSION:
+    if version > max_version:
         raise ArtifactVersionError(
             f"{path} was written in format version {version}, newer than this library reads "
-            f"({FORMAT_VERSION}); upgrade with `pip install -U ir3de`"
+            f"({max_version}); upgrade with `pip install -U ir3de`"
         )
     return config
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read and check a router's ``config.json`` (see :func:`read_versioned_json`)."""
+    return read_versioned_json(
+        folder,
+        CONFIG_FILE,
+        what="ir3de router",
+        source_hint="save_pretrained",
+        required={"library": "ir3de"},
+        max_version=FORMAT_VERSION,
+    )
 
 
 def read_file_checked(folder: Path, name: str, config: Mapping[str, Any]) -> bytes:

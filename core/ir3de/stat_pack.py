@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import artifact
-from .errors import ArtifactError, ArtifactVersionError, ExpertError, TokenizerMismatchError
+from .errors import ArtifactError, ExpertError, TokenizerMismatchError
 from .hub import PACK_CONFIG_FILE, resolve_folder
 from .statistics import ExpertCounts
 
@@ -88,28 +88,14 @@ def check_fingerprints(
 def read_pack_config(folder: Path) -> dict[str, Any]:
     """Read and check ``stat_pack.json``: present, valid JSON, a stat pack, a format version we read."""
     path = folder / PACK_CONFIG_FILE
-    if not folder.is_dir():
-        raise ArtifactError(
-            f"{folder} is not a folder; pass a folder written by `ir3de stats` or a Hub repo id"
-        )
-    if not path.is_file():
-        raise ArtifactError(f"{folder} has no {PACK_CONFIG_FILE}; it is not an ir3de stat pack")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path} is not valid JSON ({e}); re-create or re-download the stat pack") from e
-    if not isinstance(config, dict) or config.get("library") != "ir3de" or config.get("kind") != "stat_pack":
-        raise ArtifactError(
-            f'{path} is not an ir3de stat pack (needs "library": "ir3de", "kind": "stat_pack")'
-        )
-    version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"{path} has no integer format_version")
-    if version > PACK_FORMAT_VERSION:
-        raise ArtifactVersionError(
-            f"{path} was written in stat pack format {version}, newer than this library reads "
-            f"({PACK_FORMAT_VERSION}); upgrade with `pip install -U ir3de`"
-        )
+    config = artifact.read_versioned_json(
+        folder,
+        PACK_CONFIG_FILE,
+        what="ir3de stat pack",
+        source_hint="`ir3de stats`",
+        required={"library": "ir3de", "kind": "stat_pack"},
+        max_version=PACK_FORMAT_VERSION,
+    )
     expert = config.get("expert")
     fingerprint = config.get("fingerprint")
     if not isinstance(expert, dict) or not isinstance(expert.get("name"), str) or not expert["name"].strip():
