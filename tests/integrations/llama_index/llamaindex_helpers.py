@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
+from pydantic import Field
+
+from ir3de_integrations.llama_index import Ir3deRouteEvent
 
 
 class TagLLM(CustomLLM):
@@ -57,3 +61,17 @@ def tag_of(text: str) -> str:
     """The tag a ``TagLLM`` answer starts with."""
     assert text.startswith("<"), text
     return text[1 : text.index(">")]
+
+
+class RouteEventCollector(BaseEventHandler):
+    """Collects the ir3de route events LlamaIndex's instrumentation dispatches."""
+
+    events: list = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RouteEventCollector"
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        if isinstance(event, Ir3deRouteEvent):
+            self.events.append(event)

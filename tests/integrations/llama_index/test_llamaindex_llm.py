@@ -10,13 +10,11 @@ import time
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llamaindex_helpers import TagLLM, tag_of
-from pydantic import Field
+from llamaindex_helpers import RouteEventCollector, TagLLM, tag_of
 
 from ir3de import Router
 from ir3de.errors import ExpertError, InvalidInputError, UnknownExpertError
-from ir3de_integrations.llama_index import ROUTE_KEY, Ir3deRouteEvent, RoutingLLM, dispatcher, route_payload
+from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM, dispatcher, route_payload
 
 
 def _llms(names, **kwargs):
@@ -34,21 +32,9 @@ def _user(text):
     ]
 
 
-class _Collect(BaseEventHandler):
-    events: list = Field(default_factory=list)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Collect"
-
-    def handle(self, event, **kwargs) -> None:
-        if isinstance(event, Ir3deRouteEvent):
-            self.events.append(event)
-
-
 def test_every_method_reaches_the_routed_llm(paper_router, small_tests):
     llm = RoutingLLM(paper_router, _llms(paper_router.experts))
-    collect = _Collect(events=[])
+    collect = RouteEventCollector(events=[])
     dispatcher.add_event_handler(collect)
     try:
         for prompt in _prompts(small_tests):

@@ -6,16 +6,15 @@ import asyncio
 
 import pytest
 from llama_index.core.base.base_selector import SelectorResult
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.retrievers import RouterRetriever
 from llama_index.core.tools import QueryEngineTool, RetrieverTool, ToolMetadata
-from pydantic import Field
+from llamaindex_helpers import RouteEventCollector
 
 from ir3de.errors import EmptyPromptError, ExpertError
-from ir3de_integrations.llama_index import Ir3deRouteEvent, Ir3deSelector, dispatcher
+from ir3de_integrations.llama_index import Ir3deSelector, dispatcher
 
 HELD_OUT_PER_DOMAIN = 12  # 48 held-out prompts through the RouterQueryEngine
 
@@ -34,18 +33,6 @@ def _query_tools(vector_indexes, order=None):
 
 def _held_out(small_tests, n=HELD_OUT_PER_DOMAIN):
     return [(d, q) for d, texts in small_tests.items() for q in texts[:n]]
-
-
-class _Collect(BaseEventHandler):
-    events: list = Field(default_factory=list)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Collect"
-
-    def handle(self, event, **kwargs) -> None:
-        if isinstance(event, Ir3deRouteEvent):
-            self.events.append(event)
 
 
 def test_router_query_engine_matches_router_route(paper_router, vector_indexes, small_tests):
@@ -177,7 +164,7 @@ def test_multi_selection_follows_scores(paper_router, vector_indexes, small_test
 
 
 def test_instrumentation_event_inside_select_span(paper_router):
-    collect, spans = _Collect(events=[]), SimpleSpanHandler()
+    collect, spans = RouteEventCollector(events=[]), SimpleSpanHandler()
     dispatcher.add_event_handler(collect)
     dispatcher.add_span_handler(spans)
     try:
