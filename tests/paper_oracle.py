@@ -3,6 +3,10 @@
 It materialises one row ``[E[t], 1]`` per token occurrence with its one-hot domain label, solves
 ``(XᵀX + λI) W = XᵀY`` directly, normalises the class columns like the reference code, and routes a
 prompt by embedding lookup + matmul + softmax + entropy + top-k + majority vote. No shortcuts.
+
+The text-level variant (``text_level_fit``/``text_level_route``) is written the same plain way: one
+row per text, the Python mean of its non-excluded tokens' embeddings, and a prompt is routed by
+applying W to its own mean embedding (no route table).
 """
 
 from __future__ import annotations
@@ -64,3 +68,69 @@ def paper_route(
     chosen = order if selector == "all" else order[:k]
     votes = np.argmax(logits[chosen], axis=1)
     return int(np.argmax(np.bincount(votes, minlength=w.shape[1])))
+
+
+def text_mean_row(ids: Sequence[int], matrix: np.ndarray, excluded: set[int]) -> np.ndarray | None:
+    """``[mean of E over the text's non-excluded tokens, 1]``, or None when no token counts."""
+    kept = [t for t in ids if t not in excluded]
+    if not kept:
+        return None
+    total = np.zeros(matrix.shape[1])
+    for t in kept:
+        total += matrix[t].astype(np.float64)
+    return np.append(total / len(kept), 1.0)
+
+
+def text_level_rows(
+    ids_per_expert: Sequence[Sequence[Sequence[int]]], matrix: np.ndarray, excluded: set[int], balance: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Explicit training rows of the text-level ridge: X (texts × h+1), one-hot targets, row weights
+    (balancing gives every expert the mean number of texts)."""
+    rows, labels = [], []
+    for j, id_lists in enumerate(ids_per_expert):
+        for ids in id_lists:
+            row = text_mean_row(ids, matrix, excluded)
+            if row is not None:
+                rows.append(row)
+                labels.append(j)
+    x, y = np.array(rows), np.array(labels)
+    d = len(ids_per_expert)
+    per_expert = np.bincount(y, minlength=d).astype(float)
+    sample_weight = (per_expert.mean() / per_expert)[y] if balance else np.ones(len(y))
+    return x, np.eye(d)[y], sample_weight
+
+
+def text_level_fit(
+    ids_per_expert: Sequence[Sequence[Sequence[int]]],
+    matrix: np.ndarray,
+    excluded: set[int],
+    lam: float,
+    balance: bool,
+    column_norm: bool = False,
+) -> np.ndarray:
+    """W of the ridge on one row per text; balancing gives every expert the mean number of texts."""
+    x, targets, sample_weight = text_level_rows(ids_per_expert, matrix, excluded, balance)
+    a = (x * sample_weight[:, None]).T @ x
+    b = (x * sample_weight[:, None]).T @ targets
+    sol = np.linalg.solve(a + lam * np.eye(x.shape[1]), b)
+    if column_norm:
+        sol = sol / np.linalg.norm(sol[:-1], axis=0)
+    return sol
+
+
+def text_level_route(ids: Sequence[int], matrix: np.ndarray, w: np.ndarray, excluded: set[int]) -> int:
+    """argmax of W applied to the prompt's mean embedding, or -1 when no token counts."""
+    row = text_mean_row(ids, matrix, excluded)
+    return -1 if row is None else int(np.argmax(row @ w))
+
+
+def explicit_gcv(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, lam: float) -> float:
+    """GCV of weighted ridge from explicit rows: n·RSS/(n − tr H)², H the weighted hat matrix."""
+    sw = np.sqrt(weights)[:, None]
+    xs, ys = x * sw, targets * sw
+    inverse = np.linalg.inv(xs.T @ xs + lam * np.eye(x.shape[1]))
+    w = inverse @ xs.T @ ys
+    rss = float(((ys - xs @ w) ** 2).sum())
+    df = float(np.trace(xs @ inverse @ xs.T))
+    n = float(weights.sum())
+    return n * rss / (n - df) ** 2

@@ -46,9 +46,15 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     r4 = res["accuracy"]["reasoning4"]
-    expected = {"ir3de", "ir3de-defaults", "paper-torch", "random", "tfidf-lr", "static-emb-lr"} | {
-        f"knn-{p}-k{k}" for p in ("mean", "cls") for k in (1, 5, 10)
-    }
+    expected = {
+        "ir3de",
+        "ir3de-defaults",
+        "ir3de-token-logprob",
+        "paper-torch",
+        "random",
+        "tfidf-lr",
+        "static-emb-lr",
+    } | {f"knn-{p}-k{k}" for p in ("mean", "cls") for k in (1, 5, 10)}
     assert set(r4["routers"]) == expected
     assert r4["paper_torch_route_mismatches"] == 0  # the paper's inference path routes exactly like IR3DE
     assert r4["routers"]["paper-torch"]["accuracy"] == r4["routers"]["ir3de"]["accuracy"]

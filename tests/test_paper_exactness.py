@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from paper_oracle import paper_fit, paper_route
+from ir3de.solve import gcv_curve
+from paper_oracle import (
+    explicit_gcv,
+    paper_fit,
+    paper_route,
+    text_level_fit,
+    text_level_route,
+    text_level_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,15 @@ def test_prompts(small_tests):
 def test_weights_equal_the_per_token_solution(smollm2, small_corpus, corpus_ids, lam, column_norm, balance):
     names, ids = corpus_ids
     excluded = set(smollm2.excluded_ids.tolist())
-    router = Router(smollm2, device="cpu", progress=False, lam=lam, column_norm=column_norm, balance=balance)
+    router = Router(
+        smollm2,
+        device="cpu",
+        progress=False,
+        level="token",
+        lam=lam,
+        column_norm=column_norm,
+        balance=balance,
+    )
     router.fit(small_corpus)
     weights = None
     if balance:
@@ -79,3 +95,55 @@ def test_counts_are_token_histograms(smollm2, small_corpus, corpus_ids):
         dense = np.bincount(flat, minlength=smollm2.vocab_size)
         assert np.array_equal(router.statistics[n].to_dense(smollm2.vocab_size), dense)
         assert router.statistics[n].num_texts == len(small_corpus[n])
+
+
+@pytest.mark.parametrize(
+    ("lam", "balance", "column_norm"),
+    [(1e-1, True, False), (1e-2, False, False), (3.0, True, True)],
+)
+def test_text_level_weights_equal_the_per_text_solution(
+    smollm2, small_corpus, corpus_ids, lam, balance, column_norm
+):
+    names, ids = corpus_ids
+    excluded = set(smollm2.excluded_ids.tolist())
+    router = Router(
+        smollm2, device="cpu", progress=False, level="text", lam=lam, balance=balance, column_norm=column_norm
+    ).fit(small_corpus)
+    expected = text_level_fit([ids[n] for n in names], smollm2.matrix, excluded, lam, balance, column_norm)
+    np.testing.assert_allclose(router.weights, expected, rtol=1e-7, atol=1e-9)
+    for n in names:
+        assert router.statistics[n].num_scored_texts == sum(
+            1 for text in ids[n] if any(t not in excluded for t in text)
+        )
+
+
+def test_text_level_table_lookup_equals_the_mean_embedding_model(
+    smollm2, small_corpus, corpus_ids, test_prompts
+):
+    """Routing by the mean of per-token table logits is the text-level model applied to the prompt."""
+    names, ids = corpus_ids
+    excluded = set(smollm2.excluded_ids.tolist())
+    router = Router(smollm2, device="cpu", progress=False, level="text", selector="avg").fit(small_corpus)
+    w = text_level_fit([ids[n] for n in names], smollm2.matrix, excluded, router.config.lam, True)
+    prompt_ids = [
+        e.ids[:1024] for e in smollm2.tokenizer.encode_batch(test_prompts, add_special_tokens=False)
+    ]
+    expected = [text_level_route(p, smollm2.matrix, w, excluded) for p in prompt_ids]
+    got = router.route_indices(test_prompts)
+    assert got.tolist() == expected
+    singles = [names.index(router.route(p).expert) for p in test_prompts[::7]]
+    assert singles == got[::7].tolist()
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_gcv_from_statistics_equals_the_explicit_formula(smollm2, small_corpus, corpus_ids, balance):
+    names, ids = corpus_ids
+    excluded = set(smollm2.excluded_ids.tolist())
+    router = Router(smollm2, device="cpu", progress=False, level="text", balance=balance).fit(small_corpus)
+    x, targets, weights = text_level_rows([ids[n] for n in names], smollm2.matrix, excluded, balance)
+    lams = [1e-3, 3e-2, 1.0, 30.0]
+    scores, best = gcv_curve(*router.ridge_statistics(), lams)
+    expected = [explicit_gcv(x, targets, weights, lam) for lam in lams]
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+    assert best == lams[int(np.argmin(expected))]
+    assert router.select_lambda(lams) == best and router.config.lam == best

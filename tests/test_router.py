@@ -56,23 +56,26 @@ def test_route_batch_matches_route_and_keeps_order(paper_router, small_tests):
     assert [d.confidence for d in batch] == [paper_router.route(p).confidence for p in prompts]
 
 
-@pytest.mark.parametrize("balance", [False, True])
-def test_add_remove_update_equal_from_scratch(smollm2, small_corpus, small_tests, balance):
+@pytest.mark.parametrize(
+    ("level", "balance"), [("token", False), ("token", True), ("text", True), ("text", False)]
+)
+def test_add_remove_update_equal_from_scratch(smollm2, small_corpus, small_tests, level, balance):
     prompts = [t for texts in small_tests.values() for t in texts]
     names = list(small_corpus)
+    settings = {"level": level, "balance": balance}
     base = {n: small_corpus[n] for n in names[:3]}
-    grown = _fit(smollm2, base, balance=balance).add_expert(names[3], small_corpus[names[3]])
-    _assert_same_router(grown, _fit(smollm2, small_corpus, balance=balance), prompts, exact=True)
+    grown = _fit(smollm2, base, **settings).add_expert(names[3], small_corpus[names[3]])
+    _assert_same_router(grown, _fit(smollm2, small_corpus, **settings), prompts, exact=True)
 
-    shrunk = _fit(smollm2, small_corpus, balance=balance).remove_expert(names[1])
-    reference = _fit(smollm2, {n: small_corpus[n] for n in names if n != names[1]}, balance=balance)
+    shrunk = _fit(smollm2, small_corpus, **settings).remove_expert(names[1])
+    reference = _fit(smollm2, {n: small_corpus[n] for n in names if n != names[1]}, **settings)
     _assert_same_router(shrunk, reference, prompts, exact=True)
 
     half = {n: t[:40] for n, t in small_corpus.items()}
-    updated = _fit(smollm2, half, balance=balance).update_expert(names[0], small_corpus[names[0]][40:])
+    updated = _fit(smollm2, half, **settings).update_expert(names[0], small_corpus[names[0]][40:])
     mixed = dict(half, **{names[0]: small_corpus[names[0]]})
-    _assert_same_router(updated, _fit(smollm2, mixed, balance=balance), prompts, exact=False)
-    assert updated.statistics[names[0]] == _fit(smollm2, mixed).statistics[names[0]]
+    _assert_same_router(updated, _fit(smollm2, mixed, **settings), prompts, exact=False)
+    assert updated.statistics[names[0]] == _fit(smollm2, mixed, **settings).statistics[names[0]]
 
 
 def test_save_load_routes_identically(tmp_path, paper_router, small_tests, smollm2, small_corpus):

@@ -7,7 +7,9 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
 * ``router.safetensors`` — ``logits`` (V × D, float32: the route table), ``weights`` ((h+1) × D, the
   column-normalised weights the table was compiled from) and ``ridge_solution`` (the raw solve);
 * ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
-  ``counts``, ``offsets``, ``num_texts``), so a pulled router can grow;
+  ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
+  text Grams (``text_grams``: D × (h+1) × (h+1) float64, ``has_text_gram``: D flags), so a pulled
+  router can grow at either level;
 * ``tokenizer.json`` — the tokenizer; routing needs nothing else;
 * ``README.md`` — the model card.
 
@@ -26,7 +28,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ __all__ = [
     "write_folder_atomically",
 ]
 
-FORMAT_VERSION = 1
+#: 2 added the ``level`` setting and the text Grams; version-1 folders (token level) still load.
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"
@@ -207,3 +210,31 @@ def expect_shape(
     if tuple(arr.shape) != shape:
         raise ArtifactError(f"{where}: tensor {key!r} has shape {tuple(arr.shape)}, expected {shape}")
     return arr
+
+
+def text_gram_tensors(counts: Sequence[Any], hidden: int) -> dict[str, np.ndarray]:
+    """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``):
+    ``text_grams`` (D × (h+1) × (h+1), zeros where missing) and ``has_text_gram`` (D, uint8). Empty
+    when no expert has a text Gram (nothing to store)."""
+    if all(c.text_gram is None for c in counts):
+        return {}
+    grams = np.zeros((len(counts), hidden + 1, hidden + 1), np.float64)
+    for i, c in enumerate(counts):
+        if c.text_gram is not None:
+            grams[i] = c.text_gram
+    flags = np.array([c.text_gram is not None for c in counts], np.uint8)
+    return {"text_grams": grams, "has_text_gram": flags}
+
+
+def read_text_grams(
+    arrays: Mapping[str, np.ndarray], num_experts: int, hidden: int, where: str
+) -> list[np.ndarray | None]:
+    """Per-expert text Grams from a statistics file (``None`` for experts without one, or for files
+    written without text statistics); the inverse of :func:`text_gram_tensors`."""
+    if "text_grams" not in arrays and "has_text_gram" not in arrays:
+        return [None] * num_experts
+    grams = expect_shape(arrays, "text_grams", (num_experts, hidden + 1, hidden + 1), where)
+    flags = expect_shape(arrays, "has_text_gram", (num_experts,), where)
+    if grams.dtype != np.float64:
+        raise ArtifactError(f"{where}: tensor 'text_grams' is {grams.dtype}, expected float64")
+    return [np.array(grams[i]) if flags[i] else None for i in range(num_experts)]

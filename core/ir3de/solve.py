@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RidgePath", "column_normalize", "ridge_solve"]
+__all__ = ["RidgePath", "column_normalize", "gcv_curve", "ridge_solve"]
 
 _ZERO_NORM_REPLACEMENT = 1e-6  # what the reference code substitutes for a zero column norm
 
@@ -91,3 +91,41 @@ class RidgePath:
     def solve(self, lam: float) -> np.ndarray:
         lam = _check_lambda(lam)
         return self.eigenvectors @ (self.projected_b / (self.eigenvalues + lam)[:, None])
+
+    def gcv(self, lam: float, num_rows: float, target_mass: float) -> float:
+        """Generalised cross-validation score of λ from the statistics alone (lower is better).
+
+        ``GCV(λ) = n · RSS(λ) / (n − df(λ))²`` with the weighted residual sum of squares
+        ``RSS = Σ w‖y‖² − 2 tr(WᵀB) + tr(WᵀAW)`` and the effective degrees of freedom
+        ``df = tr(A (A + λI)⁻¹) = Σ σ/(σ + λ)``: the rotation-invariant approximation of leave-one-row-out
+        error (Golub, Heath & Wahba 1979), computed without any training row.
+
+        Args:
+            num_rows: n, the (weighted) number of training rows (``A[-1, -1]`` with a bias column).
+            target_mass: ``Σ w‖y‖²`` (for one-hot targets, the weighted number of rows again).
+        """
+        lam = _check_lambda(lam)
+        sigma = np.clip(self.eigenvalues, 0.0, None)
+        energy = (self.projected_b**2).sum(axis=1)
+        rss = target_mass - 2.0 * (energy / (sigma + lam)).sum() + (sigma * energy / (sigma + lam) ** 2).sum()
+        df = float((sigma / (sigma + lam)).sum())
+        if df >= num_rows:
+            return float("inf")  # as many parameters as rows: no left-out error to estimate
+        return float(num_rows * max(rss, 0.0) / (num_rows - df) ** 2)
+
+
+def gcv_curve(a: np.ndarray, b: np.ndarray, lams: np.ndarray | list[float]) -> tuple[np.ndarray, float]:
+    """GCV score of every λ in ``lams`` for one-hot ridge statistics ``A``, ``B`` (bias last), and the best λ.
+
+    Example:
+        >>> rng = np.random.default_rng(0); x = np.hstack([rng.normal(size=(80, 3)), np.ones((80, 1))])
+        >>> y = np.eye(2)[(x[:, 0] > 0).astype(int)]
+        >>> scores, best = gcv_curve(x.T @ x, x.T @ y, [1e-3, 1e-1, 1e1, 1e3])
+        >>> scores.shape, best in (1e-3, 1e-1, 1e1)
+        ((4,), True)
+    """
+    a = np.asarray(a, np.float64)
+    path = RidgePath(a, b)
+    n = float(a[-1, -1])
+    scores = np.array([path.gcv(float(lam), n, n) for lam in lams])
+    return scores, float(np.asarray(lams, np.float64)[int(np.argmin(scores))])

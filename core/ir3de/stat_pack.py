@@ -11,10 +11,12 @@ A stat pack is a folder (or a Hub model repo) with
   tokens, distinct tokens), the embedding source, the fingerprint of the tokenizer and embedding
   matrix (sha256 + sizes), and the size and sha256 of the statistics file;
 * ``statistics.safetensors`` — the sparse counts (``token_ids``, ``counts``, ``offsets``,
-  ``num_texts``; the router's CSR layout with one expert);
+  ``num_texts``; the router's CSR layout with one expert) and the expert's text Gram (``text_grams``,
+  ``has_text_gram``: the statistics of text-level routers, see :mod:`ir3de.statistics`);
 * ``README.md`` — a card saying what the pack holds and how to merge it.
 
-It never holds text: only which token ids occur and how often.
+It never holds text: only which token ids occur and how often, and the second moments of the texts'
+mean embeddings.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                               # doctest: +SKIP
@@ -213,6 +215,7 @@ class StatPack:
                 "num_texts": self.num_texts,
                 "num_tokens": self.num_tokens,
                 "num_distinct_tokens": int(self.counts.token_ids.size),
+                "has_text_statistics": self.counts.text_gram is not None,
             },
             "vocab_size": self.fingerprint.get("vocab_size"),
             "hidden_size": self.fingerprint.get("hidden_size"),
@@ -235,6 +238,7 @@ class StatPack:
                 "counts": self.counts.counts,
                 "offsets": np.array([0, self.counts.token_ids.size], np.int64),
                 "num_texts": np.array([self.num_texts], np.int64),
+                **artifact.text_gram_tensors([self.counts], hidden=int(self.fingerprint["hidden_size"])),
             },
             metadata={"format": "ir3de-statistics", "experts": json.dumps([self.name])},
         )
@@ -303,8 +307,14 @@ class StatPack:
             nnz and (int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab)
         ):
             raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
+        hidden = fingerprint.get("hidden_size")
+        if not isinstance(hidden, int) or hidden < 1:
+            raise ArtifactError(
+                f"{folder / PACK_CONFIG_FILE}: fingerprint.hidden_size must be a positive integer"
+            )
+        (gram,) = artifact.read_text_grams(tensors, 1, hidden, where)
         try:
-            expert_counts = ExpertCounts(token_ids, counts, int(num_texts[0]))
+            expert_counts = ExpertCounts(token_ids, counts, int(num_texts[0]), gram)
         except ValueError as e:
             raise ArtifactError(f"{where}: the counts are invalid ({e})") from e
         if expert_counts.num_texts != expert["num_texts"] or expert_counts.num_tokens != expert["num_tokens"]:

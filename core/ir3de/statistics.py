@@ -10,6 +10,13 @@ with ``w_d = 1`` in the paper and ``w_d`` = "equal token mass per expert" under 
 Counts are integers, so they add exactly: adding, removing or merging experts (or corpus shards
 counted on other machines) is exact.
 
+Text level. The library's default router fits one training row per *text* instead of per token: the
+text's mean token embedding ``x_t = [mean_{i∈t} E[i], 1]``. Its statistics are one dense matrix per
+expert, the text Gram ``G_d = Σ_{t∈d} x_t x_tᵀ`` ((h+1)², float64; its last column is ``B[:, d]`` and
+its corner the number of texts). Text Grams add like counts (up to float64 rounding in the order of
+summation), and routing stays a table lookup: ``x_pᵀ W`` of a prompt is the mean of its tokens'
+table logits.
+
 This module is pure: it takes arrays and returns arrays. Tokenization lives in the router.
 
 Example:
@@ -26,12 +33,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_MEAN_CHUNK_TOKENS = 1 << 15
+_TEXT_GRAM_RTOL = 1e-9
+
 __all__ = [
     "ExpertCounts",
     "TokenCounter",
     "balance_weights",
     "expert_gram",
     "ridge_statistics",
+    "text_gram",
+    "text_means",
 ]
 
 
@@ -43,11 +55,15 @@ class ExpertCounts:
         token_ids: sorted unique vocabulary ids (int64) that occur at least once.
         counts: occurrences of each id (int64, all > 0), aligned with ``token_ids``.
         num_texts: how many texts were counted.
+        text_gram: the expert's text-level statistics ``Σ_t x_t x_tᵀ`` ((h+1)², float64; see the module
+            docstring), or ``None`` when the texts were counted without an embedding matrix (then only
+            ``level="token"`` routers can use these counts).
     """
 
     token_ids: np.ndarray
     counts: np.ndarray
     num_texts: int
+    text_gram: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = np.ascontiguousarray(self.token_ids, dtype=np.int64)
@@ -61,6 +77,22 @@ class ExpertCounts:
         object.__setattr__(self, "token_ids", ids)
         object.__setattr__(self, "counts", counts)
         object.__setattr__(self, "num_texts", int(self.num_texts))
+        if self.text_gram is not None:
+            gram = np.array(self.text_gram, dtype=np.float64)  # a private, read-only copy
+            if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 2:
+                raise ValueError(f"text_gram must be a square (h+1) x (h+1) matrix, got shape {gram.shape}")
+            if not np.all(np.isfinite(gram)) or gram[-1, -1] < 0 or gram[-1, -1] > self.num_texts + 0.5:
+                raise ValueError(
+                    "text_gram is not a valid text Gram (non-finite values, or its corner — the number of "
+                    f"texts with a countable token — is outside [0, num_texts={self.num_texts}])"
+                )
+            gram.flags.writeable = False
+            object.__setattr__(self, "text_gram", gram)
+
+    @property
+    def num_scored_texts(self) -> int:
+        """Texts that had at least one countable token (rows of the text-level fit); 0 without ``text_gram``."""
+        return 0 if self.text_gram is None else round(float(self.text_gram[-1, -1]))
 
     @property
     def num_tokens(self) -> int:
@@ -98,20 +130,40 @@ class ExpertCounts:
         return dense
 
     def __add__(self, other: ExpertCounts) -> ExpertCounts:
-        """Exact sum of two histograms (e.g. two shards of one corpus)."""
+        """Sum of two histograms (e.g. two shards of one corpus): exact for counts; text Grams add in
+        float64 and are kept only when both sides have one."""
         ids = np.union1d(self.token_ids, other.token_ids)
         counts = np.zeros(ids.size, np.int64)
         counts[np.searchsorted(ids, self.token_ids)] += self.counts
         counts[np.searchsorted(ids, other.token_ids)] += other.counts
-        return ExpertCounts(ids, counts, self.num_texts + other.num_texts)
+        gram = None
+        if self.text_gram is not None and other.text_gram is not None:
+            if self.text_gram.shape != other.text_gram.shape:
+                raise ValueError(
+                    f"text Grams of shapes {self.text_gram.shape} and {other.text_gram.shape} come from "
+                    "different embedding matrices and cannot be added"
+                )
+            gram = self.text_gram + other.text_gram
+        return ExpertCounts(ids, counts, self.num_texts + other.num_texts, gram)
+
+    def without_text_gram(self) -> ExpertCounts:
+        """The same counts with the text-level statistics dropped."""
+        return ExpertCounts(self.token_ids, self.counts, self.num_texts)
 
     def __eq__(self, other: object) -> bool:
+        """Counts equal exactly; text Grams equal up to float64 rounding (their sums depend on the
+        order in which texts were added, e.g. batching or sharding)."""
         if not isinstance(other, ExpertCounts):
             return NotImplemented
         return (
             self.num_texts == other.num_texts
             and np.array_equal(self.token_ids, other.token_ids)
             and np.array_equal(self.counts, other.counts)
+            and (self.text_gram is None) == (other.text_gram is None)
+            and (
+                self.text_gram is None
+                or np.allclose(self.text_gram, other.text_gram, rtol=_TEXT_GRAM_RTOL, atol=0.0)
+            )
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -168,6 +220,60 @@ class TokenCounter:
         if self._excluded.size:
             dense[self._excluded] = 0
         return ExpertCounts.from_dense(dense, self.num_texts)
+
+
+def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
+    """Mean embedding of each text's countable tokens: the text-level training rows (without bias).
+
+    Args:
+        matrix: the (V, h) embedding matrix.
+        ids: flat token ids of T texts, text after text.
+        lengths: (T,) tokens per text.
+        countable: (V,) bool, False for ids that never count (special tokens).
+
+    Returns:
+        (T', h) float64 means of the T' texts that have at least one countable token, in order
+        (texts without one have no mean and contribute no row).
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> text_means(m, np.array([0, 1, 2, 2]), np.array([3, 1]), np.array([True, True, False])).tolist()
+        [[0.5, 0.5]]
+    """
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    seg = np.repeat(np.arange(lengths.size), lengths)
+    keep = countable[ids]
+    ids, seg = ids[keep], seg[keep]
+    sizes = np.bincount(seg, minlength=lengths.size)
+    sizes = sizes[sizes > 0]
+    if ids.size == 0:
+        return np.zeros((0, matrix.shape[1]), np.float64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = np.empty((sizes.size, matrix.shape[1]), np.float64)
+    # Gather in text-aligned chunks so memory stays bounded; each text is summed within one chunk
+    # (float64, in token order), so a text's mean never depends on how texts were batched.
+    ends = starts + sizes
+    first = 0
+    while first < sizes.size:
+        last = max(first + 1, int(np.searchsorted(ends, starts[first] + _MEAN_CHUNK_TOKENS, side="right")))
+        lo, hi = starts[first], ends[last - 1]
+        rows = matrix[ids[lo:hi]].astype(np.float64)
+        out[first:last] = np.add.reduceat(rows, starts[first:last] - lo, axis=0)
+        first = last
+    out /= sizes[:, None]
+    return out
+
+
+def text_gram(means: np.ndarray) -> np.ndarray:
+    """``Σ_t x_t x_tᵀ`` with ``x_t = [mean_t, 1]``: one expert's (or one batch's) text-level statistics.
+
+    Example:
+        >>> text_gram(np.array([[1.0, 2.0]])).tolist()
+        [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
+    """
+    x = np.concatenate([np.asarray(means, np.float64), np.ones((len(means), 1))], axis=1)
+    return x.T @ x
 
 
 def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:

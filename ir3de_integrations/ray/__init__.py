@@ -3,7 +3,9 @@
 Counting is embarrassingly parallel and integer counts add exactly, so workers tokenize and count
 their shards (or dataset blocks) with the core's :class:`ir3de.counting.TextCounter` and the driver
 sums the histograms. The result equals a local fit of the same texts, integer for integer; the solve
-and the route table then run on the driver (on its GPU when it has one).
+and the route table then run on the driver (on its GPU when it has one). Workers also accumulate the
+text-level statistics (text Grams, which need the embedding matrix: it is put in Ray's object store
+once and read zero-copy by every worker); those sum in float64, equal to a local count up to rounding.
 
 Two inputs:
 
@@ -127,16 +129,21 @@ class RayCountReport:
         return text
 
 
-def _tokenizer_spec(embeddings: TokenEmbeddings) -> dict[str, Any]:
-    """What a worker needs to count exactly like the driver: tokenizer JSON, vocabulary, excluded ids."""
+def _tokenizer_spec(embeddings: TokenEmbeddings, text_statistics: bool) -> dict[str, Any]:
+    """What a worker needs to count exactly like the driver: tokenizer JSON, vocabulary, excluded ids,
+    and (for text statistics) a reference to the embedding matrix in Ray's object store."""
+    import ray
+
     return {
         "tokenizer_json": embeddings.tokenizer.to_str(),
         "vocab_size": int(embeddings.vocab_size),
         "excluded_ids": [int(i) for i in embeddings.excluded_ids],
+        "matrix": ray.put(np.asarray(embeddings.matrix)) if text_statistics else None,
     }
 
 
 def _make_counter(spec: Mapping[str, Any]) -> Any:
+    import ray
     import tokenizers
 
     from ir3de.counting import TextCounter
@@ -145,10 +152,15 @@ def _make_counter(spec: Mapping[str, Any]) -> Any:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     excluded = np.asarray(spec["excluded_ids"], np.int64)
-    return lambda: TextCounter(tokenizer, spec["vocab_size"], excluded)
+    matrix = ray.get(spec["matrix"]) if spec["matrix"] is not None else None
+    return lambda: TextCounter(tokenizer, spec["vocab_size"], excluded, embedding_matrix=matrix)
+
+
+_ROW_KEYS = ("shard", "expert", "ok", "reason", "token_ids", "counts", "num_texts", "text_gram")
 
 
 def _row(shard: str, expert: str, counts: ExpertCounts | None, reason: str = "") -> dict[str, Any]:
+    gram = counts.text_gram if counts is not None else None
     return {
         "shard": shard,
         "expert": expert,
@@ -157,6 +169,8 @@ def _row(shard: str, expert: str, counts: ExpertCounts | None, reason: str = "")
         "token_ids": (counts.token_ids if counts is not None else _EMPTY).tolist(),
         "counts": (counts.counts if counts is not None else _EMPTY).tolist(),
         "num_texts": counts.num_texts if counts is not None else 0,
+        # flattened so that rows with and without a Gram share one column type
+        "text_gram": (gram.ravel() if gram is not None else np.zeros(0, np.float64)),
     }
 
 
@@ -248,28 +262,38 @@ class _BatchCounter:
                     counter = self.new_counter()
                     counter.add([t for t, e in zip(texts.tolist(), labels.tolist()) if e == expert])
                     rows.append(_row(name, expert, counter.result()))
-        return {
-            key: [r[key] for r in rows]
-            for key in ("shard", "expert", "ok", "reason", "token_ids", "counts", "num_texts")
-        }
+        return {key: [r[key] for r in rows] for key in _ROW_KEYS}
 
 
 def _collect(rows: Any, vocab_size: int, skip_bad: bool, started: float, total: int | None) -> RayCountReport:
     from tqdm.auto import tqdm
 
     dense: dict[str, TokenCounter] = {}
+    grams: dict[str, np.ndarray | None] = {}
     problems: list[ShardProblem] = []
     counted = 0
     for row in tqdm(rows, total=total, desc="counting shards", unit="shard", disable=None):
         if not row["ok"]:
             problems.append(ShardProblem(str(row["shard"]), str(row["expert"]), str(row["reason"])))
             continue
-        counter = dense.setdefault(str(row["expert"]), TokenCounter(vocab_size))
+        expert = str(row["expert"])
+        counter = dense.setdefault(expert, TokenCounter(vocab_size))
         counter.add_counts(row["token_ids"], row["counts"], int(row["num_texts"]))
+        flat = np.asarray(row["text_gram"], np.float64)
+        side = round(flat.size**0.5)
+        gram = flat.reshape(side, side) if flat.size else None
+        if expert not in grams:
+            grams[expert] = gram
+        else:
+            previous = grams[expert]
+            grams[expert] = previous + gram if previous is not None and gram is not None else None
         counted += 1
     if problems and not skip_bad:
         raise ShardError(problems)
-    statistics = {name: counter.result() for name, counter in dense.items()}
+    statistics = {}
+    for name, counter in dense.items():
+        c = counter.result()
+        statistics[name] = ExpertCounts(c.token_ids, c.counts, c.num_texts, grams[name])
     return RayCountReport(statistics, counted, problems, time.perf_counter() - started)
 
 
@@ -293,6 +317,7 @@ def count_shards(
     concurrency: int | None = None,
     batch_size: int = 512,
     address: str | None = None,
+    text_statistics: bool = True,
 ) -> RayCountReport:
     """Count shard files per expert on Ray (one shard per Ray Data row, counted by an actor pool).
 
@@ -304,6 +329,8 @@ def count_shards(
         skip_bad: skip bad shards (listed in the report) instead of raising :class:`ShardError`.
         concurrency: counting actors (default: the cluster's CPUs).
         address: a Ray cluster to join; a local Ray starts when none is running.
+        text_statistics: also accumulate the text Grams that ``level="text"`` routers (the default)
+            need; ``False`` counts tokens only (enough for ``level="token"``, e.g. the paper preset).
     """
     from ir3de import TokenEmbeddings
     from ir3de.corpus import expand_paths
@@ -319,7 +346,7 @@ def count_shards(
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map(
         _ShardCounter,
         fn_constructor_kwargs={
-            "spec": _tokenizer_spec(embeddings),
+            "spec": _tokenizer_spec(embeddings, text_statistics),
             "text_field": field,
             "whole_file": whole_file,
             "batch_size": batch_size,
@@ -340,16 +367,18 @@ def count_dataset(
     skip_bad: bool = False,
     concurrency: int | None = None,
     batch_size: int = 1024,
+    text_statistics: bool = True,
 ) -> RayCountReport:
     """Count a Ray Dataset with a text column and an expert column, or one dataset per expert.
 
-    Batches are named by their ``path_column`` when the dataset was read with ``include_paths=True``.
+    Batches are named by their ``path_column`` when the dataset was read with ``include_paths=True``;
+    ``text_statistics`` as in :func:`count_shards`.
     """
     from ir3de import TokenEmbeddings
 
     ray = _ensure_ray(None, None)
     embeddings = embeddings or TokenEmbeddings.default()
-    spec = _tokenizer_spec(embeddings)
+    spec = _tokenizer_spec(embeddings, text_statistics)
     parts = data.items() if isinstance(data, Mapping) else [(None, data)]
     workers = concurrency or max(1, int(ray.available_resources().get("CPU", 1)))
     started = time.perf_counter()
@@ -406,6 +435,7 @@ def fit_router(
 
     if router is None:
         router = Router(embeddings)
+    kwargs.setdefault("text_statistics", router.config.level == "text")
     report = fit_statistics(data, embeddings=embeddings or router.embeddings, **kwargs)
     router.fit_counts(report.statistics, descriptions=descriptions)
     return router, report

@@ -1,0 +1,145 @@
+"""Text-level fitting (the library default): statistics, growth, artifacts, stat packs, settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ir3de import ExpertCounts, Router
+from ir3de.errors import ExpertError
+from ir3de.stat_pack import StatPack, merge_packs
+from ir3de.statistics import text_gram, text_means
+
+
+def _fit(smollm2, corpus, **settings):
+    return Router(smollm2, device="cpu", progress=False, **settings).fit(corpus)
+
+
+@pytest.fixture(scope="module")
+def text_router(smollm2, small_corpus):
+    return _fit(smollm2, small_corpus)
+
+
+@pytest.fixture(scope="module")
+def prompts(small_tests):
+    return [t for texts in small_tests.values() for t in texts]
+
+
+def test_defaults_are_text_level_mean_logits(text_router):
+    config = text_router.config
+    assert (config.level, config.selector, config.lam, config.balance) == ("text", "avg", 0.1, True)
+    assert config.effective_temperature == 0.1
+    assert Router.paper().config.level == "token"
+    assert all(c.text_gram is not None for c in text_router.statistics.values())
+
+
+def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_router, smollm2):
+    prompt = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
+    ids = [i for i in smollm2.tokenizer.encode(prompt, add_special_tokens=False).ids]
+    means = text_router.table.logits[ids].astype(np.float64).mean(0)
+    z = np.exp((means - means.max()) / 0.1)
+    d = text_router.route(prompt)
+    assert d.expert == "math"
+    assert [d.scores[n] for n in text_router.experts] == pytest.approx(z / z.sum(), rel=1e-9)
+    text_router.configure(temperature=0.5)
+    try:
+        assert text_router.route(prompt).confidence < d.confidence
+    finally:
+        text_router.configure(temperature=None)
+
+
+def test_text_statistics_skip_texts_without_countable_tokens(smollm2):
+    special = smollm2.tokenizer.id_to_token(int(smollm2.excluded_ids[0]))
+    router = _fit(smollm2, {"a": ["Solve 2 + 2.", special, "   "], "b": ["Der Hund läuft.", "Il gatto."]})
+    assert router.statistics["a"].num_texts == 3
+    assert router.statistics["a"].num_scored_texts == 1
+    assert router.statistics["b"].num_scored_texts == 2
+
+
+def test_text_gram_arithmetic_and_validation():
+    m = np.arange(12, dtype=np.float32).reshape(6, 2)
+    countable = np.ones(6, bool)
+    means = text_means(m, np.array([0, 1, 5]), np.array([2, 1]), countable)
+    assert means.tolist() == [[1.0, 2.0], [10.0, 11.0]]
+    g = text_gram(means)
+    assert g[-1, -1] == 2 and g[:2, -1].tolist() == [11.0, 13.0]
+    a = ExpertCounts(np.array([0, 1]), np.array([1, 1]), 1, text_gram(means[:1]))
+    b = ExpertCounts(np.array([5]), np.array([1]), 1, text_gram(means[1:]))
+    assert np.allclose((a + b).text_gram, g)
+    assert (a + b.without_text_gram()).text_gram is None  # kept only when both sides have one
+    with pytest.raises(ValueError, match="square"):
+        ExpertCounts(np.array([0]), np.array([1]), 1, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="corner"):
+        ExpertCounts(np.array([0]), np.array([1]), 1, g)  # 2 scored texts but num_texts = 1
+    with pytest.raises(ValueError, match="different embedding"):
+        _ = a + ExpertCounts(np.array([0]), np.array([1]), 1, np.eye(4) * 0 + np.diag([0, 0, 0, 1.0]))
+
+
+def test_switching_levels_resolves_from_the_statistics(smollm2, small_corpus, text_router, prompts):
+    router = _fit(smollm2, small_corpus)
+    router.configure(level="token", selector="topk", k=50, lam=1e-2)
+    reference = _fit(smollm2, small_corpus, level="token", selector="topk", k=50, lam=1e-2)
+    assert np.array_equal(router.weights, reference.weights)
+    router.configure(level="text", selector="avg", lam=0.1)
+    assert np.array_equal(router.weights, text_router.weights)
+
+
+def test_token_only_counts_cannot_fit_at_text_level(smollm2, small_corpus, prompts):
+    paper = Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    assert all(c.text_gram is None for c in paper.statistics.values())  # not computed: not needed
+    before = paper.route_indices(prompts)
+    with pytest.raises(ExpertError, match="level='text'"):
+        paper.configure(level="text")
+    assert paper.config.level == "token"  # the failed change left the router as it was
+    assert paper.route_indices(prompts).tolist() == before.tolist()
+    with pytest.raises(ExpertError, match="re-count"):
+        Router(smollm2, device="cpu").fit_counts(paper.statistics)
+
+
+def test_artifact_round_trip_keeps_text_statistics(tmp_path, text_router, prompts, smollm2, small_corpus):
+    folder = text_router.save_pretrained(tmp_path / "r")
+    loaded = Router.from_pretrained(folder)
+    assert loaded.config == text_router.config
+    assert np.array_equal(loaded.weights, text_router.weights)
+    assert loaded.route_indices(prompts).tolist() == text_router.route_indices(prompts).tolist()
+    for name in text_router.experts:
+        assert np.array_equal(loaded.statistics[name].text_gram, text_router.statistics[name].text_gram)
+    extra = ["Der Hund läuft schnell über die Wiese.", "Il gatto dorme sul divano tutto il giorno."] * 3
+    loaded.add_expert("extra", extra)  # grows at text level after loading
+    reference = _fit(smollm2, dict(small_corpus, extra=extra))
+    assert np.array_equal(loaded.weights, reference.weights)
+
+
+def test_version_1_artifacts_load_as_token_level(tmp_path, smollm2, small_corpus, prompts):
+    paper = Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    folder = paper.save_pretrained(tmp_path / "v1")
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 1
+    del config["settings"]["level"]
+    config["settings"]["temperature"] = 1.0
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = Router.from_pretrained(folder)
+    assert loaded.config.level == "token"
+    assert loaded.route_indices(prompts).tolist() == paper.route_indices(prompts).tolist()
+
+
+def test_stat_packs_carry_text_statistics(tmp_path, smollm2, small_corpus, text_router, prompts):
+    folders = [
+        StatPack.compute(n, texts, smollm2, progress=False).save_pretrained(tmp_path / n)
+        for n, texts in small_corpus.items()
+    ]
+    pack = StatPack.from_pretrained(folders[0])
+    assert pack.counts == text_router.statistics[pack.name]
+    assert json.loads((folders[0] / "stat_pack.json").read_text())["expert"]["has_text_statistics"] is True
+    merged = merge_packs(folders, device="cpu")
+    assert merged.config.level == "text"
+    np.testing.assert_allclose(merged.weights, text_router.weights, rtol=1e-9, atol=1e-12)
+    assert merged.route_indices(prompts).tolist() == text_router.route_indices(prompts).tolist()
+
+
+def test_select_lambda_rejects_bad_grids(text_router):
+    with pytest.raises(ValueError, match="positive"):
+        text_router.select_lambda([0.1, -1.0], apply=False)
+    assert text_router.select_lambda([0.1], apply=False) == 0.1
