@@ -76,7 +76,7 @@ def _descriptions(args: argparse.Namespace) -> dict[str, str]:
 
 def _router_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
-    for key in ("lam", "k", "selector", "combine", "max_tokens", "fallback", "threshold"):
+    for key in ("level", "lam", "k", "selector", "combine", "max_tokens", "fallback", "threshold"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -88,7 +88,12 @@ def _router_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_settings_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lam", type=float, help="ridge strength λ (paper: 1e-2)")
+    p.add_argument(
+        "--level",
+        choices=["token", "text"],
+        help="one ridge row per training text (default) or per token occurrence (the paper)",
+    )
+    p.add_argument("--lam", type=float, help="ridge strength λ (default 0.1; paper: 1e-2)")
     p.add_argument("--k", type=int, help="tokens kept by the top-k entropy selector (paper: 10)")
     p.add_argument("--selector", choices=["topk", "all", "avg"])
     p.add_argument("--combine", choices=["vote", "logprob"])
@@ -114,6 +119,9 @@ def _add_corpus_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+_EXPLAIN_TOKENS = 50
+
+
 def _print_decision(prompt: str, d: RouteDecision, explain: bool) -> None:
     flag = f" (fallback; top expert {d.top_expert})" if d.fallback_used else ""
     print(f"{d.expert}{flag}\tconfidence={d.confidence:.3f}\t{prompt[:70]!r}")
@@ -132,9 +140,13 @@ def _print_decision(prompt: str, d: RouteDecision, explain: bool) -> None:
     )
     print("    deciding tokens (lowest entropy first) and each token's probability per expert:")
     print(header)
-    for t in d.tokens:
+    for t in d.tokens[:_EXPLAIN_TOKENS]:
         probs = " ".join(f"{t.probabilities.get(n, 0.0):>{width}.3f}" for n in names)
         print(f"    {t.position:>4}  {t.text!r:<16} {t.vote:<{width}} {t.entropy:>7.3f}  {probs}")
+    if len(d.tokens) > _EXPLAIN_TOKENS:  # the avg selector averages every token: show the clearest ones
+        print(
+            f"    … and {len(d.tokens) - _EXPLAIN_TOKENS} more tokens (higher entropy), all averaged into the scores"
+        )
 
 
 def _fit_on_ray(args: argparse.Namespace, router: Router) -> None:
