@@ -82,21 +82,31 @@ def text_mean_row(ids: Sequence[int], matrix: np.ndarray, excluded: set[int]) ->
 
 
 def text_level_rows(
-    ids_per_expert: Sequence[Sequence[Sequence[int]]], matrix: np.ndarray, excluded: set[int], balance: bool
+    ids_per_expert: Sequence[Sequence[Sequence[int]]],
+    matrix: np.ndarray,
+    excluded: set[int],
+    balance: bool,
+    window: int = 8,
+    window_weight: float = 0.25,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Explicit training rows of the text-level ridge: X (texts × h+1), one-hot targets, row weights
-    (balancing gives every expert the mean number of texts)."""
-    rows, labels = [], []
+    """Explicit training rows of the text-level ridge: each text's mean (weight 1) and the means of its
+    consecutive ``window``-token spans (weight ``window_weight`` / number of spans); one-hot targets;
+    row weights (balancing gives every expert the same total weight)."""
+    rows, labels, weights = [], [], []
     for j, id_lists in enumerate(ids_per_expert):
         for ids in id_lists:
-            row = text_mean_row(ids, matrix, excluded)
-            if row is not None:
-                rows.append(row)
+            kept = [t for t in ids if t not in excluded]
+            if not kept:
+                continue
+            windows = [kept[s : s + window] for s in range(0, len(kept), window)]
+            for span, weight in [(kept, 1.0)] + [(w, window_weight / len(windows)) for w in windows]:
+                rows.append(text_mean_row(span, matrix, excluded))
                 labels.append(j)
-    x, y = np.array(rows), np.array(labels)
+                weights.append(weight)
+    x, y, w = np.array(rows), np.array(labels), np.array(weights)
     d = len(ids_per_expert)
-    per_expert = np.bincount(y, minlength=d).astype(float)
-    sample_weight = (per_expert.mean() / per_expert)[y] if balance else np.ones(len(y))
+    mass = np.bincount(y, weights=w, minlength=d)
+    sample_weight = w * (mass.mean() / mass)[y] if balance else w
     return x, np.eye(d)[y], sample_weight
 
 
@@ -133,4 +143,6 @@ def explicit_gcv(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, lam: f
     rss = float(((ys - xs @ w) ** 2).sum())
     df = float(np.trace(xs @ inverse @ xs.T))
     n = float(weights.sum())
+    if df >= n:
+        return float("inf")  # more effective parameters than (weighted) rows: undefined
     return n * rss / (n - df) ** 2

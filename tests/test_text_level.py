@@ -10,7 +10,7 @@ import pytest
 from ir3de import ExpertCounts, Router
 from ir3de.errors import ExpertError
 from ir3de.stat_pack import StatPack, merge_packs
-from ir3de.statistics import text_gram, text_means
+from ir3de.statistics import text_gram, text_means, text_rows
 
 
 def _fit(smollm2, corpus, **settings):
@@ -143,3 +143,29 @@ def test_select_lambda_rejects_bad_grids(text_router):
     with pytest.raises(ValueError, match="positive"):
         text_router.select_lambda([0.1, -1.0], apply=False)
     assert text_router.select_lambda([0.1], apply=False) == 0.1
+
+
+def test_text_statistics_of_another_definition_are_refused(tmp_path, text_router):
+    from ir3de.errors import ArtifactError
+
+    folder = text_router.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["text_statistics"] == {"window": 8, "window_weight": 0.25}
+    config["text_statistics"] = {"window": 16, "window_weight": 1.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="re-count"):
+        Router.from_pretrained(folder)
+
+
+def test_short_spans_are_training_rows(smollm2):
+    """A text contributes its mean (weight 1) and its 8-token windows (total weight 0.25)."""
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    ids = np.array(smollm2.tokenizer.encode(text, add_special_tokens=False).ids)
+    countable = np.ones(smollm2.vocab_size, bool)
+    countable[smollm2.excluded_ids] = False
+    rows, weights = text_rows(smollm2.matrix, ids, np.array([ids.size]), countable)
+    windows = -(-ids.size // 8)
+    assert rows.shape[0] == 1 + windows and weights[0] == 1.0
+    assert weights[1:].sum() == pytest.approx(0.25)
+    np.testing.assert_allclose(rows[1], smollm2.matrix[ids[:8]].astype(np.float64).mean(0))
+    np.testing.assert_allclose(rows[0], smollm2.matrix[ids].astype(np.float64).mean(0))

@@ -212,6 +212,22 @@ def expect_shape(
     return arr
 
 
+def text_statistics_spec() -> dict[str, Any]:
+    """How text Grams are defined in this version (recorded in ``config.json``/``stat_pack.json``)."""
+    from .statistics import TEXT_WINDOW, WINDOW_WEIGHT
+
+    return {"window": TEXT_WINDOW, "window_weight": WINDOW_WEIGHT}
+
+
+def check_text_statistics_spec(recorded: Any, where: str) -> None:
+    """Refuse text Grams defined otherwise than this version defines them (they would not add up)."""
+    if recorded is not None and recorded != text_statistics_spec():
+        raise ArtifactError(
+            f"{where}: its text statistics were computed with {recorded}, this ir3de computes "
+            f"{text_statistics_spec()}; re-count the texts with this version (or use the ir3de that wrote it)"
+        )
+
+
 def text_gram_tensors(counts: Sequence[Any], hidden: int) -> dict[str, np.ndarray]:
     """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``):
     ``text_grams`` (D × (h+1) × (h+1), zeros where missing) and ``has_text_gram`` (D, uint8). Empty

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .statistics import ExpertCounts, TokenCounter, text_gram, text_means
+from .statistics import ExpertCounts, TokenCounter, text_gram, text_rows
 
 __all__ = ["TextCounter", "encode_for_counting"]
 
@@ -76,7 +76,7 @@ class TextCounter:
         flat, lengths = encode_for_counting(self.tokenizer, texts)
         self._counter.add_flat(flat, len(texts))  # checks the id range first
         if self._text_gram is not None:
-            self._text_gram += text_gram(text_means(self._matrix, flat, lengths, self._countable))
+            self._text_gram += text_gram(*text_rows(self._matrix, flat, lengths, self._countable))
 
     @property
     def num_texts(self) -> int:

@@ -531,6 +531,9 @@ def _top_level_definitions(path: Path, min_lines: int = 3, max_lines: int = 60) 
 # cross-source checks (additive)
 
 #: Cross-source checks :func:`load_cross_source` builds: name → what is fitted and what is tested.
+#: Words kept per test prompt by the ``"reasoning4-short-prompts"`` check.
+SHORT_PROMPT_WORDS = 8
+
 CROSS_SOURCE: Mapping[str, str] = MappingProxyType(
     {
         "code-humaneval-to-stdlib": "code is fitted on all 164 HumanEval prompts (signatures + docstrings) and "
@@ -547,6 +550,9 @@ CROSS_SOURCE: Mapping[str, str] = MappingProxyType(
         "v2.0 prompts labelled coding, instructions on IFBench prompts (a different instruction-following "
         "benchmark than IFEval); no installed non-fortune source labels de/es/it/ru/pl text by language, so "
         "multilingual keeps its reasoning4 test side, cut to the size of the largest other test side",
+        "reasoning4-short-prompts": "reasoning4's fit and test split, but every test prompt is cut to its first "
+        f"{SHORT_PROMPT_WORDS} whitespace-separated words (short prompts like 'Write a Python function that "
+        "reverses a string'; duplicates after the cut removed)",
     }
 )
 
@@ -597,6 +603,8 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
       164 HumanEval prompts).
     * ``"multilingual-unseen-languages"``: train = de, es, it fortunes, test = ru, pl fortunes (each
       language shuffled with the seed, sides interleaved round-robin, capped at ``max_per_side``).
+    * ``"reasoning4-short-prompts"``: reasoning4 exactly, with every test prompt cut to its first
+      :data:`SHORT_PROMPT_WORDS` words (duplicates after the cut removed).
     * ``"user-prompts-other-benchmarks"``: train = the reasoning4 train side, unchanged; every test
       side except multilingual comes from another benchmark (see :func:`load_user_prompts`): math =
       Arena-Hard v2.0 math + AIME 2025, code = Arena-Hard v2.0 coding, instructions = IFBench (each
@@ -640,6 +648,10 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
         test["multilingual"] = test["multilingual"][
             : max(len(test[d]) for d in ("math", "code", "instructions"))
         ]
+    elif name == "reasoning4-short-prompts":
+        for domain, prompts in base.test.items():
+            cut = (" ".join(p.split()[:SHORT_PROMPT_WORDS]) for p in prompts)
+            test[domain] = [p for p in dict.fromkeys(cut) if p]
     else:
         by_lang = load_multilingual(LANGUAGES)
 

@@ -884,6 +884,7 @@ class Router:
                 for name in state.experts
             ],
             "settings": self.config.to_dict(),
+            "text_statistics": artifact.text_statistics_spec(),
             "vocab_size": state.table.vocab_size,
             "hidden_size": int(state.weights.shape[0] - 1),
             "excluded_ids": [int(i) for i in self._excluded_ids],
@@ -1011,6 +1012,10 @@ class Router:
         if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
             raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
         text_grams = artifact.read_text_grams(stats, d, hidden, where)
+        if any(g is not None for g in text_grams):
+            artifact.check_text_statistics_spec(
+                config.get("text_statistics"), str(path / artifact.CONFIG_FILE)
+            )
         tokenizer_data = artifact.read_file_checked(path, artifact.TOKENIZER_FILE, config)
         try:
             tokenizer = tokenizers.Tokenizer.from_str(tokenizer_data.decode("utf-8"))

@@ -222,6 +222,7 @@ class StatPack:
             "embedding_source": self.embedding_source,
             "fingerprint": dict(self.fingerprint),
             "excluded_ids": list(self.excluded_ids),
+            "text_statistics": artifact.text_statistics_spec(),
         }
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
@@ -313,6 +314,8 @@ class StatPack:
                 f"{folder / PACK_CONFIG_FILE}: fingerprint.hidden_size must be a positive integer"
             )
         (gram,) = artifact.read_text_grams(tensors, 1, hidden, where)
+        if gram is not None:
+            artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
         try:
             expert_counts = ExpertCounts(token_ids, counts, int(num_texts[0]), gram)
         except ValueError as e:

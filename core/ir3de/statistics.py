@@ -11,9 +11,11 @@ Counts are integers, so they add exactly: adding, removing or merging experts (o
 counted on other machines) is exact.
 
 Text level. The library's default router fits one training row per *text* instead of per token: the
-text's mean token embedding ``x_t = [mean_{i∈t} E[i], 1]``. Its statistics are one dense matrix per
-expert, the text Gram ``G_d = Σ_{t∈d} x_t x_tᵀ`` ((h+1)², float64; its last column is ``B[:, d]`` and
-its corner the number of texts). Text Grams add like counts (up to float64 rounding in the order of
+text's mean token embedding ``x_t = [mean_{i∈t} E[i], 1]``, plus the means of its consecutive
+8-token windows with a total weight of 0.25 per text (so short prompts are in the training
+distribution too; :func:`text_rows`). Its statistics are one dense matrix per expert, the text Gram
+``G_d = Σ_{rows r of d} w_r x_r x_rᵀ`` ((h+1)², float64; its last column is ``B[:, d]`` and its corner
+1.25 × the number of texts). Text Grams add like counts (up to float64 rounding in the order of
 summation), and routing stays a table lookup: ``x_pᵀ W`` of a prompt is the mean of its tokens'
 table logits.
 
@@ -34,6 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 
 _MEAN_CHUNK_TOKENS = 1 << 15
+#: Text statistics also see each text cut into windows of this many countable tokens, with a total
+#: weight of WINDOW_WEIGHT per text (measured: routes 8-token prompts like long ones, README).
+TEXT_WINDOW = 8
+WINDOW_WEIGHT = 0.25
+#: Weight one scored text adds to its expert's text Gram corner (its mean + its windows).
+TEXT_ROW_MASS = 1.0 + WINDOW_WEIGHT
 _TEXT_GRAM_RTOL = 1e-9
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "ridge_statistics",
     "text_gram",
     "text_means",
+    "text_rows",
 ]
 
 
@@ -81,7 +90,11 @@ class ExpertCounts:
             gram = np.array(self.text_gram, dtype=np.float64)  # a private, read-only copy
             if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 2:
                 raise ValueError(f"text_gram must be a square (h+1) x (h+1) matrix, got shape {gram.shape}")
-            if not np.all(np.isfinite(gram)) or gram[-1, -1] < 0 or gram[-1, -1] > self.num_texts + 0.5:
+            if (
+                not np.all(np.isfinite(gram))
+                or gram[-1, -1] < 0
+                or gram[-1, -1] > TEXT_ROW_MASS * self.num_texts + 0.5
+            ):
                 raise ValueError(
                     "text_gram is not a valid text Gram (non-finite values, or its corner — the number of "
                     f"texts with a countable token — is outside [0, num_texts={self.num_texts}])"
@@ -92,7 +105,7 @@ class ExpertCounts:
     @property
     def num_scored_texts(self) -> int:
         """Texts that had at least one countable token (rows of the text-level fit); 0 without ``text_gram``."""
-        return 0 if self.text_gram is None else round(float(self.text_gram[-1, -1]))
+        return 0 if self.text_gram is None else round(float(self.text_gram[-1, -1]) / TEXT_ROW_MASS)
 
     @property
     def num_tokens(self) -> int:
@@ -222,58 +235,108 @@ class TokenCounter:
         return ExpertCounts.from_dense(dense, self.num_texts)
 
 
-def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
-    """Mean embedding of each text's countable tokens: the text-level training rows (without bias).
+def text_rows(
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The text-level training rows of T texts (without bias) and their weights.
+
+    Every text with a countable token gives its mean embedding (weight 1). With ``window``, each such
+    text is also cut into consecutive windows of ``window`` countable tokens whose means are rows of
+    weight ``window_weight / (number of windows of the text)``: every text adds the same mass whatever
+    its length, and the fit also sees short spans like the short prompts it will route.
 
     Args:
         matrix: the (V, h) embedding matrix.
         ids: flat token ids of T texts, text after text.
         lengths: (T,) tokens per text.
         countable: (V,) bool, False for ids that never count (special tokens).
+        window: window length in countable tokens (``None``: text means only).
+        window_weight: total weight of one text's windows.
 
     Returns:
-        (T', h) float64 means of the T' texts that have at least one countable token, in order
-        (texts without one have no mean and contribute no row).
+        ``(rows, weights)``: (T' + W', h) float64 means — the T' text means first, in order, then the
+        W' window means — and their (T' + W',) weights. Texts without a countable token give no row.
 
     Example:
         >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
-        >>> text_means(m, np.array([0, 1, 2, 2]), np.array([3, 1]), np.array([True, True, False])).tolist()
-        [[0.5, 0.5]]
+        >>> rows, w = text_rows(m, np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False]), 1, 0.5)
+        >>> rows.tolist(), w.tolist()
+        ([[0.5, 0.5], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1.0, 1.0, 0.25, 0.25, 0.5])
     """
     ids = np.asarray(ids, np.int64)
     lengths = np.asarray(lengths, np.int64)
+    hidden = matrix.shape[1]
     seg = np.repeat(np.arange(lengths.size), lengths)
     keep = countable[ids]
     ids, seg = ids[keep], seg[keep]
     sizes = np.bincount(seg, minlength=lengths.size)
     sizes = sizes[sizes > 0]
     if ids.size == 0:
-        return np.zeros((0, matrix.shape[1]), np.float64)
+        return np.zeros((0, hidden), np.float64), np.zeros(0, np.float64)
+    # windows: consecutive spans of `window` countable tokens inside each text (one span = the text)
+    span = int(window) if window else int(sizes.max())
+    per_text = -(-sizes // span)  # ceil
+    window_sizes = np.full(int(per_text.sum()), span, np.int64)
+    last_window = np.cumsum(per_text) - 1
+    window_sizes[last_window] = sizes - (per_text - 1) * span
+    window_sums = _segment_sums_of_rows(matrix, ids, window_sizes)
+    first_window = np.concatenate([[0], last_window[:-1] + 1])
+    text_sums = np.add.reduceat(window_sums, first_window, axis=0)
+    means = text_sums / sizes[:, None]
+    if not window:
+        return means, np.ones(sizes.size)
+    rows = np.concatenate([means, window_sums / window_sizes[:, None]])
+    weights = np.concatenate([np.ones(sizes.size), np.repeat(window_weight / per_text, per_text)])
+    return rows, weights
+
+
+def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0).
+
+    Gathers in segment-aligned chunks so memory stays bounded; each segment is summed within one
+    chunk in token order, so its sum never depends on how texts were batched.
+    """
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    out = np.empty((sizes.size, matrix.shape[1]), np.float64)
-    # Gather in text-aligned chunks so memory stays bounded; each text is summed within one chunk
-    # (float64, in token order), so a text's mean never depends on how texts were batched.
     ends = starts + sizes
+    out = np.empty((sizes.size, matrix.shape[1]), np.float64)
     first = 0
     while first < sizes.size:
         last = max(first + 1, int(np.searchsorted(ends, starts[first] + _MEAN_CHUNK_TOKENS, side="right")))
         lo, hi = starts[first], ends[last - 1]
-        rows = matrix[ids[lo:hi]].astype(np.float64)
-        out[first:last] = np.add.reduceat(rows, starts[first:last] - lo, axis=0)
+        out[first:last] = np.add.reduceat(
+            matrix[ids[lo:hi]].astype(np.float64), starts[first:last] - lo, axis=0
+        )
         first = last
-    out /= sizes[:, None]
     return out
 
 
-def text_gram(means: np.ndarray) -> np.ndarray:
-    """``Σ_t x_t x_tᵀ`` with ``x_t = [mean_t, 1]``: one expert's (or one batch's) text-level statistics.
+def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
+    """Mean embedding of each text's countable tokens ((T', h) float64; texts without one are skipped).
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> text_means(m, np.array([0, 1, 2, 2]), np.array([3, 1]), np.array([True, True, False])).tolist()
+        [[0.5, 0.5]]
+    """
+    return text_rows(matrix, ids, lengths, countable, window=None)[0]
+
+
+def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """``Σ_r w_r x_r x_rᵀ`` with ``x_r = [mean_r, 1]``: one expert's (or one batch's) text-level statistics.
 
     Example:
         >>> text_gram(np.array([[1.0, 2.0]])).tolist()
         [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
     """
     x = np.concatenate([np.asarray(means, np.float64), np.ones((len(means), 1))], axis=1)
-    return x.T @ x
+    if weights is None:
+        return x.T @ x
+    return (x * np.asarray(weights, np.float64)[:, None]).T @ x
 
 
 def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:
