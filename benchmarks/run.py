@@ -488,7 +488,7 @@ def _pct(x: float) -> str:
 
 ROUTER_LABELS = {
     "ir3de": "IR3DE (paper preset: λ=1e-2, top-10 entropy vote)",
-    "ir3de-defaults": "IR3DE (library defaults: text level, balanced, λ=0.1, mean of token logits)",
+    "ir3de-defaults": "IR3DE (library defaults: text level + 8-token windows, balanced, λ=0.1, mean logits)",
     "ir3de-token-logprob": "IR3DE token level, balanced, no column norm, log-prob sum of top-50",
     "paper-torch": "paper's torch inference path (same W)",
     "knn-mean-k1": "kNN MiniLM mean-pooled, k=1",

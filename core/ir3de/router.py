@@ -70,8 +70,10 @@ class RouterConfig:
 
     Attributes:
         level: ``"token"`` fits one ridge row per token occurrence (the paper); ``"text"`` fits one
-            row per training text, its mean token embedding (statistics: one text Gram per expert).
-            Either way routing is a lookup in the same per-token table.
+            row per training text, its mean token embedding, plus its 8-token windows' means with a
+            total weight of 0.25 (statistics: one text Gram per expert; see
+            :func:`ir3de.statistics.text_rows`). Either way routing is a lookup in the same per-token
+            table.
         lam: ridge strength λ (> 0). Paper: 1e-2.
         selector: ``"topk"`` (lowest-entropy k tokens), ``"all"`` or ``"avg"`` (mean logits).
         k: tokens kept by ``topk``. Paper: 10.
