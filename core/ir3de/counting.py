@@ -6,7 +6,8 @@ their statistics are identical integers for the same texts.
 Rules: no special tokens are added (``add_special_tokens=False``); a whitespace-only text counts as a
 text with no token (exactly as a whitespace-only prompt routes as empty); excluded ids (special
 tokens) are dropped. Given the embedding matrix, the counter also accumulates the text-level
-statistics (the Gram of the texts' mean embeddings, see :mod:`ir3de.statistics`); each text's mean
+statistics (the Gram of the texts' and their 8-token windows' mean embeddings, see
+:func:`ir3de.statistics.text_rows`); each text's mean
 is computed on its own, so it does not depend on batching.
 
 Example:
