@@ -1,0 +1,212 @@
+"""ir3de.artifact: atomic folder writes, checked reads, typed errors for every broken artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ir3de.artifact import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    ROUTER_FILE,
+    check_text_statistics_spec,
+    expect_shape,
+    file_sha256,
+    read_config,
+    read_file_checked,
+    read_tensors,
+    read_text_grams,
+    tensors_to_bytes,
+    text_gram_tensors,
+    text_statistics_spec,
+    write_folder_atomically,
+)
+from ir3de.errors import ArtifactError, ArtifactVersionError
+from ir3de.statistics import ExpertCounts
+
+
+def listing(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def siblings(folder):
+    return sorted(p.name for p in folder.parent.iterdir())
+
+
+def config_bytes(**extra):
+    return json.dumps({"library": "ir3de", "format_version": FORMAT_VERSION, **extra}).encode()
+
+
+# ------------------------------------------------------------------------------------- atomic writes
+
+
+def test_write_creates_and_replaces_keeping_other_entries(tmp_path):
+    folder = tmp_path / "deep" / "router"
+    assert write_folder_atomically(folder, {"a.txt": b"1", "b.bin": b"\x00\x01"}) == folder.absolute()
+    assert listing(folder) == {"a.txt": b"1", "b.bin": b"\x00\x01"}
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_bytes(b"ref")
+    (folder / "notes.md").write_bytes(b"mine")
+    write_folder_atomically(folder, {"a.txt": b"2", "c.txt": b"3"})
+    # new files replace old ones of the same name; entries not written are carried over
+    assert listing(folder) == {
+        ".git/HEAD": b"ref",
+        "a.txt": b"2",
+        "b.bin": b"\x00\x01",
+        "c.txt": b"3",
+        "notes.md": b"mine",
+    }
+    assert siblings(folder) == ["router"]  # no temporary or backup folder left behind
+
+
+def test_a_failed_write_leaves_the_previous_folder_intact(tmp_path):
+    folder = tmp_path / "router"
+    write_folder_atomically(folder, {"a.txt": b"old", "b.txt": b"old"})
+    before = listing(folder)
+
+    class Unwritable:
+        pass
+
+    with pytest.raises(TypeError):
+        write_folder_atomically(folder, {"a.txt": b"new", "b.txt": Unwritable()})  # type: ignore[dict-item]
+    assert listing(folder) == before and siblings(folder) == ["router"]
+
+
+def test_a_failed_swap_restores_the_previous_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "router"
+    write_folder_atomically(folder, {"a.txt": b"old"})
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if ".tmp-" in str(src):  # the final swap of the new folder into place
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_folder_atomically(folder, {"a.txt": b"new"})
+    monkeypatch.undo()
+    assert listing(folder) == {"a.txt": b"old"} and siblings(folder) == ["router"]
+
+
+def test_a_file_in_the_way_is_refused(tmp_path):
+    (tmp_path / "router").write_bytes(b"not a folder")
+    with pytest.raises(ArtifactError, match="is not a folder"):
+        write_folder_atomically(tmp_path / "router", {"a": b""})
+    assert (tmp_path / "router").read_bytes() == b"not a folder"
+
+
+# ------------------------------------------------------------------------------------------- reads
+
+
+def test_sha256_is_hashlib():
+    assert file_sha256(b"ir3de") == hashlib.sha256(b"ir3de").hexdigest()
+
+
+def test_read_config_accepts_a_valid_one(tmp_path):
+    folder = write_folder_atomically(tmp_path / "r", {CONFIG_FILE: config_bytes(experts=["a"])})
+    assert read_config(folder)["experts"] == ["a"]
+    older = write_folder_atomically(tmp_path / "v1", {CONFIG_FILE: config_bytes(format_version=1)})
+    assert read_config(older)["format_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "error", "message"),
+    [
+        (None, ArtifactError, "is not a folder"),
+        ({"other.json": b"{}"}, ArtifactError, "has no config.json"),
+        ({CONFIG_FILE: b"{not json"}, ArtifactError, "not valid JSON"),
+        ({CONFIG_FILE: b"\xff\xfe"}, ArtifactError, "not valid JSON"),
+        ({CONFIG_FILE: b"[]"}, ArtifactError, "is not an ir3de router"),
+        (
+            {CONFIG_FILE: json.dumps({"library": "other", "format_version": 1}).encode()},
+            ArtifactError,
+            "needs",
+        ),
+        (
+            {CONFIG_FILE: json.dumps({"library": "ir3de"}).encode()},
+            ArtifactError,
+            "no integer format_version",
+        ),
+        ({CONFIG_FILE: config_bytes(format_version="2")}, ArtifactError, "no integer format_version"),
+        (
+            {CONFIG_FILE: config_bytes(format_version=FORMAT_VERSION + 1)},
+            ArtifactVersionError,
+            "pip install -U",
+        ),
+    ],
+)
+def test_read_config_errors(files, error, message, tmp_path):
+    folder = tmp_path / "r"
+    if files is not None:
+        write_folder_atomically(folder, files)
+    with pytest.raises(error, match=message):
+        read_config(folder)
+
+
+def test_checked_reads_verify_size_and_sha256(tmp_path):
+    arrays = {"logits": np.arange(6, dtype=np.float32).reshape(3, 2), "ids": np.array([1, 5], np.int64)}
+    data = tensors_to_bytes(arrays, {"kind": "test"})
+    config = {"files": {ROUTER_FILE: {"size": len(data), "sha256": file_sha256(data)}}}
+    folder = write_folder_atomically(tmp_path / "r", {ROUTER_FILE: data})
+    loaded = read_tensors(folder, ROUTER_FILE, config)
+    assert loaded.keys() == arrays.keys()
+    for k, v in arrays.items():
+        assert loaded[k].dtype == v.dtype and np.array_equal(loaded[k], v)
+    assert read_file_checked(folder, ROUTER_FILE, {}) == data  # nothing recorded: nothing to check
+
+    (folder / ROUTER_FILE).write_bytes(data[:-1])
+    with pytest.raises(ArtifactError, match="truncated"):
+        read_file_checked(folder, ROUTER_FILE, config)
+    flipped = bytearray(data)
+    flipped[-1] ^= 1
+    (folder / ROUTER_FILE).write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="sha256"):
+        read_tensors(folder, ROUTER_FILE, config)
+    (folder / ROUTER_FILE).write_bytes(b"\x08" + b"\x00" * 7 + b"garbage!")
+    with pytest.raises(ArtifactError, match="not a readable safetensors file"):
+        read_tensors(folder, ROUTER_FILE, {})
+    (folder / ROUTER_FILE).unlink()
+    with pytest.raises(ArtifactError, match=r"is missing router\.safetensors"):
+        read_tensors(folder, ROUTER_FILE, config)
+
+
+def test_expect_shape():
+    arrays = {"w": np.zeros((3, 2))}
+    assert expect_shape(arrays, "w", (3, 2), "here") is arrays["w"]
+    with pytest.raises(ArtifactError, match=r"tensor 'w' has shape \(3, 2\), expected \(2, 3\)"):
+        expect_shape(arrays, "w", (2, 3), "here")
+    with pytest.raises(ArtifactError, match="has no tensor 'logits'"):
+        expect_shape(arrays, "logits", (3, 2), "here")
+
+
+def test_text_statistics_spec_is_checked():
+    spec = text_statistics_spec()
+    check_text_statistics_spec(None, "old file")  # files without text statistics are fine
+    check_text_statistics_spec(dict(spec), "file")
+    with pytest.raises(ArtifactError, match="re-count"):
+        check_text_statistics_spec({**spec, "window": spec["window"] + 1}, "file")
+
+
+def test_text_gram_tensors_round_trip(tmp_path):
+    gram = np.diag([1.0, 2.0, 1.25])
+    counts = [
+        ExpertCounts(np.array([1]), np.array([1]), 1, gram),
+        ExpertCounts(np.array([2]), np.array([3]), 1),
+    ]
+    tensors = text_gram_tensors(counts, hidden=2)
+    assert tensors["text_grams"].shape == (2, 3, 3) and tensors["has_text_gram"].tolist() == [1, 0]
+    data = tensors_to_bytes(tensors)
+    folder = write_folder_atomically(tmp_path / "s", {"statistics.safetensors": data})
+    back = read_text_grams(read_tensors(folder, "statistics.safetensors", {}), 2, 2, "stats")
+    assert np.array_equal(back[0], gram) and back[1] is None
+    assert text_gram_tensors([c.without_text_gram() for c in counts], hidden=2) == {}
+    assert read_text_grams({}, 3, 2, "stats") == [None, None, None]
+    with pytest.raises(ArtifactError, match="expected"):
+        read_text_grams(tensors, 3, 2, "stats")  # wrong number of experts
+    with pytest.raises(ArtifactError, match="float64"):
+        read_text_grams({**tensors, "text_grams": tensors["text_grams"].astype(np.float32)}, 2, 2, "stats")
