@@ -169,13 +169,17 @@ def test_empty_prompts_raise_or_fall_back(smollm2, small_corpus, paper_router):
 
 
 def test_threshold_takes_the_fallback(smollm2, small_corpus):
-    router = _fit(smollm2, small_corpus, fallback="general", threshold=1.0)
-    d = router.route("The the the and of a to in")
-    if d.confidence < 1.0:
-        assert d.expert == "general" and d.fallback_used and d.top_expert in router.experts
-    sure = router.route("def add(a, b):\n    return a + b\n" * 3)
-    assert sure.expert in ("code", "general")
-    assert (sure.expert == "general") == (sure.confidence < 1.0)
+    router = _fit(smollm2, small_corpus, fallback="general")
+    prompts = ["The the the and of a to in", "def add(a, b):\n    return a + b\n" * 3]
+    unsure, sure = sorted(((router.route(p), p) for p in prompts), key=lambda dp: dp[0].confidence)
+    assert unsure[0].confidence < sure[0].confidence and not unsure[0].fallback_used
+    router.configure(threshold=(unsure[0].confidence + sure[0].confidence) / 2)
+    below, above = router.route(unsure[1]), router.route(sure[1])
+    assert below.expert == "general" and below.fallback_used
+    assert below.top_expert == unsure[0].expert and below.scores == unsure[0].scores
+    assert above.expert == sure[0].expert != "general" and not above.fallback_used
+    router.configure(threshold=sure[0].confidence)  # a confidence equal to the threshold is enough
+    assert router.route(sure[1]).expert == sure[0].expert
 
 
 def test_one_megabyte_prompt_is_capped(paper_router):
