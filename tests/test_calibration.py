@@ -8,6 +8,7 @@ import pytest
 from ir3de import Router
 from ir3de.calibration import abstain_curve, calibration_report, plot_reliability
 from ir3de.evaluate import labelled_prompts
+from plot_checks import captured_figures, check_png, line_data
 
 
 def test_ece_by_hand():
@@ -47,7 +48,9 @@ def _confidences(router, tests):
     return conf, correct, [d.expert for d in decisions]
 
 
-def test_calibrate_fits_a_temperature_without_changing_routes(smollm2, small_corpus, reasoning4, tmp_path):
+def test_calibrate_fits_a_temperature_without_changing_routes(
+    smollm2, small_corpus, reasoning4, tmp_path, monkeypatch
+):
     router = Router(smollm2, device="cpu", progress=False, selector="avg").fit(small_corpus)
     dev = {n: t[:60] for n, t in reasoning4.test.items()}
     held = {n: t[60:160] for n, t in reasoning4.test.items()}
@@ -61,14 +64,20 @@ def test_calibrate_fits_a_temperature_without_changing_routes(smollm2, small_cor
     assert calibration_report(conf_after, correct).ece < 0.05
     loaded = Router.from_pretrained(router.save_pretrained(tmp_path / "r"))
     assert loaded.config.temperature == temperature
-    png = plot_reliability(
-        {
-            "before": calibration_report(conf_before, correct),
-            "after": calibration_report(conf_after, correct),
-        },
-        tmp_path / "reliability.png",
-    )
-    assert png.stat().st_size > 1000
+    reports = {
+        "before": calibration_report(conf_before, correct),
+        "after": calibration_report(conf_after, correct),
+    }
+    with captured_figures(monkeypatch) as figures:
+        png = plot_reliability(reports, tmp_path / "reliability.png")
+    check_png(png, figures[0])
+    lines = line_data(figures[0].axes[0])
+    assert lines["perfectly calibrated"] == ([0.0, 1.0], [0.0, 1.0])
+    for name, report in reports.items():  # one point per non-empty bin: (mean confidence, accuracy)
+        assert lines[f"{name} (ECE {report.ece:.3f})"] == (
+            [b[3] for b in report.bins],
+            [b[4] for b in report.bins],
+        )
 
 
 def test_calibrate_refuses_vote_shares(paper_router):

@@ -111,18 +111,40 @@ def test_record_evaluation_reaches_config_and_model_card(own_router, small_tests
     assert Router.from_pretrained(folder)._evaluation["num_prompts"] == report.num_prompts
 
 
-def test_plots_write_png(paper_router, small_tests, tmp_path):
+def test_plots_draw_the_sweeps_and_the_confusion(paper_router, small_tests, tmp_path, monkeypatch):
     from ir3de.plots import plot_confusion, plot_k_sweep, plot_lam_sweep
+    from plot_checks import captured_figures, check_png, line_data
 
     report = evaluate(paper_router, small_tests, ks=(1, 10, "all"), lams=[1e-2, 1.0])
-    for path in (
-        plot_k_sweep({"small": report.extra["k_sweep"]}, tmp_path / "k.png"),
-        plot_confusion(report, tmp_path / "c.png"),
-        plot_lam_sweep({"small": report.extra["lam_sweep"]}, tmp_path / "l.png"),
-    ):
-        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+    ks, lams = report.extra["k_sweep"], report.extra["lam_sweep"]
+    with captured_figures(monkeypatch) as figures:
+        paths = (
+            plot_k_sweep({"small": ks}, tmp_path / "k.png"),
+            plot_confusion(report, tmp_path / "c.png"),
+            plot_lam_sweep({"small": lams}, tmp_path / "l.png"),
+        )
+    assert [p.name for p in paths] == ["k.png", "c.png", "l.png"] and len(figures) == 3
+    for path, figure in zip(paths, figures):
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        check_png(path, figure)
+    k_axes, confusion_axes, lam_axes = (f.axes[0] for f in figures)
+    # k sweep: one point per k, in order, "all" last, at 100 × the report's accuracy
+    assert [t.get_text() for t in k_axes.get_xticklabels()] == ["1", "10", "all"]
+    assert line_data(k_axes)["small"] == ([0.0, 1.0, 2.0], [pytest.approx(100 * p["accuracy"]) for p in ks])
+    assert 100 * report.accuracy in line_data(k_axes)["small"][1]  # the router's own k is on the curve
+    # λ sweep on a log axis
+    assert lam_axes.get_xscale() == "log"
+    assert line_data(lam_axes)["small"] == ([1e-2, 1.0], [pytest.approx(100 * p["accuracy"]) for p in lams])
+    # confusion: rows normalised to recall, each cell annotated with its count
+    conf = np.asarray(report.confusion, np.float64)[:, : len(report.experts)]  # no empty prompt here
+    assert report.confusion[:, -1].sum() == 0
+    np.testing.assert_allclose(confusion_axes.images[0].get_array(), conf / conf.sum(1, keepdims=True))
+    assert [t.get_text() for t in confusion_axes.texts] == [str(int(c)) for c in conf.ravel()]
+    assert [t.get_text() for t in confusion_axes.get_yticklabels()] == list(report.experts)
+    assert confusion_axes.get_title() == f"accuracy {100 * report.accuracy:.1f}%"
     with pytest.raises(InvalidInputError):
         plot_k_sweep({}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
 
 
 # ----------------------------------------------------------------------------------------------- CLI
