@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,12 +28,14 @@ def prompts(small_tests):
     return [t for texts in small_tests.values() for t in texts]
 
 
-def test_defaults_are_text_level_mean_logits(text_router):
+def test_default_fit_counts_text_statistics_and_temperature_follows_the_evidence(text_router):
+    assert all(c.text_gram is not None and c.num_scored_texts == 80 for c in text_router.statistics.values())
     config = text_router.config
-    assert (config.level, config.selector, config.lam, config.balance) == ("text", "avg", 0.1, True)
-    assert config.effective_temperature == 0.1
-    assert Router.paper().config.level == "token"
-    assert all(c.text_gram is not None for c in text_router.statistics.values())
+    # no explicit temperature: the measured default of the selector's evidence; an explicit one wins
+    assert config.temperature is None and config.effective_temperature == 0.1
+    assert replace(config, selector="topk", combine="logprob").effective_temperature == 1.0
+    assert replace(config, selector="topk", combine="logprob", temperature=0.3).effective_temperature == 0.3
+    assert replace(config, temperature=2.0).effective_temperature == 2.0
 
 
 def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_router, smollm2):
