@@ -68,8 +68,19 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert "skipped" in res["gpu"] or "cuda" in res["gpu"]
     md = (out / "results.md").read_text()
     assert "### Accuracy" in md and "### Targets" in md and "| ir3de |" in md
-    assert (out / "k_sweep.png").read_bytes()[:4] == b"\x89PNG"
-    assert docs.read_text().startswith("# Benchmarks") and (docs.parent / "k_sweep.png").exists()
+    assert docs.read_text().startswith("# Benchmarks") and "](k_sweep.png)" in docs.read_text()
+    # both k-sweep PNGs show exactly the k sweeps of results.json: redrawn here, pixel for pixel
+    import matplotlib.image
+
+    from ir3de.plots import plot_k_sweep
+
+    series = {s: a["k_sweep"] for s, a in res["accuracy"].items() if a.get("k_sweep")}
+    assert series["reasoning4"] == r4["k_sweep"]
+    redrawn = matplotlib.image.imread(plot_k_sweep(series, tmp_path / "redrawn.png"))
+    for png in (out / "k_sweep.png", docs.parent / "k_sweep.png"):
+        assert np.array_equal(matplotlib.image.imread(png), redrawn), png
+    confusion = matplotlib.image.imread(out / "confusion_reasoning4.png")
+    assert confusion.ndim == 3 and confusion[..., :3].std() > 0.05  # decodes, not blank
 
 
 def test_paper_torch_path_equals_ir3de(paper_router, smollm2, small_tests):
