@@ -119,7 +119,7 @@ def test_quickstart_reaches_paper_accuracy():
     assert "deciding tokens" in result.stdout
 
 
-def test_cookbook_core_recipe(tmp_path):
+def test_cookbook_core_recipe(tmp_path, reasoning4):
     import importlib.util
     from pathlib import Path
 
@@ -129,4 +129,10 @@ def test_cookbook_core_recipe(tmp_path):
     spec.loader.exec_module(module)
     result = module.main(str(tmp_path))
     assert result["three_experts"] > 0.95 and result["four_experts"] > 0.95
-    assert (tmp_path / "router" / "config.json").is_file()
+    # the folder it saved last is the grown router: it loads with four experts and routes as measured
+    from ir3de import Router
+    from ir3de.evaluate import evaluate
+
+    grown = Router.from_pretrained(tmp_path / "router")
+    assert grown.experts == ["math", "code", "instructions", "multilingual"]
+    assert evaluate(grown, reasoning4.test).accuracy == result["four_experts"]
