@@ -189,3 +189,32 @@ def test_numpy_integer_k_is_accepted(make_logits):
     table = RouteTable.from_logits(make_logits(14, 10, 2))
     a = select_batch(np.arange(10), np.array([10]), table, k=np.int64(3))
     assert a.selected_ids.size == 3
+
+
+@pytest.mark.parametrize("max_tokens", [3, 7, 1024])
+@pytest.mark.parametrize("selector", ["topk", "all", "avg"])
+def test_a_toy_router_routes_like_the_paper_oracle_within_max_tokens(
+    max_tokens, selector, toy_tokenizer, toy_matrix, toy_corpus, toy_ids, excluded_ids
+):
+    """End to end on the toy tokenizer: only the first ``max_tokens`` tokens of a prompt count."""
+    from ir3de import Router, TokenEmbeddings
+    from paper_oracle import paper_fit, paper_route
+
+    emb = TokenEmbeddings(toy_tokenizer, toy_matrix, excluded_ids=excluded_ids)
+    router = Router.paper(emb, device="cpu", progress=False, max_tokens=max_tokens, selector=selector, k=2)
+    router.fit(toy_corpus)
+    excl = set(excluded_ids.tolist())
+    w = paper_fit([toy_ids[n] for n in router.experts], toy_matrix, excl, 1e-2)
+    rng = np.random.default_rng(max_tokens)
+    words = ["<pad>", "<eos>", "solve", "x", "def", "return", "the", "a", "prime", "bug", "unknown"]
+    prompts = [" ".join(rng.choice(words, size=rng.integers(0, 12))) for _ in range(40)]
+    prompts += ["<pad> <eos> " * 4 + "def return", "def " * 6 + "solve " * 6]  # specials first; a switch
+    capped = [toy_tokenizer.encode(p, add_special_tokens=False).ids[:max_tokens] for p in prompts]
+    expected = [paper_route(ids, toy_matrix, w, excl, selector, 2) for ids in capped]
+    assert router.route_indices(prompts).tolist() == expected
+    assert -1 in expected and len(set(expected) - {-1}) > 1  # empty prompts and several experts occur
+    for p, ids, e in zip(prompts, capped, expected):
+        if e >= 0:
+            d = router.route(p)
+            assert router.experts.index(d.expert) == e
+            assert d.num_tokens == sum(t not in excl for t in ids)
