@@ -7,14 +7,8 @@ special tokens, so counting goes through the same ``encode_batch`` path as with 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-# tests/paper_oracle.py holds the plain per-token oracles; make it importable when tests/unit runs alone
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WORDS = [
     "solve",
