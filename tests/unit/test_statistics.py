@@ -299,3 +299,17 @@ def test_text_gram_of_rows_equals_the_oracle_design(toy_ids, toy_matrix, vocab_s
     np.testing.assert_allclose(gram, (x * w[:, None]).T @ x, rtol=1e-12, atol=1e-12)
     scored = sum(1 for ids in lists if set(ids) - set(excluded_ids.tolist()))
     assert gram[-1, -1] == pytest.approx(TEXT_ROW_MASS * scored)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexError,
+    reason="bug: TokenCounter accepts excluded ids >= vocab_size and fails only in result(), after the whole "
+    "corpus was counted, with a bare numpy IndexError (RouteTable.from_logits ignores such ids); it should "
+    "refuse them up front with a ValueError that names the id and the vocabulary size",
+)
+def test_excluded_ids_out_of_range_are_refused_up_front(vocab_size):
+    with pytest.raises(ValueError, match="excluded"):
+        counter = TokenCounter(vocab_size, np.array([vocab_size + 3]))
+        counter.add_texts([np.array([4])])
+        counter.result()
