@@ -102,11 +102,11 @@ def test_mismatches_and_bad_arguments_raise_typed_errors(paper_router, smollm2):
     assert handler_names(paper_router) == paper_router.experts
 
 
-def test_add_update_remove_change_router_and_handlers_together(fresh_router, small_corpus, small_tests):
+def test_add_update_remove_change_router_and_handlers_together(fresh_router, small_tests):
     router = fresh_router
     handlers = upstreams(router.experts)
     registry = ExpertRegistry(router, handlers, kind="upstream")
-    instructions = small_corpus["instructions"]
+    counts = router.statistics["instructions"]
     registry.remove("instructions")
     assert router.experts == ["math", "code", "multilingual"] and set(registry.handlers) == set(
         router.experts
@@ -117,7 +117,7 @@ def test_add_update_remove_change_router_and_handlers_together(fresh_router, sma
         assert handler is handlers[decision.expert] and decision.expert != "instructions"
 
     new = Upstream("instructions", 1)
-    registry.add("instructions", new, instructions, "how-to")
+    registry.add_counts("instructions", new, counts, "how-to")  # e.g. from a stat pack
     assert router.experts[-1] == "instructions" and registry.get("instructions") is new
     assert router.descriptions["instructions"] == "how-to"
     routed = [registry.route(p) for p in small_tests["instructions"][:10]]

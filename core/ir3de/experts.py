@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .decision import RouteDecision
 from .errors import (
@@ -38,11 +38,14 @@ from .errors import (
     _a,
 )
 from .router import Router
-from .statistics import ExpertCounts
+
+if TYPE_CHECKING:
+    from .statistics import ExpertCounts
 
 __all__ = ["ExpertRegistry", "Routed", "Snapshot", "fitted_router", "handler_names"]
 
 H = TypeVar("H")
+T = TypeVar("T")
 
 #: Lock-free routing attempts before one routing is done under the write lock (writers kept changing).
 OPTIMISTIC_ATTEMPTS = 64
@@ -205,15 +208,18 @@ class ExpertRegistry(Generic[H]):
         Example:
             >>> registry.route_with(lambda r: r.route(messages[-1]["content"]))   # doctest: +SKIP
         """
+        decision, snapshot = self._consistent(lambda: decide(self.router))
+        return Routed(decision, self._resolve(snapshot, decision))
+
+    def _consistent(self, decide: Callable[[], T]) -> tuple[T, Snapshot[H]]:
+        """``decide()`` and the snapshot that was current throughout (no writer published meanwhile)."""
         for _ in range(OPTIMISTIC_ATTEMPTS):
             snapshot = self._snapshot
-            decision = decide(self.router)
+            result = decide()
             if self._snapshot is snapshot:
-                return Routed(decision, self._resolve(snapshot, decision))
+                return result, snapshot
         with self._lock:  # writers keep changing: decide once while none can
-            snapshot = self._snapshot
-            decision = decide(self.router)
-            return Routed(decision, self._resolve(snapshot, decision))
+            return decide(), self._snapshot
 
     def route(self, text: str) -> Routed[H]:
         """Route ``text``; return the decision and the handler of the chosen expert.
@@ -242,15 +248,7 @@ class ExpertRegistry(Generic[H]):
                         out.append(e)
                 return out
 
-        for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
-            snapshot = self._snapshot
-            if attempt == OPTIMISTIC_ATTEMPTS:
-                with self._lock:
-                    snapshot, decisions = self._snapshot, route_all()
-                break
-            decisions = route_all()
-            if self._snapshot is snapshot:
-                break
+        decisions, snapshot = self._consistent(route_all)
         results: list[Routed[H] | Exception] = []
         for decision in decisions:
             if isinstance(decision, Exception):
@@ -349,16 +347,15 @@ class ExpertRegistry(Generic[H]):
         Example:
             >>> registry.set_fallback("general", general_llm)   # doctest: +SKIP
         """
+        if name is None and handler is not None:
+            raise InvalidInputError(f"a fallback {self.kind} needs a fallback name")
+        if name is not None and handler is not None:
+            self._check(name, handler)
         with self._lock:
             before = self._snapshot.handlers
-            if name is not None:
+            if name is not None and handler is None and name not in before:
                 _check_name(name)
-                if handler is None and name not in before:
-                    raise InvalidInputError(f"the fallback {name!r} has no {self.kind}; pass one")
-            if handler is not None:
-                if name is None:
-                    raise InvalidInputError(f"a fallback {self.kind} needs a fallback name")
-                self._check(name, handler)
+                raise InvalidInputError(f"the fallback {name!r} has no {self.kind}; pass one")
             during = dict(before) if handler is None else {**before, name: handler}  # type: ignore[dict-item]
             old = self.router.config.fallback
             drop = old if old is not None and old != name and old not in self.router.experts else None
