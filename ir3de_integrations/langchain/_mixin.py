@@ -35,7 +35,7 @@ class ExpertsMixin:
     @property
     def experts(self) -> dict[str, Runnable[Any, Any]]:
         """The current expert name → runnable mapping (a copy)."""
-        return self._registry.experts
+        return dict(self._registry.handlers)
 
     def add_expert(
         self, name: str, llm: Runnable[Any, Any], texts: Iterable[str], description: str = ""
