@@ -65,3 +65,50 @@ class TokenizerMismatchError(ArtifactError):
 
 class CorpusError(Ir3deError, ValueError):
     """Domain text cannot be read: a file, pattern, format, field or record is wrong, or a dataset is unknown."""
+
+
+class ExpertMismatchError(ExpertError):
+    """The router's experts (and fallback) and the registered handlers (LLMs, runnables, choices,
+    upstreams) differ; the message lists both sides and the fix.
+
+    Attributes:
+        missing: router experts (or the router's fallback) with no handler.
+        extra: handlers whose name the router does not know.
+
+    Example:
+        >>> e = ExpertMismatchError(missing=["code"], extra=["poetry"], router_experts=["math", "code"], kind="LLM")
+        >>> str(e).split(": ", 1)[1].split(".")[0]
+        "LLMs without an expert: ['poetry']; experts without an LLM: ['code']"
+    """
+
+    def __init__(
+        self,
+        *,
+        missing: list[str] | tuple[str, ...],
+        extra: list[str] | tuple[str, ...],
+        router_experts: list[str] | tuple[str, ...],
+        kind: str = "handler",
+        fix: str | None = None,
+    ) -> None:
+        self.missing = list(missing)
+        self.extra = list(extra)
+        parts = []
+        if self.extra:
+            parts.append(f"{kind}s without an expert: {self.extra}")
+        if self.missing:
+            parts.append(f"experts without {_a(kind)}: {self.missing}")
+        fix = fix or (
+            f"Register one {kind} per router expert (and one for its fallback) under the expert's name, "
+            "or add/remove experts so the names match"
+        )
+        super().__init__(
+            f"the router's experts {list(router_experts)} do not match the registered {kind}s: "
+            + "; ".join(parts)
+            + f". {fix}"
+        )
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: 'an LLM', 'a handler', 'an upstream'."""
+    vowel_sound = noun[:1].lower() in "aeiou" or (noun[:2].isupper() and noun[:1] in "AEFHILMNORSX")
+    return f"{'an' if vowel_sound else 'a'} {noun}"

@@ -1,34 +1,28 @@
-"""The shared core of the LangChain faces: which text is routed, and a thread-safe expert registry.
+"""The shared core of the LangChain faces: which text is routed, and the expert registry.
 
-The registry pairs an :class:`ir3de.Router` with the LangChain runnables its expert names stand for,
-and keeps the two consistent while experts come and go at run time (see :class:`ExpertRegistry`).
-No routing math lives here: every decision comes from :meth:`ir3de.Router.route`.
+The registry is the core :class:`ir3de.experts.ExpertRegistry` with LangChain runnables as handlers:
+it pairs an :class:`ir3de.Router` with the runnables its expert names stand for and keeps the two
+consistent while experts come and go at run time. No routing math lives here.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable
 
-from ir3de.errors import EmptyPromptError, ExpertError, InvalidInputError, NotFittedError, UnknownExpertError
-
-from .errors import ExpertMismatchError
+from ir3de.errors import InvalidInputError
+from ir3de.experts import ExpertRegistry as CoreExpertRegistry
 
 if TYPE_CHECKING:
-    from ir3de import RouteDecision, Router
+    from ir3de import Router
 
 RouteOn = Literal["last_user", "conversation"] | int
 """What is routed: the last user message, the whole conversation (system messages excluded), or the
 last ``n`` turns (an ``int``)."""
-
-_MAX_OPTIMISTIC_TRIES = 64
 
 
 def _message_text(message: BaseMessage) -> str:
@@ -105,178 +99,30 @@ def input_text(input: Any, *, input_key: str = "input", route_on: RouteOn = "las
     )
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """Expert runnables valid for every router state that may be live while this snapshot is current."""
-
-    experts: Mapping[str, Runnable[Any, Any]]
-
-
-def check_experts(router: Router, experts: Mapping[str, Any]) -> None:
-    """Raise :class:`ExpertMismatchError` unless ``experts`` covers exactly the router's experts
-    (plus the router's ``fallback`` expert when one is configured)."""
-    if not router.is_fitted:
-        raise NotFittedError(
-            "the router is not fitted: fit it (or load one with Router.from_pretrained) first"
+def _check_runnable(name: str, runnable: object) -> None:
+    if not isinstance(runnable, Runnable):
+        raise InvalidInputError(
+            f"expert {name!r} is a {type(runnable).__name__}, not a LangChain Runnable (chat model, LLM or chain)"
         )
-    names = list(router.experts)
-    fallback = router.config.fallback
-    allowed = set(names) | ({fallback} if fallback is not None else set())
-    missing = [n for n in names if n not in experts]
-    if fallback is not None and fallback not in experts:
-        missing.append(fallback)
-    extra = sorted(str(n) for n in experts if n not in allowed)
-    if missing or extra:
-        raise ExpertMismatchError(missing=missing, extra=extra, router_experts=names)
 
 
-class ExpertRegistry:
-    """A router plus the runnable behind each expert name, consistent under concurrent change.
-
-    Routing stays lock-free: a reader takes the current snapshot, routes, and keeps the decision
-    only if the snapshot is still current (else it routes again). A writer (``add``/``remove``)
-    first publishes a snapshot valid for the router state both before and after its change, then
-    mutates the router, then publishes the final snapshot. So the runnable is always resolved from a
-    snapshot that holds every expert the deciding router state knew — including one removed
-    meanwhile, which still answers the calls routed to it before its removal.
+class ExpertRegistry(CoreExpertRegistry[Runnable[Any, Any]]):
+    """:class:`ir3de.experts.ExpertRegistry` with LangChain runnables as handlers: a router plus the
+    runnable behind each expert name, consistent under concurrent change (shared by the faces and
+    their ``bind_tools``/``with_structured_output`` views).
 
     Example:
         >>> registry = ExpertRegistry(router, {"math": math_llm, "code": code_llm})   # doctest: +SKIP
-        >>> decision, llm = registry.decide("Solve 2x = 4")                             # doctest: +SKIP
+        >>> decision, llm = registry.route("Solve 2x = 4")                              # doctest: +SKIP
     """
 
     def __init__(self, router: Router, experts: Mapping[str, Runnable[Any, Any]]) -> None:
-        from ir3de import Router
+        super().__init__(router, experts, kind="Runnable", check_handler=_check_runnable)
 
-        if not isinstance(router, Router):
-            raise InvalidInputError(f"router must be an ir3de.Router, got {type(router).__name__}")
-        if not isinstance(experts, Mapping):
-            raise InvalidInputError(
-                f"experts must be a mapping expert name → Runnable, got {type(experts).__name__}"
-            )
-        for name, runnable in experts.items():
-            if not isinstance(runnable, Runnable):
-                raise InvalidInputError(
-                    f"expert {name!r} is a {type(runnable).__name__}, not a LangChain Runnable "
-                    "(chat model, LLM or chain)"
-                )
-        check_experts(router, experts)
-        self.router = router
-        self._write_lock = threading.RLock()
-        self._snapshot = _Snapshot(MappingProxyType(dict(experts)))
-
-    # ------------------------------------------------------------------ reading
     @property
     def experts(self) -> dict[str, Runnable[Any, Any]]:
         """The current expert name → runnable mapping (a copy)."""
-        return dict(self._snapshot.experts)
+        return dict(self.handlers)
 
-    def _consistent(self, route: Callable[[], Any]) -> tuple[Any, _Snapshot]:
-        for _ in range(_MAX_OPTIMISTIC_TRIES):
-            snapshot = self._snapshot
-            result = route()
-            if self._snapshot is snapshot:
-                return result, snapshot
-        with self._write_lock:  # writers keep changing: route once while none can
-            return route(), self._snapshot
-
-    @staticmethod
-    def _resolve(snapshot: _Snapshot, decision: RouteDecision) -> Runnable[Any, Any]:
-        runnable = snapshot.experts.get(decision.expert)
-        if runnable is None:
-            raise UnknownExpertError(
-                f"the router chose {decision.expert!r}, which has no registered runnable (experts: "
-                f"{sorted(snapshot.experts)}); change experts through the adapter's add_expert/remove_expert "
-                "(not on the Router directly), and register the router's fallback expert"
-            )
-        return runnable
-
-    def decide(self, text: str) -> tuple[RouteDecision, Runnable[Any, Any]]:
-        """Route ``text``; return the decision and the runnable of the chosen expert (same snapshot)."""
-        decision, snapshot = self._consistent(lambda: self.router.route(text))
-        return decision, self._resolve(snapshot, decision)
-
-    def decide_batch(
-        self, texts: Sequence[str]
-    ) -> list[tuple[RouteDecision, Runnable[Any, Any]] | Exception]:
-        """Route many texts at once; an entry is an exception where that text cannot be routed."""
-
-        def route_all() -> list[RouteDecision | Exception]:
-            try:
-                return list(self.router.route_batch(texts))
-            except EmptyPromptError:  # one empty prompt: find which, route the others
-                out: list[RouteDecision | Exception] = []
-                for text in texts:
-                    try:
-                        out.append(self.router.route(text))
-                    except EmptyPromptError as e:
-                        out.append(e)
-                return out
-
-        decisions, snapshot = self._consistent(route_all)
-        results: list[tuple[RouteDecision, Runnable[Any, Any]] | Exception] = []
-        for d in decisions:
-            if isinstance(d, Exception):
-                results.append(d)
-            else:
-                try:
-                    results.append((d, self._resolve(snapshot, d)))
-                except UnknownExpertError as e:
-                    results.append(e)
-        return results
-
-    def get(self, name: str) -> Runnable[Any, Any]:
-        """The runnable of expert ``name`` (for a forced route)."""
-        runnable = self._snapshot.experts.get(name)
-        if runnable is None:
-            raise UnknownExpertError(f"unknown expert {name!r}; experts are {sorted(self._snapshot.experts)}")
-        return runnable
-
-    # ------------------------------------------------------------------ writing
-    def add(
-        self, name: str, runnable: Runnable[Any, Any], texts: Iterable[str], description: str = ""
-    ) -> None:
-        """Register ``runnable`` as expert ``name`` and add its statistics from ``texts``."""
-        if not isinstance(runnable, Runnable):
-            raise InvalidInputError(
-                f"expert {name!r} must be a LangChain Runnable, got {type(runnable).__name__}"
-            )
-        with self._write_lock:
-            old = self._snapshot
-            if name in old.experts:
-                raise ExpertError(
-                    f"expert {name!r} already exists; use update_expert({name!r}, more_texts) to add text "
-                    "or remove_expert first"
-                )
-            self._snapshot = _Snapshot(MappingProxyType({**old.experts, name: runnable}))
-            try:
-                self.router.add_expert(name, texts, description=description)
-            except BaseException:
-                self._snapshot = old
-                raise
-            self._snapshot = _Snapshot(self._snapshot.experts)
-
-    def remove(self, name: str) -> None:
-        """Drop expert ``name`` from the router and the registry."""
-        with self._write_lock:
-            old = self._snapshot
-            if name == self.router.config.fallback:
-                raise ExpertError(
-                    f"{name!r} is the router's fallback expert; configure another fallback before removing it"
-                )
-            self._snapshot = _Snapshot(old.experts)  # valid before and after: still holds `name`
-            try:
-                self.router.remove_expert(name)
-            except BaseException:
-                self._snapshot = old
-                raise
-            self._snapshot = _Snapshot(MappingProxyType({k: v for k, v in old.experts.items() if k != name}))
-
-    def update(self, name: str, more_texts: Iterable[str]) -> None:
-        """Add more text to expert ``name``'s statistics (its runnable is unchanged)."""
-        with self._write_lock:
-            if name not in self._snapshot.experts:
-                raise UnknownExpertError(
-                    f"unknown expert {name!r}; experts are {sorted(self._snapshot.experts)}"
-                )
-            self.router.update_expert(name, more_texts)
+    decide = CoreExpertRegistry.route
+    decide_batch = CoreExpertRegistry.route_batch

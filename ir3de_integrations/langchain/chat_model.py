@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManager,
-    AsyncCallbackManagerForLLMRun,
-    CallbackManager,
-    CallbackManagerForLLMRun,
-)
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -22,6 +17,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from ir3de.errors import ExpertError
 
+from ._mixin import ExpertsMixin
 from ._registry import ExpertRegistry, RouteOn, _check_route_on, messages_text
 from .errors import ExpertInvocationError
 from .runnable import RouterRunnable
@@ -56,19 +52,6 @@ def _as_chunk(output: Any) -> AIMessageChunk:
     )
 
 
-def _child_callbacks(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun, tag: str
-) -> CallbackManager | AsyncCallbackManager:
-    """Callbacks for the expert's nested run (what ``ParentRunManager.get_child`` does for chains)."""
-    cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags([tag], inherit=False)
-    return manager
-
-
 class _Call:
     """One routed call: who answers, with which kwargs, and what goes into ``response_metadata``."""
 
@@ -87,12 +70,10 @@ class _Call:
         return out
 
     def error(self, e: Exception) -> ExpertInvocationError:
-        wrapped = ExpertInvocationError(self.name, e, self.info)
-        wrapped.__cause__ = e
-        return wrapped
+        return ExpertsMixin._expert_error(self.name, e, self.info)
 
 
-class RoutingChatModel(BaseChatModel):
+class RoutingChatModel(ExpertsMixin, BaseChatModel):
     """A chat model that routes each conversation to one of several expert chat models with IR3DE.
 
     The last user message (or the whole conversation / the last ``n`` turns: ``route_on``) is routed;
@@ -164,38 +145,6 @@ class RoutingChatModel(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
-    # ------------------------------------------------------------------ experts
-    @property
-    def registry(self) -> ExpertRegistry:
-        """The router + expert chat models (shared with ``bind_tools``/``with_structured_output`` results)."""
-        return self._registry
-
-    @property
-    def experts(self) -> dict[str, Runnable[Any, Any]]:
-        """The current expert name → chat model mapping (a copy)."""
-        return self._registry.experts
-
-    def add_expert(
-        self, name: str, llm: Runnable[Any, Any], texts: Iterable[str], description: str = ""
-    ) -> RoutingChatModel:
-        """Register chat model ``llm`` as expert ``name`` and add its statistics from ``texts``.
-
-        Example:
-            >>> chat.add_expert("legal", legal_chat, legal_texts)   # doctest: +SKIP
-        """
-        self._registry.add(name, llm, texts, description)
-        return self
-
-    def remove_expert(self, name: str) -> RoutingChatModel:
-        """Remove expert ``name`` (calls already routed to it still get its answer)."""
-        self._registry.remove(name)
-        return self
-
-    def update_expert(self, name: str, more_texts: Iterable[str]) -> RoutingChatModel:
-        """Add more text to expert ``name``'s statistics."""
-        self._registry.update(name, more_texts)
-        return self
-
     # ------------------------------------------------------------------ routing
     def _prepare(
         self,
@@ -214,7 +163,7 @@ class RoutingChatModel(BaseChatModel):
             name, expert = str(forced), self._registry.get(str(forced))
             info: dict[str, Any] = {"expert": name, "confidence": None, "forced": True, "tokens": []}
         else:
-            decision, expert = self._registry.decide(messages_text(messages, self.route_on))
+            decision, expert = self._registry.route(messages_text(messages, self.route_on))
             name, info = decision.expert, decision.to_dict()
         if tools is not None:
             try:
@@ -223,10 +172,7 @@ class RoutingChatModel(BaseChatModel):
             except (NotImplementedError, AttributeError):
                 info["tools_bound"] = False
         call = _Call(name, expert, info, kwargs)
-        call.config = {
-            "callbacks": _child_callbacks(run_manager, f"route:{name}") if run_manager is not None else None,
-            "metadata": {"ir3de_expert": name, "ir3de_confidence": info["confidence"]},
-        }
+        call.config = self._expert_config(None, run_manager, name, info["confidence"])
         return call
 
     def _generate(
@@ -340,7 +286,7 @@ class RoutingChatModel(BaseChatModel):
             >>> chat.route("Translate 'good morning' into German").expert   # doctest: +SKIP
         """
         messages = self._convert_input(input).to_messages()
-        return self._registry.decide(messages_text(messages, self.route_on))[0]
+        return self._registry.route(messages_text(messages, self.route_on)).decision
 
     # ------------------------------------------------------------------ tools / structured output
     def bind_tools(

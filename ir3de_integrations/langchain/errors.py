@@ -1,5 +1,7 @@
 """Errors raised by the LangChain adapter (all :class:`ir3de.errors.Ir3deError` subclasses).
 
+``ExpertMismatchError`` is :class:`ir3de.errors.ExpertMismatchError`, shared by every adapter.
+
 Example:
     >>> from ir3de.errors import Ir3deError
     >>> issubclass(ExpertInvocationError, Ir3deError)
@@ -8,36 +10,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from ir3de.errors import ExpertError, Ir3deError
+from ir3de.errors import ExpertMismatchError, Ir3deError
 
-
-class ExpertMismatchError(ExpertError):
-    """The router's expert names and the registered LLMs differ.
-
-    Attributes:
-        missing: router experts (or the router's fallback) with no registered LLM.
-        extra: registered LLMs the router does not know.
-    """
-
-    def __init__(
-        self, *, missing: Sequence[str], extra: Sequence[str], router_experts: Sequence[str]
-    ) -> None:
-        self.missing = list(missing)
-        self.extra = list(extra)
-        parts = []
-        if self.missing:
-            parts.append(f"missing LLMs for {self.missing}")
-        if self.extra:
-            parts.append(f"extra LLMs {self.extra} that the router does not know")
-        super().__init__(
-            f"the router's experts {list(router_experts)} do not match the registered LLMs: "
-            + "; ".join(parts)
-            + ". Pass one Runnable per router expert (keys = expert names), or add/remove experts on the "
-            "router so the names match"
-        )
+__all__ = [
+    "ExpertInvocationError",
+    "ExpertMismatchError",
+]  # ExpertMismatchError: the core's, for every adapter
 
 
 class ExpertInvocationError(Ir3deError, RuntimeError):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import get_executor_for_config, patch_config
+from langchain_core.runnables.config import get_executor_for_config
 from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from ._mixin import ExpertsMixin
 from ._registry import ExpertRegistry, RouteOn, _check_route_on, input_text
 from .errors import ExpertInvocationError
 
@@ -22,30 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["RouterRunnable"]
 
 Transform = Callable[[str, Runnable[Any, Any]], Runnable[Any, Any]]
+ChainRunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
 
 
-def _child_config(
-    config: RunnableConfig,
-    run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
-    decision: RouteDecision,
-) -> RunnableConfig:
-    """The config of the nested expert run: tagged ``route:<expert>`` with the decision in its metadata."""
-    child = patch_config(config, callbacks=run_manager.get_child(f"route:{decision.expert}"))
-    child["metadata"] = {
-        **(child.get("metadata") or {}),
-        "ir3de_expert": decision.expert,
-        "ir3de_confidence": decision.confidence,
-    }
-    return child
-
-
-def _wrap(decision: RouteDecision, error: Exception) -> ExpertInvocationError:
-    wrapped = ExpertInvocationError(decision.expert, error, decision.to_dict(with_tokens=False))
-    wrapped.__cause__ = error
-    return wrapped
-
-
-class RouterRunnable(RunnableSerializable[Any, Any]):
+class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     """Route each input to one of several expert runnables (chat models, LLMs, chains) with IR3DE.
 
     The routed text is the input string, or for messages / a ``PromptValue`` / a ``dict`` (its
@@ -134,40 +115,6 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
             view.name = name
         return view
 
-    # ------------------------------------------------------------------ experts
-    @property
-    def registry(self) -> ExpertRegistry:
-        """The router + expert runnables this runnable routes among (shared with its views)."""
-        return self._registry
-
-    @property
-    def experts(self) -> dict[str, Runnable[Any, Any]]:
-        """The current expert name → runnable mapping (a copy)."""
-        return self._registry.experts
-
-    def add_expert(
-        self, name: str, llm: Runnable[Any, Any], texts: Iterable[str], description: str = ""
-    ) -> RouterRunnable:
-        """Register ``llm`` as expert ``name`` and add its statistics (from ``texts``) to the router.
-
-        Safe while other threads/coroutines invoke this runnable.
-
-        Example:
-            >>> routed.add_expert("medical", medical_llm, medical_texts)   # doctest: +SKIP
-        """
-        self._registry.add(name, llm, texts, description)
-        return self
-
-    def remove_expert(self, name: str) -> RouterRunnable:
-        """Remove expert ``name``; calls already routed to it are still answered by it."""
-        self._registry.remove(name)
-        return self
-
-    def update_expert(self, name: str, more_texts: Iterable[str]) -> RouterRunnable:
-        """Add more text to expert ``name``'s statistics."""
-        self._registry.update(name, more_texts)
-        return self
-
     # ------------------------------------------------------------------ routing
     def route(self, input: Any) -> RouteDecision:
         """The decision for ``input`` without invoking any expert.
@@ -192,8 +139,16 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
         return out
 
     def _decide(self, input: Any) -> tuple[RouteDecision, Runnable[Any, Any]]:
-        decision, runnable = self._registry.decide(self._text(input))
+        decision, runnable = self._registry.route(self._text(input))
         return decision, self._apply(decision.expert, runnable)
+
+    def _child_config(
+        self, config: RunnableConfig, run_manager: ChainRunManager, decision: RouteDecision
+    ) -> RunnableConfig:
+        return self._expert_config(config, run_manager, decision.expert, decision.confidence)
+
+    def _wrap(self, decision: RouteDecision, error: Exception) -> ExpertInvocationError:
+        return self._expert_error(decision.expert, error, decision.to_dict(with_tokens=False))
 
     def _output(self, output: Any, decision: RouteDecision) -> Any:
         return {"output": output, "decision": decision} if self.return_decision else output
@@ -204,9 +159,9 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
     ) -> Any:
         decision, expert = self._decide(input)
         try:
-            output = expert.invoke(input, _child_config(config, run_manager, decision), **kwargs)
+            output = expert.invoke(input, self._child_config(config, run_manager, decision), **kwargs)
         except Exception as e:
-            raise _wrap(decision, e) from e
+            raise self._wrap(decision, e) from e
         return self._output(output, decision)
 
     async def _ainvoke(
@@ -214,9 +169,9 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
     ) -> Any:
         decision, expert = self._decide(input)
         try:
-            output = await expert.ainvoke(input, _child_config(config, run_manager, decision), **kwargs)
+            output = await expert.ainvoke(input, self._child_config(config, run_manager, decision), **kwargs)
         except Exception as e:
-            raise _wrap(decision, e) from e
+            raise self._wrap(decision, e) from e
         return self._output(output, decision)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -243,7 +198,7 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
                 results[i] = e
         decisions: list[RouteDecision | None] = [None] * len(inputs)
         groups: dict[str, tuple[Runnable[Any, Any], list[int]]] = {}
-        for i, routed in zip(positions, self._registry.decide_batch(texts) if texts else []):
+        for i, routed in zip(positions, self._registry.route_batch(texts) if texts else []):
             if isinstance(routed, Exception):
                 results[i] = routed
                 continue
@@ -267,7 +222,9 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
         for i, out in zip(indices, outputs):
             decision = decisions[i]
             assert decision is not None
-            results[i] = _wrap(decision, out) if isinstance(out, Exception) else self._output(out, decision)
+            results[i] = (
+                self._wrap(decision, out) if isinstance(out, Exception) else self._output(out, decision)
+            )
 
     def _batch(
         self,
@@ -280,7 +237,7 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
 
         def run_group(item: tuple[str, tuple[Runnable[Any, Any], list[int]]]) -> None:
             _, (expert, indices) = item
-            configs = [_child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
+            configs = [self._child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
             try:
                 outputs = expert.batch(
                     [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
@@ -306,7 +263,7 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
         results, groups, decisions = self._plan(inputs)
 
         async def run_group(expert: Runnable[Any, Any], indices: list[int]) -> None:
-            configs = [_child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
+            configs = [self._child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
             try:
                 outputs = await expert.abatch(
                     [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
@@ -361,10 +318,10 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
         if self.return_decision:
             yield AddableDict(decision=decision)
         try:
-            for chunk in expert.stream(input, _child_config(config, run_manager, decision), **kwargs):
+            for chunk in expert.stream(input, self._child_config(config, run_manager, decision), **kwargs):
                 yield AddableDict(output=chunk) if self.return_decision else chunk
         except Exception as e:
-            raise _wrap(decision, e) from e
+            raise self._wrap(decision, e) from e
 
     async def _astream_one(
         self,
@@ -378,10 +335,12 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
         if self.return_decision:
             yield AddableDict(decision=decision)
         try:
-            async for chunk in expert.astream(input, _child_config(config, run_manager, decision), **kwargs):
+            async for chunk in expert.astream(
+                input, self._child_config(config, run_manager, decision), **kwargs
+            ):
                 yield AddableDict(output=chunk) if self.return_decision else chunk
         except Exception as e:
-            raise _wrap(decision, e) from e
+            raise self._wrap(decision, e) from e
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         """Route ``input`` and stream the chosen expert's output."""

@@ -1,19 +1,17 @@
-"""Shared glue of the LlamaIndex adapters: loading a router, matching names to experts, describing a route.
+"""Shared glue of the LlamaIndex adapters: loading a router and describing a route.
 
 Nothing here does routing math: every decision comes from :meth:`ir3de.Router.route`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ir3de.decision import RouteDecision
-from ir3de.errors import ExpertError, InvalidInputError
 from ir3de.router import Router
 
-__all__ = ["describe_route", "load_router", "mismatch_error", "route_payload"]
+__all__ = ["describe_route", "load_router", "route_payload"]
 
 #: How many deciding tokens a selection reason / route report names.
 DEFAULT_TOP_TOKENS = 5
@@ -22,39 +20,6 @@ DEFAULT_TOP_TOKENS = 5
 def load_router(folder_or_repo: str | Path, **kwargs: Any) -> Router:
     """``ir3de.Router.from_pretrained(folder_or_repo, **kwargs)``: a saved folder or a Hub repo id."""
     return Router.from_pretrained(folder_or_repo, **kwargs)
-
-
-def check_router(router: object) -> Router:
-    """Return ``router`` if it is a fitted :class:`ir3de.Router`, else raise a typed error."""
-    if not isinstance(router, Router):
-        raise InvalidInputError(
-            f"expected an ir3de.Router, got {type(router).__name__}; build one with "
-            "Router(...).fit({...}) or load one with from_pretrained(folder_or_repo)"
-        )
-    router._require_state()  # NotFittedError with its own fix when the router was never fitted
-    return router
-
-
-def route_targets(router: Router) -> list[str]:
-    """Names a decision can carry: the experts, then the fallback when it is not an expert."""
-    targets = list(router.experts)
-    fallback = router.config.fallback
-    if fallback is not None and fallback not in targets:
-        targets.append(fallback)
-    return targets
-
-
-def mismatch_error(
-    what: str, one: str, unmatched: Iterable[str], missing: Iterable[str], fix: str
-) -> ExpertError:
-    """One error that lists both sides of a name mismatch, e.g. ``what="choices"``, ``one="a choice"``."""
-    unmatched, missing = list(unmatched), list(missing)
-    parts = []
-    if unmatched:
-        parts.append(f"{what} without an expert: {unmatched}")
-    if missing:
-        parts.append(f"experts without {one}: {missing}")
-    return ExpertError("; ".join(parts) + f". {fix}")
 
 
 def deciding_tokens(decision: RouteDecision, top: int = DEFAULT_TOP_TOKENS) -> list[str]:

@@ -5,10 +5,10 @@ call — ``chat``/``complete`` × sync/async × streaming — is routed on its p
 no LLM call) and answered by the chosen expert's LLM. The route is reported in the response's
 ``additional_kwargs["ir3de_route"]`` and as an :class:`~.events.Ir3deRouteEvent`.
 
-Experts can be added, removed or updated while calls are in flight: the router's routing reads an
-immutable snapshot, and the expert → LLM mapping is an immutable dict swapped together with each
-router mutation under a lock, so every call is answered by the LLM of an expert that existed when
-it was routed.
+Experts can be added, removed or updated while calls are in flight: the expert → LLM mapping is the
+core :class:`ir3de.experts.ExpertRegistry`, an immutable snapshot swapped together with each router
+change under a lock, so every call is answered by the LLM of an expert that existed when it was
+routed.
 
 Example:
     >>> from llama_index.core.chat_engine import SimpleChatEngine
@@ -20,12 +20,8 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 from llama_index.core.base.llms.types import (
@@ -45,17 +41,11 @@ from llama_index.core.llms.llm import LLM, default_completion_to_prompt
 from pydantic import Field, PrivateAttr
 
 from ir3de.decision import RouteDecision
-from ir3de.errors import ExpertError, InvalidInputError, UnknownExpertError
+from ir3de.errors import InvalidInputError
+from ir3de.experts import ExpertRegistry
 from ir3de.router import Router
 
-from ._common import (
-    DEFAULT_TOP_TOKENS,
-    check_router,
-    load_router,
-    mismatch_error,
-    route_payload,
-    route_targets,
-)
+from ._common import DEFAULT_TOP_TOKENS, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher
 
 __all__ = ["ROUTE_KEY", "RoutingLLM"]
@@ -64,18 +54,6 @@ __all__ = ["ROUTE_KEY", "RoutingLLM"]
 ROUTE_KEY = "ir3de_route"
 
 _ROUTE_ON = ("last_user", "user", "all")
-_OPTIMISTIC_ATTEMPTS = 64  # lock-free routing tries before routing under the lock
-
-
-@dataclass(frozen=True, eq=False)
-class _Snapshot:
-    """The expert → LLM mapping that a routing decision is resolved against (never mutated).
-
-    While a mutation runs, the snapshot holds the union of the mappings before and after it, so a
-    decision taken on either router state finds its LLM.
-    """
-
-    llms: Mapping[str, LLM]
 
 
 class RoutingLLM(LLM):
@@ -86,7 +64,7 @@ class RoutingLLM(LLM):
             :meth:`remove_expert` and :meth:`update_expert` so the LLM mapping stays in step.
         llms: ``{expert: LLM}`` — exactly the router's experts (plus its ``fallback`` name when
             one is configured and is not an expert). A mismatch raises one
-            :class:`~ir3de.errors.ExpertError` listing both sides.
+            :class:`~ir3de.errors.ExpertMismatchError` (an ``ExpertError``) listing both sides.
         route_on: for chat calls, which text is routed: ``"last_user"`` (the last user message; the
             default), ``"user"`` (all user messages) or ``"all"`` (every message).
         top_tokens: deciding tokens named in the route report.
@@ -103,9 +81,7 @@ class RoutingLLM(LLM):
     )
     top_tokens: int = Field(default=DEFAULT_TOP_TOKENS, description="Deciding tokens in the route report.")
 
-    _router: Router = PrivateAttr()
-    _snapshot: _Snapshot = PrivateAttr()
-    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
+    _registry: ExpertRegistry[LLM] = PrivateAttr()
 
     def __init__(
         self,
@@ -125,22 +101,7 @@ class RoutingLLM(LLM):
             callback_manager=callback_manager or CallbackManager([]),
             **kwargs,
         )
-        self._router = check_router(router)
-        mapping = dict(llms)
-        for name, llm in mapping.items():
-            _check_llm(name, llm)
-        targets = route_targets(self._router)
-        unmatched = [n for n in mapping if n not in targets]
-        missing = [t for t in targets if t not in mapping]
-        if unmatched or missing:
-            raise mismatch_error(
-                "LLMs",
-                "an LLM",
-                unmatched,
-                missing,
-                f"Pass llms={{expert: LLM}} for exactly the router's experts {targets}",
-            )
-        self._snapshot = _Snapshot(MappingProxyType(mapping))
+        self._registry = ExpertRegistry(router, llms, kind="LLM", check_handler=_check_llm)
 
     @classmethod
     def from_pretrained(
@@ -176,17 +137,22 @@ class RoutingLLM(LLM):
     @property
     def router(self) -> Router:
         """The wrapped router (mutate it through this object so the LLM mapping follows)."""
-        return self._router
+        return self._registry.router
 
     @property
     def llms(self) -> Mapping[str, LLM]:
         """A read-only view of the current ``{expert: LLM}`` mapping."""
-        return self._snapshot.llms
+        return self._registry.handlers
+
+    @property
+    def registry(self) -> ExpertRegistry[LLM]:
+        """The router + expert LLMs (the core :class:`ir3de.experts.ExpertRegistry`)."""
+        return self._registry
 
     @property
     def experts(self) -> list[str]:
         """The router's experts."""
-        return self._router.experts
+        return self._registry.router.experts
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -196,14 +162,14 @@ class RoutingLLM(LLM):
         only when all are chat models, and ``is_function_calling_model`` is False (a routed call may
         land on any expert; function calling goes through one LLM's tool API).
         """
-        metas = [llm.metadata for llm in self._snapshot.llms.values()]
+        metas = [llm.metadata for llm in self._registry.handlers.values()]
         roles = {m.system_role for m in metas}
         return LLMMetadata(
             context_window=min(m.context_window for m in metas),
             num_output=min(m.num_output for m in metas),
             is_chat_model=all(m.is_chat_model for m in metas),
             is_function_calling_model=False,
-            model_name="ir3de-routing(" + ",".join(self._snapshot.llms) + ")",
+            model_name="ir3de-routing(" + ",".join(self._registry.handlers) + ")",
             system_role=roles.pop() if len(roles) == 1 else MessageRole.SYSTEM,
         )
 
@@ -214,25 +180,12 @@ class RoutingLLM(LLM):
         Example:
             >>> routing_llm.add_expert("legal", legal_llm, legal_texts, "contracts")   # doctest: +SKIP
         """
-        _check_llm(name, llm)
-        with self._lock:
-            before = self._snapshot.llms
-            if name in before:
-                raise ExpertError(
-                    f"expert {name!r} already has an LLM; use update_expert({name!r}, llm=...) or remove it first"
-                )
-            after = {**before, name: llm}
-            self._mutate(after, after, lambda: self._router.add_expert(name, texts, description))
+        self._registry.add(name, llm, texts, description)
         return self
 
     def remove_expert(self, name: str) -> RoutingLLM:
         """Remove an expert from the router and unregister its LLM; safe while calls are in flight."""
-        with self._lock:
-            before = self._snapshot.llms
-            if name not in self._router.experts:
-                raise UnknownExpertError(f"unknown expert {name!r}; experts are {self._router.experts}")
-            after = {n: llm for n, llm in before.items() if n != name}
-            self._mutate(dict(before), after, lambda: self._router.remove_expert(name))
+        self._registry.remove(name)
         return self
 
     def update_expert(
@@ -243,42 +196,13 @@ class RoutingLLM(LLM):
         Example:
             >>> routing_llm.update_expert("math", more_math_texts, llm=bigger_math_llm)  # doctest: +SKIP
         """
-        if more_texts is None and llm is None:
-            raise InvalidInputError("update_expert needs more_texts, llm, or both")
-        if llm is not None:
-            _check_llm(name, llm)
-        with self._lock:
-            before = self._snapshot.llms
-            if name not in before:
-                raise UnknownExpertError(f"unknown expert {name!r}; experts are {list(before)}")
-            after = dict(before) if llm is None else {**before, name: llm}
-            if more_texts is None:
-                self._snapshot = _Snapshot(MappingProxyType(after))
-            else:
-                self._mutate(after, after, lambda: self._router.update_expert(name, more_texts))
+        self._registry.update(name, more_texts, handler=llm)
         return self
-
-    def _mutate(
-        self, during: Mapping[str, LLM], after: Mapping[str, LLM], action: Callable[[], object]
-    ) -> None:
-        """Run a router mutation with ``during`` (before ∪ after) published, then publish ``after``.
-
-        Called with the lock held. Each publication is a new snapshot object, so a reader that sees the
-        same snapshot before and after routing knows its decision came from that snapshot's window.
-        """
-        before = self._snapshot.llms
-        self._snapshot = _Snapshot(MappingProxyType(dict(during)))
-        try:
-            action()
-        except BaseException:
-            self._snapshot = _Snapshot(before)
-            raise
-        self._snapshot = _Snapshot(MappingProxyType(dict(after)))
 
     # ------------------------------------------------------------------ routing
     def route(self, text: str) -> RouteDecision:
         """The router's decision for ``text`` (no LLM call)."""
-        return self._router.route(text)
+        return self._registry.router.route(text)
 
     def routing_text(self, messages: Sequence[ChatMessage]) -> str:
         """The text of ``messages`` that is routed, per ``route_on``."""
@@ -291,52 +215,16 @@ class RoutingLLM(LLM):
                 chosen = list(messages)
         return "\n".join(m.content or "" for m in chosen)
 
-    def _try_resolve(self, text: str) -> tuple[RouteDecision, LLM] | None:
-        snapshot = self._snapshot
-        decision = self._router.route(text)
-        if self._snapshot is not snapshot:  # a mutation published meanwhile: the decision may be newer
-            return None
-        return decision, self._llm_for(decision, snapshot)
-
-    def _llm_for(self, decision: RouteDecision, snapshot: _Snapshot) -> LLM:
-        try:
-            return snapshot.llms[decision.expert]
-        except KeyError:
-            raise ExpertError(
-                f"the router chose {decision.expert!r} but no LLM is registered for it (registered: "
-                f"{list(snapshot.llms)}); mutate experts through RoutingLLM.add_expert/remove_expert, "
-                "not on the router directly, and register an LLM for the router's fallback"
-            ) from None
-
-    def _resolve_locked(self, text: str) -> tuple[RouteDecision, LLM]:
-        with self._lock:
-            snapshot = self._snapshot
-            decision = self._router.route(text)
-            return decision, self._llm_for(decision, snapshot)
-
     @dispatcher.span
     def _resolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
-        for _ in range(_OPTIMISTIC_ATTEMPTS):
-            resolved = self._try_resolve(text)
-            if resolved is not None:
-                break
-        else:
-            resolved = self._resolve_locked(text)
-        decision, llm = resolved
+        decision, llm = self._registry.route(text)
         payload = route_payload(decision, self.top_tokens)
         dispatcher.event(Ir3deRouteEvent.from_payload("llm", text, payload, selected=[decision.expert]))
         return decision, llm, payload
 
     @dispatcher.span
     async def _aresolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
-        for _ in range(_OPTIMISTIC_ATTEMPTS):
-            resolved = self._try_resolve(text)
-            if resolved is not None:
-                break
-            await asyncio.sleep(0)  # let a mutation on this loop finish publishing
-        else:
-            resolved = self._resolve_locked(text)
-        decision, llm = resolved
+        decision, llm = self._registry.route(text)  # a table lookup: microseconds, no I/O to await
         payload = route_payload(decision, self.top_tokens)
         await dispatcher.aevent(
             Ir3deRouteEvent.from_payload("llm", text, payload, selected=[decision.expert])
@@ -410,13 +298,11 @@ class RoutingLLM(LLM):
         )
 
     def __repr__(self) -> str:
-        llms = ", ".join(f"{n}: {type(m).__name__}" for n, m in self._snapshot.llms.items())
+        llms = ", ".join(f"{n}: {type(m).__name__}" for n, m in self._registry.handlers.items())
         return f"RoutingLLM({{{llms}}}, route_on={self.route_on!r})"
 
 
-def _check_llm(name: object, llm: object) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise ExpertError(f"expert names must be non-empty strings, got {name!r}")
+def _check_llm(name: str, llm: object) -> None:
     if not isinstance(llm, LLM):
         raise InvalidInputError(
             f"the LLM of expert {name!r} is a {type(llm).__name__}; pass a llama_index.core.llms.LLM "

@@ -28,18 +28,11 @@ from llama_index.core.schema import QueryBundle
 from llama_index.core.tools.types import ToolMetadata
 
 from ir3de.decision import RouteDecision
-from ir3de.errors import ExpertError, InvalidInputError
+from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError
+from ir3de.experts import fitted_router, handler_names
 from ir3de.router import Router
 
-from ._common import (
-    DEFAULT_TOP_TOKENS,
-    check_router,
-    describe_route,
-    load_router,
-    mismatch_error,
-    route_payload,
-    route_targets,
-)
+from ._common import DEFAULT_TOP_TOKENS, describe_route, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher
 
 __all__ = ["Ir3deSelector"]
@@ -56,7 +49,7 @@ class Ir3deSelector(BaseSelector):
     Each choice is matched to one of the router's experts by its ``ToolMetadata.name`` (or, for a
     choice given as a plain string, by its description), or through ``mapping`` (choice name →
     expert). Every expert — and the router's ``fallback`` when it is not an expert — must have exactly
-    one choice; a mismatch raises one :class:`~ir3de.errors.ExpertError` listing both sides.
+    one choice; a mismatch raises one :class:`~ir3de.errors.ExpertMismatchError` listing both sides.
 
     Args:
         router: a fitted :class:`ir3de.Router`. It may grow or shrink at runtime (``add_expert``…);
@@ -85,7 +78,7 @@ class Ir3deSelector(BaseSelector):
         max_selections: int | None = None,
         top_tokens: int = DEFAULT_TOP_TOKENS,
     ) -> None:
-        self._router = check_router(router)
+        self._router = fitted_router(router)
         self._mapping = dict(mapping or {})
         for key, expert in self._mapping.items():
             if not isinstance(key, str) or not isinstance(expert, str):
@@ -151,14 +144,15 @@ class Ir3deSelector(BaseSelector):
         """``{expert: choice index}`` for these choices.
 
         Raises:
-            ExpertError: choices that match no expert and/or experts (or the fallback) with no choice,
-                both listed in one message; or two choices for one expert.
+            ExpertMismatchError: choices that match no expert and/or experts (or the fallback) with no
+                choice, both listed in one message.
+            ExpertError: two choices for one expert.
 
         Example:
             >>> selector.match_choices([ToolMetadata(name="math", description="..."), ...])  # doctest: +SKIP
             {'math': 0, 'code': 1}
         """
-        targets = route_targets(self._router)
+        targets = handler_names(self._router)
         target_set = set(targets)
         index: dict[str, int] = {}
         unmatched: list[str] = []
@@ -177,13 +171,13 @@ class Ir3deSelector(BaseSelector):
             index[expert] = i
         missing = [t for t in targets if t not in index]
         if unmatched or missing:
-            raise mismatch_error(
-                "choices",
-                "a choice",
-                unmatched,
-                missing,
-                "Name each tool after an expert (ToolMetadata(name=expert)) or pass "
-                f"Ir3deSelector(router, mapping={{choice name: expert}}); the router's experts are {targets}",
+            raise ExpertMismatchError(
+                missing=missing,
+                extra=unmatched,
+                router_experts=self._router.experts,
+                kind="choice",
+                fix="Name each tool after an expert (ToolMetadata(name=expert)) or pass "
+                f"Ir3deSelector(router, mapping={{choice name: expert}}); the names needed are {targets}",
             )
         return index
 

@@ -16,6 +16,7 @@ from lc_helpers import expert_of, fake_expert
 from pydantic import BaseModel
 
 from ir3de.errors import ExpertError
+from ir3de.experts import ExpertRegistry
 from ir3de_integrations.langchain import ExpertInvocationError, RoutingChatModel
 
 
@@ -151,6 +152,12 @@ def test_add_expert_on_the_chat_model(fresh_router, make_experts, small_tests):
     assert answered.count("medical") >= 10  # held-out health questions now reach the new expert
     chat.remove_expert("medical")
     assert "medical" not in chat.experts and expert_of(chat.invoke(medical[100])) != "medical"
+    # a new runnable for an expert, its statistics unchanged
+    code_q = next(t for t in small_tests["code"] if fresh_router.route(t).expert == "code")
+    statistics = fresh_router.statistics["code"]
+    chat.update_expert("code", llm=fake_expert("code-v2"))
+    assert expert_of(chat.invoke(code_q)) == "code-v2" and fresh_router.statistics["code"] is statistics
+    assert isinstance(chat.registry, ExpertRegistry) and chat.registry.router is fresh_router
 
 
 class _Params:

@@ -13,7 +13,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llamaindex_helpers import RouteEventCollector, TagLLM, tag_of
 
 from ir3de import Router
-from ir3de.errors import ExpertError, InvalidInputError, UnknownExpertError
+from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError, UnknownExpertError
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM, dispatcher, route_payload
 
 
@@ -151,6 +151,8 @@ def test_mismatched_llms_listed_in_one_error(paper_router):
         RoutingLLM(paper_router, llms)
     assert "LLMs without an expert: ['poetry']" in str(info.value)
     assert "experts without an LLM: ['instructions', 'multilingual']" in str(info.value)
+    assert isinstance(info.value, ExpertMismatchError)  # the core registry's error, shared by every adapter
+    assert (info.value.missing, info.value.extra) == (["instructions", "multilingual"], ["poetry"])
     with pytest.raises(InvalidInputError, match=r"llama_index\.core\.llms\.LLM"):
         RoutingLLM(paper_router, {**_llms(paper_router.experts), "math": "gpt-4"})
 
