@@ -91,7 +91,7 @@ def test_local_files_only_and_missing_repos(hub_server, hub_env, saved_router, t
         Router.from_pretrained("ir3de-test/not-yet-cached", local_files_only=True)
     with pytest.raises(ArtifactError, match="no Hub repo 'ir3de-test/does-not-exist'"):
         Router.from_pretrained("ir3de-test/does-not-exist")
-    with pytest.raises(ArtifactError, match=r"is not a folder|no config\.json"):
+    with pytest.raises(ArtifactError, match=r"no local folder .*missing-folder.*not a Hub repo id"):
         Router.from_pretrained(str(tmp_path / "missing-folder"))  # a path is never sent to the Hub
     hub_server.commit_files("ir3de-test/not-a-router", {"notes.md": b"# just notes\n" * 20}, "notes")
     with pytest.raises(ArtifactError, match=r"has no config\.json: it is not an ir3de router"):
