@@ -337,15 +337,13 @@ def pull(
     else:
         try:
             resolved = resolve_folder(id_or_folder, kind="router", **hub_kwargs)
-        except _MissingFileError as router_error:
-            if router_error.filename != artifact.CONFIG_FILE:
+        except _MissingFileError as not_a_router:  # no config.json: a stat pack?
+            if not_a_router.filename != artifact.CONFIG_FILE:
                 raise
-            try:  # not a router: a stat pack?
+            try:
                 resolved = resolve_folder(id_or_folder, kind="stat_pack", **hub_kwargs)
-            except _MissingFileError as pack_error:
-                if pack_error.filename != PACK_CONFIG_FILE:
-                    raise
-                raise router_error from None
+            except _MissingFileError as e:
+                raise (not_a_router if e.filename == PACK_CONFIG_FILE else e) from None
     _, names = _checked(resolved.folder, resolved.kind, resolved.repo_id)
     if output is None:
         return resolved

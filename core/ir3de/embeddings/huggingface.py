@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,15 +68,20 @@ EMBEDDING_TENSOR_NAMES: tuple[str, ...] = (
 _INDEX_FILE = "model.safetensors.index.json"
 _SINGLE_FILE = "model.safetensors"
 _TOKENIZER_FILE = "tokenizer.json"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _OFFLINE = "downloads are off (HF_HUB_OFFLINE or local_files_only)"
 
 Fetch = Callable[[str], "Path | None"]
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """Whether a name that is not a local path can be a Hugging Face model id."""
-    return bool(_HUB_ID.match(name)) and ".." not in name and not name.endswith((".gguf", ".json"))
+    """Whether a name that is not a local path can be a Hugging Face model id (``gpt2``, ``org/name``)."""
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except ValueError:
+        return False
+    return not name.endswith((".gguf", ".json"))
 
 
 def load_pretrained(
