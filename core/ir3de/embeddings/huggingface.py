@@ -179,7 +179,7 @@ class _HubFiles:
 def _locate_tensor(
     fetch: Fetch, model_id: str, folder: Path | None, tensor_name: str | None
 ) -> tuple[Path, str]:
-    """The file holding the embedding tensor and the tensor's name (``None`` when only a shard knows)."""
+    """The file holding the embedding tensor, and the tensor's name."""
     index_path = fetch(_INDEX_FILE)
     if index_path is None:
         single = fetch(_SINGLE_FILE)
@@ -196,9 +196,9 @@ def _locate_tensor(
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EmbeddingSourceError(f"{index_path} is not a valid safetensors index: {exc}") from exc
     wanted = tensor_name or next((n for n in EMBEDDING_TENSOR_NAMES if n in weight_map), None)
-    if wanted not in weight_map:
+    if wanted is None or wanted not in weight_map:
         shards = sorted(set(weight_map.values()))  # headers are cheap locally; on the Hub list names only
-        _pick(
+        raise _no_tensor(
             tensor_name,
             _shapes([folder / s for s in shards]) if folder else dict.fromkeys(weight_map),
             model_id,
@@ -226,24 +226,31 @@ def _shapes(paths: list[Path]) -> dict[str, list[int] | None]:
 
 
 def _pick(tensor_name: str | None, shapes: dict[str, list[int] | None], model_id: str) -> str:
-    """``tensor_name`` or the first well-known name present; else an error listing the candidates."""
+    """``tensor_name`` or the first well-known name present."""
     name = tensor_name or next((n for n in EMBEDDING_TENSOR_NAMES if n in shapes), None)
-    if name in shapes:
-        return name
-    candidates = {k: v for k, v in shapes.items() if v is None or len(v) == 2}
+    if name is None or name not in shapes:
+        raise _no_tensor(tensor_name, shapes, model_id)
+    return name
 
-    def rank(item: tuple[str, list[int] | None]) -> tuple[bool, int, str]:  # likely embeddings first
+
+def _no_tensor(
+    tensor_name: str | None, shapes: dict[str, list[int] | None], model_id: str
+) -> EmbeddingSourceError:
+    """The error that lists the 2-D tensors, likely embeddings first, so the user can pick one."""
+
+    def rank(item: tuple[str, list[int] | None]) -> tuple[bool, int, str]:
         key, shape = item
         telling = any(w in key.lower() for w in ("embed", "wte", "word", "tok", "vocab", "shared"))
         return (not telling, -(shape[0] if shape else 0), key)
 
-    lines = [f"{k} {v}" if v is not None else k for k, v in sorted(candidates.items(), key=rank)]
+    candidates = sorted(((k, v) for k, v in shapes.items() if v is None or len(v) == 2), key=rank)
+    lines = [f"{k} {v}" if v is not None else k for k, v in candidates]
     if len(lines) > 40:
         lines = [*lines[:40], f"... and {len(lines) - 40} more"]
     what = (
         f"no tensor named {tensor_name!r}" if tensor_name else "no input-embedding tensor with a known name"
     )
-    raise EmbeddingSourceError(
+    return EmbeddingSourceError(
         f"{what} in the checkpoint of {model_id}. Tensors found: {', '.join(lines) or '(none)'}. "
         "Pass tensor_name= with the name of the input-embedding (V x h) tensor"
     )
@@ -272,6 +279,7 @@ def _tokenizer(
 ) -> tuple[tokenizers.Tokenizer, list[int]]:
     """``tokenizer.json`` as is (else transformers' fast conversion), and the ids that never count."""
     kwargs = {} if Path(target).is_dir() else {**hub, "revision": commit or hub["revision"]}
+    error: Exception | None = None
     try:
         hf_tokenizer = auto_tokenizer(target, **kwargs)
     except Exception as exc:
