@@ -1,13 +1,13 @@
 """Routers and stat packs on the Hugging Face Hub: resolve (local folder → HF cache → download), push.
 
 huggingface_hub does the transport: a string that names an existing folder is read from disk; else it
-must be a Hub repo id (``owner/name``), fetched with ``hf_hub_download`` into the standard cache
+must be a Hub repo id (``owner/name``), fetched with ``snapshot_download`` into the standard cache
 (``HF_HOME`` / ``HF_HUB_CACHE``, or ``cache_dir=``) from ``HF_ENDPOINT``; ``HF_HUB_OFFLINE=1`` or
 ``local_files_only=True`` use only the cache. Tokens come from ``token=``, ``HF_TOKEN`` or
 ``hf auth login``. ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` are also read when called.
 
-What is ir3de's own: only the files an artifact's config lists are fetched, all at the commit the
-config came from, and each is checked against the size and sha256 the config records before use. A
+Only the artifact's own file names are fetched (``allow_patterns``), all at one commit. What is
+ir3de's own: each file the config lists is checked against the size and sha256 it records. A
 damaged cached file raises :class:`~ir3de.errors.ArtifactError` naming the file and the fix
 (``force_download=True`` re-fetches and repairs the cache). A name that is neither a folder nor a
 repo id, or a repo missing from the cache while downloads are off, fails at once, saying where it
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 PACK_CONFIG_FILE = "stat_pack.json"  # re-exported by stat_pack; defined here to avoid an import cycle
+_ARTIFACT_FILES = (artifact.CONFIG_FILE, PACK_CONFIG_FILE, *artifact.CHECKED_FILES, artifact.CARD_FILE)
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,6 @@ _KINDS = {
 }
 
 
-class _MissingFileError(ArtifactError):
-    """A file is neither on the Hub (at that revision) nor, offline, in the cache."""
-
-    def __init__(self, message: str, filename: str) -> None:
-        super().__init__(message)
-        self.filename = filename
-
-
 def hub_endpoint() -> str:
     """``HF_ENDPOINT`` as set now, else huggingface_hub's endpoint (``https://huggingface.co``)."""
     from huggingface_hub import constants
@@ -140,57 +133,52 @@ def looks_like_repo_id(value: str) -> bool:
     return True
 
 
-def _where(repo_id: str, revision: str | None) -> str:
-    return (
+def _snapshot(repo_id: str, revision: str | None, hub: dict[str, Any]) -> Path:
+    """``snapshot_download`` of the artifact files only, at one commit, into the HF cache; its errors
+    turned into :class:`ArtifactError` that say where ir3de looked and what to do."""
+    from huggingface_hub import errors, snapshot_download
+
+    where = (
         f"Hub repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "") + f" at {hub_endpoint()}"
     )
-
-
-def _download(repo_id: str, filename: str, revision: str | None, hub: dict[str, Any], kind: str = "") -> Path:
-    """``hf_hub_download`` with its errors turned into :class:`ArtifactError` that say what to do.
-
-    ``kind`` is given for the artifact's config, the first file: its absence may mean a mistyped local
-    folder (so the message says where that was looked for) or a repo of another kind.
-    """
-    from huggingface_hub import errors, hf_hub_download
-
-    where = _where(repo_id, revision)
-    local = f"no local folder {Path(repo_id).absolute()}, and " if kind else ""
+    local = f"no local folder {Path(repo_id).absolute()}, and "
     try:
-        path = hf_hub_download(
-            repo_id, filename, revision=revision, endpoint=hub_endpoint(), library_name="ir3de", **hub
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=list(_ARTIFACT_FILES),
+                endpoint=hub_endpoint(),
+                library_name="ir3de",
+                **hub,
+            )
         )
     except errors.LocalEntryNotFoundError as e:
         if hub["local_files_only"]:
             reason = "HF_HUB_OFFLINE=1" if hub_offline() else "local_files_only=True"
-            raise _MissingFileError(
-                f"{local}{filename} of {where} is not in the cache {hub['cache_dir']} while downloads are "
-                f"off ({reason}); download it once with network access (unset HF_HUB_OFFLINE), or pass "
-                "the path of a local folder",
-                filename,
+            raise ArtifactError(
+                f"{local}{where} is not in the cache {hub['cache_dir']} while downloads are off ({reason}); "
+                "download it once with network access (unset HF_HUB_OFFLINE), or pass the path of a local folder"
             ) from e
         raise ArtifactError(
-            f"{local}cannot reach {where} to fetch {filename}, which is not in the cache {hub['cache_dir']} "
-            f"({e}); check the network / HF_ENDPOINT, or pass the path of a local folder"
+            f"{local}cannot reach {where}, which is not in the cache {hub['cache_dir']} ({e}); check the "
+            "network / HF_ENDPOINT, or pass the path of a local folder"
         ) from e
     except errors.RevisionNotFoundError as e:
         raise ArtifactError(
             f"{where} has no revision {revision!r}; pass an existing branch, tag or commit"
         ) from e
-    except (errors.RepositoryNotFoundError, errors.EntryNotFoundError) as e:
-        if isinstance(e, errors.EntryNotFoundError) or _revision_exists(repo_id, revision, hub["token"]):
-            hint = _KINDS[kind].not_this if kind else "re-push the artifact"
-            raise _MissingFileError(f"{where} has no {filename}: {hint}", filename) from e
+    except errors.RepositoryNotFoundError as e:
+        if revision and _revision_exists(repo_id, None, hub["token"]):  # some servers say "repository"
+            raise ArtifactError(
+                f"{where} has no revision {revision!r}; pass an existing branch, tag or commit"
+            ) from e
         raise ArtifactError(
-            f"{local}no Hub repo {repo_id!r}"
-            + (f" or no revision {revision!r}" if revision else "")
-            + f" at {hub_endpoint()} (a private or gated repo needs token=... or `hf auth login`)"
+            f"{local}no Hub repo {repo_id!r} at {hub_endpoint()} (a private or gated repo needs token=... or "
+            "`hf auth login`)"
         ) from e
     except (errors.HfHubHTTPError, OSError) as e:
-        raise ArtifactError(
-            f"downloading {filename} of {where} failed ({e}); check the network and disk"
-        ) from e
-    return Path(path)
+        raise ArtifactError(f"downloading {where} failed ({e}); check the network and disk") from e
 
 
 def _revision_exists(repo_id: str, revision: str | None, token: str | bool | None) -> bool:
@@ -241,7 +229,7 @@ def _checked(
 def resolve_folder(
     id_or_folder: str | os.PathLike[str],
     *,
-    kind: str = "router",
+    kind: str | None = "router",
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -250,10 +238,10 @@ def resolve_folder(
 ) -> ResolvedArtifact:
     """Find an artifact: an existing local folder as is, else a Hub repo ``owner/name`` via the HF cache.
 
-    For a Hub repo the config (``config.json`` / ``stat_pack.json``) is fetched at ``revision``; the
-    files it lists are then fetched at the exact commit it came from, and all are checked (sizes,
-    sha256, format version) before the folder is returned. Local folders are returned unchecked
-    (the loaders check them).
+    For a Hub repo one ``snapshot_download`` fetches the artifact files (and nothing else) at one
+    commit of ``revision``; the files the config lists are checked (sizes, sha256, format version)
+    before the folder is returned. Local folders are returned unchecked (the loaders check them).
+    ``kind=None`` takes whichever the folder or repo holds, a router or a stat pack.
 
     Example:
         >>> r = resolve_folder("org/my-router", revision="v1")   # doctest: +SKIP
@@ -261,12 +249,12 @@ def resolve_folder(
     """
     from huggingface_hub import constants
 
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
     path = Path(id_or_folder).expanduser()
     value = str(id_or_folder)
     if path.exists():
-        return ResolvedArtifact(path, kind)
+        return ResolvedArtifact(path, kind or detect_kind(path))
     if isinstance(id_or_folder, os.PathLike) or not looks_like_repo_id(value):
         raise ArtifactError(
             f"no local folder {path.absolute()} (it is not a folder); {value!r} is not a Hub repo id either "
@@ -280,14 +268,13 @@ def resolve_folder(
         "local_files_only": offline,
         "force_download": force_download and not offline,
     }
-    folder = _download(value, _KINDS[kind].config_file, revision, hub, kind).parent
-    _, names = _checked(folder, kind, value, verify=False)  # hostile names are refused before any fetch
-    for name in names:
-        _download(value, name, folder.name, hub)  # at the config's commit
-    with contextlib.suppress(ArtifactError):  # the model card is optional for loading
-        _download(value, artifact.CARD_FILE, folder.name, hub)
-    _checked(folder, kind, value)
-    return ResolvedArtifact(folder, kind, value, folder.name)
+    folder = _snapshot(value, revision, hub)
+    found = [k for k in ([kind] if kind else _KINDS) if (folder / _KINDS[k].config_file).is_file()]
+    if not found:
+        spec = _KINDS[kind or "router"]
+        raise ArtifactError(f"Hub repo {value!r} has no {spec.config_file}: {spec.not_this}")
+    _checked(folder, found[0], value)
+    return ResolvedArtifact(folder, found[0], value, folder.name)
 
 
 def resolve_router_folder(
@@ -331,19 +318,7 @@ def pull(
         >>> pull("org/my-router", output="my-router").kind   # doctest: +SKIP
         'router'
     """
-    local = Path(str(id_or_folder)).expanduser()
-    if local.is_dir():
-        resolved = ResolvedArtifact(local, detect_kind(local))
-    else:
-        try:
-            resolved = resolve_folder(id_or_folder, kind="router", **hub_kwargs)
-        except _MissingFileError as not_a_router:  # no config.json: a stat pack?
-            if not_a_router.filename != artifact.CONFIG_FILE:
-                raise
-            try:
-                resolved = resolve_folder(id_or_folder, kind="stat_pack", **hub_kwargs)
-            except _MissingFileError as e:
-                raise (not_a_router if e.filename == PACK_CONFIG_FILE else e) from None
+    resolved = resolve_folder(id_or_folder, kind=None, **hub_kwargs)
     _, names = _checked(resolved.folder, resolved.kind, resolved.repo_id)
     if output is None:
         return resolved
