@@ -124,7 +124,7 @@ def looks_like_repo_id(value: str) -> bool:
     """
     from huggingface_hub.utils import validate_repo_id
 
-    if value.count("/") != 1 or value.startswith((".", "~")) or "\\" in value or os.path.isabs(value):
+    if value.count("/") != 1:  # validate_repo_id refuses paths like ./x, ~/x, /x
         return False
     try:
         validate_repo_id(value)
