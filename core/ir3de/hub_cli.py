@@ -20,14 +20,12 @@ from typing import Any
 __all__ = ["register"]
 
 
+_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+
 def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "revision": getattr(args, "revision", None),
-        "token": getattr(args, "token", None),
-        "cache_dir": getattr(args, "cache_dir", None),
-        "local_files_only": bool(getattr(args, "local_files_only", False)),
-        "force_download": bool(getattr(args, "force_download", False)),
-    }
+    """The Hub options of a parsed command line, as keyword arguments of ``from_pretrained`` / ``pull``."""
+    return {name: getattr(args, name, None) for name in _HUB_KWARGS}
 
 
 def _add_hub_arguments(p: argparse.ArgumentParser, *, revision: bool = True, force: bool = True) -> None:
@@ -107,18 +105,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .hub import config_summary, push_folder
 
-    folder = Path(args.folder)
-    info = push_folder(
-        folder,
-        args.repo_id,
-        private=True if args.private else None,
-        token=args.token,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-    )
-    url = getattr(info, "commit_url", None) or str(info)
-    print(f"pushed {config_summary(folder)} to {args.repo_id}: {url}")
+    options = {k: getattr(args, k) for k in ("token", "revision", "commit_message", "create_pr")}
+    info = push_folder(args.folder, args.repo_id, private=args.private or None, **options)
+    print(f"pushed {config_summary(Path(args.folder))} to {args.repo_id}: {info.commit_url}")
     return 0
 
 

@@ -91,7 +91,7 @@ def test_local_files_only_and_missing_repos(hub_server, hub_env, saved_router, t
         Router.from_pretrained("ir3de-test/not-yet-cached", local_files_only=True)
     with pytest.raises(ArtifactError, match="no Hub repo 'ir3de-test/does-not-exist'"):
         Router.from_pretrained("ir3de-test/does-not-exist")
-    with pytest.raises(ArtifactError, match=r"is not a folder|no config\.json"):
+    with pytest.raises(ArtifactError, match=r"no local folder .*missing-folder.*not a Hub repo id"):
         Router.from_pretrained(str(tmp_path / "missing-folder"))  # a path is never sent to the Hub
     hub_server.commit_files("ir3de-test/not-a-router", {"notes.md": b"# just notes\n" * 20}, "notes")
     with pytest.raises(ArtifactError, match=r"has no config\.json: it is not an ir3de router"):
@@ -145,3 +145,64 @@ def test_config_listing_unexpected_files_is_refused(hub_server, hub_env, saved_r
     with pytest.raises(ArtifactError, match="unexpected files"):
         Router.from_pretrained("ir3de-test/hostile")
     assert not any(p.name == "outside.py" for p in Path(os.environ["HF_HOME"]).rglob("outside.py"))
+
+
+def _no_hub_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the Hub was asked for {args}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+
+
+def test_mistyped_router_name_fails_at_once_saying_where_it_looked(hub_env, tmp_path, monkeypatch, capsys):
+    """Issue 13.5: a name that cannot be an owner/name repo id is never sent to the Hub (no retries)."""
+    from ir3de.cli import main
+    from ir3de.stat_pack import StatPack
+
+    monkeypatch.chdir(tmp_path)
+    _no_hub_calls(monkeypatch)
+    for name in ("no-such-router", "./no-such-router", "a/b/c", "no such router"):
+        with pytest.raises(ArtifactError) as info:
+            Router.from_pretrained(name)
+        message = str(info.value)
+        assert str((tmp_path / name).absolute()) in message, message
+        assert "not a Hub repo id" in message and hub_env.endpoint in message and "was not asked" in message
+    with pytest.raises(ArtifactError, match=r"no local folder .*no-such-pack.*not a Hub repo id"):
+        StatPack.from_pretrained("no-such-pack")
+    assert main(["route", "no-such-router", "Solve 3x + 5 = 11"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "no-such-router") in err and "owner/name" in err
+
+
+def test_repo_id_missing_offline_fails_at_once_naming_folder_repo_and_endpoint(
+    hub_env, tmp_path, monkeypatch, capsys
+):
+    """Downloads off: only the cache is looked at, and the error names all three places."""
+    from ir3de.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    hub_env.go_offline()
+    with pytest.raises(ArtifactError) as info:
+        Router.from_pretrained("ir3de-test/mistyped-router")
+    message = str(info.value)
+    for part in (
+        f"no local folder {tmp_path / 'ir3de-test' / 'mistyped-router'}",
+        "Hub repo 'ir3de-test/mistyped-router'",
+        hub_env.endpoint,
+        "HF_HUB_OFFLINE=1",
+        str(hub_env.cache),
+    ):
+        assert part in message, (part, message)
+    assert main(["route", "ir3de-test/mistyped-router", "hello"]) == 2
+    assert "HF_HUB_OFFLINE=1" in capsys.readouterr().err
+
+
+def test_repo_id_missing_online_names_folder_repo_and_endpoint(hub_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ArtifactError) as info:
+        Router.from_pretrained("ir3de-test/not-on-the-hub")
+    message = str(info.value)
+    assert f"no local folder {tmp_path / 'ir3de-test' / 'not-on-the-hub'}" in message
+    assert f"no Hub repo 'ir3de-test/not-on-the-hub' at {hub_env.endpoint}" in message

