@@ -31,11 +31,11 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "counting selectors datasets",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifact config fitting embeddings model_card",
-        # folders and Hub transport: below Router, never importing it back
-        "persistence hub",
+        # folders and Hub transport, multi-turn evidence: below Router, never importing it back
+        "persistence hub conversation",
         "router",
         # above Router, public API only
-        "stat_pack evaluate plots experts conversation",
+        "stat_pack evaluate plots experts",
     )
 )
 
@@ -146,8 +146,9 @@ def _without_pending(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 def _layer(module: str) -> int:
     if module == "ir3de":
         return 0  # the package itself: __version__ and lazy re-exports, no import at run time
-    for i, layer in enumerate(LAYERS):
-        if module in layer:
+    parts = module.split(".")
+    for i, layer in enumerate(LAYERS):  # a subpackage's modules sit in the package's layer
+        if any(".".join(parts[:n]) in layer for n in range(2, len(parts) + 1)):
             return i
     return len(LAYERS)  # cli, integrations, the package __init__ (lazy re-exports only)
 
