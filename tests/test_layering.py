@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     for layer in (
         "errors",
         # pure math and data types on arrays
-        "statistics table solve decision calibration corpus",
+        "statistics table solve decision calibration corpus sanitize",
         "counting selectors datasets",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifact config fitting embeddings model_card",
@@ -35,7 +35,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "persistence hub conversation",
         "router",
         # above Router, public API only
-        "stat_pack evaluate plots experts",
+        "stat_pack evaluate plots experts progress",
     )
 )
 
