@@ -189,6 +189,20 @@ class Router:
         return {name: e.description for name, e in self._experts.items()}
 
     @property
+    def snapshot(self) -> RoutingState:
+        """The immutable routing state (experts, route table, weights) that routing reads right now.
+
+        A refit or a change of experts swaps in a new snapshot; one read of this property gives a
+        consistent set for as long as it is held.
+
+        Example:
+            >>> state = router.snapshot                      # doctest: +SKIP
+            >>> state.experts, state.table.vocab_size        # doctest: +SKIP
+            (('math', 'code'), 49152)
+        """
+        return self._require_state()
+
+    @property
     def table(self) -> RouteTable:
         """The compiled route table (per vocabulary id: logits, entropy, vote)."""
         return self._require_state().table
