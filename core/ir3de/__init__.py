@@ -31,7 +31,7 @@ __all__ = [
 
 _LAZY = {
     "Router": ("router", "Router"),
-    "RouterConfig": ("router", "RouterConfig"),
+    "RouterConfig": ("config", "RouterConfig"),
     "RouteDecision": ("decision", "RouteDecision"),
     "DecidingToken": ("decision", "DecidingToken"),
     "TokenEmbeddings": ("embeddings", "TokenEmbeddings"),
@@ -40,10 +40,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from .config import RouterConfig
     from .decision import DecidingToken, RouteDecision
     from .embeddings import TokenEmbeddings
     from .evaluate import evaluate
-    from .router import Router, RouterConfig
+    from .router import Router
     from .statistics import ExpertCounts
 
 

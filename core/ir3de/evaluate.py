@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError, UnknownExpertError
+from .calibration import labelled_prompts
+from .errors import InvalidInputError
+from .fitting import applied_weights, compile_table
 from .selectors import select_batch
-from .solve import RidgePath, column_normalize
-from .table import RouteTable, compile_logits
+from .solve import RidgePath
+from .table import RouteTable
 
 if TYPE_CHECKING:
     from .router import Router
@@ -107,25 +109,6 @@ def report_from_predictions(
         num_prompts=int(true.size),
         extra=dict(extra),
     )
-
-
-def labelled_prompts(
-    router_experts: Sequence[str], tests: Mapping[str, Sequence[str]]
-) -> tuple[list[str], np.ndarray]:
-    """Flatten ``{expert: prompts}`` into prompts and true expert indices (checked against the router)."""
-    index = {name: i for i, name in enumerate(router_experts)}
-    unknown = [name for name in tests if name not in index]
-    if unknown:
-        raise UnknownExpertError(
-            f"test sets for unknown experts {unknown}; the router's experts are {list(router_experts)}"
-        )
-    prompts: list[str] = []
-    labels: list[int] = []
-    for name, texts in tests.items():
-        texts = list(texts)
-        prompts.extend(texts)
-        labels.extend([index[name]] * len(texts))
-    return prompts, np.asarray(labels, np.int64)
 
 
 def evaluate(
@@ -227,12 +210,12 @@ def _lam_points(
     a, b = router.ridge_statistics()
     path = RidgePath(a, b)
     matrix = router.embeddings.matrix
+    excluded = router.excluded_ids
     points = []
     for lam in lams:
-        w = path.solve(lam)
-        if c.column_norm:
-            w = column_normalize(w)
-        table = RouteTable.from_logits(compile_logits(matrix, w), router._excluded_ids)
+        # the pipeline's solve → normalise → compile, with one eigendecomposition for every λ
+        w = applied_weights(path.solve(lam), column_norm=c.column_norm)
+        table = compile_table(matrix, w, excluded)
         sel = select_batch(ids, lengths, table, selector=c.selector, k=c.k, combine=c.combine)
         r = report_from_predictions(experts, labels, sel.winners)
         point: dict[str, Any] = {"lam": lam, "accuracy": r.accuracy, "macro_recall": r.macro_recall}
@@ -318,7 +301,7 @@ def format_report(report: EvaluationReport) -> str:
 
 
 def record_evaluation(router: Router, report: EvaluationReport, *, test_set: str = "") -> dict[str, Any]:
-    """Store the report's figures in the router (``router._evaluation``) so that ``save_pretrained``
+    """Store the report's figures in the router (``router.evaluation``) so that ``save_pretrained``
     writes them into ``config.json`` and the model card. Returns the stored dict.
 
     Any later change of experts clears it (the figures would no longer describe the router).
@@ -349,6 +332,5 @@ def record_evaluation(router: Router, report: EvaluationReport, *, test_set: str
         record["lam_sweep"] = [
             {k: v for k, v in p.items() if k != "k_sweep"} for p in report.extra["lam_sweep"]
         ]
-    with router._lock:
-        router._evaluation = record
+    router.evaluation = record
     return record

@@ -1,5 +1,10 @@
 """The public façade: fit, route, grow, save and load an IR3DE router.
 
+:class:`Router` holds settings (:class:`~ir3de.config.RouterConfig`), the experts' statistics, an
+immutable routing snapshot swapped whole under a lock, and delegates the work: counting, statistics,
+solve and table compilation to :mod:`ir3de.fitting`; folders to :mod:`ir3de.persistence`; Hub
+transport to :mod:`ir3de.hub`. Evaluation and stat-pack merging sit above it and use its public API.
+
 Example:
     >>> from ir3de import Router, TokenEmbeddings                   # doctest: +SKIP
     >>> router = Router(embeddings=TokenEmbeddings.default())
@@ -12,20 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
+import os
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import artifact
-from .counting import TextCounter
+from . import fitting, persistence
+from .config import LEVELS, RouterConfig
 from .decision import RouteDecision
 from .errors import (
-    ArtifactError,
     EmptyPromptError,
     ExpertError,
     InvalidInputError,
@@ -33,191 +38,29 @@ from .errors import (
     TokenizerMismatchError,
     UnknownExpertError,
 )
-from .selectors import COMBINERS, SELECTORS, Selection, select_batch, select_one
-from .solve import column_normalize, ridge_solve
-from .statistics import ExpertCounts, balance_weights, expert_gram, ridge_statistics
-from .table import RouteTable, compile_logits
+from .fitting import RoutingState, check_expert_name
+from .selectors import Selection, select_batch, select_one
+from .statistics import ExpertCounts
+from .table import RouteTable
 
 if TYPE_CHECKING:
     import tokenizers
-    import torch
 
     from .embeddings import TokenEmbeddings
 
 __all__ = ["LEVELS", "Router", "RouterConfig"]
 
-_AVG_TEMPERATURE = 0.1  # mean ridge logits live on a ~[0, 1] scale
-_LOGPROB_TEMPERATURE = 1.0  # summed log-probabilities are already log-odds
-
-#: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
-LEVELS = ("token", "text")
-
 _PREFIX_CHARS_PER_TOKEN = 16  # tokenize at most this many chars per allowed token before the full text
 _PREFIX_MARGIN_TOKENS = 16  # tokens past the cap that make a prefix's first tokens safe
-_GRAM_CHUNK_ROWS = 16384
 
-
-@dataclass(frozen=True)
-class RouterConfig:
-    """Settings of a router. ``RouterConfig.paper()`` is the paper's exact configuration.
-
-    The defaults were chosen by measurement (README, "Routing quality"): text-level fitting (one
-    ridge row per training text, its mean token embedding), balanced experts, λ = 0.1, no column
-    normalisation, routed by the mean of the prompt's token logits (still a per-token table lookup).
-    They beat the paper's configuration and the best token-level settings on the in-distribution
-    suites, and their confidence is calibrated there (expected calibration error below 0.01 at the
-    default temperature; under a source shift, calibrate on prompts like the served ones).
-
-    Attributes:
-        level: ``"token"`` fits one ridge row per token occurrence (the paper); ``"text"`` fits one
-            row per training text, its mean token embedding, plus its 8-token windows' means with a
-            total weight of 0.25 (statistics: one text Gram per expert; see
-            :func:`ir3de.statistics.text_rows`). Either way routing is a lookup in the same per-token
-            table.
-        lam: ridge strength λ (> 0). Paper: 1e-2.
-        selector: ``"topk"`` (lowest-entropy k tokens), ``"all"`` or ``"avg"`` (mean logits).
-        k: tokens kept by ``topk``. Paper: 10.
-        combine: ``"vote"`` (majority of token argmaxes; the paper) or ``"logprob"`` (sum of the
-            selected tokens' log-probabilities).
-        column_norm: divide each class column of W (and its bias) by its L2 norm (paper: on).
-        balance: weight each expert's tokens so every expert carries the same token mass (paper: off).
-        max_tokens: only the first ``max_tokens`` tokens of a prompt count (paper: 1024).
-        fallback: name returned when no token counts or confidence < ``threshold`` (``None``: raise
-            on empty prompts, never abstain). It need not be one of the experts.
-        threshold: confidence below which the fallback is taken.
-        temperature: divides the ``logprob``/``avg`` evidence before the softmax that gives scores and
-            confidence; :meth:`Router.calibrate` fits it on held-out prompts. Never changes the winner.
-            ``None`` (default) takes the measured default of the evidence: 0.1 for mean logits
-            (``avg``; fitted temperatures were 0.05–0.11 on the public suites) and 1.0 for summed
-            log-probabilities (``logprob``). See :attr:`effective_temperature`.
-    """
-
-    level: str = "text"
-    lam: float = 1e-1
-    selector: str = "avg"
-    k: int = 50
-    combine: str = "logprob"
-    column_norm: bool = False
-    balance: bool = True
-    max_tokens: int = 1024
-    fallback: str | None = None
-    threshold: float = 0.0
-    temperature: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.level not in LEVELS:
-            raise ValueError(f"unknown level {self.level!r}; choose one of {LEVELS}")
-        if not (isinstance(self.lam, (int, float)) and np.isfinite(self.lam) and self.lam > 0):
-            raise ValueError(f"lam must be a positive number, got {self.lam!r} (the paper uses 1e-2)")
-        if self.selector not in SELECTORS:
-            raise ValueError(f"unknown selector {self.selector!r}; choose one of {SELECTORS}")
-        if self.combine not in COMBINERS:
-            raise ValueError(f"unknown combine {self.combine!r}; choose one of {COMBINERS}")
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
-        if self.threshold > 0 and self.fallback is None:
-            raise ValueError(
-                "a threshold needs a fallback expert name: pass fallback='general' (or any name)"
-            )
-        if self.temperature is not None and not (
-            isinstance(self.temperature, (int, float))
-            and np.isfinite(self.temperature)
-            and self.temperature > 0
-        ):
-            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
-        if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
-            raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
-
-    @property
-    def effective_temperature(self) -> float:
-        """The temperature in use: ``temperature``, or the measured default of the selector's evidence."""
-        if self.temperature is not None:
-            return float(self.temperature)
-        return _AVG_TEMPERATURE if self.selector == "avg" else _LOGPROB_TEMPERATURE
-
-    @classmethod
-    def paper(cls, **overrides: Any) -> RouterConfig:
-        """The configuration of the paper: λ=1e-2, entropy top-10 vote, column norm, no balancing."""
-        base = cls(
-            level="token", lam=1e-2, selector="topk", k=10, combine="vote", column_norm=True, balance=False
-        )
-        return dataclasses.replace(base, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RouterConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ArtifactError(
-                f"unknown router settings {sorted(unknown)}; upgrade ir3de to read this router"
-            )
-        data = dict(data)
-        data.setdefault("level", "token")  # routers saved before text-level fitting existed
-        return cls(**data)
+_RoutingState = RoutingState  # the routing snapshot (defined with the pipeline that builds it)
+_check_name = check_expert_name
 
 
 @dataclass(frozen=True, eq=False)
 class _Expert:
     counts: ExpertCounts
     description: str = ""
-
-
-@dataclass(frozen=True, eq=False)
-class _RoutingState:
-    """An immutable snapshot that routing reads; swapped as a whole under the write lock."""
-
-    experts: tuple[str, ...]
-    table: RouteTable
-    weights: np.ndarray  # (h+1, D) as applied (after column normalisation when enabled)
-    ridge_solution: np.ndarray  # (h+1, D) raw solve
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return device
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ExpertError(f"expert names must be non-empty strings, got {name!r}")
-    return name
-
-
-def _batched_texts(texts: Iterable[str], expert: str, batch_size: int) -> Iterator[list[str]]:
-    if isinstance(texts, (str, bytes)):
-        raise InvalidInputError(
-            f"texts of expert {expert!r} is a single {type(texts).__name__}; pass a list of strings "
-            f"(e.g. [{texts[:20]!r}])"
-        )
-    try:
-        iterator = iter(texts)
-    except TypeError:
-        raise InvalidInputError(
-            f"texts of expert {expert!r} must be an iterable of strings, got {type(texts).__name__}"
-        ) from None
-    index = 0
-    while batch := list(itertools.islice(iterator, batch_size)):
-        for offset, text in enumerate(batch):
-            if not isinstance(text, str):
-                raise InvalidInputError(
-                    f"text #{index + offset} of expert {expert!r} is a {type(text).__name__}, not a str"
-                )
-        index += len(batch)
-        yield batch
 
 
 class Router:
@@ -228,7 +71,8 @@ class Router:
             when omitted). Routing a loaded router needs only its tokenizer.
         config: a :class:`RouterConfig`; keyword overrides below win over it.
         device: where Gram products, the solve and table compilation run: ``"auto"`` (the GPU when
-            there is one), ``"cpu"`` or ``"cuda"``. Routing always runs on the CPU (a table lookup).
+            torch sees one, decided at the first fit), ``"cpu"`` (numpy, no torch) or ``"cuda"``.
+            Routing always runs on the CPU (a table lookup) and never imports torch.
         batch_size: texts tokenized per batch while fitting.
         progress: show tqdm progress bars while counting (``None``: only on a terminal).
         **settings: any :class:`RouterConfig` field (``lam``, ``selector``, ``k``, ``combine``,
@@ -252,13 +96,14 @@ class Router:
     ) -> None:
         base = config if config is not None else RouterConfig()
         self.config: RouterConfig = dataclasses.replace(base, **settings) if settings else base
-        self.device = _resolve_device(device)
+        self._device_request = fitting.check_device(device)
+        self._device: str | None = "cpu" if device == "cpu" else None
         self.batch_size = int(batch_size)
         self.progress = progress
         self._lock = threading.RLock()
         self._experts: dict[str, _Expert] = {}
-        self._grams: dict[str, torch.Tensor] = {}
-        self._state: _RoutingState | None = None
+        self._grams: dict[str, Any] = {}  # token Grams (numpy, or torch on a GPU), derived state
+        self._state: RoutingState | None = None
         self._embeddings: TokenEmbeddings | None = None
         self._embedding_source: dict[str, Any] | None = None
         self._fingerprint: dict[str, Any] | None = None
@@ -296,6 +141,13 @@ class Router:
         self._fingerprint = fingerprint
         self._tokenizer = embeddings.tokenizer
         self._excluded_ids = np.asarray(embeddings.excluded_ids, np.int64)
+
+    @property
+    def device(self) -> str:
+        """Where fitting runs (``"cpu"`` or ``"cuda[:N]"``); ``"auto"`` is resolved on first use."""
+        if self._device is None:
+            self._device = fitting.resolve_device(self._device_request)
+        return self._device
 
     @property
     def embeddings(self) -> TokenEmbeddings:
@@ -337,6 +189,20 @@ class Router:
         return {name: e.description for name, e in self._experts.items()}
 
     @property
+    def snapshot(self) -> RoutingState:
+        """The immutable routing state (experts, route table, weights) that routing reads right now.
+
+        A refit or a change of experts swaps in a new snapshot; one read of this property gives a
+        consistent set for as long as it is held.
+
+        Example:
+            >>> state = router.snapshot                      # doctest: +SKIP
+            >>> state.experts, state.table.vocab_size        # doctest: +SKIP
+            (('math', 'code'), 49152)
+        """
+        return self._require_state()
+
+    @property
     def table(self) -> RouteTable:
         """The compiled route table (per vocabulary id: logits, entropy, vote)."""
         return self._require_state().table
@@ -345,6 +211,41 @@ class Router:
     def weights(self) -> np.ndarray:
         """(h+1) × D weights the table was compiled from (bias in the last row)."""
         return self._require_state().weights
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """The tokenizer + embedding fingerprint its statistics were counted with (stat packs check it).
+
+        Example:
+            >>> sorted(router.fingerprint)[:2]   # doctest: +SKIP
+            ['embedding_sha256', 'hidden_size']
+        """
+        with self._lock:
+            if self._fingerprint is None:
+                self.embeddings  # noqa: B018 - loads the default embeddings and their fingerprint
+            assert self._fingerprint is not None
+            return dict(self._fingerprint)
+
+    @property
+    def embedding_source(self) -> dict[str, Any] | None:
+        """Where the embedding matrix comes from (``TokenEmbeddings.source``), ``None`` if unknown."""
+        return dict(self._embedding_source) if self._embedding_source else None
+
+    @property
+    def excluded_ids(self) -> np.ndarray:
+        """Token ids that never count (special and padding tokens), int64."""
+        return self._excluded_ids.copy()
+
+    @property
+    def evaluation(self) -> dict[str, Any] | None:
+        """Evaluation figures saved with the router (see :func:`ir3de.evaluate.record_evaluation`);
+        cleared by any change of experts."""
+        return self._evaluation
+
+    @evaluation.setter
+    def evaluation(self, record: Mapping[str, Any] | None) -> None:
+        with self._lock:
+            self._evaluation = None if record is None else dict(record)
 
     def __repr__(self) -> str:
         experts = ", ".join(self._experts) or "not fitted"
@@ -393,7 +294,7 @@ class Router:
         """Fit from precomputed per-expert token counts (stat packs, a distributed count, shards).
 
         Equals :meth:`fit` on the texts the counts came from, provided they were counted with this
-        router's tokenizer (see :class:`ir3de.counting.TextCounter`).
+        router's tokenizer (see :func:`ir3de.fitting.count_texts`).
         """
         if not isinstance(counts, Mapping):
             raise InvalidInputError(
@@ -512,70 +413,29 @@ class Router:
         return self._experts[name]
 
     def _check_counts(self, name: str, counts: ExpertCounts) -> None:
-        vocab = self.embeddings.vocab_size
-        if counts.token_ids.size and counts.token_ids[-1] >= vocab:
-            raise TokenizerMismatchError(
-                f"counts of expert {name!r} hold token id {counts.token_ids[-1]} but the vocabulary has {vocab} "
-                "ids: they were made with another tokenizer"
-            )
-        if counts.num_tokens == 0:
-            raise ExpertError(f"expert {name!r} has no countable token")
-        if counts.text_gram is not None and counts.text_gram.shape[0] != self.embeddings.hidden_size + 1:
-            raise TokenizerMismatchError(
-                f"the text statistics of expert {name!r} are {counts.text_gram.shape[0] - 1}-dimensional but the "
-                f"embeddings have {self.embeddings.hidden_size} dimensions: they were made with another model"
-            )
-        if self.config.level == "text":
-            self._check_text_level(name, counts)
-
-    def _check_text_level(self, name: str, counts: ExpertCounts) -> None:
-        if counts.text_gram is None:
-            raise ExpertError(
-                f"expert {name!r} has token counts only (counted without the embedding matrix, e.g. by an older "
-                "ir3de or a token-only stat pack), but this router fits at level='text'; re-count its texts "
-                "with this version, or use Router(level='token')"
-            )
-        if counts.num_scored_texts == 0:
-            raise ExpertError(f"expert {name!r} has no text with a countable token")
+        emb = self.embeddings
+        fitting.check_counts(
+            name, counts, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level=self.config.level
+        )
 
     def _count(self, name: str, texts: Iterable[str]) -> ExpertCounts:
-        from tqdm.auto import tqdm
-
         emb = self.embeddings
-        # text Grams cost a gather per token: computed when this router fits at text level
-        matrix = emb.matrix if self.config.level == "text" else None
-        counter = TextCounter(emb.tokenizer, emb.vocab_size, emb.excluded_ids, embedding_matrix=matrix)
-        total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
-        with tqdm(
-            total=total, desc=f"counting {name}", unit="text", disable=self._progress_disabled()
-        ) as bar:
-            for batch in _batched_texts(texts, name, self.batch_size):
-                counter.add(batch)
-                bar.update(len(batch))
-        counts = counter.result()
-        if counts.num_texts == 0:
-            raise ExpertError(f"expert {name!r} has no text; give it at least one non-empty string")
+        counts = fitting.count_texts(
+            texts,
+            tokenizer=emb.tokenizer,
+            vocab_size=emb.vocab_size,
+            excluded_ids=emb.excluded_ids,
+            # text Grams cost a gather per token: computed when this router fits at text level
+            embedding_matrix=emb.matrix if self.config.level == "text" else None,
+            name=name,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
         self._check_counts(name, counts)
         return counts
 
-    def _progress_disabled(self) -> bool | None:
-        return None if self.progress is None else not self.progress
-
-    def _gram(self, counts: ExpertCounts) -> torch.Tensor:
-        import torch
-
-        matrix = self.embeddings.matrix
-        total: torch.Tensor | None = None
-        for start in range(0, counts.token_ids.size, _GRAM_CHUNK_ROWS):
-            ids = counts.token_ids[start : start + _GRAM_CHUNK_ROWS]
-            rows = torch.from_numpy(matrix[ids]).to(device=self.device, dtype=torch.float64)
-            c = torch.from_numpy(counts.counts[start : start + _GRAM_CHUNK_ROWS]).to(
-                device=self.device, dtype=torch.float64
-            )
-            part = expert_gram(rows, c)
-            total = part if total is None else total + part
-        assert total is not None
-        return total
+    def _gram(self, counts: ExpertCounts) -> Any:
+        return fitting.token_gram(self.embeddings.matrix, counts, device=self.device)
 
     @property
     def _token_level(self) -> bool:
@@ -591,19 +451,15 @@ class Router:
                 self._grams[name] = self._gram(expert.counts)
 
     def _level_statistics(self, names: Sequence[str]) -> tuple[Any, Any]:
-        """``A`` and ``B`` (torch float64 on ``self.device``) of the configured level and weighting."""
-        import torch
-
-        if self.config.level == "text":
-            counts = [self._experts[n].counts for n in names]
-            for n, c in zip(names, counts):
-                self._check_text_level(n, c)
-            grams = [torch.tensor(c.text_gram, device=self.device) for c in counts]
-            masses = [c.num_scored_texts for c in counts]
-        else:
-            grams = [self._grams[n] for n in names]
-            masses = [self._experts[n].counts.num_tokens for n in names]
-        return ridge_statistics(grams, balance_weights(masses, self.config.balance))
+        """``A`` and ``B`` of the configured level and weighting (numpy, or torch on a GPU)."""
+        return fitting.level_statistics(
+            [self._experts[n].counts for n in names],
+            level=self.config.level,
+            balance=self.config.balance,
+            token_grams=[self._grams[n] for n in names] if self._token_level else None,
+            names=names,
+            device=self.device,
+        )
 
     def ridge_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the current experts and weighting,
@@ -612,7 +468,7 @@ class Router:
             self._require_state()
             self._ensure_grams()
             a, b = self._level_statistics(tuple(self._experts))
-            return a.detach().cpu().numpy(), b.detach().cpu().numpy()
+            return fitting.to_numpy(a), fitting.to_numpy(b)
 
     def select_lambda(self, lams: Sequence[float] | None = None, *, apply: bool = True) -> float:
         """Choose λ by generalised cross-validation on the statistics themselves (no held-out text).
@@ -645,13 +501,18 @@ class Router:
     def _refresh(self) -> None:
         """Solve from the current statistics and swap in a new routing state atomically."""
         names = tuple(self._experts)
-        a, b = self._level_statistics(names)
-        solution = ridge_solve(a, b, self.config.lam)
-        applied = column_normalize(solution) if self.config.column_norm else solution
-        logits = compile_logits(self.embeddings.matrix, applied, device=self.device)
-        table = RouteTable.from_logits(logits, self._excluded_ids)
-        self._state = _RoutingState(
-            names, table, applied.detach().cpu().numpy(), solution.detach().cpu().numpy()
+        c = self.config
+        self._state = fitting.fit_state(
+            names,
+            [self._experts[n].counts for n in names],
+            matrix=self.embeddings.matrix,
+            excluded_ids=self._excluded_ids,
+            level=c.level,
+            lam=c.lam,
+            balance=c.balance,
+            column_norm=c.column_norm,
+            token_grams=[self._grams[n] for n in names] if self._token_level else None,
+            device=self.device,
         )
 
     # ------------------------------------------------------------------ routing
@@ -780,7 +641,7 @@ class Router:
         """Fit ``temperature`` on labelled held-out prompts so that confidence means probability.
 
         Minimises the negative log-likelihood of the true experts under ``softmax(evidence / T)``
-        (convex in ``1/T``; one bounded scalar search); the route of every prompt is unchanged. Needs
+        (:func:`ir3de.calibration.fit_temperature`); the route of every prompt is unchanged. Needs
         ``combine="logprob"`` or ``selector="avg"`` (vote shares have no temperature).
 
         Returns:
@@ -790,9 +651,7 @@ class Router:
             >>> router.calibrate({"math": math_dev, "code": code_dev})   # doctest: +SKIP
             14.2
         """
-        import scipy.optimize
-
-        from .evaluate import labelled_prompts
+        from .calibration import fit_temperature, labelled_prompts
 
         config = self.config
         if config.combine == "vote" and config.selector != "avg":
@@ -804,17 +663,9 @@ class Router:
         ids, lengths = self.encode(prompts)
         sel = self._select(state, config, ids, lengths)
         keep = sel.winners >= 0
-        z, y = sel.evidence[keep], labels[keep]
-        if y.size == 0:
+        if not keep.any():
             raise ValueError("calibration needs held-out prompts with countable tokens")
-
-        def nll(log_beta: float) -> float:
-            logits = z * float(np.exp(log_beta))
-            logits = logits - logits.max(axis=1, keepdims=True)
-            return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(y.size), y]))
-
-        best = scipy.optimize.minimize_scalar(nll, bounds=(-12.0, 8.0), method="bounded")
-        temperature = float(np.exp(-best.x))
+        temperature = fit_temperature(sel.evidence[keep], labels[keep])
         self.configure(temperature=temperature)
         return temperature
 
@@ -865,35 +716,29 @@ class Router:
             tokenizer=self._tokenizer,
         )
 
-    # ------------------------------------------------------------------ artifact
+    # ------------------------------------------------------------------ artifact (ModelHubMixin-style hooks)
+    def _to_data(self) -> persistence.RouterData:
+        """What :mod:`ir3de.persistence` writes: settings, snapshot, statistics, tokenizer, provenance."""
+        with self._lock:
+            state = self._require_state()
+            return persistence.RouterData(
+                config=self.config,
+                state=state,
+                counts={n: self._experts[n].counts for n in state.experts},
+                descriptions={n: self._experts[n].description for n in state.experts},
+                tokenizer=self.tokenizer,
+                embedding_source=self._embedding_source,
+                fingerprint=self._fingerprint,
+                excluded_ids=self._excluded_ids,
+                evaluation=self._evaluation,
+            )
+
     def config_dict(self) -> dict[str, Any]:
         """The ``config.json`` content (without file checksums)."""
-        from . import __version__
+        return persistence.router_config_dict(self._to_data())
 
-        state = self._require_state()
-        return {
-            "library": "ir3de",
-            "format_version": artifact.FORMAT_VERSION,
-            "library_version": __version__,
-            "experts": [
-                {
-                    "name": name,
-                    "description": self._experts[name].description,
-                    "num_texts": self._experts[name].counts.num_texts,
-                    "num_tokens": self._experts[name].counts.num_tokens,
-                    "num_distinct_tokens": int(self._experts[name].counts.token_ids.size),
-                }
-                for name in state.experts
-            ],
-            "settings": self.config.to_dict(),
-            "text_statistics": artifact.text_statistics_spec(),
-            "vocab_size": state.table.vocab_size,
-            "hidden_size": int(state.weights.shape[0] - 1),
-            "excluded_ids": [int(i) for i in self._excluded_ids],
-            "embedding_source": self._embedding_source,
-            "fingerprint": self._fingerprint,
-            "evaluation": self._evaluation,
-        }
+    def _save_pretrained(self, save_directory: Path) -> Path:
+        return persistence.save_router(save_directory, self._to_data())
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the router to ``folder`` atomically (a failure leaves any previous artifact intact).
@@ -902,45 +747,31 @@ class Router:
             >>> router.save_pretrained("my-router")                   # doctest: +SKIP
             >>> Router.from_pretrained("my-router").route("2+2?").expert  # doctest: +SKIP
         """
-        from .model_card import render_model_card
+        return self._save_pretrained(Path(folder))
 
-        with self._lock:
-            state = self._require_state()
-            router_bytes = artifact.tensors_to_bytes(
-                {
-                    "logits": state.table.logits,
-                    "weights": state.weights,
-                    "ridge_solution": state.ridge_solution,
-                },
-                metadata={"format": "ir3de-route-table", "experts": json.dumps(list(state.experts))},
-            )
-            counts = [self._experts[n].counts for n in state.experts]
-            offsets = np.zeros(len(counts) + 1, np.int64)
-            np.cumsum([c.token_ids.size for c in counts], out=offsets[1:])
-            stats_bytes = artifact.tensors_to_bytes(
-                {
-                    "token_ids": np.concatenate([c.token_ids for c in counts]),
-                    "counts": np.concatenate([c.counts for c in counts]),
-                    "offsets": offsets,
-                    "num_texts": np.array([c.num_texts for c in counts], np.int64),
-                    **artifact.text_gram_tensors(counts, hidden=state.weights.shape[0] - 1),
-                },
-                metadata={"format": "ir3de-statistics", "experts": json.dumps(list(state.experts))},
-            )
-            tokenizer_bytes = self.tokenizer.to_str().encode("utf-8")
-            config = self.config_dict()
-            files = {
-                artifact.ROUTER_FILE: router_bytes,
-                artifact.STATISTICS_FILE: stats_bytes,
-                artifact.TOKENIZER_FILE: tokenizer_bytes,
-            }
-            config["files"] = {
-                name: {"sha256": artifact.file_sha256(data), "size": len(data)}
-                for name, data in files.items()
-            }
-            files[artifact.CONFIG_FILE] = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
-            files[artifact.CARD_FILE] = render_model_card(config).encode("utf-8")
-            return artifact.write_folder_atomically(folder, files)
+    @classmethod
+    def _from_pretrained(
+        cls,
+        folder: Path,
+        *,
+        embeddings: TokenEmbeddings | None = None,
+        device: str = "auto",
+        progress: bool | None = None,
+    ) -> Router:
+        data = persistence.load_router(folder)
+        router = cls(config=data.config, device=device, progress=progress)
+        router._embedding_source = data.embedding_source
+        router._fingerprint = data.fingerprint
+        router._tokenizer = data.tokenizer
+        router._excluded_ids = data.excluded_ids
+        router._evaluation = data.evaluation
+        router._experts = {
+            n: _Expert(data.counts[n], data.descriptions.get(n, "")) for n in data.state.experts
+        }
+        router._state = data.state
+        if embeddings is not None:
+            router._attach_embeddings(embeddings)
+        return router
 
     @classmethod
     def from_pretrained(
@@ -963,19 +794,18 @@ class Router:
         ``local_files_only=True``); ``revision``, ``token``, ``cache_dir`` and ``force_download`` work as
         in other Hugging Face libraries (see :mod:`ir3de.hub`).
 
-        Routing needs only the folder. Growing (``add_expert``…) loads the embedding matrix from the
-        source recorded in ``config.json``, or from ``embeddings`` when given (checked to match).
+        Routing needs only the folder (and never imports torch). Growing (``add_expert``…) loads the
+        embedding matrix from the source recorded in ``config.json``, or from ``embeddings`` when given
+        (checked to match).
 
         Raises:
             ArtifactError: missing, truncated or corrupted files, or inconsistent shapes.
             ArtifactVersionError: written by a newer format version.
             TokenizerMismatchError: the tokenizer does not match the table.
         """
-        import tokenizers
-
         from .hub import resolve_router_folder
 
-        folder = resolve_router_folder(
+        resolved = resolve_router_folder(
             folder,
             revision=revision,
             token=token,
@@ -983,81 +813,7 @@ class Router:
             local_files_only=local_files_only,
             force_download=force_download,
         )
-        path = Path(folder)
-        config = artifact.read_config(path)
-        try:
-            experts_meta = config["experts"]
-            names = [e["name"] for e in experts_meta]
-            vocab, hidden = int(config["vocab_size"]), int(config["hidden_size"])
-            settings = RouterConfig.from_dict(config["settings"])
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, ArtifactError):
-                raise
-            raise ArtifactError(f"{path / artifact.CONFIG_FILE} is incomplete or malformed ({e!r})") from e
-        if len(set(names)) != len(names) or len(names) < 2:
-            raise ArtifactError(f"{path}: config.json lists experts {names}; need at least 2 unique names")
-        d = len(names)
-        where = str(path / artifact.ROUTER_FILE)
-        tensors = artifact.read_tensors(path, artifact.ROUTER_FILE, config)
-        logits = artifact.expect_shape(tensors, "logits", (vocab, d), where)
-        weights = artifact.expect_shape(tensors, "weights", (hidden + 1, d), where)
-        solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
-        stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)
-        where = str(path / artifact.STATISTICS_FILE)
-        offsets = artifact.expect_shape(stats, "offsets", (d + 1,), where)
-        num_texts = artifact.expect_shape(stats, "num_texts", (d,), where)
-        nnz = int(offsets[-1]) if offsets.size else 0
-        token_ids = artifact.expect_shape(stats, "token_ids", (nnz,), where)
-        counts = artifact.expect_shape(stats, "counts", (nnz,), where)
-        if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
-            raise ArtifactError(f"{where}: offsets are not a valid CSR index")
-        if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
-            raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
-        text_grams = artifact.read_text_grams(stats, d, hidden, where)
-        if any(g is not None for g in text_grams):
-            artifact.check_text_statistics_spec(
-                config.get("text_statistics"), str(path / artifact.CONFIG_FILE)
-            )
-        tokenizer_data = artifact.read_file_checked(path, artifact.TOKENIZER_FILE, config)
-        try:
-            tokenizer = tokenizers.Tokenizer.from_str(tokenizer_data.decode("utf-8"))
-        except Exception as e:
-            raise ArtifactError(f"{path / artifact.TOKENIZER_FILE} is not a valid tokenizer ({e})") from e
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        fingerprint = config.get("fingerprint") or {}
-        tok_sha = artifact.file_sha256(tokenizer.to_str().encode("utf-8"))
-        if fingerprint.get("tokenizer_sha256") and fingerprint["tokenizer_sha256"] != tok_sha:
-            raise TokenizerMismatchError(
-                f"{path / artifact.TOKENIZER_FILE} is not the tokenizer this router was fitted with "
-                "(its sha256 differs from config.json's fingerprint); restore the original tokenizer.json"
-            )
-        if tokenizer.get_vocab_size(with_added_tokens=True) > vocab:
-            raise TokenizerMismatchError(
-                f"{path / artifact.TOKENIZER_FILE} has {tokenizer.get_vocab_size(with_added_tokens=True)} ids "
-                f"but the route table has {vocab} rows: the tokenizer does not belong to this table"
-            )
-
-        router = cls(config=settings, device=device, progress=progress)
-        router._embedding_source = config.get("embedding_source")
-        router._fingerprint = fingerprint or None
-        router._tokenizer = tokenizer
-        router._excluded_ids = np.asarray(config.get("excluded_ids", []), np.int64)
-        router._evaluation = config.get("evaluation")
-        for i, meta in enumerate(experts_meta):
-            lo, hi = int(offsets[i]), int(offsets[i + 1])
-            try:
-                expert_counts = ExpertCounts(
-                    token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), text_grams[i]
-                )
-            except ValueError as e:
-                raise ArtifactError(f"{where}: counts of expert {meta['name']!r} are invalid ({e})") from e
-            router._experts[meta["name"]] = _Expert(expert_counts, meta.get("description", ""))
-        table = RouteTable.from_logits(logits, router._excluded_ids)
-        router._state = _RoutingState(tuple(names), table, weights, solution)
-        if embeddings is not None:
-            router._attach_embeddings(embeddings)
-        return router
+        return cls._from_pretrained(Path(resolved), embeddings=embeddings, device=device, progress=progress)
 
     def push_to_hub(
         self,
@@ -1071,23 +827,26 @@ class Router:
     ) -> Any:
         """Publish the router (artifact + model card) to a Hub model repo as one commit.
 
-        Returns huggingface_hub's ``CommitInfo``. See :func:`ir3de.hub.push_router`.
+        Saves to a temporary folder and uploads it with :func:`ir3de.hub.push_folder`. Returns
+        huggingface_hub's ``CommitInfo``.
 
         Example:
             >>> router.push_to_hub("org/my-router", private=True)       # doctest: +SKIP
             >>> Router.from_pretrained("org/my-router").route("2+2?")    # doctest: +SKIP
         """
-        from .hub import push_router
+        from .hub import push_folder
 
-        return push_router(
-            self,
-            repo_id,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )
+        with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "router")
+            return push_folder(
+                folder,
+                repo_id,
+                private=private,
+                token=token,
+                revision=revision,
+                commit_message=commit_message,
+                create_pr=create_pr,
+            )
 
     def add_expert_from_stats(self, pack: Any, name: str | None = None, **hub_kwargs: Any) -> Router:
         """Add an expert from a stat pack (a :class:`ir3de.stat_pack.StatPack`, a folder or a Hub repo id).
@@ -1099,6 +858,11 @@ class Router:
         Example:
             >>> router.add_expert_from_stats("org/legal-stat-pack")   # doctest: +SKIP
         """
-        from .stat_pack import add_pack_to_router
+        if isinstance(pack, (str, os.PathLike)):
+            from .hub import resolve_folder
 
-        return add_pack_to_router(self, pack, name=name, **hub_kwargs)
+            pack = persistence.load_pack(resolve_folder(pack, kind="stat_pack", **hub_kwargs).folder)
+        elif not isinstance(pack, persistence.PackData):
+            raise TypeError(f"expected a StatPack, a folder or a Hub repo id, got {type(pack).__name__}")
+        pack.check_compatible(self.fingerprint, "the router")
+        return self.add_expert_counts(name or pack.name, pack.counts, pack.description)

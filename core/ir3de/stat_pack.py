@@ -30,23 +30,27 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from . import artifact
-from .errors import ArtifactError, ExpertError, TokenizerMismatchError
-from .hub import PACK_CONFIG_FILE, resolve_folder
-from .statistics import ExpertCounts
+from . import fitting, persistence
+from .errors import ArtifactError, ExpertError, UnknownExpertError
+from .hub import resolve_folder
+from .persistence import (
+    PACK_CONFIG_FILE,
+    PACK_FORMAT_VERSION,
+    PackData,
+    check_fingerprints,
+    read_pack_config,
+)
+from .router import Router
 
 if TYPE_CHECKING:
+    from .config import RouterConfig
     from .embeddings import TokenEmbeddings
-    from .router import Router, RouterConfig
 
 __all__ = [
     "PACK_CONFIG_FILE",
@@ -59,61 +63,8 @@ __all__ = [
     "read_pack_config",
 ]
 
-PACK_FORMAT_VERSION = 1
-_FINGERPRINT_KEYS = ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size")
 
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text[:12] + "…" if len(text) > 16 else text
-
-
-def check_fingerprints(
-    expected: Mapping[str, Any] | None, actual: Mapping[str, Any] | None, what: str, against: str
-) -> None:
-    """Raise :class:`TokenizerMismatchError` unless two fingerprints name the same tokenizer + embeddings."""
-    if not expected or not actual:
-        raise TokenizerMismatchError(
-            f"{what} or {against} has no tokenizer/embedding fingerprint, so the statistics cannot be "
-            "checked; re-create it with this version of ir3de"
-        )
-    for key in _FINGERPRINT_KEYS:
-        if expected.get(key) != actual.get(key):
-            label = {"tokenizer_sha256": "tokenizer", "embedding_sha256": "embedding matrix"}.get(key, key)
-            raise TokenizerMismatchError(
-                f"{what} was built on a different {label} than {against} ({key} {_short(actual.get(key))} vs "
-                f"{_short(expected.get(key))}): statistics only merge into a router built on the same tokenizer "
-                "and embedding matrix; recompute the pack with those embeddings (`ir3de stats --embeddings ...`)"
-            )
-
-
-def read_pack_config(folder: Path) -> dict[str, Any]:
-    """Read and check ``stat_pack.json``: present, valid JSON, a stat pack, a format version we read."""
-    path = folder / PACK_CONFIG_FILE
-    config = artifact.read_versioned_json(
-        folder,
-        PACK_CONFIG_FILE,
-        what="ir3de stat pack",
-        source_hint="`ir3de stats`",
-        required={"library": "ir3de", "kind": "stat_pack"},
-        max_version=PACK_FORMAT_VERSION,
-    )
-    expert = config.get("expert")
-    fingerprint = config.get("fingerprint")
-    if not isinstance(expert, dict) or not isinstance(expert.get("name"), str) or not expert["name"].strip():
-        raise ArtifactError(f"{path} names no expert (an 'expert' object with a 'name')")
-    if not isinstance(fingerprint, dict) or any(k not in fingerprint for k in _FINGERPRINT_KEYS):
-        raise ArtifactError(
-            f"{path} has no complete tokenizer/embedding fingerprint {list(_FINGERPRINT_KEYS)}"
-        )
-    for key in ("num_texts", "num_tokens"):
-        if not isinstance(expert.get(key), int):
-            raise ArtifactError(f"{path}: expert.{key} must be an integer")
-    return config
-
-
-@dataclass(frozen=True, eq=False)
-class StatPack:
+class StatPack(PackData):
     """One expert's sufficient statistics plus what they were counted with.
 
     Attributes:
@@ -124,13 +75,6 @@ class StatPack:
         embedding_source: the ``TokenEmbeddings.source`` dict, so a merger can load the same matrix.
         excluded_ids: token ids left out of the counts (special/padding tokens).
     """
-
-    name: str
-    counts: ExpertCounts
-    fingerprint: dict[str, Any]
-    description: str = ""
-    embedding_source: dict[str, Any] | None = None
-    excluded_ids: tuple[int, ...] = field(default=())
 
     @property
     def num_texts(self) -> int:
@@ -158,7 +102,8 @@ class StatPack:
         progress: bool | None = None,
         batch_size: int = 512,
     ) -> StatPack:
-        """Count one expert's texts locally, exactly as ``Router.fit`` counts them.
+        """Count one expert's texts locally, exactly as ``Router.fit`` counts them (token counts and
+        the text Gram, :func:`ir3de.fitting.count_texts`).
 
         Example:
             >>> pack = StatPack.compute("math", ["What is 2 + 2?"], TokenEmbeddings.default())  # doctest: +SKIP
@@ -166,12 +111,22 @@ class StatPack:
             1
         """
         from .embeddings import TokenEmbeddings
-        from .router import Router, _check_name
 
-        _check_name(name)
+        fitting.check_expert_name(name)
         emb = embeddings if embeddings is not None else TokenEmbeddings.default()
-        counter = Router(emb, device="cpu", progress=progress, batch_size=batch_size)
-        counts = counter._count(name, texts)
+        counts = fitting.count_texts(
+            texts,
+            tokenizer=emb.tokenizer,
+            vocab_size=emb.vocab_size,
+            excluded_ids=emb.excluded_ids,
+            embedding_matrix=emb.matrix,
+            name=name,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        fitting.check_counts(
+            name, counts, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level="text"
+        )
         return cls(
             name,
             counts,
@@ -186,44 +141,20 @@ class StatPack:
         """Export one expert of a fitted router as a pack (e.g. to hand it to another router)."""
         counts = router.statistics
         if name not in counts:
-            from .errors import UnknownExpertError
-
             raise UnknownExpertError(f"unknown expert {name!r}; experts are {router.experts}")
-        fingerprint = router._fingerprint or router.embeddings.fingerprint()
         return cls(
             name,
             counts[name],
-            dict(fingerprint),
+            router.fingerprint,
             router.descriptions.get(name, ""),
-            dict(router._embedding_source) if router._embedding_source else None,
-            tuple(int(i) for i in router._excluded_ids),
+            router.embedding_source,
+            tuple(int(i) for i in router.excluded_ids),
         )
 
     # ------------------------------------------------------------------ files
     def config_dict(self) -> dict[str, Any]:
         """The ``stat_pack.json`` content (without file checksums)."""
-        from . import __version__
-
-        return {
-            "library": "ir3de",
-            "kind": "stat_pack",
-            "format_version": PACK_FORMAT_VERSION,
-            "library_version": __version__,
-            "expert": {
-                "name": self.name,
-                "description": self.description,
-                "num_texts": self.num_texts,
-                "num_tokens": self.num_tokens,
-                "num_distinct_tokens": int(self.counts.token_ids.size),
-                "has_text_statistics": self.counts.text_gram is not None,
-            },
-            "vocab_size": self.fingerprint.get("vocab_size"),
-            "hidden_size": self.fingerprint.get("hidden_size"),
-            "embedding_source": self.embedding_source,
-            "fingerprint": dict(self.fingerprint),
-            "excluded_ids": list(self.excluded_ids),
-            "text_statistics": artifact.text_statistics_spec(),
-        }
+        return persistence.pack_config_dict(self)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write the pack to ``folder`` atomically: ``stat_pack.json``, ``statistics.safetensors``, card.
@@ -231,28 +162,7 @@ class StatPack:
         Example:
             >>> pack.save_pretrained("math-pack")   # doctest: +SKIP
         """
-        from .model_card import render_stat_pack_card
-
-        stats = artifact.tensors_to_bytes(
-            {
-                "token_ids": self.counts.token_ids,
-                "counts": self.counts.counts,
-                "offsets": np.array([0, self.counts.token_ids.size], np.int64),
-                "num_texts": np.array([self.num_texts], np.int64),
-                **artifact.text_gram_tensors([self.counts], hidden=int(self.fingerprint["hidden_size"])),
-            },
-            metadata={"format": "ir3de-statistics", "experts": json.dumps([self.name])},
-        )
-        config = self.config_dict()
-        config["files"] = {
-            artifact.STATISTICS_FILE: {"sha256": artifact.file_sha256(stats), "size": len(stats)}
-        }
-        files = {
-            PACK_CONFIG_FILE: (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
-            artifact.STATISTICS_FILE: stats,
-            artifact.CARD_FILE: render_stat_pack_card(config).encode("utf-8"),
-        }
-        return artifact.write_folder_atomically(folder, files)
+        return persistence.save_pack(folder, self)
 
     @classmethod
     def from_pretrained(
@@ -287,51 +197,14 @@ class StatPack:
 
     @classmethod
     def _read(cls, folder: Path) -> StatPack:
-        config = read_pack_config(folder)
-        where = str(folder / artifact.STATISTICS_FILE)
-        if artifact.STATISTICS_FILE not in (config.get("files") or {}):
-            raise ArtifactError(
-                f"{folder / PACK_CONFIG_FILE} records no size/sha256 for {artifact.STATISTICS_FILE}"
-            )
-        tensors = artifact.read_tensors(folder, artifact.STATISTICS_FILE, config)
-        offsets = artifact.expect_shape(tensors, "offsets", (2,), where)
-        num_texts = artifact.expect_shape(tensors, "num_texts", (1,), where)
-        nnz = int(offsets[1])
-        if int(offsets[0]) != 0 or nnz < 0:
-            raise ArtifactError(f"{where}: offsets {offsets.tolist()} are not a valid CSR index")
-        token_ids = artifact.expect_shape(tensors, "token_ids", (nnz,), where)
-        counts = artifact.expect_shape(tensors, "counts", (nnz,), where)
-        expert = config["expert"]
-        fingerprint = config["fingerprint"]
-        vocab = fingerprint.get("vocab_size")
-        if not isinstance(vocab, int) or (
-            nnz and (int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab)
-        ):
-            raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
-        hidden = fingerprint.get("hidden_size")
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ArtifactError(
-                f"{folder / PACK_CONFIG_FILE}: fingerprint.hidden_size must be a positive integer"
-            )
-        (gram,) = artifact.read_text_grams(tensors, 1, hidden, where)
-        if gram is not None:
-            artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
-        try:
-            expert_counts = ExpertCounts(token_ids, counts, int(num_texts[0]), gram)
-        except ValueError as e:
-            raise ArtifactError(f"{where}: the counts are invalid ({e})") from e
-        if expert_counts.num_texts != expert["num_texts"] or expert_counts.num_tokens != expert["num_tokens"]:
-            raise ArtifactError(
-                f"{where} holds {expert_counts.num_texts} texts / {expert_counts.num_tokens} tokens but "
-                f"{PACK_CONFIG_FILE} records {expert['num_texts']} / {expert['num_tokens']}"
-            )
+        data = persistence.load_pack(folder)
         return cls(
-            expert["name"],
-            expert_counts,
-            dict(fingerprint),
-            str(expert.get("description") or ""),
-            config.get("embedding_source"),
-            tuple(int(i) for i in config.get("excluded_ids") or ()),
+            data.name,
+            data.counts,
+            data.fingerprint,
+            data.description,
+            data.embedding_source,
+            data.excluded_ids,
         )
 
     def push_to_hub(
@@ -349,22 +222,18 @@ class StatPack:
         Example:
             >>> pack.push_to_hub("org/math-pack", private=True)   # doctest: +SKIP
         """
-        from .hub import push_saved
+        from .hub import push_folder
 
-        return push_saved(
-            self,
-            repo_id,
-            "pack",
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )
-
-    def check_compatible(self, fingerprint: Mapping[str, Any] | None, against: str = "the router") -> None:
-        """Raise :class:`TokenizerMismatchError` unless ``fingerprint`` is this pack's tokenizer + embeddings."""
-        check_fingerprints(fingerprint, self.fingerprint, f"stat pack {self.name!r}", against)
+        with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
+            return push_folder(
+                self.save_pretrained(Path(tmp) / "pack"),
+                repo_id,
+                private=private,
+                token=token,
+                revision=revision,
+                commit_message=commit_message,
+                create_pr=create_pr,
+            )
 
 
 def load_pack(pack: StatPack | str | os.PathLike[str], **hub_kwargs: Any) -> StatPack:
@@ -383,11 +252,7 @@ def add_pack_to_router(
 
     This is what :meth:`Router.add_expert_from_stats` does.
     """
-    loaded = load_pack(pack, **hub_kwargs)
-    with router._lock:
-        expected = router._fingerprint or router.embeddings.fingerprint()
-        loaded.check_compatible(expected, "the router")
-        return router.add_expert_counts(name or loaded.name, loaded.counts, loaded.description)
+    return router.add_expert_from_stats(load_pack(pack, **hub_kwargs), name=name)
 
 
 def merge_packs(
@@ -410,7 +275,6 @@ def merge_packs(
         >>> router = merge_packs(["org/math-pack", "org/code-pack"], k=10)   # doctest: +SKIP
     """
     from .embeddings import TokenEmbeddings
-    from .router import Router
 
     loaded = [load_pack(p, **dict(hub_kwargs or {})) for p in packs]
     if not loaded:

@@ -1,7 +1,7 @@
 """Distributed fitting on Ray Data: token statistics of corpora that outgrow one machine.
 
 Counting is embarrassingly parallel and integer counts add exactly, so workers tokenize and count
-their shards (or dataset blocks) with the core's :class:`ir3de.counting.TextCounter` and the driver
+their shards (or dataset blocks) with the core's :func:`ir3de.fitting.count_texts` and the driver
 sums the histograms. The result equals a local fit of the same texts, integer for integer; the solve
 and the route table then run on the driver (on its GPU when it has one). Workers also accumulate the
 text-level statistics (text Grams, which need the embedding matrix: it is put in Ray's object store
@@ -142,18 +142,21 @@ def _tokenizer_spec(embeddings: TokenEmbeddings, text_statistics: bool) -> dict[
     }
 
 
-def _make_counter(spec: Mapping[str, Any]) -> Any:
+def _count_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`ir3de.fitting.count_texts` that count like the driver."""
     import ray
     import tokenizers
-
-    from ir3de.counting import TextCounter
 
     tokenizer = tokenizers.Tokenizer.from_str(spec["tokenizer_json"])
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    excluded = np.asarray(spec["excluded_ids"], np.int64)
-    matrix = ray.get(spec["matrix"]) if spec["matrix"] is not None else None
-    return lambda: TextCounter(tokenizer, spec["vocab_size"], excluded, embedding_matrix=matrix)
+    return {
+        "tokenizer": tokenizer,
+        "vocab_size": spec["vocab_size"],
+        "excluded_ids": np.asarray(spec["excluded_ids"], np.int64),
+        "embedding_matrix": ray.get(spec["matrix"]) if spec["matrix"] is not None else None,
+        "progress": False,
+    }
 
 
 _ROW_KEYS = ("shard", "expert", "ok", "reason", "token_ids", "counts", "num_texts", "text_gram")
@@ -180,30 +183,26 @@ class _ShardCounter:
     def __init__(
         self, spec: Mapping[str, Any], text_field: str | None, whole_file: bool, batch_size: int
     ) -> None:
-        self.new_counter = _make_counter(spec)
+        self.count_kwargs = _count_kwargs(spec)
         self.field = text_field
         self.whole_file = whole_file
         self.batch_size = batch_size
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from ir3de.corpus import read_texts
+        from ir3de.fitting import count_texts
 
         shard, expert = str(row["shard"]), str(row["expert"])
-        counter = self.new_counter()
         try:
-            batch: list[str] = []
-            for text in read_texts([shard], field=self.field, whole_file=self.whole_file):
-                batch.append(text)
-                if len(batch) >= self.batch_size:
-                    counter.add(batch)
-                    batch = []
-            if batch:
-                counter.add(batch)
+            texts = read_texts([shard], field=self.field, whole_file=self.whole_file)
+            counts = count_texts(
+                texts, name=expert, batch_size=self.batch_size, require_text=False, **self.count_kwargs
+            )
         except Exception as e:  # any failure is this shard's problem: report it by name
             return _row(shard, expert, None, f"{type(e).__name__}: {e}")
-        if counter.num_texts == 0:
+        if counts.num_texts == 0:
             return _row(shard, expert, None, "empty shard: no text in it")
-        return _row(shard, expert, counter.result())
+        return _row(shard, expert, counts)
 
 
 class _BatchCounter:
@@ -217,7 +216,7 @@ class _BatchCounter:
         expert: str | None,
         path_column: str | None,
     ) -> None:
-        self.new_counter = _make_counter(spec)
+        self.count_kwargs = _count_kwargs(spec)
         self.text_column = text_column
         self.expert_column = expert_column
         self.expert = expert
@@ -258,10 +257,14 @@ class _BatchCounter:
                     )
                 )
             else:
+                from ir3de.fitting import count_texts
+
                 for expert in dict.fromkeys(labels.tolist()):
-                    counter = self.new_counter()
-                    counter.add([t for t, e in zip(texts.tolist(), labels.tolist()) if e == expert])
-                    rows.append(_row(name, expert, counter.result()))
+                    chosen = [t for t, e in zip(texts.tolist(), labels.tolist()) if e == expert]
+                    counts = count_texts(
+                        chosen, name=expert, batch_size=max(1, len(chosen)), **self.count_kwargs
+                    )
+                    rows.append(_row(name, expert, counts))
         return {key: [r[key] for r in rows] for key in _ROW_KEYS}
 
 

@@ -1,0 +1,240 @@
+"""The package's import graph has no cycle and every arrow points down (DESIGN §3).
+
+Every module of ``ir3de`` and ``ir3de_integrations`` is parsed with :mod:`ast`; every ``import`` —
+at module level or inside a function, which is where cycles used to hide — is an edge, except those
+under ``if TYPE_CHECKING:`` (annotations only, never executed). No module is imported to build the
+graph, so the test is fast and needs no model.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"ir3de": ROOT / "core" / "ir3de", "ir3de_integrations": ROOT / "ir3de_integrations"}
+
+#: Layers of ``ir3de``, lowest first. A module may import its own layer or any layer below it.
+#: Modules not listed sit in the top layer (command line, integrations).
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(f"ir3de.{m}" for m in layer.split())
+    for layer in (
+        "errors",
+        # pure math and data types on arrays
+        "statistics table solve decision calibration corpus sanitize",
+        "counting selectors datasets",
+        # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
+        "artifact config fitting embeddings model_card",
+        # folders and Hub transport, multi-turn evidence: below Router, never importing it back
+        "persistence hub conversation",
+        "router",
+        # above Router, public API only
+        "stat_pack evaluate plots experts progress",
+    )
+)
+
+#: Known edges that another branch removes (``hub`` reads stat-pack configs through ``stat_pack``,
+#: which sits above Router: ``artifact.read_pack_config`` is the same function one layer down).
+#: Each entry must name a real edge (checked), so a stale entry fails and gets deleted.
+PENDING: frozenset[tuple[str, str]] = frozenset({("ir3de.hub", "ir3de.stat_pack")})
+
+
+def _module_name(package: str, folder: Path, path: Path) -> str:
+    parts = [package, *path.relative_to(folder).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in sorted(folder.rglob("*.py")):
+            found[_module_name(package, folder, path)] = path
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+class _Imports(ast.NodeVisitor):
+    def __init__(self, module: str, is_package: bool, known: set[str]) -> None:
+        self.package = module if is_package else module.rpartition(".")[0]
+        self.known = known
+        self.targets: set[str] = set()
+
+    def visit_If(self, node: ast.If) -> None:
+        if _is_type_checking(node.test):
+            for child in node.orelse:  # only the runtime branch counts
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def _add(self, name: str) -> None:
+        while name and name not in self.known:  # `import ir3de.x.y` → the deepest known module
+            name = name.rpartition(".")[0]
+        if name:
+            self.targets.add(name)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._add(alias.name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            base = self.package.split(".")
+            base = base[: len(base) - (node.level - 1)]
+            source = ".".join(base + ([node.module] if node.module else []))
+        else:
+            source = node.module or ""
+        for alias in node.names:  # `from . import artifact` imports the submodule
+            submodule = f"{source}.{alias.name}"
+            self._add(submodule if submodule in self.known else source)
+
+
+@functools.cache
+def _graph() -> dict[str, frozenset[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph = {}
+    for name, path in modules.items():
+        visitor = _Imports(name, path.name == "__init__.py", known)
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        graph[name] = frozenset(visitor.targets - {name})
+    return graph
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module → the package modules it imports (at run time, anywhere in the file)."""
+    return {name: set(targets) for name, targets in _graph().items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def _without_pending(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {m: {t for t in ts if (m, t) not in PENDING} for m, ts in graph.items()}
+
+
+def _layer(module: str) -> int:
+    if module == "ir3de":
+        return 0  # the package itself: __version__ and lazy re-exports, no import at run time
+    parts = module.split(".")
+    for i, layer in enumerate(LAYERS):  # a subpackage's modules sit in the package's layer
+        if any(".".join(parts[:n]) in layer for n in range(2, len(parts) + 1)):
+            return i
+    return len(LAYERS)  # cli, integrations, the package __init__ (lazy re-exports only)
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = import_graph()
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    planted = {**graph, "ir3de.statistics": graph["ir3de.statistics"] | {"ir3de.router"}}
+    assert find_cycle(planted) is not None
+
+
+def test_graph_sees_imports_inside_functions_and_skips_type_checking() -> None:
+    graph = import_graph()
+    assert "ir3de.router" in graph["ir3de.cli"]  # imported inside command functions only
+    assert "ir3de.router" not in graph["ir3de"]  # the package re-exports lazily (TYPE_CHECKING)
+    assert "ir3de.counting" in graph["ir3de.fitting"]
+
+
+def test_pending_edges_exist() -> None:
+    graph = import_graph()
+    stale = [edge for edge in PENDING if edge[1] not in graph.get(edge[0], set())]
+    assert not stale, f"these edges are gone, delete them from PENDING: {stale}"
+
+
+def test_no_import_cycle() -> None:
+    cycle = find_cycle(_without_pending(import_graph()))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_every_module_is_in_a_layer() -> None:
+    modules = [m for m in import_graph() if m.startswith("ir3de.")]
+    top = {"ir3de.cli", "ir3de.hub_cli", "ir3de.evaluate_cli"}
+    unplaced = sorted(m for m in modules if _layer(m) == len(LAYERS) and m not in top)
+    assert not unplaced, f"place these modules in LAYERS: {unplaced}"
+
+
+def test_arrows_point_down() -> None:
+    upward = [
+        f"{module} (layer {_layer(module)}) imports {target} (layer {_layer(target)})"
+        for module, targets in _without_pending(import_graph()).items()
+        for target in sorted(targets)
+        if target.startswith("ir3de.") and _layer(target) > _layer(module)
+    ]
+    assert not upward, "imports against the layer order:\n" + "\n".join(upward)
+
+
+def test_router_does_not_reach_into_private_router_state_from_other_modules() -> None:
+    """The core's other modules use Router's public API only (no ``router._lock`` /
+    ``router._fingerprint``). The LangChain and LlamaIndex adapters move onto the core expert
+    registry separately and are not checked here yet."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "ir3de.router" or name.startswith(
+            ("ir3de_integrations.langchain", "ir3de_integrations.llama")
+        ):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "router"
+                and node.attr.startswith("_")
+            ):
+                offenders.append(f"{name}:{node.lineno} router.{node.attr}")
+    assert not offenders, "private Router attributes used outside router.py:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("call", ["route", "route_batch"])
+def test_loading_and_serving_a_saved_router_imports_no_torch(paper_router, tmp_path, call) -> None:
+    folder = paper_router.save_pretrained(tmp_path / "router")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import ir3de
+        router = ir3de.Router.from_pretrained({str(folder)!r})
+        if {call!r} == "route":
+            decision = router.route("Solve 3x + 5 = 11")
+        else:
+            decision = router.route_batch(["Solve 3x + 5 = 11", "def add(a, b):"])[0]
+        print(decision.expert, [t.text for t in decision.tokens][:1])
+        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        assert not loaded, loaded
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[0] in paper_router.experts
