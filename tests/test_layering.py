@@ -39,10 +39,9 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-#: Known edges that another branch removes (``hub`` reads stat-pack configs through ``stat_pack``,
-#: which sits above Router: ``artifact.read_pack_config`` is the same function one layer down).
-#: Each entry must name a real edge (checked), so a stale entry fails and gets deleted.
-PENDING: frozenset[tuple[str, str]] = frozenset({("ir3de.hub", "ir3de.stat_pack")})
+#: Known edges waived while another change removes them (none now). Each entry must name a real
+#: edge (checked), so a stale entry fails and gets deleted.
+PENDING: frozenset[tuple[str, str]] = frozenset()
 
 
 def _module_name(package: str, folder: Path, path: Path) -> str:

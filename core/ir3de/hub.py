@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import artifact
 from .errors import ArtifactError
+from .persistence import PACK_CONFIG_FILE, read_pack_config
 
 if TYPE_CHECKING:
     from .router import Router
@@ -51,7 +52,6 @@ __all__ = [
     "resolve_router_folder",
 ]
 
-PACK_CONFIG_FILE = "stat_pack.json"  # re-exported by stat_pack; defined here to avoid an import cycle
 _ARTIFACT_FILES = (artifact.CONFIG_FILE, PACK_CONFIG_FILE, *artifact.CHECKED_FILES, artifact.CARD_FILE)
 
 
@@ -75,8 +75,6 @@ class _Kind:
     def read_config(self, folder: Path) -> dict[str, Any]:
         if self.config_file == artifact.CONFIG_FILE:
             return artifact.read_config(folder)
-        from .stat_pack import read_pack_config
-
         return read_pack_config(folder)
 
     def render_card(self, config: Mapping[str, Any], repo_id: str) -> str:
