@@ -65,3 +65,8 @@ class TokenizerMismatchError(ArtifactError):
 
 class CorpusError(Ir3deError, ValueError):
     """Domain text cannot be read: a file, pattern, format, field or record is wrong, or a dataset is unknown."""
+
+
+class MessageError(Ir3deError, ValueError):
+    """A chat message is malformed: not a ``{"role", "content"}`` dict or a ``(role, content)`` pair, an
+    unknown role, content that is not text, or a conversation with no message that counts."""
