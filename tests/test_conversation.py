@@ -229,6 +229,10 @@ def test_no_countable_token(avg_router):
     assert kept.expert == "code" and not kept.switched and kept.confidence == 0.0
     with pytest.raises(EmptyPromptError, match="previous_expert"):
         avg_router.route_conversation(blank)
+    for no_user in ([("system", "be brief")], [("assistant", "def f(x): return x")]):
+        with pytest.raises(EmptyPromptError, match="no user message"):
+            avg_router.route_conversation(no_user)
+        assert avg_router.route_conversation(no_user, previous_expert="math").expert == "math"
 
 
 @pytest.mark.parametrize(
@@ -241,7 +245,6 @@ def test_no_countable_token(avg_router):
         ([("user", 42)], "content of type int"),
         ([("user", "a", "b")], "tuple"),
         ([3], "int"),
-        ([("system", "be brief")], "no message counts"),
     ],
 )
 def test_bad_messages_raise_message_error(avg_router, messages, match):

@@ -422,9 +422,9 @@ def route_conversation(
     Keyword options override the matching fields of ``settings``.
 
     Raises:
-        MessageError: malformed messages, or no message with a non-zero weight.
-        EmptyPromptError: no countable token in any weighted message, no previous expert to keep and
-            no fallback configured.
+        MessageError: malformed messages.
+        EmptyPromptError: no user message, or no countable token in any weighted message, and no
+            previous expert to keep and no fallback configured.
 
     Example:
         >>> d = route_conversation(router, [("user", "def f(x):"), ("ai", "..."), ("user", "shorter?")],
@@ -442,19 +442,19 @@ def route_conversation(
         raise MessageError(f"previous_expert must be an expert name (str) or None, got {previous_expert!r}")
     turns = normalize_messages(messages)
     weights = turn_weights([role for role, _ in turns], chosen)
+    if not any(role == "user" for role, _ in turns):
+        weights[:] = 0.0  # nothing to route without a user message: like an empty prompt
     counted = np.flatnonzero(weights > 0)
-    if counted.size == 0:
-        roles = sorted({role for role, _ in turns})
-        raise MessageError(
-            f"no message counts: the conversation has only {roles} messages and their weights are 0 "
-            "(system messages count with include_system=True; assistant ones with assistant_weight > 0)"
-        )
     state = router._require_state()
     config = router.config
     names = state.experts
     table = state.table
     temperature = config.effective_temperature
-    ids, lengths = router.encode([turns[i][1] for i in counted])
+    ids, lengths = (
+        router.encode([turns[i][1] for i in counted])
+        if counted.size
+        else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    )
     sel = select_batch(
         ids,
         lengths,
@@ -501,8 +501,9 @@ def route_conversation(
             )
         if config.fallback is None:
             raise EmptyPromptError(
-                "no message of the conversation has a countable token (empty, whitespace or special tokens "
-                "only); pass a non-empty user message, a previous_expert to keep, or set Router(fallback='name')"
+                "no message of the conversation that counts has a countable token (no user message, or only "
+                "empty/whitespace/special-token text); pass a non-empty user message, a previous_expert to "
+                "keep, or set Router(fallback='name')"
             )
         return ConversationDecision(
             config.fallback,

@@ -1,0 +1,133 @@
+"""Adapter-side glue for conversation routing, shared by the LangChain and LlamaIndex adapters.
+
+No routing math lives here: every decision comes from :func:`ir3de.conversation.route_session`
+(``Router.route_conversation`` with a session store). This module only
+
+* resolves the options both adapters take with the same names — ``conversation`` (a
+  :class:`~ir3de.conversation.ConversationSettings` or a dict of its fields), ``session_store`` —
+  and maps each adapter's legacy ``route_on`` value onto them;
+* finds the previous expert of a chat: the session store (by session id) first, else the route an
+  adapter wrote into the last assistant message it answered (so chat histories kept by LangChain's
+  ``RunnableWithMessageHistory`` or a LlamaIndex chat memory carry stickiness without any store).
+
+Example:
+    >>> settings_for(None, "last_user", adapter="langchain").margin
+    0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ir3de.conversation import ConversationDecision, ConversationSettings, SessionStore, route_session
+from ir3de.errors import InvalidInputError
+
+__all__ = [
+    "LEGACY_ROUTE_ON",
+    "SESSION_KEYS",
+    "ConversationOptions",
+    "route_chat",
+    "settings_for",
+]
+
+#: ``configurable`` keys (LangChain ``RunnableConfig``) read as the session id, in this order.
+SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
+
+#: Each adapter's old ``route_on`` values → the equivalent conversation settings.
+LEGACY_ROUTE_ON: Mapping[str, Mapping[str, ConversationSettings]] = {
+    "langchain": {
+        "last_user": ConversationSettings.last_message(),
+        "conversation": ConversationSettings.whole(assistant_weight=1.0),
+    },
+    "llama_index": {
+        "last_user": ConversationSettings.last_message(),
+        "user": ConversationSettings.whole(assistant_weight=0.0),
+        "all": ConversationSettings.whole(assistant_weight=1.0),
+    },
+}
+
+_NEW_OPTION = (
+    "conversation=ConversationSettings(half_life=..., user_weight=..., assistant_weight=..., "
+    "include_system=..., margin=...) (from ir3de.conversation)"
+)
+
+
+def settings_for(conversation: Any, route_on: Any, *, adapter: str) -> ConversationSettings:
+    """The conversation settings an adapter routes chats with.
+
+    ``conversation``: ``None`` (the library defaults), a :class:`ConversationSettings` or a dict of its
+    fields. ``route_on``: ``None``, or one of the adapter's legacy values (see :data:`LEGACY_ROUTE_ON`),
+    which maps to equivalent settings; any other value, or both options at once, raises
+    :class:`~ir3de.errors.InvalidInputError` naming the ``conversation`` option.
+    """
+    legacy = LEGACY_ROUTE_ON[adapter]
+    if route_on is not None:
+        if conversation is not None:
+            raise InvalidInputError(
+                f"pass either route_on={route_on!r} (legacy) or conversation=..., not both; use {_NEW_OPTION}"
+            )
+        if isinstance(route_on, str) and route_on in legacy:
+            return legacy[route_on]
+        raise InvalidInputError(
+            f"route_on={route_on!r} is not supported any more (accepted legacy values: {sorted(legacy)}); "
+            f"conversations are routed with {_NEW_OPTION}; e.g. the last n turns ≈ "
+            "conversation=ConversationSettings(half_life=n / 2, margin=0)"
+        )
+    if conversation is None:
+        return ConversationSettings()
+    if isinstance(conversation, ConversationSettings):
+        return conversation
+    if isinstance(conversation, Mapping):
+        try:
+            return ConversationSettings(**conversation)
+        except TypeError as e:
+            raise InvalidInputError(f"conversation={dict(conversation)!r}: {e}; use {_NEW_OPTION}") from e
+    raise InvalidInputError(
+        f"conversation must be a ConversationSettings or a dict of its fields, got {type(conversation).__name__}"
+    )
+
+
+class ConversationOptions:
+    """What an adapter instance routes chats with: settings and a session store (shared by its views)."""
+
+    __slots__ = ("settings", "store")
+
+    def __init__(self, settings: ConversationSettings, store: SessionStore | None = None) -> None:
+        if store is not None and not isinstance(store, SessionStore):
+            raise InvalidInputError(
+                f"session_store must be an ir3de.conversation.SessionStore, got {type(store).__name__}"
+            )
+        self.settings = settings
+        self.store = store if store is not None else SessionStore()
+
+
+def last_routed_expert(metadata: Iterable[Mapping[str, Any] | None], key: str) -> str | None:
+    """The expert in ``meta[key]["expert"]`` of the last assistant message that has one (metadata of the
+    assistant messages, oldest first)."""
+    found: str | None = None
+    for meta in metadata:
+        route = (meta or {}).get(key)
+        if isinstance(route, Mapping) and isinstance(route.get("expert"), str):
+            found = route["expert"]
+    return found
+
+
+def route_chat(
+    router: Any,
+    options: ConversationOptions,
+    turns: Sequence[tuple[str, str]],
+    *,
+    session_id: Hashable | None = None,
+    history_expert: str | None = None,
+) -> ConversationDecision:
+    """Route ``turns`` ((role, text) pairs) with the options; the session's stored expert wins over the
+    one found in the history."""
+    return route_session(
+        router,
+        options.store,
+        session_id,
+        list(turns),
+        settings=options.settings,
+        previous_expert=history_expert,
+    )
