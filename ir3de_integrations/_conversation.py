@@ -7,8 +7,10 @@ No routing math lives here: every decision comes from :func:`ir3de.conversation.
   :class:`~ir3de.conversation.ConversationSettings` or a dict of its fields), ``session_store`` —
   and maps each adapter's legacy ``route_on`` value onto them;
 * finds the previous expert of a chat: the session store (by session id) first, else the route an
-  adapter wrote into the last assistant message it answered (so chat histories kept by LangChain's
-  ``RunnableWithMessageHistory`` or a LlamaIndex chat memory carry stickiness without any store).
+  adapter wrote into the last assistant message it answered (LangChain's ``response_metadata``), else
+  the expert the same store remembers for the conversation so far, keyed by a digest of its user
+  messages (so a LlamaIndex chat engine's memory, which replays the history verbatim, keeps its
+  expert with no session id; a memory that drops old messages just starts afresh).
 
 Example:
     >>> settings_for(None, "last_user", adapter="langchain").margin
@@ -17,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -113,6 +116,21 @@ def last_routed_expert(metadata: Iterable[Mapping[str, Any] | None], key: str) -
     return found
 
 
+def history_key(turns: Sequence[tuple[str, str]], *, before_last_user: bool) -> tuple[str, str] | None:
+    """A store key for a conversation so far: a digest of its user messages (all of them, or all but the
+    last user message when ``before_last_user``); ``None`` when there are none."""
+    users = [text for role, text in turns if str(getattr(role, "value", role)).lower() in ("user", "human")]
+    if before_last_user:
+        users = users[:-1]
+    if not users:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for text in users:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return ("ir3de-history", digest.hexdigest())
+
+
 def route_chat(
     router: Any,
     options: ConversationOptions,
@@ -120,14 +138,28 @@ def route_chat(
     *,
     session_id: Hashable | None = None,
     history_expert: str | None = None,
+    remember: bool = True,
 ) -> ConversationDecision:
-    """Route ``turns`` ((role, text) pairs) with the options; the session's stored expert wins over the
-    one found in the history."""
-    return route_session(
-        router,
-        options.store,
-        session_id,
-        list(turns),
-        settings=options.settings,
-        previous_expert=history_expert,
-    )
+    """Route ``turns`` ((role, text) pairs) with the options.
+
+    The previous expert: the session's stored one (by ``session_id``), else ``history_expert``, else
+    the one stored for the conversation's earlier user messages. With ``remember`` the decision is
+    stored for the session and for the conversation so far.
+    """
+    turns = list(turns)
+    store = options.store
+    if session_id is not None and remember:
+        return route_session(
+            router, store, session_id, turns, settings=options.settings, previous_expert=history_expert
+        )
+    previous = store.get(session_id) if session_id is not None else None
+    if previous is None:
+        previous = history_expert
+    if previous is None:
+        earlier = history_key(turns, before_last_user=True)
+        previous = store.get(earlier) if earlier is not None else None
+    decision = route_session(router, store, None, turns, settings=options.settings, previous_expert=previous)
+    now = history_key(turns, before_last_user=False)
+    if remember and now is not None and not decision.fallback_used:
+        store.set(now, decision.expert)
+    return decision

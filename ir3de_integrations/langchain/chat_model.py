@@ -366,10 +366,14 @@ class RoutingChatModel(BaseChatModel):
         self, messages: Sequence[BaseMessage], session_id: Any, *, remember: bool = True
     ) -> Any:
         turns, history = chat_turns(messages)
-        store_id = session_id if remember else None
-        if not remember and session_id is not None:
-            history = self._conversation.store.get(session_id) or history
-        return route_chat(self.router, self._conversation, turns, session_id=store_id, history_expert=history)
+        return route_chat(
+            self.router,
+            self._conversation,
+            turns,
+            session_id=session_id,
+            history_expert=history,
+            remember=remember,
+        )
 
     # ------------------------------------------------------------------ tools / structured output
     def bind_tools(

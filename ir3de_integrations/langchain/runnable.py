@@ -206,7 +206,7 @@ class RouterRunnable(RunnableSerializable[Any, Any]):
         if isinstance(messages, str):
             return self._decide(input)[0]
         turns, history = chat_turns(messages)
-        return route_chat(self.router, self._conversation, turns, history_expert=history)
+        return route_chat(self.router, self._conversation, turns, history_expert=history, remember=False)
 
     def _route_input(self, input: Any, config: RunnableConfig | None) -> RouteDecision | str:
         """The conversation decision for a chat input, or the text to route for a plain string."""
