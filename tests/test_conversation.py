@@ -89,8 +89,9 @@ def oracle_route(router: Router, messages, previous, s: ConversationSettings):
                     ev[int(np.argmax(table.logits[t]))] += 1
             else:
                 ev = np.sum([table.log_probs[t] for t in chosen], axis=0)
-        acc += w * ev
-        total_w += w
+        mass = w * len(ids) if config.selector == "avg" else w  # mean logits count per token
+        acc += mass * ev
+        total_w += mass
     if total_w == 0:
         return None
     temp = config.effective_temperature
