@@ -363,3 +363,38 @@ def test_module_function_equals_method(avg_router, small_tests):
     assert route_conversation(avg_router, chat, previous_expert="math", half_life=1.0) == (
         avg_router.route_conversation(chat, previous_expert="math", half_life=1.0)
     )
+
+
+@pytest.mark.slow
+def test_conversation_benchmark_quick(tmp_path):
+    """``python -m benchmarks.conversations --quick`` runs end to end (no number is asserted)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(root / "core"), str(root)]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.conversations",
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--img",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "conversations.json").read_text())
+    assert set(result["methods"]) == {
+        "last message",
+        "whole conversation",
+        "decayed turns, no stickiness",
+        "route_conversation",
+    }
+    assert result["sizes"]["follow_ups"] >= 50 and result["sizes"]["healthbench_conversations"] > 0
+    assert (tmp_path / "conversations.png").stat().st_size > 0
+    assert "| route_conversation |" in (tmp_path / "conversations.md").read_text()
