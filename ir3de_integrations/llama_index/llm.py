@@ -65,7 +65,6 @@ __all__ = ["ROUTE_KEY", "RoutingLLM"]
 #: The ``additional_kwargs`` key under which every response reports its route.
 ROUTE_KEY = "ir3de_route"
 
-_ROUTE_ON = ("last_user", "user", "all")  # legacy values, mapped to conversation settings
 _OPTIMISTIC_ATTEMPTS = 64  # lock-free routing tries before routing under the lock
 
 
