@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from lc_helpers import expert_of
 
+from ir3de import Router
 from ir3de.conversation import ConversationSettings, SessionStore
 from ir3de.errors import InvalidInputError
 from ir3de_integrations.langchain import RouterRunnable, RoutingChatModel
@@ -89,3 +92,52 @@ def test_legacy_route_on(paper_router, make_experts):
         RoutingChatModel(paper_router, experts, route_on=2)
     with pytest.raises(ValueError):
         RoutingChatModel(paper_router, experts, conversation={"margin": 2})
+
+
+class RecordingStore(SessionStore):
+    """A session store that records every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[object, str]] = []
+
+    def set(self, session_id, expert):
+        self.writes.append((session_id, expert))
+        super().set(session_id, expert)
+
+
+def test_expert_removed_while_a_chat_is_routed(smollm2, small_corpus, small_tests, make_experts):
+    """The race the core registry closes: the conversation decision names an expert that is removed
+    before its runnable is looked up. The chat is re-routed on the new snapshot, so it is answered by the
+    expert its (final) decision names, and the session remembers that decision, written once."""
+    domains = ("math", "code", "instructions", "multilingual")
+    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+        {d: small_corpus[d][:60] for d in domains}
+    )
+    store = RecordingStore()
+    chat = RoutingChatModel(router, make_experts(router.experts), session_store=store)
+    foreign = small_tests["multilingual"][0]
+    assert router.route_conversation([("user", foreign)]).expert == "multilingual"
+    route_conversation = router.route_conversation
+    decisions: list[str] = []
+
+    def decide_then_remove(*args, **kwargs):
+        decision = route_conversation(*args, **kwargs)
+        if not decisions:  # another thread removes the chosen expert right after the first decision
+            remover = threading.Thread(target=chat.remove_expert, args=("multilingual",))
+            remover.start()
+            remover.join()
+        decisions.append(decision.expert)
+        return decision
+
+    router.route_conversation = decide_then_remove
+    try:
+        reply = chat.invoke([HumanMessage(foreign)], session_id="s1")
+    finally:
+        del router.route_conversation
+    meta = reply.response_metadata["ir3de"]
+    assert decisions[0] == "multilingual" and "multilingual" not in router.experts
+    assert len(decisions) == 2  # routed again on the snapshot without the removed expert
+    expected = router.route_conversation([("user", foreign)]).expert
+    assert expert_of(reply) == meta["expert"] == decisions[-1] == expected != "multilingual"
+    assert store.writes == [("s1", expected)]  # the final decision only, once

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.memory import ChatMemoryBuffer
 from llamaindex_helpers import TagLLM, tag_of
 
+from ir3de import Router
 from ir3de.conversation import ConversationSettings, SessionStore
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM
 
@@ -85,3 +87,52 @@ def test_chat_engine_memory_keeps_the_expert(paper_router, small_tests):
         tag_of(engine.chat(small_tests["multilingual"][3]).response)
         == paper_router.route(small_tests["multilingual"][3]).expert
     )
+
+
+class RecordingStore(SessionStore):
+    """A session store that records every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[object, str]] = []
+
+    def set(self, session_id, expert):
+        self.writes.append((session_id, expert))
+        super().set(session_id, expert)
+
+
+def test_expert_removed_while_a_chat_is_routed(smollm2, small_corpus, small_tests):
+    """The conversation decision names an expert removed before its LLM is looked up: the chat is
+    re-routed on the new snapshot and answered by the LLM of the expert its final decision names; the
+    session store is written once, with that decision."""
+    domains = ("math", "code", "instructions", "multilingual")
+    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+        {d: small_corpus[d][:60] for d in domains}
+    )
+    store = RecordingStore()
+    llm = RoutingLLM(router, _llms(router.experts), session_store=store)
+    foreign = small_tests["multilingual"][0]
+    assert router.route_conversation([("user", foreign)]).expert == "multilingual"
+    route_conversation = router.route_conversation
+    decisions: list[str] = []
+
+    def decide_then_remove(*args, **kwargs):
+        decision = route_conversation(*args, **kwargs)
+        if not decisions:
+            remover = threading.Thread(target=llm.remove_expert, args=("multilingual",))
+            remover.start()
+            remover.join()
+        decisions.append(decision.expert)
+        return decision
+
+    router.route_conversation = decide_then_remove
+    try:
+        response = llm.chat([_msg(MessageRole.USER, foreign)], session_id="s1")
+    finally:
+        del router.route_conversation
+    route = response.additional_kwargs[ROUTE_KEY]
+    assert decisions[0] == "multilingual" and "multilingual" not in router.experts
+    assert len(decisions) == 2
+    expected = router.route_conversation([("user", foreign)]).expert
+    assert tag_of(response.message.content) == route["expert"] == decisions[-1] == expected != "multilingual"
+    assert store.writes == [("s1", expected)]
