@@ -112,3 +112,8 @@ def _a(noun: str) -> str:
     """``noun`` with its indefinite article: 'an LLM', 'a handler', 'an upstream'."""
     vowel_sound = noun[:1].lower() in "aeiou" or (noun[:2].isupper() and noun[:1] in "AEFHILMNORSX")
     return f"{'an' if vowel_sound else 'a'} {noun}"
+
+
+class MessageError(Ir3deError, ValueError):
+    """A chat message is malformed: not a ``{"role", "content"}`` dict or a ``(role, content)`` pair, an
+    unknown role, content that is not text, or a conversation with no message that counts."""

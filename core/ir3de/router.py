@@ -866,3 +866,41 @@ class Router:
             raise TypeError(f"expected a StatPack, a folder or a Hub repo id, got {type(pack).__name__}")
         pack.check_compatible(self.fingerprint, "the router")
         return self.add_expert_counts(name or pack.name, pack.counts, pack.description)
+
+    def route_conversation(
+        self,
+        messages: Sequence[Any],
+        *,
+        previous_expert: str | None = None,
+        half_life: float | None = None,
+        user_weight: float | None = None,
+        assistant_weight: float | None = None,
+        include_system: bool | None = None,
+        margin: float | None = None,
+        settings: Any = None,
+    ) -> Any:
+        """Route a multi-turn chat: decayed per-turn evidence, role weights and stickiness.
+
+        ``messages`` are ``{"role", "content"}`` dicts or ``(role, content)`` pairs; options left
+        ``None`` take ``settings`` (a :class:`ir3de.conversation.ConversationSettings`) or the measured
+        defaults. Returns a :class:`ir3de.conversation.ConversationDecision` (a ``RouteDecision`` that
+        also says whether it switched from ``previous_expert`` and why). See :mod:`ir3de.conversation`.
+
+        Example:
+            >>> chat = [("user", "Solve 3x + 5 = 11"), ("ai", "x = 2"), ("user", "why?")]   # doctest: +SKIP
+            >>> router.route_conversation(chat, previous_expert="math").switched            # doctest: +SKIP
+            False
+        """
+        from .conversation import route_conversation
+
+        return route_conversation(
+            self,
+            messages,
+            previous_expert=previous_expert,
+            settings=settings,
+            half_life=half_life,
+            user_weight=user_weight,
+            assistant_weight=assistant_weight,
+            include_system=include_system,
+            margin=margin,
+        )

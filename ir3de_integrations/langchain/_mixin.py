@@ -1,31 +1,39 @@
-"""What the LangChain faces share: runtime experts, the expert's nested run, and error wrapping."""
+"""What the LangChain faces share: runtime experts, conversation routing, the expert's nested run, and
+error wrapping."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
 from langchain_core.callbacks.manager import AsyncRunManager, BaseRunManager
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 from typing_extensions import Self
 
+from .._conversation import ConversationOptions, route_chat, settings_for
+from ._conversation import chat_turns
 from .errors import ExpertInvocationError
 
 if TYPE_CHECKING:
+    from ir3de.experts import Routed
+
     from ._registry import ExpertRegistry
 
 
 class ExpertsMixin:
-    """``add_expert``/``remove_expert``/``update_expert``, the expert's run config and error wrapping
-    of :class:`RouterRunnable` and :class:`RoutingChatModel` (both keep their registry in ``_registry``).
+    """``add_expert``/``remove_expert``/``update_expert``, conversation routing, the expert's run config
+    and error wrapping of :class:`RouterRunnable` and :class:`RoutingChatModel` (both keep their registry
+    in ``_registry`` and their conversation settings and session store in ``_conversation``).
 
     Example:
         >>> chat.add_expert("legal", legal_chat, legal_texts).remove_expert("code")   # doctest: +SKIP
     """
 
     _registry: ExpertRegistry
+    _conversation: ConversationOptions
 
     @property
     def registry(self) -> ExpertRegistry:
@@ -66,6 +74,31 @@ class ExpertsMixin:
         self._registry.update(name, more_texts, handler=llm)
         return self
 
+    # ------------------------------------------------------------------ conversations
+    @staticmethod
+    def _conversation_options(conversation: Any, route_on: Any, session_store: Any) -> ConversationOptions:
+        """The settings (``conversation``, or the legacy ``route_on`` mapped onto them) and the session
+        store a face routes chats with (typed errors for bad values)."""
+        return ConversationOptions(settings_for(conversation, route_on, adapter="langchain"), session_store)
+
+    def _route_messages(
+        self, messages: Sequence[BaseMessage], session_id: Hashable | None, *, remember: bool = True
+    ) -> Routed[Runnable[Any, Any]]:
+        """Route a chat with :meth:`ir3de.Router.route_conversation` through the registry: the decision
+        and the chosen expert's runnable, from one registry snapshot. The previous expert comes from the
+        session store (``session_id``), else from the route in the history's last routed answer; with
+        ``remember`` the final decision is stored."""
+        turns, history = chat_turns(messages)
+        return route_chat(
+            self._registry,
+            self._conversation,
+            turns,
+            session_id=session_id,
+            history_expert=history,
+            remember=remember,
+        )
+
+    # ------------------------------------------------------------------ the expert's run
     @staticmethod
     def _expert_config(
         config: RunnableConfig | None, run_manager: BaseRunManager | None, name: str, confidence: float | None

@@ -17,8 +17,10 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from ir3de.errors import ExpertError
 
+from .._conversation import ConversationOptions
+from ._conversation import session_id_from
 from ._mixin import ExpertsMixin
-from ._registry import ExpertRegistry, RouteOn, _check_route_on, messages_text
+from ._registry import ExpertRegistry, RouteOn
 from .errors import ExpertInvocationError
 from .runnable import RouterRunnable
 
@@ -76,8 +78,11 @@ class _Call:
 class RoutingChatModel(ExpertsMixin, BaseChatModel):
     """A chat model that routes each conversation to one of several expert chat models with IR3DE.
 
-    The last user message (or the whole conversation / the last ``n`` turns: ``route_on``) is routed;
-    the chosen expert gets the full message list. The answer's ``response_metadata["ir3de"]`` holds the
+    The conversation is routed with :meth:`ir3de.Router.route_conversation` (``conversation``
+    settings: decayed earlier turns, role weights, stickiness); the chosen expert gets the full message
+    list. The session's previous expert comes from ``session_store`` by the session id (a
+    ``session_id=`` call keyword, or ``configurable={"session_id": ...}`` as ``RunnableWithMessageHistory``
+    passes it), else from the route written into the history's last answer. The answer's ``response_metadata["ir3de"]`` holds the
     decision (expert, confidence, scores, deciding tokens); streamed, it is on the first chunk.
     ``response_metadata["model_name"]`` is the expert's own model name, else the expert name.
     ``invoke(..., model="<expert>")`` forces an expert. ``bind_tools`` and ``with_structured_output``
@@ -88,7 +93,12 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     Args:
         router: a fitted :class:`ir3de.Router`.
         experts: expert name → chat model (or any runnable returning a message or a string).
-        route_on: ``"last_user"``, ``"conversation"`` or an ``int`` n (the last n turns).
+        conversation: a :class:`ir3de.conversation.ConversationSettings` (or a dict of its fields);
+            default: the measured defaults.
+        session_store: a :class:`ir3de.conversation.SessionStore` (default: one per chat model).
+        route_on: legacy: ``"last_user"`` (= ``ConversationSettings.last_message()``) or
+            ``"conversation"`` (= ``ConversationSettings.whole()``); other values raise an error
+            naming ``conversation``.
 
     Example:
         >>> from ir3de_integrations.langchain import RoutingChatModel          # doctest: +SKIP
@@ -99,7 +109,9 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     """
 
     router: Any = Field(exclude=True)
-    route_on: RouteOn = "last_user"
+    route_on: RouteOn | None = None
+    conversation: Any = None
+    session_store: Any = Field(default=None, exclude=True)
     temperature: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = None
@@ -107,6 +119,7 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     max_retries: int | None = None
 
     _registry: ExpertRegistry = PrivateAttr()
+    _conversation: ConversationOptions = PrivateAttr()
 
     def __init__(
         self,
@@ -116,8 +129,12 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     ) -> None:
         if router is None or experts is None:
             raise ExpertError("RoutingChatModel needs a fitted router and experts={name: chat model}")
-        kwargs["route_on"] = _check_route_on(kwargs.get("route_on", "last_user"))
+        options = self._conversation_options(
+            kwargs.get("conversation"), kwargs.get("route_on"), kwargs.get("session_store")
+        )
+        kwargs["conversation"], kwargs["session_store"] = options.settings, options.store
         super().__init__(router=router, **kwargs)
+        self._conversation = options
         self._registry = experts if isinstance(experts, ExpertRegistry) else ExpertRegistry(router, experts)
 
     @property
@@ -126,7 +143,10 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"experts": sorted(self._registry.experts), "route_on": self.route_on}
+        return {
+            "experts": sorted(self._registry.experts),
+            "conversation": self._conversation.settings.to_dict(),
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         model = kwargs.get("model")
@@ -155,6 +175,7 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     ) -> _Call:
         kwargs = dict(kwargs)
         forced = kwargs.pop("model", None)
+        session_id = session_id_from(None, kwargs)
         tools = kwargs.pop(_TOOLS_KEY, None)
         stop = stop if stop is not None else self.stop
         if stop:
@@ -163,7 +184,7 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
             name, expert = str(forced), self._registry.get(str(forced))
             info: dict[str, Any] = {"expert": name, "confidence": None, "forced": True, "tokens": []}
         else:
-            decision, expert = self._registry.route(messages_text(messages, self.route_on))
+            decision, expert = self._route_messages(messages, session_id)
             name, info = decision.expert, decision.to_dict()
         if tools is not None:
             try:
@@ -286,7 +307,7 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
             >>> chat.route("Translate 'good morning' into German").expert   # doctest: +SKIP
         """
         messages = self._convert_input(input).to_messages()
-        return self._registry.route(messages_text(messages, self.route_on)).decision
+        return self._route_messages(messages, session_id_from(None, None), remember=False).decision
 
     # ------------------------------------------------------------------ tools / structured output
     def bind_tools(
@@ -331,5 +352,9 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
                 ) from e
 
         return RouterRunnable._view(
-            self._registry, transform, route_on=self.route_on, name="RoutingChatModelStructuredOutput"
+            self._registry,
+            transform,
+            conversation=self._conversation.settings,
+            session_store=self._conversation.store,
+            name="RoutingChatModelStructuredOutput",
         )

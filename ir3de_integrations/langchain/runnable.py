@@ -13,12 +13,15 @@ from langchain_core.runnables.config import get_executor_for_config
 from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .._conversation import ConversationOptions
+from ._conversation import input_messages, session_id_from
 from ._mixin import ExpertsMixin
-from ._registry import ExpertRegistry, RouteOn, _check_route_on, input_text
+from ._registry import ExpertRegistry, RouteOn
 from .errors import ExpertInvocationError
 
 if TYPE_CHECKING:
     from ir3de import RouteDecision, Router
+    from ir3de.experts import Routed
 
 __all__ = ["RouterRunnable"]
 
@@ -29,9 +32,11 @@ ChainRunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
 class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     """Route each input to one of several expert runnables (chat models, LLMs, chains) with IR3DE.
 
-    The routed text is the input string, or for messages / a ``PromptValue`` / a ``dict`` (its
-    ``input_key``) the last user message (``route_on="last_user"``), the whole conversation
-    (``"conversation"``) or the last ``n`` turns (``n``). The input itself goes to the chosen expert
+    A string input is routed as one prompt; messages / a ``PromptValue`` / a ``dict`` holding them (its
+    ``input_key``) are routed as a conversation with :meth:`ir3de.Router.route_conversation`
+    (``conversation`` settings; the session's previous expert from ``session_store`` by the
+    ``configurable`` ``session_id`` of the config, as ``RunnableWithMessageHistory`` passes it, else from
+    the route in the history's last answer). The input itself goes to the chosen expert
     unchanged, as a nested run tagged ``route:<expert>`` with ``ir3de_expert`` and
     ``ir3de_confidence`` in its metadata. ``batch``/``abatch`` group inputs by expert so each expert
     gets one batched call (order preserved). With ``return_decision=True`` the output is
@@ -43,7 +48,10 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         router: a fitted :class:`ir3de.Router`.
         experts: expert name → runnable, exactly the router's experts (plus its ``fallback``).
         input_key: for ``dict`` inputs, the key that holds the text (or messages).
-        route_on: ``"last_user"``, ``"conversation"`` or an ``int`` n (the last n turns).
+        conversation: a :class:`ir3de.conversation.ConversationSettings` (or a dict of its fields).
+        session_store: a :class:`ir3de.conversation.SessionStore` (default: one per runnable).
+        route_on: legacy: ``"last_user"`` or ``"conversation"`` map to equivalent ``conversation``
+            settings; other values raise an error naming ``conversation``.
         return_decision: return the decision alongside the output.
 
     Example:
@@ -56,9 +64,12 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
 
     router: Any = Field(exclude=True)
     input_key: str = "input"
-    route_on: RouteOn = "last_user"
+    route_on: RouteOn | None = None
+    conversation: Any = None
+    session_store: Any = Field(default=None, exclude=True)
     return_decision: bool = False
 
+    _conversation: ConversationOptions = PrivateAttr()
     _registry: ExpertRegistry = PrivateAttr()
     _transform: Transform | None = PrivateAttr(default=None)
     _transformed: dict[str, tuple[Runnable[Any, Any], Runnable[Any, Any]]] = PrivateAttr(default_factory=dict)
@@ -69,17 +80,23 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         experts: Mapping[str, Runnable[Any, Any]] | ExpertRegistry,
         *,
         input_key: str = "input",
-        route_on: RouteOn = "last_user",
+        route_on: RouteOn | None = None,
+        conversation: Any = None,
+        session_store: Any = None,
         return_decision: bool = False,
         **kwargs: Any,
     ) -> None:
+        options = self._conversation_options(conversation, route_on, session_store)
         super().__init__(
             router=router,
             input_key=input_key,
-            route_on=_check_route_on(route_on),
+            route_on=route_on,
+            conversation=options.settings,
+            session_store=options.store,
             return_decision=return_decision,
             **kwargs,
         )
+        self._conversation = options
         self._registry = experts if isinstance(experts, ExpertRegistry) else ExpertRegistry(router, experts)
 
     @classmethod
@@ -89,7 +106,8 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         experts: Mapping[str, Runnable[Any, Any]],
         *,
         input_key: str = "input",
-        route_on: RouteOn = "last_user",
+        route_on: RouteOn | None = None,
+        conversation: Any = None,
         return_decision: bool = False,
         **kwargs: Any,
     ) -> RouterRunnable:
@@ -102,7 +120,14 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         from ir3de import Router
 
         router = Router.from_pretrained(folder_or_repo, **kwargs)
-        return cls(router, experts, input_key=input_key, route_on=route_on, return_decision=return_decision)
+        return cls(
+            router,
+            experts,
+            input_key=input_key,
+            route_on=route_on,
+            conversation=conversation,
+            return_decision=return_decision,
+        )
 
     @classmethod
     def _view(
@@ -123,10 +148,19 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
             >>> routed.route("def add(a, b):").expert   # doctest: +SKIP
             'code'
         """
-        return self._decide(input)[0]
+        messages = input_messages(input, input_key=self.input_key)
+        if isinstance(messages, str):
+            return self._registry.route(messages).decision
+        return self._route_messages(messages, None, remember=False).decision
 
-    def _text(self, input: Any) -> str:
-        return input_text(input, input_key=self.input_key, route_on=self.route_on)
+    def _route_input(self, input: Any, config: RunnableConfig | None) -> Routed[Runnable[Any, Any]] | str:
+        """The conversation decision and its expert for a chat input (routed through the registry, the
+        session remembered), or the text to route for a plain string."""
+        messages = input_messages(input, input_key=self.input_key)
+        if isinstance(messages, str):
+            return messages
+        session_id = session_id_from(config) if config is not None else None
+        return self._route_messages(messages, session_id)
 
     def _apply(self, name: str, runnable: Runnable[Any, Any]) -> Runnable[Any, Any]:
         if self._transform is None:
@@ -138,8 +172,11 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         self._transformed[name] = (runnable, out)
         return out
 
-    def _decide(self, input: Any) -> tuple[RouteDecision, Runnable[Any, Any]]:
-        decision, runnable = self._registry.route(self._text(input))
+    def _decide(
+        self, input: Any, config: RunnableConfig | None = None
+    ) -> tuple[RouteDecision, Runnable[Any, Any]]:
+        routed = self._route_input(input, config)
+        decision, runnable = self._registry.route(routed) if isinstance(routed, str) else routed
         return decision, self._apply(decision.expert, runnable)
 
     def _child_config(
@@ -157,7 +194,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     def _invoke(
         self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        decision, expert = self._decide(input)
+        decision, expert = self._decide(input, config)
         try:
             output = expert.invoke(input, self._child_config(config, run_manager, decision), **kwargs)
         except Exception as e:
@@ -167,7 +204,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     async def _ainvoke(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        decision, expert = self._decide(input)
+        decision, expert = self._decide(input, config)
         try:
             output = await expert.ainvoke(input, self._child_config(config, run_manager, decision), **kwargs)
         except Exception as e:
@@ -184,21 +221,29 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
 
     # ------------------------------------------------------------------ batch
     def _plan(
-        self, inputs: Sequence[Any]
+        self, inputs: Sequence[Any], configs: Sequence[RunnableConfig | None] | None = None
     ) -> tuple[list[Any], dict[str, tuple[Runnable[Any, Any], list[int]]], list[RouteDecision | None]]:
-        """Route all inputs with one router snapshot: results (errors filled in), groups by expert."""
+        """Route all inputs (the plain strings with one router snapshot; each conversation with its own
+        history): results (errors filled in), groups by expert."""
         results: list[Any] = [None] * len(inputs)
         texts: list[str] = []
         positions: list[int] = []
+        chats: list[tuple[int, Routed[Runnable[Any, Any]]]] = []
         for i, item in enumerate(inputs):
             try:
-                texts.append(self._text(item))
-                positions.append(i)
+                routed = self._route_input(item, configs[i] if configs is not None else None)
             except Exception as e:
                 results[i] = e
+                continue
+            if isinstance(routed, str):
+                texts.append(routed)
+                positions.append(i)
+            else:
+                chats.append((i, routed))
         decisions: list[RouteDecision | None] = [None] * len(inputs)
         groups: dict[str, tuple[Runnable[Any, Any], list[int]]] = {}
-        for i, routed in zip(positions, self._registry.route_batch(texts) if texts else []):
+        routed_texts = list(zip(positions, self._registry.route_batch(texts) if texts else []))
+        for i, routed in routed_texts + chats:
             if isinstance(routed, Exception):
                 results[i] = routed
                 continue
@@ -233,7 +278,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        results, groups, decisions = self._plan(inputs)
+        results, groups, decisions = self._plan(inputs, config)
 
         def run_group(item: tuple[str, tuple[Runnable[Any, Any], list[int]]]) -> None:
             _, (expert, indices) = item
@@ -260,7 +305,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         config: list[RunnableConfig],
         **kwargs: Any,
     ) -> list[Any]:
-        results, groups, decisions = self._plan(inputs)
+        results, groups, decisions = self._plan(inputs, config)
 
         async def run_group(expert: Runnable[Any, Any], indices: list[int]) -> None:
             configs = [self._child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
@@ -314,7 +359,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         **kwargs: Any,
     ) -> Iterator[Any]:
         input = next(inputs)
-        decision, expert = self._decide(input)
+        decision, expert = self._decide(input, config)
         if self.return_decision:
             yield AddableDict(decision=decision)
         try:
@@ -331,7 +376,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         input = await inputs.__anext__()
-        decision, expert = self._decide(input)
+        decision, expert = self._decide(input, config)
         if self.return_decision:
             yield AddableDict(decision=decision)
         try:

@@ -40,11 +40,13 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.llm import LLM, default_completion_to_prompt
 from pydantic import Field, PrivateAttr
 
+from ir3de.conversation import ConversationSettings, SessionStore
 from ir3de.decision import RouteDecision
 from ir3de.errors import InvalidInputError
-from ir3de.experts import ExpertRegistry
+from ir3de.experts import ExpertRegistry, Routed
 from ir3de.router import Router
 
+from .._conversation import ConversationOptions, route_chat, settings_for
 from ._common import DEFAULT_TOP_TOKENS, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher
 
@@ -52,8 +54,6 @@ __all__ = ["ROUTE_KEY", "RoutingLLM"]
 
 #: The ``additional_kwargs`` key under which every response reports its route.
 ROUTE_KEY = "ir3de_route"
-
-_ROUTE_ON = ("last_user", "user", "all")
 
 
 class RoutingLLM(LLM):
@@ -65,8 +65,15 @@ class RoutingLLM(LLM):
         llms: ``{expert: LLM}`` — exactly the router's experts (plus its ``fallback`` name when
             one is configured and is not an expert). A mismatch raises one
             :class:`~ir3de.errors.ExpertMismatchError` (an ``ExpertError``) listing both sides.
-        route_on: for chat calls, which text is routed: ``"last_user"`` (the last user message; the
-            default), ``"user"`` (all user messages) or ``"all"`` (every message).
+        conversation: how chat calls are routed: a :class:`ir3de.conversation.ConversationSettings` (or
+            a dict of its fields; default: the measured defaults) for
+            :meth:`ir3de.Router.route_conversation` (decayed earlier turns, role weights, stickiness).
+        session_store: a :class:`ir3de.conversation.SessionStore` (default: one per routing LLM). The
+            previous expert of a chat comes from it by a ``session_id=`` call keyword, else by the
+            conversation's earlier user messages (so a chat engine's memory keeps its expert).
+        route_on: legacy: ``"last_user"`` (= ``ConversationSettings.last_message()``), ``"user"`` or
+            ``"all"`` (= ``ConversationSettings.whole(assistant_weight=0 or 1)``); other values raise an
+            error naming ``conversation``.
         top_tokens: deciding tokens named in the route report.
 
     Example:
@@ -76,31 +83,38 @@ class RoutingLLM(LLM):
         'code'
     """
 
-    route_on: Literal["last_user", "user", "all"] = Field(
-        default="last_user", description="Which chat messages are routed: last_user, user or all."
+    route_on: Literal["last_user", "user", "all"] | None = Field(
+        default=None, description="Legacy: last_user, user or all (mapped to conversation settings)."
     )
+    conversation: Any = Field(default=None, description="ConversationSettings for chat calls.")
     top_tokens: int = Field(default=DEFAULT_TOP_TOKENS, description="Deciding tokens in the route report.")
 
     _registry: ExpertRegistry[LLM] = PrivateAttr()
+    _conversation: ConversationOptions = PrivateAttr()
 
     def __init__(
         self,
         router: Router,
         llms: Mapping[str, LLM],
         *,
-        route_on: Literal["last_user", "user", "all"] = "last_user",
+        route_on: Literal["last_user", "user", "all"] | None = None,
+        conversation: ConversationSettings | Mapping[str, Any] | None = None,
+        session_store: SessionStore | None = None,
         top_tokens: int = DEFAULT_TOP_TOKENS,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
-        if route_on not in _ROUTE_ON:
-            raise InvalidInputError(f"route_on must be one of {_ROUTE_ON}, got {route_on!r}")
+        options = ConversationOptions(
+            settings_for(conversation, route_on, adapter="llama_index"), session_store
+        )
         super().__init__(
             route_on=route_on,
+            conversation=options.settings,
             top_tokens=top_tokens,
             callback_manager=callback_manager or CallbackManager([]),
             **kwargs,
         )
+        self._conversation = options
         self._registry = ExpertRegistry(router, llms, kind="LLM", check_handler=_check_llm)
 
     @classmethod
@@ -109,7 +123,8 @@ class RoutingLLM(LLM):
         folder_or_repo: str | Path,
         llms: Mapping[str, LLM],
         *,
-        route_on: Literal["last_user", "user", "all"] = "last_user",
+        route_on: Literal["last_user", "user", "all"] | None = None,
+        conversation: ConversationSettings | Mapping[str, Any] | None = None,
         top_tokens: int = DEFAULT_TOP_TOKENS,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
@@ -124,6 +139,7 @@ class RoutingLLM(LLM):
             load_router(folder_or_repo, **kwargs),
             llms,
             route_on=route_on,
+            conversation=conversation,
             top_tokens=top_tokens,
             callback_manager=callback_manager,
         )
@@ -204,16 +220,62 @@ class RoutingLLM(LLM):
         """The router's decision for ``text`` (no LLM call)."""
         return self._registry.router.route(text)
 
+    @property
+    def session_store(self) -> SessionStore:
+        """Where the expert of each chat session (and conversation so far) is remembered."""
+        return self._conversation.store
+
     def routing_text(self, messages: Sequence[ChatMessage]) -> str:
-        """The text of ``messages`` that is routed, per ``route_on``."""
-        if self.route_on == "all":
-            chosen = list(messages)
-        else:
-            users = [m for m in messages if m.role == MessageRole.USER]
-            chosen = users[-1:] if self.route_on == "last_user" else users
-            if not chosen:
-                chosen = list(messages)
-        return "\n".join(m.content or "" for m in chosen)
+        """The last user message of ``messages`` (what route events report as the routed text)."""
+        users = [m for m in messages if m.role == MessageRole.USER]
+        return (users[-1].content or "") if users else ""
+
+    def route_chat(self, messages: Sequence[ChatMessage], *, session_id: Any = None) -> RouteDecision:
+        """The conversation decision for ``messages`` (no LLM call, nothing remembered).
+
+        Example:
+            >>> routing_llm.route_chat(chat_history).reason   # doctest: +SKIP
+            "kept 'math': it is the top expert"
+        """
+        return self._route_chat(messages, session_id, remember=False).decision
+
+    def _route_chat(
+        self, messages: Sequence[ChatMessage], session_id: Any, *, remember: bool = True
+    ) -> Routed[LLM]:
+        """The conversation decision and its expert's LLM, from one registry snapshot (the session's
+        store written once, after the decision is final)."""
+        turns = [(m.role, m.content or "") for m in messages]
+        return route_chat(self._registry, self._conversation, turns, session_id=session_id, remember=remember)
+
+    def _chat_payload(self, decision: RouteDecision) -> dict[str, Any]:
+        payload = route_payload(decision, self.top_tokens)
+        for key in ("previous_expert", "switched", "margin", "reason"):
+            payload[key] = getattr(decision, key, None)
+        return payload
+
+    def _resolve_chat_sync(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> tuple[LLM, dict[str, Any]]:
+        decision, llm = self._route_chat(messages, kwargs.pop("session_id", None))
+        payload = self._chat_payload(decision)
+        dispatcher.event(
+            Ir3deRouteEvent.from_payload(
+                "llm", self.routing_text(messages), payload, selected=[decision.expert]
+            )
+        )
+        return llm, payload
+
+    async def _resolve_chat_async(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> tuple[LLM, dict[str, Any]]:
+        decision, llm = self._route_chat(messages, kwargs.pop("session_id", None))
+        payload = self._chat_payload(decision)
+        await dispatcher.aevent(
+            Ir3deRouteEvent.from_payload(
+                "llm", self.routing_text(messages), payload, selected=[decision.expert]
+            )
+        )
+        return llm, payload
 
     @dispatcher.span
     def _resolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
@@ -234,8 +296,8 @@ class RoutingLLM(LLM):
     # ------------------------------------------------------------------ LLM API
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """Route on the messages (see ``route_on``) and chat with the chosen expert's LLM."""
-        _, llm, payload = self._resolve(self.routing_text(messages))
+        """Route the conversation (see ``conversation``) and chat with the chosen expert's LLM."""
+        llm, payload = self._resolve_chat_sync(messages, kwargs)
         return _annotate(llm.chat(messages, **kwargs), payload)
 
     def _expert_formatted(self, formatted: bool) -> bool:
@@ -256,7 +318,7 @@ class RoutingLLM(LLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Route once (at call time), then stream the chosen LLM's chat chunks, each carrying the route."""
-        _, llm, payload = self._resolve(self.routing_text(messages))
+        llm, payload = self._resolve_chat_sync(messages, kwargs)
         return _annotate_stream(llm.stream_chat(messages, **kwargs), payload)
 
     @llm_completion_callback()
@@ -270,7 +332,7 @@ class RoutingLLM(LLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async :meth:`chat`."""
-        _, llm, payload = await self._aresolve(self.routing_text(messages))
+        llm, payload = await self._resolve_chat_async(messages, kwargs)
         return _annotate(await llm.achat(messages, **kwargs), payload)
 
     @llm_completion_callback()
@@ -284,7 +346,7 @@ class RoutingLLM(LLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async :meth:`stream_chat`."""
-        _, llm, payload = await self._aresolve(self.routing_text(messages))
+        llm, payload = await self._resolve_chat_async(messages, kwargs)
         return _annotate_astream(await llm.astream_chat(messages, **kwargs), payload)
 
     @llm_completion_callback()
@@ -299,7 +361,7 @@ class RoutingLLM(LLM):
 
     def __repr__(self) -> str:
         llms = ", ".join(f"{n}: {type(m).__name__}" for n, m in self._registry.handlers.items())
-        return f"RoutingLLM({{{llms}}}, route_on={self.route_on!r})"
+        return f"RoutingLLM({{{llms}}}, conversation={self._conversation.settings})"
 
 
 def _check_llm(name: str, llm: object) -> None:

@@ -10,6 +10,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tracers.context import collect_runs
 from lc_helpers import expert_of, fake_expert
 
+from ir3de.conversation import ConversationSettings
 from ir3de.errors import EmptyPromptError, InvalidInputError, Ir3deError
 from ir3de_integrations.langchain import ExpertInvocationError, ExpertMismatchError, RouterRunnable
 
@@ -51,18 +52,23 @@ def test_input_forms(routed, paper_router, small_tests):
         routed.invoke(42)
 
 
-def test_route_on_conversation_and_last_n(paper_router, make_experts, small_tests):
+def test_route_on_legacy_values(paper_router, make_experts, small_tests):
     code = small_tests["code"][0]
     short = "What is 12 divided by 4?"
     messages = [HumanMessage(code), AIMessage("def f(): pass"), HumanMessage(short)]
     experts = make_experts(paper_router.experts)
-    for route_on in ("conversation", 3):
-        whole = RouterRunnable(paper_router, experts, route_on=route_on)
-        assert whole.route(messages) == paper_router.route(f"{code}\ndef f(): pass\n{short}")
-    last_one = RouterRunnable(paper_router, experts, route_on=1)
-    assert last_one.route(messages) == paper_router.route(short)
-    with pytest.raises(InvalidInputError, match="route_on"):
-        RouterRunnable(paper_router, experts, route_on=0)
+    last = RouterRunnable(paper_router, experts, route_on="last_user")
+    assert last.route(messages).scores == paper_router.route(short).scores
+    whole = RouterRunnable(paper_router, experts, route_on="conversation")
+    expected = paper_router.route_conversation(
+        [("user", code), ("ai", "def f(): pass"), ("user", short)], settings=ConversationSettings.whole()
+    )
+    assert whole.route(messages) == expected
+    for gone in (0, 3, "first"):
+        with pytest.raises(InvalidInputError, match="conversation=ConversationSettings"):
+            RouterRunnable(paper_router, experts, route_on=gone)
+    with pytest.raises(InvalidInputError, match="not both"):
+        RouterRunnable(paper_router, experts, route_on="last_user", conversation=ConversationSettings())
 
 
 def test_nested_run_is_tagged_with_the_decision(routed, small_tests):

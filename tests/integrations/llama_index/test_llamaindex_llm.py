@@ -13,6 +13,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llamaindex_helpers import RouteEventCollector, TagLLM, tag_of
 
 from ir3de import Router
+from ir3de.conversation import ConversationSettings
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError, UnknownExpertError
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM, dispatcher, route_payload
 
@@ -47,7 +48,8 @@ def test_every_method_reaches_the_routed_llm(paper_router, small_tests):
                     partial
                     or tag_of(response.text if is_completion else response.message.content) == decision.expert
                 )
-                assert response.additional_kwargs[ROUTE_KEY] == expected
+                route = response.additional_kwargs[ROUTE_KEY]
+                assert {k: route[k] for k in expected} == expected  # chat routes add the conversation's keys
                 own = response.additional_kwargs if is_completion else response.message.additional_kwargs
                 assert own["answered_by"] == decision.expert  # the expert's own kwargs are kept
 
@@ -111,23 +113,26 @@ def test_llm_predict_and_completion_helpers(paper_router, small_tests):
     assert wrapped.predict(PromptTemplate("{q}"), q=prompt).endswith("[router format]")
 
 
-def test_route_on(paper_router, small_tests):
+def test_route_on_legacy_values(paper_router, small_tests):
     math_q, code_q = small_tests["math"][0], small_tests["code"][0]
     history = [
         ChatMessage(role=MessageRole.USER, content=code_q),
         ChatMessage(role=MessageRole.ASSISTANT, content="Here it is."),
         ChatMessage(role=MessageRole.USER, content=math_q),
     ]
-    last = RoutingLLM(paper_router, _llms(paper_router.experts))
+    pairs = [("user", code_q), ("assistant", "Here it is."), ("user", math_q)]
+    last = RoutingLLM(paper_router, _llms(paper_router.experts), route_on="last_user")
     assert last.routing_text(history) == math_q
     assert tag_of(last.chat(history).message.content) == paper_router.route(math_q).expert
     users = RoutingLLM(paper_router, _llms(paper_router.experts), route_on="user")
-    assert users.routing_text(history) == code_q + "\n" + math_q
-    assert tag_of(users.chat(history).message.content) == paper_router.route(code_q + "\n" + math_q).expert
-    with pytest.raises(InvalidInputError, match="route_on"):
-        RoutingLLM(paper_router, _llms(paper_router.experts), route_on="first")
+    expected = paper_router.route_conversation(pairs, settings=ConversationSettings.whole(assistant_weight=0))
+    assert tag_of(users.chat(history).message.content) == expected.expert
     everything = RoutingLLM(paper_router, _llms(paper_router.experts), route_on="all")
-    assert everything.routing_text(history) == "\n".join([code_q, "Here it is.", math_q])
+    assert everything.route_chat(history) == paper_router.route_conversation(
+        pairs, settings=ConversationSettings.whole()
+    )
+    with pytest.raises(InvalidInputError, match="conversation=ConversationSettings"):
+        RoutingLLM(paper_router, _llms(paper_router.experts), route_on="first")
 
 
 def test_metadata_is_conservative(paper_router):
