@@ -33,6 +33,7 @@ from .errors import (
     TokenizerMismatchError,
     UnknownExpertError,
 )
+from .sanitize import clean_text, clean_texts
 from .selectors import COMBINERS, SELECTORS, Selection, select_batch, select_one
 from .solve import column_normalize, ridge_solve
 from .statistics import ExpertCounts, balance_weights, expert_gram, ridge_statistics
@@ -689,6 +690,7 @@ class Router:
         """
         tokenizer = self.tokenizer
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        texts = clean_texts(texts)  # lone surrogates -> U+FFFD (ir3de.sanitize)
         heads = [self._prompt_head(t) for t in texts]
         encodings = encode(heads, add_special_tokens=False)
         id_lists = [self._capped_ids(t, h, e.ids) for t, h, e in zip(texts, heads, encodings)]
@@ -714,6 +716,7 @@ class Router:
             raise InvalidInputError(f"the prompt is a {type(text).__name__}; prompts must be str")
         state = self._require_state()
         config = self.config
+        text = clean_text(text)  # lone surrogates -> U+FFFD (ir3de.sanitize)
         head = self._prompt_head(text)
         ids = self._capped_ids(text, head, self.tokenizer.encode(head, add_special_tokens=False).ids)
         winner, scores, chosen, positions, n = select_one(

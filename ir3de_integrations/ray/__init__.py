@@ -178,7 +178,7 @@ class _ShardCounter:
     """Ray Data actor: counts one shard file per row with the driver's tokenizer."""
 
     def __init__(
-        self, spec: Mapping[str, Any], text_field: str | None, whole_file: bool, batch_size: int
+        self, spec: Mapping[str, Any], text_field: str | None, whole_file: bool | None, batch_size: int
     ) -> None:
         self.new_counter = _make_counter(spec)
         self.field = text_field
@@ -312,7 +312,7 @@ def count_shards(
     *,
     embeddings: TokenEmbeddings | None = None,
     field: str | None = None,
-    whole_file: bool = False,
+    whole_file: bool | None = None,
     skip_bad: bool = False,
     concurrency: int | None = None,
     batch_size: int = 512,
@@ -325,7 +325,8 @@ def count_shards(
         shards: expert → file paths or globs.
         embeddings: the tokenizer to count with (``TokenEmbeddings.default()`` when omitted).
         field: the text field of .jsonl/.json/.csv/.parquet records.
-        whole_file: .txt files are one text each.
+        whole_file: as in :func:`ir3de.corpus.read_texts` (default: per file type; ``True``: .txt
+            files are one text each).
         skip_bad: skip bad shards (listed in the report) instead of raising :class:`ShardError`.
         concurrency: counting actors (default: the cluster's CPUs).
         address: a Ray cluster to join; a local Ray starts when none is running.
