@@ -513,10 +513,12 @@ def cmd_route(args: argparse.Namespace) -> int:
             raise _settings_error(e) from None
     results = _route_all(router, prompts)
     failed: list[int] = []
+    first_error = ""
     for number, (prompt, d) in enumerate(zip(prompts, results), start=1):
         if isinstance(d, Ir3deError):
             failed.append(number)
             message = _cli_message(str(d))
+            first_error = first_error or message
             if args.json:
                 print(json.dumps({"line": number, "error": message, "error_type": type(d).__name__}))
             else:
@@ -531,8 +533,11 @@ def cmd_route(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if failed:
         lines = ", ".join(map(str, failed[:10])) + (", …" if len(failed) > 10 else "")
-        print(f"ir3de: error: {len(failed)} of {len(prompts)} prompts could not be routed (line {lines})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"ir3de: error: {len(failed)} of {len(prompts)} prompts could not be routed (line {lines}); "
+            f"line {failed[0]}: {first_error}",
+            file=sys.stderr,
+        )
         return EXIT_ERROR if len(failed) == len(prompts) else EXIT_PARTIAL
     return EXIT_OK
 

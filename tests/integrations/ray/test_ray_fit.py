@@ -148,3 +148,49 @@ def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
     a, b = Router.from_pretrained(tmp_path / "ray"), Router.from_pretrained(tmp_path / "local")
     assert a.statistics == b.statistics  # token counts exactly, text Grams to float64 rounding
     np.testing.assert_allclose(a.table.logits, b.table.logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def hang_guard():
+    """Turn a hang into a failure: SIGALRM interrupts a job that stops making progress (issue 13.15)."""
+    import signal
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("the Ray fit did not finish in 300 s: counting actors starve the read tasks")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(300)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpus, tmp_path, hang_guard):
+    """Datasets with read tasks (`read_json`, `read_parquet`) on a 2-CPU Ray, exactly as the README
+    documents: one labelled dataset, and {expert: dataset}. The actor pools used to take both CPUs,
+    so the read tasks never ran and the fit hung; the statistics must equal a local fit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = {n: texts[:40] for n, texts in small_corpus.items()}
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    for i, (name, texts) in enumerate(corpus.items()):
+        with open(labelled / f"part-{i}.jsonl", "w") as fh:
+            for t in texts:
+                fh.write(json.dumps({"text": t, "expert": name}) + "\n")
+        pq.write_table(pa.table({"text": texts}), tmp_path / f"{name}.parquet")
+    local = Router(smollm2, device="cpu", progress=False).fit(corpus)
+
+    router, report = fit_router(
+        ray.data.read_json(sorted(str(p) for p in labelled.glob("*.jsonl"))),
+        router=Router(smollm2, device="cpu", progress=False),
+    )
+    assert {n: report.statistics[n] for n in corpus} == local.statistics
+    np.testing.assert_allclose(router.weights, local.weights, rtol=1e-6, atol=1e-9)
+
+    per_expert = {n: ray.data.read_parquet(str(tmp_path / f"{n}.parquet")) for n in corpus}
+    router, report = fit_router(per_expert, router=Router.paper(smollm2, device="cpu", progress=False))
+    local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(corpus)
+    assert {n: report.statistics[n] for n in corpus} == local_paper.statistics
+    assert np.array_equal(router.weights, local_paper.weights)
