@@ -381,7 +381,7 @@ def _fit_on_ray(args: argparse.Namespace, router: Router) -> None:
         _status(
             args, "starting a local Ray …" if args.address is None else f"joining Ray at {args.address} …"
         )
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=False, **quiet_ray_logging())
+        ray.init(address=args.address, include_dashboard=False, **quiet_ray_logging())
     try:
         _, report = fit_router(
             experts,

@@ -312,7 +312,6 @@ def quiet_ray_logging() -> dict[str, Any]:
 
     ctx = ray.data.DataContext.get_current()
     ctx.print_on_execution_start = False
-    ctx.enable_progress_bars = False  # ir3de shows its own bar over counted shards
     ctx.enable_auto_log_stats = False
     ctx.verbose_stats_logs = False
     for name in ("ray", "ray.data", "ray.data._internal"):
