@@ -154,6 +154,27 @@ def test_readme_stands_alone():
         assert installed in text, f"the README does not say that scripts/install.sh installs {installed}"
 
 
+def test_a_failing_block_is_named_by_file_and_line(tmp_path: Path):
+    """The runner itself: blocks share a namespace and a folder, in order; a failure names its place."""
+    md = tmp_path / "guide.md"
+    md.write_text(
+        "# Guide\n\n```python\nx = 41\nopen('made.txt', 'w').write('ok')\n```\n\n```text\nnot run\n```\n\n"
+        "```bash\ntest -f made.txt\n```\n\n```python\nassert x + 1 == 42\nraise ValueError('boom')\n```\n"
+    )
+    done = subprocess.run(
+        [sys.executable, __file__, str(md), str(tmp_path / "scratch")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "guide.md:16 (python block)" in done.stdout.splitlines()[-1], done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith("FAILED ")
+    assert 'guide.md", line 18' in done.stderr and "ValueError: boom" in done.stderr
+    assert "guide.md:12 (bash block)" in done.stdout and "not run" not in done.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("md", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
 def test_documented_examples_run(md: Path, tmp_path: Path):
