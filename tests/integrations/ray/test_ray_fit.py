@@ -144,6 +144,8 @@ def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
     )
     assert ray_run.returncode == 0, ray_run.stderr[-3000:]
     assert "counted 10 shard(s)" in ray_run.stdout
+    # issue 13.12: Ray's INFO logs (start-up, execution plans) no longer flood the terminal
+    assert not [line for line in (ray_run.stdout + ray_run.stderr).splitlines() if " INFO " in line]
     subprocess.run([*env_cmd, "-o", str(tmp_path / "local")], check=True, capture_output=True)
     a, b = Router.from_pretrained(tmp_path / "ray"), Router.from_pretrained(tmp_path / "local")
     assert a.statistics == b.statistics  # token counts exactly, text Grams to float64 rounding
