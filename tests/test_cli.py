@@ -295,7 +295,7 @@ def test_errors_name_cli_flags_not_python_calls(cli_router, corpus_files, tmp_pa
     assert "--fallback NAME" in err and "fallback='general'" not in err and "Traceback" not in err
 
 
-def test_help_documents_every_option_and_the_exit_codes(capsys):
+def test_help_documents_every_option_and_the_exit_codes(capsys, tmp_path):
     """13.9: options without help, --k showed the paper's value, no --no-balance, 'router folder' only."""
     from ir3de.cli import build_parser
 
@@ -310,8 +310,24 @@ def test_help_documents_every_option_and_the_exit_codes(capsys):
     assert "--no-balance" in fit_help and "--no-column-norm" in fit_help
     assert "default 50" in " ".join(fit_help.split())
     assert "Hub" in route.format_help()
-    assert main(["fit", "--expert", "a=x.txt", "-o", "o", "--no-such-option"]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse's usage errors: status 2 as well
+        main(["fit", "--expert", "a=x.txt", "-o", "o", "--no-such-option"])
+    assert info.value.code == 2
     capsys.readouterr()
+    (tmp_path / "x.txt").write_text("some text\n")
+    (tmp_path / "y.txt").write_text("other text\n")
+    usage = _cli(
+        "stats",
+        "--expert",
+        f"a={tmp_path / 'x.txt'}",
+        "--expert",
+        f"b={tmp_path / 'y.txt'}",
+        "-o",
+        str(tmp_path / "o"),
+    )  # fmt: skip  (a command's SystemExit("message"): status 2, not 1)
+    assert usage.returncode == 2 and b"ir3de: error: a stat pack holds one expert" in usage.stderr, (
+        usage.stderr
+    )
 
 
 def test_fit_refuses_to_overwrite_without_force(cli_router, corpus_files, tmp_path, capsys):

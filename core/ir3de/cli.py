@@ -797,12 +797,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Ir3deError as e:
         print(f"ir3de: error: {_cli_message(str(e))}", file=sys.stderr)
         return EXIT_ERROR
-    except SystemExit as e:  # argparse (already printed, code 2) or a command's SystemExit("message")
-        if isinstance(e.code, str):
+    except SystemExit as e:  # argparse (message printed, status 2), or a command's SystemExit("message")
+        if isinstance(e.code, str):  # Python would exit 1: print it and exit 2 like every other error
             message = e.code if e.code.startswith("ir3de: error:") else f"ir3de: error: {e.code}"
             print(message, file=sys.stderr)
-            return EXIT_ERROR
-        return 0 if e.code is None else int(e.code)
+            e.code = EXIT_ERROR
+        raise
     except KeyboardInterrupt:
         print("ir3de: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
