@@ -35,7 +35,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN_LANGUAGES = ("python", "bash")
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)[^\n]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)[^\n]*$")  # CommonMark: up to 3 spaces of indent
 _LINKED = ("scripts", "benchmarks", "cookbook", "core", "pyproject.toml")
 
 
@@ -52,7 +52,7 @@ def code_blocks(path: Path) -> list[tuple[int, str, str]]:
         fence, lang, start = m.group(1), m.group(2).lower(), i + 1
         body: list[str] = []
         i += 1
-        while i < len(lines) and not lines[i].startswith(fence[0] * len(fence)):
+        while i < len(lines) and not lines[i].lstrip(" ").startswith(fence):
             body.append(lines[i])
             i += 1
         if i >= len(lines):
