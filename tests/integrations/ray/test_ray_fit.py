@@ -196,3 +196,44 @@ def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpu
     local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(corpus)
     assert {n: report.statistics[n] for n in corpus} == local_paper.statistics
     assert np.array_equal(router.weights, local_paper.weights)
+
+
+_HANG_SCRIPT = """
+import json, sys
+from pathlib import Path
+import ray
+from ir3de import Router, TokenEmbeddings
+from ir3de_integrations.ray import fit_router
+
+folder = Path(sys.argv[1])
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a plain local 2-CPU Ray, as a user starts it
+emb = TokenEmbeddings.default()
+_, single = fit_router(ray.data.read_json(sorted(str(p) for p in folder.glob("*.jsonl"))), router=Router(emb))
+parts = {p.stem: ray.data.read_json(str(p)) for p in sorted(folder.glob("*.json"))}
+_, per_expert = fit_router(parts, router=Router(emb))
+print(json.dumps([{n: c.num_tokens for n, c in r.statistics.items()} for r in (single, per_expert)]))
+ray.shutdown()
+"""
+
+
+def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, small_corpus, tmp_path):
+    """13.15 exactly as reported: `fit_router(ray.data.read_json(files))` on `ray.init(num_cpus=2)`
+    (default object store) hung with the counting pools holding both CPUs (measured: no result in
+    200 s before the fix, 26 s after); a separate process, so a hang is a timeout, not a stuck suite."""
+    corpus = {n: texts[:100] for n, texts in small_corpus.items()}
+    for i, (name, texts) in enumerate(corpus.items()):
+        with open(tmp_path / f"part-{i}.jsonl", "w") as fh:
+            fh.writelines(json.dumps({"text": t, "expert": name}) + "\n" for t in texts)
+        with open(tmp_path / f"{name}.json", "w") as fh:  # read_json reads JSON Lines under any suffix
+            fh.writelines(json.dumps({"text": t}) + "\n" for t in texts)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _HANG_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=420
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("fit_router on read_json datasets did not finish in 420 s: the read tasks starve")
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, per_expert = json.loads(done.stdout.strip().splitlines()[-1])
+    local = Router(smollm2, device="cpu", progress=False).fit(corpus)
+    expected = {n: c.num_tokens for n, c in local.statistics.items()}
+    assert single == expected and per_expert == expected
