@@ -168,9 +168,10 @@ def hang_guard():
 
 
 def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpus, tmp_path, hang_guard):
-    """Datasets with read tasks (`read_json`, `read_parquet`) on a 2-CPU Ray, exactly as the README
-    documents: one labelled dataset, and {expert: dataset}. The actor pools used to take both CPUs,
-    so the read tasks never ran and the fit hung; the statistics must equal a local fit."""
+    """Datasets with read tasks (`read_json`, `read_parquet`; the other tests use `from_items`, which
+    has none) give the statistics of a local fit: one labelled dataset, and {expert: dataset}. (This
+    module's Ray has a small object store and did not hang before the fix; the hang itself is
+    reproduced by the next test, on a fresh default Ray.)"""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
