@@ -206,30 +206,37 @@ import ray
 from ir3de import Router, TokenEmbeddings
 from ir3de_integrations.ray import fit_router
 
-folder = Path(sys.argv[1])
+files = sorted(Path(sys.argv[1]).glob("part-*.jsonl"))
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a plain local 2-CPU Ray, as a user starts it
 emb = TokenEmbeddings.default()
-_, single = fit_router(ray.data.read_json(sorted(str(p) for p in folder.glob("*.jsonl"))), router=Router(emb))
-parts = {p.stem: ray.data.read_json(str(p)) for p in sorted(folder.glob("*.json"))}
-_, per_expert = fit_router(parts, router=Router(emb))
+_, single = fit_router(ray.data.read_json([str(p) for p in files]), router=Router(emb, progress=False))
+print("single", flush=True)
+names = json.loads(sys.argv[2])
+parts = {name: ray.data.read_json(str(p)) for name, p in zip(names, files)}  # the expert column is ignored
+_, per_expert = fit_router(parts, router=Router(emb, progress=False))
 print(json.dumps([{n: c.num_tokens for n, c in r.statistics.items()} for r in (single, per_expert)]))
 ray.shutdown()
 """
 
 
-def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, small_corpus, tmp_path):
-    """13.15 exactly as reported: `fit_router(ray.data.read_json(files))` on `ray.init(num_cpus=2)`
-    (default object store) hung with the counting pools holding both CPUs (measured: no result in
-    200 s before the fix, 26 s after); a separate process, so a hang is a timeout, not a stuck suite."""
-    corpus = {n: texts[:100] for n, texts in small_corpus.items()}
+def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, tmp_path):
+    """13.15 as reported: `fit_router(ray.data.read_json(files))` on `ray.init(num_cpus=2)` (default
+    object store) hung, the counting pool holding both CPUs so the read tasks never ran (this script
+    and data: no result in 150 s and 200 s in two runs before the fix, 26 s after). A separate process,
+    so a hang is a timeout, not a stuck suite."""
+    from ir3de.datasets import load_domain
+
+    names = ["math", "code", "instructions", "multilingual"]
+    corpus = {n: load_domain(n)[:100] for n in names}
     for i, (name, texts) in enumerate(corpus.items()):
         with open(tmp_path / f"part-{i}.jsonl", "w") as fh:
             fh.writelines(json.dumps({"text": t, "expert": name}) + "\n" for t in texts)
-        with open(tmp_path / f"{name}.json", "w") as fh:  # read_json reads JSON Lines under any suffix
-            fh.writelines(json.dumps({"text": t}) + "\n" for t in texts)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _HANG_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=420
+            [sys.executable, "-c", _HANG_SCRIPT, str(tmp_path), json.dumps(names)],
+            capture_output=True,
+            text=True,
+            timeout=420,
         )
     except subprocess.TimeoutExpired:
         pytest.fail("fit_router on read_json datasets did not finish in 420 s: the read tasks starve")
