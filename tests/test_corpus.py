@@ -352,3 +352,25 @@ def test_missing_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(corpus, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_source_files_are_one_text_each_by_default(tmp_path: Path) -> None:
+    """Issue 13.2: `--expert code='src/**/*.py'` was refused (.py was an unknown type)."""
+    code = "def add(a, b):\n    return a + b\n"
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    _write(tmp_path / "src" / "pkg" / "a.py", code)
+    _write(tmp_path / "src" / "README.md", "# Title\n\nSome text.\n")
+    _write(tmp_path / "src" / "notes.txt", "one\ntwo\n")
+    assert list(read_texts(str(tmp_path / "src" / "**" / "*.py"))) == [code]
+    # a folder stands for its source files too; .txt stays one text per line
+    assert sorted(read_texts(tmp_path / "src")) == sorted([code, "# Title\n\nSome text.\n", "one", "two"])
+    assert list(read_texts(tmp_path / "src" / "pkg" / "a.py", whole_file=False)) == code.splitlines()
+    assert list(read_texts(tmp_path / "src" / "notes.txt", whole_file=True)) == ["one\ntwo\n"]
+    assert corpus.is_structured(tmp_path / "q.jsonl.gz") and not corpus.is_structured(tmp_path / "a.py")
+
+
+def test_sanitize_docstring_examples_run() -> None:
+    from ir3de import sanitize
+
+    result = doctest.testmod(sanitize)
+    assert result.attempted > 0 and result.failed == 0

@@ -13,6 +13,8 @@ suffix        records
 ``.json``     a JSON list of strings or objects
 ``.csv``      rows of a CSV file with a header row; ``field`` names the column
 ``.parquet``  rows of a Parquet file (needs ``pyarrow``); ``field`` names the column
+``.py`` …     source code and documents (:data:`WHOLE_FILE_SUFFIXES`: ``.py``, ``.js``, ``.rs``,
+              ``.md``, ``.tex`` …): each file is one text
 ============  ========================================================================
 
 ``field`` is a small path into each record: ``text``, ``a.b``, ``a[0]``, ``prompt[-1].content`` or
@@ -54,7 +56,15 @@ from typing import IO, Any
 
 from ir3de.errors import CorpusError, MissingDependencyError
 
-__all__ = ["SUPPORTED_SUFFIXES", "expand_paths", "parse_field", "read_texts", "select_field"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "WHOLE_FILE_SUFFIXES",
+    "expand_paths",
+    "is_structured",
+    "parse_field",
+    "read_texts",
+    "select_field",
+]
 
 PathLike = str | os.PathLike[str]
 Steps = tuple[str | int, ...]
@@ -71,6 +81,14 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
     ".json.gz",
     ".csv.gz",
 )
+#: Suffixes of source code and documents: read whole by default (one file = one text), because a
+#: line of code or markup is rarely a meaningful text on its own.
+WHOLE_FILE_SUFFIXES: tuple[str, ...] = (
+    ".py", ".pyi", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala",
+    ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".go", ".rs", ".rb", ".php", ".swift", ".m", ".r",
+    ".jl", ".lua", ".pl", ".hs", ".ml", ".sh", ".bash", ".sql", ".html", ".css", ".yaml",
+    ".yml", ".toml", ".ini", ".md", ".rst", ".tex", ".org",
+)  # fmt: skip
 _STRUCTURED = ("jsonl", "json", "csv", "parquet")
 _PARQUET_INSTALL = "pip install pyarrow"
 
@@ -140,7 +158,25 @@ def _as_list(patterns: PathLike | Sequence[PathLike]) -> list[PathLike]:
 
 
 def _files_below(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and _format_of(p) is not None)
+    return sorted(
+        p for p in directory.rglob("*") if p.is_file() and (_format_of(p) is not None or _is_document(p))
+    )
+
+
+def _is_document(path: Path) -> bool:
+    """Source code or a document (read whole by default): see :data:`WHOLE_FILE_SUFFIXES`."""
+    return path.name.lower().endswith(WHOLE_FILE_SUFFIXES)
+
+
+def is_structured(path: PathLike) -> bool:
+    """Whether a file holds separate records (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, gzipped or not).
+
+    Example:
+        >>> is_structured("a/q.jsonl.gz"), is_structured("notes.txt"), is_structured("x.py")
+        (True, False, False)
+    """
+    fmt = _format_of(Path(os.fspath(path)))
+    return fmt is not None and fmt[0] in _STRUCTURED
 
 
 def _format_of(path: Path) -> tuple[str, bool] | None:
@@ -275,7 +311,7 @@ def read_texts(
     paths: PathLike | Sequence[PathLike],
     *,
     field: str | None = None,
-    whole_file: bool = False,
+    whole_file: bool | None = None,
 ) -> Iterator[str]:
     """Yield the texts stored in files, one per record, in file order.
 
@@ -284,8 +320,12 @@ def read_texts(
         field: for records that are objects (JSON objects, CSV/Parquet rows), the path of the text in
             each record: ``"question"``, ``"meta.title"``, ``"prompt[-1].content"``. Leave it ``None``
             for ``.txt`` files and for JSON records that are plain strings.
-        whole_file: read every non-structured file (``.txt``, ``.txt.gz``, and also files with any
-            other suffix such as ``.md`` or ``.py``) as one text instead of one text per line.
+        whole_file: ``None`` (default): per file type: ``.txt`` holds one text per line, source code
+            and documents (:data:`WHOLE_FILE_SUFFIXES`, e.g. ``.py``, ``.md``) are one text per file.
+            ``True``: every non-structured file (``.txt``, ``.txt.gz``, and files with any other
+            suffix) is one text. ``False``: every plain text file, source code included, holds one
+            text per line. Structured files (``.jsonl``, ``.json``, ``.csv``, ``.parquet``) always
+            hold records; ``whole_file=True`` on them is refused.
 
     Paths, suffixes, the field syntax and ``pyarrow`` (for Parquet) are checked before the first text
     is returned; problems inside a file are raised when the reader reaches them.
@@ -307,11 +347,16 @@ def read_texts(
     plan: list[tuple[Path, str, bool]] = []
     for path in files:
         fmt = _format_of(path)
-        if fmt is None or (whole_file and fmt[0] == "txt"):
+        if fmt is None and whole_file is False and _is_document(path):
+            plan.append((path, "txt", False))
+        elif fmt is None and whole_file is None and _is_document(path):
+            plan.append((path, "whole", False))
+        elif fmt is None or (whole_file and fmt[0] == "txt"):
             if not whole_file:
                 raise CorpusError(
                     f"{path}: unknown file type; supported suffixes: {', '.join(SUPPORTED_SUFFIXES)} "
-                    "(or pass whole_file=True / --whole-file to read any text file as one text)"
+                    "(or pass whole_file=True / --whole-file to read any text file as one text; source code such as .py "
+                    "is read whole by default)"
                 )
             plan.append((path, "whole", path.name.lower().endswith(".gz")))
         else:

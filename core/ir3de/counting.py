@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .sanitize import clean_text
 from .statistics import ExpertCounts, TokenCounter, text_gram, text_rows
 
 __all__ = ["TextCounter", "encode_for_counting"]
@@ -34,7 +35,7 @@ __all__ = ["TextCounter", "encode_for_counting"]
 def encode_for_counting(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Flat int64 ids of ``texts`` as counted, and tokens per text (whitespace-only texts have none)."""
     encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
-    encodings = encode([t if t.strip() else "" for t in texts], add_special_tokens=False)
+    encodings = encode([clean_text(t) if t.strip() else "" for t in texts], add_special_tokens=False)
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
     flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64)
     return flat, lengths

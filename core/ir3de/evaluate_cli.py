@@ -34,14 +34,14 @@ def _parse_lams(value: str) -> list[float]:
 
 
 def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
-    from .cli import _expert_texts
+    from .cli import CliUsageError, _expert_texts
 
     if args.suite and args.expert:
-        raise SystemExit("ir3de: error: give either --suite or --expert NAME=FILE, not both")
+        raise CliUsageError("give either --suite or --expert NAME=FILE, not both")
     if args.expert:
         return _expert_texts(args), "user-provided held-out prompts"
     if not args.suite:
-        raise SystemExit("ir3de: error: give test prompts with --expert NAME=FILE (repeat) or --suite NAME")
+        raise CliUsageError("give test prompts with --expert NAME=FILE (repeat) or --suite NAME")
     from .datasets import CROSS_SOURCE, SUITES, load_cross_source, load_suite
 
     if args.suite in CROSS_SOURCE:
@@ -49,8 +49,8 @@ def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, 
     elif args.suite in SUITES:
         suite = load_suite(args.suite, seed=args.seed)
     else:
-        raise SystemExit(
-            f"ir3de: error: unknown suite {args.suite!r}; choose one of {', '.join((*SUITES, *CROSS_SOURCE))}"
+        raise CliUsageError(
+            f"unknown suite {args.suite!r}; choose one of {', '.join((*SUITES, *CROSS_SOURCE))}"
         )
     missing = [d for d in suite.domains if d not in experts]
     if missing:
@@ -108,7 +108,7 @@ def register(subparsers: Any) -> None:
         help="routing accuracy, per-expert recall, confusion matrix, k and λ sweeps of a saved router",
         description="Evaluate a saved router on labelled held-out prompts (files per expert or a public suite).",
     )
-    p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained)")
+    p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained) or Hub repo id")
     _add_corpus_arguments(p)
     p.add_argument(
         "--suite",

@@ -39,6 +39,7 @@ from .errors import (
     UnknownExpertError,
 )
 from .fitting import RoutingState, check_expert_name
+from .sanitize import clean_text, clean_texts
 from .selectors import Selection, select_batch, select_one
 from .statistics import ExpertCounts
 from .table import RouteTable
@@ -550,6 +551,7 @@ class Router:
         """
         tokenizer = self.tokenizer
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        texts = clean_texts(texts)  # lone surrogates -> U+FFFD (ir3de.sanitize)
         heads = [self._prompt_head(t) for t in texts]
         encodings = encode(heads, add_special_tokens=False)
         id_lists = [self._capped_ids(t, h, e.ids) for t, h, e in zip(texts, heads, encodings)]
@@ -575,6 +577,7 @@ class Router:
             raise InvalidInputError(f"the prompt is a {type(text).__name__}; prompts must be str")
         state = self._require_state()
         config = self.config
+        text = clean_text(text)  # lone surrogates -> U+FFFD (ir3de.sanitize)
         head = self._prompt_head(text)
         ids = self._capped_ids(text, head, self.tokenizer.encode(head, add_special_tokens=False).ids)
         winner, scores, chosen, positions, n = select_one(

@@ -51,6 +51,7 @@ __all__ = [
     "count_shards",
     "fit_router",
     "fit_statistics",
+    "quiet_ray_logging",
 ]
 
 _EMPTY = np.zeros(0, np.int64)
@@ -181,7 +182,7 @@ class _ShardCounter:
     """Ray Data actor: counts one shard file per row with the driver's tokenizer."""
 
     def __init__(
-        self, spec: Mapping[str, Any], text_field: str | None, whole_file: bool, batch_size: int
+        self, spec: Mapping[str, Any], text_field: str | None, whole_file: bool | None, batch_size: int
     ) -> None:
         self.count_kwargs = _count_kwargs(spec)
         self.field = text_field
@@ -300,14 +301,51 @@ def _collect(rows: Any, vocab_size: int, skip_bad: bool, started: float, total: 
     return RayCountReport(statistics, counted, problems, time.perf_counter() - started)
 
 
+def quiet_ray_logging() -> dict[str, Any]:
+    """Silence Ray's INFO logs (start-up, Ray Data's execution plans and per-operator bars) and
+    return the ``ray.init`` keyword arguments that keep it quiet; warnings and errors still show.
+
+    Example:
+        >>> import ray                                                     # doctest: +SKIP
+        >>> ray.init(include_dashboard=False, **quiet_ray_logging())
+    """
+    import logging
+
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    ctx.verbose_stats_logs = False
+    for name in ("ray", "ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return {"logging_level": logging.WARNING, "log_to_driver": False}
+
+
 def _ensure_ray(address: str | None, num_cpus: int | None) -> Any:
     ray = _require_ray()
+    quiet = quiet_ray_logging()
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, **quiet}
         if address is None and num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
         ray.init(**kwargs)
     return ray
+
+
+def _actor_plan(ray: Any, pools: int, concurrency: int | None) -> tuple[int, float]:
+    """Actors per pool and CPUs per actor, leaving one CPU free for the datasets' read tasks.
+
+    Counting actors hold their CPUs for the whole job; if they took every CPU (one pool per dataset,
+    each as large as the cluster), the read tasks that feed them would never be scheduled and the
+    job would hang. So all pools together reserve at most ``CPUs - 1`` (fractional CPUs per actor
+    when there are more pools than that), and nothing at all on a one-CPU cluster.
+    """
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    spare = max(cpus - 1.0, 0.0)
+    size = concurrency or max(1, int(spare) // pools)
+    per_actor = min(1.0, spare / (pools * size)) if spare else 0.0
+    return size, per_actor
 
 
 def count_shards(
@@ -315,7 +353,7 @@ def count_shards(
     *,
     embeddings: TokenEmbeddings | None = None,
     field: str | None = None,
-    whole_file: bool = False,
+    whole_file: bool | None = None,
     skip_bad: bool = False,
     concurrency: int | None = None,
     batch_size: int = 512,
@@ -328,7 +366,8 @@ def count_shards(
         shards: expert → file paths or globs.
         embeddings: the tokenizer to count with (``TokenEmbeddings.default()`` when omitted).
         field: the text field of .jsonl/.json/.csv/.parquet records.
-        whole_file: .txt files are one text each.
+        whole_file: as in :func:`ir3de.corpus.read_texts` (default: per file type; ``True``: .txt
+            files are one text each).
         skip_bad: skip bad shards (listed in the report) instead of raising :class:`ShardError`.
         concurrency: counting actors (default: the cluster's CPUs).
         address: a Ray cluster to join; a local Ray starts when none is running.
@@ -383,7 +422,7 @@ def count_dataset(
     embeddings = embeddings or TokenEmbeddings.default()
     spec = _tokenizer_spec(embeddings, text_statistics)
     parts = data.items() if isinstance(data, Mapping) else [(None, data)]
-    workers = concurrency or max(1, int(ray.available_resources().get("CPU", 1)))
+    size, actor_cpus = _actor_plan(ray, len(parts), concurrency)
     started = time.perf_counter()
     counted = []
     for expert, ds in parts:
@@ -399,8 +438,8 @@ def count_dataset(
                 },
                 batch_size=batch_size,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=size),
+                num_cpus=actor_cpus,
             )
         )
     union = counted[0].union(*counted[1:]) if len(counted) > 1 else counted[0]

@@ -144,7 +144,104 @@ def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
     )
     assert ray_run.returncode == 0, ray_run.stderr[-3000:]
     assert "counted 10 shard(s)" in ray_run.stdout
+    # issue 13.12: Ray's INFO logs (start-up, execution plans) no longer flood the terminal
+    assert not [line for line in (ray_run.stdout + ray_run.stderr).splitlines() if " INFO " in line]
     subprocess.run([*env_cmd, "-o", str(tmp_path / "local")], check=True, capture_output=True)
     a, b = Router.from_pretrained(tmp_path / "ray"), Router.from_pretrained(tmp_path / "local")
     assert a.statistics == b.statistics  # token counts exactly, text Grams to float64 rounding
     np.testing.assert_allclose(a.table.logits, b.table.logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def hang_guard():
+    """Turn a hang into a failure: SIGALRM interrupts a job that stops making progress (issue 13.15)."""
+    import signal
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("the Ray fit did not finish in 300 s: counting actors starve the read tasks")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(300)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpus, tmp_path, hang_guard):
+    """Datasets with read tasks (`read_json`, `read_parquet`; the other tests use `from_items`, which
+    has none) give the statistics of a local fit: one labelled dataset, and {expert: dataset}. (This
+    module's Ray has a small object store and did not hang before the fix; the hang itself is
+    reproduced by the next test, on a fresh default Ray.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = {n: texts[:40] for n, texts in small_corpus.items()}
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    for i, (name, texts) in enumerate(corpus.items()):
+        with open(labelled / f"part-{i}.jsonl", "w") as fh:
+            for t in texts:
+                fh.write(json.dumps({"text": t, "expert": name}) + "\n")
+        pq.write_table(pa.table({"text": texts}), tmp_path / f"{name}.parquet")
+    local = Router(smollm2, device="cpu", progress=False).fit(corpus)
+
+    router, report = fit_router(
+        ray.data.read_json(sorted(str(p) for p in labelled.glob("*.jsonl"))),
+        router=Router(smollm2, device="cpu", progress=False),
+    )
+    assert {n: report.statistics[n] for n in corpus} == local.statistics
+    np.testing.assert_allclose(router.weights, local.weights, rtol=1e-6, atol=1e-9)
+
+    per_expert = {n: ray.data.read_parquet(str(tmp_path / f"{n}.parquet")) for n in corpus}
+    router, report = fit_router(per_expert, router=Router.paper(smollm2, device="cpu", progress=False))
+    local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(corpus)
+    assert {n: report.statistics[n] for n in corpus} == local_paper.statistics
+    assert np.array_equal(router.weights, local_paper.weights)
+
+
+_HANG_SCRIPT = """
+import json, sys
+from pathlib import Path
+import ray
+from ir3de import Router, TokenEmbeddings
+from ir3de_integrations.ray import fit_router
+
+files = sorted(Path(sys.argv[1]).glob("part-*.jsonl"))
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a plain local 2-CPU Ray, as a user starts it
+emb = TokenEmbeddings.default()
+_, single = fit_router(ray.data.read_json([str(p) for p in files]), router=Router(emb, progress=False))
+print("single", flush=True)
+names = json.loads(sys.argv[2])
+parts = {name: ray.data.read_json(str(p)) for name, p in zip(names, files)}  # the expert column is ignored
+_, per_expert = fit_router(parts, router=Router(emb, progress=False))
+print(json.dumps([{n: c.num_tokens for n, c in r.statistics.items()} for r in (single, per_expert)]))
+ray.shutdown()
+"""
+
+
+def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, tmp_path):
+    """13.15 as reported: `fit_router(ray.data.read_json(files))` on `ray.init(num_cpus=2)` (default
+    object store) hung, the counting pool holding both CPUs so the read tasks never ran (this script
+    and data: no result in 150 s and 200 s in two runs before the fix, 26 s after). A separate process,
+    so a hang is a timeout, not a stuck suite."""
+    from ir3de.datasets import load_domain
+
+    names = ["math", "code", "instructions", "multilingual"]
+    corpus = {n: load_domain(n)[:100] for n in names}
+    for i, (name, texts) in enumerate(corpus.items()):
+        with open(tmp_path / f"part-{i}.jsonl", "w") as fh:
+            fh.writelines(json.dumps({"text": t, "expert": name}) + "\n" for t in texts)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _HANG_SCRIPT, str(tmp_path), json.dumps(names)],
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("fit_router on read_json datasets did not finish in 420 s: the read tasks starve")
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, per_expert = json.loads(done.stdout.strip().splitlines()[-1])
+    local = Router(smollm2, device="cpu", progress=False).fit(corpus)
+    expected = {n: c.num_tokens for n, c in local.statistics.items()}
+    assert single == expected and per_expert == expected
