@@ -71,13 +71,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tests, test_set = _test_sets(args, router.experts)
     if not any(tests.values()):
         raise InvalidInputError("the test sets are empty: give files with at least one prompt")
-    report = evaluate(router, tests, ks=PAPER_KS if args.k_sweep else None, lams=args.lam_sweep)
+    report = evaluate(
+        router,
+        tests,
+        ks=PAPER_KS if args.k_sweep else None,
+        lams=args.lam_sweep,
+        details=True,
+        max_misrouted=args.max_misrouted,
+    )
     out: dict[str, Any] = {"router": str(args.router), "test_set": test_set, **report.to_dict()}
     if args.plots:
-        from .plots import plot_confusion, plot_k_sweep, plot_lam_sweep
+        from .plots import plot_confusion, plot_k_sweep, plot_lam_sweep, plot_precision_coverage
 
         folder = Path(args.plots)
         files = [str(plot_confusion(report, folder / "confusion.png"))]
+        curve = {test_set: report.extra["precision_coverage"]}
+        files.append(str(plot_precision_coverage(curve, folder / "precision_coverage.png")))
         if "k_sweep" in report.extra:
             files.append(str(plot_k_sweep({test_set: report.extra["k_sweep"]}, folder / "k_sweep.png")))
         if "lam_sweep" in report.extra:
@@ -105,7 +114,8 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "eval",
-        help="routing accuracy, per-expert recall, confusion matrix, k and λ sweeps of a saved router",
+        help="routing report of a saved router: per-expert precision/recall/F1, confusion matrix, "
+        "precision-vs-coverage, misrouted prompts with their deciding tokens, k and λ sweeps",
         description="Evaluate a saved router on labelled held-out prompts (files per expert or a public suite).",
     )
     p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained)")
@@ -120,7 +130,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--lam-sweep", type=_parse_lams, metavar="L1,L2,...", help="sweep λ (no refit), e.g. 1e-3,1e-2,1e-1"
     )
-    p.add_argument("--plots", metavar="DIR", help="write confusion.png (and k_sweep.png, lam_sweep.png) here")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="write confusion.png, precision_coverage.png (and k_sweep.png, lam_sweep.png) here",
+    )
+    p.add_argument(
+        "--max-misrouted", type=int, default=100, help="misrouted prompts listed in the report (default 100)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--record", action="store_true", help="store the figures in the router and re-save it")
     p.add_argument("--device", default="cpu", help="device for the λ sweep's table compilation")
