@@ -189,16 +189,20 @@ def default_prior(suites: dict[str, Any], emb: Any) -> dict[str, Any]:
         ns.append(sel.num_countable[keep].astype(np.float64))
         ys.append(labels[keep])
 
-    def fit(z: np.ndarray, n: np.ndarray, y: np.ndarray) -> float:
-        res = scipy.optimize.minimize_scalar(
-            lambda u: _nll(z * (n / (n + np.exp(u)))[:, None], y), bounds=(-9, 7), method="bounded"
-        )
-        return float(np.exp(res.x))
+    def fit(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+        """n0 minimising the prompt-weighted NLL over suites (each suite has its own experts)."""
+        total = sum(y.size for _, _, y in groups)
 
-    per_suite = {name: fit(z, n, y) for name, z, n, y in zip(suites, zs, ns, ys)}
-    pool = [i for i, name in enumerate(suites) if name in IN_DISTRIBUTION]
-    pooled = fit(*(np.concatenate([arrays[i] for i in pool]) for arrays in (zs, ns, ys)))
-    return {"pooled": pooled, "pooled_over": [list(suites)[i] for i in pool], "per_suite": per_suite}
+        def loss(u: float) -> float:
+            return sum(_nll(z * (n / (n + np.exp(u)))[:, None], y) * y.size for z, n, y in groups) / total
+
+        return float(np.exp(scipy.optimize.minimize_scalar(loss, bounds=(-9, 7), method="bounded").x))
+
+    groups = list(zip(zs, ns, ys))
+    per_suite = {name: fit([g]) for name, g in zip(suites, groups)}
+    pool = [name for name in suites if name in IN_DISTRIBUTION]
+    pooled = fit([g for name, g in zip(suites, groups) if name in IN_DISTRIBUTION])
+    return {"pooled": pooled, "pooled_over": pool, "per_suite": per_suite}
 
 
 def _f(x: float) -> str:

@@ -222,7 +222,8 @@ def threshold_for_precision(
 
     Returns ``(threshold, precision, coverage)``: routing keeps prompts with ``confidence ≥
     threshold``. When every prompt may be routed the threshold is 0; when no set of prompts reaches
-    the target, the threshold is just above the highest confidence (nothing routed, precision NaN).
+    the target, the threshold is just above the highest confidence, capped at 1 (precision NaN,
+    coverage 0; at the cap, prompts of confidence exactly 1 are still routed).
 
     Example:
         >>> threshold_for_precision(np.array([0.9, 0.8, 0.6, 0.3]), np.array([True, True, False, True]), 0.9)
