@@ -21,7 +21,7 @@ __all__ = ["LEVELS", "RouterConfig"]
 
 _AVG_TEMPERATURE = 0.1  # mean ridge logits live on a ~[0, 1] scale
 _LOGPROB_TEMPERATURE = 1.0  # summed log-probabilities are already log-odds
-_EVIDENCE_TOKENS = 3.8  # evidence prior n0 fitted at the default temperature (benchmarks/tuning.py)
+_EVIDENCE_TOKENS = 4.7  # evidence prior n0 fitted at the default temperature (benchmarks/tuning.py)
 
 #: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
 LEVELS = ("token", "text")
