@@ -299,3 +299,17 @@ def test_cli_tune_errors(default_router, tmp_path):
     good.write_text(json.dumps({"text": "What is 2+2?", "label": "math"}) + "\n")
     assert main(["tune", str(folder), str(good)]) != 0  # no fallback and no --abstain
     assert Router.from_pretrained(folder).config.fallback is None  # nothing was saved
+
+
+def test_a_router_saved_before_the_prior_loads_with_its_old_confidence(default_router, tmp_path):
+    folder = default_router.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    del config["settings"]["evidence_tokens"], config["settings"]["thresholds"]
+    (folder / "config.json").write_text(json.dumps(config))
+    old = Router.from_pretrained(folder)
+    assert old.config.evidence_tokens == 0.0
+    prompts = ["IRS", "What is a stanza?", "def add(a, b):\n    return a + b"]
+    unchanged = _copy(default_router).configure(evidence_tokens=0.0)
+    assert [d.confidence for d in old.route_batch(prompts)] == [
+        d.confidence for d in unchanged.route_batch(prompts)
+    ]
