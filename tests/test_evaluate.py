@@ -175,7 +175,11 @@ def test_cli_eval_files_json_plots(saved_router, small_tests, tmp_path, capsys):
     loaded = Router.from_pretrained(saved_router)
     assert out["accuracy"] == pytest.approx(evaluate(loaded, small_tests).accuracy)
     assert [p["k"] for p in out["k_sweep"]] == list(PAPER_KS)
-    assert sorted(p.rsplit("/", 1)[-1] for p in out["plots"]) == ["confusion.png", "k_sweep.png"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in out["plots"]) == [
+        "confusion.png",
+        "k_sweep.png",
+        "precision_coverage.png",
+    ]
 
 
 def test_cli_eval_suite_table_and_record(saved_router, tmp_path, capsys):

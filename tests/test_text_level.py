@@ -42,7 +42,8 @@ def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_rout
     prompt = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
     ids = [i for i in smollm2.tokenizer.encode(prompt, add_special_tokens=False).ids]
     means = text_router.table.logits[ids].astype(np.float64).mean(0)
-    z = np.exp((means - means.max()) / 0.1)
+    # the temperature grows for few tokens: T · (1 + n0 / n) (the evidence prior, ir3de.calibration)
+    z = np.exp((means - means.max()) / (0.1 * (1 + text_router.config.effective_evidence_tokens / len(ids))))
     d = text_router.route(prompt)
     assert d.expert == "math"
     assert [d.scores[n] for n in text_router.experts] == pytest.approx(z / z.sum(), rel=1e-9)

@@ -26,11 +26,16 @@ from .errors import UnknownExpertError
 
 __all__ = [
     "CalibrationReport",
+    "TuningResult",
     "abstain_curve",
     "calibration_report",
+    "evidence_scores",
+    "fit_confidence",
     "fit_temperature",
     "labelled_prompts",
     "plot_reliability",
+    "precision_coverage",
+    "threshold_for_precision",
 ]
 
 
@@ -86,6 +91,240 @@ def fit_temperature(evidence: np.ndarray, labels: np.ndarray) -> float:
 
     best = scipy.optimize.minimize_scalar(nll, bounds=(-12.0, 8.0), method="bounded")
     return float(np.exp(-best.x))
+
+
+def evidence_scores(
+    scores: np.ndarray | list[float], num_tokens: np.ndarray | int, evidence_tokens: float
+) -> np.ndarray | list[float]:
+    """Shrink scores toward uniform when a prompt has few countable tokens (the winner never changes).
+
+    Scores are ``softmax(evidence / T)``; this returns ``softmax(evidence · a / T)`` with
+    ``a = n / (n + evidence_tokens)`` for a prompt of ``n`` countable tokens, computed from the scores
+    alone as ``p^a / Σ p^a`` — i.e. the temperature becomes ``T · (1 + evidence_tokens / n)``. A
+    one-token prompt whose token is near a coin toss no longer routes at 0.97; a long prompt is
+    unchanged (``a → 1``). ``evidence_tokens = 0`` returns ``scores`` as given. Rows of zeros (prompts
+    with no countable token) stay zeros.
+
+    Args:
+        scores: (D,) list of one prompt's scores, or (P, D) array of a batch.
+        num_tokens: the prompt's countable tokens (int), or (P,) per batch row.
+        evidence_tokens: ``n0`` ≥ 0, fitted by :func:`fit_confidence`.
+
+    Example:
+        >>> [round(x, 3) for x in evidence_scores([0.97, 0.03], 1, 3.0)]
+        [0.705, 0.295]
+        >>> [round(x, 3) for x in evidence_scores([0.97, 0.03], 300, 3.0)]
+        [0.969, 0.031]
+    """
+    if not evidence_tokens:
+        return scores
+    if isinstance(scores, list):
+        n = int(num_tokens)
+        if n <= 0:
+            return scores
+        a = n / (n + evidence_tokens)
+        powered = [x**a if x > 0.0 else 0.0 for x in scores]
+        total = sum(powered)
+        return [x / total for x in powered]
+    p = np.asarray(scores, np.float64)
+    n = np.asarray(num_tokens, np.float64)
+    a = (n / np.maximum(n + evidence_tokens, 1e-300))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        powered = np.where(p > 0, np.power(p, a), 0.0)
+        total = powered.sum(axis=1, keepdims=True)
+        out = np.where(total > 0, powered / total, 0.0)
+    return out
+
+
+def _nll(z: np.ndarray, y: np.ndarray) -> float:
+    z = z - z.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(y.size), y]))
+
+
+def fit_confidence(evidence: np.ndarray, num_tokens: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Temperature ``T`` and evidence prior ``n0`` minimising the NLL of ``labels`` under
+    ``softmax(evidence · n / (n + n0) / T)`` (the confidence :func:`evidence_scores` computes).
+
+    ``n`` is each prompt's number of countable tokens. A bounded search over ``log(1/T)`` in [-12, 8]
+    and ``log(n0)`` in [-9, 7] (``n0`` ≈ 0 means length needs no correction).
+
+    Example:
+        >>> z = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+        >>> t, n0 = fit_confidence(z, np.array([1, 1, 1, 50, 50, 50]), np.array([0, 0, 1, 0, 1, 0]))
+        >>> n0 > 1.0
+        True
+    """
+    import scipy.optimize
+
+    z = np.asarray(evidence, np.float64)
+    n = np.asarray(num_tokens, np.float64)
+    y = np.asarray(labels, np.int64)
+    if z.ndim != 2 or y.shape != (z.shape[0],) or n.shape != y.shape or y.size == 0 or np.any(n <= 0):
+        raise ValueError("calibration needs held-out prompts with countable tokens")
+
+    def loss(params: np.ndarray) -> float:
+        beta, n0 = float(np.exp(params[0])), float(np.exp(params[1]))
+        return _nll(z * (beta * n / (n + n0))[:, None], y)
+
+    t0 = fit_temperature(z, y)
+    best = None
+    for start_n0 in (1e-3, 1.0, 10.0):  # the surface is smooth but not convex in n0: a few starts
+        res = scipy.optimize.minimize(
+            loss,
+            np.array([np.log(1.0 / t0), np.log(start_n0)]),
+            method="L-BFGS-B",
+            bounds=[(-12.0, 8.0), (-9.0, 7.0)],
+        )
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    n0 = float(np.exp(best.x[1]))
+    if loss(np.array([np.log(1.0 / t0), -np.inf])) <= best.fun:  # no length correction is as good
+        return t0, 0.0
+    return float(np.exp(-best.x[0])), (0.0 if n0 < 1e-3 else n0)
+
+
+def precision_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
+    """The precision-vs-coverage curve: for every distinct confidence ``t`` (highest first), the
+    share of prompts with ``confidence ≥ t`` (coverage) and the share of those routed correctly.
+
+    Prompts with no countable token should be passed with confidence 0 and ``correct=False``.
+
+    Example:
+        >>> precision_coverage(np.array([0.9, 0.6, 0.6, 0.3]), np.array([True, True, False, True]))
+        [{'threshold': 0.9, 'coverage': 0.25, 'precision': 1.0, 'routed': 1}, {'threshold': 0.6, 'coverage': 0.75, 'precision': 0.6666666666666666, 'routed': 3}, {'threshold': 0.3, 'coverage': 1.0, 'precision': 0.75, 'routed': 4}]
+    """
+    conf = np.asarray(confidence, np.float64)
+    ok = np.asarray(correct, bool)
+    if conf.shape != ok.shape or conf.ndim != 1:
+        raise ValueError("confidence and correct must be 1-D arrays of the same length")
+    order = np.argsort(-conf, kind="stable")
+    conf, ok = conf[order], ok[order]
+    hits = np.cumsum(ok)
+    # the last index of each run of equal confidences: a threshold keeps all of a tie or none
+    last = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True])
+    total = max(conf.size, 1)
+    return [
+        {
+            "threshold": float(conf[i]),
+            "coverage": (i + 1) / total,
+            "precision": float(hits[i]) / (i + 1),
+            "routed": int(i + 1),
+        }
+        for i in last
+    ]
+
+
+def threshold_for_precision(
+    confidence: np.ndarray, correct: np.ndarray, target: float
+) -> tuple[float, float, float]:
+    """The threshold that routes the most prompts while their precision stays ≥ ``target``.
+
+    Returns ``(threshold, precision, coverage)``: routing keeps prompts with ``confidence ≥
+    threshold``. When every prompt may be routed the threshold is 0; when no set of prompts reaches
+    the target, the threshold is just above the highest confidence, capped at 1 (precision NaN,
+    coverage 0; at the cap, prompts of confidence exactly 1 are still routed).
+
+    Example:
+        >>> threshold_for_precision(np.array([0.9, 0.8, 0.6, 0.3]), np.array([True, True, False, True]), 0.9)
+        (0.8, 1.0, 0.5)
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target precision must be in (0, 1], got {target!r}")
+    curve = precision_coverage(confidence, correct)
+    best = None
+    for point in curve:  # coverage grows along the curve; keep the last point meeting the target
+        if point["precision"] >= target:
+            best = point
+    if best is None:
+        top = float(np.max(confidence)) if np.size(confidence) else 0.0
+        return min(1.0, float(np.nextafter(top, np.inf))), float("nan"), 0.0
+    threshold = 0.0 if best is curve[-1] else best["threshold"]
+    return threshold, best["precision"], best["coverage"]
+
+
+def choose_thresholds(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    routed_to: np.ndarray,
+    experts: Sequence[str],
+    target: float,
+    *,
+    per_expert: bool = False,
+) -> tuple[float, dict[str, float] | None, float, float]:
+    """Thresholds that reach ``target`` precision on labelled prompts, and what they cost.
+
+    One threshold (:func:`threshold_for_precision` over all prompts), or with ``per_expert`` one per
+    expert over the prompts routed to it (each expert's own precision ≥ target, so the routed set's
+    is too; an expert no prompt was routed to keeps the global threshold).
+
+    Returns ``(threshold, thresholds or None, precision, coverage)`` of the routed prompts.
+
+    Example:
+        >>> choose_thresholds(np.array([0.9, 0.8, 0.6]), np.array([True, True, False]), np.array([0, 1, 1]),
+        ...                   ["a", "b"], 0.9, per_expert=True)
+        (0.8, {'a': 0.0, 'b': 0.8}, 1.0, 0.6666666666666666)
+    """
+    conf = np.asarray(confidence, np.float64)
+    ok = np.asarray(correct, bool)
+    to = np.asarray(routed_to, np.int64)
+    threshold, _, _ = threshold_for_precision(conf, ok, target)
+    thresholds: dict[str, float] | None = None
+    if per_expert:
+        thresholds = {}
+        for i, name in enumerate(experts):
+            mine = to == i
+            thresholds[name] = (
+                threshold_for_precision(conf[mine], ok[mine], target)[0] if mine.any() else threshold
+            )
+        limit = np.array([thresholds[experts[i]] if i >= 0 else np.inf for i in to])
+        kept = conf >= limit
+    else:
+        kept = conf >= threshold
+    kept &= to >= 0
+    coverage = float(kept.mean()) if conf.size else 0.0
+    precision = float(ok[kept].mean()) if kept.any() else float("nan")
+    return threshold, thresholds, precision, coverage
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What :meth:`ir3de.Router.tune` chose and what it costs, on the prompts it was tuned on.
+
+    Attributes:
+        temperature: the fitted temperature (``None`` for vote shares, which have none).
+        evidence_tokens: the fitted evidence prior ``n0`` (see :func:`evidence_scores`).
+        threshold: the confidence below which a prompt goes to ``fallback``.
+        thresholds: per-expert thresholds (``per_expert=True``), else ``None``.
+        target_precision: the precision asked for.
+        precision: precision of the prompts routed (not sent to the fallback); NaN if none.
+        coverage: share of the prompts routed.
+        n: labelled prompts tuned on.
+        fallback: where the rest go.
+    """
+
+    temperature: float | None
+    evidence_tokens: float
+    threshold: float
+    thresholds: dict[str, float] | None
+    target_precision: float
+    precision: float
+    coverage: float
+    n: int
+    fallback: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "evidence_tokens": self.evidence_tokens,
+            "threshold": self.threshold,
+            "thresholds": dict(self.thresholds) if self.thresholds is not None else None,
+            "target_precision": self.target_precision,
+            "precision": self.precision,
+            "coverage": self.coverage,
+            "n": self.n,
+            "fallback": self.fallback,
+        }
 
 
 @dataclass(frozen=True)

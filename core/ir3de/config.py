@@ -21,6 +21,7 @@ __all__ = ["LEVELS", "RouterConfig"]
 
 _AVG_TEMPERATURE = 0.1  # mean ridge logits live on a ~[0, 1] scale
 _LOGPROB_TEMPERATURE = 1.0  # summed log-probabilities are already log-odds
+_EVIDENCE_TOKENS = 4.7  # evidence prior n0 fitted at the default temperature (benchmarks/tuning.py)
 
 #: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
 LEVELS = ("token", "text")
@@ -59,6 +60,13 @@ class RouterConfig:
             ``None`` (default) takes the measured default of the evidence: 0.1 for mean logits
             (``avg``; fitted temperatures were 0.05–0.11 on the public suites) and 1.0 for summed
             log-probabilities (``logprob``). See :attr:`effective_temperature`.
+        evidence_tokens: the evidence prior ``n0``: a prompt with ``n`` countable tokens gets the
+            temperature ``T · (1 + n0 / n)``, so one or two near-coin-toss tokens do not give a
+            confident route (:func:`ir3de.calibration.evidence_scores`; never changes the winner).
+            ``None`` takes the measured default; ``0`` turns it off. Fitted with the temperature by
+            :meth:`Router.calibrate` / :meth:`Router.tune`. Vote shares are not affected.
+        thresholds: per-expert thresholds (expert → threshold) set by ``Router.tune(per_expert=True)``;
+            a decision for an expert listed here uses its threshold instead of ``threshold``.
     """
 
     level: str = "text"
@@ -72,6 +80,8 @@ class RouterConfig:
     fallback: str | None = None
     threshold: float = 0.0
     temperature: float | None = None
+    evidence_tokens: float | None = None
+    thresholds: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -98,6 +108,25 @@ class RouterConfig:
             and self.temperature > 0
         ):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+        if self.evidence_tokens is not None and not (
+            isinstance(self.evidence_tokens, (int, float))
+            and np.isfinite(self.evidence_tokens)
+            and self.evidence_tokens >= 0
+        ):
+            raise ValueError(f"evidence_tokens must be a number ≥ 0, got {self.evidence_tokens!r}")
+        if self.thresholds is not None:
+            if not isinstance(self.thresholds, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and 0.0 <= v <= 1.0
+                for k, v in self.thresholds.items()
+            ):
+                raise ValueError(
+                    f"thresholds must map expert names to numbers in [0, 1], got {self.thresholds!r}"
+                )
+            if any(v > 0 for v in self.thresholds.values()) and self.fallback is None:
+                raise ValueError(
+                    "per-expert thresholds need a fallback expert name: pass fallback='general' (or any name)"
+                )
+            object.__setattr__(self, "thresholds", {k: float(v) for k, v in self.thresholds.items()})
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
 
@@ -107,6 +136,19 @@ class RouterConfig:
         if self.temperature is not None:
             return float(self.temperature)
         return _AVG_TEMPERATURE if self.selector == "avg" else _LOGPROB_TEMPERATURE
+
+    @property
+    def effective_evidence_tokens(self) -> float:
+        """The evidence prior in use: ``evidence_tokens``, or the measured default; 0 for vote shares."""
+        if self.combine == "vote" and self.selector != "avg":
+            return 0.0
+        return float(self.evidence_tokens) if self.evidence_tokens is not None else _EVIDENCE_TOKENS
+
+    def threshold_for(self, expert: str) -> float:
+        """The confidence threshold of decisions for ``expert`` (its own, else ``threshold``)."""
+        if self.thresholds is not None:
+            return self.thresholds.get(expert, self.threshold)
+        return self.threshold
 
     @classmethod
     def paper(cls, **overrides: Any) -> RouterConfig:
@@ -129,4 +171,5 @@ class RouterConfig:
             )
         data = dict(data)
         data.setdefault("level", "token")  # routers saved before text-level fitting existed
+        data.setdefault("evidence_tokens", 0.0)  # routers saved before the evidence prior: unchanged
         return cls(**data)

@@ -1,7 +1,10 @@
 """Routing accuracy of a router on labelled held-out prompts, with k and λ sweeps.
 
-* :func:`evaluate` — micro accuracy, macro recall, per-expert recall and the confusion matrix;
-  optionally the paper's Figure 3 sweep over the top-k selector's ``k`` and a sweep over λ.
+* :func:`evaluate` — micro accuracy, macro recall, per-expert precision, recall and F1 and the
+  confusion matrix; with ``details=True`` the routing report: the precision-vs-coverage curve over
+  confidence thresholds, what the router's own threshold(s) route, and the misrouted prompts with
+  their deciding tokens; optionally the paper's Figure 3 sweep over the top-k selector's ``k`` and a
+  sweep over λ.
 * :func:`k_sweep` / :func:`lam_sweep` — the sweeps on their own. Prompts are tokenized once for all
   sweep points; a λ sweep uses one eigendecomposition of ``A`` (:class:`~ir3de.solve.RidgePath`)
   and never refits.
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .calibration import labelled_prompts
+from .calibration import labelled_prompts, precision_coverage
 from .errors import InvalidInputError
 from .fitting import applied_weights, compile_table
 from .selectors import select_batch
@@ -45,6 +48,7 @@ __all__ = [
     "lam_sweep",
     "record_evaluation",
     "report_from_predictions",
+    "routing_details",
 ]
 
 #: The values of k in the paper's Figure 3 (``"all"`` = every token, IR3DE-all).
@@ -59,7 +63,9 @@ class EvaluationReport:
         experts: expert names (row/column order of ``confusion``).
         accuracy: micro accuracy (fraction of prompts routed to their own expert).
         macro_recall: mean over experts of the per-expert recall.
-        per_expert_recall: expert → recall.
+        per_expert_recall: expert → recall (experts with test prompts).
+        per_expert_precision: expert → precision (experts some prompt was routed to).
+        per_expert_f1: expert → F1 (experts with test prompts; 0 when nothing was routed to them).
         confusion: (D, D+1) counts; row = true expert, column = routed expert, last column = prompts
             with no countable token (or routed to a fallback).
         num_prompts: prompts evaluated.
@@ -72,6 +78,8 @@ class EvaluationReport:
     confusion: np.ndarray
     num_prompts: int
     extra: dict[str, Any] = field(default_factory=dict)
+    per_expert_precision: dict[str, float] = field(default_factory=dict)
+    per_expert_f1: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +87,8 @@ class EvaluationReport:
             "accuracy": self.accuracy,
             "macro_recall": self.macro_recall,
             "per_expert_recall": self.per_expert_recall,
+            "per_expert_precision": self.per_expert_precision,
+            "per_expert_f1": self.per_expert_f1,
             "confusion": self.confusion.tolist(),
             "num_prompts": self.num_prompts,
             **self.extra,
@@ -100,6 +110,10 @@ def report_from_predictions(
     support = conf.sum(1)
     recall = np.divide(np.diag(conf[:, :d]), support, out=np.zeros(d), where=support > 0)
     present = support > 0
+    routed = conf[:, :d].sum(0)
+    precision = np.divide(np.diag(conf[:, :d]), routed, out=np.zeros(d), where=routed > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(d), where=denominator > 0)
     return EvaluationReport(
         experts=tuple(experts),
         accuracy=float((true == predicted).mean()) if true.size else 0.0,
@@ -108,6 +122,8 @@ def report_from_predictions(
         confusion=conf,
         num_prompts=int(true.size),
         extra=dict(extra),
+        per_expert_precision={e: float(x) for e, x, n in zip(experts, precision, routed) if n > 0},
+        per_expert_f1={e: float(x) for e, x, p in zip(experts, f1, present) if p},
     )
 
 
@@ -117,6 +133,8 @@ def evaluate(
     *,
     ks: Sequence[int | str] | None = None,
     lams: Sequence[float] | None = None,
+    details: bool = False,
+    max_misrouted: int | None = 100,
 ) -> EvaluationReport:
     """Route every held-out prompt and compare with its expert.
 
@@ -127,6 +145,9 @@ def evaluate(
             :data:`PAPER_KS`; results in ``report.extra["k_sweep"]``.
         lams: also sweep λ over these values (one eigendecomposition, no refit); results in
             ``report.extra["lam_sweep"]``.
+        details: also the routing report (see :func:`routing_details`): ``report.extra`` gains
+            ``"precision_coverage"``, ``"at_threshold"`` and ``"misrouted"``.
+        max_misrouted: keep at most this many misrouted prompts (``None``: all).
 
     Example:
         >>> r = evaluate(router, {"math": ["What is 2+2?"], "code": ["def f(): pass"]})  # doctest: +SKIP
@@ -146,7 +167,71 @@ def evaluate(
         extra["k_sweep"] = _k_points(experts, labels, ids, lengths, table, ks, c.combine)
     if lams:
         extra["lam_sweep"] = _lam_points(router, labels, ids, lengths, lams, None)
+    if details:
+        extra.update(routing_details(router, prompts, labels, max_misrouted=max_misrouted))
     return report_from_predictions(experts, labels, predicted, **extra)
+
+
+def routing_details(
+    router: Router,
+    prompts: Sequence[str],
+    labels: np.ndarray,
+    *,
+    max_misrouted: int | None = 100,
+    num_tokens: int = 5,
+) -> dict[str, Any]:
+    """The routing report's details for labelled prompts, from the router's own decisions.
+
+    Returns a dict with:
+
+    * ``"precision_coverage"`` — the curve of :func:`ir3de.calibration.precision_coverage` over the
+      decisions' confidences (prompts with no countable token count as not routed);
+    * ``"at_threshold"`` — what the router's configured threshold(s) do: ``coverage`` (share routed,
+      not sent to the fallback), ``precision`` of those, ``abstained`` count;
+    * ``"misrouted"`` — prompts whose best expert is wrong, most confident first: the prompt, true
+      and routed expert, confidence, and its ``num_tokens`` deciding tokens (text, vote, entropy).
+
+    Example:
+        >>> prompts, labels = labelled_prompts(router.experts, tests)                # doctest: +SKIP
+        >>> routing_details(router, prompts, labels)["misrouted"][0]["tokens"][0]   # doctest: +SKIP
+        {'text': ' poem', 'vote': 'instructions', 'entropy': 0.41}
+    """
+    experts = router.experts
+    index = {name: i for i, name in enumerate(experts)}
+    decisions = router.route_batch(list(prompts))
+    confidence = np.array([d.confidence if d.top_expert is not None else 0.0 for d in decisions])
+    top = np.array([index[d.top_expert] if d.top_expert is not None else -1 for d in decisions], np.int64)
+    correct = top == np.asarray(labels)
+    routed = np.array([not d.fallback_used for d in decisions], bool)
+    wrong = np.flatnonzero(~correct)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    if max_misrouted is not None:
+        wrong = wrong[:max_misrouted]
+    misrouted = [
+        {
+            "prompt": prompts[i],
+            "expert": experts[int(labels[i])],
+            "routed_to": decisions[i].top_expert,
+            "confidence": float(confidence[i]),
+            "num_tokens": decisions[i].num_tokens,
+            "tokens": [
+                {"text": t.text, "vote": t.vote, "entropy": round(t.entropy, 4)}
+                for t in decisions[i].tokens[:num_tokens]
+            ],
+        }
+        for i in wrong
+    ]
+    return {
+        "precision_coverage": precision_coverage(confidence, correct),
+        "at_threshold": {
+            "fallback": router.config.fallback,
+            "coverage": float(routed.mean()) if routed.size else 0.0,
+            "precision": float(correct[routed].mean()) if routed.any() else float("nan"),
+            "abstained": int((~routed).sum()),
+        },
+        "num_misrouted": int((~correct).sum()),
+        "misrouted": misrouted,
+    }
 
 
 def _check_ks(ks: Sequence[int | str]) -> list[int | str]:
@@ -273,19 +358,56 @@ def format_report(report: EvaluationReport) -> str:
         f"routing accuracy {report.accuracy:.4f}   macro recall {report.macro_recall:.4f}   "
         f"({report.num_prompts} prompts)",
         "",
-        f"{'expert':>{width}}  recall   prompts",
+        f"{'expert':>{width}}  precision  recall      F1   prompts",
     ]
     support = report.confusion.sum(1)
+
+    def cell(value: float | None) -> str:
+        return f"{value:.4f}" if value is not None else "  -   "
+
     for i, name in enumerate(experts):
-        recall = report.per_expert_recall.get(name)
-        shown = f"{recall:.4f}" if recall is not None else "  -   "
-        lines.append(f"{name:>{width}}  {shown}  {int(support[i]):7d}")
+        lines.append(
+            f"{name:>{width}}     {cell(report.per_expert_precision.get(name))}  "
+            f"{cell(report.per_expert_recall.get(name))}  {cell(report.per_expert_f1.get(name))}  "
+            f"{int(support[i]):7d}"
+        )
     cols = [e[:10] for e in experts] + ["(none)"]
     cw = max(len(c) for c in cols) + 1
     lines += ["", "confusion (row = true expert, column = routed expert):"]
     lines.append(" " * (width + 1) + "".join(f"{c:>{cw}}" for c in cols))
     for i, name in enumerate(experts):
         lines.append(f"{name:>{width}} " + "".join(f"{int(v):>{cw}d}" for v in report.confusion[i]))
+    extra = report.extra
+    if "at_threshold" in extra:
+        at = extra["at_threshold"]
+        if at["fallback"] is not None:
+            lines += [
+                "",
+                f"at the router's threshold(s): {at['coverage']:.4f} of prompts routed, precision "
+                f"{at['precision']:.4f}, {at['abstained']} sent to {at['fallback']!r}",
+            ]
+    if "precision_coverage" in extra:
+        lines += ["", "precision vs coverage (route only prompts with confidence ≥ threshold):"]
+        lines += ["  precision  coverage  threshold"]
+        for goal in (0.9, 0.95, 0.98, 0.99):
+            best = [p for p in extra["precision_coverage"] if p["precision"] >= goal]
+            if best:
+                p = best[-1]
+                lines.append(f"  ≥ {goal:<7}  {p['coverage']:.4f}    {p['threshold']:.4f}")
+            else:
+                lines.append(f"  ≥ {goal:<7}  (not reached)")
+    if "misrouted" in extra:
+        shown = extra["misrouted"][:20]
+        lines += [
+            "",
+            f"misrouted prompts: {extra['num_misrouted']} (most confident first, {len(shown)} shown)",
+        ]
+        for m in shown:
+            prompt = " ".join(m["prompt"].split())
+            prompt = prompt if len(prompt) <= 70 else prompt[:67] + "..."
+            tokens = ", ".join(f"{t['text']!r}→{t['vote']}" for t in m["tokens"])
+            lines.append(f"  {m['expert']} → {m['routed_to']} ({m['confidence']:.2f}): {prompt!r}")
+            lines.append(f"      deciding tokens: {tokens}")
     if "k_sweep" in report.extra:
         lines += ["", "k sweep (top-k lowest-entropy tokens vote):", "        k  accuracy  macro recall"]
         lines += [

@@ -1,4 +1,9 @@
-"""The ``ir3de eval`` command: routing accuracy of a saved router on labelled held-out prompts.
+"""The ``ir3de eval`` and ``ir3de tune`` commands: the routing report of a saved router on labelled
+held-out prompts, and tuning it to a target precision.
+
+``ir3de tune`` reads a labelled file (JSONL, CSV or Parquet with a text column and a label column,
+the label an expert name) and re-saves the router in place (or to ``--output``) with the chosen
+temperature, evidence prior and threshold(s).
 
 Examples::
 
@@ -6,19 +11,22 @@ Examples::
     ir3de eval my-router --suite reasoning4 --k-sweep --lam-sweep 1e-3,1e-2,1e-1 --plots plots/
     ir3de eval my-router --suite reasoning4 --json > report.json
     ir3de eval my-router --suite reasoning4 --record     # store the figures in the router's model card
+    ir3de tune my-router dev.jsonl --target-precision 0.95 --abstain general
+    ir3de tune my-router dev.csv --text-column prompt --label-column expert --per-expert --json
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInputError, UnknownExpertError
+from .errors import CorpusError, InvalidInputError, UnknownExpertError
 
-__all__ = ["cmd_eval", "register"]
+__all__ = ["cmd_eval", "cmd_tune", "read_labelled", "register"]
 
 
 def _parse_lams(value: str) -> list[float]:
@@ -36,8 +44,17 @@ def _parse_lams(value: str) -> list[float]:
 def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
     from .cli import CliUsageError, _expert_texts
 
-    if args.suite and args.expert:
-        raise CliUsageError("give either --suite or --expert NAME=FILE, not both")
+    if sum(map(bool, (args.suite, args.expert, args.labelled))) > 1:
+        raise CliUsageError("give one of --suite, --expert NAME=FILE or --labelled FILE")
+    if args.labelled:
+        tests = read_labelled(args.labelled, text_column=args.text_column, label_column=args.label_column)
+        unknown = sorted(set(tests) - set(experts))
+        if unknown:
+            raise UnknownExpertError(
+                f"{args.labelled} has labels {unknown} that are not experts of the router; its experts "
+                f"are {experts}"
+            )
+        return tests, f"labelled prompts of {args.labelled}"
     if args.expert:
         return _expert_texts(args), "user-provided held-out prompts"
     if not args.suite:
@@ -71,13 +88,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tests, test_set = _test_sets(args, router.experts)
     if not any(tests.values()):
         raise InvalidInputError("the test sets are empty: give files with at least one prompt")
-    report = evaluate(router, tests, ks=PAPER_KS if args.k_sweep else None, lams=args.lam_sweep)
+    report = evaluate(
+        router,
+        tests,
+        ks=PAPER_KS if args.k_sweep else None,
+        lams=args.lam_sweep,
+        details=True,
+        max_misrouted=args.max_misrouted,
+    )
     out: dict[str, Any] = {"router": str(args.router), "test_set": test_set, **report.to_dict()}
     if args.plots:
-        from .plots import plot_confusion, plot_k_sweep, plot_lam_sweep
+        from .plots import plot_confusion, plot_k_sweep, plot_lam_sweep, plot_precision_coverage
 
         folder = Path(args.plots)
         files = [str(plot_confusion(report, folder / "confusion.png"))]
+        curve = {test_set: report.extra["precision_coverage"]}
+        files.append(str(plot_precision_coverage(curve, folder / "precision_coverage.png")))
         if "k_sweep" in report.extra:
             files.append(str(plot_k_sweep({test_set: report.extra["k_sweep"]}, folder / "k_sweep.png")))
         if "lam_sweep" in report.extra:
@@ -99,13 +125,132 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_labelled(
+    path: str | Path, *, text_column: str = "text", label_column: str = "label"
+) -> dict[str, list[str]]:
+    """Read a labelled file (``.jsonl``, ``.csv`` or ``.parquet``) into ``{label: [texts]}``.
+
+    The one place ``ir3de tune`` reads labelled prompts (to be switched to the library's labelled-file
+    reader once it exists). Rows with an empty text are skipped; a row without the label column is
+    an error naming the line.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "dev.jsonl")
+        >>> _ = open(p, "w").write('{"text": "2+2?", "label": "math"}\\n{"text": "def f():", "label": "code"}\\n')
+        >>> read_labelled(p)
+        {'math': ['2+2?'], 'code': ['def f():']}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"labelled file {path} does not exist")
+    suffix = path.suffix.lower()
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise CorpusError(f"{path}:{number} is not valid JSON ({e.msg})") from None
+                    if not isinstance(record, dict):
+                        raise CorpusError(f"{path}:{number} is not a JSON object")
+                    rows.append((number, record))
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = [(number, dict(r)) for number, r in enumerate(csv.DictReader(f), 2)]
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = [(number, r) for number, r in enumerate(pq.read_table(path).to_pylist(), 1)]
+    else:
+        raise CorpusError(
+            f"{path}: labelled files are .jsonl, .csv or .parquet, got {suffix or 'no suffix'!r}"
+        )
+    out: dict[str, list[str]] = {}
+    for number, record in rows:
+        for column in (text_column, label_column):
+            if column not in record:
+                raise CorpusError(
+                    f"{path} row {number} has no column {column!r} (it has {sorted(record)[:10]}); "
+                    "name the columns with --text-column / --label-column"
+                )
+        text, label = record[text_column], record[label_column]
+        if not isinstance(text, str) or not text.strip():
+            continue
+        out.setdefault(str(label), []).append(text)
+    if not out:
+        raise CorpusError(f"{path} holds no labelled text in column {text_column!r}")
+    return out
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Run ``ir3de tune``; returns the exit status."""
+    from .router import Router
+
+    router = Router.from_pretrained(args.router, device="cpu")
+    held_out = read_labelled(args.file, text_column=args.text_column, label_column=args.label_column)
+    unknown = sorted(set(held_out) - set(router.experts))
+    if unknown:
+        raise UnknownExpertError(
+            f"{args.file} has labels {unknown} that are not experts of the router; its experts are "
+            f"{router.experts}"
+        )
+    if not 0.0 < args.target_precision <= 1.0:
+        raise InvalidInputError(f"--target-precision must be in (0, 1], got {args.target_precision}")
+    result = router.tune(
+        held_out, target_precision=args.target_precision, per_expert=args.per_expert, abstain=args.abstain
+    )
+    saved = router.save_pretrained(args.output or args.router)
+    out = {"router": str(saved), "file": str(args.file), **result.to_dict()}
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    temperature = "-" if result.temperature is None else f"{result.temperature:.4g}"
+    print(f"tuned {args.router} on {result.n} labelled prompts of {args.file}")
+    print(f"  temperature {temperature}, evidence prior {result.evidence_tokens:.3g}")
+    if result.thresholds is not None:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in result.thresholds.items())
+        print(f"  thresholds per expert: {shown}")
+    else:
+        print(f"  threshold {result.threshold:.4f}")
+    print(
+        f"  precision {result.precision:.4f} (target {result.target_precision}) at coverage "
+        f"{result.coverage:.4f}; the rest go to {result.fallback!r}"
+    )
+    print(f"saved to {saved}")
+    return 0
+
+
+def _register_tune(subparsers: Any) -> None:
+    """Add ``ir3de tune`` to the ``ir3de`` command's subparsers."""
+    p = subparsers.add_parser(
+        "tune",
+        help="choose temperature and abstain threshold(s) of a saved router for a target precision",
+        description="Tune a saved router on a labelled file (JSONL/CSV/Parquet: text and label columns) so "
+        "that the prompts it routes reach the target precision; the rest go to the fallback.",
+    )
+    p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained)")
+    p.add_argument("file", help="labelled held-out prompts: .jsonl, .csv or .parquet")
+    p.add_argument("--target-precision", type=float, default=0.95, help="default 0.95")
+    p.add_argument("--per-expert", action="store_true", help="one threshold per expert")
+    p.add_argument("--abstain", help="fallback name for prompts below the threshold (if the router has none)")
+    p.add_argument("--text-column", default="text", help="column holding the prompt (default: text)")
+    p.add_argument("--label-column", default="label", help="column holding the expert (default: label)")
+    p.add_argument("--output", "-o", help="save the tuned router here instead of in place")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_tune)
+
+
 def register(subparsers: Any) -> None:
-    """Add ``ir3de eval`` to the ``ir3de`` command's subparsers."""
+    """Add ``ir3de eval`` (and ``ir3de tune``) to the ``ir3de`` command's subparsers."""
     from .cli import _add_corpus_arguments
 
     p = subparsers.add_parser(
         "eval",
-        help="routing accuracy, per-expert recall, confusion matrix, k and λ sweeps of a saved router",
+        help="routing report of a saved router: per-expert precision/recall/F1, confusion matrix, "
+        "precision-vs-coverage, misrouted prompts with their deciding tokens, k and λ sweeps",
         description="Evaluate a saved router on labelled held-out prompts (files per expert or a public suite).",
     )
     p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained) or Hub repo id")
@@ -116,12 +261,23 @@ def register(subparsers: Any) -> None:
         "(code-humaneval-to-stdlib, code-stdlib-to-humaneval, multilingual-unseen-languages)",
     )
     p.add_argument("--seed", type=int, default=0, help="split seed of --suite (default 0, as quickstart)")
+    p.add_argument("--labelled", metavar="FILE", help="labelled prompts: .jsonl/.csv/.parquet, text + label")
+    p.add_argument("--text-column", default="text", help="text column of --labelled (default: text)")
+    p.add_argument("--label-column", default="label", help="label column of --labelled (default: label)")
     p.add_argument("--k-sweep", action="store_true", help="sweep k over 1,2,5,10,20,50,100,200,500,all")
     p.add_argument(
         "--lam-sweep", type=_parse_lams, metavar="L1,L2,...", help="sweep λ (no refit), e.g. 1e-3,1e-2,1e-1"
     )
-    p.add_argument("--plots", metavar="DIR", help="write confusion.png (and k_sweep.png, lam_sweep.png) here")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="write confusion.png, precision_coverage.png (and k_sweep.png, lam_sweep.png) here",
+    )
+    p.add_argument(
+        "--max-misrouted", type=int, default=100, help="misrouted prompts listed in the report (default 100)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--record", action="store_true", help="store the figures in the router and re-save it")
     p.add_argument("--device", default="cpu", help="device for the λ sweep's table compilation")
     p.set_defaults(func=cmd_eval)
+    _register_tune(subparsers)

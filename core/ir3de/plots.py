@@ -4,6 +4,8 @@
   one curve per series (e.g. per suite or per λ).
 * :func:`plot_confusion` — the confusion matrix as a heat map, rows normalised to recall.
 * :func:`plot_lam_sweep` — routing accuracy against λ (log axis).
+* :func:`plot_precision_coverage` — precision of the routed prompts against coverage, as the
+  confidence threshold rises.
 
 Example:
     >>> from ir3de.evaluate import evaluate, PAPER_KS                         # doctest: +SKIP
@@ -27,7 +29,7 @@ from .errors import InvalidInputError, MissingDependencyError
 if TYPE_CHECKING:
     from .evaluate import EvaluationReport
 
-__all__ = ["plot_confusion", "plot_k_sweep", "plot_lam_sweep"]
+__all__ = ["plot_confusion", "plot_k_sweep", "plot_lam_sweep", "plot_precision_coverage"]
 
 
 def _pyplot() -> Any:
@@ -157,4 +159,31 @@ def plot_confusion(report: EvaluationReport, path: str | os.PathLike[str], *, ti
     ax.set_ylabel("true expert")
     ax.set_title(title or f"accuracy {100 * report.accuracy:.1f}%", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of row")
+    return _save(fig, path)
+
+
+def plot_precision_coverage(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    *,
+    target: float | None = None,
+    title: str = "Precision vs coverage (confidence threshold)",
+) -> Path:
+    """Precision of routed prompts against the share routed, one line per series of
+    ``{"coverage", "precision"}`` points (:func:`ir3de.calibration.precision_coverage`); an optional
+    horizontal line at ``target`` precision."""
+    if not series or not any(series.values()):
+        raise InvalidInputError("plot_precision_coverage needs at least one non-empty curve")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for name, points in series.items():
+        ax.plot([p["coverage"] for p in points], [p["precision"] for p in points], label=name)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xlabel("coverage (share of prompts routed)")
+    ax.set_ylabel("precision of routed prompts")
+    ax.set_xlim(0, 1.0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import fitting, persistence
+from .calibration import evidence_scores
 from .config import LEVELS, RouterConfig
 from .decision import RouteDecision
 from .errors import (
@@ -588,6 +589,7 @@ class Router:
             combine=config.combine,
             temperature=config.effective_temperature,
         )
+        scores = evidence_scores(scores, n, config.effective_evidence_tokens)
         return self._decision(state, config, winner, scores, chosen, positions, n, 0)
 
     def route_batch(self, texts: Sequence[str]) -> list[RouteDecision]:
@@ -630,7 +632,7 @@ class Router:
     def _select(
         state: _RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray
     ) -> Selection:
-        return select_batch(
+        sel = select_batch(
             ids,
             lengths,
             state.table,
@@ -639,12 +641,18 @@ class Router:
             combine=config.combine,
             temperature=config.effective_temperature,
         )
+        n0 = config.effective_evidence_tokens
+        if n0:  # few countable tokens → scores shrink toward uniform (winners unchanged)
+            sel = dataclasses.replace(sel, scores=evidence_scores(sel.scores, sel.num_countable, n0))
+        return sel
 
     def calibrate(self, held_out: Mapping[str, Sequence[str]]) -> float:
         """Fit ``temperature`` on labelled held-out prompts so that confidence means probability.
 
-        Minimises the negative log-likelihood of the true experts under ``softmax(evidence / T)``
-        (:func:`ir3de.calibration.fit_temperature`); the route of every prompt is unchanged. Needs
+        Minimises the negative log-likelihood of the true experts under
+        ``softmax(evidence · n / (n + n0) / T)`` over the temperature ``T`` and the evidence prior
+        ``n0`` of prompts with ``n`` countable tokens (:func:`ir3de.calibration.fit_confidence`; both
+        are set in ``router.config``); the route of every prompt is unchanged. Needs
         ``combine="logprob"`` or ``selector="avg"`` (vote shares have no temperature).
 
         Returns:
@@ -654,7 +662,7 @@ class Router:
             >>> router.calibrate({"math": math_dev, "code": code_dev})   # doctest: +SKIP
             14.2
         """
-        from .calibration import fit_temperature, labelled_prompts
+        from .calibration import fit_confidence, labelled_prompts
 
         config = self.config
         if config.combine == "vote" and config.selector != "avg":
@@ -668,8 +676,8 @@ class Router:
         keep = sel.winners >= 0
         if not keep.any():
             raise ValueError("calibration needs held-out prompts with countable tokens")
-        temperature = fit_temperature(sel.evidence[keep], labels[keep])
-        self.configure(temperature=temperature)
+        temperature, n0 = fit_confidence(sel.evidence[keep], sel.num_countable[keep], labels[keep])
+        self.configure(temperature=temperature, evidence_tokens=n0)
         return temperature
 
     def _decision(
@@ -701,7 +709,7 @@ class Router:
             )
         confidence = float(scores[winner])
         top = state.experts[winner]
-        use_fallback = config.fallback is not None and confidence < config.threshold
+        use_fallback = config.fallback is not None and confidence < config.threshold_for(top)
         return RouteDecision(
             config.fallback if use_fallback else top,  # type: ignore[arg-type]
             confidence,
@@ -906,4 +914,80 @@ class Router:
             assistant_weight=assistant_weight,
             include_system=include_system,
             margin=margin,
+        )
+
+    def tune(
+        self,
+        held_out: Mapping[str, Sequence[str]],
+        target_precision: float = 0.95,
+        *,
+        per_expert: bool = False,
+        abstain: str | None = None,
+    ) -> Any:
+        """Choose temperature, evidence prior and abstain threshold(s) so that the prompts routed
+        (not sent to the fallback) reach ``target_precision`` on labelled held-out prompts.
+
+        The temperature and evidence prior are fitted by :meth:`calibrate` (skipped for vote shares);
+        then the threshold that routes the most prompts at ≥ target precision is chosen
+        (:func:`ir3de.calibration.choose_thresholds`; one per expert with ``per_expert``). Everything
+        is set in ``router.config`` and saved with the router. Routes of confident prompts never
+        change; the others go to the fallback.
+
+        Args:
+            held_out: expert name → labelled prompts not used in fitting.
+            target_precision: in (0, 1].
+            per_expert: one threshold per expert (each expert's routed prompts reach the target).
+            abstain: the fallback name; needed when the router has no ``fallback`` yet.
+
+        Returns:
+            A :class:`ir3de.calibration.TuningResult` (temperature, threshold(s), precision,
+            coverage, n) measured on ``held_out``.
+
+        Example:
+            >>> r = router.tune(dev, target_precision=0.95, abstain="general")   # doctest: +SKIP
+            >>> r.precision, r.coverage                                         # doctest: +SKIP
+            (0.951, 0.83)
+        """
+        from .calibration import TuningResult, choose_thresholds, labelled_prompts
+
+        fallback = abstain if abstain is not None else self.config.fallback
+        if fallback is None:
+            raise InvalidInputError(
+                "tune sends prompts below the threshold to a fallback, and this router has none: pass "
+                "abstain='general' (any name) or configure(fallback=...)"
+            )
+        if not isinstance(target_precision, (int, float)) or not 0.0 < target_precision <= 1.0:
+            raise InvalidInputError(f"target_precision must be in (0, 1], got {target_precision!r}")
+        state = self._require_state()
+        prompts, labels = labelled_prompts(state.experts, held_out)
+        if not prompts:
+            raise InvalidInputError("tune needs labelled held-out prompts; got none")
+        with self._lock:
+            vote = self.config.combine == "vote" and self.config.selector != "avg"
+            if not vote:
+                self.calibrate(held_out)
+            ids, lengths = self.encode(prompts)
+            sel = self._select(state, self.config, ids, lengths)
+            routed = sel.winners >= 0
+            conf = np.where(routed, sel.scores[np.arange(len(prompts)), np.maximum(sel.winners, 0)], 0.0)
+            threshold, thresholds, precision, coverage = choose_thresholds(
+                conf,
+                sel.winners == labels,
+                sel.winners,
+                state.experts,
+                float(target_precision),
+                per_expert=per_expert,
+            )
+            self.configure(fallback=fallback, threshold=threshold, thresholds=thresholds)
+            config = self.config
+        return TuningResult(
+            temperature=None if vote else config.effective_temperature,
+            evidence_tokens=config.effective_evidence_tokens,
+            threshold=threshold,
+            thresholds=thresholds,
+            target_precision=float(target_precision),
+            precision=precision,
+            coverage=coverage,
+            n=len(prompts),
+            fallback=fallback,
         )
