@@ -29,9 +29,17 @@ def gateway_router_folder(smollm2, small_corpus, tmp_path_factory) -> Path:
     return router.save_pretrained(tmp_path_factory.mktemp("gateway") / "router")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gateway_router(gateway_router_folder, smollm2):
-    """A fresh copy of the saved router per test (admin tests change it)."""
+    """The saved router, loaded as ``ir3de serve`` loads it. Shared: tests must not change it."""
+    from ir3de import Router
+
+    return Router.from_pretrained(gateway_router_folder, embeddings=smollm2, device="cpu", progress=False)
+
+
+@pytest.fixture
+def fresh_router(gateway_router_folder, smollm2):
+    """A copy of the saved router of its own (for tests that add, update or remove experts)."""
     from ir3de import Router
 
     return Router.from_pretrained(gateway_router_folder, embeddings=smollm2, device="cpu", progress=False)
