@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,7 +37,7 @@ from .config import ConfigError, GatewayConfig
 from .errors import GatewayError, error_response
 from .metrics import GatewayMetrics
 from .routing import GatewayDecision, SessionMemory, message_text, route_messages
-from .upstream_client import UpstreamClient, UpstreamFailure
+from .upstream_client import STREAM_ERRORS, UpstreamClient, UpstreamFailure
 from .upstreams import Upstream, UpstreamRegistry
 
 __all__ = ["Gateway", "create_app", "load_router"]
@@ -244,16 +243,14 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
     ) -> Response:
         response = await client.complete(fwd.upstream, fwd.body())
         content = response.content
-        if include and response.status_code < 400:
+        if include and response.status < 400:
             try:
                 data = json.loads(content)
                 data["ir3de"] = {**fwd.decision.to_dict(), "served_by": fwd.served_by}
                 content = json.dumps(data, ensure_ascii=False).encode("utf-8")
             except (json.JSONDecodeError, TypeError):
                 pass
-        return Response(
-            content, status_code=response.status_code, media_type="application/json", headers=headers
-        )
+        return Response(content, status_code=response.status, media_type="application/json", headers=headers)
 
     async def _relay_stream(
         client: UpstreamClient, fwd: _Forward, headers: dict[str, str], include: bool
@@ -261,10 +258,10 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
         start = time.perf_counter()
         upstream = fwd.upstream
         response = await client.open_stream(upstream, fwd.body())
-        if response.status_code >= 400:  # an upstream 4xx: the client's error, passed through
+        if response.status >= 400:  # an upstream 4xx: the client's error, passed through
             return Response(
                 response.content,
-                status_code=response.status_code,
+                status_code=response.status,
                 media_type="application/json",
                 headers=headers,
             )
@@ -284,13 +281,13 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
             try:
                 if prefix:
                     yield prefix
-                async for piece in response.aiter_bytes():
+                async for piece in response.chunks():
                     yield piece
-            except httpx.HTTPError as e:  # mid-stream: the status is sent; say it in an SSE error event
+            except STREAM_ERRORS as e:  # mid-stream: the status is sent; say it in an SSE error event
                 failure = client.stream_failure(upstream, e)
                 yield b"data: " + json.dumps(failure.body()).encode() + b"\n\n"
             finally:
-                await response.aclose()
+                response.close()
                 client.observe(upstream, time.perf_counter() - start)
 
         headers["cache-control"] = "no-cache"
