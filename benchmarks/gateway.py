@@ -13,8 +13,11 @@ reasoning4 suite. At each concurrency (1, 32, 256 connections) the same requests
 the upstream and once through the gateway (model ``ir3de``: routed on the message): the difference of
 the latencies is the gateway's overhead. The routing share is the gateway's own routing time (its
 ``ir3de_routing_seconds`` histogram, read from ``/metrics`` around each run) divided by that overhead.
-LiteLLM: its proxy (``litellm[proxy]``) is measured the same way when ``litellm.proxy`` imports; the
-in-process ``litellm.Router`` (with the ir3de strategy) is measured when ``litellm`` is installed.
+LiteLLM: its proxy is measured the same way (requests name the model: it does not route) when
+``litellm.proxy`` imports — ``litellm[proxy]`` does not install here (it pins ``litellm-proxy``, not
+on the index); ``pip install 'ir3de[litellm-proxy-bench]'`` installs what the proxy imports; the
+in-process ``litellm.Router`` (simple-shuffle, and with the ir3de strategy) is measured when
+``litellm`` is installed.
 """
 
 from __future__ import annotations
@@ -176,7 +179,7 @@ def _litellm_proxy_cmd(config: Path, port: int) -> list[str] | None:
 
 # ---------------------------------------------------------------------------------------------- litellm library
 async def _litellm_library(
-    upstream: str, prompts: Sequence[str], router_folder: str, n: int, concurrency: int
+    upstream: str, prompts: Sequence[str], router_folder: str, n: int, concurrency: int, strategy: bool
 ) -> dict[str, Any]:
     import litellm
 
@@ -195,7 +198,8 @@ async def _litellm_library(
         ],
         num_retries=0,
     )
-    use_ir3de(llm, Router.from_pretrained(router_folder, device="cpu"))
+    if strategy:
+        use_ir3de(llm, Router.from_pretrained(router_folder, device="cpu"))
     counter = itertools.count()
     latencies: list[float] = []
 
@@ -328,7 +332,9 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
         )
         cmd = _litellm_proxy_cmd(lite_config, lite_port)
         if cmd is not None:
-            lite = subprocess.Popen(cmd, env=env, cwd=ROOT)
+            lite = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             procs.append(lite)
             _wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", lite)
             results["litellm_proxy"] = {c: _run_load(lite_port, "/v1/chat/completions", direct_bodies, n_by_c[c], c, warmup)
@@ -336,10 +342,14 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
         try:
             import litellm  # noqa: F401
 
+            up = f"http://127.0.0.1:{up_port}"
             results["litellm_router"] = {
-                c: asyncio.run(_litellm_library(f"http://127.0.0.1:{up_port}", prompts, str(folder), n_by_c[c] // (4 if quick else 2), c))
+                f"{'ir3de strategy' if s else 'simple-shuffle'}, concurrency {c}": asyncio.run(
+                    _litellm_library(up, prompts, str(folder), n_by_c[c] // (4 if quick else 2), c, s)
+                )
                 for c in (1, 32)
-            }  # fmt: skip
+                for s in (False, True)
+            }
             _log(f"litellm.Router (in-process, ir3de strategy): {results['litellm_router']}")
         except ImportError:
             _log("litellm not installed: the in-process LiteLLM Router is not measured")
