@@ -56,7 +56,11 @@ def _free_port() -> int:
 
 def _env() -> dict[str, str]:
     env = dict(
-        os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", LITELLM_LOCAL_MODEL_COST_MAP="True"
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # offline: LiteLLM's bundled model-price map
+        LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true",  # a local proxy with no master key
     )
     path = [str(ROOT / "core"), str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join(path + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -158,23 +162,20 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _litellm_proxy_cmd(config: Path, port: int) -> list[str] | None:
-    try:
-        import litellm.proxy.proxy_server  # noqa: F401
-    except Exception as e:  # not installed, or its [proxy] extra is missing
-        _log(f"LiteLLM proxy not measured: {type(e).__name__}: {str(e)[:160]}")
+def _litellm_proxy_cmd(config: Path, port: int, env: dict[str, str]) -> list[str] | None:
+    import shutil
+
+    check = subprocess.run(
+        [sys.executable, "-c", "import litellm.proxy.proxy_server"], env=env, capture_output=True, text=True
+    )
+    if check.returncode != 0:  # not installed, or what its proxy imports is missing
+        _log(f"LiteLLM proxy not measured: {check.stderr.strip().splitlines()[-1][:200]}")
         return None
-    return [
-        sys.executable,
-        "-m",
-        "litellm",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--num_workers",
-        "1",
-    ]
+    exe = shutil.which("litellm")
+    if exe is None:
+        _log("LiteLLM proxy not measured: the `litellm` command is not on PATH")
+        return None
+    return [exe, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
 
 
 # ---------------------------------------------------------------------------------------------- litellm library
@@ -330,7 +331,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
                 for e in experts
             )
         )
-        cmd = _litellm_proxy_cmd(lite_config, lite_port)
+        cmd = _litellm_proxy_cmd(lite_config, lite_port, env)
         if cmd is not None:
             lite = subprocess.Popen(
                 cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
