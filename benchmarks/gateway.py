@@ -263,7 +263,7 @@ def _in_process_routing(folder: Path, prompts: Sequence[str]) -> dict[str, float
     }
 
 
-def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
+def run(quick: bool = False, out: Path | None = None, with_litellm: bool = True) -> dict[str, Any]:
     n_by_c = {1: 300, 32: 600, 256: 1024} if quick else {1: 2000, 32: 6000, 256: 8192}
     warmup = 100 if quick else 400
     prompts = _prompts(10 if quick else 100)
@@ -322,38 +322,39 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
                 "routing_share": routing_mean_ms / over50 if over50 > 0 else float("nan"),
             }
             _log(f"c={c}: direct {d} | gateway {g} | overhead {results['overhead'][c]}")
-        lite_port = _free_port()
-        lite_config = tmp / "litellm.yaml"
-        lite_config.write_text(
-            "model_list:\n"
-            + "".join(
-                f"  - model_name: {e}\n    litellm_params: {{model: openai/{e}, api_base: 'http://127.0.0.1:{up_port}/v1', api_key: x}}\n"
-                for e in experts
-            )
-        )
-        cmd = _litellm_proxy_cmd(lite_config, lite_port, env)
-        if cmd is not None:
-            lite = subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            procs.append(lite)
-            _wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", lite)
-            results["litellm_proxy"] = {c: _run_load(lite_port, "/v1/chat/completions", direct_bodies, n_by_c[c], c, warmup)
-                                        for c in CONCURRENCY}  # fmt: skip
-        try:
-            import litellm  # noqa: F401
-
-            up = f"http://127.0.0.1:{up_port}"
-            results["litellm_router"] = {
-                f"{'ir3de strategy' if s else 'simple-shuffle'}, concurrency {c}": asyncio.run(
-                    _litellm_library(up, prompts, str(folder), n_by_c[c] // (4 if quick else 2), c, s)
+        if with_litellm:
+            lite_port = _free_port()
+            lite_config = tmp / "litellm.yaml"
+            lite_config.write_text(
+                "model_list:\n"
+                + "".join(
+                    f"  - model_name: {e}\n    litellm_params: {{model: openai/{e}, api_base: 'http://127.0.0.1:{up_port}/v1', api_key: x}}\n"
+                    for e in experts
                 )
-                for c in (1, 32)
-                for s in (False, True)
-            }
-            _log(f"litellm.Router (in-process, ir3de strategy): {results['litellm_router']}")
-        except ImportError:
-            _log("litellm not installed: the in-process LiteLLM Router is not measured")
+            )
+            cmd = _litellm_proxy_cmd(lite_config, lite_port, env)
+            if cmd is not None:
+                lite = subprocess.Popen(
+                    cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                procs.append(lite)
+                _wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", lite)
+                results["litellm_proxy"] = {c: _run_load(lite_port, "/v1/chat/completions", direct_bodies, n_by_c[c], c, warmup)
+                                            for c in CONCURRENCY}  # fmt: skip
+            try:
+                import litellm  # noqa: F401
+
+                up = f"http://127.0.0.1:{up_port}"
+                results["litellm_router"] = {
+                    f"{'ir3de strategy' if s else 'simple-shuffle'}, concurrency {c}": asyncio.run(
+                        _litellm_library(up, prompts, str(folder), n_by_c[c] // (4 if quick else 2), c, s)
+                    )
+                    for c in (1, 32)
+                    for s in (False, True)
+                }
+                _log(f"litellm.Router (in-process, ir3de strategy): {results['litellm_router']}")
+            except ImportError:
+                _log("litellm not installed: the in-process LiteLLM Router is not measured")
     finally:
         for p in procs:
             _stop(p)
@@ -422,5 +423,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few hundred requests per cell")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy and Router rows")
     args = parser.parse_args()
-    run(quick=args.quick, out=args.out)
+    run(quick=args.quick, out=args.out, with_litellm=not args.no_litellm)
