@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: LiteLLM's bundled price map
+
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 32, 256)
 
@@ -339,7 +341,7 @@ def run(quick: bool = False, out: Path | None = None, with_litellm: bool = True)
                 )
                 procs.append(lite)
                 _wait_ready(f"http://127.0.0.1:{lite_port}/health/liveliness", lite)
-                results["litellm_proxy"] = {c: _run_load(lite_port, "/v1/chat/completions", direct_bodies, n_by_c[c], c, warmup)
+                results["litellm_proxy"] = {c: _run_load(lite_port, "/v1/chat/completions", direct_bodies, min(n_by_c[c], 1500), c, warmup)
                                             for c in CONCURRENCY}  # fmt: skip
             try:
                 import litellm  # noqa: F401
@@ -347,7 +349,9 @@ def run(quick: bool = False, out: Path | None = None, with_litellm: bool = True)
                 up = f"http://127.0.0.1:{up_port}"
                 results["litellm_router"] = {
                     f"{'ir3de strategy' if s else 'simple-shuffle'}, concurrency {c}": asyncio.run(
-                        _litellm_library(up, prompts, str(folder), n_by_c[c] // (4 if quick else 2), c, s)
+                        _litellm_library(
+                            up, prompts, str(folder), min(n_by_c[c] // (4 if quick else 2), 600), c, s
+                        )
                     )
                     for c in (1, 32)
                     for s in (False, True)
