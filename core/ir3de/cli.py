@@ -33,7 +33,7 @@ __all__ = ["main"]
 
 # Modules that add subcommands: each defines ``register(subparsers)`` (keeps this file small and lets
 # each capability own its command).
-_COMMAND_MODULES: tuple[str, ...] = ("ir3de.evaluate_cli", "ir3de.hub_cli")
+_COMMAND_MODULES: tuple[str, ...] = ("ir3de.evaluate_cli", "ir3de.hub_cli", "ir3de_integrations.serve.cli")
 
 
 def _load_embeddings(spec: str) -> TokenEmbeddings:

@@ -1,0 +1,249 @@
+"""Admin endpoints: add, update and remove experts and post feedback while the gateway serves.
+
+Off unless the gateway config names ``admin_token_env`` and that variable holds a token; every call
+then needs ``Authorization: Bearer <token>`` (else 401). Changes are serialised; the slow part
+(counting texts, re-solving) runs in a worker thread, so the event loop keeps serving, and the router
+swaps its routing table whole: in-flight requests are never dropped.
+
+* ``GET /admin/experts`` — experts, descriptions and upstreams (no keys).
+* ``POST /admin/experts`` — ``{"name", "description", "texts": [...] | "stat_pack": folder-or-repo,
+  "upstream": {"base_url", "model", "api_key_env", "timeout"}}``. The upstream is registered before
+  the router can choose the expert.
+* ``PATCH /admin/experts/{name}`` — ``{"texts": [...]}`` adds text to the expert's statistics
+  (exact, additive); ``{"upstream": {...}}`` points it at another upstream.
+* ``DELETE /admin/experts/{name}`` — the router stops choosing it first, then its upstream goes.
+* ``POST /admin/feedback`` — ``{"feedback": [{"prompt": "...", "expert": "math"}, ...]}``: labelled
+  prompts added to each expert's statistics (see :func:`apply_feedback`).
+
+Example:
+    >>> import httpx                                                                   # doctest: +SKIP
+    >>> httpx.post("http://127.0.0.1:8000/admin/feedback", headers={"authorization": "Bearer s3cret"},
+    ...            json={"feedback": [{"prompt": "integrate x^2", "expert": "math"}]})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from ir3de.errors import Ir3deError
+
+from .config import ConfigError, UpstreamConfig
+from .errors import GatewayError
+
+__all__ = ["admin_routes", "apply_feedback"]
+
+
+def apply_feedback(router: Any, items: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Add labelled prompts ``(prompt, expert)`` to each expert's statistics; returns counts per expert.
+
+    Uses ``router.update_expert(expert, prompts)`` (exact additive statistics: the same as refitting
+    with the prompts in that expert's corpus). The learning API of the core (a separate traffic block
+    with its own weight, forgettable) will replace this function.
+    """
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for prompt, expert in items:
+        grouped[expert].append(prompt)
+    for expert, prompts in grouped.items():
+        router.update_expert(expert, prompts)
+    return {e: len(p) for e, p in grouped.items()}
+
+
+def _gateway(request: Request) -> Any:
+    gw = request.app.state.gateway
+    token = gw.config.admin_token()
+    if token is None:
+        raise GatewayError(
+            404,
+            "the admin API is off; set admin_token_env in the gateway config to a variable holding a token",
+            code="admin_disabled",
+        )
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise GatewayError(
+            401,
+            "missing or wrong admin token; send 'Authorization: Bearer <token>'",
+            code="invalid_admin_token",
+        )
+    return gw
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > request.app.state.gateway.config.max_body_bytes:
+        raise GatewayError(413, "the admin request body exceeds max_body_bytes", code="request_too_large")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GatewayError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "the request body must be a JSON object", code="invalid_request")
+    return data
+
+
+def _texts(data: Mapping[str, Any], required: bool) -> list[str] | None:
+    texts = data.get("texts")
+    if texts is None and not required:
+        return None
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise GatewayError(
+            400, "'texts' must be a non-empty list of strings", code="invalid_texts", param="texts"
+        )
+    return texts
+
+
+def _upstream(name: str, data: Any) -> UpstreamConfig:
+    try:
+        return UpstreamConfig.from_dict(name, data)
+    except ConfigError as e:
+        raise GatewayError(400, str(e), code="invalid_upstream", param="upstream") from None
+
+
+async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except GatewayError:
+        raise
+    except Ir3deError as e:
+        raise GatewayError(
+            400 if not isinstance(e, KeyError) else 404, str(e), code=type(e).__name__
+        ) from None
+
+
+def _listing(gw: Any) -> dict[str, Any]:
+    descriptions = gw.router.descriptions
+    experts = []
+    for name in gw.router.experts:
+        upstream = gw.upstreams.get(name)
+        experts.append(
+            {
+                "name": name,
+                "description": descriptions.get(name, ""),
+                "upstream": upstream.config.public() if upstream is not None else None,
+            }
+        )
+    return {"experts": experts}
+
+
+def admin_routes() -> APIRouter:
+    """The ``/admin`` routes (the app checks the token on every call)."""
+    routes = APIRouter(prefix="/admin")
+
+    @routes.get("/experts")
+    async def list_experts(request: Request) -> Response:
+        return JSONResponse(_listing(_gateway(request)))
+
+    @routes.post("/experts")
+    async def add_expert(request: Request) -> Response:
+        gw = _gateway(request)
+        data = await _json(request)
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise GatewayError(400, "'name' must be a non-empty string", code="invalid_name", param="name")
+        if name == gw.config.virtual_model:
+            raise GatewayError(400, f"{name!r} is the virtual model's name; pick another", param="name")
+        upstream = _upstream(name, data.get("upstream"))
+        pack, texts = data.get("stat_pack"), None
+        if pack is None:
+            texts = _texts(data, required=True)
+        elif not isinstance(pack, str):
+            raise GatewayError(400, "'stat_pack' must be a folder or Hub repo id", param="stat_pack")
+        description = str(data.get("description") or "")
+        async with gw.admin_lock:
+            if name in gw.router.experts:
+                raise GatewayError(
+                    409,
+                    f"expert {name!r} exists; PATCH /admin/experts/{name} to update it",
+                    code="expert_exists",
+                )
+            before = gw.upstreams
+            gw.upstreams = before.with_upstream(name, upstream)  # reachable before the router can pick it
+            try:
+                if pack is not None:
+                    await _apply(gw.router.add_expert_from_stats, pack, name=name)
+                else:
+                    await _apply(gw.router.add_expert, name, texts, description)
+            except BaseException:
+                gw.upstreams = before
+                raise
+        return JSONResponse(_listing(gw), status_code=201)
+
+    @routes.patch("/experts/{name}")
+    async def update_expert(name: str, request: Request) -> Response:
+        gw = _gateway(request)
+        data = await _json(request)
+        texts = _texts(data, required=False)
+        upstream = _upstream(name, data["upstream"]) if data.get("upstream") is not None else None
+        if texts is None and upstream is None:
+            raise GatewayError(
+                400, "give 'texts' (more text for the expert) and/or 'upstream'", code="nothing_to_do"
+            )
+        async with gw.admin_lock:
+            if name not in gw.router.experts:
+                raise GatewayError(
+                    404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
+                )
+            if texts is not None:
+                await _apply(gw.router.update_expert, name, texts)
+            if upstream is not None:
+                gw.upstreams = gw.upstreams.with_upstream(name, upstream)
+        return JSONResponse(_listing(gw))
+
+    @routes.delete("/experts/{name}")
+    async def remove_expert(name: str, request: Request) -> Response:
+        gw = _gateway(request)
+        async with gw.admin_lock:
+            if name not in gw.router.experts:
+                raise GatewayError(
+                    404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
+                )
+            if name in (gw.config.fallback, gw.config.upstream_fallback):
+                raise GatewayError(
+                    409,
+                    f"{name!r} is a configured fallback expert; it cannot be removed",
+                    code="expert_in_use",
+                )
+            await _apply(gw.router.remove_expert, name)
+            gw.upstreams = gw.upstreams.without(name)  # after the router stopped choosing it
+        return JSONResponse(_listing(gw))
+
+    @routes.post("/feedback")
+    async def feedback(request: Request) -> Response:
+        gw = _gateway(request)
+        data = await _json(request)
+        items = data.get("feedback")
+        if not isinstance(items, list) or not items:
+            raise GatewayError(
+                400, "'feedback' must be a non-empty list of {prompt, expert}", param="feedback"
+            )
+        pairs = []
+        for i, item in enumerate(items):
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("prompt"), str)
+                and isinstance(item.get("expert"), str)
+            ):
+                raise GatewayError(
+                    400, f"feedback #{i} must be {{'prompt': str, 'expert': str}}", param="feedback"
+                )
+            pairs.append((item["prompt"], item["expert"]))
+        async with gw.admin_lock:
+            unknown = sorted({e for _, e in pairs} - set(gw.router.experts))
+            if unknown:
+                raise GatewayError(
+                    404,
+                    f"feedback names unknown experts {unknown}; experts are {gw.router.experts}",
+                    code="expert_not_found",
+                )
+            applied = await _apply(apply_feedback, gw.router, pairs)
+        return JSONResponse({"applied": applied})
+
+    return routes

@@ -1,0 +1,132 @@
+"""`ir3de serve` as a real process with a YAML config; one upstream generates with the real SmolLM2-135M."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from gateway_helpers import ServerThread, SmolLM2Upstream, free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+HAIKU = "Write a haiku about autumn. Your entire response must be in lowercase letters and contain no commas."
+
+
+def test_flags_override_the_config_file(tmp_path):
+    from ir3de.cli import build_parser
+
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(
+        "router: ./r\nthreshold: 0.3\nfallback: b\nexperts:\n"
+        "  a: {base_url: 'http://127.0.0.1:1/v1', model: m-a}\n  b: 'http://127.0.0.1:2/v1'\n"
+    )
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            "9123",
+            "--upstream",
+            "a=http://127.0.0.1:3/v1",
+            "--upstream-key-env",
+            "b=B_KEY",
+        ]
+    )
+    from ir3de_integrations.serve.cli import build_config
+
+    config = build_config(args)
+    assert config.port == 9123 and config.threshold == 0.3 and config.fallback == "b"
+    assert config.experts["a"].base_url == "http://127.0.0.1:3/v1" and config.experts["a"].model == "m-a"
+    assert config.experts["b"].model == "b" and config.experts["b"].api_key_env == "B_KEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("router: r\nexperts: {a: {base_url: 'localhost:1'}}\n", "base_url must be an http"),
+        ("router: r\nthreshold: 0.5\nexperts: {a: 'http://h/v1'}\n", "needs a fallback"),
+        ("router: r\nfallback: z\nexperts: {a: 'http://h/v1'}\n", "'z' has no upstream"),
+        ("router: r\nport_number: 1\n", "unknown key"),
+        ("router: [r\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_files_say_what_is_wrong(tmp_path, text, match):
+    from ir3de_integrations.serve import ConfigError, GatewayConfig
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        GatewayConfig.from_file(path)
+
+
+@pytest.fixture(scope="module")
+def smollm2_upstream():
+    with ServerThread(SmolLM2Upstream(max_new_tokens=8)) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
+    tmp_path, gateway_router_folder, gateway_router, echo_upstreams, smollm2_upstream
+):
+    assert gateway_router.route(HAIKU).expert == "instructions"
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"router: {gateway_router_folder}\n"
+        "experts:\n"
+        f"  math: {{base_url: '{echo_upstreams['math'].url}/v1'}}\n"
+        f"  code: {{base_url: '{echo_upstreams['code'].url}/v1'}}\n"
+        f"  instructions: {{base_url: '{smollm2_upstream.url}/v1', model: smollm2-135m, api_key_env: SMOL_KEY}}\n"
+        f"  multilingual: {{base_url: '{echo_upstreams['multilingual'].url}/v1'}}\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SMOL_KEY="local", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "ir3de serve did not become ready"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+        messages = [{"role": "user", "content": HAIKU}]
+        raw = client.chat.completions.with_raw_response.create(model="ir3de", messages=messages, max_tokens=8)
+        completion = raw.parse()
+        assert raw.headers["x-ir3de-expert"] == "instructions"
+        assert completion.model == "smollm2-135m"
+        text = completion.choices[0].message.content
+        assert text.strip()
+        stream = client.chat.completions.create(model="ir3de", messages=messages, max_tokens=8, stream=True)
+        pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+        assert len(pieces) >= 2  # token by token from the model, relayed as they came
+        assert "".join(pieces) == text  # greedy: the same words as the non-streamed answer
+        echo = client.chat.completions.create(
+            model="ir3de", messages=[{"role": "user", "content": "def f(x): return x"}]
+        )
+        assert echo.choices[0].message.content == "code: def f(x): return x"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    # structured logs: one JSON line per request, decisions but no prompt text (log_prompts is off)
+    lines = [line for line in out.splitlines() if line.startswith('{"event": "request"')]
+    assert len(lines) == 3 and all('"expert": ' in line for line in lines)
+    assert "haiku" not in out
