@@ -41,7 +41,7 @@ import csv
 import io
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,13 @@ from ir3de.corpus import (
     parse_field,
     select_field,
 )
-from ir3de.errors import CorpusError, UnknownExpertError
+from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
 
 __all__ = [
     "LABELLED_SUFFIXES",
     "LabelledData",
     "check_labels",
+    "group_prompts",
     "iter_labelled",
     "read_labelled",
 ]
@@ -213,6 +214,81 @@ def check_labels(labels: Iterable[str], experts: Sequence[str], *, create: bool 
             "or pass create_experts=True (CLI: --create-experts) to add them as new experts"
         )
     return unknown
+
+
+def group_prompts(
+    prompts: str | Iterable[str] | Mapping[str, Iterable[str]] | LabelledData,
+    experts: str | Iterable[str] | None = None,
+) -> dict[str, list[str]]:
+    """Prompts grouped by their expert, in order of first appearance, checked for type.
+
+    Takes prompts and their experts in any of the forms ``Router.learn`` accepts: two aligned
+    sequences, a sequence of prompts and one expert for all, a mapping ``{expert: prompts}``, or a
+    :class:`LabelledData`.
+
+    Raises:
+        InvalidInputError: a prompt or a label that is not a string, sequences of different
+            lengths, a mapping together with ``experts``, or no prompt at all.
+
+    Example:
+        >>> group_prompts(["2+2?", "def f():", "3*3?"], ["math", "code", "math"])
+        {'math': ['2+2?', '3*3?'], 'code': ['def f():']}
+        >>> group_prompts(["2+2?"], "math"), group_prompts({"code": ["x = 1"]})
+        ({'math': ['2+2?']}, {'code': ['x = 1']})
+    """
+    if isinstance(prompts, LabelledData):
+        if experts is not None:
+            raise InvalidInputError("LabelledData carries its labels: pass it without experts")
+        prompts, experts = list(prompts.texts), list(prompts.labels)
+    if isinstance(prompts, Mapping):
+        if experts is not None:
+            raise InvalidInputError(
+                "pass either a mapping {expert: prompts} or prompts and experts, not both"
+            )
+        pairs = [(p, e) for e, ps in prompts.items() for p in _prompt_list(ps, f"prompts of expert {e!r}")]
+    else:
+        texts = _prompt_list(prompts, "prompts")
+        if experts is None:
+            raise InvalidInputError(
+                "say which expert each prompt belongs to: learn(prompts, experts) with one expert name per "
+                "prompt (or one name for all), or learn({expert: prompts})"
+            )
+        if isinstance(experts, str):
+            labels = [experts] * len(texts)
+        else:
+            labels = list(experts)
+            if len(labels) != len(texts):
+                raise InvalidInputError(
+                    f"{len(texts)} prompts but {len(labels)} experts: give one expert name per prompt"
+                )
+        pairs = list(zip(texts, labels))
+    if not pairs:
+        raise InvalidInputError("no prompt to learn: give at least one prompt with its expert")
+    out: dict[str, list[str]] = {}
+    for i, (_, label) in enumerate(pairs):
+        if not isinstance(label, str) or not label.strip():
+            raise InvalidInputError(f"the expert of prompt #{i} is {label!r}; experts are non-empty strings")
+    for text, label in pairs:
+        out.setdefault(label, []).append(text)
+    return out
+
+
+def _prompt_list(prompts: Any, what: str) -> list[str]:
+    if isinstance(prompts, (str, bytes)):
+        raise InvalidInputError(
+            f"{what} is a single {type(prompts).__name__}; pass a list of strings (e.g. [{prompts[:20]!r}]), "
+            "or use feedback(prompt, expert) for one prompt"
+        )
+    try:
+        items = list(prompts)
+    except TypeError:
+        raise InvalidInputError(
+            f"{what} must be an iterable of strings, got {type(prompts).__name__}"
+        ) from None
+    for i, p in enumerate(items):
+        if not isinstance(p, str):
+            raise InvalidInputError(f"prompt #{i} of {what} is a {type(p).__name__}, not a str")
+    return items
 
 
 # ----------------------------------------------------------------------------------------------
