@@ -6,14 +6,18 @@ the rest on a real small router (SmolLM2 embeddings, reasoning4 texts), copied b
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from ir3de import Router
-from ir3de.errors import InvalidInputError, UnknownExpertError
+from ir3de.artifact import FORMAT_VERSION
+from ir3de.errors import ArtifactError, InvalidInputError, UnknownExpertError
 from ir3de.labelled import LabelledData
+from ir3de.stat_pack import StatPack, merge_packs
 from ir3de.statistics import traffic_weights
 from tests.paper_oracle import traffic_fit
 
@@ -276,3 +280,80 @@ def test_learning_is_thread_safe_while_other_threads_route(base, served, tmp_pat
     assert not errors
     assert seen and all(s in (before, after) for s in seen)
     assert router.route_indices(held_out).tolist() == before
+
+
+# ---------------------------------------------------------------------------------------------- artifacts
+
+
+@pytest.fixture(scope="module")
+def learned(base, served, tmp_path_factory) -> Router:
+    """A copy of the base router that has learned the served prompts. Tests must not mutate it."""
+    return _copy(base, tmp_path_factory.mktemp("learned")).learn(*served)
+
+
+def test_traffic_is_saved_and_loaded(learned, base, tmp_path, smollm2) -> None:
+    folder = learned.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] == FORMAT_VERSION == 3
+    assert config["settings"]["traffic_weight"] == learned.config.traffic_weight
+    assert {e["name"]: e["traffic"]["num_prompts"] for e in config["experts"]} == {
+        n: 8 for n in learned.experts
+    }
+    assert "learned labelled served prompts" in (folder / "README.md").read_text()
+    loaded = Router.from_pretrained(folder, device="cpu")
+    _same_bits(loaded, learned)
+    assert loaded.traffic == learned.traffic
+    for name, block in learned.traffic_statistics.items():
+        assert loaded.traffic_statistics[name] == block
+        assert np.array_equal(loaded.traffic_statistics[name].text_gram, block.text_gram)  # bitwise on disk
+    loaded._attach_embeddings(smollm2)
+    loaded.forget_traffic()
+    _same_bits(loaded, base)
+    # a router without traffic writes no traffic tensors and no traffic entries
+    plain = base.save_pretrained(tmp_path / "plain")
+    assert all("traffic" not in e for e in json.loads((plain / "config.json").read_text())["experts"])
+    assert not any(
+        k.startswith("traffic_") or k == "has_traffic" for k in load_file(plain / "statistics.safetensors")
+    )
+
+
+def test_format_2_folders_still_load(base, tmp_path, held_out, smollm2) -> None:
+    """A folder as format 2 wrote it: no traffic settings, entries or tensors."""
+    folder = base.save_pretrained(tmp_path / "v2")
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 2
+    del config["settings"]["traffic_weight"], config["settings"]["traffic_policy"]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
+    _same_bits(loaded, base)
+    assert loaded.traffic == {} and loaded.config == base.config
+    loaded.learn(["What is 12 * 12?"], ["math"])  # and it can learn
+    assert loaded.traffic["math"].num_prompts == 1
+
+
+def test_traffic_files_that_do_not_match_the_config_are_refused(learned, tmp_path) -> None:
+    folder = learned.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    config["experts"][0]["traffic"]["num_prompts"] = 9
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="does not match the config"):
+        Router.from_pretrained(folder, device="cpu")
+
+
+def test_stat_packs_carry_traffic(learned, base, tmp_path, held_out) -> None:
+    folders = [StatPack.from_router(learned, n).save_pretrained(tmp_path / n) for n in learned.experts]
+    pack_config = json.loads((folders[0] / "stat_pack.json").read_text())
+    assert pack_config["format_version"] == 2 and pack_config["expert"]["traffic"]["num_prompts"] == 8
+    pack = StatPack.from_pretrained(folders[0])
+    assert pack.traffic == learned.traffic_statistics[pack.name]
+    merged = merge_packs(folders, embeddings=learned.embeddings, device="cpu")
+    _close(merged, learned, held_out)
+    # added one by one to a router of the other experts
+    grown = merge_packs(folders[:2], embeddings=learned.embeddings, device="cpu")
+    for folder in folders[2:]:
+        grown.add_expert_from_stats(folder)
+    _close(grown, learned, held_out)
+    # a pack without traffic has none, and its json says nothing about it
+    plain = StatPack.from_router(base, base.experts[0]).save_pretrained(tmp_path / "plain")
+    assert StatPack.from_pretrained(plain).traffic is None
+    assert "traffic" not in json.loads((plain / "stat_pack.json").read_text())["expert"]

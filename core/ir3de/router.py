@@ -293,11 +293,14 @@ class Router:
         self,
         counts: Mapping[str, ExpertCounts],
         descriptions: Mapping[str, str] | None = None,
+        *,
+        traffic: Mapping[str, ExpertCounts] | None = None,
     ) -> Router:
         """Fit from precomputed per-expert token counts (stat packs, a distributed count, shards).
 
         Equals :meth:`fit` on the texts the counts came from, provided they were counted with this
-        router's tokenizer (see :func:`ir3de.fitting.count_texts`).
+        router's tokenizer (see :func:`ir3de.fitting.count_texts`). ``traffic``: learned traffic
+        blocks of some of the experts (as :meth:`learn_counts` takes them), set in the same solve.
         """
         if not isinstance(counts, Mapping):
             raise InvalidInputError(
@@ -314,9 +317,36 @@ class Router:
                         f"counts of expert {name!r} must be ExpertCounts, got {type(c).__name__}"
                     )
                 self._check_counts(name, c)
+            blocks = self._checked_traffic(traffic or {}, names)
             grams = {name: self._gram(c) for name, c in counts.items()} if self._token_level else {}
-            self._commit({n: _Expert(counts[n], descriptions.get(n, "")) for n in names}, grams, {})
+            traffic_grams = self._traffic_grams_of(blocks)
+            experts = {n: _Expert(counts[n], descriptions.get(n, ""), blocks.get(n)) for n in names}
+            self._commit(experts, grams, traffic_grams)
         return self
+
+    def _checked_traffic(
+        self, traffic: Mapping[str, ExpertCounts], experts: Sequence[str]
+    ) -> dict[str, ExpertCounts]:
+        """``traffic`` checked: known experts, :class:`ExpertCounts` on this router's embeddings."""
+        if not isinstance(traffic, Mapping):
+            raise InvalidInputError(
+                f"traffic must map expert names to ExpertCounts, got {type(traffic).__name__}"
+            )
+        for name, block in traffic.items():
+            if name not in experts:
+                raise UnknownExpertError(f"traffic for unknown expert {name!r}; experts are {list(experts)}")
+            if not isinstance(block, ExpertCounts):
+                raise InvalidInputError(
+                    f"traffic of expert {name!r} must be ExpertCounts, got {type(block).__name__}"
+                )
+            if block.num_tokens:
+                self._check_counts(name, block)
+        return dict(traffic)
+
+    def _traffic_grams_of(self, blocks: Mapping[str, ExpertCounts]) -> dict[str, Any]:
+        if not self._token_level:
+            return {}
+        return {n: self._gram(b) for n, b in blocks.items() if b.num_tokens}
 
     def add_expert(self, name: str, texts: Iterable[str], description: str = "") -> Router:
         """Add one expert: count its texts, add its statistics, re-solve. Equals a from-scratch fit.
@@ -334,19 +364,23 @@ class Router:
             counts = self._count(name, texts)
             return self.add_expert_counts(name, counts, description)
 
-    def add_expert_counts(self, name: str, counts: ExpertCounts, description: str = "") -> Router:
-        """Add an expert from precomputed token counts (a stat pack, a Ray job…) on the same tokenizer."""
+    def add_expert_counts(
+        self, name: str, counts: ExpertCounts, description: str = "", *, traffic: ExpertCounts | None = None
+    ) -> Router:
+        """Add an expert from precomputed token counts (a stat pack, a Ray job…) on the same tokenizer;
+        ``traffic``: its learned traffic block, if any (one solve for both)."""
         _check_name(name)
         with self._lock:
             if name in self._experts:
                 raise ExpertError(f"expert {name!r} already exists; remove it first or pick another name")
             self._check_counts(name, counts)
+            blocks = self._checked_traffic({name: traffic} if traffic is not None else {}, [name])
             self._ensure_grams()
             experts, grams = dict(self._experts), dict(self._grams)
-            experts[name] = _Expert(counts, description)
+            experts[name] = _Expert(counts, description, traffic)
             if self._token_level:
                 grams[name] = self._gram(counts)
-            self._commit(experts, grams)
+            self._commit(experts, grams, {**self._traffic_grams, **self._traffic_grams_of(blocks)})
         return self
 
     def update_expert(self, name: str, more_texts: Iterable[str]) -> Router:
@@ -747,6 +781,7 @@ class Router:
                 config=self.config,
                 state=state,
                 counts={n: self._experts[n].counts for n in state.experts},
+                traffic={n: t for n in state.experts if (t := self._experts[n].traffic) is not None},
                 descriptions={n: self._experts[n].description for n in state.experts},
                 tokenizer=self.tokenizer,
                 embedding_source=self._embedding_source,
@@ -788,7 +823,8 @@ class Router:
         router._excluded_ids = data.excluded_ids
         router._evaluation = data.evaluation
         router._experts = {
-            n: _Expert(data.counts[n], data.descriptions.get(n, "")) for n in data.state.experts
+            n: _Expert(data.counts[n], data.descriptions.get(n, ""), data.traffic.get(n))
+            for n in data.state.experts
         }
         router._state = data.state
         if embeddings is not None:
@@ -887,7 +923,9 @@ class Router:
         elif not isinstance(pack, persistence.PackData):
             raise TypeError(f"expected a StatPack, a folder or a Hub repo id, got {type(pack).__name__}")
         pack.check_compatible(self.fingerprint, "the router")
-        return self.add_expert_counts(name or pack.name, pack.counts, pack.description)
+        return self.add_expert_counts(
+            name or pack.name, pack.counts, pack.description, traffic=getattr(pack, "traffic", None)
+        )
 
     # ------------------------------------------------------------------ learning from traffic
     def learn(
