@@ -357,3 +357,15 @@ def test_stat_packs_carry_traffic(learned, base, tmp_path, held_out) -> None:
     plain = StatPack.from_router(base, base.experts[0]).save_pretrained(tmp_path / "plain")
     assert StatPack.from_pretrained(plain).traffic is None
     assert "traffic" not in json.loads((plain / "stat_pack.json").read_text())["expert"]
+
+
+def test_a_loaded_token_level_router_learns_and_forgets(paper_router, served, tmp_path, smollm2) -> None:
+    router = _copy(paper_router, tmp_path, "a").learn(*served)
+    loaded = Router.from_pretrained(router.save_pretrained(tmp_path / "b"), embeddings=smollm2, device="cpu")
+    loaded.forget_traffic("code")  # token Grams are rebuilt after loading
+    reference = _copy(paper_router, tmp_path, "c").learn(
+        *[list(x) for x in zip(*[(p, e) for p, e in zip(*served) if e != "code"])]
+    )
+    np.testing.assert_allclose(loaded.weights, reference.weights, rtol=1e-9, atol=1e-12)
+    loaded.forget_traffic()
+    _same_bits(loaded, paper_router)

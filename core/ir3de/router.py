@@ -1051,6 +1051,7 @@ class Router:
             names = list(self._experts) if expert is None else [expert]
             if all(self._experts[n].traffic is None for n in names):
                 return self
+            self._ensure_grams()  # token Grams are derived state (not loaded with the folder)
             experts = {
                 n: dataclasses.replace(e, traffic=None) if n in names else e for n, e in self._experts.items()
             }
