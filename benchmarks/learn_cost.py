@@ -7,7 +7,9 @@ Usage::
 
 A router is fitted on the full reasoning4 training side (CPU, library defaults, and the paper
 preset at token level), then, ``--repeats`` times: learn 100 held-out prompts (25 per expert) with
-their labels, and forget them. Each is timed end to end (wall and CPU seconds; the median is
+their labels, and forget them. Each preset runs in a fresh subprocess with 1 and with 2 BLAS threads
+(``OMP/OPENBLAS/MKL_NUM_THREADS`` set before import): on a loaded machine, multithreaded BLAS makes
+the small (h+1)² Cholesky many times slower, so both are shown. Each is timed end to end (wall and CPU seconds; the median is
 reported) and split into its steps, each timed on its own: counting the prompts, the ridge
 statistics, the (h+1)² solve, the table compile (V × h · h × D in float64) and the table's derived
 columns (entropy, votes, log-probabilities). A full refit from the texts is timed in the same run as
@@ -21,6 +23,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +99,15 @@ def measure(preset: str, repeats: int) -> dict[str, Any]:
     }
 
 
+def _worker(preset: str, threads: int, repeats: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, "-m", "benchmarks.learn_cost", "--worker", preset, "--repeats", str(repeats)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return {**json.loads(out.strip().splitlines()[-1]), "threads": threads}
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [
         "# Cost of learning from traffic",
@@ -102,13 +115,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"`python -m benchmarks.learn_cost --repeats {res['repeats']}` on {res['machine']} "
         f"(load average {res['load_avg']}); medians, milliseconds, CPU only.",
         "",
-        "| router | learn 100 prompts (wall / CPU) | forget_traffic (wall / CPU) | refit from texts (wall) |",
-        "|---|---:|---:|---:|",
+        "| router | BLAS threads | learn 100 prompts (wall / CPU) | forget_traffic (wall / CPU) | refit from texts (wall) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in res["runs"]:
         lines.append(
             f"| {r['preset']} ({r['level']} level, {r['experts']} experts, {r['corpus_texts']} corpus texts) "
-            f"| {r['learn']['wall_ms']:.0f} / {r['learn']['cpu_ms']:.0f} "
+            f"| {r['threads']} | {r['learn']['wall_ms']:.0f} / {r['learn']['cpu_ms']:.0f} "
             f"| {r['forget_traffic']['wall_ms']:.0f} / {r['forget_traffic']['cpu_ms']:.0f} "
             f"| {r['refit_from_texts']['wall_ms']:.0f} |"
         )
@@ -129,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--worker", choices=["default", "paper"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.repeats)))
+        return 0
     res = {
         "repeats": args.repeats,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_avg": [round(x, 1) for x in os.getloadavg()],
-        "runs": [measure(preset, args.repeats) for preset in ("default", "paper")],
+        "runs": [_worker(p, t, args.repeats) for p in ("default", "paper") for t in (1, 2)],
     }
     res["load_avg_after"] = [round(x, 1) for x in os.getloadavg()]
     out = Path(args.out)

@@ -67,6 +67,8 @@ def test_learn_then_forget_from_the_command_line(fitted, files, tmp_path, capsys
     learned = Router.from_pretrained(out)
     assert {n: s.num_prompts for n, s in learned.traffic.items()} == {"math": 5, "code": 5, "multilingual": 5}
     assert not np.array_equal(learned.weights, before.weights)
+    assert main(["info", str(out)]) == 0
+    assert "math: 30 texts" in (info := capsys.readouterr().out) and "+ 5 learned prompts" in info
     # in place, as JSON
     assert main(["learn", str(out), served, *fields, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

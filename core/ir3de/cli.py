@@ -270,7 +270,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("  experts:")
     for e in config["experts"]:
         desc = f" — {e['description']}" if e.get("description") else ""
-        print(f"    {e['name']}: {e['num_texts']} texts, {e['num_tokens']} tokens{desc}")
+        learned = f" + {e['traffic']['num_prompts']} learned prompts" if e.get("traffic") else ""
+        print(f"    {e['name']}: {e['num_texts']} texts, {e['num_tokens']} tokens{learned}{desc}")
     return 0
 
 

@@ -70,6 +70,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     router = Router.from_pretrained(args.router, device=args.device, progress=False)
     if _settings(args):
         router.configure(**_settings(args))
+    router.embeddings  # noqa: B018 - load the embedding matrix now, so the time below is learning alone
     start = time.perf_counter()
     experts_before = list(router.experts)
     router.learn(data, create_experts=args.create_experts)
