@@ -129,12 +129,19 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "Steps (each timed on its own, wall / CPU ms):",
         "",
-        "| router | " + " | ".join(res["runs"][0]["steps"]) + " |",
+        "| router | BLAS threads | " + " | ".join(res["runs"][0]["steps"]) + " |",
     ]
-    lines.append("|---|" + "---:|" * len(res["runs"][0]["steps"]))
+    lines.append("|---|---:|" + "---:|" * len(res["runs"][0]["steps"]))
     for r in res["runs"]:
         cells = [f"{s['wall_ms']:.1f} / {s['cpu_ms']:.1f}" for s in r["steps"].values()]
-        lines.append(f"| {r['preset']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['preset']} | {r['threads']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "CPU time is the figure to read on a shared machine (wall time includes waiting for a core). "
+        "Learning = counting the prompts (tokenize + their text Gram: one (h+1)² outer product per "
+        "prompt and per 8-token window) + statistics + solve + compile + derived columns; forgetting "
+        "= the last four. No corpus text is re-read.",
+    ]
     return "\n".join(lines) + "\n"
 
 
