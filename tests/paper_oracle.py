@@ -160,51 +160,50 @@ def traffic_fit(
     weight: float,
     policy: str,
 ) -> np.ndarray:
-    """W of a ridge fit on explicit rows: the corpus rows (weighted as the level's fit weighs them)
-    with every traffic row appended, each weighing ``u_d`` times its own row weight.
+    """W of a ridge fit on explicit rows: the corpus rows with every traffic row appended.
 
-    ``u_d``: ``per_prompt`` — ``weight`` × the expert's corpus row weight; ``share`` — chosen so the
-    expert's traffic mass is ``weight`` × its weighted corpus mass. No column normalisation.
+    Rows are built unweighted (text level: a text's mean weighs 1 and its windows 0.25 in all; token
+    level: every occurrence weighs 1), then each expert's rows are scaled: corpus rows by ``W_d``,
+    traffic rows by ``u_d``. With masses ``m_d`` (corpus) and ``t_d`` (traffic):
+
+    - ``per_prompt``: ``W_d`` balances the corpora (``mean(m)/m_d``, or 1), ``u_d = weight · W_d``;
+    - ``share``: the same ``W_d``, ``u_d = weight · W_d · m_d / t_d``;
+    - ``balanced``: ``W_d = mean(m + weight·t) / (m_d + weight·t_d)`` (or 1), ``u_d = weight · W_d``.
+
+    No column normalisation.
     """
     d = len(corpus_ids)
-    if level == "text":
-        x, y, w = text_level_rows(corpus_ids, matrix, excluded, balance)
-        tx, ty, tw = text_level_rows(traffic_ids, matrix, excluded, balance=False)
-        corpus_mass = np.bincount(
-            y.argmax(1), weights=text_level_rows(corpus_ids, matrix, excluded, False)[2], minlength=d
-        )
-        traffic_mass = np.bincount(ty.argmax(1), weights=tw, minlength=d)
+
+    def rows_of(
+        ids_per_expert: Sequence[Sequence[Sequence[int]]],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if level == "text":
+            x, y, w = text_level_rows(ids_per_expert, matrix, excluded, balance=False)
+            return x, y.argmax(1), w
+        xs, labels = [], []
+        for j, id_lists in enumerate(ids_per_expert):
+            if any(id_lists):
+                rows = token_rows(id_lists, matrix, excluded)
+                xs.append(rows)
+                labels.append(np.full(len(rows), j))
+        return np.vstack(xs), np.concatenate(labels), np.ones(sum(len(r) for r in xs))
+
+    x, y, w0 = rows_of(corpus_ids)
+    tx, ty, tw0 = rows_of(traffic_ids)
+    m = np.bincount(y, weights=w0, minlength=d)
+    t = np.bincount(ty, weights=tw0, minlength=d)
+    if policy == "balanced" and balance:
+        total = m + weight * t
+        corpus_w = total.mean() / total
     else:
-        xs, ys, txs, tys = [], [], [], []
-        for j, id_lists in enumerate(corpus_ids):
-            rows = token_rows(id_lists, matrix, excluded)
-            xs.append(rows)
-            ys.append(np.full(len(rows), j))
-        for j, id_lists in enumerate(traffic_ids):
-            rows = (
-                token_rows(id_lists, matrix, excluded)
-                if any(id_lists)
-                else np.zeros((0, matrix.shape[1] + 1))
-            )
-            txs.append(rows)
-            tys.append(np.full(len(rows), j))
-        x, labels = np.vstack(xs), np.concatenate(ys)
-        corpus_mass = np.bincount(labels, minlength=d).astype(float)
-        w = (corpus_mass.mean() / corpus_mass)[labels] if balance else np.ones(len(labels))
-        y = np.eye(d)[labels]
-        tx, tlabels = np.vstack(txs), np.concatenate(tys).astype(int)
-        ty, tw = np.eye(d)[tlabels], np.ones(len(tlabels))
-        traffic_mass = np.bincount(tlabels, minlength=d).astype(float)
-    # (corpus_mass: unweighted masses; the corpus row weight of expert j is the same for all its rows)
-    row_weight = np.array([w[y.argmax(1) == j][0] for j in range(d)])
-    if policy == "per_prompt":
-        u = weight * row_weight
+        corpus_w = m.mean() / m if balance else np.ones(d)
+    if policy == "share":
+        u = np.where(t > 0, weight * corpus_w * m / np.where(t > 0, t, 1.0), 0.0)
     else:
-        u = np.where(
-            traffic_mass > 0, weight * row_weight * corpus_mass / np.maximum(traffic_mass, 1e-300), 0.0
-        )
-    tw = tw * u[ty.argmax(1)]
-    xa, ya, wa = np.vstack([x, tx]), np.vstack([y, ty]), np.concatenate([w, tw])
+        u = weight * corpus_w
+    xa = np.vstack([x, tx])
+    ya = np.eye(d)[np.concatenate([y, ty])]
+    wa = np.concatenate([w0 * corpus_w[y], tw0 * u[ty]])
     a = (xa * wa[:, None]).T @ xa
     b = (xa * wa[:, None]).T @ ya
     return np.linalg.solve(a + lam * np.eye(xa.shape[1]), b)

@@ -6,6 +6,7 @@ the rest on a real small router (SmolLM2 embeddings, reasoning4 texts), copied b
 
 from __future__ import annotations
 
+import doctest
 import json
 import threading
 
@@ -14,11 +15,12 @@ import pytest
 from safetensors.numpy import load_file
 
 from ir3de import Router
+from ir3de import statistics as statistics_module
 from ir3de.artifact import FORMAT_VERSION
 from ir3de.errors import ArtifactError, InvalidInputError, UnknownExpertError
 from ir3de.labelled import LabelledData
 from ir3de.stat_pack import StatPack, merge_packs
-from ir3de.statistics import traffic_weights
+from ir3de.statistics import traffic_weights, weights_with_traffic
 from tests.paper_oracle import traffic_fit
 
 
@@ -74,6 +76,24 @@ def _close(a: Router, b: Router, prompts) -> None:
 # ---------------------------------------------------------------------------------------------- the math
 
 
+def test_balanced_policy_balances_corpus_and_traffic_together() -> None:
+    w, u = weights_with_traffic([100, 300, 50], [10, 0, 25], balance=True, weight=4.0, policy="balanced")
+    masses = np.array([100, 300, 50]) * w + np.array([10, 0, 25]) * u
+    assert masses.tolist() == pytest.approx([masses.mean()] * 3)  # every expert: the same total mass
+    assert u.tolist() == pytest.approx((4.0 * w * [1, 0, 1]).tolist())
+    plain_w, plain_u = weights_with_traffic(
+        [100, 300, 50], [10, 0, 25], balance=False, weight=4.0, policy="balanced"
+    )
+    assert plain_w.tolist() == [1.0, 1.0, 1.0] and plain_u.tolist() == [4.0, 0.0, 4.0]
+    per_prompt = weights_with_traffic([100, 300], [10, 0], balance=True, weight=4.0, policy="per_prompt")
+    assert per_prompt[0].tolist() == [2.0, 2 / 3]  # the corpus weights do not move
+
+
+def test_statistics_docstring_examples() -> None:
+    result = doctest.testmod(statistics_module)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_traffic_weights_policies() -> None:
     masses, weights, traffic = [100, 300, 50], [1.5, 0.5, 3.0], [10, 0, 25]
     assert traffic_weights(masses, weights, traffic, weight=30, policy="per_prompt").tolist() == [
@@ -94,7 +114,7 @@ def test_traffic_weights_policies() -> None:
 @pytest.mark.parametrize(
     ("level", "balance", "policy", "weight"),
     [("text", True, "per_prompt", 30.0), ("text", False, "share", 0.7), ("token", True, "share", 2.0),
-     ("token", False, "per_prompt", 5.0)],
+     ("token", False, "per_prompt", 5.0), ("text", True, "balanced", 30.0), ("token", True, "balanced", 3.0)],
 )  # fmt: skip
 def test_traffic_equals_a_plain_fit_with_the_traffic_rows_appended(
     smollm2, small_corpus, small_tests, level, balance, policy, weight

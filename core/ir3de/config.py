@@ -68,8 +68,10 @@ class RouterConfig:
             weighs against the corpus, read by ``traffic_policy`` (``0`` ignores traffic; it is kept).
         traffic_policy: ``"per_prompt"`` (default): each learned prompt weighs ``traffic_weight``
             corpus texts of its expert (after balancing); ``"share"``: an expert's whole traffic
-            weighs ``traffic_weight`` × its corpus mass, however many prompts it holds. See
-            :func:`ir3de.statistics.traffic_weights`. Both re-solve from the statistics.
+            weighs ``traffic_weight`` × its corpus mass, however many prompts it holds;
+            ``"balanced"``: each prompt weighs ``traffic_weight`` corpus texts and balancing counts
+            the traffic in each expert's mass (learning also re-balances the corpora). See
+            :func:`ir3de.statistics.weights_with_traffic`. All re-solve from the statistics.
     """
 
     level: str = "text"

@@ -47,7 +47,7 @@ from .statistics import (
     balance_weights,
     expert_gram,
     ridge_statistics,
-    traffic_weights,
+    weights_with_traffic,
 )
 from .table import RouteTable, compile_logits
 
@@ -296,17 +296,16 @@ def level_statistics(
         if token_grams is None or len(token_grams) != len(counts):
             raise ValueError("level='token' needs one token Gram per expert (see token_gram)")
         grams = list(token_grams)
-    corpus_weights = balance_weights(_level_masses(counts, level), balance)
-    a, b = ridge_statistics(grams, corpus_weights)
     if traffic is None or all(t is None for t in traffic):
-        return a, b
-    u = traffic_weights(
+        return ridge_statistics(grams, balance_weights(_level_masses(counts, level), balance))
+    corpus_weights, u = weights_with_traffic(
         _level_masses(counts, level),
-        corpus_weights,
         _level_masses(traffic, level),
+        balance=balance,
         weight=traffic_weight,
         policy=traffic_policy,
     )
+    a, b = ridge_statistics(grams, corpus_weights)
     for d, (block, weight) in enumerate(zip(traffic, u)):
         if block is None or weight == 0.0:
             continue
@@ -343,9 +342,10 @@ def traffic_summaries(
     """Per expert with traffic: prompts, tokens and the weight the fit gives them (same rule as
     :func:`level_statistics`)."""
     masses = _level_masses(counts, level)
-    corpus_weights = balance_weights(masses, balance)
     tmasses = _level_masses(traffic, level)
-    u = traffic_weights(masses, corpus_weights, tmasses, weight=traffic_weight, policy=traffic_policy)
+    corpus_weights, u = weights_with_traffic(
+        masses, tmasses, balance=balance, weight=traffic_weight, policy=traffic_policy
+    )
     out = {}
     for name, block, m, w, t, weight in zip(names, traffic, masses, corpus_weights, tmasses, u):
         if block is None:

@@ -183,7 +183,8 @@ class Router:
 
     @property
     def statistics(self) -> dict[str, ExpertCounts]:
-        """Per-expert sparse token counts (the router's sufficient statistics)."""
+        """Per-expert sparse token counts of the corpora (the router's sufficient statistics; learned
+        traffic is kept apart, see :attr:`traffic_statistics`)."""
         return {name: e.counts for name, e in self._experts.items()}
 
     @property

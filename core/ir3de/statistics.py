@@ -56,10 +56,11 @@ __all__ = [
     "text_means",
     "text_rows",
     "traffic_weights",
+    "weights_with_traffic",
 ]
 
 #: How the weight of learned traffic is set (:func:`traffic_weights`).
-TRAFFIC_POLICIES = ("per_prompt", "share")
+TRAFFIC_POLICIES = ("per_prompt", "share", "balanced")
 
 
 @dataclass(frozen=True)
@@ -443,6 +444,8 @@ def traffic_weights(
             however many prompts it holds: ``u_d = weight · w_d · m_d / t_d``.
 
     Experts without traffic (``t_d = 0``) get ``u_d = 0``; ``weight = 0`` ignores all traffic.
+    (``"balanced"`` also changes the corpus weights: see :func:`weights_with_traffic`; here it is
+    ``"per_prompt"``.)
 
     Example:
         >>> traffic_weights([100, 300], [2.0, 2 / 3], [10, 0], weight=30.0, policy="per_prompt").tolist()
@@ -462,11 +465,44 @@ def traffic_weights(
         raise ValueError(f"masses {masses.shape}, weights {w.shape} and traffic {t.shape} must align")
     has = t > 0
     out = np.zeros_like(t)
-    if policy == "per_prompt":
+    if policy in ("per_prompt", "balanced"):
         out[has] = weight * w[has]
     else:
         out[has] = weight * w[has] * masses[has] / t[has]
     return out
+
+
+def weights_with_traffic(
+    corpus_masses: Sequence[float] | np.ndarray,
+    traffic_masses: Sequence[float] | np.ndarray,
+    *,
+    balance: bool,
+    weight: float,
+    policy: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row weights of the corpus (``w_d``) and of the traffic (``u_d``) of every expert.
+
+    ``"per_prompt"`` and ``"share"`` leave the corpus weights as :func:`balance_weights` sets them
+    and weigh traffic on top (:func:`traffic_weights`). ``"balanced"`` weighs each prompt as
+    ``weight`` corpus rows and balances the *sum*: with ``balance``, every expert's corpus + traffic
+    carries the same mass, ``w_d = mean_e(m_e + weight·t_e) / (m_d + weight·t_d)`` and
+    ``u_d = weight · w_d`` (what adding the prompts as ``weight`` copies of corpus texts and then
+    balancing gives); without ``balance`` it is ``"per_prompt"``.
+
+    Example:
+        >>> w, u = weights_with_traffic([100, 300], [10, 0], balance=True, weight=10.0, policy="balanced")
+        >>> w.tolist(), u.tolist()
+        ([1.25, 0.8333333333333334], [12.5, 0.0])
+    """
+    masses = np.asarray(corpus_masses, np.float64)
+    traffic = np.asarray(traffic_masses, np.float64)
+    if policy == "balanced" and balance:
+        if not np.isfinite(float(weight)) or float(weight) < 0:
+            raise ValueError(f"traffic weight must be a finite number >= 0, got {weight!r}")
+        w = balance_weights(masses + float(weight) * traffic, True)
+    else:
+        w = balance_weights(masses, balance)
+    return w, traffic_weights(masses, w, traffic, weight=weight, policy=policy)
 
 
 @dataclass(frozen=True)
