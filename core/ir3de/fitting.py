@@ -270,7 +270,7 @@ def level_statistics(
     traffic: Sequence[ExpertCounts | None] | None = None,
     traffic_grams: Sequence[Any | None] | None = None,
     traffic_weight: float = 0.0,
-    traffic_policy: str = "per_prompt",
+    traffic_policy: str = "balanced",
 ) -> tuple[Any, Any]:
     """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
 
@@ -420,7 +420,7 @@ def fit_state(
     traffic: Sequence[ExpertCounts | None] | None = None,
     traffic_grams: Sequence[Any | None] | None = None,
     traffic_weight: float = 0.0,
-    traffic_policy: str = "per_prompt",
+    traffic_policy: str = "balanced",
 ) -> RoutingState:
     """The whole chain from statistics to a routing snapshot: statistics → solve → normalise → table."""
     a, b = level_statistics(

@@ -128,7 +128,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--traffic-weight", type=float, help="set the router's traffic_weight before learning")
     p.add_argument(
-        "--traffic-policy", choices=["per_prompt", "share", "balanced"], help="set the router's traffic_policy"
+        "--traffic-policy",
+        choices=["per_prompt", "share", "balanced"],
+        help="set the router's traffic_policy",
     )
     p.add_argument("--device", default="cpu", help="where the re-solve runs (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
