@@ -146,3 +146,64 @@ def explicit_gcv(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, lam: f
     if df >= n:
         return float("inf")  # more effective parameters than (weighted) rows: undefined
     return n * rss / (n - df) ** 2
+
+
+def traffic_fit(
+    corpus_ids: Sequence[Sequence[Sequence[int]]],
+    traffic_ids: Sequence[Sequence[Sequence[int]]],
+    matrix: np.ndarray,
+    excluded: set[int],
+    *,
+    level: str,
+    lam: float,
+    balance: bool,
+    weight: float,
+    policy: str,
+) -> np.ndarray:
+    """W of a ridge fit on explicit rows: the corpus rows with every traffic row appended.
+
+    Rows are built unweighted (text level: a text's mean weighs 1 and its windows 0.25 in all; token
+    level: every occurrence weighs 1), then each expert's rows are scaled: corpus rows by ``W_d``,
+    traffic rows by ``u_d``. With masses ``m_d`` (corpus) and ``t_d`` (traffic):
+
+    - ``per_prompt``: ``W_d`` balances the corpora (``mean(m)/m_d``, or 1), ``u_d = weight · W_d``;
+    - ``share``: the same ``W_d``, ``u_d = weight · W_d · m_d / t_d``;
+    - ``balanced``: ``W_d = mean(m + weight·t) / (m_d + weight·t_d)`` (or 1), ``u_d = weight · W_d``.
+
+    No column normalisation.
+    """
+    d = len(corpus_ids)
+
+    def rows_of(
+        ids_per_expert: Sequence[Sequence[Sequence[int]]],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if level == "text":
+            x, y, w = text_level_rows(ids_per_expert, matrix, excluded, balance=False)
+            return x, y.argmax(1), w
+        xs, labels = [], []
+        for j, id_lists in enumerate(ids_per_expert):
+            if any(id_lists):
+                rows = token_rows(id_lists, matrix, excluded)
+                xs.append(rows)
+                labels.append(np.full(len(rows), j))
+        return np.vstack(xs), np.concatenate(labels), np.ones(sum(len(r) for r in xs))
+
+    x, y, w0 = rows_of(corpus_ids)
+    tx, ty, tw0 = rows_of(traffic_ids)
+    m = np.bincount(y, weights=w0, minlength=d)
+    t = np.bincount(ty, weights=tw0, minlength=d)
+    if policy == "balanced" and balance:
+        total = m + weight * t
+        corpus_w = total.mean() / total
+    else:
+        corpus_w = m.mean() / m if balance else np.ones(d)
+    if policy == "share":
+        u = np.where(t > 0, weight * corpus_w * m / np.where(t > 0, t, 1.0), 0.0)
+    else:
+        u = weight * corpus_w
+    xa = np.vstack([x, tx])
+    ya = np.eye(d)[np.concatenate([y, ty])]
+    wa = np.concatenate([w0 * corpus_w[y], tw0 * u[ty]])
+    a = (xa * wa[:, None]).T @ xa
+    b = (xa * wa[:, None]).T @ ya
+    return np.linalg.solve(a + lam * np.eye(xa.shape[1]), b)

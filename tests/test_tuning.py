@@ -21,7 +21,7 @@ from ir3de.calibration import (
 )
 from ir3de.cli import main
 from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
-from ir3de.evaluate_cli import read_labelled
+from ir3de.labelled import read_labelled
 
 # ---------------------------------------------------------------------------------------------- math
 
@@ -269,7 +269,7 @@ def test_cli_tune_on_jsonl_and_csv(default_router, dev_and_test, tmp_path, capsy
         for label, texts in dev.items():
             for t in texts:
                 fh.write(json.dumps({"prompt": t, "expert": label}) + "\n")
-    args = ["tune", str(folder), str(jsonl), "--text-column", "prompt", "--label-column", "expert"]
+    args = ["tune", str(folder), str(jsonl), "--text-field", "prompt", "--label-field", "expert"]
     assert main([*args, "--abstain", "general", "--json", "-o", str(tmp_path / "t")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["precision"] >= 0.95 and out["fallback"] == "general"
@@ -283,10 +283,13 @@ def test_cli_tune_on_jsonl_and_csv(default_router, dev_and_test, tmp_path, capsy
         w.writerow(["text", "label"])
         for label, texts in dev.items():
             w.writerows([t, label] for t in texts)
-    assert read_labelled(csv_path) == read_labelled(jsonl, text_column="prompt", label_column="expert")
+    assert (
+        read_labelled(csv_path).by_label()
+        == read_labelled(jsonl, text_field="prompt", label_field="expert").by_label()
+    )
     assert main(["tune", str(tmp_path / "t"), str(csv_path), "--per-expert"]) == 0
     assert "thresholds per expert" in capsys.readouterr().out
-    with pytest.raises(CorpusError, match="label-column"):
+    with pytest.raises(CorpusError):
         read_labelled(jsonl)  # default columns are text/label
 
 

@@ -33,7 +33,12 @@ __all__ = ["main"]
 
 # Modules that add subcommands: each defines ``register(subparsers)`` (keeps this file small and lets
 # each capability own its command).
-_COMMAND_MODULES: tuple[str, ...] = ("ir3de.evaluate_cli", "ir3de.hub_cli", "ir3de_integrations.serve.cli")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "ir3de.evaluate_cli",
+    "ir3de.hub_cli",
+    "ir3de.learn_cli",
+    "ir3de_integrations.serve.cli",
+)
 
 
 def _load_embeddings(spec: str) -> TokenEmbeddings:
@@ -136,22 +141,30 @@ def _read_options(
     return {"field": field, "whole_file": whole_file}
 
 
-def _expert_files(args: argparse.Namespace) -> dict[str, list[str]]:
+def _expert_files(args: argparse.Namespace, *, allow_empty: bool = False) -> dict[str, list[str]]:
     experts = _parse_pairs(args.expert, "--expert", unique=True)
-    if not experts:
-        raise CliUsageError("give at least one --expert NAME=FILE_OR_GLOB")
+    if not experts and not allow_empty:
+        raise CliUsageError("give at least one --expert NAME=FILE_OR_GLOB (or --labelled FILE)")
     return experts
 
 
 def _expert_texts(args: argparse.Namespace) -> dict[str, list[str]]:
     from .corpus import read_texts
 
-    experts = _expert_files(args)
+    labelled = getattr(args, "labelled", None)  # --labelled FILE: added by ir3de.learn_cli
+    experts = _expert_files(args, allow_empty=bool(labelled))
     fields = _expert_fields(args, list(experts))
-    return {
+    texts = {
         name: list(read_texts(patterns, **_read_options(args, name, patterns, fields[name])))
         for name, patterns in experts.items()
     }
+    if labelled:
+        from .labelled import read_labelled
+
+        data = read_labelled(labelled, text_field=args.text_field, label_field=args.label_field)
+        for name, more in data.by_label().items():
+            texts.setdefault(name, []).extend(more)
+    return texts
 
 
 def _descriptions(args: argparse.Namespace) -> dict[str, str]:
@@ -614,7 +627,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("  experts:")
     for e in config["experts"]:
         desc = f" — {e['description']}" if e.get("description") else ""
-        print(f"    {e['name']}: {e['num_texts']} texts, {e['num_tokens']} tokens{desc}")
+        learned = f" + {e['traffic']['num_prompts']} learned prompts" if e.get("traffic") else ""
+        print(f"    {e['name']}: {e['num_texts']} texts, {e['num_tokens']} tokens{learned}{desc}")
     return EXIT_OK
 
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from .errors import ArtifactError
 from .selectors import COMBINERS, SELECTORS
+from .statistics import TRAFFIC_POLICIES
 
-__all__ = ["LEVELS", "RouterConfig"]
+__all__ = ["LEVELS", "STATISTICS_SETTINGS", "RouterConfig"]
 
 _AVG_TEMPERATURE = 0.1  # mean ridge logits live on a ~[0, 1] scale
 _LOGPROB_TEMPERATURE = 1.0  # summed log-probabilities are already log-odds
@@ -25,6 +26,10 @@ _EVIDENCE_TOKENS = 4.7  # evidence prior n0 fitted at the default temperature (b
 
 #: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
 LEVELS = ("token", "text")
+
+#: Settings that change the ridge statistics or their solve: changing one re-solves from the stored
+#: statistics (no text is re-read); every other setting only changes how the table is read.
+STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight", "traffic_policy")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,16 @@ class RouterConfig:
             :meth:`Router.calibrate` / :meth:`Router.tune`. Vote shares are not affected.
         thresholds: per-expert thresholds (expert → threshold) set by ``Router.tune(per_expert=True)``;
             a decision for an expert listed here uses its threshold instead of ``threshold``.
+        traffic_weight: how much learned traffic (labelled served prompts, :meth:`Router.learn`)
+            weighs against the corpus, read by ``traffic_policy`` (``0`` ignores traffic; it is kept).
+        traffic_policy: ``"balanced"`` (default): each learned prompt weighs ``traffic_weight``
+            corpus texts of its expert and balancing counts the traffic in each expert's mass
+            (learning also re-balances the corpora; the setup the issue measured, ×30);
+            ``"per_prompt"``: each prompt weighs ``traffic_weight`` corpus texts of its expert on top
+            of the balanced corpus; ``"share"``: an expert's whole traffic weighs ``traffic_weight`` ×
+            its corpus mass, however many prompts it holds. See
+            :func:`ir3de.statistics.weights_with_traffic`. All re-solve from the statistics. The
+            default is provisional until the learning-curve benchmark picks one.
     """
 
     level: str = "text"
@@ -82,6 +97,8 @@ class RouterConfig:
     temperature: float | None = None
     evidence_tokens: float | None = None
     thresholds: Mapping[str, float] | None = None
+    traffic_weight: float = 30.0
+    traffic_policy: str = "balanced"
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -127,6 +144,19 @@ class RouterConfig:
                     "per-expert thresholds need a fallback expert name: pass fallback='general' (or any name)"
                 )
             object.__setattr__(self, "thresholds", {k: float(v) for k, v in self.thresholds.items()})
+        if not (
+            isinstance(self.traffic_weight, (int, float))
+            and not isinstance(self.traffic_weight, bool)
+            and np.isfinite(self.traffic_weight)
+            and self.traffic_weight >= 0
+        ):
+            raise ValueError(
+                f"traffic_weight must be a finite number >= 0, got {self.traffic_weight!r} (0 ignores traffic)"
+            )
+        if self.traffic_policy not in TRAFFIC_POLICIES:
+            raise ValueError(
+                f"unknown traffic_policy {self.traffic_policy!r}; choose one of {TRAFFIC_POLICIES}"
+            )
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
 

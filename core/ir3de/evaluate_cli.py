@@ -12,21 +12,21 @@ Examples::
     ir3de eval my-router --suite reasoning4 --json > report.json
     ir3de eval my-router --suite reasoning4 --record     # store the figures in the router's model card
     ir3de tune my-router dev.jsonl --target-precision 0.95 --abstain general
-    ir3de tune my-router dev.csv --text-column prompt --label-column expert --per-expert --json
+    ir3de tune my-router dev.csv --text-field prompt --label-field expert --per-expert --json
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import CorpusError, InvalidInputError, UnknownExpertError
+from .errors import InvalidInputError, UnknownExpertError
+from .labelled import read_labelled
 
-__all__ = ["cmd_eval", "cmd_tune", "read_labelled", "register"]
+__all__ = ["cmd_eval", "cmd_tune", "register"]
 
 
 def _parse_lams(value: str) -> list[float]:
@@ -44,18 +44,10 @@ def _parse_lams(value: str) -> list[float]:
 def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
     from .cli import CliUsageError, _expert_texts
 
-    if sum(map(bool, (args.suite, args.expert, args.labelled))) > 1:
-        raise CliUsageError("give one of --suite, --expert NAME=FILE or --labelled FILE")
-    if args.labelled:
-        tests = read_labelled(args.labelled, text_column=args.text_column, label_column=args.label_column)
-        unknown = sorted(set(tests) - set(experts))
-        if unknown:
-            raise UnknownExpertError(
-                f"{args.labelled} has labels {unknown} that are not experts of the router; its experts "
-                f"are {experts}"
-            )
-        return tests, f"labelled prompts of {args.labelled}"
-    if args.expert:
+    labelled = getattr(args, "labelled", None)  # --labelled FILE: added by ir3de.learn_cli
+    if args.suite and (args.expert or labelled):
+        raise CliUsageError("give either --suite or --expert NAME=FILE / --labelled FILE, not both")
+    if args.expert or labelled:
         return _expert_texts(args), "user-provided held-out prompts"
     if not args.suite:
         raise CliUsageError("give test prompts with --expert NAME=FILE (repeat) or --suite NAME")
@@ -125,72 +117,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_labelled(
-    path: str | Path, *, text_column: str = "text", label_column: str = "label"
-) -> dict[str, list[str]]:
-    """Read a labelled file (``.jsonl``, ``.csv`` or ``.parquet``) into ``{label: [texts]}``.
-
-    The one place ``ir3de tune`` reads labelled prompts (to be switched to the library's labelled-file
-    reader once it exists). Rows with an empty text are skipped; a row without the label column is
-    an error naming the line.
-
-    Example:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "dev.jsonl")
-        >>> _ = open(p, "w").write('{"text": "2+2?", "label": "math"}\\n{"text": "def f():", "label": "code"}\\n')
-        >>> read_labelled(p)
-        {'math': ['2+2?'], 'code': ['def f():']}
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"labelled file {path} does not exist")
-    suffix = path.suffix.lower()
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise CorpusError(f"{path}:{number} is not valid JSON ({e.msg})") from None
-                    if not isinstance(record, dict):
-                        raise CorpusError(f"{path}:{number} is not a JSON object")
-                    rows.append((number, record))
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = [(number, dict(r)) for number, r in enumerate(csv.DictReader(f), 2)]
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = [(number, r) for number, r in enumerate(pq.read_table(path).to_pylist(), 1)]
-    else:
-        raise CorpusError(
-            f"{path}: labelled files are .jsonl, .csv or .parquet, got {suffix or 'no suffix'!r}"
-        )
-    out: dict[str, list[str]] = {}
-    for number, record in rows:
-        for column in (text_column, label_column):
-            if column not in record:
-                raise CorpusError(
-                    f"{path} row {number} has no column {column!r} (it has {sorted(record)[:10]}); "
-                    "name the columns with --text-column / --label-column"
-                )
-        text, label = record[text_column], record[label_column]
-        if not isinstance(text, str) or not text.strip():
-            continue
-        out.setdefault(str(label), []).append(text)
-    if not out:
-        raise CorpusError(f"{path} holds no labelled text in column {text_column!r}")
-    return out
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     """Run ``ir3de tune``; returns the exit status."""
     from .router import Router
 
     router = Router.from_pretrained(args.router, device="cpu")
-    held_out = read_labelled(args.file, text_column=args.text_column, label_column=args.label_column)
+    held_out = read_labelled(args.file, text_field=args.text_field, label_field=args.label_field).by_label()
     unknown = sorted(set(held_out) - set(router.experts))
     if unknown:
         raise UnknownExpertError(
@@ -236,8 +168,12 @@ def _register_tune(subparsers: Any) -> None:
     p.add_argument("--target-precision", type=float, default=0.95, help="default 0.95")
     p.add_argument("--per-expert", action="store_true", help="one threshold per expert")
     p.add_argument("--abstain", help="fallback name for prompts below the threshold (if the router has none)")
-    p.add_argument("--text-column", default="text", help="column holding the prompt (default: text)")
-    p.add_argument("--label-column", default="label", help="column holding the expert (default: label)")
+    p.add_argument(
+        "--text-field", default="text", help="column (or field path) of the prompt (default: text)"
+    )
+    p.add_argument(
+        "--label-field", default="label", help="column (or field path) of the expert (default: label)"
+    )
     p.add_argument("--output", "-o", help="save the tuned router here instead of in place")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tune)
@@ -261,9 +197,6 @@ def register(subparsers: Any) -> None:
         "(code-humaneval-to-stdlib, code-stdlib-to-humaneval, multilingual-unseen-languages)",
     )
     p.add_argument("--seed", type=int, default=0, help="split seed of --suite (default 0, as quickstart)")
-    p.add_argument("--labelled", metavar="FILE", help="labelled prompts: .jsonl/.csv/.parquet, text + label")
-    p.add_argument("--text-column", default="text", help="text column of --labelled (default: text)")
-    p.add_argument("--label-column", default="label", help="label column of --labelled (default: label)")
     p.add_argument("--k-sweep", action="store_true", help="sweep k over 1,2,5,10,20,50,100,200,500,all")
     p.add_argument(
         "--lam-sweep", type=_parse_lams, metavar="L1,L2,...", help="sweep λ (no refit), e.g. 1e-3,1e-2,1e-1"

@@ -51,6 +51,7 @@ __all__ = [
     "count_shards",
     "fit_router",
     "fit_statistics",
+    "learn_router",
     "quiet_ray_logging",
 ]
 
@@ -458,6 +459,31 @@ def fit_statistics(
     if is_dataset:
         return count_dataset(data, embeddings=embeddings, **kwargs)
     return count_shards(data, embeddings=embeddings, **kwargs)
+
+
+def learn_router(
+    data: Mapping[str, Any] | ray.data.Dataset,
+    router: Router,
+    *,
+    create_experts: bool = False,
+    **kwargs: Any,
+) -> RayCountReport:
+    """Count labelled served prompts on Ray and let ``router`` learn them (:meth:`Router.learn_counts`).
+
+    ``data`` is what :func:`fit_statistics` takes: a Ray Dataset with a text and an expert column
+    (the labels), ``{expert: dataset}``, or shard paths per expert. The counts carry text statistics
+    whatever the router's level (traffic always does), so the result equals ``router.learn`` on the
+    same prompts (to float64 rounding of the Gram sums).
+
+    Example:
+        >>> ds = ray.data.from_items([{"text": "2+2?", "expert": "math"}])   # doctest: +SKIP
+        >>> learn_router(ds, router).num_texts                                # doctest: +SKIP
+        1
+    """
+    kwargs["text_statistics"] = True
+    report = fit_statistics(data, embeddings=router.embeddings, **kwargs)
+    router.learn_counts(report.statistics, create_experts=create_experts)
+    return report
 
 
 def fit_router(
