@@ -313,6 +313,7 @@ def test_configure_resolves_only_when_needed(smollm2, small_corpus, small_tests)
         ("all", 10, "vote"),
         ("all", 10, "logprob"),
         ("avg", 10, "vote"),
+        ("avg", 50, "logprob"),  # the defaults' selector: the fused single-prompt lookup
     ],
 )
 def test_single_prompt_path_equals_batch_path(smollm2, small_corpus, small_tests, selector, k, combine):
@@ -328,3 +329,4 @@ def test_single_prompt_path_equals_batch_path(smollm2, small_corpus, small_tests
             b.token_ids,
         )
         assert s.scores == pytest.approx(b.scores, abs=1e-12)
+        assert [(t.id, t.position) for t in s.tokens] == [(t.id, t.position) for t in b.tokens]

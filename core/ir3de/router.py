@@ -33,7 +33,7 @@ from .errors import (
     TokenizerMismatchError,
     UnknownExpertError,
 )
-from .selectors import COMBINERS, SELECTORS, Selection, select_batch, select_one
+from .selectors import COMBINERS, SELECTORS, Selection, explain_one, select_avg_one, select_batch, select_one
 from .solve import column_normalize, ridge_solve
 from .statistics import ExpertCounts, balance_weights, expert_gram, ridge_statistics
 from .table import RouteTable, compile_logits
@@ -55,6 +55,7 @@ LEVELS = ("token", "text")
 _PREFIX_CHARS_PER_TOKEN = 16  # tokenize at most this many chars per allowed token before the full text
 _PREFIX_MARGIN_TOKENS = 16  # tokens past the cap that make a prefix's first tokens safe
 _GRAM_CHUNK_ROWS = 16384
+_NO_IDS = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -716,6 +717,11 @@ class Router:
         config = self.config
         head = self._prompt_head(text)
         ids = self._capped_ids(text, head, self.tokenizer.encode(head, add_special_tokens=False).ids)
+        if config.selector == "avg":  # the defaults: one fused lookup; the deciding tokens on demand
+            table = state.table
+            winner, scores, n = select_avg_one(ids, table, config.effective_temperature)
+            lazy = lambda: explain_one(ids, table)  # noqa: E731
+            return self._decision(state, config, winner, scores, _NO_IDS, _NO_IDS, n, 0, explain=lazy)
         winner, scores, chosen, positions, n = select_one(
             np.array(ids, np.int64),
             state.table,
@@ -828,6 +834,7 @@ class Router:
         positions: np.ndarray,
         num_countable: int,
         index: int,
+        explain: Any = None,
     ) -> RouteDecision:
         if winner < 0:
             if config.fallback is None:
@@ -863,6 +870,7 @@ class Router:
             entropy=state.table.entropy,
             log_probs=state.table.log_probs,
             tokenizer=self._tokenizer,
+            explain=explain,
         )
 
     # ------------------------------------------------------------------ artifact

@@ -31,13 +31,23 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .table import RouteTable
 
-__all__ = ["COMBINERS", "SELECTORS", "Selection", "select_batch", "select_one"]
+__all__ = [
+    "COMBINERS",
+    "SELECTORS",
+    "Selection",
+    "explain_one",
+    "mean_logits_one",
+    "select_avg_one",
+    "select_batch",
+    "select_one",
+]
 
 SELECTORS = ("topk", "all", "avg")
 COMBINERS = ("vote", "logprob")
@@ -207,7 +217,7 @@ def select_one(
         order = order[:k]
     chosen = ids[order]
     if selector == "avg":
-        means = table.logits[ids].mean(axis=0, dtype=np.float64).tolist()
+        means = mean_logits_one(ids, table)[0]
         return _argmax_list(means), _softmax_list(means, temperature), chosen, order, n
     if combine == "vote":
         counts = np.bincount(table.votes[chosen], minlength=num_experts).tolist()
@@ -215,3 +225,65 @@ def select_one(
         return _argmax_list(counts), [c / size for c in counts], chosen, order, n
     sums = table.log_probs[chosen].sum(axis=0).tolist()
     return _argmax_list(sums), _softmax_list(sums, temperature), chosen, order, n
+
+
+def mean_logits_one(ids: Sequence[int] | np.ndarray, table: RouteTable) -> tuple[list[float], int]:
+    """Mean logits of one prompt's countable tokens, and how many there are, by one fused lookup.
+
+    ``ids`` may be a Python list straight from the tokenizer (no array conversion needed): the
+    per-id evidence is precomputed (:attr:`RouteTable.sum_rows`, excluded ids contribute zeros and
+    no count), so this is one ``take`` and one contiguous row sum — measured faster than plain
+    Python sums from about 10 tokens up, and than a gather of ``logits`` followed by a masked mean.
+
+    Example:
+        >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3], [1, 0]], np.float32), excluded_ids=[2])
+        >>> mean_logits_one([0, 1, 1, 2], t)
+        ([1.0, 2.0], 3)
+    """
+    sums = table.summed_rows.take(ids, axis=1).sum(axis=1).tolist()
+    n = int(sums.pop())
+    if n == 0:
+        return sums, 0
+    return [v / n for v in sums], n
+
+
+def select_avg_one(
+    ids: Sequence[int] | np.ndarray, table: RouteTable, temperature: float = 1.0
+) -> tuple[int, list[float], int]:
+    """``(winner, scores, num_countable)`` of one prompt under ``selector="avg"`` (the latency path).
+
+    The same decision as :func:`select_one` without the explanation (which tokens, lowest entropy
+    first): :func:`explain_one` computes that when a caller asks for it. ``winner`` is ``-1`` and the
+    scores are zeros when no token counts.
+
+    Example:
+        >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3]], np.float32))
+        >>> w, scores, n = select_avg_one([0, 1, 1], t)
+        >>> w, n, round(scores[1], 3)
+        (1, 3, 0.731)
+    """
+    means, n = mean_logits_one(ids, table)
+    if n == 0:
+        return -1, [0.0] * len(means), 0
+    return _argmax_list(means), _softmax_list(means, temperature), n
+
+
+def explain_one(
+    ids: Sequence[int] | np.ndarray, table: RouteTable, *, selector: str = "avg", k: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """The deciding tokens of one prompt: their ids, lowest entropy first, and their positions among
+    the prompt's countable tokens (the ``selected_ids``/``selected_positions`` of :func:`select_one`).
+
+    Example:
+        >>> t = RouteTable.from_logits(np.array([[3, 0], [1, 1], [0, 3]], np.float32), excluded_ids=[1])
+        >>> [a.tolist() for a in explain_one([1, 2, 0], t)]
+        [[2, 0], [0, 1]]
+    """
+    ids = np.asarray(ids, np.int64)
+    countable = table.countable[ids]
+    if not countable.all():
+        ids = ids[countable]
+    order = np.argsort(table.entropy[ids], kind="stable")
+    if selector == "topk" and ids.size > k:
+        order = order[:k]
+    return ids[order], order
