@@ -766,11 +766,11 @@ class Router:
         """
         state = self._require_state()
         ids, lengths = self.encode(list(texts))
-        return self._select(state, self.config, ids, lengths).winners
+        return self._select(state, self.config, ids, lengths, explain=False).winners
 
     @staticmethod
     def _select(
-        state: _RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray
+        state: _RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray, explain: bool = True
     ) -> Selection:
         return select_batch(
             ids,
@@ -780,6 +780,7 @@ class Router:
             k=config.k,
             combine=config.combine,
             temperature=config.effective_temperature,
+            explain=explain,
         )
 
     def calibrate(self, held_out: Mapping[str, Sequence[str]]) -> float:
@@ -808,7 +809,7 @@ class Router:
         state = self._require_state()
         prompts, labels = labelled_prompts(state.experts, held_out)
         ids, lengths = self.encode(prompts)
-        sel = self._select(state, config, ids, lengths)
+        sel = self._select(state, config, ids, lengths, explain=False)
         keep = sel.winners >= 0
         z, y = sel.evidence[keep], labels[keep]
         if y.size == 0:

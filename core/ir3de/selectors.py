@@ -105,13 +105,15 @@ def select_batch(
     k: int = 10,
     combine: str = "vote",
     temperature: float = 1.0,
+    explain: bool = True,
 ) -> Selection:
     """Route P prompts given as a flat id array ``ids`` and per-prompt ``lengths``.
 
     Ids that are not countable (special tokens) are dropped first; positions count only the
     remaining tokens. ``temperature`` divides the evidence of ``logprob``/``avg`` before the softmax
     that turns it into scores (a calibration knob; it never changes the winner). Vote shares are
-    reported as they are.
+    reported as they are. ``explain=False`` skips what only explains an ``avg`` decision (the
+    deciding tokens, lowest entropy first): ``selected_*`` are then empty.
     """
     if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; choose one of {SELECTORS}")
@@ -123,6 +125,8 @@ def select_batch(
     num_prompts = lengths.size
     num_experts = table.num_experts
     ids = np.asarray(ids, np.int64)
+    if selector == "avg" and not explain:
+        return _avg_batch(ids, lengths, table, temperature)
     seg = np.repeat(np.arange(num_prompts), lengths)
     keep = table.countable[ids]
     ids, seg = ids[keep], seg[keep]
@@ -168,6 +172,32 @@ def select_batch(
     np.cumsum(np.bincount(sel_seg, minlength=num_prompts), out=sel_offsets[1:])
     evidence = np.where(empty[:, None], 0.0, evidence)
     return Selection(winners, scores, num_countable, sel_ids, sel_offsets, sel_pos, evidence)
+
+
+def _avg_batch(ids: np.ndarray, lengths: np.ndarray, table: RouteTable, temperature: float) -> Selection:
+    """``selector="avg"`` without the explanation: one gather of the per-id sums, segment sums.
+
+    Excluded ids carry zero logits and no count in :attr:`RouteTable.sum_rows`, so nothing is
+    filtered; each prompt's tokens are summed in order (``reduceat``), like the single-prompt path.
+    """
+    num_prompts = lengths.size
+    rows = table.summed_rows.take(ids, axis=1)  # (D+1, N)
+    sums = np.zeros((rows.shape[0], num_prompts), np.float64)
+    nonempty = lengths > 0
+    if ids.size:
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        sums[:, nonempty] = np.add.reduceat(rows, starts[nonempty], axis=1)
+    num_countable = np.rint(sums[-1]).astype(np.int64)
+    empty = num_countable == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums[:-1] / np.maximum(num_countable, 1)).T
+    winners = np.where(empty, -1, np.argmax(means, axis=1)).astype(np.int64)
+    scores = np.where(empty[:, None], 0.0, _softmax_rows(means / temperature))
+    evidence = np.where(empty[:, None], 0.0, means)
+    none = np.zeros(0, np.int64)
+    return Selection(
+        winners, scores, num_countable, none, np.zeros(num_prompts + 1, np.int64), none, evidence
+    )
 
 
 def _argmax_list(values: list[float]) -> int:
