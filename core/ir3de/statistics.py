@@ -30,12 +30,12 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-_MEAN_CHUNK_TOKENS = 1 << 15
 #: Text statistics also see each text cut into windows of this many countable tokens, with a total
 #: weight of WINDOW_WEIGHT per text (measured: routes 8-token prompts like long ones, README).
 TEXT_WINDOW = 8
@@ -47,6 +47,7 @@ _TEXT_GRAM_RTOL = 1e-9
 __all__ = [
     "ExpertCounts",
     "TokenCounter",
+    "add_text_statistics",
     "balance_weights",
     "expert_gram",
     "ridge_statistics",
@@ -268,25 +269,10 @@ def text_rows(
         >>> rows.tolist(), w.tolist()
         ([[0.5, 0.5], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1.0, 1.0, 0.25, 0.25, 0.5])
     """
-    ids = np.asarray(ids, np.int64)
-    lengths = np.asarray(lengths, np.int64)
-    hidden = matrix.shape[1]
-    seg = np.repeat(np.arange(lengths.size), lengths)
-    keep = countable[ids]
-    ids, seg = ids[keep], seg[keep]
-    sizes = np.bincount(seg, minlength=lengths.size)
-    sizes = sizes[sizes > 0]
-    if ids.size == 0:
-        return np.zeros((0, hidden), np.float64), np.zeros(0, np.float64)
-    # windows: consecutive spans of `window` countable tokens inside each text (one span = the text)
-    span = int(window) if window else int(sizes.max())
-    per_text = -(-sizes // span)  # ceil
-    window_sizes = np.full(int(per_text.sum()), span, np.int64)
-    last_window = np.cumsum(per_text) - 1
-    window_sizes[last_window] = sizes - (per_text - 1) * span
-    window_sums = _segment_sums_of_rows(matrix, ids, window_sizes)
-    first_window = np.concatenate([[0], last_window[:-1] + 1])
-    text_sums = np.add.reduceat(window_sums, first_window, axis=0)
+    parts = _text_parts(matrix, ids, lengths, countable, window)
+    if parts is None:
+        return np.zeros((0, matrix.shape[1]), np.float64), np.zeros(0, np.float64)
+    text_sums, sizes, window_sums, window_sizes, per_text = parts
     means = text_sums / sizes[:, None]
     if not window:
         return means, np.ones(sizes.size)
@@ -295,24 +281,57 @@ def text_rows(
     return rows, weights
 
 
+def _text_parts(
+    matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray, window: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Sums and sizes of the texts (with a countable token) and of their windows; ``None`` when no
+    token counts. Returns ``(text_sums, sizes, window_sums, window_sizes, windows_per_text)``."""
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    keep = countable[ids]
+    if not keep.all():
+        seg = np.repeat(np.arange(lengths.size), lengths)
+        lengths = np.bincount(seg[keep], minlength=lengths.size)
+        ids = ids[keep]
+    if ids.size == 0:
+        return None
+    sizes = lengths[lengths > 0]
+    # windows: consecutive spans of `window` countable tokens inside each text (one span = the text)
+    span = int(window) if window else int(sizes.max())
+    per_text = -(-sizes // span)  # ceil
+    window_sizes = np.full(int(per_text.sum()), span, np.int64)
+    last_window = np.cumsum(per_text) - 1
+    window_sizes[last_window] = sizes - (per_text - 1) * span
+    window_sums = _segment_sums_of_rows(matrix, ids, window_sizes)
+    text_sums = _segment_sums_of_rows(window_sums, np.arange(window_sums.shape[0]), per_text)
+    return text_sums, sizes, window_sums, window_sizes, per_text
+
+
 def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0).
 
-    Gathers in segment-aligned chunks so memory stays bounded; each segment is summed within one
-    chunk in token order, so its sum never depends on how texts were batched.
+    One fused gather-and-sum (``torch``'s ``embedding_bag``; no (tokens × h) copy is materialised) in
+    the matrix's own precision: float32 for an embedding matrix, whose 8-token window sums this
+    computes (their rounding is that of the stored embeddings themselves), float64 when texts are
+    summed from their windows' float64 sums (:func:`text_rows`). Each segment is summed on its own
+    in order, so its sum never depends on how texts were batched.
     """
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    ends = starts + sizes
-    out = np.empty((sizes.size, matrix.shape[1]), np.float64)
-    first = 0
-    while first < sizes.size:
-        last = max(first + 1, int(np.searchsorted(ends, starts[first] + _MEAN_CHUNK_TOKENS, side="right")))
-        lo, hi = starts[first], ends[last - 1]
-        out[first:last] = np.add.reduceat(
-            matrix[ids[lo:hi]].astype(np.float64), starts[first:last] - lo, axis=0
-        )
-        first = last
-    return out
+    import torch
+
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float32)
+    offsets = np.zeros(sizes.size, np.int64)
+    np.cumsum(sizes[:-1], out=offsets[1:])
+    with warnings.catch_warnings():  # read-only matrices are fine: embedding_bag never writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch.from_numpy(np.asarray(matrix))
+    sums = torch.nn.functional.embedding_bag(
+        torch.from_numpy(np.ascontiguousarray(ids, np.int64)),
+        weight,
+        torch.from_numpy(offsets),
+        mode="sum",
+    )
+    return sums.numpy().astype(np.float64)
 
 
 def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
@@ -333,10 +352,89 @@ def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
         >>> text_gram(np.array([[1.0, 2.0]])).tolist()
         [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
     """
-    x = np.concatenate([np.asarray(means, np.float64), np.ones((len(means), 1))], axis=1)
-    if weights is None:
-        return x.T @ x
-    return (x * np.asarray(weights, np.float64)[:, None]).T @ x
+    means = np.asarray(means, np.float64)
+    hidden = means.shape[1]
+    gram = np.zeros((hidden + 1, hidden + 1), np.float64)
+    if weights is not None and np.any(np.asarray(weights) < 0):  # no square root: the plain product
+        x = np.concatenate([means, np.ones((len(means), 1))], axis=1)
+        return (x * np.asarray(weights, np.float64)[:, None]).T @ x
+    _add_weighted_gram(gram, [means], [None if weights is None else np.asarray(weights, np.float64)])
+    return gram
+
+
+#: Rows per Gram block: a (rows × (h+1)) float64 block of a few MB to tens of MB.
+_GRAM_BLOCK_ROWS = 4096
+
+
+def _add_weighted_gram(
+    gram: np.ndarray,
+    row_sets: Sequence[np.ndarray],
+    weight_sets: Sequence[np.ndarray | None],
+    scales: Sequence[np.ndarray | None] | None = None,
+) -> None:
+    """``gram += Σ_r w_r x_r x_rᵀ`` with ``x_r = [row_r / scale_r, 1]`` over several row sets, in blocks.
+
+    Each block is written once as ``sqrt(w_r) · x_r`` into a reused float64 buffer and multiplied by
+    itself (``Bᵀ B``: a symmetric rank-k update in float64, so products stay exact to float64
+    rounding, as the exactness tests require). Weights must be non-negative.
+    """
+    hidden = gram.shape[0] - 1
+    total = sum(len(r) for r in row_sets)
+    if total == 0:
+        return
+    buf = np.empty((min(total, _GRAM_BLOCK_ROWS), hidden + 1), np.float64)
+    scales = scales if scales is not None else [None] * len(row_sets)
+    for rows, weights, scale in zip(row_sets, weight_sets, scales):
+        n = len(rows)
+        root = np.sqrt(weights) if weights is not None else np.ones(n)
+        factor = root if scale is None else root / scale
+        for lo in range(0, n, _GRAM_BLOCK_ROWS):
+            hi = min(n, lo + _GRAM_BLOCK_ROWS)
+            block = buf[: hi - lo]
+            np.multiply(rows[lo:hi], factor[lo:hi, None], out=block[:, :hidden])
+            block[:, hidden] = root[lo:hi]
+            gram += block.T @ block
+
+
+def add_text_statistics(
+    gram: np.ndarray,
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> None:
+    """``gram += text_gram(*text_rows(matrix, ids, lengths, countable, window, window_weight))``, faster.
+
+    The same statistics without materialising the means: window sums by one fused gather, text sums
+    from them, and the rows scaled by ``sqrt(weight) / size`` straight into the Gram blocks. A text
+    with a single window (at most ``window`` countable tokens) has its window equal to its mean:
+    one row of weight ``1 + window_weight`` instead of two.
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> ids, lengths, countable = np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False])
+        >>> g = np.zeros((3, 3)); add_text_statistics(g, m, ids, lengths, countable, 1, 0.5)
+        >>> np.allclose(g, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
+        True
+    """
+    parts = _text_parts(matrix, ids, lengths, countable, window)
+    if parts is None:
+        return
+    text_sums, sizes, window_sums, window_sizes, per_text = parts
+    if not window:
+        _add_weighted_gram(gram, [text_sums], [None], [sizes.astype(np.float64)])
+        return
+    single = per_text == 1
+    text_weights = np.where(single, 1.0 + window_weight, 1.0)
+    multi_windows = np.repeat(~single, per_text)
+    _add_weighted_gram(
+        gram,
+        [text_sums, window_sums[multi_windows]],
+        [text_weights, np.repeat(window_weight / per_text[~single], per_text[~single])],
+        [sizes.astype(np.float64), window_sizes[multi_windows].astype(np.float64)],
+    )
 
 
 def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:
