@@ -276,7 +276,7 @@ def text_rows(
     means = text_sums / sizes[:, None]
     if not window:
         return means, np.ones(sizes.size)
-    rows = np.concatenate([means, window_sums / window_sizes[:, None]])
+    rows = np.concatenate([means, window_sums.astype(np.float64) / window_sizes[:, None]])
     weights = np.concatenate([np.ones(sizes.size), np.repeat(window_weight / per_text, per_text)])
     return rows, weights
 
@@ -296,25 +296,31 @@ def _text_parts(
     if ids.size == 0:
         return None
     sizes = lengths[lengths > 0]
-    # windows: consecutive spans of `window` countable tokens inside each text (one span = the text)
-    span = int(window) if window else int(sizes.max())
+    # windows: consecutive spans of `window` countable tokens inside each text; without windows, the
+    # same 8-token spans are only the float32 stage of the texts' float64 sums
+    span = int(window) if window else TEXT_WINDOW
     per_text = -(-sizes // span)  # ceil
     window_sizes = np.full(int(per_text.sum()), span, np.int64)
     last_window = np.cumsum(per_text) - 1
     window_sizes[last_window] = sizes - (per_text - 1) * span
-    window_sums = _segment_sums_of_rows(matrix, ids, window_sizes)
-    text_sums = _segment_sums_of_rows(window_sums, np.arange(window_sums.shape[0]), per_text)
+    window_sums = _segment_sums(matrix, ids, window_sizes)  # the matrix's dtype (float32)
+    text_sums = _segment_sums(window_sums.astype(np.float64), np.arange(window_sums.shape[0]), per_text)
     return text_sums, sizes, window_sums, window_sizes, per_text
 
 
 def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0).
+    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0)."""
+    return _segment_sums(matrix, ids, sizes).astype(np.float64)
+
+
+def _segment_sums(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0), in the matrix's dtype.
 
     One fused gather-and-sum (``torch``'s ``embedding_bag``; no (tokens × h) copy is materialised) in
     the matrix's own precision: float32 for an embedding matrix, whose 8-token window sums this
     computes (their rounding is that of the stored embeddings themselves), float64 when texts are
-    summed from their windows' float64 sums (:func:`text_rows`). Each segment is summed on its own
-    in order, so its sum never depends on how texts were batched.
+    summed from their windows' sums (:func:`text_rows`). Each segment is summed on its own in
+    order, so its sum never depends on how texts were batched.
     """
     import torch
 
@@ -331,7 +337,7 @@ def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray
         torch.from_numpy(offsets),
         mode="sum",
     )
-    return sums.numpy().astype(np.float64)
+    return sums.numpy()
 
 
 def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
@@ -353,12 +359,14 @@ def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
         [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
     """
     means = np.asarray(means, np.float64)
-    hidden = means.shape[1]
+    n, hidden = means.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    if np.any(w < 0):  # no square root: the plain product
+        x = np.concatenate([means, np.ones((n, 1))], axis=1)
+        return (x * w[:, None]).T @ x
     gram = np.zeros((hidden + 1, hidden + 1), np.float64)
-    if weights is not None and np.any(np.asarray(weights) < 0):  # no square root: the plain product
-        x = np.concatenate([means, np.ones((len(means), 1))], axis=1)
-        return (x * np.asarray(weights, np.float64)[:, None]).T @ x
-    _add_weighted_gram(gram, [means], [None if weights is None else np.asarray(weights, np.float64)])
+    root = np.sqrt(w)
+    _add_row_gram(gram, [(means, None, root)], root)
     return gram
 
 
@@ -366,34 +374,33 @@ def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
 _GRAM_BLOCK_ROWS = 4096
 
 
-def _add_weighted_gram(
+def _add_row_gram(
     gram: np.ndarray,
-    row_sets: Sequence[np.ndarray],
-    weight_sets: Sequence[np.ndarray | None],
-    scales: Sequence[np.ndarray | None] | None = None,
+    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+    bias: np.ndarray,
 ) -> None:
-    """``gram += Σ_r w_r x_r x_rᵀ`` with ``x_r = [row_r / scale_r, 1]`` over several row sets, in blocks.
+    """``gram += Σ_r y_r y_rᵀ`` with ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]``, in row blocks.
 
-    Each block is written once as ``sqrt(w_r) · x_r`` into a reused float64 buffer and multiplied by
-    itself (``Bᵀ B``: a symmetric rank-k update in float64, so products stay exact to float64
-    rounding, as the exactness tests require). Weights must be non-negative.
+    ``terms`` are ``(src, idx, f)`` (``idx=None``: row ``r`` of ``src``). Each block is written once
+    into a reused float64 buffer and multiplied by itself (``Bᵀ B``, a symmetric rank-k update in
+    float64: products keep float64 rounding, as the exactness tests require).
     """
     hidden = gram.shape[0] - 1
-    total = sum(len(r) for r in row_sets)
-    if total == 0:
+    n = bias.size
+    if n == 0:
         return
-    buf = np.empty((min(total, _GRAM_BLOCK_ROWS), hidden + 1), np.float64)
-    scales = scales if scales is not None else [None] * len(row_sets)
-    for rows, weights, scale in zip(row_sets, weight_sets, scales):
-        n = len(rows)
-        root = np.sqrt(weights) if weights is not None else np.ones(n)
-        factor = root if scale is None else root / scale
-        for lo in range(0, n, _GRAM_BLOCK_ROWS):
-            hi = min(n, lo + _GRAM_BLOCK_ROWS)
-            block = buf[: hi - lo]
-            np.multiply(rows[lo:hi], factor[lo:hi, None], out=block[:, :hidden])
-            block[:, hidden] = root[lo:hi]
-            gram += block.T @ block
+    buf = np.empty((min(n, _GRAM_BLOCK_ROWS), hidden + 1), np.float64)
+    for lo in range(0, n, _GRAM_BLOCK_ROWS):
+        hi = min(n, lo + _GRAM_BLOCK_ROWS)
+        block = buf[: hi - lo]
+        for k, (src, idx, f) in enumerate(terms):
+            rows = src[lo:hi] if idx is None else src[idx[lo:hi]]
+            if k == 0:
+                np.multiply(rows, f[lo:hi, None], out=block[:, :hidden])
+            else:
+                block[:, :hidden] += rows * f[lo:hi, None]
+        block[:, hidden] = bias[lo:hi]
+        gram += block.T @ block
 
 
 def add_text_statistics(
@@ -407,10 +414,12 @@ def add_text_statistics(
 ) -> None:
     """``gram += text_gram(*text_rows(matrix, ids, lengths, countable, window, window_weight))``, faster.
 
-    The same statistics without materialising the means: window sums by one fused gather, text sums
-    from them, and the rows scaled by ``sqrt(weight) / size`` straight into the Gram blocks. A text
-    with a single window (at most ``window`` countable tokens) has its window equal to its mean:
-    one row of weight ``1 + window_weight`` instead of two.
+    The same statistics with one Gram row per window instead of one per window plus one per text.
+    A text's mean ``m`` is a combination of its window means ``x_w`` (``m = Σ_w a_w x_w``,
+    ``a_w = |w| / |t|``), so its rows' Gram ``Σ_w c_w x_w x_wᵀ + m mᵀ = Xᵀ (C + a aᵀ) X`` equals
+    ``Yᵀ Y`` with ``y_w = √c_w x_w + β (a_w / √c_w) m``, ``β = 1 / (1 + √(1 + Σ_w a_w² / c_w))``
+    (the square root of a diagonal plus rank-one matrix). Window sums come from one fused gather;
+    nothing of size (tokens × h) is materialised.
 
     Example:
         >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
@@ -419,22 +428,22 @@ def add_text_statistics(
         >>> np.allclose(g, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
         True
     """
-    parts = _text_parts(matrix, ids, lengths, countable, window)
+    windowed = bool(window) and window_weight > 0
+    parts = _text_parts(matrix, ids, lengths, countable, window if windowed else None)
     if parts is None:
         return
     text_sums, sizes, window_sums, window_sizes, per_text = parts
-    if not window:
-        _add_weighted_gram(gram, [text_sums], [None], [sizes.astype(np.float64)])
+    if not windowed:
+        _add_row_gram(gram, [(text_sums, None, 1.0 / sizes)], np.ones(sizes.size))
         return
-    single = per_text == 1
-    text_weights = np.where(single, 1.0 + window_weight, 1.0)
-    multi_windows = np.repeat(~single, per_text)
-    _add_weighted_gram(
-        gram,
-        [text_sums, window_sums[multi_windows]],
-        [text_weights, np.repeat(window_weight / per_text[~single], per_text[~single])],
-        [sizes.astype(np.float64), window_sizes[multi_windows].astype(np.float64)],
-    )
+    text_of = np.repeat(np.arange(sizes.size), per_text)  # the text of each window
+    c = window_weight / per_text[text_of]
+    a = window_sizes / sizes[text_of]
+    beta = 1.0 / (1.0 + np.sqrt(1.0 + np.bincount(text_of, weights=a * a / c, minlength=sizes.size)))
+    alpha = np.sqrt(c)
+    gamma = beta[text_of] * a / alpha
+    terms = [(window_sums, None, alpha / window_sizes), (text_sums, text_of, gamma / sizes[text_of])]
+    _add_row_gram(gram, terms, alpha + gamma)
 
 
 def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:
