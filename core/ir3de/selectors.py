@@ -292,10 +292,11 @@ def select_avg_one(
         >>> w, n, round(scores[1], 3)
         (1, 3, 0.731)
     """
-    means, n = mean_logits_one(ids, table)
+    sums = table.summed_rows.take(ids, axis=1).sum(axis=1).tolist()
+    n = int(sums.pop())
     if n == 0:
-        return -1, [0.0] * len(means), 0
-    return _argmax_list(means), _softmax_list(means, temperature), n
+        return -1, [0.0] * len(sums), 0
+    return _argmax_list(sums), _softmax_list(sums, temperature * n), n  # softmax(mean / T)
 
 
 def explain_one(
