@@ -131,7 +131,13 @@ class _EmbeddingCache:
 
 
 def accuracy_suite(
-    suite: Any, emb: Any, cache: _EmbeddingCache, ks: Sequence[Any], lams: Sequence[float] | None, timed: bool
+    suite: Any,
+    emb: Any,
+    cache: _EmbeddingCache,
+    ks: Sequence[Any],
+    lams: Sequence[float] | None,
+    timed: bool,
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Fit every router on ``suite.train`` and score it on ``suite.test``."""
     from ir3de import Router
@@ -169,6 +175,11 @@ def accuracy_suite(
     out["paper_torch_route_mismatches"] = int((paper_pred != ir3de_pred).sum())
     fit_s["paper-torch"] = fit_s["ir3de"]
 
+    if not baselines:  # --defaults-only: the two IR3DE presets, timed against the tokenizer
+        if timed:
+            out["fit_s"] = fit_s
+            out["_fitted"] = {"ir3de": router, "ir3de-defaults": defaults}
+        return out
     _log(f"  {suite.name}: ir3de + paper path done; random, kNN, TF-IDF, static embeddings")
     rand = RandomRouter(seed=0).fit(suite.train)
     out["routers"]["random"] = _report(experts, suite.test, rand.predict(prompts))
@@ -218,6 +229,7 @@ def speed(
     workdir: Path,
     quick: bool,
     extra_data: dict[str, Any],
+    kinds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Save every router, then measure it in fresh processes with 1 and 2 threads."""
     from ir3de.evaluate import labelled_prompts
@@ -238,15 +250,20 @@ def speed(
     sizes["ir3de"] = folder_size(ir3de_dir)
     artifacts["ir3de-defaults"] = fitted["ir3de-defaults"].save_pretrained(workdir / "ir3de-defaults")
     sizes["ir3de-defaults"] = folder_size(artifacts["ir3de-defaults"])
+    kinds = tuple(kinds) if kinds is not None else (QUICK_SPEED_KINDS if quick else SPEED_KINDS)
     # the paper path ships W, the tokenizer and the embedding matrix (it looks rows up per prompt)
-    emb = fitted["static-emb-lr"].embeddings
+    emb = fitted["ir3de"].embeddings
     sizes["paper-torch"] = (
         int(fitted["ir3de"].weights.nbytes) + int(emb.matrix.nbytes) + len(emb.tokenizer.to_str().encode())
     )
     for kind in ("tfidf-lr", "static-emb-lr", "random"):
+        if kind not in fitted:
+            continue
         artifacts[kind] = fitted[kind].save(workdir / kind)
         sizes[kind] = folder_size(artifacts[kind])
     for pooling in ("mean", "cls"):
+        if f"knn-{pooling}" not in kinds:
+            continue
         knn = KnnRouter(None, pooling, 1).fit(suite.train, embeddings=cache.get(train_texts, pooling))
         artifacts[f"knn-{pooling}"] = knn.save(workdir / f"knn-{pooling}")
         # + the MiniLM model folder it needs at routing time
@@ -275,7 +292,7 @@ def speed(
 
     results: dict[str, Any] = {"artifact_bytes": sizes, "runs": {}, "slow_batch_prompts": len(slow_prompts)}
     thread_counts = (1,) if quick else (1, 2)
-    for kind in QUICK_SPEED_KINDS if quick else SPEED_KINDS:
+    for kind in kinds:
         for threads in thread_counts:
             out_path = workdir / f"speed-{kind}-{threads}.json"
             cmd = [
@@ -1009,6 +1026,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--docs", help="also write the published page (e.g. docs/benchmarks.md) and its plot")
     ap.add_argument("--no-speed", action="store_true", help="accuracy only")
     ap.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="reasoning4 only, the two IR3DE presets (defaults, paper) against the tokenizer: speed, fit, "
+        "memory and fresh-process start, without the baselines (a few minutes)",
+    )
+    ap.add_argument(
         "--render",
         metavar="RESULTS_JSON",
         help="measure nothing: rewrite the tables/plots/docs from a results.json",
@@ -1051,7 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log("loading data and models")
     emb = TokenEmbeddings.default()
     suites = {"reasoning4": load_suite("reasoning4", seed=0, max_per_side=per_side)}
-    if not args.quick:
+    if not args.quick and not args.defaults_only:
         suites["five"] = load_suite("five", seed=0, max_per_side=per_side)
         for name in CROSS_SOURCE:
             suites[name] = load_cross_source(name, seed=0, max_per_side=per_side)
@@ -1068,6 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name == "reasoning4"
             else None,
             timed=name == "reasoning4",
+            baselines=not args.defaults_only,
         )
         if name == "reasoning4":
             fitted = acc.pop("_fitted")
@@ -1095,6 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "scaling_texts": by_lang,
                     "scaling_sizes": list(by_lang_sizes),
                 },
+                kinds=("ir3de", "ir3de-defaults") if args.defaults_only else None,
             )
         res["targets"] = targets(res["speed"])
     _log("GPU benchmark")
