@@ -55,7 +55,7 @@ SPEED_KINDS = (
     "static-emb-lr",
     "random",
 )
-QUICK_SPEED_KINDS = ("ir3de", "random")  # --quick: the pipeline end to end, cheapest processes
+QUICK_SPEED_KINDS = ("ir3de", "ir3de-defaults", "random")  # --quick: the pipeline end to end
 
 TARGETS_DOC = {
     "latency": "single-prompt routing p50 ≤ 1.15 × tokenization alone (1 thread)",
@@ -64,6 +64,12 @@ TARGETS_DOC = {
     "knn": "≥ 100 × faster per prompt (p50, 1 thread) than the MiniLM kNN router",
     "add_expert": "add_expert of a 1000-text expert, excluding tokenization, ≤ 0.5 s at h = 576",
     "linear": "fitting cost grows linearly with corpus size (3 sizes); the route table does not grow",
+    "d_latency": "defaults: single-prompt routing p50 ≤ 1.10 ×, p99 ≤ 1.3 × tokenization (reasoning4, 1 thread)",
+    "d_latency_long": "defaults: single-prompt routing p50 ≤ 1.10 ×, p99 ≤ 1.3 × tokenization (1024-token prompts)",
+    "d_batch": "defaults: batch routing throughput ≥ 0.95 × batch tokenization throughput",
+    "d_fit": "defaults: fitting throughput ≥ 0.5 × batch tokenization throughput (corpus ≥ 2M tokens)",
+    "d_cold": "load a saved router and route one prompt in a fresh process: no torch import, ≤ 1 s (defaults)",
+    "d_memory": "peak memory of fitting the defaults does not grow with the corpus; 50-expert router stated",
 }
 
 
@@ -125,7 +131,13 @@ class _EmbeddingCache:
 
 
 def accuracy_suite(
-    suite: Any, emb: Any, cache: _EmbeddingCache, ks: Sequence[Any], lams: Sequence[float] | None, timed: bool
+    suite: Any,
+    emb: Any,
+    cache: _EmbeddingCache,
+    ks: Sequence[Any],
+    lams: Sequence[float] | None,
+    timed: bool,
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Fit every router on ``suite.train`` and score it on ``suite.test``."""
     from ir3de import Router
@@ -163,6 +175,11 @@ def accuracy_suite(
     out["paper_torch_route_mismatches"] = int((paper_pred != ir3de_pred).sum())
     fit_s["paper-torch"] = fit_s["ir3de"]
 
+    if not baselines:  # --defaults-only: the two IR3DE presets, timed against the tokenizer
+        if timed:
+            out["fit_s"] = fit_s
+            out["_fitted"] = {"ir3de": router, "ir3de-defaults": defaults}
+        return out
     _log(f"  {suite.name}: ir3de + paper path done; random, kNN, TF-IDF, static embeddings")
     rand = RandomRouter(seed=0).fit(suite.train)
     out["routers"]["random"] = _report(experts, suite.test, rand.predict(prompts))
@@ -212,6 +229,7 @@ def speed(
     workdir: Path,
     quick: bool,
     extra_data: dict[str, Any],
+    kinds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Save every router, then measure it in fresh processes with 1 and 2 threads."""
     from ir3de.evaluate import labelled_prompts
@@ -232,15 +250,20 @@ def speed(
     sizes["ir3de"] = folder_size(ir3de_dir)
     artifacts["ir3de-defaults"] = fitted["ir3de-defaults"].save_pretrained(workdir / "ir3de-defaults")
     sizes["ir3de-defaults"] = folder_size(artifacts["ir3de-defaults"])
+    kinds = tuple(kinds) if kinds is not None else (QUICK_SPEED_KINDS if quick else SPEED_KINDS)
     # the paper path ships W, the tokenizer and the embedding matrix (it looks rows up per prompt)
-    emb = fitted["static-emb-lr"].embeddings
+    emb = fitted["ir3de"].embeddings
     sizes["paper-torch"] = (
         int(fitted["ir3de"].weights.nbytes) + int(emb.matrix.nbytes) + len(emb.tokenizer.to_str().encode())
     )
     for kind in ("tfidf-lr", "static-emb-lr", "random"):
+        if kind not in fitted:
+            continue
         artifacts[kind] = fitted[kind].save(workdir / kind)
         sizes[kind] = folder_size(artifacts[kind])
     for pooling in ("mean", "cls"):
+        if f"knn-{pooling}" not in kinds:
+            continue
         knn = KnnRouter(None, pooling, 1).fit(suite.train, embeddings=cache.get(train_texts, pooling))
         artifacts[f"knn-{pooling}"] = knn.save(workdir / f"knn-{pooling}")
         # + the MiniLM model folder it needs at routing time
@@ -254,8 +277,10 @@ def speed(
         )
         sizes[f"knn-{pooling}"] = folder_size(artifacts[f"knn-{pooling}"]) + model_bytes
 
+    long_prompts = _long_prompts(fitted["ir3de"].tokenizer, prompts, 1024, 6 if quick else 40)
     data = {
         "test": prompts,
+        "long_prompts": long_prompts,
         "latency_prompts": latency_prompts,
         "batch_prompts_slow": slow_prompts,
         "ir3de_artifact": str(ir3de_dir),
@@ -267,7 +292,7 @@ def speed(
 
     results: dict[str, Any] = {"artifact_bytes": sizes, "runs": {}, "slow_batch_prompts": len(slow_prompts)}
     thread_counts = (1,) if quick else (1, 2)
-    for kind in QUICK_SPEED_KINDS if quick else SPEED_KINDS:
+    for kind in kinds:
         for threads in thread_counts:
             out_path = workdir / f"speed-{kind}-{threads}.json"
             cmd = [
@@ -287,7 +312,7 @@ def speed(
             ]
             if quick:
                 cmd.append("--quick")
-            if kind == "ir3de":
+            if kind in ("ir3de", "ir3de-defaults"):
                 cmd.append("--extras")  # tokenization, fit and add_expert measurements: once is enough
             _log(f"speed: {kind}, {threads} thread(s)")
             t0 = time.perf_counter()
@@ -305,7 +330,110 @@ def speed(
             run = json.loads(out_path.read_text())
             run["wall_s"] = time.perf_counter() - t0
             results["runs"][f"{kind}@{threads}"] = run
+    results["fit_memory"] = fit_memory(data_path, workdir, extra_data["scaling_sizes"], quick)
+    results["cold_start"] = cold_start(
+        {"defaults": artifacts["ir3de-defaults"], "paper preset": ir3de_dir}, prompts[0], 1 if quick else 3
+    )
     return results
+
+
+def _long_prompts(tokenizer: Any, prompts: Sequence[str], tokens: int, count: int) -> list[str]:
+    """``count`` prompts of exactly ``tokens`` tokens, cut at token boundaries from the test prompts
+    joined (every one starts at a different place)."""
+    text = "\n\n".join(prompts)
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    offsets = enc.offsets
+    step = max(1, (len(offsets) - tokens) // max(1, count))
+    out = []
+    for i in range(count):
+        lo = i * step
+        if lo + tokens > len(offsets):
+            break
+        piece = text[offsets[lo][0] : offsets[lo + tokens - 1][1]]
+        if len(tokenizer.encode(piece, add_special_tokens=False).ids) == tokens:
+            out.append(piece)
+    return out
+
+
+def fit_memory(data_path: Path, workdir: Path, sizes: Sequence[int], quick: bool) -> dict[str, Any]:
+    """Peak memory of fitting the defaults in fresh processes: two corpus sizes, and 50 experts."""
+    out: dict[str, Any] = {}
+    plans = [(sizes[0], 5), (sizes[-1], 5), (sizes[-1], 50)]
+    for size, experts in plans:
+        out_path = workdir / f"fit-memory-{size}-{experts}.json"
+        cmd = [sys.executable, "-m", "benchmarks.worker", "--kind", "fit-memory", "--artifact", "-"]
+        cmd += ["--data", str(data_path), "--threads", "1", "--out", str(out_path)]
+        cmd += ["--size", str(size), "--experts", str(experts)]
+        _log(f"fit memory: {size} texts per language, {experts} experts")
+        proc = subprocess.run(
+            cmd, env=_thread_env(1), capture_output=True, text=True, cwd=Path(__file__).parent.parent
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"fit-memory worker failed:\n{proc.stderr[-4000:]}")
+        out[f"{size}x{experts}"] = json.loads(out_path.read_text())
+    return out
+
+
+_COLD_START = """
+import json, sys, time
+t0 = time.perf_counter()
+if {block}:
+    class _NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ModuleNotFoundError("No module named 'torch' (blocked)", name=name)
+            return None
+    sys.meta_path.insert(0, _NoTorch())
+out = {{}}
+try:
+    import ir3de
+    t1 = time.perf_counter()
+    router = ir3de.Router.from_pretrained({folder!r})
+    t2 = time.perf_counter()
+    d = router.route({prompt!r})
+    out["expert"] = d.expert
+    t3 = time.perf_counter()
+    out.update(import_s=t1 - t0, load_s=t2 - t1, route_s=t3 - t2, first_route_s=t3 - t0)
+except Exception as e:
+    out["error"] = f"{{type(e).__name__}}: {{e}}"[:300]
+out["torch_imported"] = "torch" in sys.modules
+for line in open("/proc/self/status"):
+    if line.startswith(("VmHWM:", "VmRSS:")):
+        out[line.split(":")[0]] = float(line.split()[1]) / 1024
+print(json.dumps(out))
+"""
+
+
+def cold_start(folders: Mapping[str, Path], prompt: str, repeats: int) -> dict[str, Any]:
+    """Import + load + route one prompt in a fresh process, with and without torch importable.
+
+    Median of ``repeats`` runs; ``process_s`` is the whole subprocess, interpreter start included.
+    """
+    out: dict[str, Any] = {}
+    for name, folder in folders.items():
+        for block in (False, True):
+            runs = []
+            for _ in range(repeats):
+                code = _COLD_START.format(block=block, folder=str(folder), prompt=prompt[:200])
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=_thread_env(1),
+                    capture_output=True,
+                    text=True,
+                    cwd=Path(__file__).parent.parent,
+                )
+                wall = time.perf_counter() - t0
+                try:
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                except (IndexError, json.JSONDecodeError):
+                    r = {"error": proc.stderr[-300:]}
+                r["process_s"] = wall
+                runs.append(r)
+            ok = [r for r in runs if "error" not in r]
+            pick = sorted(ok, key=lambda r: r["first_route_s"])[len(ok) // 2] if ok else runs[0]
+            out[f"{name}, torch {'blocked' if block else 'importable'}"] = pick
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- GPU
@@ -479,7 +607,95 @@ def targets(speed_res: dict[str, Any]) -> list[dict[str, Any]]:
             growth <= 1.2 and len(tables) == 1,
             f"least-squares: {slope[0] * 1e6:.2f} µs/token + {slope[1]:.3f} s fixed per fit (Gram/solve/table)",
         )
+    out += _defaults_targets(speed_res, add)
     return out
+
+
+def _defaults_targets(speed_res: dict[str, Any], add: Any) -> list[dict[str, Any]]:
+    """Issue 17: the library defaults against the tokenizer (``add`` appends to the caller's list)."""
+    runs = speed_res["runs"]
+    d1 = runs.get("ir3de-defaults@1")
+    if d1 is None:
+        return []
+    for key, lat, tok, label in (
+        ("d_latency", "latency", "tokenize_latency", "reasoning4"),
+        ("d_latency_long", "latency_long", "tokenize_latency_long", "1024-token prompts"),
+    ):
+        if lat not in d1:
+            continue
+        r50 = d1[lat]["p50_us"] / d1[tok]["p50_us"]
+        r99 = d1[lat]["p99_us"] / d1[tok]["p99_us"]
+        add(
+            key,
+            f"{label}: route p50 {d1[lat]['p50_us']:.1f} / p99 {d1[lat]['p99_us']:.1f} µs vs tokenize p50 "
+            f"{d1[tok]['p50_us']:.1f} / p99 {d1[tok]['p99_us']:.1f} µs = {r50:.3f}× / {r99:.3f}×",
+            r50,
+            1.10,
+            r50 <= 1.10 and r99 <= 1.3,
+        )
+    for threads in (1, 2):
+        run = runs.get(f"ir3de-defaults@{threads}")
+        if run is None:
+            continue
+        b = run["batch"]
+        r = b["prompts_per_s"] / b["tokenize_prompts_per_s"]
+        add(
+            "d_batch",
+            f"{threads} thread(s): route_indices {b['prompts_per_s']:.0f} prompts/s vs tokenize "
+            f"{b['tokenize_prompts_per_s']:.0f} prompts/s = {r:.3f}×",
+            r,
+            0.95,
+            r >= 0.95,
+        )
+    for threads in (1, 2):
+        run = runs.get(f"ir3de-defaults@{threads}")
+        if run is None or "defaults_fit_large" not in run:
+            continue
+        big, small = run["defaults_fit_large"], run["defaults_fit"]
+        add(
+            "d_fit",
+            f"{threads} thread(s): {big['tokens']}-token corpus {big['fit_tokens_per_s'] / 1e6:.2f} M tok/s vs "
+            f"tokenize {big['tokenize_tokens_per_s'] / 1e6:.2f} M tok/s = {big['ratio_fit_vs_tokenize']:.3f}×; "
+            f"reasoning4 train ({small['tokens']} tokens) {small['ratio_fit_vs_tokenize']:.3f}×",
+            big["ratio_fit_vs_tokenize"],
+            0.5,
+            big["ratio_fit_vs_tokenize"] >= 0.5 and big["tokens"] >= 2_000_000,
+            f"fixed per-fit cost (solve + table, 5 one-text experts): {run['defaults_fixed_fit_s']:.3f} s",
+        )
+    cold = speed_res.get("cold_start", {}).get("defaults, torch importable")
+    if cold:
+        first = cold.get("first_route_s", float("inf"))
+        add(
+            "d_cold",
+            f"import + load + first route {first:.3f} s, peak RSS {cold.get('VmHWM', 0):.0f} MB, torch imported: "
+            f"{cold['torch_imported']}" + (f" ({cold['error']})" if "error" in cold else ""),
+            first,
+            1.0,
+            first <= 1.0 and not cold["torch_imported"],
+        )
+    mem = speed_res.get("fit_memory")
+    if mem:
+        keys = [k for k in mem if k.endswith("x5")]
+        small, big = mem[keys[0]], mem[keys[-1]]
+        many = next((v for k, v in mem.items() if k.endswith("x50")), None)
+        growth = big["fit_peak_over_before_mb"] - small["fit_peak_over_before_mb"]
+        add(
+            "d_memory",
+            f"fit peak over the process before fitting: {small['fit_peak_over_before_mb']:.0f} MB at "
+            f"{small['tokens']} tokens, {big['fit_peak_over_before_mb']:.0f} MB at {big['tokens']} tokens"
+            + (
+                f"; 50 experts ({many['tokens']} tokens): {many['fit_peak_over_before_mb']:.0f} MB fit peak, "
+                f"statistics {many['statistics_mb']:.0f} MB, route table {many['table_mb']:.0f} MB"
+                if many
+                else ""
+            ),
+            growth,
+            64.0,
+            growth <= 64.0,
+            "met = the 4× larger corpus raises the fit peak by ≤ 64 MB (allocator noise; the statistics of 5 "
+            "experts are 13 MB)",
+        )
+    return []
 
 
 def _pct(x: float) -> str:
@@ -608,6 +824,7 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(
                 f"| {t['target']} | {t['measured']}{note} | {'met' if t['met'] else '**not met**'} |"
             )
+        lines += _defaults_markdown(sp)
         ie = runs["ir3de@1"]
         lines += ["", "Scaling (1 thread; 5 fortune languages as experts; breakdown in s):", ""]
         lines.append(
@@ -636,6 +853,90 @@ def markdown(res: dict[str, Any]) -> str:
             f"CPU table lookup): {gpu['batch_100k']['select_s']:.2f} s."
         )
     return "\n".join(lines) + "\n"
+
+
+def _defaults_markdown(sp: dict[str, Any]) -> list[str]:
+    """The library defaults beside the paper preset and the tokenizer (issue 17)."""
+    runs = sp["runs"]
+    d1, d2, p1, p2 = (runs.get(k) for k in ("ir3de-defaults@1", "ir3de-defaults@2", "ir3de@1", "ir3de@2"))
+    if d1 is None or p1 is None:
+        return []
+
+    def lat(r: dict[str, Any], key: str) -> str:
+        return f"{r[key]['p50_us']:.0f} / {r[key]['p99_us']:.0f}" if key in r else "–"
+
+    def ratio(r: dict[str, Any], key: str, tok: str) -> str:
+        if key not in r:
+            return ""
+        return f" ({r[key]['p50_us'] / r[tok]['p50_us']:.2f}× / {r[key]['p99_us'] / r[tok]['p99_us']:.2f}×)"
+
+    def batch(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "–"
+        b = r["batch"]
+        return f"{b['prompts_per_s']:.0f} ({b['prompts_per_s'] / b['tokenize_prompts_per_s']:.2f}×)"
+
+    def tok_batch(r: dict[str, Any] | None) -> str:
+        return "–" if r is None else f"{r['batch']['tokenize_prompts_per_s']:.0f}"
+
+    lines = [
+        "",
+        "### The library defaults beside the paper preset and the tokenizer",
+        "",
+        "Single-prompt latency interleaves routing and tokenizing the same prompt (the router's own path: "
+        "`tokenizer.encode(p, add_special_tokens=False).ids`), alternating which goes first; ratios in "
+        "parentheses are against the tokenizer in the same process.",
+        "",
+        "| figure | defaults | paper preset | tokenizer |",
+        "|---|---|---|---|",
+        f"| single prompt, reasoning4, p50 / p99 (µs, 1 thread) | {lat(d1, 'latency')}"
+        f"{ratio(d1, 'latency', 'tokenize_latency')} | {lat(p1, 'latency')}"
+        f"{ratio(p1, 'latency', 'tokenize_latency')} | {lat(d1, 'tokenize_latency')} |",
+        f"| single prompt, 1024 tokens, p50 / p99 (µs, 1 thread) | {lat(d1, 'latency_long')}"
+        f"{ratio(d1, 'latency_long', 'tokenize_latency_long')} | {lat(p1, 'latency_long')}"
+        f"{ratio(p1, 'latency_long', 'tokenize_latency_long')} | {lat(d1, 'tokenize_latency_long')} |",
+        f"| batch, 1 thread (prompts/s) | {batch(d1)} | {batch(p1)} | {tok_batch(d1)} |",
+        f"| batch, 2 threads (prompts/s) | {batch(d2)} | {batch(p2)} | {tok_batch(d2)} |",
+    ]
+    for threads, d, p in ((1, d1, p1), (2, d2, p2)):
+        if d is None or "defaults_fit_large" not in d:
+            continue
+        big = d["defaults_fit_large"]
+        pb = p["scaling"][-1] if p is not None and "scaling" in p else None
+        lines.append(
+            f"| fit, {big['tokens'] / 1e6:.2f}M-token corpus, {threads} thread(s) (M tokens/s) | "
+            f"{big['fit_tokens_per_s'] / 1e6:.2f} ({big['ratio_fit_vs_tokenize']:.2f}×) | "
+            + (f"{pb['fit_tokens_per_s'] / 1e6:.2f} ({pb['ratio_fit_vs_tokenize']:.2f}×)" if pb else "–")
+            + f" | {big['tokenize_tokens_per_s'] / 1e6:.2f} |"
+        )
+    if "defaults_fixed_fit_s" in d1:
+        lines.append(f"| fixed per-fit cost: solve + table (s) | {d1['defaults_fixed_fit_s']:.3f} | – | – |")
+    cold = sp.get("cold_start", {})
+    for torch_state in ("importable", "blocked"):
+        cells = []
+        for name in ("defaults", "paper preset"):
+            c = cold.get(f"{name}, torch {torch_state}")
+            if c is None:
+                cells.append("–")
+            elif "error" in c:
+                cells.append(f"fails: {c['error'][:80]}")
+            else:
+                cells.append(
+                    f"{c['first_route_s']:.2f} s (import {c['import_s']:.2f}, load {c['load_s']:.2f}, route "
+                    f"{c['route_s'] * 1e3:.1f} ms), peak RSS {c.get('VmHWM', 0):.0f} MB, torch imported: "
+                    f"{'yes' if c['torch_imported'] else 'no'}"
+                )
+        lines.append(
+            f"| fresh process: import + load + first route, torch {torch_state} | {cells[0]} | {cells[1]} | – |"
+        )
+    mem = sp.get("fit_memory", {})
+    for m in mem.values():
+        lines.append(
+            f"| fit peak memory, {m['experts']} experts, {m['tokens'] / 1e6:.2f}M tokens (MB over the process "
+            f"before fitting) | {m['fit_peak_over_before_mb']:.0f} (statistics {m['statistics_mb']:.0f}, route "
+            f"table {m['table_mb']:.0f}; peak RSS {m['peak_rss_mb']:.0f}) | – | – |"
+        )
+    return lines
 
 
 DOC_HEAD = """# Benchmarks: how accurate, how fast
@@ -725,6 +1026,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--docs", help="also write the published page (e.g. docs/benchmarks.md) and its plot")
     ap.add_argument("--no-speed", action="store_true", help="accuracy only")
     ap.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="reasoning4 only, the two IR3DE presets (defaults, paper) against the tokenizer: speed, fit, "
+        "memory and fresh-process start, without the baselines (a few minutes)",
+    )
+    ap.add_argument(
         "--render",
         metavar="RESULTS_JSON",
         help="measure nothing: rewrite the tables/plots/docs from a results.json",
@@ -767,7 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log("loading data and models")
     emb = TokenEmbeddings.default()
     suites = {"reasoning4": load_suite("reasoning4", seed=0, max_per_side=per_side)}
-    if not args.quick:
+    if not args.quick and not args.defaults_only:
         suites["five"] = load_suite("five", seed=0, max_per_side=per_side)
         for name in CROSS_SOURCE:
             suites[name] = load_cross_source(name, seed=0, max_per_side=per_side)
@@ -784,6 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name == "reasoning4"
             else None,
             timed=name == "reasoning4",
+            baselines=not args.defaults_only,
         )
         if name == "reasoning4":
             fitted = acc.pop("_fitted")
@@ -811,6 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "scaling_texts": by_lang,
                     "scaling_sizes": list(by_lang_sizes),
                 },
+                kinds=("ir3de", "ir3de-defaults") if args.defaults_only else None,
             )
         res["targets"] = targets(res["speed"])
     _log("GPU benchmark")

@@ -12,6 +12,7 @@ Usage (internal)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -57,22 +58,35 @@ def _best_time(fn: Any, repeats: int) -> float:
 
 
 def _latency_pair(route: Any, tokenize: Any, prompts: list[str], rounds: int) -> tuple[list[int], list[int]]:
-    """Interleaved single-prompt timings of routing and of tokenization alone (same prompts)."""
+    """Interleaved single-prompt timings of routing and of tokenization alone (same prompts).
+
+    The order alternates prompt by prompt (tokenize → route, then route → tokenize), so neither side
+    is always the one that meets the prompt first (cold caches) or second (warm ones).
+    """
     for p in prompts[:10]:  # warm-up
         route(p)
         tokenize(p)
     r_ns: list[int] = []
     t_ns: list[int] = []
     clock = time.perf_counter_ns
-    for _ in range(rounds):
-        for p in prompts:
-            t0 = clock()
-            tokenize(p)
-            t1 = clock()
-            route(p)
-            t2 = clock()
-            t_ns.append(t1 - t0)
-            r_ns.append(t2 - t1)
+    for r in range(rounds):
+        for i, p in enumerate(prompts):
+            if (i + r) % 2 == 0:
+                t0 = clock()
+                tokenize(p)
+                t1 = clock()
+                route(p)
+                t2 = clock()
+                t_ns.append(t1 - t0)
+                r_ns.append(t2 - t1)
+            else:
+                t0 = clock()
+                route(p)
+                t1 = clock()
+                tokenize(p)
+                t2 = clock()
+                r_ns.append(t1 - t0)
+                t_ns.append(t2 - t1)
     return r_ns, t_ns
 
 
@@ -162,6 +176,95 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     return out
 
 
+def _defaults_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Fitting the library defaults against batch tokenization, on reasoning4 and on the largest
+    scaling corpus (≥ 2M tokens in the full run), and the fixed per-fit cost (solve + table)."""
+    from ir3de import Router, TokenEmbeddings
+
+    emb = TokenEmbeddings.default()
+    tok = emb.tokenizer
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    repeats = 1 if quick else 2
+
+    def profile(train: dict[str, list[str]]) -> dict[str, Any]:
+        texts = [t for v in train.values() for t in v]
+        tokens = sum(len(e) for e in encode(texts, add_special_tokens=False))
+        tok_s = _best_time(lambda: encode(texts, add_special_tokens=False), repeats)
+        r = Router(emb, device="cpu", progress=False)
+        fit_s = _best_time(lambda: r.fit(train), repeats)
+        t0 = time.perf_counter()
+        for n, v in train.items():
+            r._count(n, v)
+        count_s = time.perf_counter() - t0
+        return {
+            "texts": len(texts),
+            "tokens": tokens,
+            "fit_s": fit_s,
+            "count_s": count_s,
+            "tokenize_batch_s": tok_s,
+            "fit_tokens_per_s": tokens / fit_s,
+            "tokenize_tokens_per_s": tokens / tok_s,
+            "ratio_fit_vs_tokenize": tok_s / fit_s,
+        }
+
+    tiny = {f"e{i}": [f"text {i}"] for i in range(len(data["scaling_texts"]))}
+    fixed = Router(emb, device="cpu", progress=False)
+    fixed_s = _best_time(lambda: fixed.fit(tiny), 3)
+    big = {lang: texts[: data["scaling_sizes"][-1]] for lang, texts in data["scaling_texts"].items()}
+    return {
+        "defaults_fit": profile(data["train"]),
+        "defaults_fit_large": profile(big),
+        "defaults_fixed_fit_s": fixed_s,
+    }
+
+
+def _fit_memory(data: dict[str, Any], size: int, experts: int) -> dict[str, Any]:
+    """Peak memory of fitting the defaults (this process's VmHWM over its RSS before fitting), on
+    ``size`` texts per language; with ``experts`` > languages, each language is cut into equal parts."""
+    import gc
+
+    from ir3de import Router, TokenEmbeddings
+
+    emb = TokenEmbeddings.default()
+    langs = data["scaling_texts"]
+    parts = max(1, experts // len(langs))
+    train = {f"{lang}-{i}": texts[:size][i::parts] for lang, texts in langs.items() for i in range(parts)}
+    tokens = sum(
+        len(e)
+        for e in emb.tokenizer.encode_batch_fast(
+            [t for v in train.values() for t in v], add_special_tokens=False
+        )
+    )
+    gc.collect()
+    base = _memory_mb("VmRSS")
+    _reset_peak()
+    t0 = time.perf_counter()
+    router = Router(emb, device="cpu", progress=False).fit(train)
+    fit_s = time.perf_counter() - t0
+    peak = _memory_mb("VmHWM")
+    text_gram_mb = sum(c.text_gram.nbytes for c in router.statistics.values()) / 1e6
+    return {
+        "experts": len(train),
+        "texts": sum(len(v) for v in train.values()),
+        "tokens": tokens,
+        "fit_s": fit_s,
+        "rss_before_fit_mb": base,
+        "peak_rss_mb": peak,
+        "fit_peak_over_before_mb": peak - base,
+        "statistics_mb": text_gram_mb,
+        "table_mb": (
+            router.table.logits.nbytes + router.table.log_probs.nbytes + router.table.summed_rows.nbytes
+        )
+        / 1e6,
+    }
+
+
+def _reset_peak() -> None:
+    """Reset this process's VmHWM (Linux ≥ 4.0: writing 5 to clear_refs), so the peak is the fit's."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kind", required=True)
@@ -171,7 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--extras", action="store_true", help="IR3DE only: fit throughput, add_expert, scaling")
+    ap.add_argument("--size", type=int, default=0, help="fit-memory: texts per language")
+    ap.add_argument("--experts", type=int, default=5, help="fit-memory: number of experts")
     args = ap.parse_args(argv)
+
+    if args.kind == "fit-memory":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        data = json.loads(Path(args.data).read_text())
+        Path(args.out).write_text(json.dumps(_fit_memory(data, args.size, args.experts)))
+        return 0
 
     import torch
 
@@ -227,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_batch = {}
     load_s = time.perf_counter() - t0
 
-    def tokenize_one(p: str) -> Any:
-        return tokenizer.encode(p, add_special_tokens=False)
+    def tokenize_one(p: str) -> Any:  # the router's own tokenizer path: encode, then the ids list
+        return tokenizer.encode(p, add_special_tokens=False).ids
 
     encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     result: dict[str, Any] = {"kind": args.kind, "threads": args.threads, "load_s": load_s}
@@ -236,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         r_ns, t_ns = _latency_pair(route_one, tokenize_one, latency_prompts, rounds)
         result["latency"] = _stats(r_ns)
         result["tokenize_latency"] = _stats(t_ns)
+        if args.kind in ("ir3de", "ir3de-defaults") and data.get("long_prompts"):
+            r_ns, t_ns = _latency_pair(route_one, tokenize_one, data["long_prompts"], rounds)
+            result["latency_long"] = _stats(r_ns)
+            result["tokenize_latency_long"] = _stats(t_ns)
     repeats = 1 if args.kind.startswith("knn") else 3
     route_batch(batch_prompts[:32])  # warm-up
     batch_s = _best_time(lambda: route_batch(batch_prompts), repeats)
@@ -252,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         result[name] = {"prompts": len(batch_prompts), "seconds": s, "prompts_per_s": len(batch_prompts) / s}
     result["peak_rss_mb"] = _memory_mb("VmHWM")
     result["baseline_rss_mb"] = base_rss
-    if args.extras:
+    if args.extras and args.kind == "ir3de-defaults":
+        result.update(_defaults_extras(data, args.quick))
+    elif args.extras:
         result.update(_ir3de_extras(data, args.quick))
     Path(args.out).write_text(json.dumps(result))
     return 0

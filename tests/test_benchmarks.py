@@ -64,10 +64,21 @@ def test_quick_benchmark_end_to_end(tmp_path):
     ir = runs["ir3de@1"]
     assert ir["latency"]["n"] > 0 and ir["tokenize_latency"]["n"] == ir["latency"]["n"]
     assert len(ir["scaling"]) == 3 and len({p["route_table_bytes"] for p in ir["scaling"]}) == 1
+    # the defaults (issue 17): long prompts, fit against tokenization, memory, fresh-process start
+    d = runs["ir3de-defaults@1"]
+    assert d["latency_long"]["n"] == d["tokenize_latency_long"]["n"] > 0
+    assert (
+        d["defaults_fit_large"]["tokens"] > d["defaults_fit"]["tokens"] > 0 and d["defaults_fixed_fit_s"] > 0
+    )
+    assert {m["experts"] for m in res["speed"]["fit_memory"].values()} == {5, 50}
+    cold = res["speed"]["cold_start"]
+    assert len(cold) == 4 and all("torch_imported" in c for c in cold.values())
+    assert cold["defaults, torch importable"].get("expert") in r4["sizes"]
     assert {t["met"] for t in res["targets"]} <= {True, False} and len(res["targets"]) >= 5
     assert "skipped" in res["gpu"] or "cuda" in res["gpu"]
     md = (out / "results.md").read_text()
     assert "### Accuracy" in md and "### Targets" in md and "| ir3de |" in md
+    assert "### The library defaults beside the paper preset and the tokenizer" in md
     assert docs.read_text().startswith("# Benchmarks") and "](k_sweep.png)" in docs.read_text()
     # both k-sweep PNGs show exactly the k sweeps of results.json: redrawn here, pixel for pixel
     import matplotlib.image

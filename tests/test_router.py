@@ -317,6 +317,7 @@ def test_configure_resolves_only_when_needed(smollm2, small_corpus, small_tests)
         ("all", 10, "vote"),
         ("all", 10, "logprob"),
         ("avg", 10, "vote"),
+        ("avg", 50, "logprob"),  # the defaults' selector: the fused single-prompt lookup
     ],
 )
 def test_single_prompt_path_equals_batch_path(smollm2, small_corpus, small_tests, selector, k, combine):
@@ -332,3 +333,25 @@ def test_single_prompt_path_equals_batch_path(smollm2, small_corpus, small_tests
             b.token_ids,
         )
         assert s.scores == pytest.approx(b.scores, abs=1e-12)
+        assert [(t.id, t.position) for t in s.tokens] == [(t.id, t.position) for t in b.tokens]
+
+
+def test_avg_batch_without_explanation_equals_the_explained_path(smollm2, small_corpus, small_tests):
+    """``route_indices``/``calibrate`` skip the deciding tokens: same winners, scores and evidence."""
+    from ir3de.selectors import select_batch
+
+    router = _fit(smollm2, small_corpus, fallback="none")
+    prompts = ["", "<|im_end|>"] + [t for texts in small_tests.values() for t in texts[:10]] + ["x", "  "]
+    ids, lengths = router.encode(prompts)
+    kwargs = {"selector": "avg", "temperature": router.config.effective_temperature}
+    full = select_batch(ids, lengths, router.table, **kwargs)
+    fast = select_batch(ids, lengths, router.table, explain=False, **kwargs)
+    assert fast.winners.tolist() == full.winners.tolist() and fast.winners[[0, 1, -1]].tolist() == [
+        -1,
+        -1,
+        -1,
+    ]
+    assert fast.num_countable.tolist() == full.num_countable.tolist()
+    np.testing.assert_allclose(fast.scores, full.scores, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.evidence, full.evidence, rtol=1e-12, atol=1e-12)
+    assert router.route_indices(prompts).tolist() == full.winners.tolist()

@@ -173,3 +173,28 @@ def test_short_spans_are_training_rows(smollm2):
     assert weights[1:].sum() == pytest.approx(0.25)
     np.testing.assert_allclose(rows[1], smollm2.matrix[ids[:8]].astype(np.float64).mean(0))
     np.testing.assert_allclose(rows[0], smollm2.matrix[ids].astype(np.float64).mean(0))
+
+
+@pytest.mark.parametrize(("window", "window_weight"), [(8, 0.25), (3, 1.0), (None, 0.25), (8, 0.0)])
+def test_fused_text_statistics_equal_the_explicit_rows(smollm2, window, window_weight):
+    """The counter's fused update (one Gram row per window, text means folded in) against the Gram
+    of the explicit rows, on the real embeddings, with special tokens and empty texts mixed in."""
+    from ir3de.statistics import add_text_statistics
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([0, 1, 7, 8, 9, 40, 3, 0, 129, 16])
+    ids = rng.integers(0, smollm2.vocab_size, lengths.sum())
+    ids[::11] = smollm2.excluded_ids[0]
+    countable = np.ones(smollm2.vocab_size, bool)
+    countable[smollm2.excluded_ids] = False
+    rows, weights = text_rows(smollm2.matrix, ids, lengths, countable, window, window_weight)
+    expected = text_gram(rows, weights)
+    gram = np.zeros_like(expected)
+    add_text_statistics(gram, smollm2.matrix, ids, lengths, countable, window, window_weight)
+    np.testing.assert_allclose(gram, expected, rtol=1e-10, atol=1e-12)
+    assert gram[-1, -1] == pytest.approx(
+        (1 + (window_weight if window else 0))
+        * np.count_nonzero(
+            np.bincount(np.repeat(np.arange(lengths.size), lengths)[countable[ids]], minlength=lengths.size)
+        )
+    )

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .sanitize import clean_text
-from .statistics import ExpertCounts, TokenCounter, text_gram, text_rows
+from .statistics import ExpertCounts, TokenCounter, add_text_statistics
 
 __all__ = ["TextCounter", "encode_for_counting"]
 
@@ -78,7 +78,7 @@ class TextCounter:
         flat, lengths = encode_for_counting(self.tokenizer, texts)
         self._counter.add_flat(flat, len(texts))  # checks the id range first
         if self._text_gram is not None:
-            self._text_gram += text_gram(*text_rows(self._matrix, flat, lengths, self._countable))
+            add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
 
     @property
     def num_texts(self) -> int:

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -59,6 +59,7 @@ class RouteDecision:
 
     __slots__ = (
         "_entropy_table",
+        "_explain",
         "_log_prob_table",
         "_names",
         "_positions",
@@ -92,6 +93,7 @@ class RouteDecision:
         entropy: np.ndarray | None = None,
         log_probs: np.ndarray | None = None,
         tokenizer: Any = None,
+        explain: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.expert = expert
         self.confidence = confidence
@@ -108,6 +110,14 @@ class RouteDecision:
         self._log_prob_table = log_probs
         self._tokenizer = tokenizer
         self._tokens: tuple[DecidingToken, ...] | None = None
+        # ``explain() -> (token_ids, positions)`` defers the deciding tokens to first access
+        self._explain = explain
+
+    def _deciding(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._explain is not None:
+            self._token_ids, self._positions = self._explain()
+            self._explain = None
+        return self._token_ids, self._positions
 
     @property
     def scores(self) -> dict[str, float]:
@@ -120,13 +130,13 @@ class RouteDecision:
     @property
     def token_ids(self) -> list[int]:
         """Ids of the deciding tokens, lowest entropy first (no decoding)."""
-        return self._token_ids.tolist()
+        return self._deciding()[0].tolist()
 
     @property
     def tokens(self) -> tuple[DecidingToken, ...]:
         """The deciding tokens as :class:`DecidingToken` (id, text, vote, entropy, position)."""
         if self._tokens is None:
-            ids = self._token_ids
+            ids, positions = self._deciding()
             if ids.size == 0 or self._vote_table is None or self._entropy_table is None:
                 self._tokens = ()
             else:
@@ -144,7 +154,7 @@ class RouteDecision:
                         int(p),
                         MappingProxyType(dict(zip(self._names, row.tolist()))),
                     )
-                    for i, v, h, p, row in zip(ids, votes, entropy, self._positions, probs)
+                    for i, v, h, p, row in zip(ids, votes, entropy, positions, probs)
                 )
         return self._tokens
 

@@ -41,7 +41,7 @@ from .errors import (
 )
 from .fitting import RoutingState, check_expert_name
 from .sanitize import clean_text, clean_texts
-from .selectors import Selection, select_batch, select_one
+from .selectors import Selection, explain_one, select_avg_one, select_batch, select_one
 from .statistics import ExpertCounts, TrafficSummary
 from .table import RouteTable
 
@@ -54,6 +54,7 @@ __all__ = ["LEVELS", "Router", "RouterConfig"]
 
 _PREFIX_CHARS_PER_TOKEN = 16  # tokenize at most this many chars per allowed token before the full text
 _PREFIX_MARGIN_TOKENS = 16  # tokens past the cap that make a prefix's first tokens safe
+_NO_IDS = np.zeros(0, np.int64)
 
 _RoutingState = RoutingState  # the routing snapshot (defined with the pipeline that builds it)
 _check_name = check_expert_name
@@ -638,6 +639,12 @@ class Router:
         text = clean_text(text)  # lone surrogates -> U+FFFD (ir3de.sanitize)
         head = self._prompt_head(text)
         ids = self._capped_ids(text, head, self.tokenizer.encode(head, add_special_tokens=False).ids)
+        if config.selector == "avg":  # the defaults: one fused lookup; the deciding tokens on demand
+            table = state.table
+            winner, scores, n = select_avg_one(ids, table, config.effective_temperature)
+            scores = evidence_scores(scores, n, config.effective_evidence_tokens)
+            lazy = lambda: explain_one(ids, table)  # noqa: E731
+            return self._decision(state, config, winner, scores, _NO_IDS, _NO_IDS, n, 0, explain=lazy)
         winner, scores, chosen, positions, n = select_one(
             np.array(ids, np.int64),
             state.table,
@@ -683,11 +690,11 @@ class Router:
         """
         state = self._require_state()
         ids, lengths = self.encode(list(texts))
-        return self._select(state, self.config, ids, lengths).winners
+        return self._select(state, self.config, ids, lengths, explain=False).winners
 
     @staticmethod
     def _select(
-        state: _RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray
+        state: _RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray, explain: bool = True
     ) -> Selection:
         sel = select_batch(
             ids,
@@ -697,6 +704,7 @@ class Router:
             k=config.k,
             combine=config.combine,
             temperature=config.effective_temperature,
+            explain=explain,
         )
         n0 = config.effective_evidence_tokens
         if n0:  # few countable tokens → scores shrink toward uniform (winners unchanged)
@@ -729,7 +737,7 @@ class Router:
         state = self._require_state()
         prompts, labels = labelled_prompts(state.experts, held_out)
         ids, lengths = self.encode(prompts)
-        sel = self._select(state, config, ids, lengths)
+        sel = self._select(state, config, ids, lengths, explain=False)
         keep = sel.winners >= 0
         if not keep.any():
             raise ValueError("calibration needs held-out prompts with countable tokens")
@@ -747,6 +755,7 @@ class Router:
         positions: np.ndarray,
         num_countable: int,
         index: int,
+        explain: Any = None,
     ) -> RouteDecision:
         if winner < 0:
             if config.fallback is None:
@@ -782,6 +791,7 @@ class Router:
             entropy=state.table.entropy,
             log_probs=state.table.log_probs,
             tokenizer=self._tokenizer,
+            explain=explain,
         )
 
     # ------------------------------------------------------------------ artifact (ModelHubMixin-style hooks)

@@ -30,12 +30,12 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-_MEAN_CHUNK_TOKENS = 1 << 15
 #: Text statistics also see each text cut into windows of this many countable tokens, with a total
 #: weight of WINDOW_WEIGHT per text (measured: routes 8-token prompts like long ones, README).
 TEXT_WINDOW = 8
@@ -49,6 +49,7 @@ __all__ = [
     "ExpertCounts",
     "TokenCounter",
     "TrafficSummary",
+    "add_text_statistics",
     "balance_weights",
     "expert_gram",
     "ridge_statistics",
@@ -275,51 +276,75 @@ def text_rows(
         >>> rows.tolist(), w.tolist()
         ([[0.5, 0.5], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1.0, 1.0, 0.25, 0.25, 0.5])
     """
-    ids = np.asarray(ids, np.int64)
-    lengths = np.asarray(lengths, np.int64)
-    hidden = matrix.shape[1]
-    seg = np.repeat(np.arange(lengths.size), lengths)
-    keep = countable[ids]
-    ids, seg = ids[keep], seg[keep]
-    sizes = np.bincount(seg, minlength=lengths.size)
-    sizes = sizes[sizes > 0]
-    if ids.size == 0:
-        return np.zeros((0, hidden), np.float64), np.zeros(0, np.float64)
-    # windows: consecutive spans of `window` countable tokens inside each text (one span = the text)
-    span = int(window) if window else int(sizes.max())
-    per_text = -(-sizes // span)  # ceil
-    window_sizes = np.full(int(per_text.sum()), span, np.int64)
-    last_window = np.cumsum(per_text) - 1
-    window_sizes[last_window] = sizes - (per_text - 1) * span
-    window_sums = _segment_sums_of_rows(matrix, ids, window_sizes)
-    first_window = np.concatenate([[0], last_window[:-1] + 1])
-    text_sums = np.add.reduceat(window_sums, first_window, axis=0)
+    parts = _text_parts(matrix, ids, lengths, countable, window)
+    if parts is None:
+        return np.zeros((0, matrix.shape[1]), np.float64), np.zeros(0, np.float64)
+    text_sums, sizes, window_sums, window_sizes, per_text = parts
     means = text_sums / sizes[:, None]
     if not window:
         return means, np.ones(sizes.size)
-    rows = np.concatenate([means, window_sums / window_sizes[:, None]])
+    rows = np.concatenate([means, window_sums.astype(np.float64) / window_sizes[:, None]])
     weights = np.concatenate([np.ones(sizes.size), np.repeat(window_weight / per_text, per_text)])
     return rows, weights
 
 
-def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0).
+def _text_parts(
+    matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray, window: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Sums and sizes of the texts (with a countable token) and of their windows; ``None`` when no
+    token counts. Returns ``(text_sums, sizes, window_sums, window_sizes, windows_per_text)``."""
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    keep = countable[ids]
+    if not keep.all():
+        seg = np.repeat(np.arange(lengths.size), lengths)
+        lengths = np.bincount(seg[keep], minlength=lengths.size)
+        ids = ids[keep]
+    if ids.size == 0:
+        return None
+    sizes = lengths[lengths > 0]
+    # windows: consecutive spans of `window` countable tokens inside each text; without windows, the
+    # same 8-token spans are only the float32 stage of the texts' float64 sums
+    span = int(window) if window else TEXT_WINDOW
+    per_text = -(-sizes // span)  # ceil
+    window_sizes = np.full(int(per_text.sum()), span, np.int64)
+    last_window = np.cumsum(per_text) - 1
+    window_sizes[last_window] = sizes - (per_text - 1) * span
+    window_sums = _segment_sums(matrix, ids, window_sizes)  # the matrix's dtype (float32)
+    text_sums = _segment_sums(window_sums.astype(np.float64), np.arange(window_sums.shape[0]), per_text)
+    return text_sums, sizes, window_sums, window_sizes, per_text
 
-    Gathers in segment-aligned chunks so memory stays bounded; each segment is summed within one
-    chunk in token order, so its sum never depends on how texts were batched.
+
+def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0)."""
+    return _segment_sums(matrix, ids, sizes).astype(np.float64)
+
+
+def _segment_sums(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0), in the matrix's dtype.
+
+    One fused gather-and-sum (``torch``'s ``embedding_bag``; no (tokens × h) copy is materialised) in
+    the matrix's own precision: float32 for an embedding matrix, whose 8-token window sums this
+    computes (their rounding is that of the stored embeddings themselves), float64 when texts are
+    summed from their windows' sums (:func:`text_rows`). Each segment is summed on its own in
+    order, so its sum never depends on how texts were batched.
     """
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    ends = starts + sizes
-    out = np.empty((sizes.size, matrix.shape[1]), np.float64)
-    first = 0
-    while first < sizes.size:
-        last = max(first + 1, int(np.searchsorted(ends, starts[first] + _MEAN_CHUNK_TOKENS, side="right")))
-        lo, hi = starts[first], ends[last - 1]
-        out[first:last] = np.add.reduceat(
-            matrix[ids[lo:hi]].astype(np.float64), starts[first:last] - lo, axis=0
-        )
-        first = last
-    return out
+    import torch
+
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float32)
+    offsets = np.zeros(sizes.size, np.int64)
+    np.cumsum(sizes[:-1], out=offsets[1:])
+    with warnings.catch_warnings():  # read-only matrices are fine: embedding_bag never writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch.from_numpy(np.asarray(matrix))
+    sums = torch.nn.functional.embedding_bag(
+        torch.from_numpy(np.ascontiguousarray(ids, np.int64)),
+        weight,
+        torch.from_numpy(offsets),
+        mode="sum",
+    )
+    return sums.numpy()
 
 
 def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
@@ -340,10 +365,92 @@ def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
         >>> text_gram(np.array([[1.0, 2.0]])).tolist()
         [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
     """
-    x = np.concatenate([np.asarray(means, np.float64), np.ones((len(means), 1))], axis=1)
-    if weights is None:
-        return x.T @ x
-    return (x * np.asarray(weights, np.float64)[:, None]).T @ x
+    means = np.asarray(means, np.float64)
+    n, hidden = means.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    if np.any(w < 0):  # no square root: the plain product
+        x = np.concatenate([means, np.ones((n, 1))], axis=1)
+        return (x * w[:, None]).T @ x
+    gram = np.zeros((hidden + 1, hidden + 1), np.float64)
+    root = np.sqrt(w)
+    _add_row_gram(gram, [(means, None, root)], root)
+    return gram
+
+
+#: Rows per Gram block: a (rows × (h+1)) float64 block of a few MB to tens of MB.
+_GRAM_BLOCK_ROWS = 4096
+
+
+def _add_row_gram(
+    gram: np.ndarray,
+    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+    bias: np.ndarray,
+) -> None:
+    """``gram += Σ_r y_r y_rᵀ`` with ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]``, in row blocks.
+
+    ``terms`` are ``(src, idx, f)`` (``idx=None``: row ``r`` of ``src``). Each block is written once
+    into a reused float64 buffer and multiplied by itself (``Bᵀ B``, a symmetric rank-k update in
+    float64: products keep float64 rounding, as the exactness tests require).
+    """
+    hidden = gram.shape[0] - 1
+    n = bias.size
+    if n == 0:
+        return
+    buf = np.empty((min(n, _GRAM_BLOCK_ROWS), hidden + 1), np.float64)
+    for lo in range(0, n, _GRAM_BLOCK_ROWS):
+        hi = min(n, lo + _GRAM_BLOCK_ROWS)
+        block = buf[: hi - lo]
+        for k, (src, idx, f) in enumerate(terms):
+            rows = src[lo:hi] if idx is None else src[idx[lo:hi]]
+            if k == 0:
+                np.multiply(rows, f[lo:hi, None], out=block[:, :hidden])
+            else:
+                block[:, :hidden] += rows * f[lo:hi, None]
+        block[:, hidden] = bias[lo:hi]
+        gram += block.T @ block
+
+
+def add_text_statistics(
+    gram: np.ndarray,
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> None:
+    """``gram += text_gram(*text_rows(matrix, ids, lengths, countable, window, window_weight))``, faster.
+
+    The same statistics with one Gram row per window instead of one per window plus one per text.
+    A text's mean ``m`` is a combination of its window means ``x_w`` (``m = Σ_w a_w x_w``,
+    ``a_w = |w| / |t|``), so its rows' Gram ``Σ_w c_w x_w x_wᵀ + m mᵀ = Xᵀ (C + a aᵀ) X`` equals
+    ``Yᵀ Y`` with ``y_w = √c_w x_w + β (a_w / √c_w) m``, ``β = 1 / (1 + √(1 + Σ_w a_w² / c_w))``
+    (the square root of a diagonal plus rank-one matrix). Window sums come from one fused gather;
+    nothing of size (tokens × h) is materialised.
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> ids, lengths, countable = np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False])
+        >>> g = np.zeros((3, 3)); add_text_statistics(g, m, ids, lengths, countable, 1, 0.5)
+        >>> np.allclose(g, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
+        True
+    """
+    windowed = bool(window) and window_weight > 0
+    parts = _text_parts(matrix, ids, lengths, countable, window if windowed else None)
+    if parts is None:
+        return
+    text_sums, sizes, window_sums, window_sizes, per_text = parts
+    if not windowed:
+        _add_row_gram(gram, [(text_sums, None, 1.0 / sizes)], np.ones(sizes.size))
+        return
+    text_of = np.repeat(np.arange(sizes.size), per_text)  # the text of each window
+    c = window_weight / per_text[text_of]
+    a = window_sizes / sizes[text_of]
+    beta = 1.0 / (1.0 + np.sqrt(1.0 + np.bincount(text_of, weights=a * a / c, minlength=sizes.size)))
+    alpha = np.sqrt(c)
+    gamma = beta[text_of] * a / alpha
+    terms = [(window_sums, None, alpha / window_sizes), (text_sums, text_of, gamma / sizes[text_of])]
+    _add_row_gram(gram, terms, alpha + gamma)
 
 
 def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:

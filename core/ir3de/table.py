@@ -69,6 +69,15 @@ def compile_logits(matrix: Any, w: Any, *, device: str = "cpu", chunk_rows: int 
     return out
 
 
+def _sum_rows(logits: np.ndarray, countable: np.ndarray) -> np.ndarray:
+    rows = np.zeros((logits.shape[1] + 1, logits.shape[0]), np.float64)
+    rows[:-1] = logits.T
+    rows[-1] = 1.0
+    rows[:, ~countable] = 0.0
+    rows.flags.writeable = False
+    return rows
+
+
 @dataclass(frozen=True, eq=False)
 class RouteTable:
     """Per-vocabulary-id routing arrays.
@@ -82,6 +91,10 @@ class RouteTable:
         entropy_rank: (V,) int64 dense rank of ``entropy`` (equal entropies share a rank), so batch
             selection sorts integers: ``argsort(prompt * num_ranks + rank)`` orders by prompt, then
             entropy, then position — the same order as a stable sort on entropy, several times faster.
+        sum_rows: (D+1, V) float64, the mean-logit evidence precomputed per id for one fused lookup:
+            rows ``0..D-1`` are ``logits.T`` with the columns of ids that never count set to 0, row
+            ``D`` is 1.0 for countable ids. ``sum_rows.take(ids, axis=1).sum(axis=1)`` gives a prompt's
+            summed logits and its number of countable tokens at once (:func:`ir3de.selectors.mean_logits_one`).
     """
 
     logits: np.ndarray
@@ -91,6 +104,7 @@ class RouteTable:
     countable: np.ndarray
     entropy_rank: np.ndarray
     num_entropy_ranks: int
+    sum_rows: np.ndarray | None = None
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, excluded_ids: Sequence[int] | np.ndarray = ()) -> RouteTable:
@@ -111,7 +125,24 @@ class RouteTable:
         for arr in (log_probs, entropy_rank):
             arr.flags.writeable = False
         num_ranks = int(entropy_rank.max()) + 1 if entropy_rank.size else 1
-        return cls(logits, entropy, votes, log_probs, countable, entropy_rank, num_ranks)
+        return cls(
+            logits,
+            entropy,
+            votes,
+            log_probs,
+            countable,
+            entropy_rank,
+            num_ranks,
+            _sum_rows(logits, countable),
+        )
+
+    @property
+    def summed_rows(self) -> np.ndarray:
+        """``sum_rows``, computed on first use for a table constructed without it."""
+        if self.sum_rows is None:
+            object.__setattr__(self, "sum_rows", _sum_rows(self.logits, self.countable))
+        assert self.sum_rows is not None
+        return self.sum_rows
 
     @property
     def vocab_size(self) -> int:
