@@ -136,7 +136,10 @@ def test_text_level_table_lookup_equals_the_mean_embedding_model(
     assert [names.index(d.expert) for d in decisions] == expected
     for d, ids in zip(decisions[::5], prompt_ids[::5]):
         row = np.append(smollm2.matrix[[t for t in ids if t not in excluded]].astype(np.float64).mean(0), 1.0)
-        z = (row @ w) / router.config.effective_temperature
+        n = sum(t not in excluded for t in ids)  # the evidence prior: temperature T · (1 + n0 / n)
+        z = (row @ w) / (
+            router.config.effective_temperature * (1 + router.config.effective_evidence_tokens / n)
+        )
         probs = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         assert [d.scores[n] for n in names] == pytest.approx(probs, rel=1e-4, abs=1e-9)
         assert d.num_tokens == sum(t not in excluded for t in ids)

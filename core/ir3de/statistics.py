@@ -303,44 +303,43 @@ def _text_parts(
         return None
     sizes = lengths[lengths > 0]
     # windows: consecutive spans of `window` countable tokens inside each text; without windows, the
-    # same 8-token spans are only the first stage of the texts' sums
+    # same 8-token spans are only the float32 stage of the texts' float64 sums
     span = int(window) if window else TEXT_WINDOW
     per_text = -(-sizes // span)  # ceil
     window_sizes = np.full(int(per_text.sum()), span, np.int64)
     last_window = np.cumsum(per_text) - 1
     window_sizes[last_window] = sizes - (per_text - 1) * span
-    window_sums = _segment_sums(matrix, ids, window_sizes)  # float64
-    text_sums = np.add.reduceat(window_sums, np.cumsum(per_text) - per_text, axis=0)
+    window_sums = _segment_sums(matrix, ids, window_sizes)  # the matrix's dtype (float32)
+    text_sums = _segment_sums(window_sums.astype(np.float64), np.arange(window_sums.shape[0]), per_text)
     return text_sums, sizes, window_sums, window_sizes, per_text
-
-
-_SEGMENT_CHUNK_TOKENS = 1 << 16  # rows gathered at once: bounds memory for huge texts
 
 
 def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0)."""
-    return _segment_sums(matrix, ids, sizes)
+    return _segment_sums(matrix, ids, sizes).astype(np.float64)
 
 
 def _segment_sums(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0).
+    """Sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0), in the matrix's dtype.
 
-    Rows are gathered a chunk of whole segments at a time (at most about 64k rows, so a huge text
-    never materialises a (tokens × h) copy) and each segment is summed on its own, in order, with
-    float64 accumulation (``np.add.reduceat``): a segment's sum never depends on how texts were
-    batched. Pure numpy: fitting on the CPU imports no torch.
+    One sparse product ``S · matrix`` with ``S`` the (segments × vocabulary) 0/1 incidence matrix:
+    no (tokens × h) copy is materialised, so a huge text costs no more memory than its ids. The sums
+    are in the matrix's own precision: float32 for an embedding matrix, whose 8-token window sums this
+    computes (their rounding is that of the stored embeddings themselves); callers add windows into
+    texts in float64. Each segment is summed on its own, so its sum never depends on how texts were
+    batched. Pure numpy/scipy: fitting on the CPU imports no torch.
     """
-    out = np.empty((sizes.size, matrix.shape[1]), np.float64)
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    first = 0
-    while first < sizes.size:
-        last = max(first + 1, int(np.searchsorted(ends, starts[first] + _SEGMENT_CHUNK_TOKENS, side="right")))
-        lo, hi = int(starts[first]), int(ends[last - 1])
-        rows = np.take(matrix, ids[lo:hi], axis=0)
-        out[first:last] = np.add.reduceat(rows, starts[first:last] - lo, axis=0, dtype=np.float64)
-        first = last
-    return out
+    import scipy.sparse
+
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float32)
+    indptr = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(sizes, out=indptr[1:])
+    incidence = scipy.sparse.csr_matrix(
+        (np.ones(ids.size, matrix.dtype), np.asarray(ids, np.int64), indptr),
+        shape=(sizes.size, matrix.shape[0]),
+    )
+    return np.asarray(incidence @ matrix)
 
 
 def text_means(matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray) -> np.ndarray:
