@@ -68,7 +68,7 @@ def oracle_route(router: Router, messages, previous, s: ConversationSettings):
         weights.append((s.user_weight if role == "user" else s.assistant_weight) * decay)
     table, config = router.table, router.config
     d = table.num_experts
-    total_w, acc = 0.0, np.zeros(d)
+    total_w, acc, tokens = 0.0, np.zeros(d), 0.0
     for (_, text), w in zip(turns, weights):
         if w == 0 or not text.strip():
             continue
@@ -92,9 +92,11 @@ def oracle_route(router: Router, messages, previous, s: ConversationSettings):
         mass = w * len(ids) if config.selector == "avg" else w  # mean logits count per token
         acc += mass * ev
         total_w += mass
+        tokens += w * len(ids)
     if total_w == 0:
         return None
-    temp = config.effective_temperature
+    # the evidence prior: the weighted tokens temper the evidence as one prompt of that many tokens
+    temp = config.effective_temperature * (1 + config.effective_evidence_tokens / tokens)
     if config.selector == "avg":
         e = acc / total_w
         p = np.exp((e - e.max()) / temp)
@@ -398,3 +400,17 @@ def test_conversation_benchmark_quick(tmp_path):
     assert result["sizes"]["follow_ups"] >= 50 and result["sizes"]["healthbench_conversations"] > 0
     assert (tmp_path / "conversations.png").stat().st_size > 0
     assert "| route_conversation |" in (tmp_path / "conversations.md").read_text()
+
+
+def test_one_message_scores_as_route_with_the_evidence_prior(paper_router, smollm2, small_corpus):
+    """A one-message chat is that prompt: same expert and the same scores as ``route`` (the evidence
+    prior included), for short and long prompts."""
+    from ir3de import Router
+
+    router = Router(smollm2, device="cpu", progress=False).fit(small_corpus)
+    assert router.config.effective_evidence_tokens > 0
+    for prompt in ("IRS", "What is a stanza?", small_corpus["math"][0]):
+        single = router.route(prompt)
+        chat = router.route_conversation([{"role": "user", "content": prompt}])
+        assert chat.expert == single.expert
+        assert chat.scores == pytest.approx(single.scores, rel=1e-9, abs=1e-12)

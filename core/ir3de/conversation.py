@@ -390,12 +390,25 @@ def _softmax(z: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def _combine(
-    evidence: np.ndarray, weights: np.ndarray, selector: str, combine: str, temperature: float
+    evidence: np.ndarray,
+    weights: np.ndarray,
+    selector: str,
+    combine: str,
+    temperature: float,
+    tokens: float = 0.0,
+    evidence_tokens: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Conversation evidence and scores from per-turn evidence; ``None`` when nothing counts."""
+    """Conversation evidence and scores from per-turn evidence; ``None`` when nothing counts.
+
+    ``tokens`` is the weighted count of countable tokens behind the evidence: the evidence prior of
+    :func:`ir3de.calibration.evidence_scores` tempers it as it tempers one prompt of that many tokens
+    (temperature ``T · (1 + evidence_tokens / tokens)``), so a one-message chat scores as ``route``.
+    """
     total = float(weights.sum())
     if total <= 0:
         return None
+    if evidence_tokens and tokens > 0:
+        temperature = temperature * (1.0 + evidence_tokens / tokens)
     if selector == "avg":
         combined = weights @ evidence / total
         return combined, _softmax(combined, temperature)
@@ -471,7 +484,15 @@ def route_conversation(
     w = weights[counted] * has_tokens
     # mean logits are per token: a turn counts with its tokens, as summed log-probabilities and votes do
     mass = w * sel.num_countable if config.selector == "avg" else w
-    combined = _combine(sel.evidence, mass, config.selector, config.combine, temperature)
+    combined = _combine(
+        sel.evidence,
+        mass,
+        config.selector,
+        config.combine,
+        temperature,
+        tokens=float(w @ sel.num_countable),
+        evidence_tokens=config.effective_evidence_tokens,
+    )
     turn_data = (
         counted,
         [turns[i][0] for i in counted],
