@@ -51,8 +51,9 @@ def test_decision_in_body_on_request(start_gateway, gateway_router):
         model="ir3de", messages=[{"role": "user", "content": MATH}], extra_body={"ir3de": {"decision": True}}
     )
     decision = completion.model_extra["ir3de"]
-    assert decision["expert"] == gateway_router.route(MATH).expert == decision["served_by"]
-    assert decision["confidence"] == pytest.approx(gateway_router.route(MATH).confidence, abs=1e-6)
+    expected = gateway_router.route_conversation([{"role": "user", "content": MATH}])  # the core's decision
+    assert decision["expert"] == expected.expert == gateway_router.route(MATH).expert == decision["served_by"]
+    assert decision["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
     plain = client.chat.completions.create(model="ir3de", messages=[{"role": "user", "content": MATH}])
     assert "ir3de" not in (plain.model_extra or {})
 
@@ -154,7 +155,7 @@ def test_conversation_uses_the_last_user_message_and_reports_switches(start_gate
 
 def test_low_confidence_goes_to_the_fallback(start_gateway, gateway_router):
     prompt = "hello there"
-    d = gateway_router.route(prompt)
+    d = gateway_router.route_conversation([{"role": "user", "content": prompt}])  # what the gateway routes
     client = _client(start_gateway(fallback="instructions", threshold=min(1.0, d.confidence + 1e-3)))
     raw = client.chat.completions.with_raw_response.create(
         model="ir3de", messages=[{"role": "user", "content": prompt}]
