@@ -245,11 +245,11 @@ def _fit_router(folder: Path) -> Path:
 
 def _in_process_routing(folder: Path, prompts: Sequence[str]) -> dict[str, float]:
     from ir3de import Router
-    from ir3de_integrations.serve.routing import SessionMemory, route_messages
+    from ir3de_integrations.serve.routing import SessionStore, route_messages
 
     router = Router.from_pretrained(folder, device="cpu")
     messages = [[{"role": "user", "content": p}] for p in prompts]
-    sessions = SessionMemory()
+    sessions = SessionStore()
     for m in messages[:50]:
         route_messages(router, m, sessions=sessions)
     times = []

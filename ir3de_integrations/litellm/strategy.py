@@ -30,7 +30,7 @@ from typing import Any
 from litellm.types.router import CustomRoutingStrategyBase
 
 from ir3de.errors import Ir3deError
-from ir3de_integrations.serve.routing import GatewayDecision, SessionMemory, route_messages
+from ir3de_integrations.serve.routing import GatewayDecision, SessionStore, route_messages
 
 __all__ = ["Ir3deRoutingStrategy", "use_ir3de"]
 
@@ -74,7 +74,7 @@ class Ir3deRoutingStrategy(CustomRoutingStrategyBase):
         self.by_model = {m: e for e, m in (experts or {}).items()}
         self.fallback = fallback
         self.threshold = float(threshold)
-        self.sessions = SessionMemory()
+        self.sessions = SessionStore()
         self._random = random.Random(seed)
 
     # ------------------------------------------------------------------ LiteLLM's hook

@@ -1,19 +1,26 @@
-"""Admin endpoints: add, update and remove experts and post feedback while the gateway serves.
+"""Admin endpoints: add, update and remove experts and learn from feedback while the gateway serves.
 
 Off unless the gateway config names ``admin_token_env`` and that variable holds a token; every call
-then needs ``Authorization: Bearer <token>`` (else 401). Changes are serialised; the slow part
-(counting texts, re-solving) runs in a worker thread, so the event loop keeps serving, and the router
-swaps its routing table whole: in-flight requests are never dropped.
+then needs ``Authorization: Bearer <token>`` (else 401). Changes are serialised by the gateway's
+asyncio lock; the slow part (counting texts, re-solving) runs in a worker thread, so the event loop
+keeps serving. Experts change through the core :class:`ir3de.experts.ExpertRegistry`, which changes
+the router and the expert → upstream map together under its lock while requests route lock-free:
+in-flight requests are never dropped, and a request always gets the upstream of the expert it was
+routed to.
 
 * ``GET /admin/experts`` — experts, descriptions and upstreams (no keys).
 * ``POST /admin/experts`` — ``{"name", "description", "texts": [...] | "stat_pack": folder-or-repo,
-  "upstream": {"base_url", "model", "api_key_env", "timeout"}}``. The upstream is registered before
-  the router can choose the expert.
-* ``PATCH /admin/experts/{name}`` — ``{"texts": [...]}`` adds text to the expert's statistics
+  "upstream": {"base_url", "model", "api_key_env", "timeout"}}``.
+* ``PATCH /admin/experts/{name}`` — ``{"texts": [...]}`` adds text to the expert's corpus statistics
   (exact, additive); ``{"upstream": {...}}`` points it at another upstream.
-* ``DELETE /admin/experts/{name}`` — the router stops choosing it first, then its upstream goes.
+* ``DELETE /admin/experts/{name}`` — the router stops choosing it; requests already routed to it
+  still reach its upstream.
 * ``POST /admin/feedback`` — ``{"feedback": [{"prompt": "...", "expert": "math"}, ...]}``: labelled
-  prompts added to each expert's statistics (see :func:`apply_feedback`).
+  prompts learned as each expert's *traffic* (:meth:`ir3de.Router.learn`: a block of its own,
+  weighted by the router's ``traffic_weight``/``traffic_policy``, exactly removable).
+* ``GET /admin/traffic`` — the learned traffic per expert (:attr:`ir3de.Router.traffic`).
+* ``DELETE /admin/traffic`` (all experts) or ``DELETE /admin/traffic/{name}`` — forget learned
+  traffic (:meth:`ir3de.Router.forget_traffic`: back to the router before any feedback, exactly).
 
 Example:
     >>> import httpx                                                                   # doctest: +SKIP
@@ -33,27 +40,66 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from ir3de.errors import Ir3deError
+from ir3de.errors import Ir3deError, UnknownExpertError
+from ir3de.experts import ExpertRegistry
 
 from .config import ConfigError, UpstreamConfig
 from .errors import GatewayError
+from .upstreams import Upstream
 
-__all__ = ["admin_routes", "apply_feedback"]
+__all__ = ["admin_routes", "apply_feedback", "forget_traffic", "traffic_summary"]
 
 
-def apply_feedback(router: Any, items: Sequence[tuple[str, str]]) -> dict[str, int]:
-    """Add labelled prompts ``(prompt, expert)`` to each expert's statistics; returns counts per expert.
+def _registry_write(registry: ExpertRegistry[Any], change: Any) -> Any:
+    """Run a router change that keeps its experts (learning, forgetting traffic) on the registry's
+    writer path, so it is serialised with the registry's add/update/remove. The router swaps its
+    routing table whole, so lock-free readers see the old table or the new one."""
+    with registry._lock:  # the core registry has no learn method yet; its writers hold this lock
+        return change()
 
-    Uses ``router.update_expert(expert, prompts)`` (exact additive statistics: the same as refitting
-    with the prompts in that expert's corpus). The learning API of the core (a separate traffic block
-    with its own weight, forgettable) will replace this function.
+
+def apply_feedback(registry: ExpertRegistry[Any], items: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Learn labelled prompts ``(prompt, expert)`` as traffic; returns how many prompts per expert.
+
+    Uses the registry's ``learn`` when the core has one, else :meth:`ir3de.Router.learn` on the
+    registry's writer path.
+
+    Example:
+        >>> apply_feedback(registry, [("integrate x^2", "math")])   # doctest: +SKIP
+        {'math': 1}
     """
     grouped: dict[str, list[str]] = defaultdict(list)
     for prompt, expert in items:
         grouped[expert].append(prompt)
-    for expert, prompts in grouped.items():
-        router.update_expert(expert, prompts)
+    prompts = [p for p, _ in items]
+    experts = [e for _, e in items]
+    learn = getattr(registry, "learn", None)
+    if callable(learn):
+        learn(prompts, experts)
+    else:
+        _registry_write(registry, lambda: registry.router.learn(prompts, experts))
     return {e: len(p) for e, p in grouped.items()}
+
+
+def forget_traffic(registry: ExpertRegistry[Any], expert: str | None = None) -> None:
+    """Forget the traffic learned for ``expert`` (all experts with ``None``)."""
+    forget = getattr(registry, "forget_traffic", None)
+    if callable(forget):
+        forget(expert)
+    else:
+        _registry_write(registry, lambda: registry.router.forget_traffic(expert))
+
+
+def traffic_summary(router: Any) -> dict[str, Any]:
+    """``router.traffic`` as JSON: per expert with learned traffic, its prompts, tokens and weight."""
+    out: dict[str, Any] = {}
+    for name, summary in router.traffic.items():
+        out[name] = summary.to_dict()
+    return {
+        "traffic_weight": router.config.traffic_weight,
+        "traffic_policy": router.config.traffic_policy,
+        "experts": out,
+    }
 
 
 def _gateway(request: Request) -> Any:
@@ -114,8 +160,23 @@ async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
     except Ir3deError as e:
         raise GatewayError(
-            400 if not isinstance(e, KeyError) else 404, str(e), code=type(e).__name__
+            404 if isinstance(e, (UnknownExpertError, KeyError)) else 400, str(e), code=type(e).__name__
         ) from None
+
+
+def _add_from_pack(registry: ExpertRegistry[Upstream], name: str, handler: Upstream, pack: str) -> None:
+    """Add expert ``name`` from a stat pack (folder or Hub repo id) with its upstream; the pack's
+    learned traffic, if any, is learned after."""
+    from ir3de import persistence
+    from ir3de.hub import resolve_folder
+
+    data = persistence.load_pack(resolve_folder(pack, kind="stat_pack").folder)
+    router = registry.router
+    data.check_compatible(router.fingerprint, "the router")
+    registry.add_counts(name, handler, data.counts, data.description)
+    traffic = getattr(data, "traffic", None)
+    if traffic is not None and traffic.num_tokens:
+        _registry_write(registry, lambda: router.learn_counts({name: traffic}))
 
 
 def _listing(gw: Any) -> dict[str, Any]:
@@ -164,16 +225,13 @@ def admin_routes() -> APIRouter:
                     f"expert {name!r} exists; PATCH /admin/experts/{name} to update it",
                     code="expert_exists",
                 )
-            before = gw.upstreams
-            gw.upstreams = before.with_upstream(name, upstream)  # reachable before the router can pick it
-            try:
-                if pack is not None:
-                    await _apply(gw.router.add_expert_from_stats, pack, name=name)
-                else:
-                    await _apply(gw.router.add_expert, name, texts, description)
-            except BaseException:
-                gw.upstreams = before
-                raise
+            handler = Upstream.from_config(name, upstream)
+            registry = gw.registry
+            if pack is not None:
+                await _apply(_add_from_pack, registry, name, handler, pack)
+            else:
+                await _apply(registry.add, name, handler, texts, description)
+            gw.upstreams.take_direct(name)  # it is routable now: the registry holds its upstream
         return JSONResponse(_listing(gw), status_code=201)
 
     @routes.patch("/experts/{name}")
@@ -191,10 +249,8 @@ def admin_routes() -> APIRouter:
                 raise GatewayError(
                     404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
                 )
-            if texts is not None:
-                await _apply(gw.router.update_expert, name, texts)
-            if upstream is not None:
-                gw.upstreams = gw.upstreams.with_upstream(name, upstream)
+            handler = Upstream.from_config(name, upstream) if upstream is not None else None
+            await _apply(gw.registry.update, name, texts, handler=handler)
         return JSONResponse(_listing(gw))
 
     @routes.delete("/experts/{name}")
@@ -211,8 +267,7 @@ def admin_routes() -> APIRouter:
                     f"{name!r} is a configured fallback expert; it cannot be removed",
                     code="expert_in_use",
                 )
-            await _apply(gw.router.remove_expert, name)
-            gw.upstreams = gw.upstreams.without(name)  # after the router stopped choosing it
+            await _apply(gw.registry.remove, name)
         return JSONResponse(_listing(gw))
 
     @routes.post("/feedback")
@@ -243,7 +298,30 @@ def admin_routes() -> APIRouter:
                     f"feedback names unknown experts {unknown}; experts are {gw.router.experts}",
                     code="expert_not_found",
                 )
-            applied = await _apply(apply_feedback, gw.router, pairs)
-        return JSONResponse({"applied": applied})
+            applied = await _apply(apply_feedback, gw.registry, pairs)
+        return JSONResponse({"applied": applied, "traffic": traffic_summary(gw.router)["experts"]})
+
+    @routes.get("/traffic")
+    async def get_traffic(request: Request) -> Response:
+        gw = _gateway(request)
+        return JSONResponse(traffic_summary(gw.router))
+
+    @routes.delete("/traffic")
+    async def forget_all_traffic(request: Request) -> Response:
+        gw = _gateway(request)
+        async with gw.admin_lock:
+            await _apply(forget_traffic, gw.registry, None)
+        return JSONResponse(traffic_summary(gw.router))
+
+    @routes.delete("/traffic/{name}")
+    async def forget_expert_traffic(name: str, request: Request) -> Response:
+        gw = _gateway(request)
+        async with gw.admin_lock:
+            if name not in gw.router.experts:
+                raise GatewayError(
+                    404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
+                )
+            await _apply(forget_traffic, gw.registry, name)
+        return JSONResponse(traffic_summary(gw.router))
 
     return routes

@@ -33,12 +33,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .config import ConfigError, GatewayConfig
+from .config import GatewayConfig
 from .errors import GatewayError, error_response
 from .metrics import GatewayMetrics
-from .routing import GatewayDecision, SessionMemory, message_text, route_messages
+from .routing import GatewayDecision, SessionStore, message_text, route_request
 from .upstream_client import STREAM_ERRORS, UpstreamClient, UpstreamFailure
-from .upstreams import Upstream, UpstreamRegistry
+from .upstreams import Upstream, Upstreams
 
 __all__ = ["Gateway", "create_app", "load_router"]
 
@@ -53,30 +53,30 @@ def load_router(source: str) -> Any:
 
 
 class Gateway:
-    """The gateway's live state: config, router, upstream snapshot, sessions, metrics, HTTP client.
+    """The gateway's live state: config, router, upstreams, sessions, metrics, HTTP client.
 
-    ``upstreams`` is replaced whole (never mutated) on admin changes; see :mod:`.upstreams`.
+    ``upstreams.registry`` is the core :class:`ir3de.experts.ExpertRegistry` (expert → upstream);
+    change experts through it only (the admin endpoints do), so router and upstreams change together.
+
+    Raises:
+        ConfigError: an expert of the router has no upstream.
     """
 
     def __init__(self, config: GatewayConfig, router: Any) -> None:
         self.config = config
         self.router = router
-        self.upstreams = UpstreamRegistry(config.experts)
-        self.sessions = SessionMemory(config.max_sessions)
+        self.upstreams = Upstreams(router, config.experts)
+        self.sessions = SessionStore(ttl=config.session_ttl, max_sessions=config.max_sessions)
+        self.conversation = config.conversation_settings()
         self.metrics = GatewayMetrics()
         self.client: UpstreamClient | None = None
         self.admin_lock = asyncio.Lock()
         self.started = time.time()
-        self.check_upstreams()
 
-    def check_upstreams(self) -> None:
-        """Every expert the router can choose needs an upstream."""
-        missing = [e for e in self.router.experts if e not in self.upstreams]
-        if missing:
-            raise ConfigError(
-                f"experts {missing} of the router have no upstream; add them under experts: in the gateway "
-                f"config (configured: {self.upstreams.names()})"
-            )
+    @property
+    def registry(self) -> Any:
+        """The core expert registry (expert → :class:`Upstream`)."""
+        return self.upstreams.registry
 
     def model_ids(self) -> list[str]:
         return [self.config.virtual_model, *self.upstreams.names()]
@@ -302,17 +302,18 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
             model = payload["model"]
             cfg = gw.config
             routing_seconds = 0.0
-            # from routing to the upstream lookup nothing awaits: an admin swap cannot land in between
+            # decision and upstream come from one registry snapshot (route_request)
             if model == cfg.virtual_model:
                 session = request.headers.get(cfg.session_header) or payload.get("user")
                 t0 = time.perf_counter()
-                decision = route_messages(
-                    gw.router,
+                decision, upstream = route_request(
+                    gw.registry,
                     payload["messages"],
                     session_id=session if isinstance(session, str) else None,
                     sessions=gw.sessions,
                     fallback=cfg.fallback,
                     threshold=cfg.threshold,
+                    settings=gw.conversation,
                 )
                 routing_seconds = time.perf_counter() - t0
                 gw.metrics.routing_seconds.observe(routing_seconds)
@@ -321,6 +322,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
                     gw.metrics.abstentions.inc()
             elif model in gw.upstreams:
                 decision = GatewayDecision(model, 1.0, model, routed=False)
+                upstream = gw.upstreams.get(model)
             else:
                 raise GatewayError(
                     404,
@@ -329,7 +331,6 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
                     code="model_not_found",
                     param="model",
                 )
-            upstream = gw.upstreams.get(decision.expert)
             if upstream is None:
                 raise GatewayError(
                     503,

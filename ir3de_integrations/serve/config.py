@@ -11,6 +11,9 @@ A YAML or JSON file (``ir3de serve --config gateway.yaml``), CLI flags, or Pytho
       math: {base_url: "http://127.0.0.1:8001/v1", model: qwen2.5-math, api_key_env: MATH_KEY}
       code: {base_url: "http://127.0.0.1:8002/v1", model: qwen2.5-coder, timeout: 120}
     admin_token_env: IR3DE_ADMIN_TOKEN   # admin endpoints are off unless this is set
+    margin: 0.2                      # conversation routing (ir3de.conversation.ConversationSettings):
+    half_life: 2                     # ... half_life, user_weight, assistant_weight, include_system, margin
+    session_ttl: 3600                # a session's previous expert is forgotten after this many seconds
 
 API keys are never written in the file: ``api_key_env`` names the environment variable holding one.
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ir3de.conversation import ConversationSettings
 from ir3de.errors import Ir3deError
 
 __all__ = ["ConfigError", "GatewayConfig", "UpstreamConfig"]
@@ -106,6 +110,9 @@ class UpstreamConfig:
         }
 
 
+_CONVERSATION_KEYS = ("half_life", "user_weight", "assistant_weight", "include_system", "margin")
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything ``ir3de serve`` needs. See the module docstring for the file format.
@@ -124,7 +131,10 @@ class GatewayConfig:
         admin_token_env: environment variable holding the admin bearer token; admin is off when unset.
         log_prompts: put prompt text in the structured logs (off: only lengths and decisions).
         session_header: request header naming the conversation (else the body's ``user`` field).
-        max_sessions: conversations remembered for stickiness (least recently used are forgotten).
+        max_sessions: conversations remembered for stickiness (least recently written are forgotten).
+        session_ttl: seconds a conversation's previous expert is remembered.
+        half_life, user_weight, assistant_weight, include_system, margin: the conversation routing
+            options (:class:`ir3de.conversation.ConversationSettings`; unset: the core's defaults).
         host, port: where ``ir3de serve`` listens.
     """
 
@@ -141,6 +151,12 @@ class GatewayConfig:
     log_prompts: bool = False
     session_header: str = "x-ir3de-session"
     max_sessions: int = 10_000
+    session_ttl: float = 3600.0
+    half_life: float | None = None
+    user_weight: float | None = None
+    assistant_weight: float | None = None
+    include_system: bool | None = None
+    margin: float | None = None
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -164,6 +180,31 @@ class GatewayConfig:
                 )
         if self.virtual_model in self.experts:
             raise ConfigError(f"virtual_model {self.virtual_model!r} is also an expert name; rename one")
+        if (
+            isinstance(self.max_sessions, bool)
+            or not isinstance(self.max_sessions, int)
+            or self.max_sessions < 1
+        ):
+            raise ConfigError(f"max_sessions must be a positive integer, got {self.max_sessions!r}")
+        if (
+            isinstance(self.session_ttl, bool)
+            or not isinstance(self.session_ttl, (int, float))
+            or self.session_ttl <= 0
+        ):
+            raise ConfigError(f"session_ttl must be a positive number of seconds, got {self.session_ttl!r}")
+        self.conversation_settings()  # the conversation options are checked by the core
+
+    def conversation_settings(self) -> ConversationSettings:
+        """The conversation routing options: the core's defaults with every option set here replaced.
+
+        Raises:
+            ConfigError: an option out of range (the message names it).
+        """
+        changes = {k: getattr(self, k) for k in _CONVERSATION_KEYS if getattr(self, k) is not None}
+        try:
+            return ConversationSettings(**changes)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"conversation routing option: {e}") from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GatewayConfig:

@@ -1,13 +1,17 @@
 """Which expert serves a chat request: the messages → one decision, with per-conversation memory.
 
-:func:`route_messages` is the single place where the gateway asks the core for a route. Until the
-core's conversation routing (``Router.route_conversation`` and ``ir3de.conversation.SessionStore``)
-lands, it routes on the last user message with ``router.route(text)`` and remembers each session's
-previous expert itself (:class:`SessionMemory`), so ``switched`` says when a conversation changed
-expert.
+The decision is the core's conversation routing (:meth:`ir3de.Router.route_conversation`: decayed
+per-turn evidence, role weights, stickiness to the session's previous expert), with the session's
+previous expert kept in an :class:`ir3de.conversation.SessionStore` (expiry, size bound,
+thread-safe). In the gateway it runs through the core :class:`ir3de.experts.ExpertRegistry`
+(:func:`route_request`), so the decision and its expert's upstream come from one consistent
+snapshot while admin calls add or remove experts. On top of the core decision the gateway applies
+its own low-confidence fallback (``fallback``/``threshold`` of the gateway config). The session is
+written once, after the decision is final (fallback routes are not remembered, as in
+:func:`ir3de.conversation.route_session`).
 
 Example:
-    >>> sessions = SessionMemory(max_sessions=100)
+    >>> sessions = SessionStore(ttl=3600, max_sessions=100)
     >>> d = route_messages(router, [{"role": "user", "content": "Solve 3x + 5 = 11"}],
     ...                    session_id="s1", sessions=sessions)        # doctest: +SKIP
     >>> d.expert, d.switched                                           # doctest: +SKIP
@@ -16,17 +20,20 @@ Example:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from ir3de.errors import EmptyPromptError
+from ir3de.conversation import ConversationSettings, SessionStore
+from ir3de.decision import RouteDecision
+from ir3de.errors import EmptyPromptError, MessageError, UnknownExpertError
+from ir3de.experts import ExpertRegistry
 
 from .errors import GatewayError
 
-__all__ = ["GatewayDecision", "SessionMemory", "message_text", "route_messages"]
+__all__ = ["GatewayDecision", "SessionStore", "message_text", "route_messages", "route_request"]
+
+H = TypeVar("H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,35 +67,6 @@ class GatewayDecision:
         }
 
 
-class SessionMemory:
-    """Each conversation's last expert, least recently used forgotten past ``max_sessions``.
-
-    Thread-safe; O(1) per request.
-    """
-
-    def __init__(self, max_sessions: int = 10_000) -> None:
-        self.max_sessions = int(max_sessions)
-        self._last: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, session_id: str) -> str | None:
-        with self._lock:
-            expert = self._last.get(session_id)
-            if expert is not None:
-                self._last.move_to_end(session_id)
-            return expert
-
-    def set(self, session_id: str, expert: str) -> None:
-        with self._lock:
-            self._last[session_id] = expert
-            self._last.move_to_end(session_id)
-            while len(self._last) > self.max_sessions:
-                self._last.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._last)
-
-
 def message_text(message: Any) -> str:
     """The text of one chat message: a string ``content`` or the ``text`` parts of a list of parts."""
     if not isinstance(message, dict):
@@ -101,40 +79,43 @@ def message_text(message: Any) -> str:
     return ""
 
 
-def _routing_text(messages: Sequence[Any]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = message_text(message)
-            if text.strip():
-                return text
-    return "\n".join(message_text(m) for m in messages)
+def _turns(messages: Sequence[Any]) -> list[tuple[Any, str]]:
+    """(role, text) pairs: OpenAI messages may lack ``content`` (tool calls) or hold non-text parts."""
+    return [(m.get("role") if isinstance(m, dict) else None, message_text(m)) for m in messages]
 
 
-def route_messages(
-    router: Any,
-    messages: Sequence[Any],
+def _decide(
+    route: Callable[[str | None], tuple[RouteDecision, H | None]],
+    fallback_handler: Callable[[str], H | None],
     *,
-    session_id: str | None = None,
-    sessions: SessionMemory | None = None,
-    fallback: str | None = None,
-    threshold: float = 0.0,
-) -> GatewayDecision:
-    """Route a chat request's messages to one expert.
+    session_id: str | None,
+    sessions: SessionStore | None,
+    fallback: str | None,
+    threshold: float,
+) -> tuple[GatewayDecision, H | None]:
+    """Read the session, route (``route(previous)`` has no side effect), apply the gateway's fallback,
+    then write the session once: all under the session's lock, so one session's turns do not race."""
+    if sessions is None or not session_id:
+        return _final(route, fallback_handler, None, fallback, threshold)
+    with sessions.locked(session_id):
+        previous = sessions.get(session_id)
+        decision, handler = _final(route, fallback_handler, previous, fallback, threshold)
+        if not decision.abstained:
+            sessions.set(session_id, decision.expert)
+        return decision, handler
 
-    Args:
-        router: a fitted :class:`ir3de.Router`.
-        messages: the request's ``messages`` (OpenAI chat format).
-        session_id: the conversation, when the client names one.
-        sessions: where each conversation's previous expert is kept.
-        fallback: expert for low-confidence decisions and for messages with no routable text.
-        threshold: confidence below which ``fallback`` is taken.
 
-    Raises:
-        GatewayError: 400 when no message has routable text and no fallback is configured.
-    """
-    previous = sessions.get(session_id) if sessions is not None and session_id else None
+def _final(
+    route: Callable[[str | None], tuple[RouteDecision, H | None]],
+    fallback_handler: Callable[[str], H | None],
+    previous: str | None,
+    fallback: str | None,
+    threshold: float,
+) -> tuple[GatewayDecision, H | None]:
     try:
-        d = router.route(_routing_text(messages))
+        d, handler = route(previous)
+    except MessageError as e:
+        raise GatewayError(400, str(e), code="invalid_messages", param="messages") from None
     except EmptyPromptError:
         if fallback is None:
             raise GatewayError(
@@ -144,16 +125,103 @@ def route_messages(
                 code="unroutable_messages",
                 param="messages",
             ) from None
-        decision = GatewayDecision(
-            fallback, 0.0, None, abstained=True, switched=previous not in (None, fallback)
+        return (
+            GatewayDecision(fallback, 0.0, None, abstained=True, switched=previous not in (None, fallback)),
+            fallback_handler(fallback),
         )
-    else:
-        top = d.top_expert if d.top_expert is not None else d.expert
-        abstain = d.fallback_used or (fallback is not None and d.confidence < threshold)
-        expert = fallback if (abstain and fallback is not None) else d.expert
-        decision = GatewayDecision(
+    top = d.top_expert if d.top_expert is not None else d.expert
+    abstain = d.fallback_used or (fallback is not None and d.confidence < threshold)
+    expert = d.expert
+    if abstain and fallback is not None and fallback != d.expert:
+        expert, handler = fallback, fallback_handler(fallback)
+    return (
+        GatewayDecision(
             expert, d.confidence, top, abstained=abstain, switched=previous not in (None, expert)
+        ),
+        handler,
+    )
+
+
+def route_request(
+    registry: ExpertRegistry[H],
+    messages: Sequence[Any],
+    *,
+    session_id: str | None = None,
+    sessions: SessionStore | None = None,
+    fallback: str | None = None,
+    threshold: float = 0.0,
+    settings: ConversationSettings | None = None,
+) -> tuple[GatewayDecision, H | None]:
+    """Route a chat request through ``registry``: the decision and its expert's handler (upstream),
+    both from one registry snapshot (``None`` handler: the fallback expert has none right now).
+
+    Raises:
+        GatewayError: 400 for malformed messages, or when no message has routable text and no
+            fallback is configured.
+
+    Example:
+        >>> decision, upstream = route_request(registry, messages, session_id="s1", sessions=store)  # doctest: +SKIP
+    """
+    turns = _turns(messages)
+
+    def route(previous: str | None) -> tuple[RouteDecision, H | None]:
+        routed = registry.route_with(
+            lambda router: router.route_conversation(turns, previous_expert=previous, settings=settings)
         )
-    if sessions is not None and session_id:
-        sessions.set(session_id, decision.expert)
+        return routed.decision, routed.handler
+
+    def fallback_handler(name: str) -> H | None:
+        try:
+            return registry.get(name)
+        except UnknownExpertError:
+            return None
+
+    return _decide(
+        route,
+        fallback_handler,
+        session_id=session_id,
+        sessions=sessions,
+        fallback=fallback,
+        threshold=threshold,
+    )
+
+
+def route_messages(
+    router: Any,
+    messages: Sequence[Any],
+    *,
+    session_id: str | None = None,
+    sessions: SessionStore | None = None,
+    fallback: str | None = None,
+    threshold: float = 0.0,
+    settings: ConversationSettings | None = None,
+) -> GatewayDecision:
+    """Route a chat request's messages to one expert with ``router.route_conversation``.
+
+    Args:
+        router: a fitted :class:`ir3de.Router`.
+        messages: the request's ``messages`` (OpenAI chat format).
+        session_id: the conversation, when the client names one.
+        sessions: where each conversation's previous expert is kept.
+        fallback: expert for low-confidence decisions and for messages with no routable text.
+        threshold: confidence below which ``fallback`` is taken.
+        settings: the conversation options (default: the core's measured defaults).
+
+    Raises:
+        GatewayError: 400 for malformed messages, or when no message has routable text and no
+            fallback is configured.
+    """
+    turns = _turns(messages)
+
+    def route(previous: str | None) -> tuple[RouteDecision, None]:
+        return router.route_conversation(turns, previous_expert=previous, settings=settings), None
+
+    decision, _ = _decide(
+        route,
+        lambda name: None,
+        session_id=session_id,
+        sessions=sessions,
+        fallback=fallback,
+        threshold=threshold,
+    )
     return decision

@@ -1,17 +1,19 @@
-"""Expert name → upstream: an immutable snapshot, swapped whole when an expert is added or removed.
+"""Expert name → upstream: the core :class:`ir3de.experts.ExpertRegistry` with upstreams as handlers.
 
-A request looks its upstream up once, right after routing, and keeps that object: an admin change
-that lands mid-request never changes where an in-flight request goes. (The core's expert registry,
-``ir3de.experts``, will hold the same mapping for every adapter; this module is the gateway's own
-until then — the one place to switch.)
+The registry pairs each expert the router can choose (and the router's own ``fallback``) with its
+:class:`Upstream` and changes both together under its lock; routing through it is lock-free and
+returns the decision with the upstream of the expert it names, both from one snapshot (see
+:func:`ir3de_integrations.serve.routing.route_request`). A request keeps that upstream object: an
+admin change that lands mid-request never changes where an in-flight request goes, and an expert
+removed meanwhile still answers the requests routed to it before.
+
+Upstreams configured for names the router cannot choose are served only when a request names them
+as its model; they live beside the registry (:class:`Upstreams`).
 
 Example:
-    >>> reg = UpstreamRegistry({"math": UpstreamConfig("http://127.0.0.1:8001/v1", "m")})
-    >>> reg.get("math").url
+    >>> ups = Upstreams(router, {"math": UpstreamConfig("http://127.0.0.1:8001/v1", "m")})  # doctest: +SKIP
+    >>> ups.get("math").url                                                                  # doctest: +SKIP
     'http://127.0.0.1:8001/v1/chat/completions'
-    >>> reg = reg.with_upstream("code", UpstreamConfig("http://127.0.0.1:8002/v1", "c"))
-    >>> sorted(reg.names())
-    ['code', 'math']
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
-from .config import UpstreamConfig
+from ir3de.errors import InvalidInputError
+from ir3de.experts import ExpertRegistry, handler_names
 
-__all__ = ["Upstream", "UpstreamRegistry"]
+from .config import ConfigError, UpstreamConfig
+
+__all__ = ["Upstream", "Upstreams"]
 
 
 @dataclass(frozen=True)
@@ -43,33 +49,54 @@ class Upstream:
         return cls(name, config, f"{config.base_url}/chat/completions", MappingProxyType(headers))
 
 
-class UpstreamRegistry:
-    """An immutable name → :class:`Upstream` mapping; changes return a new registry."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, configs: Mapping[str, UpstreamConfig] | None = None) -> None:
-        self._items: Mapping[str, Upstream] = MappingProxyType(
-            {n: Upstream.from_config(n, c) for n, c in (configs or {}).items()}
+def _check_upstream(name: str, handler: object) -> None:
+    if not isinstance(handler, Upstream):
+        raise InvalidInputError(
+            f"expert {name!r}: the gateway's handlers are Upstream, got {type(handler).__name__}"
         )
 
-    @classmethod
-    def _of(cls, items: dict[str, Upstream]) -> UpstreamRegistry:
-        reg = cls.__new__(cls)
-        reg._items = MappingProxyType(items)
-        return reg
+
+class Upstreams:
+    """The routable experts' upstreams (:attr:`registry`, an :class:`ExpertRegistry`) plus upstreams
+    that are only reachable by name (:attr:`direct`, an immutable mapping swapped whole).
+
+    Raises:
+        ConfigError: an expert of the router (or its fallback) has no upstream.
+    """
+
+    def __init__(self, router: Any, configs: Mapping[str, UpstreamConfig]) -> None:
+        names = handler_names(router)
+        missing = [e for e in names if e not in configs]
+        if missing:
+            raise ConfigError(
+                f"experts {missing} of the router have no upstream; add them under experts: in the gateway "
+                f"config (configured: {list(configs)})"
+            )
+        routable = {n: Upstream.from_config(n, c) for n, c in configs.items() if n in names}
+        self.registry: ExpertRegistry[Upstream] = ExpertRegistry(
+            router, routable, kind="upstream", check_handler=_check_upstream
+        )
+        self.direct: Mapping[str, Upstream] = MappingProxyType(
+            {n: Upstream.from_config(n, c) for n, c in configs.items() if n not in names}
+        )
 
     def get(self, name: str) -> Upstream | None:
-        return self._items.get(name)
+        """The upstream of ``name`` now (``None``: none)."""
+        found = self.registry.handlers.get(name)
+        return found if found is not None else self.direct.get(name)
 
     def names(self) -> list[str]:
-        return list(self._items)
+        return [*self.registry.handlers, *(n for n in self.direct if n not in self.registry.handlers)]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self.registry.handlers or name in self.direct
 
-    def with_upstream(self, name: str, config: UpstreamConfig) -> UpstreamRegistry:
-        return self._of({**self._items, name: Upstream.from_config(name, config)})
+    def take_direct(self, name: str) -> Upstream | None:
+        """Drop ``name`` from the name-only upstreams (it becomes routable); returns what was there."""
+        found = self.direct.get(name)
+        if found is not None:
+            self.direct = MappingProxyType({n: u for n, u in self.direct.items() if n != name})
+        return found
 
-    def without(self, name: str) -> UpstreamRegistry:
-        return self._of({n: u for n, u in self._items.items() if n != name})
+    def set_direct(self, name: str, upstream: Upstream) -> None:
+        self.direct = MappingProxyType({**self.direct, name: upstream})

@@ -172,9 +172,24 @@ def test_update_feedback_and_upstream_change(admin_gateway, echo_upstreams):
         {"prompt": "what is 17 times 23", "expert": "math"},
         {"prompt": "sort a list in python", "expert": "code"},
     ]
+    probes = [f["prompt"] for f in feedback] + PROMPTS
+    scores_before = [router.route(p).scores for p in probes]
     r = httpx.post(f"{gw.url}/admin/feedback", headers=AUTH, json={"feedback": feedback}, timeout=120)
-    assert r.status_code == 200 and r.json() == {"applied": {"math": 1, "code": 1}}
-    assert router.statistics["math"].num_texts == before + 2
+    assert r.status_code == 200 and r.json()["applied"] == {"math": 1, "code": 1}
+    # feedback is learned as traffic (Router.learn): its own block, the corpus statistics unchanged
+    assert router.statistics["math"].num_texts == before + 1
+    traffic = httpx.get(f"{gw.url}/admin/traffic", headers=AUTH).json()
+    assert {n: t["num_prompts"] for n, t in traffic["experts"].items()} == {"math": 1, "code": 1}
+    assert traffic["traffic_weight"] == router.config.traffic_weight
+    assert router.route(probes[0]).scores["math"] > scores_before[0]["math"]
+    # forget one expert's traffic, then all: the routing is back to before the feedback, exactly
+    r = httpx.delete(f"{gw.url}/admin/traffic/code", headers=AUTH, timeout=120)
+    assert r.status_code == 200 and list(r.json()["experts"]) == ["math"]
+    r = httpx.delete(f"{gw.url}/admin/traffic", headers=AUTH, timeout=120)
+    assert r.status_code == 200 and r.json()["experts"] == {} and router.traffic == {}
+    assert [router.route(p).scores for p in probes] == scores_before
+    r = httpx.delete(f"{gw.url}/admin/traffic/legal", headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "expert_not_found"
     # point 'math' at another upstream: requests naming it now reach that one
     r = httpx.patch(
         f"{gw.url}/admin/experts/math",

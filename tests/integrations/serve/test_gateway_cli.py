@@ -53,6 +53,9 @@ def test_flags_override_the_config_file(tmp_path):
         ("router: r\nthreshold: 0.5\nexperts: {a: 'http://h/v1'}\n", "needs a fallback"),
         ("router: r\nfallback: z\nexperts: {a: 'http://h/v1'}\n", "'z' has no upstream"),
         ("router: r\nport_number: 1\n", "unknown key"),
+        ("router: r\nmargin: 1.5\n", "margin must be in"),
+        ("router: r\nhalf_life: -1\n", "half_life must be"),
+        ("router: r\nsession_ttl: 0\n", "session_ttl must be"),
         ("router: [r\n", "not valid YAML"),
     ],
 )

@@ -51,8 +51,9 @@ def test_decision_in_body_on_request(start_gateway, gateway_router):
         model="ir3de", messages=[{"role": "user", "content": MATH}], extra_body={"ir3de": {"decision": True}}
     )
     decision = completion.model_extra["ir3de"]
-    assert decision["expert"] == gateway_router.route(MATH).expert == decision["served_by"]
-    assert decision["confidence"] == pytest.approx(gateway_router.route(MATH).confidence, abs=1e-6)
+    expected = gateway_router.route_conversation([{"role": "user", "content": MATH}])  # the core's decision
+    assert decision["expert"] == expected.expert == gateway_router.route(MATH).expert == decision["served_by"]
+    assert decision["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
     plain = client.chat.completions.create(model="ir3de", messages=[{"role": "user", "content": MATH}])
     assert "ir3de" not in (plain.model_extra or {})
 
@@ -133,7 +134,7 @@ def test_models_health_ready(start_gateway):
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
-def test_conversation_uses_the_last_user_message_and_reports_switches(start_gateway, gateway_router):
+def test_a_session_keeps_its_expert_and_reports_switches(start_gateway, gateway_router):
     """A session keeps a previous expert; a new topic moves the conversation (x-ir3de-expert follows)."""
     client = _client(start_gateway())
     history = [{"role": "user", "content": MATH}, {"role": "assistant", "content": "72"}]
@@ -154,7 +155,7 @@ def test_conversation_uses_the_last_user_message_and_reports_switches(start_gate
 
 def test_low_confidence_goes_to_the_fallback(start_gateway, gateway_router):
     prompt = "hello there"
-    d = gateway_router.route(prompt)
+    d = gateway_router.route_conversation([{"role": "user", "content": prompt}])  # what the gateway routes
     client = _client(start_gateway(fallback="instructions", threshold=min(1.0, d.confidence + 1e-3)))
     raw = client.chat.completions.with_raw_response.create(
         model="ir3de", messages=[{"role": "user", "content": prompt}]
@@ -173,3 +174,41 @@ def test_metrics_count_decisions_and_routing_time(start_gateway, gateway_router)
     assert "ir3de_routing_seconds_count 3.0" in text
     assert 'ir3de_upstream_seconds_count{expert="code"} 3.0' in text
     assert 'ir3de_requests_total{endpoint="chat",status="200"} 3.0' in text
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.9])
+def test_conversation_options_of_the_config_reach_the_core(start_gateway, gateway_router, margin):
+    """The gateway's decision is the core's route_conversation with the config's options and the
+    session's stored expert; a high margin keeps an ambiguous follow-up with the session's expert."""
+    from ir3de.conversation import ConversationSettings
+
+    client = _client(start_gateway(margin=margin, half_life=1.0, session_ttl=600))
+    first = client.chat.completions.create(
+        model="ir3de",
+        messages=[{"role": "user", "content": MATH}],
+        user="s-m",
+        extra_body={"ir3de": {"decision": True}},
+    )
+    previous = first.model_extra["ir3de"]["expert"]
+    chat = [
+        {"role": "user", "content": MATH},
+        {"role": "assistant", "content": "72"},
+        {"role": "user", "content": "hello there"},
+    ]
+    second = client.chat.completions.create(
+        model="ir3de", messages=chat, user="s-m", extra_body={"ir3de": {"decision": True}}
+    ).model_extra["ir3de"]
+    settings = ConversationSettings(margin=margin, half_life=1.0)
+    expected = gateway_router.route_conversation(chat, previous_expert=previous, settings=settings)
+    assert second["expert"] == expected.expert and second["switched"] == (expected.expert != previous)
+    assert second["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
+    if margin == 0.9:
+        assert second["expert"] == previous == "math" and second["switched"] is False
+
+
+def test_an_upstream_the_router_cannot_choose_is_served_by_name(start_gateway, echo_upstreams):
+    gw = start_gateway(upstreams={"medical": f"{echo_upstreams['medical'].url}/v1"})
+    client = _client(gw)
+    assert [m.id for m in client.models.list()][-1] == "medical"
+    answer = client.chat.completions.create(model="medical", messages=[{"role": "user", "content": "2+2"}])
+    assert answer.choices[0].message.content == "medical: 2+2"
