@@ -33,7 +33,7 @@ __all__ = ["main"]
 
 # Modules that add subcommands: each defines ``register(subparsers)`` (keeps this file small and lets
 # each capability own its command).
-_COMMAND_MODULES: tuple[str, ...] = ("ir3de.evaluate_cli", "ir3de.hub_cli")
+_COMMAND_MODULES: tuple[str, ...] = ("ir3de.evaluate_cli", "ir3de.hub_cli", "ir3de.learn_cli")
 
 
 def _load_embeddings(spec: str) -> TokenEmbeddings:
@@ -60,12 +60,20 @@ def _expert_texts(args: argparse.Namespace) -> dict[str, list[str]]:
     from .corpus import read_texts
 
     experts = _parse_pairs(args.expert, "--expert")
-    if not experts:
-        raise SystemExit("ir3de: error: give at least one --expert NAME=FILE_OR_GLOB")
-    return {
+    labelled = getattr(args, "labelled", None)  # --labelled FILE: added by ir3de.learn_cli
+    if not experts and not labelled:
+        raise SystemExit("ir3de: error: give at least one --expert NAME=FILE_OR_GLOB (or --labelled FILE)")
+    texts = {
         name: list(read_texts(patterns, field=args.field, whole_file=args.whole_file))
         for name, patterns in experts.items()
     }
+    if labelled:
+        from .labelled import read_labelled
+
+        data = read_labelled(labelled, text_field=args.text_field, label_field=args.label_field)
+        for name, more in data.by_label().items():
+            texts.setdefault(name, []).extend(more)
+    return texts
 
 
 def _descriptions(args: argparse.Namespace) -> dict[str, str]:

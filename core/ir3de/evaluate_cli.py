@@ -36,9 +36,11 @@ def _parse_lams(value: str) -> list[float]:
 def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
     from .cli import _expert_texts
 
-    if args.suite and args.expert:
-        raise SystemExit("ir3de: error: give either --suite or --expert NAME=FILE, not both")
-    if args.expert:
+    if args.suite and (args.expert or getattr(args, "labelled", None)):
+        raise SystemExit(
+            "ir3de: error: give either --suite or --expert NAME=FILE / --labelled FILE, not both"
+        )
+    if args.expert or getattr(args, "labelled", None):
         return _expert_texts(args), "user-provided held-out prompts"
     if not args.suite:
         raise SystemExit("ir3de: error: give test prompts with --expert NAME=FILE (repeat) or --suite NAME")
