@@ -35,7 +35,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "persistence hub conversation",
         "router",
         # above Router, public API only
-        "stat_pack evaluate plots experts progress",
+        "stat_pack evaluate plots experts progress feedback",
     )
 )
 

@@ -117,3 +117,11 @@ def _a(noun: str) -> str:
 class MessageError(Ir3deError, ValueError):
     """A chat message is malformed: not a ``{"role", "content"}`` dict or a ``(role, content)`` pair, an
     unknown role, content that is not text, or a conversation with no message that counts."""
+
+
+class UnknownCallError(Ir3deError, KeyError):
+    """Feedback names a routed call (a run id / routing id) that is not among the recent routed calls
+    remembered (never routed here, or evicted by newer ones), or an id that covers several routed calls."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""

@@ -37,6 +37,8 @@ from .errors import (
     UnknownExpertError,
     _a,
 )
+from .feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
+from .labelled import check_labels, group_prompts
 from .router import Router
 
 if TYPE_CHECKING:
@@ -161,6 +163,8 @@ class ExpertRegistry(Generic[H]):
             self._check(name, handler)
         self._lock = threading.RLock()
         self._snapshot: Snapshot[H] = self._publish(handlers)
+        self.calls = RecentRoutes(DEFAULT_MAXSIZE)
+        """Recent routed calls remembered for :meth:`feedback` by call id (adapters record them)."""
         self.check()
 
     # ------------------------------------------------------------------ reading
@@ -361,6 +365,87 @@ class ExpertRegistry(Generic[H]):
             drop = old if old is not None and old != name and old not in self.router.experts else None
             after = {n: h for n, h in during.items() if n != drop}
             self._change(during, after, lambda: self.router.configure(fallback=name))
+
+    def learn(
+        self,
+        prompts: Iterable[str] | Mapping[str, Iterable[str]] | Any,
+        experts: str | Iterable[str] | None = None,
+        *,
+        create_experts: bool = False,
+        handlers: Mapping[str, H] | None = None,
+    ) -> None:
+        """Learn served prompts with their correct expert (:meth:`ir3de.Router.learn`) under this
+        registry's lock and snapshot rules: routing threads see the router before or after, never a mix.
+
+        With ``create_experts`` a label that is not an expert becomes one; it needs a handler in
+        ``handlers`` (unless it is the router's fallback, which has one). Nothing changes on an error.
+
+        Example:
+            >>> registry.learn(["How do I file my taxes?"], ["finance"])                       # doctest: +SKIP
+            >>> registry.learn(["What is a stanza?"], "poetry", create_experts=True, handlers={"poetry": llm})  # doctest: +SKIP
+        """
+        groups = group_prompts(prompts, experts)
+        extra = dict(handlers or {})
+        with self._lock:
+            before = self._snapshot.handlers
+            new = check_labels(groups, self.router.experts, create=create_experts)
+            unused = [n for n in extra if n not in new]
+            if unused:
+                raise InvalidInputError(
+                    f"handlers were given for {unused}, which are not new experts of this learn call; pass "
+                    f"handlers only for labels that create_experts=True creates"
+                )
+            missing = [n for n in new if n not in extra and n not in before]
+            if missing:
+                raise ExpertError(
+                    f"new expert(s) {missing} need {_a(self.kind)} each: pass handlers={{name: {self.kind}}} "
+                    "(the adapters' feedback(..., llm=...)) together with create_experts=True"
+                )
+            for name, handler in extra.items():
+                self._check(name, handler)
+            during = {**before, **extra}
+            self._change(during, during, lambda: self.router.learn(groups, create_experts=create_experts))
+
+    def feedback(
+        self,
+        *,
+        call_id: Any = None,
+        prompt: str | None = None,
+        expert: str,
+        create_experts: bool = False,
+        handler: H | None = None,
+    ) -> Feedback:
+        """Learn the correct ``expert`` of a routed call remembered in :attr:`calls` (by ``call_id``)
+        or of a ``prompt``; returns what was learned (:class:`ir3de.feedback.Feedback`).
+
+        Raises:
+            UnknownCallError: ``call_id`` is not among the remembered calls.
+            UnknownExpertError: ``expert`` is not an expert (and ``create_experts`` is false).
+
+        Example:
+            >>> registry.feedback(call_id=run_id, expert="math").fixed   # doctest: +SKIP
+            True
+        """
+
+        def learn(text: str, name: str) -> None:
+            self.learn(
+                [text],
+                [name],
+                create_experts=create_experts,
+                handlers=None if handler is None else {name: handler},
+            )
+
+        return apply_feedback(self.router, learn, self.calls, call_id=call_id, prompt=prompt, expert=expert)
+
+    def forget_traffic(self, expert: str | None = None) -> None:
+        """Forget learned traffic (:meth:`ir3de.Router.forget_traffic`) under this registry's lock.
+
+        Example:
+            >>> registry.forget_traffic("math")   # doctest: +SKIP
+        """
+        with self._lock:
+            current = self._snapshot.handlers
+            self._change(current, current, lambda: self.router.forget_traffic(expert))
 
     def _change(
         self, during: Mapping[str, H], after: Mapping[str, H], change: Callable[[], object] | None

@@ -3,7 +3,8 @@ error wrapping."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+import uuid
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
@@ -13,8 +14,11 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
 from typing_extensions import Self
 
+from ir3de.errors import InvalidInputError
+from ir3de.feedback import Feedback, RecentRoutes, RoutedCall, user_text
+
 from .._conversation import ConversationOptions, route_chat, settings_for
-from ._conversation import chat_turns
+from ._conversation import METADATA_KEY, chat_turns, input_messages
 from .errors import ExpertInvocationError
 
 if TYPE_CHECKING:
@@ -73,6 +77,85 @@ class ExpertsMixin:
         """
         self._registry.update(name, more_texts, handler=llm)
         return self
+
+    # ------------------------------------------------------------------ feedback
+    @property
+    def recent_calls(self) -> RecentRoutes:
+        """The routed calls remembered for :meth:`feedback` (bounded: ``recent_calls.maxsize``;
+        shared with the ``bind_tools``/``with_structured_output`` views)."""
+        return self._registry.calls
+
+    def feedback(
+        self,
+        run_id: uuid.UUID | str | BaseMessage | None = None,
+        *,
+        prompt: str | None = None,
+        expert: str,
+        create_experts: bool = False,
+        llm: Runnable[Any, Any] | None = None,
+    ) -> Feedback:
+        """Report the correct ``expert`` of a routed call and learn it (:meth:`ir3de.Router.learn`,
+        through the registry: the next call sees it).
+
+        Name the call by its ``run_id`` — the run id of the routed call (``config={"run_id": ...}``,
+        a callback's ``run_id``, ``collect_runs``), the run id of the chain run that directly contains
+        it, or the answer ``AIMessage`` itself (its ``response_metadata["ir3de"]["run_id"]``) — or pass
+        the ``prompt``. A routed chat teaches its last user turn. With ``create_experts`` an unknown
+        ``expert`` becomes a new expert answered by ``llm``.
+
+        Raises:
+            UnknownCallError: the run id is not among the recent routed calls (``recent_calls``).
+            UnknownExpertError: ``expert`` is not an expert and ``create_experts`` is false.
+
+        Example:
+            >>> reply = chat.invoke("What is the derivative of x**2?")      # doctest: +SKIP
+            >>> chat.feedback(reply, expert="math").fixed                  # doctest: +SKIP
+            True
+        """
+        call_id: Any = run_id
+        if isinstance(run_id, BaseMessage):
+            route = (run_id.response_metadata or {}).get(METADATA_KEY) or {}
+            call_id = route.get("run_id") if isinstance(route, Mapping) else None
+            if call_id is None:
+                raise InvalidInputError(
+                    "this message carries no routed run id (response_metadata['ir3de']['run_id']); pass an "
+                    "answer of this routing chat model, its run id, or prompt=..."
+                )
+        return self._registry.feedback(
+            call_id=call_id, prompt=prompt, expert=expert, create_experts=create_experts, handler=llm
+        )
+
+    def forget_traffic(self, expert: str | None = None) -> Self:
+        """Forget what feedback taught expert ``expert`` (all experts with ``None``): exact.
+
+        Example:
+            >>> chat.forget_traffic()   # doctest: +SKIP
+        """
+        self._registry.forget_traffic(expert)
+        return self
+
+    def _record_call(
+        self,
+        run_manager: BaseRunManager | None,
+        input: Any,
+        expert: str,
+        confidence: float | None,
+        *,
+        input_key: str = "input",
+    ) -> RoutedCall:
+        """Remember a routed call for :meth:`feedback`: under its run id (a new id without a run
+        manager) and its parent run id; a chat is remembered with its last user turn as the text."""
+        messages = input_messages(input, input_key=input_key)
+        if isinstance(messages, str):
+            text, turns = messages, []
+        else:
+            turns, _ = chat_turns(messages)
+            text = user_text(turns)
+        run_id = run_manager.run_id if run_manager is not None else uuid.uuid4()
+        parent = run_manager.parent_run_id if run_manager is not None else None
+        return self._registry.calls.record(
+            run_id, text, expert, confidence=confidence, turns=turns, aliases=[parent]
+        )
 
     # ------------------------------------------------------------------ conversations
     @staticmethod

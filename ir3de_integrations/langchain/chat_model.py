@@ -83,7 +83,9 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     list. The session's previous expert comes from ``session_store`` by the session id (a
     ``session_id=`` call keyword, or ``configurable={"session_id": ...}`` as ``RunnableWithMessageHistory``
     passes it), else from the route written into the history's last answer. The answer's ``response_metadata["ir3de"]`` holds the
-    decision (expert, confidence, scores, deciding tokens); streamed, it is on the first chunk.
+    decision (expert, confidence, scores, deciding tokens) and the call's ``run_id``; streamed, it is
+    on the first chunk. ``feedback(reply, expert="math")`` (or by run id / prompt) learns the correct
+    expert of a call.
     ``response_metadata["model_name"]`` is the expert's own model name, else the expert name.
     ``invoke(..., model="<expert>")`` forces an expert. ``bind_tools`` and ``with_structured_output``
     are forwarded to the chosen expert when it supports them (an expert without tool support answers
@@ -192,6 +194,7 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
                 info["tools_bound"] = True
             except (NotImplementedError, AttributeError):
                 info["tools_bound"] = False
+        info["run_id"] = self._record_call(run_manager, messages, name, info["confidence"]).call_id
         call = _Call(name, expert, info, kwargs)
         call.config = self._expert_config(None, run_manager, name, info["confidence"])
         return call

@@ -180,8 +180,10 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         return decision, self._apply(decision.expert, runnable)
 
     def _child_config(
-        self, config: RunnableConfig, run_manager: ChainRunManager, decision: RouteDecision
+        self, config: RunnableConfig, run_manager: ChainRunManager, decision: RouteDecision, input: Any
     ) -> RunnableConfig:
+        """The expert's run config; the call is remembered for :meth:`feedback` by its run id."""
+        self._record_call(run_manager, input, decision.expert, decision.confidence, input_key=self.input_key)
         return self._expert_config(config, run_manager, decision.expert, decision.confidence)
 
     def _wrap(self, decision: RouteDecision, error: Exception) -> ExpertInvocationError:
@@ -196,7 +198,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     ) -> Any:
         decision, expert = self._decide(input, config)
         try:
-            output = expert.invoke(input, self._child_config(config, run_manager, decision), **kwargs)
+            output = expert.invoke(input, self._child_config(config, run_manager, decision, input), **kwargs)
         except Exception as e:
             raise self._wrap(decision, e) from e
         return self._output(output, decision)
@@ -206,7 +208,9 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     ) -> Any:
         decision, expert = self._decide(input, config)
         try:
-            output = await expert.ainvoke(input, self._child_config(config, run_manager, decision), **kwargs)
+            output = await expert.ainvoke(
+                input, self._child_config(config, run_manager, decision, input), **kwargs
+            )
         except Exception as e:
             raise self._wrap(decision, e) from e
         return self._output(output, decision)
@@ -282,7 +286,9 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
 
         def run_group(item: tuple[str, tuple[Runnable[Any, Any], list[int]]]) -> None:
             _, (expert, indices) = item
-            configs = [self._child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
+            configs = [
+                self._child_config(config[i], run_manager[i], decisions[i], inputs[i]) for i in indices
+            ]  # type: ignore[arg-type]
             try:
                 outputs = expert.batch(
                     [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
@@ -308,7 +314,9 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         results, groups, decisions = self._plan(inputs, config)
 
         async def run_group(expert: Runnable[Any, Any], indices: list[int]) -> None:
-            configs = [self._child_config(config[i], run_manager[i], decisions[i]) for i in indices]  # type: ignore[arg-type]
+            configs = [
+                self._child_config(config[i], run_manager[i], decisions[i], inputs[i]) for i in indices
+            ]  # type: ignore[arg-type]
             try:
                 outputs = await expert.abatch(
                     [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
@@ -363,7 +371,9 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         if self.return_decision:
             yield AddableDict(decision=decision)
         try:
-            for chunk in expert.stream(input, self._child_config(config, run_manager, decision), **kwargs):
+            for chunk in expert.stream(
+                input, self._child_config(config, run_manager, decision, input), **kwargs
+            ):
                 yield AddableDict(output=chunk) if self.return_decision else chunk
         except Exception as e:
             raise self._wrap(decision, e) from e
@@ -381,7 +391,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
             yield AddableDict(decision=decision)
         try:
             async for chunk in expert.astream(
-                input, self._child_config(config, run_manager, decision), **kwargs
+                input, self._child_config(config, run_manager, decision, input), **kwargs
             ):
                 yield AddableDict(output=chunk) if self.return_decision else chunk
         except Exception as e:

@@ -28,12 +28,13 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from ._common import describe_route, route_payload
 from .events import Ir3deRouteEvent, dispatcher
 from .llm import ROUTE_KEY, RoutingLLM
-from .selector import Ir3deSelector
+from .selector import Ir3deSelector, Ir3deSelectorResult
 
 __all__ = [
     "ROUTE_KEY",
     "Ir3deRouteEvent",
     "Ir3deSelector",
+    "Ir3deSelectorResult",
     "RoutingLLM",
     "describe_route",
     "dispatcher",

@@ -32,6 +32,9 @@ dispatcher = get_dispatcher("ir3de_integrations.llama_index")
 class Ir3deRouteEvent(BaseEvent):
     """An ir3de routing decision.
 
+    Its ``id_`` is the routing id of the call (also ``call_id`` in a :class:`RoutingLLM` response's
+    route report and in an :class:`Ir3deSelectorResult`), which ``feedback(...)`` takes.
+
     Attributes:
         component: ``"selector"`` (an :class:`Ir3deSelector`) or ``"llm"`` (a :class:`RoutingLLM`).
         query: the text that was routed.

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from ir3de.conversation import ConversationSettings, SessionStore
 from ir3de.decision import RouteDecision
 from ir3de.errors import InvalidInputError
 from ir3de.experts import ExpertRegistry, Routed
+from ir3de.feedback import Feedback, RecentRoutes, user_text
 from ir3de.router import Router
 
 from .._conversation import ConversationOptions, route_chat, settings_for
@@ -253,45 +255,113 @@ class RoutingLLM(LLM):
             payload[key] = getattr(decision, key, None)
         return payload
 
+    def _chat_event(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> tuple[LLM, dict[str, Any], Ir3deRouteEvent]:
+        """Route a chat; remember it for :meth:`feedback` (its last user turn) under a new routing id,
+        which the route report (``call_id``) and the event (``id_``) carry."""
+        decision, llm = self._route_chat(messages, kwargs.pop("session_id", None))
+        turns = [(m.role, m.content or "") for m in messages]
+        call = self._registry.calls.record(
+            uuid.uuid4(), user_text(turns), decision.expert, confidence=decision.confidence, turns=turns
+        )
+        payload = {**self._chat_payload(decision), "call_id": call.call_id}
+        event = Ir3deRouteEvent.from_payload(
+            "llm", self.routing_text(messages), payload, selected=[decision.expert], id_=call.call_id
+        )
+        return llm, payload, event
+
     def _resolve_chat_sync(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> tuple[LLM, dict[str, Any]]:
-        decision, llm = self._route_chat(messages, kwargs.pop("session_id", None))
-        payload = self._chat_payload(decision)
-        dispatcher.event(
-            Ir3deRouteEvent.from_payload(
-                "llm", self.routing_text(messages), payload, selected=[decision.expert]
-            )
-        )
+        llm, payload, event = self._chat_event(messages, kwargs)
+        dispatcher.event(event)
         return llm, payload
 
     async def _resolve_chat_async(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> tuple[LLM, dict[str, Any]]:
-        decision, llm = self._route_chat(messages, kwargs.pop("session_id", None))
-        payload = self._chat_payload(decision)
-        await dispatcher.aevent(
-            Ir3deRouteEvent.from_payload(
-                "llm", self.routing_text(messages), payload, selected=[decision.expert]
-            )
-        )
+        llm, payload, event = self._chat_event(messages, kwargs)
+        await dispatcher.aevent(event)
         return llm, payload
+
+    def _prompt_event(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any], Ir3deRouteEvent]:
+        """Route a prompt; remember it for :meth:`feedback` under a new routing id (see :meth:`_chat_event`)."""
+        decision, llm = self._registry.route(text)  # a table lookup: microseconds, no I/O to await
+        call = self._registry.calls.record(
+            uuid.uuid4(), text, decision.expert, confidence=decision.confidence
+        )
+        payload = {**route_payload(decision, self.top_tokens), "call_id": call.call_id}
+        event = Ir3deRouteEvent.from_payload(
+            "llm", text, payload, selected=[decision.expert], id_=call.call_id
+        )
+        return decision, llm, payload, event
 
     @dispatcher.span
     def _resolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
-        decision, llm = self._registry.route(text)
-        payload = route_payload(decision, self.top_tokens)
-        dispatcher.event(Ir3deRouteEvent.from_payload("llm", text, payload, selected=[decision.expert]))
+        decision, llm, payload, event = self._prompt_event(text)
+        dispatcher.event(event)
         return decision, llm, payload
 
     @dispatcher.span
     async def _aresolve(self, text: str) -> tuple[RouteDecision, LLM, dict[str, Any]]:
-        decision, llm = self._registry.route(text)  # a table lookup: microseconds, no I/O to await
-        payload = route_payload(decision, self.top_tokens)
-        await dispatcher.aevent(
-            Ir3deRouteEvent.from_payload("llm", text, payload, selected=[decision.expert])
-        )
+        decision, llm, payload, event = self._prompt_event(text)
+        await dispatcher.aevent(event)
         return decision, llm, payload
+
+    # ------------------------------------------------------------------ feedback
+    @property
+    def recent_calls(self) -> RecentRoutes:
+        """The routed calls remembered for :meth:`feedback` (bounded: ``recent_calls.maxsize``)."""
+        return self._registry.calls
+
+    def feedback(
+        self,
+        call_id: str | ChatResponse | CompletionResponse | None = None,
+        *,
+        prompt: str | None = None,
+        expert: str,
+        create_experts: bool = False,
+        llm: LLM | None = None,
+    ) -> Feedback:
+        """Report the correct ``expert`` of a routed call and learn it (through the registry: the next
+        call sees it).
+
+        Name the call by its routing id — ``response.additional_kwargs["ir3de_route"]["call_id"]``,
+        the response itself, or the ``id_`` of its :class:`~.events.Ir3deRouteEvent` — or pass the
+        ``prompt``. A routed chat teaches its last user message. With ``create_experts`` an unknown
+        ``expert`` becomes a new expert answered by ``llm``.
+
+        Raises:
+            UnknownCallError: the id is not among the recent routed calls (``recent_calls``).
+            UnknownExpertError: ``expert`` is not an expert and ``create_experts`` is false.
+
+        Example:
+            >>> response = routing_llm.complete("What is 17 * 23?")   # doctest: +SKIP
+            >>> routing_llm.feedback(response, expert="math").fixed     # doctest: +SKIP
+            True
+        """
+        key: Any = call_id
+        if isinstance(call_id, (ChatResponse, CompletionResponse)):
+            route = (call_id.additional_kwargs or {}).get(ROUTE_KEY) or {}
+            key = route.get("call_id")
+            if key is None:
+                raise InvalidInputError(
+                    f"this response carries no routing id (additional_kwargs[{ROUTE_KEY!r}]['call_id']); pass "
+                    "a response of this RoutingLLM, its routing id, or prompt=..."
+                )
+        return self._registry.feedback(
+            call_id=key, prompt=prompt, expert=expert, create_experts=create_experts, handler=llm
+        )
+
+    def forget_traffic(self, expert: str | None = None) -> RoutingLLM:
+        """Forget what feedback taught expert ``expert`` (all experts with ``None``): exact.
+
+        Example:
+            >>> routing_llm.forget_traffic("math")   # doctest: +SKIP
+        """
+        self._registry.forget_traffic(expert)
+        return self
 
     # ------------------------------------------------------------------ LLM API
     @llm_chat_callback()

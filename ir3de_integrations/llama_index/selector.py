@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,21 @@ from llama_index.core.tools.types import ToolMetadata
 from ir3de.decision import RouteDecision
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError
 from ir3de.experts import fitted_router, handler_names
+from ir3de.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
 from ir3de.router import Router
 
 from ._common import DEFAULT_TOP_TOKENS, describe_route, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher
 
-__all__ = ["Ir3deSelector"]
+__all__ = ["Ir3deSelector", "Ir3deSelectorResult"]
+
+
+class Ir3deSelectorResult(SelectorResult):
+    """A ``SelectorResult`` that also carries the selection's routing id (``call_id``), which
+    :meth:`Ir3deSelector.feedback` takes; ``RouterQueryEngine`` returns it as
+    ``response.metadata["selector_result"]``."""
+
+    call_id: str = ""
 
 
 def _choice_key(choice: ToolMetadata) -> str:
@@ -93,6 +103,7 @@ class Ir3deSelector(BaseSelector):
         self.score_threshold = float(score_threshold)
         self.max_selections = None if max_selections is None else int(max_selections)
         self.top_tokens = int(top_tokens)
+        self._calls = RecentRoutes(DEFAULT_MAXSIZE)
 
     @classmethod
     def from_pretrained(
@@ -210,14 +221,18 @@ class Ir3deSelector(BaseSelector):
             )
             for name in experts[1:]
         ]
+        call = self._calls.record(
+            uuid.uuid4(), query.query_str, decision.expert, confidence=decision.confidence
+        )
         event = Ir3deRouteEvent.from_payload(
             "selector",
             query.query_str,
             payload,
             selected=experts,
             selected_indices=[s.index for s in selections],
+            id_=call.call_id,
         )
-        return SelectorResult(selections=selections), event
+        return Ir3deSelectorResult(selections=selections, call_id=call.call_id), event
 
     @dispatcher.span
     def _select(self, choices: Sequence[ToolMetadata], query: QueryBundle) -> SelectorResult:
@@ -230,6 +245,55 @@ class Ir3deSelector(BaseSelector):
         result, event = self._selection(choices, query)  # a table lookup: microseconds, no I/O to await
         await dispatcher.aevent(event)
         return result
+
+    # ------------------------------------------------------------------ feedback
+    @property
+    def recent_calls(self) -> RecentRoutes:
+        """The selections remembered for :meth:`feedback` (bounded: ``recent_calls.maxsize``)."""
+        return self._calls
+
+    def feedback(
+        self,
+        call_id: str | SelectorResult | None = None,
+        *,
+        prompt: str | None = None,
+        expert: str,
+        create_experts: bool = False,
+    ) -> Feedback:
+        """Report the correct ``expert`` of a selection and learn it (:meth:`ir3de.Router.learn`; the
+        next selection sees it).
+
+        Name the selection by its routing id — the :class:`Ir3deSelectorResult` itself
+        (``response.metadata["selector_result"]`` of a ``RouterQueryEngine``), its ``call_id``, or the
+        ``id_`` of its :class:`~.events.Ir3deRouteEvent` — or pass the query as ``prompt``. With
+        ``create_experts`` an unknown ``expert`` becomes a new expert (give it a choice named after it).
+
+        Raises:
+            UnknownCallError: the id is not among the recent selections (``recent_calls``).
+            UnknownExpertError: ``expert`` is not an expert and ``create_experts`` is false.
+
+        Example:
+            >>> response = engine.query("Write a function that reverses a list")               # doctest: +SKIP
+            >>> selector.feedback(response.metadata["selector_result"], expert="code").fixed    # doctest: +SKIP
+            True
+        """
+        key: Any = call_id
+        if isinstance(call_id, SelectorResult):
+            key = getattr(call_id, "call_id", None) or None
+            if key is None:
+                raise InvalidInputError(
+                    "this SelectorResult carries no routing id (call_id); pass a result of this "
+                    "Ir3deSelector, its call_id, or prompt=..."
+                )
+        router = self._router
+        return apply_feedback(
+            router,
+            lambda text, name: router.learn([text], [name], create_experts=create_experts),
+            self._calls,
+            call_id=key,
+            prompt=prompt,
+            expert=expert,
+        )
 
     def __repr__(self) -> str:
         mode = f"multi, score_threshold={self.score_threshold}" if self.multi else "single"

