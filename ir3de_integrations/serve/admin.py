@@ -50,19 +50,11 @@ from .upstreams import Upstream
 __all__ = ["admin_routes", "apply_feedback", "forget_traffic", "traffic_summary"]
 
 
-def _registry_write(registry: ExpertRegistry[Any], change: Any) -> Any:
-    """Run a router change that keeps its experts (learning, forgetting traffic) on the registry's
-    writer path, so it is serialised with the registry's add/update/remove. The router swaps its
-    routing table whole, so lock-free readers see the old table or the new one."""
-    with registry._lock:  # the core registry has no learn method yet; its writers hold this lock
-        return change()
-
-
 def apply_feedback(registry: ExpertRegistry[Any], items: Sequence[tuple[str, str]]) -> dict[str, int]:
     """Learn labelled prompts ``(prompt, expert)`` as traffic; returns how many prompts per expert.
 
-    Uses the registry's ``learn`` when the core has one, else :meth:`ir3de.Router.learn` on the
-    registry's writer path.
+    Learns through the core registry (:meth:`ir3de.experts.ExpertRegistry.learn`), so routing
+    threads see the router before or after, never a mix.
 
     Example:
         >>> apply_feedback(registry, [("integrate x^2", "math")])   # doctest: +SKIP
@@ -73,21 +65,13 @@ def apply_feedback(registry: ExpertRegistry[Any], items: Sequence[tuple[str, str
         grouped[expert].append(prompt)
     prompts = [p for p, _ in items]
     experts = [e for _, e in items]
-    learn = getattr(registry, "learn", None)
-    if callable(learn):
-        learn(prompts, experts)
-    else:
-        _registry_write(registry, lambda: registry.router.learn(prompts, experts))
+    registry.learn(prompts, experts)
     return {e: len(p) for e, p in grouped.items()}
 
 
 def forget_traffic(registry: ExpertRegistry[Any], expert: str | None = None) -> None:
     """Forget the traffic learned for ``expert`` (all experts with ``None``)."""
-    forget = getattr(registry, "forget_traffic", None)
-    if callable(forget):
-        forget(expert)
-    else:
-        _registry_write(registry, lambda: registry.router.forget_traffic(expert))
+    registry.forget_traffic(expert)
 
 
 def traffic_summary(router: Any) -> dict[str, Any]:
