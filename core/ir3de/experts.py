@@ -292,9 +292,19 @@ class ExpertRegistry(Generic[H]):
         """
         self._add(name, handler, lambda: self.router.add_expert(name, texts, description=description))
 
-    def add_counts(self, name: str, handler: H, counts: ExpertCounts, description: str = "") -> None:
-        """Like :meth:`add`, from precomputed token counts (a stat pack) on the router's tokenizer."""
-        self._add(name, handler, lambda: self.router.add_expert_counts(name, counts, description))
+    def add_counts(
+        self,
+        name: str,
+        handler: H,
+        counts: ExpertCounts,
+        description: str = "",
+        traffic: ExpertCounts | None = None,
+    ) -> None:
+        """Like :meth:`add`, from precomputed token counts (a stat pack, with its learned ``traffic``
+        when it carries some) on the router's tokenizer; one solve."""
+        self._add(
+            name, handler, lambda: self.router.add_expert_counts(name, counts, description, traffic=traffic)
+        )
 
     def _add(self, name: str, handler: H, change: Callable[[], object]) -> None:
         self._check(name, handler)

@@ -149,18 +149,15 @@ async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _add_from_pack(registry: ExpertRegistry[Upstream], name: str, handler: Upstream, pack: str) -> None:
-    """Add expert ``name`` from a stat pack (folder or Hub repo id) with its upstream; the pack's
-    learned traffic, if any, is learned after."""
+    """Add expert ``name`` from a stat pack (folder or Hub repo id) with its upstream, and the
+    pack's learned traffic if it carries some, in one solve."""
     from ir3de import persistence
     from ir3de.hub import resolve_folder
 
     data = persistence.load_pack(resolve_folder(pack, kind="stat_pack").folder)
     router = registry.router
     data.check_compatible(router.fingerprint, "the router")
-    registry.add_counts(name, handler, data.counts, data.description)
-    traffic = getattr(data, "traffic", None)
-    if traffic is not None and traffic.num_tokens:
-        _registry_write(registry, lambda: router.learn_counts({name: traffic}))
+    registry.add_counts(name, handler, data.counts, data.description, traffic=getattr(data, "traffic", None))
 
 
 def _listing(gw: Any) -> dict[str, Any]:
