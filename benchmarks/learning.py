@@ -170,7 +170,9 @@ def state_with_traffic(router: Any, traffic: Mapping[str, Any], weight: TrafficW
 
     solution, applied = weights_with_traffic(router, traffic, weight)
     table = fitting.compile_table(router.embeddings.matrix, applied, router.excluded_ids)
-    return fitting.RoutingState(tuple(router.experts), table, fitting.to_numpy(applied), fitting.to_numpy(solution))
+    return fitting.RoutingState(
+        tuple(router.experts), table, fitting.to_numpy(applied), fitting.to_numpy(solution)
+    )
 
 
 def mean_features(router: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -322,23 +324,29 @@ def run_check(
         }
         _log(
             f"  {suite.name} seed {seed}: "
-            + ", ".join(f"{m} {' '.join(f'{a:.3f}' for a in v)}" for m, v in acc.items() if m in ("x1", "share0.5", "knn-k1", "knn-k5"))
+            + ", ".join(
+                f"{m} {' '.join(f'{a:.3f}' for a in v)}"
+                for m, v in acc.items()
+                if m in ("x1", "share0.5", "knn-k1", "knn-k5")
+            )
         )
     methods = out["seeds"][str(seeds[0])]["accuracy"]
     out["mean"] = {
-        m: [float(np.mean([out["seeds"][str(s)]["accuracy"][m][i] for s in seeds])) for i in range(len(sizes))]
+        m: [
+            float(np.mean([out["seeds"][str(s)]["accuracy"][m][i] for s in seeds])) for i in range(len(sizes))
+        ]
         for m in methods
     }
-    out["mean"]["knn-best"] = [
-        max(out["mean"][f"knn-k{k}"][i] for k in KNN_KS) for i in range(len(sizes))
-    ]
+    out["mean"]["knn-best"] = [max(out["mean"][f"knn-k{k}"][i] for k in KNN_KS) for i in range(len(sizes))]
     return out
 
 
 # ---------------------------------------------------------------------------------------------- choice
 
 
-def choose_policy(checks: Mapping[str, Any], sizes: Sequence[int], policies: Sequence[TrafficWeight]) -> dict[str, Any]:
+def choose_policy(
+    checks: Mapping[str, Any], sizes: Sequence[int], policies: Sequence[TrafficWeight]
+) -> dict[str, Any]:
     """The default traffic weight: the best mean accuracy over every check and every size > 0, among
     the policies whose mean accuracy is never below the check's 0-prompt accuracy (any check, size)."""
     scores = {}
@@ -360,7 +368,9 @@ def choose_policy(checks: Mapping[str, Any], sizes: Sequence[int], policies: Seq
 # ---------------------------------------------------------------------------------------------- cost
 
 
-def measure_cost(router: Any, prompts: Mapping[str, Sequence[str]], weight: TrafficWeight, repeats: int = 3) -> dict[str, float]:
+def measure_cost(
+    router: Any, prompts: Mapping[str, Sequence[str]], weight: TrafficWeight, repeats: int = 3
+) -> dict[str, float]:
     """Milliseconds to learn ``prompts`` (count + solve + table) and to forget them (solve + table)."""
     learn, forget = [], []
     for _ in range(repeats):
@@ -404,7 +414,9 @@ def write_markdown(res: dict[str, Any]) -> str:
     ]
     for c, r in checks.items():
         m = r["mean"]
-        lines.append(f"| {c} | IR3DE, traffic weight {chosen} | " + " | ".join(_pct(v) for v in m[chosen]) + " |")
+        lines.append(
+            f"| {c} | IR3DE, traffic weight {chosen} | " + " | ".join(_pct(v) for v in m[chosen]) + " |"
+        )
         lines.append(f"| {c} | IR3DE, traffic weight x1 | " + " | ".join(_pct(v) for v in m["x1"]) + " |")
         lines.append(
             f"| {c} | MiniLM kNN k=5 [best k] | "
@@ -471,15 +483,23 @@ def write_choice(res: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for name, s in sorted(ch["scores"].items(), key=lambda kv: -kv[1]["mean_over_checks_and_sizes"]):
-        lines.append(f"| {name} | {_pct(s['mean_over_checks_and_sizes'])} | {'yes' if s['never_below_0_prompts'] else 'no'} |")
-    lines += ["", "Per check (accuracy % at " + ", ".join(map(str, res["sizes"])) + " prompts per expert):", ""]
+        lines.append(
+            f"| {name} | {_pct(s['mean_over_checks_and_sizes'])} | {'yes' if s['never_below_0_prompts'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "Per check (accuracy % at " + ", ".join(map(str, res["sizes"])) + " prompts per expert):",
+        "",
+    ]
     for c, r in res["checks"].items():
         m = r["mean"]
         lines.append(
             f"- {c}: {chosen} {' / '.join(_pct(v) for v in m[chosen])}; x1 {' / '.join(_pct(v) for v in m['x1'])}; "
             f"kNN k=5 {' / '.join(_pct(v) for v in m['knn-k5'])} (best k {' / '.join(_pct(v) for v in m['knn-best'])})"
         )
-    lines += ["", "Targets:"] + [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} — {t['detail']}" for t in res["targets"]]
+    lines += ["", "Targets:"] + [
+        f"- {'met' if t['met'] else 'NOT met'}: {t['target']} — {t['detail']}" for t in res["targets"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -505,7 +525,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "target": "accuracy never lower than with 0 prompts (chosen weight, seed means)",
             "met": all(v >= -1e-12 for v in drops.values()),
-            "detail": "smallest gain over 0 prompts: " + ", ".join(f"{c} {100 * v:+.1f} pt" for c, v in drops.items()),
+            "detail": "smallest gain over 0 prompts: "
+            + ", ".join(f"{c} {100 * v:+.1f} pt" for c, v in drops.items()),
         }
     )
     cost = res["cost"]
@@ -555,7 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--plot", default="docs/img/learning_curves.png")
-    ap.add_argument("--quick", action="store_true", help="two checks, 24 texts per side, sizes 0/2/5, one seed")
+    ap.add_argument(
+        "--quick", action="store_true", help="two checks, 24 texts per side, sizes 0/2/5, one seed"
+    )
     ap.add_argument("--checks", nargs="*", help="only these cross-source checks")
     args = ap.parse_args(argv)
 
@@ -567,12 +590,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = (0,) if args.quick else SEEDS
     per_side = 24 if args.quick else 1000
     names = args.checks or (
-        ["multilingual-unseen-languages", "user-prompts-other-benchmarks"] if args.quick else list(CROSS_SOURCE)
+        ["multilingual-unseen-languages", "user-prompts-other-benchmarks"]
+        if args.quick
+        else list(CROSS_SOURCE)
     )
     res: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "command": "python -m benchmarks.learning" + (" --quick" if args.quick else ""),
-        "environment": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "environment": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "sizes": list(sizes),
         "seeds": list(seeds),
         "max_pool_share": MAX_POOL_SHARE,
@@ -594,7 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["cost"] = {
         "check": names[-1],
         "repeats": 3,
-        **measure_cost(router, {e: pools[e][: 100 // len(pools)] for e in pools}, POLICY_BY_NAME[res["choice"]["chosen"]]),
+        **measure_cost(
+            router, {e: pools[e][: 100 // len(pools)] for e in pools}, POLICY_BY_NAME[res["choice"]["chosen"]]
+        ),
     }
     res["minilm_encode_s"] = cache.seconds
     res["total_s"] = time.perf_counter() - t_start
