@@ -49,6 +49,8 @@ MAX_POOL_SHARE = 0.5
 #: targets of issue 14
 KNN_RATIO_TARGET = 1.03
 TARGET_SIZE = 30
+#: a drop this small (0.1 pt: two prompts in 2000) counts as noise when no policy is strictly never lower
+NOISE_TOLERANCE = 0.001
 
 
 @dataclass(frozen=True)
@@ -272,15 +274,28 @@ def split_test(test: Mapping[str, Sequence[str]], seed: int, pool: int) -> tuple
     return pools, rest
 
 
-def run_check(
+def _seed_means(out: dict[str, Any], sizes: Sequence[int]) -> None:
+    seeds = list(out["seeds"])
+    methods = out["seeds"][seeds[0]]["accuracy"]
+    out["mean"] = {
+        m: [float(np.mean([out["seeds"][s]["accuracy"][m][i] for s in seeds])) for i in range(len(sizes))]
+        for m in methods
+    }
+    if all(f"knn-k{k}" in methods for k in KNN_KS):
+        out["mean"]["knn-best"] = [
+            max(out["mean"][f"knn-k{k}"][i] for k in KNN_KS) for i in range(len(sizes))
+        ]
+
+
+def ir3de_curves(
     suite: Any,
     emb: Any,
-    cache: _MiniLMCache,
     policies: Sequence[TrafficWeight],
     sizes: Sequence[int],
     seeds: Sequence[int],
 ) -> dict[str, Any]:
-    """Every curve of one check: accuracy per method, per seed and size (on that seed's remainder)."""
+    """IR3DE's curves on one check, one per weight policy: accuracy per seed and size (on that seed's
+    remainder). The corpus is fitted once; every curve point only re-solves."""
     from ir3de import Router
     from ir3de.calibration import labelled_prompts
 
@@ -297,25 +312,21 @@ def run_check(
         ids, lengths = router.encode(prompts)
         features = mean_features(router, ids, lengths)
         acc: dict[str, list[float]] = {p.name: [] for p in policies}
-        acc.update({f"knn-k{k}": [] for k in KNN_KS})
         base = router.route_indices(prompts)
         mismatches = int((route_features(features, router.weights) != base).sum())
         for n in sizes:
-            learned = {e: pools[e][:n] for e in experts}
             if n == 0:
                 for p in policies:
                     acc[p.name].append(float(np.mean(base == labels)))
-            else:
-                traffic = {e: count_traffic(router, learned[e]) for e in experts if learned[e]}
-                for p in policies:
-                    _, applied = weights_with_traffic(router, traffic, p)
-                    pred = route_features(features, applied)
-                    acc[p.name].append(float(np.mean(pred == labels)))
-                    if n == max(sizes) and p.name in VERIFIED:  # the fast path routes like the table
-                        table_pred = route_state(router, state_with_traffic(router, traffic, p), ids, lengths)
-                        mismatches += int((table_pred != pred).sum())
-            for k, pred in knn_predictions(cache, suite.train, learned, prompts, KNN_KS).items():
-                acc[f"knn-k{k}"].append(float(np.mean(pred == labels)))
+                continue
+            traffic = {e: count_traffic(router, pools[e][:n]) for e in experts if pools[e][:n]}
+            for p in policies:
+                _, applied = weights_with_traffic(router, traffic, p)
+                pred = route_features(features, applied)
+                acc[p.name].append(float(np.mean(pred == labels)))
+                if n == max(sizes) and p.name in VERIFIED:  # the fast path routes like the table
+                    table_pred = route_state(router, state_with_traffic(router, traffic, p), ids, lengths)
+                    mismatches += int((table_pred != pred).sum())
         out["seeds"][str(seed)] = {
             "pool": {e: len(pools[e]) for e in experts},
             "remainder": {e: len(rest[e]) for e in experts},
@@ -324,21 +335,31 @@ def run_check(
         }
         _log(
             f"  {suite.name} seed {seed}: "
-            + ", ".join(
-                f"{m} {' '.join(f'{a:.3f}' for a in v)}"
-                for m, v in acc.items()
-                if m in ("x1", "share0.5", "knn-k1", "knn-k5")
-            )
+            + ", ".join(f"{m} {' '.join(f'{a:.3f}' for a in v)}" for m, v in acc.items())
         )
-    methods = out["seeds"][str(seeds[0])]["accuracy"]
-    out["mean"] = {
-        m: [
-            float(np.mean([out["seeds"][str(s)]["accuracy"][m][i] for s in seeds])) for i in range(len(sizes))
-        ]
-        for m in methods
-    }
-    out["mean"]["knn-best"] = [max(out["mean"][f"knn-k{k}"][i] for k in KNN_KS) for i in range(len(sizes))]
+    _seed_means(out, sizes)
     return out
+
+
+def knn_curves(suite: Any, cache: _MiniLMCache, out: dict[str, Any], sizes: Sequence[int]) -> None:
+    """MiniLM kNN given the same prompts, on the same remainders, added to ``out`` (from :func:`ir3de_curves`)."""
+    from ir3de.calibration import labelled_prompts
+
+    experts = list(suite.train)
+    for seed, run in out["seeds"].items():
+        pools, rest = split_test(suite.test, int(seed), max(sizes))
+        prompts, labels = labelled_prompts(experts, rest)
+        for k in KNN_KS:
+            run["accuracy"][f"knn-k{k}"] = []
+        for n in sizes:
+            learned = {e: pools[e][:n] for e in experts}
+            for k, pred in knn_predictions(cache, suite.train, learned, prompts, KNN_KS).items():
+                run["accuracy"][f"knn-k{k}"].append(float(np.mean(pred == labels)))
+        _log(
+            f"  {suite.name} seed {seed}: "
+            + ", ".join(f"knn-k{k} {run['accuracy'][f'knn-k{k}']}" for k in KNN_KS)
+        )
+    _seed_means(out, sizes)
 
 
 # ---------------------------------------------------------------------------------------------- choice
@@ -347,20 +368,36 @@ def run_check(
 def choose_policy(
     checks: Mapping[str, Any], sizes: Sequence[int], policies: Sequence[TrafficWeight]
 ) -> dict[str, Any]:
-    """The default traffic weight: the best mean accuracy over every check and every size > 0, among
-    the policies whose mean accuracy is never below the check's 0-prompt accuracy (any check, size)."""
+    """The default traffic weight: the best mean accuracy over every check and every size > 0 (seed
+    means), among the policies whose accuracy is never below a check's 0-prompt accuracy (any check,
+    any size). When no policy qualifies strictly, drops within :data:`NOISE_TOLERANCE` (sampling
+    noise on the checks that sit at 99.7%) are allowed; the result says which tier applied."""
     scores = {}
     for p in policies:
         curves = [checks[c]["mean"][p.name] for c in checks]
-        never_lower = all(v >= curve[0] - 1e-12 for curve in curves for v in curve[1:])
+        worst = min(v - curve[0] for curve in curves for v in curve[1:])
         mean = float(np.mean([v for curve in curves for v in curve[1:]]))
-        scores[p.name] = {"mean_over_checks_and_sizes": mean, "never_below_0_prompts": never_lower}
-    eligible = [n for n, s in scores.items() if s["never_below_0_prompts"]] or list(scores)
+        scores[p.name] = {
+            "mean_over_checks_and_sizes": mean,
+            "worst_drop_vs_0_prompts": float(worst),
+            "never_below_0_prompts": bool(worst >= -1e-12),
+        }
+    tiers = (
+        ("strict", [n for n, v in scores.items() if v["never_below_0_prompts"]]),
+        (
+            f"within {100 * NOISE_TOLERANCE:g} pt",
+            [n for n, v in scores.items() if v["worst_drop_vs_0_prompts"] >= -NOISE_TOLERANCE - 1e-12],
+        ),
+        ("none (no policy qualified)", list(scores)),
+    )
+    tier, eligible = next((t, e) for t, e in tiers if e)
     best = max(eligible, key=lambda n: scores[n]["mean_over_checks_and_sizes"])
     return {
         "chosen": best,
+        "tier": tier,
         "rule": "best mean accuracy over every check and every size in "
-        f"{[s for s in sizes if s]} (seed means), among the policies never below a check's 0-prompt accuracy",
+        f"{[s for s in sizes if s]} (seed means), among the policies never below a check's 0-prompt "
+        f"accuracy (if none: never more than {100 * NOISE_TOLERANCE:g} pt below)",
         "scores": scores,
     }
 
@@ -479,12 +516,22 @@ def write_choice(res: dict[str, Any]) -> str:
         "",
         f"Command: `{res['command']}` (run {res['started']} UTC, seeds {res['seeds']}).",
         "",
-        "| policy | mean acc % over checks × sizes>0 | never below 0 prompts |",
-        "|---|---|---|",
+        f"Eligibility tier that applied: {ch.get('tier', 'strict')}. In library settings: "
+        + (
+            f"`RouterConfig(traffic_policy='per_prompt', traffic_weight={p.per_prompt:g})`."
+            if p.per_prompt is not None
+            else f"`RouterConfig(traffic_policy='share', traffic_weight={p.share:g})`"
+            + (f" plus a cap of {p.cap:g} corpus texts per prompt." if p.cap is not None else ".")
+        ),
+        "",
+        "| policy | meaning | mean acc % over checks × sizes>0 | worst change vs 0 prompts (pt) | never below 0 prompts |",
+        "|---|---|---|---|---|",
     ]
     for name, s in sorted(ch["scores"].items(), key=lambda kv: -kv[1]["mean_over_checks_and_sizes"]):
         lines.append(
-            f"| {name} | {_pct(s['mean_over_checks_and_sizes'])} | {'yes' if s['never_below_0_prompts'] else 'no'} |"
+            f"| {name} | {POLICY_BY_NAME[name].describe()} | {_pct(s['mean_over_checks_and_sizes'])} | "
+            f"{100 * s.get('worst_drop_vs_0_prompts', float('nan')):+.2f} | "
+            f"{'yes' if s['never_below_0_prompts'] else 'no'} |"
         )
     lines += [
         "",
@@ -493,13 +540,19 @@ def write_choice(res: dict[str, Any]) -> str:
     ]
     for c, r in res["checks"].items():
         m = r["mean"]
-        lines.append(
-            f"- {c}: {chosen} {' / '.join(_pct(v) for v in m[chosen])}; x1 {' / '.join(_pct(v) for v in m['x1'])}; "
-            f"kNN k=5 {' / '.join(_pct(v) for v in m['knn-k5'])} (best k {' / '.join(_pct(v) for v in m['knn-best'])})"
-        )
-    lines += ["", "Targets:"] + [
-        f"- {'met' if t['met'] else 'NOT met'}: {t['target']} — {t['detail']}" for t in res["targets"]
-    ]
+        line = f"- {c}: {chosen} {' / '.join(_pct(v) for v in m[chosen])}; x1 {' / '.join(_pct(v) for v in m['x1'])}"
+        if "knn-k5" in m:
+            line += (
+                f"; kNN k=5 {' / '.join(_pct(v) for v in m['knn-k5'])}"
+                f" (best k {' / '.join(_pct(v) for v in m['knn-best'])})"
+            )
+        lines.append(line)
+    if res.get("targets"):
+        lines += ["", "Targets:"] + [
+            f"- {'met' if t['met'] else 'NOT met'}: {t['target']} — {t['detail']}" for t in res["targets"]
+        ]
+    else:
+        lines += ["", "(kNN curves and targets: still running when this file was written.)"]
     return "\n".join(lines) + "\n"
 
 
@@ -580,7 +633,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="two checks, 24 texts per side, sizes 0/2/5, one seed"
     )
     ap.add_argument("--checks", nargs="*", help="only these cross-source checks")
+    ap.add_argument(
+        "--render",
+        help="measure nothing: re-choose and rewrite the outputs from a learning(.._ir3de_only).json",
+    )
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.render:
+        res = json.loads(Path(args.render).read_text())
+        res["choice"] = choose_policy(res["checks"], res["sizes"], POLICIES)
+        if "cost" not in res:  # IR3DE curves only: the weight choice
+            (out / "traffic_weight_choice.md").write_text(write_choice(res))
+            print(write_choice(res))
+            return 0
+        write_outputs(res, out, Path(args.plot))
+        return 0
 
     from ir3de import Router, TokenEmbeddings
     from ir3de.datasets import CROSS_SOURCE, load_cross_source
@@ -609,19 +676,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checks": {},
     }
     emb = TokenEmbeddings.default()
-    cache = _MiniLMCache()
-    for name in names:
-        suite = load_cross_source(name, seed=0, max_per_side=per_side)
-        _log(f"{name} {suite.sizes()}")
-        res["checks"][name] = run_check(suite, emb, cache, POLICIES, sizes, seeds)
+    suites = {name: load_cross_source(name, seed=0, max_per_side=per_side) for name in names}
+    out.mkdir(parents=True, exist_ok=True)
+    # IR3DE first (cheap: one corpus fit per check, re-solves per point), so the weight choice is known
+    # before the kNN baseline's encoding starts
+    for name, suite in suites.items():
+        _log(f"IR3DE curves: {name} {suite.sizes()}")
+        res["checks"][name] = ir3de_curves(suite, emb, POLICIES, sizes, seeds)
     res["choice"] = choose_policy(res["checks"], sizes, POLICIES)
     _log(f"chosen traffic weight: {res['choice']['chosen']}")
+    (out / "learning_ir3de_only.json").write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+    cache = _MiniLMCache()
+    for name, suite in suites.items():
+        _log(f"kNN curves: {name}")
+        knn_curves(suite, cache, res["checks"][name], sizes)
 
-    cost_suite = load_cross_source(names[-1], seed=0, max_per_side=per_side)
+    cost_check = "user-prompts-other-benchmarks" if "user-prompts-other-benchmarks" in suites else names[-1]
+    cost_suite = suites[cost_check]
     router = Router(emb, device="cpu", progress=False).fit(cost_suite.train)
     pools, _ = split_test(cost_suite.test, 0, 100)
     res["cost"] = {
-        "check": names[-1],
+        "check": cost_check,
         "repeats": 3,
         **measure_cost(
             router, {e: pools[e][: 100 // len(pools)] for e in pools}, POLICY_BY_NAME[res["choice"]["chosen"]]
@@ -629,17 +704,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     res["minilm_encode_s"] = cache.seconds
     res["total_s"] = time.perf_counter() - t_start
-    res["targets"] = targets(res)
 
-    out = Path(args.out)
+    write_outputs(res, out, Path(args.plot))
+    return 0
+
+
+def write_outputs(res: dict[str, Any], out: Path, plot: Path) -> None:
+    """learning.json, learning.md, traffic_weight_choice.md and the plot, from one results dict."""
+    res["targets"] = targets(res)
     out.mkdir(parents=True, exist_ok=True)
     (out / "learning.json").write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
     md = write_markdown(res)
     (out / "learning.md").write_text(md)
     (out / "traffic_weight_choice.md").write_text(write_choice(res))
-    plot_curves(res, Path(args.plot))
+    plot_curves(res, plot)
     print(md)
-    return 0
 
 
 if __name__ == "__main__":
