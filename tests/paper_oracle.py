@@ -146,3 +146,65 @@ def explicit_gcv(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, lam: f
     if df >= n:
         return float("inf")  # more effective parameters than (weighted) rows: undefined
     return n * rss / (n - df) ** 2
+
+
+def traffic_fit(
+    corpus_ids: Sequence[Sequence[Sequence[int]]],
+    traffic_ids: Sequence[Sequence[Sequence[int]]],
+    matrix: np.ndarray,
+    excluded: set[int],
+    *,
+    level: str,
+    lam: float,
+    balance: bool,
+    weight: float,
+    policy: str,
+) -> np.ndarray:
+    """W of a ridge fit on explicit rows: the corpus rows (weighted as the level's fit weighs them)
+    with every traffic row appended, each weighing ``u_d`` times its own row weight.
+
+    ``u_d``: ``per_prompt`` — ``weight`` × the expert's corpus row weight; ``share`` — chosen so the
+    expert's traffic mass is ``weight`` × its weighted corpus mass. No column normalisation.
+    """
+    d = len(corpus_ids)
+    if level == "text":
+        x, y, w = text_level_rows(corpus_ids, matrix, excluded, balance)
+        tx, ty, tw = text_level_rows(traffic_ids, matrix, excluded, balance=False)
+        corpus_mass = np.bincount(
+            y.argmax(1), weights=text_level_rows(corpus_ids, matrix, excluded, False)[2], minlength=d
+        )
+        traffic_mass = np.bincount(ty.argmax(1), weights=tw, minlength=d)
+    else:
+        xs, ys, txs, tys = [], [], [], []
+        for j, id_lists in enumerate(corpus_ids):
+            rows = token_rows(id_lists, matrix, excluded)
+            xs.append(rows)
+            ys.append(np.full(len(rows), j))
+        for j, id_lists in enumerate(traffic_ids):
+            rows = (
+                token_rows(id_lists, matrix, excluded)
+                if any(id_lists)
+                else np.zeros((0, matrix.shape[1] + 1))
+            )
+            txs.append(rows)
+            tys.append(np.full(len(rows), j))
+        x, labels = np.vstack(xs), np.concatenate(ys)
+        corpus_mass = np.bincount(labels, minlength=d).astype(float)
+        w = (corpus_mass.mean() / corpus_mass)[labels] if balance else np.ones(len(labels))
+        y = np.eye(d)[labels]
+        tx, tlabels = np.vstack(txs), np.concatenate(tys).astype(int)
+        ty, tw = np.eye(d)[tlabels], np.ones(len(tlabels))
+        traffic_mass = np.bincount(tlabels, minlength=d).astype(float)
+    # (corpus_mass: unweighted masses; the corpus row weight of expert j is the same for all its rows)
+    row_weight = np.array([w[y.argmax(1) == j][0] for j in range(d)])
+    if policy == "per_prompt":
+        u = weight * row_weight
+    else:
+        u = np.where(
+            traffic_mass > 0, weight * row_weight * corpus_mass / np.maximum(traffic_mass, 1e-300), 0.0
+        )
+    tw = tw * u[ty.argmax(1)]
+    xa, ya, wa = np.vstack([x, tx]), np.vstack([y, ty]), np.concatenate([w, tw])
+    a = (xa * wa[:, None]).T @ xa
+    b = (xa * wa[:, None]).T @ ya
+    return np.linalg.solve(a + lam * np.eye(xa.shape[1]), b)

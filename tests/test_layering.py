@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "errors",
         # pure math and data types on arrays
         "statistics table solve decision calibration corpus sanitize",
-        "counting selectors datasets",
+        "counting selectors datasets labelled",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifact config fitting embeddings model_card",
         # folders and Hub transport, multi-turn evidence: below Router, never importing it back

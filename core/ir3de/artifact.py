@@ -9,7 +9,8 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
 * ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
   ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
   text Grams (``text_grams``: D × (h+1) × (h+1) float64, ``has_text_gram``: D flags), so a pulled
-  router can grow at either level;
+  router can grow at either level; learned traffic (labelled served prompts) in the same layout
+  under the prefix ``traffic_``, when any expert has some (format 3);
 * ``tokenizer.json`` — the tokenizer; routing needs nothing else;
 * ``README.md`` — the model card.
 
@@ -50,7 +51,10 @@ __all__ = [
 ]
 
 #: 2 added the ``level`` setting and the text Grams; version-1 folders (token level) still load.
-FORMAT_VERSION = 2
+#: 3 added learned traffic (``traffic_*`` tensors in the statistics file, a ``traffic`` entry per
+#: expert in ``config.json``, the ``traffic_weight``/``traffic_policy`` settings); version-2 folders
+#: load with no traffic.
+FORMAT_VERSION = 3
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"
@@ -228,10 +232,10 @@ def check_text_statistics_spec(recorded: Any, where: str) -> None:
         )
 
 
-def text_gram_tensors(counts: Sequence[Any], hidden: int) -> dict[str, np.ndarray]:
+def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
     """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``):
     ``text_grams`` (D × (h+1) × (h+1), zeros where missing) and ``has_text_gram`` (D, uint8). Empty
-    when no expert has a text Gram (nothing to store)."""
+    when no expert has a text Gram (nothing to store). ``prefix`` goes before both names."""
     if all(c.text_gram is None for c in counts):
         return {}
     grams = np.zeros((len(counts), hidden + 1, hidden + 1), np.float64)
@@ -239,18 +243,18 @@ def text_gram_tensors(counts: Sequence[Any], hidden: int) -> dict[str, np.ndarra
         if c.text_gram is not None:
             grams[i] = c.text_gram
     flags = np.array([c.text_gram is not None for c in counts], np.uint8)
-    return {"text_grams": grams, "has_text_gram": flags}
+    return {f"{prefix}text_grams": grams, f"{prefix}has_text_gram": flags}
 
 
 def read_text_grams(
-    arrays: Mapping[str, np.ndarray], num_experts: int, hidden: int, where: str
+    arrays: Mapping[str, np.ndarray], num_experts: int, hidden: int, where: str, prefix: str = ""
 ) -> list[np.ndarray | None]:
     """Per-expert text Grams from a statistics file (``None`` for experts without one, or for files
     written without text statistics); the inverse of :func:`text_gram_tensors`."""
-    if "text_grams" not in arrays and "has_text_gram" not in arrays:
+    if f"{prefix}text_grams" not in arrays and f"{prefix}has_text_gram" not in arrays:
         return [None] * num_experts
-    grams = expect_shape(arrays, "text_grams", (num_experts, hidden + 1, hidden + 1), where)
-    flags = expect_shape(arrays, "has_text_gram", (num_experts,), where)
+    grams = expect_shape(arrays, f"{prefix}text_grams", (num_experts, hidden + 1, hidden + 1), where)
+    flags = expect_shape(arrays, f"{prefix}has_text_gram", (num_experts,), where)
     if grams.dtype != np.float64:
-        raise ArtifactError(f"{where}: tensor 'text_grams' is {grams.dtype}, expected float64")
+        raise ArtifactError(f"{where}: tensor '{prefix}text_grams' is {grams.dtype}, expected float64")
     return [np.array(grams[i]) if flags[i] else None for i in range(num_experts)]

@@ -16,14 +16,19 @@ import numpy as np
 
 from .errors import ArtifactError
 from .selectors import COMBINERS, SELECTORS
+from .statistics import TRAFFIC_POLICIES
 
-__all__ = ["LEVELS", "RouterConfig"]
+__all__ = ["LEVELS", "STATISTICS_SETTINGS", "RouterConfig"]
 
 _AVG_TEMPERATURE = 0.1  # mean ridge logits live on a ~[0, 1] scale
 _LOGPROB_TEMPERATURE = 1.0  # summed log-probabilities are already log-odds
 
 #: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
 LEVELS = ("token", "text")
+
+#: Settings that change the ridge statistics or their solve: changing one re-solves from the stored
+#: statistics (no text is re-read); every other setting only changes how the table is read.
+STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight", "traffic_policy")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,12 @@ class RouterConfig:
             ``None`` (default) takes the measured default of the evidence: 0.1 for mean logits
             (``avg``; fitted temperatures were 0.05–0.11 on the public suites) and 1.0 for summed
             log-probabilities (``logprob``). See :attr:`effective_temperature`.
+        traffic_weight: how much learned traffic (labelled served prompts, :meth:`Router.learn`)
+            weighs against the corpus, read by ``traffic_policy`` (``0`` ignores traffic; it is kept).
+        traffic_policy: ``"per_prompt"`` (default): each learned prompt weighs ``traffic_weight``
+            corpus texts of its expert (after balancing); ``"share"``: an expert's whole traffic
+            weighs ``traffic_weight`` × its corpus mass, however many prompts it holds. See
+            :func:`ir3de.statistics.traffic_weights`. Both re-solve from the statistics.
     """
 
     level: str = "text"
@@ -72,6 +83,8 @@ class RouterConfig:
     fallback: str | None = None
     threshold: float = 0.0
     temperature: float | None = None
+    traffic_weight: float = 30.0
+    traffic_policy: str = "per_prompt"
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -98,6 +111,19 @@ class RouterConfig:
             and self.temperature > 0
         ):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+        if not (
+            isinstance(self.traffic_weight, (int, float))
+            and not isinstance(self.traffic_weight, bool)
+            and np.isfinite(self.traffic_weight)
+            and self.traffic_weight >= 0
+        ):
+            raise ValueError(
+                f"traffic_weight must be a finite number >= 0, got {self.traffic_weight!r} (0 ignores traffic)"
+            )
+        if self.traffic_policy not in TRAFFIC_POLICIES:
+            raise ValueError(
+                f"unknown traffic_policy {self.traffic_policy!r}; choose one of {TRAFFIC_POLICIES}"
+            )
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
 

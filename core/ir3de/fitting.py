@@ -41,7 +41,14 @@ import numpy as np
 from .counting import TextCounter
 from .errors import ExpertError, InvalidInputError, TokenizerMismatchError
 from .solve import column_normalize, ridge_solve
-from .statistics import ExpertCounts, balance_weights, expert_gram, ridge_statistics
+from .statistics import (
+    ExpertCounts,
+    TrafficSummary,
+    balance_weights,
+    expert_gram,
+    ridge_statistics,
+    traffic_weights,
+)
 from .table import RouteTable, compile_logits
 
 __all__ = [
@@ -60,10 +67,11 @@ __all__ = [
     "solve_weights",
     "to_numpy",
     "token_gram",
+    "traffic_summaries",
 ]
 
 _GRAM_CHUNK_ROWS = 16384
-_COMPILE_CHUNK_ROWS = 2048
+_COMPILE_CHUNK_ROWS = 256
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -244,6 +252,13 @@ def token_gram(matrix: np.ndarray, counts: ExpertCounts, *, device: str = "cpu")
     return total
 
 
+def _level_masses(counts: Sequence[ExpertCounts | None], level: str) -> np.ndarray:
+    """Row mass per expert at ``level``: scored texts (text level) or tokens (token level)."""
+    if level == "text":
+        return np.array([0 if c is None else c.num_scored_texts for c in counts], np.float64)
+    return np.array([0 if c is None else c.num_tokens for c in counts], np.float64)
+
+
 def level_statistics(
     counts: Sequence[ExpertCounts],
     *,
@@ -252,12 +267,21 @@ def level_statistics(
     token_grams: Sequence[Any] | None = None,
     names: Sequence[str] | None = None,
     device: str = "cpu",
+    traffic: Sequence[ExpertCounts | None] | None = None,
+    traffic_grams: Sequence[Any | None] | None = None,
+    traffic_weight: float = 0.0,
+    traffic_policy: str = "per_prompt",
 ) -> tuple[Any, Any]:
     """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
 
     ``level="token"`` combines the experts' token Grams (``token_grams``, one per expert, from
     :func:`token_gram`) weighted by token mass; ``level="text"`` their text Grams weighted by scored
     texts. Float64 numpy on the CPU, torch on a GPU ``device``.
+
+    ``traffic`` (one block or ``None`` per expert: labelled served prompts, counted like a corpus)
+    adds ``u_d T_d`` to ``A`` and its last column to ``B[:, d]``, with ``u_d`` from
+    :func:`ir3de.statistics.traffic_weights` (``traffic_grams``: their token Grams at token level).
+    Without any traffic block (or with weight 0) the result is bit for bit the corpus-only one.
     """
     names = list(names) if names is not None else [f"#{i}" for i in range(len(counts))]
     if level == "text":
@@ -268,13 +292,67 @@ def level_statistics(
             import torch
 
             grams = [torch.tensor(g, device=device) for g in grams]
-        masses = [c.num_scored_texts for c in counts]
     else:
         if token_grams is None or len(token_grams) != len(counts):
             raise ValueError("level='token' needs one token Gram per expert (see token_gram)")
         grams = list(token_grams)
-        masses = [c.num_tokens for c in counts]
-    return ridge_statistics(grams, balance_weights(masses, balance))
+    corpus_weights = balance_weights(_level_masses(counts, level), balance)
+    a, b = ridge_statistics(grams, corpus_weights)
+    if traffic is None or all(t is None for t in traffic):
+        return a, b
+    u = traffic_weights(
+        _level_masses(counts, level),
+        corpus_weights,
+        _level_masses(traffic, level),
+        weight=traffic_weight,
+        policy=traffic_policy,
+    )
+    for d, (block, weight) in enumerate(zip(traffic, u)):
+        if block is None or weight == 0.0:
+            continue
+        if level == "text":
+            if block.text_gram is None:
+                raise ExpertError(
+                    f"the traffic of expert {names[d]!r} has token counts only; learn it again with this "
+                    "version, or use level='token'"
+                )
+            gram: Any = block.text_gram
+            if _is_gpu(device):
+                import torch
+
+                gram = torch.tensor(gram, device=device)
+        else:
+            if traffic_grams is None or traffic_grams[d] is None:
+                raise ValueError("level='token' needs the token Gram of every traffic block")
+            gram = traffic_grams[d]
+        a = a + gram * float(weight)
+        b[:, d] = b[:, d] + gram[:, -1] * float(weight)
+    return a, b
+
+
+def traffic_summaries(
+    names: Sequence[str],
+    counts: Sequence[ExpertCounts],
+    traffic: Sequence[ExpertCounts | None],
+    *,
+    level: str,
+    balance: bool,
+    traffic_weight: float,
+    traffic_policy: str,
+) -> dict[str, TrafficSummary]:
+    """Per expert with traffic: prompts, tokens and the weight the fit gives them (same rule as
+    :func:`level_statistics`)."""
+    masses = _level_masses(counts, level)
+    corpus_weights = balance_weights(masses, balance)
+    tmasses = _level_masses(traffic, level)
+    u = traffic_weights(masses, corpus_weights, tmasses, weight=traffic_weight, policy=traffic_policy)
+    out = {}
+    for name, block, m, w, t, weight in zip(names, traffic, masses, corpus_weights, tmasses, u):
+        if block is None:
+            continue
+        share = float(weight * t / (w * m)) if m > 0 and w > 0 else 0.0
+        out[name] = TrafficSummary(block.num_texts, block.num_tokens, float(weight), float(w), share)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- solve → table
@@ -314,9 +392,16 @@ def compile_table(
         head, bias = w[:-1], w[-1]
         src = np.asarray(matrix)
         logits = np.empty((src.shape[0], w.shape[1]), np.float32)
+        # small chunks through one reused float64 buffer stay in cache: ~5x faster than large
+        # freshly allocated ones (this compile is most of the cost of learn/forget_traffic)
+        rows = np.empty((min(_COMPILE_CHUNK_ROWS, src.shape[0]), src.shape[1]), np.float64)
+        out = np.empty((rows.shape[0], w.shape[1]), np.float64)
         for start in range(0, src.shape[0], _COMPILE_CHUNK_ROWS):
-            rows = src[start : start + _COMPILE_CHUNK_ROWS].astype(np.float64)
-            logits[start : start + _COMPILE_CHUNK_ROWS] = rows @ head + bias
+            n = min(_COMPILE_CHUNK_ROWS, src.shape[0] - start)
+            rows[:n] = src[start : start + n]
+            np.matmul(rows[:n], head, out=out[:n])
+            out[:n] += bias
+            logits[start : start + n] = out[:n]
     return RouteTable.from_logits(logits, excluded_ids)
 
 
@@ -332,10 +417,23 @@ def fit_state(
     column_norm: bool,
     token_grams: Sequence[Any] | None = None,
     device: str = "cpu",
+    traffic: Sequence[ExpertCounts | None] | None = None,
+    traffic_grams: Sequence[Any | None] | None = None,
+    traffic_weight: float = 0.0,
+    traffic_policy: str = "per_prompt",
 ) -> RoutingState:
     """The whole chain from statistics to a routing snapshot: statistics → solve → normalise → table."""
     a, b = level_statistics(
-        counts, level=level, balance=balance, token_grams=token_grams, names=names, device=device
+        counts,
+        level=level,
+        balance=balance,
+        token_grams=token_grams,
+        names=names,
+        device=device,
+        traffic=traffic,
+        traffic_grams=traffic_grams,
+        traffic_weight=traffic_weight,
+        traffic_policy=traffic_policy,
     )
     solution, applied = solve_weights(a, b, lam=lam, column_norm=column_norm)
     table = compile_table(matrix, applied, excluded_ids, device=device)

@@ -194,6 +194,20 @@ JSON only: loading runs no code.
 """
 
 
+def _traffic_lines(experts: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
+    """A sentence on learned traffic (labelled served prompts), when any expert has some."""
+    learned = [(str(e.get("name")), e["traffic"]) for e in experts if isinstance(e.get("traffic"), dict)]
+    if not learned:
+        return []
+    parts = ", ".join(f"{name} {_num(t.get('num_prompts'))}" for name, t in learned)
+    return [
+        "",
+        f"It has also learned labelled served prompts ({parts}; `traffic_weight` "
+        f"{settings.get('traffic_weight')}, policy `{settings.get('traffic_policy')}`); "
+        "`router.forget_traffic()` takes them out exactly.",
+    ]
+
+
 def render_model_card(
     config: Mapping[str, Any], repo_id: str | None = None, *, license: str = "apache-2.0"
 ) -> str:
@@ -233,6 +247,7 @@ def render_model_card(
         "",
         f"Fitted on {_num(sum(int(e.get('num_texts') or 0) for e in experts))} texts "
         f"({_num(sum(int(e.get('num_tokens') or 0) for e in experts))} tokens) in all.",
+        *_traffic_lines(experts, settings),
         "",
         "## Embeddings",
         "",

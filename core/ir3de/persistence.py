@@ -49,7 +49,10 @@ __all__ = [
 ]
 
 PACK_CONFIG_FILE = "stat_pack.json"
-PACK_FORMAT_VERSION = 1
+#: 2 added the optional traffic block (learned labelled prompts); version-1 packs still load.
+PACK_FORMAT_VERSION = 2
+#: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
+TRAFFIC_PREFIX = "traffic_"
 FINGERPRINT_KEYS = ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size")
 
 
@@ -80,6 +83,7 @@ class RouterData:
         fingerprint: ``TokenEmbeddings.fingerprint()`` of the tokenizer + matrix it was fitted with.
         excluded_ids: ids that never count (special tokens).
         evaluation: figures stored by :func:`ir3de.evaluate.record_evaluation`, or ``None``.
+        traffic: expert → learned traffic block, for the experts that have one.
     """
 
     config: RouterConfig
@@ -91,6 +95,13 @@ class RouterData:
     fingerprint: dict[str, Any] | None = None
     excluded_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     evaluation: dict[str, Any] | None = None
+    traffic: Mapping[str, ExpertCounts] = field(default_factory=dict)
+
+
+def _traffic_entry(block: ExpertCounts | None) -> dict[str, int] | None:
+    if block is None:
+        return None
+    return {"num_prompts": block.num_texts, "num_tokens": block.num_tokens}
 
 
 def router_config_dict(data: RouterData) -> dict[str, Any]:
@@ -107,6 +118,7 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
                 "num_texts": data.counts[name].num_texts,
                 "num_tokens": data.counts[name].num_tokens,
                 "num_distinct_tokens": int(data.counts[name].token_ids.size),
+                **({"traffic": _traffic_entry(data.traffic[name])} if name in data.traffic else {}),
             }
             for name in state.experts
         ],
@@ -121,19 +133,35 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
     }
 
 
-def _statistics_bytes(names: list[str], counts: list[ExpertCounts], hidden: int) -> bytes:
-    """One statistics file (CSR counts + optional text Grams) for experts ``names``."""
+def _counts_tensors(counts: list[ExpertCounts], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
+    """CSR counts (+ optional text Grams) of several experts, tensor names prefixed with ``prefix``."""
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum([c.token_ids.size for c in counts], out=offsets[1:])
+    return {
+        f"{prefix}token_ids": np.concatenate([c.token_ids for c in counts]),
+        f"{prefix}counts": np.concatenate([c.counts for c in counts]),
+        f"{prefix}offsets": offsets,
+        f"{prefix}num_texts": np.array([c.num_texts for c in counts], np.int64),
+        **artifact.text_gram_tensors(counts, hidden=hidden, prefix=prefix),
+    }
+
+
+def _statistics_bytes(
+    names: list[str],
+    counts: list[ExpertCounts],
+    hidden: int,
+    traffic: Mapping[str, ExpertCounts] | None = None,
+) -> bytes:
+    """One statistics file (CSR counts + optional text Grams) for experts ``names``, plus their
+    traffic blocks under :data:`TRAFFIC_PREFIX` when any expert has one (``has_traffic``: D flags)."""
+    tensors = _counts_tensors(counts, hidden)
+    if traffic:
+        empty = ExpertCounts.empty()
+        blocks = [traffic.get(n, empty) for n in names]
+        tensors.update(_counts_tensors(blocks, hidden, TRAFFIC_PREFIX))
+        tensors["has_traffic"] = np.array([n in traffic for n in names], np.uint8)
     return artifact.tensors_to_bytes(
-        {
-            "token_ids": np.concatenate([c.token_ids for c in counts]),
-            "counts": np.concatenate([c.counts for c in counts]),
-            "offsets": offsets,
-            "num_texts": np.array([c.num_texts for c in counts], np.int64),
-            **artifact.text_gram_tensors(counts, hidden=hidden),
-        },
-        metadata={"format": "ir3de-statistics", "experts": json.dumps(names)},
+        tensors, metadata={"format": "ir3de-statistics", "experts": json.dumps(names)}
     )
 
 
@@ -147,7 +175,9 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
         {"logits": state.table.logits, "weights": state.weights, "ridge_solution": state.ridge_solution},
         metadata={"format": "ir3de-route-table", "experts": json.dumps(names)},
     )
-    stats_bytes = _statistics_bytes(names, [data.counts[n] for n in names], state.weights.shape[0] - 1)
+    stats_bytes = _statistics_bytes(
+        names, [data.counts[n] for n in names], state.weights.shape[0] - 1, data.traffic
+    )
     files = {
         artifact.ROUTER_FILE: router_bytes,
         artifact.STATISTICS_FILE: stats_bytes,
@@ -164,27 +194,59 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
 
 
 def _read_counts(
-    stats: Mapping[str, np.ndarray], names: list[str], vocab: int, hidden: int, where: str
+    stats: Mapping[str, np.ndarray], names: list[str], vocab: int, hidden: int, where: str, prefix: str = ""
 ) -> list[ExpertCounts]:
     d = len(names)
-    offsets = artifact.expect_shape(stats, "offsets", (d + 1,), where)
-    num_texts = artifact.expect_shape(stats, "num_texts", (d,), where)
+    offsets = artifact.expect_shape(stats, f"{prefix}offsets", (d + 1,), where)
+    num_texts = artifact.expect_shape(stats, f"{prefix}num_texts", (d,), where)
     nnz = int(offsets[-1]) if offsets.size else 0
-    token_ids = artifact.expect_shape(stats, "token_ids", (nnz,), where)
-    counts = artifact.expect_shape(stats, "counts", (nnz,), where)
+    token_ids = artifact.expect_shape(stats, f"{prefix}token_ids", (nnz,), where)
+    counts = artifact.expect_shape(stats, f"{prefix}counts", (nnz,), where)
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
-        raise ArtifactError(f"{where}: offsets are not a valid CSR index")
+        raise ArtifactError(f"{where}: {prefix}offsets are not a valid CSR index")
     if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
         raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
-    grams = artifact.read_text_grams(stats, d, hidden, where)
+    grams = artifact.read_text_grams(stats, d, hidden, where, prefix=prefix)
+    what = "traffic" if prefix else "counts"
     out = []
     for i, name in enumerate(names):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
         try:
             out.append(ExpertCounts(token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), grams[i]))
         except ValueError as e:
-            raise ArtifactError(f"{where}: counts of expert {name!r} are invalid ({e})") from e
+            raise ArtifactError(f"{where}: {what} of expert {name!r} are invalid ({e})") from e
     return out
+
+
+def _read_traffic(
+    stats: Mapping[str, np.ndarray],
+    names: list[str],
+    vocab: int,
+    hidden: int,
+    where: str,
+    recorded: Mapping[str, Any],
+) -> dict[str, ExpertCounts]:
+    """The traffic blocks of a statistics file (none in files before format 3), checked against the
+    ``traffic`` entries ``recorded`` in the config (expert → {num_prompts, num_tokens})."""
+    if "has_traffic" not in stats:
+        if recorded:
+            raise ArtifactError(
+                f"{where} holds no traffic but the config records traffic for {sorted(recorded)}: the "
+                "statistics file is not the one written with this config"
+            )
+        return {}
+    flags = artifact.expect_shape(stats, "has_traffic", (len(names),), where)
+    blocks = _read_counts(stats, names, vocab, hidden, where, prefix=TRAFFIC_PREFIX)
+    traffic = {n: b for n, b, f in zip(names, blocks, flags) if f}
+    for name in sorted(set(traffic) | set(recorded)):
+        entry = recorded.get(name)
+        block = traffic.get(name)
+        if entry is None or block is None or _traffic_entry(block) != dict(entry):
+            raise ArtifactError(
+                f"{where}: the traffic of expert {name!r} ({_traffic_entry(block)}) does not match the "
+                f"config's record ({entry}); the files were not written together"
+            )
+    return traffic
 
 
 def _read_tokenizer(path: Path, config: Mapping[str, Any], vocab: int) -> Any:
@@ -242,7 +304,9 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
     stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)
     counts = _read_counts(stats, names, vocab, hidden, str(path / artifact.STATISTICS_FILE))
-    if any(c.text_gram is not None for c in counts):
+    recorded = {e["name"]: e["traffic"] for e in experts_meta if e.get("traffic") is not None}
+    traffic = _read_traffic(stats, names, vocab, hidden, str(path / artifact.STATISTICS_FILE), recorded)
+    if any(c.text_gram is not None for c in [*counts, *traffic.values()]):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(path / artifact.CONFIG_FILE))
     tokenizer = _read_tokenizer(path, config, vocab)
     excluded = np.asarray(config.get("excluded_ids", []), np.int64)
@@ -257,6 +321,7 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
         fingerprint=config.get("fingerprint") or None,
         excluded_ids=excluded,
         evaluation=config.get("evaluation"),
+        traffic=traffic,
     )
 
 
@@ -323,6 +388,8 @@ class PackData:
         description: one line about the expert (shown in model cards).
         embedding_source: the ``TokenEmbeddings.source`` dict, so a merger can load the same matrix.
         excluded_ids: token ids left out of the counts (special/padding tokens).
+        traffic: the expert's learned traffic (labelled served prompts, counted like the corpus and
+            kept apart from it), or ``None``.
     """
 
     name: str
@@ -331,6 +398,7 @@ class PackData:
     description: str = ""
     embedding_source: dict[str, Any] | None = None
     excluded_ids: tuple[int, ...] = field(default=())
+    traffic: ExpertCounts | None = None
 
     def check_compatible(self, fingerprint: Mapping[str, Any] | None, against: str = "the router") -> None:
         """Raise :class:`TokenizerMismatchError` unless ``fingerprint`` is this pack's tokenizer + embeddings."""
@@ -352,6 +420,7 @@ def pack_config_dict(pack: PackData) -> dict[str, Any]:
             "num_tokens": counts.num_tokens,
             "num_distinct_tokens": int(counts.token_ids.size),
             "has_text_statistics": counts.text_gram is not None,
+            **({"traffic": _traffic_entry(pack.traffic)} if pack.traffic is not None else {}),
         },
         "vocab_size": pack.fingerprint.get("vocab_size"),
         "hidden_size": pack.fingerprint.get("hidden_size"),
@@ -366,7 +435,8 @@ def save_pack(folder: str | os.PathLike[str], pack: PackData) -> Path:
     """Write a stat pack atomically: ``stat_pack.json``, ``statistics.safetensors`` and its card."""
     from .model_card import render_stat_pack_card
 
-    stats = _statistics_bytes([pack.name], [pack.counts], int(pack.fingerprint["hidden_size"]))
+    traffic = {pack.name: pack.traffic} if pack.traffic is not None else None
+    stats = _statistics_bytes([pack.name], [pack.counts], int(pack.fingerprint["hidden_size"]), traffic)
     config = pack_config_dict(pack)
     config["files"] = {artifact.STATISTICS_FILE: {"sha256": artifact.file_sha256(stats), "size": len(stats)}}
     files = {
@@ -406,7 +476,9 @@ def load_pack(folder: str | os.PathLike[str]) -> PackData:
             f"{folder / PACK_CONFIG_FILE}: fingerprint.hidden_size must be a positive integer"
         )
     (counts,) = _read_counts(tensors, [expert["name"]], vocab, hidden, where)
-    if counts.text_gram is not None:
+    recorded = {expert["name"]: expert["traffic"]} if expert.get("traffic") is not None else {}
+    traffic = _read_traffic(tensors, [expert["name"]], vocab, hidden, where, recorded).get(expert["name"])
+    if counts.text_gram is not None or (traffic is not None and traffic.text_gram is not None):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
     if counts.num_texts != expert["num_texts"] or counts.num_tokens != expert["num_tokens"]:
         raise ArtifactError(
@@ -420,4 +492,5 @@ def load_pack(folder: str | os.PathLike[str]) -> PackData:
         str(expert.get("description") or ""),
         config.get("embedding_source"),
         tuple(int(i) for i in config.get("excluded_ids") or ()),
+        traffic,
     )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import fitting, persistence
-from .config import LEVELS, RouterConfig
+from .config import LEVELS, STATISTICS_SETTINGS, RouterConfig
 from .decision import RouteDecision
 from .errors import (
     EmptyPromptError,
@@ -40,7 +40,7 @@ from .errors import (
 )
 from .fitting import RoutingState, check_expert_name
 from .selectors import Selection, select_batch, select_one
-from .statistics import ExpertCounts
+from .statistics import ExpertCounts, TrafficSummary
 from .table import RouteTable
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ _check_name = check_expert_name
 class _Expert:
     counts: ExpertCounts
     description: str = ""
+    traffic: ExpertCounts | None = None  # learned labelled prompts (Router.learn), its own block
 
 
 class Router:
@@ -103,6 +104,7 @@ class Router:
         self._lock = threading.RLock()
         self._experts: dict[str, _Expert] = {}
         self._grams: dict[str, Any] = {}  # token Grams (numpy, or torch on a GPU), derived state
+        self._traffic_grams: dict[str, Any] = {}  # token Grams of the traffic blocks, derived state
         self._state: RoutingState | None = None
         self._embeddings: TokenEmbeddings | None = None
         self._embedding_source: dict[str, Any] | None = None
@@ -282,6 +284,7 @@ class Router:
             grams = {name: self._gram(c) for name, c in counted.items()} if self._token_level else {}
             self._experts = {n: _Expert(counted[n], descriptions.get(n, "")) for n in names}
             self._grams = grams
+            self._traffic_grams = {}
             self._evaluation = None
             self._refresh()
         return self
@@ -290,11 +293,14 @@ class Router:
         self,
         counts: Mapping[str, ExpertCounts],
         descriptions: Mapping[str, str] | None = None,
+        *,
+        traffic: Mapping[str, ExpertCounts] | None = None,
     ) -> Router:
         """Fit from precomputed per-expert token counts (stat packs, a distributed count, shards).
 
         Equals :meth:`fit` on the texts the counts came from, provided they were counted with this
-        router's tokenizer (see :func:`ir3de.fitting.count_texts`).
+        router's tokenizer (see :func:`ir3de.fitting.count_texts`). ``traffic``: learned traffic
+        blocks of some of the experts (as :meth:`learn_counts` takes them), set in the same solve.
         """
         if not isinstance(counts, Mapping):
             raise InvalidInputError(
@@ -311,9 +317,36 @@ class Router:
                         f"counts of expert {name!r} must be ExpertCounts, got {type(c).__name__}"
                     )
                 self._check_counts(name, c)
+            blocks = self._checked_traffic(traffic or {}, names)
             grams = {name: self._gram(c) for name, c in counts.items()} if self._token_level else {}
-            self._commit({n: _Expert(counts[n], descriptions.get(n, "")) for n in names}, grams)
+            traffic_grams = self._traffic_grams_of(blocks)
+            experts = {n: _Expert(counts[n], descriptions.get(n, ""), blocks.get(n)) for n in names}
+            self._commit(experts, grams, traffic_grams)
         return self
+
+    def _checked_traffic(
+        self, traffic: Mapping[str, ExpertCounts], experts: Sequence[str]
+    ) -> dict[str, ExpertCounts]:
+        """``traffic`` checked: known experts, :class:`ExpertCounts` on this router's embeddings."""
+        if not isinstance(traffic, Mapping):
+            raise InvalidInputError(
+                f"traffic must map expert names to ExpertCounts, got {type(traffic).__name__}"
+            )
+        for name, block in traffic.items():
+            if name not in experts:
+                raise UnknownExpertError(f"traffic for unknown expert {name!r}; experts are {list(experts)}")
+            if not isinstance(block, ExpertCounts):
+                raise InvalidInputError(
+                    f"traffic of expert {name!r} must be ExpertCounts, got {type(block).__name__}"
+                )
+            if block.num_tokens:
+                self._check_counts(name, block)
+        return dict(traffic)
+
+    def _traffic_grams_of(self, blocks: Mapping[str, ExpertCounts]) -> dict[str, Any]:
+        if not self._token_level:
+            return {}
+        return {n: self._gram(b) for n, b in blocks.items() if b.num_tokens}
 
     def add_expert(self, name: str, texts: Iterable[str], description: str = "") -> Router:
         """Add one expert: count its texts, add its statistics, re-solve. Equals a from-scratch fit.
@@ -331,19 +364,23 @@ class Router:
             counts = self._count(name, texts)
             return self.add_expert_counts(name, counts, description)
 
-    def add_expert_counts(self, name: str, counts: ExpertCounts, description: str = "") -> Router:
-        """Add an expert from precomputed token counts (a stat pack, a Ray job…) on the same tokenizer."""
+    def add_expert_counts(
+        self, name: str, counts: ExpertCounts, description: str = "", *, traffic: ExpertCounts | None = None
+    ) -> Router:
+        """Add an expert from precomputed token counts (a stat pack, a Ray job…) on the same tokenizer;
+        ``traffic``: its learned traffic block, if any (one solve for both)."""
         _check_name(name)
         with self._lock:
             if name in self._experts:
                 raise ExpertError(f"expert {name!r} already exists; remove it first or pick another name")
             self._check_counts(name, counts)
+            blocks = self._checked_traffic({name: traffic} if traffic is not None else {}, [name])
             self._ensure_grams()
             experts, grams = dict(self._experts), dict(self._grams)
-            experts[name] = _Expert(counts, description)
+            experts[name] = _Expert(counts, description, traffic)
             if self._token_level:
                 grams[name] = self._gram(counts)
-            self._commit(experts, grams)
+            self._commit(experts, grams, {**self._traffic_grams, **self._traffic_grams_of(blocks)})
         return self
 
     def update_expert(self, name: str, more_texts: Iterable[str]) -> Router:
@@ -353,7 +390,7 @@ class Router:
             delta = self._count(name, more_texts)
             self._ensure_grams()
             experts, grams = dict(self._experts), dict(self._grams)
-            experts[name] = _Expert(old.counts + delta, old.description)
+            experts[name] = _Expert(old.counts + delta, old.description, old.traffic)
             if name in grams:  # token Grams add like the counts; a missing one is derived when needed
                 grams[name] = grams[name] + self._gram(delta)
             self._commit(experts, grams)
@@ -370,22 +407,21 @@ class Router:
             self._ensure_grams()
             experts = {n: e for n, e in self._experts.items() if n != name}
             grams = {n: g for n, g in self._grams.items() if n != name}
-            self._commit(experts, grams)
+            traffic_grams = {n: g for n, g in self._traffic_grams.items() if n != name}
+            self._commit(experts, grams, traffic_grams)
         return self
 
     def configure(self, **settings: Any) -> Router:
         """Change settings. Routing-only settings (selector, k, combine, max_tokens, fallback,
-        threshold, temperature) apply at once; ``level``, λ, ``column_norm`` and ``balance`` re-solve
-        from the statistics (no text is re-read).
+        threshold, temperature) apply at once; ``level``, λ, ``column_norm``, ``balance``,
+        ``traffic_weight`` and ``traffic_policy`` re-solve from the statistics (no text is re-read).
 
         Example:
             >>> router.configure(level="token", selector="topk", k=50)   # doctest: +SKIP
         """
         with self._lock:
             new = dataclasses.replace(self.config, **settings)
-            resolve = any(
-                getattr(new, f) != getattr(self.config, f) for f in ("level", "lam", "column_norm", "balance")
-            )
+            resolve = any(getattr(new, f) != getattr(self.config, f) for f in STATISTICS_SETTINGS)
             old = self.config
             self.config = new
             if resolve and self._state is not None:
@@ -397,14 +433,18 @@ class Router:
                     raise
         return self
 
-    def _commit(self, experts: dict[str, _Expert], grams: dict[str, Any]) -> None:
-        previous = (self._experts, self._grams)
+    def _commit(
+        self, experts: dict[str, _Expert], grams: dict[str, Any], traffic_grams: dict[str, Any] | None = None
+    ) -> None:
+        previous = (self._experts, self._grams, self._traffic_grams, self._evaluation)
         self._experts, self._grams = experts, grams
+        if traffic_grams is not None:
+            self._traffic_grams = traffic_grams
         try:
             self._evaluation = None
             self._refresh()
         except BaseException:
-            self._experts, self._grams = previous
+            self._experts, self._grams, self._traffic_grams, self._evaluation = previous
             raise
 
     def _get_expert(self, name: str) -> _Expert:
@@ -449,6 +489,20 @@ class Router:
         for name, expert in self._experts.items():
             if name not in self._grams:
                 self._grams[name] = self._gram(expert.counts)
+            if expert.traffic is not None and expert.traffic.num_tokens and name not in self._traffic_grams:
+                self._traffic_grams[name] = self._gram(expert.traffic)
+
+    def _traffic_arguments(self, names: Sequence[str]) -> dict[str, Any]:
+        """The traffic keyword arguments of :func:`ir3de.fitting.level_statistics` for ``names``."""
+        blocks = [self._experts[n].traffic for n in names]
+        if all(b is None for b in blocks):
+            return {}
+        return {
+            "traffic": blocks,
+            "traffic_grams": [self._traffic_grams.get(n) for n in names] if self._token_level else None,
+            "traffic_weight": self.config.traffic_weight,
+            "traffic_policy": self.config.traffic_policy,
+        }
 
     def _level_statistics(self, names: Sequence[str]) -> tuple[Any, Any]:
         """``A`` and ``B`` of the configured level and weighting (numpy, or torch on a GPU)."""
@@ -459,6 +513,7 @@ class Router:
             token_grams=[self._grams[n] for n in names] if self._token_level else None,
             names=names,
             device=self.device,
+            **self._traffic_arguments(names),
         )
 
     def ridge_statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -513,6 +568,7 @@ class Router:
             column_norm=c.column_norm,
             token_grams=[self._grams[n] for n in names] if self._token_level else None,
             device=self.device,
+            **self._traffic_arguments(names),
         )
 
     # ------------------------------------------------------------------ routing
@@ -725,6 +781,7 @@ class Router:
                 config=self.config,
                 state=state,
                 counts={n: self._experts[n].counts for n in state.experts},
+                traffic={n: t for n in state.experts if (t := self._experts[n].traffic) is not None},
                 descriptions={n: self._experts[n].description for n in state.experts},
                 tokenizer=self.tokenizer,
                 embedding_source=self._embedding_source,
@@ -766,7 +823,8 @@ class Router:
         router._excluded_ids = data.excluded_ids
         router._evaluation = data.evaluation
         router._experts = {
-            n: _Expert(data.counts[n], data.descriptions.get(n, "")) for n in data.state.experts
+            n: _Expert(data.counts[n], data.descriptions.get(n, ""), data.traffic.get(n))
+            for n in data.state.experts
         }
         router._state = data.state
         if embeddings is not None:
@@ -865,4 +923,162 @@ class Router:
         elif not isinstance(pack, persistence.PackData):
             raise TypeError(f"expected a StatPack, a folder or a Hub repo id, got {type(pack).__name__}")
         pack.check_compatible(self.fingerprint, "the router")
-        return self.add_expert_counts(name or pack.name, pack.counts, pack.description)
+        return self.add_expert_counts(
+            name or pack.name, pack.counts, pack.description, traffic=getattr(pack, "traffic", None)
+        )
+
+    # ------------------------------------------------------------------ learning from traffic
+    def learn(
+        self,
+        prompts: Iterable[str] | Mapping[str, Iterable[str]] | Any,
+        experts: str | Iterable[str] | None = None,
+        *,
+        create_experts: bool = False,
+    ) -> Router:
+        """Learn served prompts with their correct expert: they join that expert's *traffic* block.
+
+        Traffic is counted exactly like a corpus (text Gram of the prompts and their token histogram)
+        but kept apart from the corpus statistics, weighted by ``config.traffic_weight`` /
+        ``traffic_policy``, listed by :attr:`traffic` and taken out again by :meth:`forget_traffic`.
+        Learning costs one count of the prompts, one (h+1)² solve and a table compile: no corpus
+        text is re-read. The same prompts learned in any order or split give the same router (up to
+        float64 rounding of the Gram sums). Thread-safe: routing threads see the old table or the
+        new one, never a mix.
+
+        Args:
+            prompts: the prompts, with ``experts`` one name per prompt (or one name for all); or a
+                mapping ``{expert: prompts}``; or a :class:`ir3de.labelled.LabelledData`.
+            experts: the correct expert of each prompt.
+            create_experts: a label that is not an expert becomes a new expert whose corpus is its
+                prompts (an expert needs a corpus to be weighed against; later prompts are traffic).
+                Without it, such a label raises :class:`UnknownExpertError` listing the experts.
+
+        Example:
+            >>> router.learn(["How do I file my taxes?", "def f(x):"], ["finance", "code"])   # doctest: +SKIP
+            >>> router.traffic["finance"].num_prompts                                        # doctest: +SKIP
+            1
+        """
+        from .labelled import group_prompts
+
+        groups = group_prompts(prompts, experts)
+        return self._learn_groups(groups, create_experts=create_experts)
+
+    def feedback(self, prompt: str, expert: str, *, create_experts: bool = False) -> Router:
+        """Learn one served prompt with its correct expert (:meth:`learn` of one prompt).
+
+        Example:
+            >>> router.feedback("What is a stanza?", "poetry")   # doctest: +SKIP
+        """
+        if not isinstance(prompt, str):
+            raise InvalidInputError(f"the prompt is a {type(prompt).__name__}; prompts must be str")
+        if not isinstance(expert, str):
+            raise InvalidInputError(f"the expert is a {type(expert).__name__}; expert names are str")
+        return self.learn([prompt], [expert], create_experts=create_experts)
+
+    def learn_counts(self, counts: Mapping[str, ExpertCounts], *, create_experts: bool = False) -> Router:
+        """Add precomputed traffic blocks (counted like :meth:`learn` does: stat packs, Ray shards).
+
+        Equals :meth:`learn` on the prompts the counts came from, provided they were counted with this
+        router's tokenizer and embedding matrix (:func:`ir3de.fitting.count_texts` with the matrix).
+        """
+        if not isinstance(counts, Mapping):
+            raise InvalidInputError(
+                f"learn_counts takes a mapping expert name → ExpertCounts, got {type(counts).__name__}"
+            )
+        for name, c in counts.items():
+            _check_name(name)
+            if not isinstance(c, ExpertCounts):
+                raise InvalidInputError(
+                    f"traffic of expert {name!r} must be ExpertCounts, got {type(c).__name__}"
+                )
+        return self._learn_groups(dict(counts), create_experts=create_experts)
+
+    def _count_traffic(self, name: str, prompts: Sequence[str]) -> ExpertCounts:
+        emb = self.embeddings
+        return fitting.count_texts(
+            prompts,
+            tokenizer=emb.tokenizer,
+            vocab_size=emb.vocab_size,
+            excluded_ids=emb.excluded_ids,
+            embedding_matrix=emb.matrix,  # traffic is small: always both levels' statistics
+            name=name,
+            batch_size=self.batch_size,
+            progress=False,
+        )
+
+    def _learn_groups(self, groups: Mapping[str, Any], *, create_experts: bool) -> Router:
+        """``groups``: expert → prompts (lists of str) or → ExpertCounts (precomputed traffic)."""
+        from .labelled import check_labels
+
+        with self._lock:
+            self._require_state()
+            new = check_labels(groups, self.experts, create=create_experts)
+            self._ensure_grams()
+            experts, grams = dict(self._experts), dict(self._grams)
+            traffic_grams = dict(self._traffic_grams)
+            for name, items in groups.items():
+                if name in new:
+                    corpus = items if isinstance(items, ExpertCounts) else self._count(name, items)
+                    self._check_counts(name, corpus)  # (again, for precomputed counts)
+                    experts[name] = _Expert(corpus)
+                    if self._token_level:
+                        grams[name] = self._gram(corpus)
+                    continue
+                delta = items if isinstance(items, ExpertCounts) else self._count_traffic(name, items)
+                if delta.num_tokens:
+                    self._check_counts(name, delta)
+                old = experts[name]
+                block = delta if old.traffic is None else old.traffic + delta
+                experts[name] = dataclasses.replace(old, traffic=block)
+                if self._token_level and block.num_tokens:
+                    traffic_grams[name] = self._gram(block)
+            self._commit(experts, grams, traffic_grams)
+        return self
+
+    def forget_traffic(self, expert: str | None = None) -> Router:
+        """Forget the learned traffic of one expert (or of all with ``None``) and re-solve.
+
+        Exact: forgetting all traffic gives back, bit for bit, the table and weights the router had
+        before it learned anything. Costs one solve and a table compile.
+
+        Example:
+            >>> router.forget_traffic("finance")   # doctest: +SKIP
+            >>> router.forget_traffic()            # all experts
+        """
+        with self._lock:
+            if expert is not None:
+                self._get_expert(expert)
+            names = list(self._experts) if expert is None else [expert]
+            if all(self._experts[n].traffic is None for n in names):
+                return self
+            experts = {
+                n: dataclasses.replace(e, traffic=None) if n in names else e for n, e in self._experts.items()
+            }
+            traffic_grams = {n: g for n, g in self._traffic_grams.items() if n not in names}
+            self._commit(experts, dict(self._grams), traffic_grams)
+        return self
+
+    @property
+    def traffic(self) -> dict[str, TrafficSummary]:
+        """Per expert with learned traffic: prompts, tokens, and the weight the fit gives them.
+
+        Example:
+            >>> {n: (s.num_prompts, s.row_weight) for n, s in router.traffic.items()}   # doctest: +SKIP
+            {'finance': (12, 30.0)}
+        """
+        with self._lock:
+            names = list(self._experts)
+            return fitting.traffic_summaries(
+                names,
+                [self._experts[n].counts for n in names],
+                [self._experts[n].traffic for n in names],
+                level=self.config.level,
+                balance=self.config.balance,
+                traffic_weight=self.config.traffic_weight,
+                traffic_policy=self.config.traffic_policy,
+            )
+
+    @property
+    def traffic_statistics(self) -> dict[str, ExpertCounts]:
+        """Per expert with learned traffic: its traffic block (token histogram and text Gram)."""
+        return {n: e.traffic for n, e in self._experts.items() if e.traffic is not None}

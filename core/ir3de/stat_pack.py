@@ -74,6 +74,7 @@ class StatPack(PackData):
         description: one line about the expert (shown in model cards).
         embedding_source: the ``TokenEmbeddings.source`` dict, so a merger can load the same matrix.
         excluded_ids: token ids left out of the counts (special/padding tokens).
+        traffic: the expert's learned traffic (labelled served prompts), or ``None``.
     """
 
     @property
@@ -138,7 +139,8 @@ class StatPack(PackData):
 
     @classmethod
     def from_router(cls, router: Router, name: str) -> StatPack:
-        """Export one expert of a fitted router as a pack (e.g. to hand it to another router)."""
+        """Export one expert of a fitted router as a pack (e.g. to hand it to another router), with
+        its learned traffic (:meth:`Router.learn`) as the pack's traffic block."""
         counts = router.statistics
         if name not in counts:
             raise UnknownExpertError(f"unknown expert {name!r}; experts are {router.experts}")
@@ -149,6 +151,7 @@ class StatPack(PackData):
             router.descriptions.get(name, ""),
             router.embedding_source,
             tuple(int(i) for i in router.excluded_ids),
+            router.traffic_statistics.get(name),
         )
 
     # ------------------------------------------------------------------ files
@@ -205,6 +208,7 @@ class StatPack(PackData):
             data.description,
             data.embedding_source,
             data.excluded_ids,
+            data.traffic,
         )
 
     def push_to_hub(
@@ -300,7 +304,9 @@ def merge_packs(
         first.check_compatible(embeddings.fingerprint(), f"the embeddings {embeddings.name!r}")
         router = Router(embeddings, config=config, device=device, progress=progress, **settings)
         return router.fit_counts(
-            {p.name: p.counts for p in loaded}, descriptions={p.name: p.description for p in loaded}
+            {p.name: p.counts for p in loaded},
+            descriptions={p.name: p.description for p in loaded},
+            traffic={p.name: p.traffic for p in loaded if p.traffic is not None},
         )
     if embeddings is not None or settings or config is not None:
         raise TypeError("pass either router= or embeddings/config/settings for a new router, not both")

@@ -45,15 +45,21 @@ TEXT_ROW_MASS = 1.0 + WINDOW_WEIGHT
 _TEXT_GRAM_RTOL = 1e-9
 
 __all__ = [
+    "TRAFFIC_POLICIES",
     "ExpertCounts",
     "TokenCounter",
+    "TrafficSummary",
     "balance_weights",
     "expert_gram",
     "ridge_statistics",
     "text_gram",
     "text_means",
     "text_rows",
+    "traffic_weights",
 ]
+
+#: How the weight of learned traffic is set (:func:`traffic_weights`).
+TRAFFIC_POLICIES = ("per_prompt", "share")
 
 
 @dataclass(frozen=True)
@@ -409,3 +415,88 @@ def ridge_statistics(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[
 
         b = torch.stack(cols, dim=1)
     return a, b
+
+
+# ---------------------------------------------------------------------------------------------- traffic
+
+
+def traffic_weights(
+    corpus_masses: Sequence[float] | np.ndarray,
+    corpus_weights: Sequence[float] | np.ndarray,
+    traffic_masses: Sequence[float] | np.ndarray,
+    *,
+    weight: float,
+    policy: str,
+) -> np.ndarray:
+    """Per-expert row weights ``u_d`` of learned traffic (labelled served prompts).
+
+    Traffic is its own additive block per expert (a text Gram / token histogram like the corpus's,
+    counted the same way); it enters the ridge statistics as ``A += u_d T_d`` and
+    ``B[:, d] += u_d T_d[:, -1]``, next to the corpus's ``w_d G_d``. Masses are in the level's units
+    (scored texts at text level, tokens at token level); ``corpus_weights`` are the corpus's ``w_d``
+    (:func:`balance_weights`), so traffic follows the corpus's balancing.
+
+    Policies:
+        ``"per_prompt"``: one traffic row weighs ``weight`` corpus rows of its expert:
+            ``u_d = weight · w_d``. The traffic's pull grows with the number of prompts learned.
+        ``"share"``: an expert's whole traffic weighs ``weight`` × its (weighted) corpus mass,
+            however many prompts it holds: ``u_d = weight · w_d · m_d / t_d``.
+
+    Experts without traffic (``t_d = 0``) get ``u_d = 0``; ``weight = 0`` ignores all traffic.
+
+    Example:
+        >>> traffic_weights([100, 300], [2.0, 2 / 3], [10, 0], weight=30.0, policy="per_prompt").tolist()
+        [60.0, 0.0]
+        >>> traffic_weights([100, 300], [2.0, 2 / 3], [10, 0], weight=0.5, policy="share").tolist()
+        [10.0, 0.0]
+    """
+    if policy not in TRAFFIC_POLICIES:
+        raise ValueError(f"unknown traffic policy {policy!r}; choose one of {TRAFFIC_POLICIES}")
+    weight = float(weight)
+    if not np.isfinite(weight) or weight < 0:
+        raise ValueError(f"traffic weight must be a finite number >= 0, got {weight!r}")
+    masses = np.asarray(corpus_masses, np.float64)
+    w = np.asarray(corpus_weights, np.float64)
+    t = np.asarray(traffic_masses, np.float64)
+    if not masses.shape == w.shape == t.shape:
+        raise ValueError(f"masses {masses.shape}, weights {w.shape} and traffic {t.shape} must align")
+    has = t > 0
+    out = np.zeros_like(t)
+    if policy == "per_prompt":
+        out[has] = weight * w[has]
+    else:
+        out[has] = weight * w[has] * masses[has] / t[has]
+    return out
+
+
+@dataclass(frozen=True)
+class TrafficSummary:
+    """What one expert has learned from traffic, and how much it weighs.
+
+    Attributes:
+        num_prompts: prompts learned (including ones with no countable token).
+        num_tokens: their countable tokens.
+        row_weight: the weight ``u_d`` each traffic row gets in the fit (:func:`traffic_weights`;
+            a corpus row of the same expert weighs ``corpus_row_weight``).
+        corpus_row_weight: the corpus's row weight ``w_d`` (balancing).
+        share: the traffic's weighted mass as a share of the corpus's weighted mass (``u_d t_d / w_d m_d``).
+
+    Example:
+        >>> TrafficSummary(10, 120, 60.0, 2.0, 3.0).to_dict()["share"]
+        3.0
+    """
+
+    num_prompts: int
+    num_tokens: int
+    row_weight: float
+    corpus_row_weight: float
+    share: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "num_prompts": self.num_prompts,
+            "num_tokens": self.num_tokens,
+            "row_weight": self.row_weight,
+            "corpus_row_weight": self.corpus_row_weight,
+            "share": self.share,
+        }
