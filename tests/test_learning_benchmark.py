@@ -17,7 +17,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning import (  # noqa: E402
     POLICIES,
+    POLICY_BY_NAME,
     TrafficWeight,
+    api_settings,
     count_traffic,
     mean_features,
     route_features,
@@ -110,15 +112,20 @@ def test_quick_learning_benchmark_end_to_end(tmp_path):
     assert sizes[0] == 0 and len(sizes) == 3
     assert "user-prompts-other-benchmarks" in res["checks"]
     assert res["choice"]["chosen"] in {p.name for p in POLICIES}
+    chosen = res["choice"]["chosen"]
+    api = {f"api:{p}" for p in (chosen, "x1") if api_settings(POLICY_BY_NAME[p]) is not None}
     for check in res["checks"].values():
         for run in check["seeds"].values():
             assert run["fast_path_mismatches"] == 0
+            assert run["api_mismatches"] == 0  # Router.learn routes exactly like the pipeline sweep
             acc = run["accuracy"]
-            assert {p.name for p in POLICIES} | {"knn-k1", "knn-k5", "knn-k10"} == set(acc)
+            assert {p.name for p in POLICIES} | {"knn-k1", "knn-k5", "knn-k10"} | api == set(acc)
+            assert all(acc[name] == acc[name.removeprefix("api:")] for name in api)
             assert all(len(v) == len(sizes) and all(0 <= a <= 1 for a in v) for v in acc.values())
             # 0 prompts: every weight policy is the plain corpus fit
             assert len({v[0] for k, v in acc.items() if not k.startswith("knn")}) == 1
     assert res["cost"]["learn_ms"] > 0 and res["cost"]["forget_ms"] > 0
+    assert res["cost"]["api"].startswith("Router.learn")
     assert {t["met"] for t in res["targets"]} <= {True, False}
     md = (out / "learning.md").read_text()
     assert "| user-prompts-other-benchmarks | MiniLM kNN" in md and "### Targets" in md
