@@ -16,9 +16,14 @@ labelled":
 * **MiniLM kNN** — the same prompts are added to its index (all-MiniLM-L6-v2 mean-pooled, cosine;
   k = 1, 5, 10; embeddings computed once per run).
 
-Every weight policy in :data:`POLICIES` is measured; the default is chosen by :func:`choose_policy`
-(best mean accuracy over checks × {10, 30, 100} among the policies that never fall below a check's
-0-prompt accuracy). Also measured: the cost of learning 100 prompts per expert and of forgetting them.
+Every weight policy in :data:`POLICIES` is measured by the pipeline functions
+(:func:`weights_with_traffic`, routed by the ``avg`` selector's mean features — checked against the
+compiled table); the default is chosen by :func:`choose_policy` (best mean accuracy over checks ×
+{10, 30, 100} among the policies that never fall below a check's 0-prompt accuracy). The reported
+curves (the chosen weight and ×1) are measured again through the public API, ``Router.learn`` /
+``Router.forget_traffic`` (:func:`api_curves`, compared route by route), which also gives the cost of
+learning 100 prompts and of forgetting them (:func:`measure_cost`). ``--api-check learning.json``
+adds that pass to a finished run; ``--render`` rewrites the outputs from a results JSON.
 
 Writes ``learning.json``, ``learning.md``, ``traffic_weight_choice.md`` and the plot.
 """
