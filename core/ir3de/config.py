@@ -74,14 +74,14 @@ class RouterConfig:
             a decision for an expert listed here uses its threshold instead of ``threshold``.
         traffic_weight: how much learned traffic (labelled served prompts, :meth:`Router.learn`)
             weighs against the corpus, read by ``traffic_policy`` (``0`` ignores traffic; it is kept).
-        traffic_policy: ``"balanced"`` (default): each learned prompt weighs ``traffic_weight``
-            corpus texts of its expert and balancing counts the traffic in each expert's mass
-            (learning also re-balances the corpora; the setup the issue measured, ×30);
-            ``"per_prompt"``: each prompt weighs ``traffic_weight`` corpus texts of its expert on top
-            of the balanced corpus; ``"share"``: an expert's whole traffic weighs ``traffic_weight`` ×
-            its corpus mass, however many prompts it holds. See
-            :func:`ir3de.statistics.weights_with_traffic`. All re-solve from the statistics. The
-            default is provisional until the learning-curve benchmark picks one.
+        traffic_policy: ``"share"`` (default, with weight 1): an expert's whole traffic weighs
+            ``traffic_weight`` × its corpus mass, however many prompts it holds — chosen by the
+            learning curves of ``python -m benchmarks.learning`` (best mean accuracy over the
+            cross-source checks without falling below 0 prompts); ``"per_prompt"``: each prompt weighs
+            ``traffic_weight`` corpus texts of its expert on top of the balanced corpus;
+            ``"balanced"``: prompts weigh like ``per_prompt`` and balancing counts the traffic in
+            each expert's mass. See :func:`ir3de.statistics.weights_with_traffic`. All re-solve from
+            the statistics.
     """
 
     level: str = "text"
@@ -97,8 +97,8 @@ class RouterConfig:
     temperature: float | None = None
     evidence_tokens: float | None = None
     thresholds: Mapping[str, float] | None = None
-    traffic_weight: float = 30.0
-    traffic_policy: str = "balanced"
+    traffic_weight: float = 1.0
+    traffic_policy: str = "share"
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
