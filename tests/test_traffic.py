@@ -197,7 +197,7 @@ def test_traffic_weight_is_a_statistics_setting(base, served, tmp_path) -> None:
     router.configure(traffic_weight=0.0)  # re-solves without re-reading text; traffic is kept
     _same_bits(router, base)
     assert router.traffic["code"].num_prompts == 8 and router.traffic["code"].row_weight == 0.0
-    router.configure(traffic_weight=30.0)
+    router.configure(traffic_weight=base.config.traffic_weight)  # back to the default: the same bits
     assert np.array_equal(router.weights, learned)
     router.configure(traffic_policy="share", traffic_weight=1.0)
     summary = router.traffic["code"]
