@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -57,7 +57,27 @@ from .errors import EmptyPromptError, MessageError
 from .selectors import select_batch
 
 if TYPE_CHECKING:
-    from .router import Router
+    import tokenizers
+
+    from .config import RouterConfig
+    from .fitting import RoutingState
+
+
+class ConversationRouter(Protocol):
+    """What conversation routing reads of an :class:`ir3de.Router` (structural, so this module sits
+    below ``router.py`` and never imports it): the routing snapshot, the settings, the tokenizer and
+    the prompt encoder."""
+
+    @property
+    def snapshot(self) -> RoutingState: ...
+
+    @property
+    def tokenizer(self) -> tokenizers.Tokenizer: ...
+
+    config: RouterConfig
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 __all__ = [
     "ROLE_ALIASES",
@@ -422,7 +442,7 @@ def _combine(
 
 
 def route_conversation(
-    router: Router,
+    router: ConversationRouter,
     messages: Any,
     *,
     previous_expert: str | None = None,
@@ -701,7 +721,7 @@ class SessionStore:
 
 
 def route_session(
-    router: Router,
+    router: ConversationRouter,
     store: SessionStore,
     session_id: Hashable | None,
     messages: Any,

@@ -30,14 +30,18 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import artifact
 from .errors import ArtifactError
 from .persistence import PACK_CONFIG_FILE, read_pack_config
 
-if TYPE_CHECKING:
-    from .router import Router
+
+class SavesPretrained(Protocol):
+    """What the Hub layer needs of an artifact: it saves itself to a folder (a Router, a StatPack)."""
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path: ...
+
 
 __all__ = [
     "ResolvedArtifact",
@@ -374,14 +378,14 @@ def push_folder(
     )
 
 
-def push_saved(obj: Any, repo_id: str, name: str = "artifact", **push_kwargs: Any) -> Any:
+def push_saved(obj: SavesPretrained, repo_id: str, name: str = "artifact", **push_kwargs: Any) -> Any:
     """Save anything with ``save_pretrained(folder)`` (a router, a stat pack) to a temporary folder and
     push that folder with :func:`push_folder` (``push_kwargs`` are its keyword arguments)."""
     with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
         return push_folder(obj.save_pretrained(Path(tmp) / name), repo_id, **push_kwargs)
 
 
-def push_router(router: Router, repo_id: str, **push_kwargs: Any) -> Any:
+def push_router(router: SavesPretrained, repo_id: str, **push_kwargs: Any) -> Any:
     """Save ``router`` to a temporary folder and push it (keyword arguments of :func:`push_folder`)."""
     return push_saved(router, repo_id, "router", **push_kwargs)
 
