@@ -479,7 +479,8 @@ def _text_of(record: Any, field: str | None, steps: Steps | None, where: str) ->
     return value if value.strip() else None
 
 
-def _read_jsonl(path: Path, gz: bool, field: str | None, steps: Steps | None) -> Iterator[str]:
+def jsonl_records(path: Path, gz: bool) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for every non-blank line of a ``.jsonl`` file (``where`` names path and line)."""
     for number, line in _binary_lines(path, gz):
         if not line.strip():
             continue
@@ -490,12 +491,11 @@ def _read_jsonl(path: Path, gz: bool, field: str | None, steps: Steps | None) ->
                 f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}); a .jsonl file "
                 "holds one JSON value per line (use .json for one JSON document)"
             ) from None
-        text = _text_of(record, field, steps, f"{path} line {number}")
-        if text is not None:
-            yield text
+        yield f"{path} line {number}", record
 
 
-def _read_json(path: Path, gz: bool, field: str | None, steps: Steps | None) -> Iterator[str]:
+def json_records(path: Path, gz: bool, items: str = "strings or objects") -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for every item of a ``.json`` file holding one list of ``items``."""
     with _open_binary(path, gz) as f:
         try:
             raw = f.read()
@@ -516,11 +516,23 @@ def _read_json(path: Path, gz: bool, field: str | None, steps: Steps | None) -> 
             lists = [k for k, v in data.items() if isinstance(v, list)]
             hint = f" (its list-valued keys: {', '.join(map(repr, lists))})" if lists else ""
         raise CorpusError(
-            f"{path}: a .json file must hold a list of strings or objects, found {_kind(data)}{hint}; "
+            f"{path}: a .json file must hold a list of {items}, found {_kind(data)}{hint}; "
             "extract the list (e.g. `jq '.key' in.json > out.json`) or write one record per line as .jsonl"
         )
     for i, record in enumerate(data, start=1):
-        text = _text_of(record, field, steps, f"{path} record {i}")
+        yield f"{path} record {i}", record
+
+
+def _read_jsonl(path: Path, gz: bool, field: str | None, steps: Steps | None) -> Iterator[str]:
+    for where, record in jsonl_records(path, gz):
+        text = _text_of(record, field, steps, where)
+        if text is not None:
+            yield text
+
+
+def _read_json(path: Path, gz: bool, field: str | None, steps: Steps | None) -> Iterator[str]:
+    for where, record in json_records(path, gz):
+        text = _text_of(record, field, steps, where)
         if text is not None:
             yield text
 

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +46,14 @@ from typing import Any
 
 from ir3de.corpus import (
     PathLike,
-    _binary_lines,
-    _decode,
     _format_of,
     _guarded,
     _import_parquet,
     _kind,
     _open_binary,
-    _read_error,
     expand_paths,
+    json_records,
+    jsonl_records,
     parse_field,
     select_field,
 )
@@ -306,9 +303,9 @@ class _Fields:
 def _iterate(plan: list[tuple[Path, str, bool]], fields: _Fields) -> Iterator[tuple[str, str]]:
     for path, kind, gz in plan:
         if kind == "jsonl":
-            records: Iterator[tuple[str, Any]] = _jsonl_records(path, gz)
+            records: Iterator[tuple[str, Any]] = jsonl_records(path, gz)
         elif kind == "json":
-            records = _json_records(path, gz)
+            records = json_records(path, gz, items="objects")
         elif kind == "csv":
             records = _csv_records(path, gz, fields)
         else:
@@ -355,44 +352,6 @@ def _pair(record: Any, fields: _Fields, where: str) -> tuple[str, str] | None:
             "name as the label (--label-field names the column)"
         )
     return text, label.strip()
-
-
-def _jsonl_records(path: Path, gz: bool) -> Iterator[tuple[str, Any]]:
-    for number, line in _binary_lines(path, gz):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(
-                f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}); a .jsonl file "
-                "holds one JSON object per line"
-            ) from None
-        yield f"{path} line {number}", record
-
-
-def _json_records(path: Path, gz: bool) -> Iterator[tuple[str, Any]]:
-    with _open_binary(path, gz) as f:
-        try:
-            raw = f.read()
-        except (OSError, EOFError, zlib.error) as e:
-            raise _read_error(path, e) from e
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        data = json.loads(_decode(raw, path, 1))
-    except json.JSONDecodeError as e:
-        raise CorpusError(
-            f"{path} line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}); fix the file, or use "
-            ".jsonl for one JSON object per line"
-        ) from None
-    if not isinstance(data, list):
-        raise CorpusError(
-            f"{path}: a labelled .json file must hold a list of objects, found {_kind(data)}; write one "
-            "object per record (or one per line as .jsonl)"
-        )
-    for i, record in enumerate(data, start=1):
-        yield f"{path} record {i}", record
 
 
 def _csv_records(path: Path, gz: bool, fields: _Fields) -> Iterator[tuple[str, Any]]:
