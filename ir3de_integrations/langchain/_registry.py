@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
-from langchain_core.prompt_values import PromptValue
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 
 from ir3de.errors import InvalidInputError
 from ir3de.experts import ExpertRegistry as CoreExpertRegistry
+
+from ._conversation import input_messages
 
 if TYPE_CHECKING:
     from ir3de import Router
@@ -71,32 +72,8 @@ def input_text(input: Any, *, input_key: str = "input", route_on: RouteOn = "las
         >>> input_text({"question": "Solve 2x = 4"}, input_key="question")
         'Solve 2x = 4'
     """
-    if isinstance(input, str):
-        return input
-    if isinstance(input, PromptValue):
-        return messages_text(input.to_messages(), route_on)
-    if isinstance(input, BaseMessage):
-        return messages_text([input], route_on)
-    if isinstance(input, Mapping):
-        if input_key not in input:
-            raise InvalidInputError(
-                f"the input dict has no key {input_key!r} (keys: {sorted(map(str, input))}); "
-                f"pass input_key='<the key that holds the text>'"
-            )
-        value = input[input_key]
-        if isinstance(value, Mapping):
-            raise InvalidInputError(f"input[{input_key!r}] is a dict; it must hold a str or messages")
-        return input_text(value, input_key=input_key, route_on=route_on)
-    if isinstance(input, Sequence) and not isinstance(input, (bytes, bytearray)):
-        try:
-            messages = convert_to_messages(input)  # type: ignore[arg-type]
-        except (ValueError, TypeError, NotImplementedError) as e:
-            raise InvalidInputError(f"cannot read the input list as chat messages ({e})") from e
-        return messages_text(messages, route_on)
-    raise InvalidInputError(
-        f"cannot route a {type(input).__name__}: pass a str, a PromptValue, a list of messages or a dict "
-        "(with input_key naming the key that holds the text)"
-    )
+    got = input_messages(input, input_key=input_key)
+    return got if isinstance(got, str) else messages_text(got, route_on)
 
 
 def _check_runnable(name: str, runnable: object) -> None:
