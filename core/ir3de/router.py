@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -914,19 +913,18 @@ class Router:
             >>> router.push_to_hub("org/my-router", private=True)       # doctest: +SKIP
             >>> Router.from_pretrained("org/my-router").route("2+2?")    # doctest: +SKIP
         """
-        from .hub import push_folder
+        from .hub import push_saved
 
-        with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
-            folder = self.save_pretrained(Path(tmp) / "router")
-            return push_folder(
-                folder,
-                repo_id,
-                private=private,
-                token=token,
-                revision=revision,
-                commit_message=commit_message,
-                create_pr=create_pr,
-            )
+        return push_saved(
+            self,
+            repo_id,
+            "router",
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
 
     def add_expert_from_stats(self, pack: Any, name: str | None = None, **hub_kwargs: Any) -> Router:
         """Add an expert from a stat pack (a :class:`ir3de.stat_pack.StatPack`, a folder or a Hub repo id).

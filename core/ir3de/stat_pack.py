@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,18 +225,18 @@ class StatPack(PackData):
         Example:
             >>> pack.push_to_hub("org/math-pack", private=True)   # doctest: +SKIP
         """
-        from .hub import push_folder
+        from .hub import push_saved
 
-        with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
-            return push_folder(
-                self.save_pretrained(Path(tmp) / "pack"),
-                repo_id,
-                private=private,
-                token=token,
-                revision=revision,
-                commit_message=commit_message,
-                create_pr=create_pr,
-            )
+        return push_saved(
+            self,
+            repo_id,
+            "pack",
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
 
 
 def load_pack(pack: StatPack | str | os.PathLike[str], **hub_kwargs: Any) -> StatPack:
