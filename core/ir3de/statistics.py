@@ -205,6 +205,12 @@ class TokenCounter:
         self._excluded = (
             np.asarray(excluded_ids, np.int64) if excluded_ids is not None else np.zeros(0, np.int64)
         )
+        if self._excluded.size and (self._excluded.min() < 0 or self._excluded.max() >= self.vocab_size):
+            bad = self._excluded[(self._excluded < 0) | (self._excluded >= self.vocab_size)]
+            raise ValueError(
+                f"excluded token id {int(bad[0])} is outside the vocabulary [0, {self.vocab_size}): "
+                "pass the special-token ids of the tokenizer that matches the embedding matrix"
+            )
         self.num_texts = 0
 
     def add_texts(self, id_arrays: Iterable[np.ndarray]) -> None:

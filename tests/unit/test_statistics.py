@@ -305,15 +305,11 @@ def test_text_gram_of_rows_equals_the_oracle_design(toy_ids, toy_matrix, vocab_s
     assert gram[-1, -1] == pytest.approx(TEXT_ROW_MASS * scored)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="bug: TokenCounter accepts excluded ids >= vocab_size and fails only in result(), after the whole "
-    "corpus was counted, with a bare numpy IndexError (RouteTable.from_logits ignores such ids); it should "
-    "refuse them up front with a ValueError that names the id and the vocabulary size",
-)
 def test_excluded_ids_out_of_range_are_refused_up_front(vocab_size):
-    with pytest.raises(ValueError, match="excluded"):
-        counter = TokenCounter(vocab_size, np.array([vocab_size + 3]))
-        counter.add_texts([np.array([4])])
-        counter.result()
+    with pytest.raises(ValueError, match=rf"excluded token id {vocab_size + 3} .*\[0, {vocab_size}\)"):
+        TokenCounter(vocab_size, np.array([vocab_size + 3]))
+    with pytest.raises(ValueError, match="excluded token id -1"):
+        TokenCounter(vocab_size, np.array([2, -1]))
+    counter = TokenCounter(vocab_size, np.array([vocab_size - 1]))  # the last id is in range
+    counter.add_texts([np.array([4, vocab_size - 1])])
+    assert counter.result().token_ids.tolist() == [4]
