@@ -103,8 +103,9 @@ class ExpertCounts:
                 or gram[-1, -1] > TEXT_ROW_MASS * self.num_texts + 0.5
             ):
                 raise ValueError(
-                    "text_gram is not a valid text Gram (non-finite values, or its corner — the number of "
-                    f"texts with a countable token — is outside [0, num_texts={self.num_texts}])"
+                    "text_gram is not a valid text Gram (non-finite values, or its corner — "
+                    f"{TEXT_ROW_MASS:g} × the number of texts with a countable token — is outside "
+                    f"[0, {TEXT_ROW_MASS * self.num_texts:g}] for num_texts={self.num_texts})"
                 )
             gram.flags.writeable = False
             object.__setattr__(self, "text_gram", gram)

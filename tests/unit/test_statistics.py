@@ -313,3 +313,12 @@ def test_excluded_ids_out_of_range_are_refused_up_front(vocab_size):
     counter = TokenCounter(vocab_size, np.array([vocab_size - 1]))  # the last id is in range
     counter.add_texts([np.array([4, vocab_size - 1])])
     assert counter.result().token_ids.tolist() == [4]
+
+
+def test_text_gram_corner_beyond_the_row_mass_is_refused_with_the_true_bound():
+    gram = np.zeros((3, 3))
+    gram[-1, -1] = TEXT_ROW_MASS * 2  # two texts' rows: valid
+    assert ExpertCounts(np.array([1]), np.array([3]), 2, gram).num_scored_texts == 2
+    gram[-1, -1] = TEXT_ROW_MASS * 2 + 1.0
+    with pytest.raises(ValueError, match=rf"outside \[0, {TEXT_ROW_MASS * 2:g}\] for num_texts=2"):
+        ExpertCounts(np.array([1]), np.array([3]), 2, gram)
