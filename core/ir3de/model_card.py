@@ -29,7 +29,6 @@ TEMPLATES = Path(__file__).with_name("templates")
 _DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _METRICS = (("accuracy", "Routing accuracy"), ("macro_recall", "Macro recall"))
 _EVALUATION_ROWS = {"accuracy": "routing accuracy", "macro_recall": "macro recall", "num_prompts": "prompts"}
-_SWEEPS = (("k_sweep", "k", "k", "k sweep (top-k selector)"), ("lam_sweep", "lam", "λ", "λ sweep"))
 
 
 def _embedding_name(source: Mapping[str, Any] | None) -> str:
@@ -116,34 +115,6 @@ def _eval_results(evaluation: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _evaluation_tables(evaluation: Mapping[str, Any], experts: Sequence[str]) -> dict[str, Any]:
-    """The evaluation section's rows, formatted: metrics, per-expert recalls, other figures, sweeps."""
-    recalls = [(e, evaluation[f"recall[{e}]"]) for e in experts if f"recall[{e}]" in evaluation]
-    shown = {"test_set", "k_sweep", "lam_sweep", *_EVALUATION_ROWS, *(f"recall[{e}]" for e, _ in recalls)}
-    sweeps = []
-    for key, field, column, title in _SWEEPS:
-        sweep = evaluation.get(key)
-        if isinstance(sweep, list) and sweep and all(isinstance(p, Mapping) for p in sweep):
-            values = [p.get(field) for p in sweep]
-            rows = [
-                (
-                    f"{v:g}" if isinstance(v, float) else _cell(v),
-                    _num(p.get("accuracy")),
-                    _num(p.get("macro_recall")),
-                )
-                for v, p in zip(values, sweep)
-            ]
-            sweeps.append((title, column, rows))
-    return {
-        "metrics": [(label, _num(evaluation[k])) for k, label in _EVALUATION_ROWS.items() if k in evaluation],
-        "recalls": [(_cell(e), _num(r)) for e, r in recalls],
-        "others": [
-            (k, _num(v)) for k, v in evaluation.items() if k not in shown and isinstance(v, (int, float, str))
-        ],
-        "sweeps": sweeps,
-    }
-
-
 def render_model_card(
     config: Mapping[str, Any], repo_id: str | None = None, *, license: str = "apache-2.0"
 ) -> str:
@@ -161,6 +132,9 @@ def render_model_card(
     title = repo_id or "IR3DE router"
     learned = [(str(e.get("name")), e["traffic"]) for e in experts if isinstance(e.get("traffic"), dict)]
     results = _eval_results(evaluation) if evaluation else []
+    recalls = [n for n in names if f"recall[{n}]" in evaluation]
+    shown = {"test_set", "k_sweep", "lam_sweep", *_EVALUATION_ROWS, *(f"recall[{n}]" for n in recalls)}
+    sweeps = [(k, s) for k in ("k_sweep", "lam_sweep") if isinstance(s := evaluation.get(k), list) and s]
     return _card(
         "router_card.md",
         config.get("embedding_source"),
@@ -178,7 +152,10 @@ def render_model_card(
         get=settings.get,
         fingerprint=config.get("fingerprint") or {},
         evaluation=evaluation,
-        **(_evaluation_tables(evaluation, names) if evaluation else {}),
+        rows=_EVALUATION_ROWS,
+        recalls=recalls,
+        others=[k for k, v in evaluation.items() if k not in shown and isinstance(v, (int, float, str))],
+        sweeps=[(k, s) for k, s in sweeps if all(isinstance(p, Mapping) for p in s)],
     )
 
 
