@@ -48,8 +48,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"ir3de: error: a stat pack holds one expert; got {sorted(texts)} (run `ir3de stats` once per expert)"
         )
     ((name, corpus),) = texts.items()
-    emb = _load_embeddings(args.embeddings)
     description = _descriptions(args).get(name, "")
+    emb = _load_embeddings(args.embeddings)
     pack = StatPack.compute(name, corpus, emb, description=description, progress=not args.quiet)
     out = pack.save_pretrained(args.output)
     print(
