@@ -69,7 +69,7 @@ _INDEX_FILE = "model.safetensors.index.json"
 _SINGLE_FILE = "model.safetensors"
 _TOKENIZER_FILE = "tokenizer.json"
 #: What a Hub model is fetched with first: its config, tokenizer files and shard index (never weights).
-_SMALL_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken"]
+_SMALL_FILES = ["*.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken"]
 _OFFLINE = "downloads are off (HF_HUB_OFFLINE or local_files_only)"
 
 
