@@ -23,25 +23,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import artifact
 from .errors import ArtifactError
 from .persistence import PACK_CONFIG_FILE, read_pack_config
-
-
-class SavesPretrained(Protocol):
-    """What the Hub layer needs of an artifact: it saves itself to a folder (a Router, a StatPack)."""
-
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path: ...
-
 
 __all__ = [
     "ResolvedArtifact",
@@ -50,16 +41,35 @@ __all__ = [
     "looks_like_repo_id",
     "pull",
     "push_folder",
-    "push_router",
     "push_saved",
     "resolve_folder",
     "resolve_router_folder",
 ]
 
-_ARTIFACT_FILES = (artifact.CONFIG_FILE, PACK_CONFIG_FILE, *artifact.CHECKED_FILES, artifact.CARD_FILE)
+#: kind → (its config file, the files that config may list, what a repo without the config file may be)
+_KINDS = {
+    "router": (
+        artifact.CONFIG_FILE,
+        artifact.CHECKED_FILES,
+        "it is not an ir3de router (a stat pack has stat_pack.json instead: merge it with "
+        "router.add_expert_from_stats(repo) or `ir3de merge`)",
+    ),
+    "stat_pack": (
+        PACK_CONFIG_FILE,
+        (artifact.STATISTICS_FILE,),
+        "it is not an ir3de stat pack (a router has config.json instead: load it with Router.from_pretrained)",
+    ),
+}
+_ARTIFACT_FILES = [artifact.CONFIG_FILE, PACK_CONFIG_FILE, *artifact.CHECKED_FILES, artifact.CARD_FILE]
 
 
-@dataclass(frozen=True)
+class SavesPretrained(Protocol):
+    """What the Hub layer needs of an artifact: it saves itself to a folder (a Router, a StatPack)."""
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path: ...
+
+
+@dataclasses.dataclass(frozen=True)
 class ResolvedArtifact:
     """Where an artifact was found: ``folder`` (the HF cache snapshot for Hub artifacts), ``kind``
     (``"router"`` or ``"stat_pack"``), and for a Hub artifact its ``repo_id`` and ``commit``."""
@@ -68,39 +78,6 @@ class ResolvedArtifact:
     kind: str
     repo_id: str | None = None
     commit: str | None = None
-
-
-@dataclass(frozen=True)
-class _Kind:
-    config_file: str
-    files: tuple[str, ...]  # the files the config may list
-    not_this: str  # what a repo without the config file may be instead
-
-    def read_config(self, folder: Path) -> dict[str, Any]:
-        if self.config_file == artifact.CONFIG_FILE:
-            return artifact.read_config(folder)
-        return read_pack_config(folder)
-
-    def render_card(self, config: Mapping[str, Any], repo_id: str) -> str:
-        from .model_card import render_model_card, render_stat_pack_card
-
-        render = render_model_card if self.config_file == artifact.CONFIG_FILE else render_stat_pack_card
-        return render(config, repo_id=repo_id)
-
-
-_KINDS = {
-    "router": _Kind(
-        artifact.CONFIG_FILE,
-        artifact.CHECKED_FILES,
-        "it is not an ir3de router (a stat pack has stat_pack.json instead: merge it with "
-        "router.add_expert_from_stats(repo) or `ir3de merge`)",
-    ),
-    "stat_pack": _Kind(
-        PACK_CONFIG_FILE,
-        (artifact.STATISTICS_FILE,),
-        "it is not an ir3de stat pack (a router has config.json instead: load it with Router.from_pretrained)",
-    ),
-}
 
 
 def hub_endpoint() -> str:
@@ -126,34 +103,33 @@ def looks_like_repo_id(value: str) -> bool:
     """
     from huggingface_hub.utils import validate_repo_id
 
-    if value.count("/") != 1:  # validate_repo_id refuses paths like ./x, ~/x, /x
-        return False
-    try:
-        validate_repo_id(value)
+    try:  # validate_repo_id refuses paths like ./x, ~/x, /x
+        return value.count("/") == 1 and validate_repo_id(value) is None
     except ValueError:
         return False
-    return True
+
+
+def _read_config(folder: Path, kind: str) -> dict[str, Any]:
+    return artifact.read_config(folder) if kind == "router" else read_pack_config(folder)
 
 
 def _snapshot(repo_id: str, revision: str | None, hub: dict[str, Any]) -> Path:
     """``snapshot_download`` of the artifact files only, at one commit, into the HF cache; its errors
     turned into :class:`ArtifactError` that say where ir3de looked and what to do."""
-    from huggingface_hub import errors, snapshot_download
+    from huggingface_hub import HfApi, errors, snapshot_download
 
-    where = (
-        f"Hub repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "") + f" at {hub_endpoint()}"
-    )
+    endpoint = hub_endpoint()
+    where = f"Hub repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "") + f" at {endpoint}"
     local = f"no local folder {Path(repo_id).absolute()}, and "
+    no_revision = f"{where} has no revision {revision!r}; pass an existing branch, tag or commit"
     try:
-        return Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                allow_patterns=list(_ARTIFACT_FILES),
-                endpoint=hub_endpoint(),
-                library_name="ir3de",
-                **hub,
-            )
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=_ARTIFACT_FILES,
+            endpoint=endpoint,
+            library_name="ir3de",
+            **hub,
         )
     except errors.LocalEntryNotFoundError as e:
         if hub["local_files_only"]:
@@ -167,56 +143,43 @@ def _snapshot(repo_id: str, revision: str | None, hub: dict[str, Any]) -> Path:
             "network / HF_ENDPOINT, or pass the path of a local folder"
         ) from e
     except errors.RevisionNotFoundError as e:
-        raise ArtifactError(
-            f"{where} has no revision {revision!r}; pass an existing branch, tag or commit"
-        ) from e
+        raise ArtifactError(no_revision) from e
     except errors.RepositoryNotFoundError as e:
-        if revision and _revision_exists(repo_id, None, hub["token"]):  # some servers say "repository"
-            raise ArtifactError(
-                f"{where} has no revision {revision!r}; pass an existing branch, tag or commit"
-            ) from e
+        api = HfApi(endpoint=endpoint, token=hub["token"], library_name="ir3de")
+        try:  # some servers answer 404 "repository" for a missing revision
+            exists = bool(revision) and api.revision_exists(repo_id, "main")
+        except Exception:
+            exists = False
+        if exists:
+            raise ArtifactError(no_revision) from e
         raise ArtifactError(
-            f"{local}no Hub repo {repo_id!r} at {hub_endpoint()} (a private or gated repo needs token=... or "
+            f"{local}no Hub repo {repo_id!r} at {endpoint} (a private or gated repo needs token=... or "
             "`hf auth login`)"
         ) from e
     except (errors.HfHubHTTPError, OSError) as e:
         raise ArtifactError(f"downloading {where} failed ({e}); check the network and disk") from e
+    return Path(folder)
 
 
-def _revision_exists(repo_id: str, revision: str | None, token: str | bool | None) -> bool:
-    """Whether the repo exists (some servers answer 404 "repository" for a missing file)."""
-    from huggingface_hub import HfApi
-
-    with contextlib.suppress(Exception):
-        api = HfApi(endpoint=hub_endpoint(), token=token, library_name="ir3de")
-        return bool(api.revision_exists(repo_id, revision or "main"))
-    return False
-
-
-def _checked(
-    folder: Path, kind: str, repo_id: str | None, verify: bool = True
-) -> tuple[dict[str, Any], list[str]]:
-    """The config and the files it lists, all checked (names; with ``verify`` sizes and sha256 too).
-    For a Hub repo the error also names the fix for a damaged cache."""
-    spec = _KINDS[kind]
+def _checked(folder: Path, kind: str, repo_id: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The config and the files it lists, all checked (names, sizes, sha256). For a Hub repo the error
+    also names the fix for a damaged cache."""
+    config_file, allowed, _ = _KINDS[kind]
     try:
-        config = spec.read_config(folder)
+        config = _read_config(folder, kind)
         files = config.get("files")
-        where = f"{repo_id or folder}/{spec.config_file}"
+        where = f"{repo_id or folder}/{config_file}"
         if not isinstance(files, Mapping) or not files:
             raise ArtifactError(f"{where} lists no files; re-save and push the artifact again")
-        unknown = [n for n in files if n not in spec.files]
+        unknown = [n for n in files if n not in allowed]
         if unknown:
-            raise ArtifactError(f"{where} lists unexpected files {unknown}; expected only {list(spec.files)}")
+            raise ArtifactError(f"{where} lists unexpected files {unknown}; expected only {list(allowed)}")
         for name, meta in files.items():
-            if not (
-                isinstance(meta, Mapping)
-                and isinstance(meta.get("size"), int)
-                and isinstance(meta.get("sha256"), str)
+            if not isinstance(meta, Mapping) or not (
+                isinstance(meta.get("size"), int) and isinstance(meta.get("sha256"), str)
             ):
                 raise ArtifactError(f"{where}: the entry of {name} has no integer size and sha256")
-            if verify:
-                artifact.read_file_checked(folder, name, config)
+            artifact.read_file_checked(folder, name, config)
     except ArtifactError as e:
         if repo_id is None:
             raise
@@ -253,8 +216,7 @@ def resolve_folder(
 
     if kind is not None and kind not in _KINDS:
         raise ValueError(f"kind must be one of {sorted(_KINDS)} or None, got {kind!r}")
-    path = Path(id_or_folder).expanduser()
-    value = str(id_or_folder)
+    path, value = Path(id_or_folder).expanduser(), str(id_or_folder)
     if path.exists():
         return ResolvedArtifact(path, kind or detect_kind(path))
     if isinstance(id_or_folder, os.PathLike) or not looks_like_repo_id(value):
@@ -271,38 +233,24 @@ def resolve_folder(
         "force_download": force_download and not offline,
     }
     folder = _snapshot(value, revision, hub)
-    found = [k for k in ([kind] if kind else _KINDS) if (folder / _KINDS[k].config_file).is_file()]
+    found = [k for k in ([kind] if kind else _KINDS) if (folder / _KINDS[k][0]).is_file()]
     if not found:
-        spec = _KINDS[kind or "router"]
-        raise ArtifactError(f"Hub repo {value!r} has no {spec.config_file}: {spec.not_this}")
+        config_file, _, not_this = _KINDS[kind or "router"]
+        raise ArtifactError(f"Hub repo {value!r} has no {config_file}: {not_this}")
     _checked(folder, found[0], value)
     return ResolvedArtifact(folder, found[0], value, folder.name)
 
 
-def resolve_router_folder(
-    id_or_folder: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    force_download: bool = False,
-) -> Path:
-    """The folder to load a router from (what :meth:`Router.from_pretrained` calls first)."""
-    return resolve_folder(
-        id_or_folder,
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=force_download,
-    ).folder
+def resolve_router_folder(id_or_folder: str | os.PathLike[str], **hub_kwargs: Any) -> Path:
+    """The folder to load a router from (what :meth:`Router.from_pretrained` calls first);
+    ``hub_kwargs`` as in :func:`resolve_folder`."""
+    return resolve_folder(id_or_folder, **hub_kwargs).folder
 
 
 def detect_kind(folder: Path) -> str:
     """``"router"`` or ``"stat_pack"`` for a local artifact folder."""
-    for kind, spec in _KINDS.items():
-        if (folder / spec.config_file).is_file():
+    for kind, (config_file, _, _) in _KINDS.items():
+        if (folder / config_file).is_file():
             return kind
     raise ArtifactError(
         f"{folder} holds neither a router ({artifact.CONFIG_FILE}) nor a stat pack ({PACK_CONFIG_FILE}); "
@@ -324,7 +272,7 @@ def pull(
     _, names = _checked(resolved.folder, resolved.kind, resolved.repo_id)
     if output is None:
         return resolved
-    names = [_KINDS[resolved.kind].config_file, *names, artifact.CARD_FILE]
+    names = [_KINDS[resolved.kind][0], *names, artifact.CARD_FILE]
     files = {n: (resolved.folder / n).read_bytes() for n in names if (resolved.folder / n).is_file()}
     return dataclasses.replace(resolved, folder=artifact.write_folder_atomically(output, files))
 
@@ -352,9 +300,10 @@ def push_folder(
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    from .model_card import render_model_card, render_stat_pack_card
+
     path = Path(folder)
     kind = detect_kind(path)
-    spec = _KINDS[kind]
     config, names = _checked(path, kind, None)
     if hub_offline():
         raise ArtifactError(
@@ -364,10 +313,9 @@ def push_folder(
     target = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision and revision != "main" and not create_pr:
         api.create_branch(target, branch=revision, exist_ok=True)
-    operations = [CommitOperationAdd(n, str(path / n)) for n in (spec.config_file, *names)]
-    operations.append(
-        CommitOperationAdd(artifact.CARD_FILE, spec.render_card(config, target).encode("utf-8"))
-    )
+    render = render_model_card if kind == "router" else render_stat_pack_card
+    operations = [CommitOperationAdd(n, str(path / n)) for n in (_KINDS[kind][0], *names)]
+    operations.append(CommitOperationAdd(artifact.CARD_FILE, render(config, target).encode("utf-8")))
     what = "router" if kind == "router" else f"stat pack of expert {config['expert']['name']!r}"
     return api.create_commit(
         target,
@@ -378,22 +326,17 @@ def push_folder(
     )
 
 
-def push_saved(obj: SavesPretrained, repo_id: str, name: str = "artifact", **push_kwargs: Any) -> Any:
+def push_saved(obj: SavesPretrained, repo_id: str, **push_kwargs: Any) -> Any:
     """Save anything with ``save_pretrained(folder)`` (a router, a stat pack) to a temporary folder and
     push that folder with :func:`push_folder` (``push_kwargs`` are its keyword arguments)."""
     with tempfile.TemporaryDirectory(prefix="ir3de-push-") as tmp:
-        return push_folder(obj.save_pretrained(Path(tmp) / name), repo_id, **push_kwargs)
-
-
-def push_router(router: SavesPretrained, repo_id: str, **push_kwargs: Any) -> Any:
-    """Save ``router`` to a temporary folder and push it (keyword arguments of :func:`push_folder`)."""
-    return push_saved(router, repo_id, "router", **push_kwargs)
+        return push_folder(obj.save_pretrained(Path(tmp) / "artifact"), repo_id, **push_kwargs)
 
 
 def config_summary(folder: Path) -> str:
     """One line describing a local artifact folder (for the CLI)."""
     kind = detect_kind(folder)
-    config = _KINDS[kind].read_config(folder)
+    config = _read_config(folder, kind)
     if kind == "router":
         return f"router with experts [{', '.join(e['name'] for e in config.get('experts', []))}]"
     e = config["expert"]

@@ -19,27 +19,23 @@ from typing import Any
 
 __all__ = ["register"]
 
+_TOKEN_HELP = "Hub token (default: HF_TOKEN or the stored `hf auth login` token)"
 
-_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+def _hub_arguments() -> argparse.ArgumentParser:
+    """The Hub options of the commands that download (``from_pretrained`` / ``pull`` keyword arguments)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--revision", help="branch, tag or commit of Hub repos (default: main)")
+    p.add_argument("--token", help=_TOKEN_HELP)
+    p.add_argument("--cache-dir", dest="cache_dir", help="HF cache folder (default: HF_HUB_CACHE / HF_HOME)")
+    p.add_argument("--local-files-only", action="store_true", help="use the HF cache only")
+    p.add_argument("--force-download", action="store_true", help="re-download into the cache")
+    return p
 
 
 def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The Hub options of a parsed command line, as keyword arguments of ``from_pretrained`` / ``pull``."""
-    return {name: getattr(args, name, None) for name in _HUB_KWARGS}
-
-
-def _add_hub_arguments(p: argparse.ArgumentParser, *, revision: bool = True, force: bool = True) -> None:
-    if revision:
-        p.add_argument("--revision", help="branch, tag or commit of Hub repos (default: main)")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored `hf auth login` token)")
-    p.add_argument("--cache-dir", dest="cache_dir", help="HF cache folder (default: HF_HUB_CACHE / HF_HOME)")
-    p.add_argument(
-        "--local-files-only", dest="local_files_only", action="store_true", help="use the HF cache only"
-    )
-    if force:
-        p.add_argument(
-            "--force-download", dest="force_download", action="store_true", help="re-download into the cache"
-        )
+    names = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+    return {name: getattr(args, name) for name in names}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -52,11 +48,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"ir3de: error: a stat pack holds one expert; got {sorted(texts)} (run `ir3de stats` once per expert)"
         )
     ((name, corpus),) = texts.items()
-    descriptions = _descriptions(args)
+    description = _descriptions(args).get(name, "")
     emb = _load_embeddings(args.embeddings)
-    pack = StatPack.compute(
-        name, corpus, emb, description=descriptions.get(name, ""), progress=not args.quiet
-    )
+    pack = StatPack.compute(name, corpus, emb, description=description, progress=not args.quiet)
     out = pack.save_pretrained(args.output)
     print(
         f"stat pack of {name!r}: {pack.num_texts} texts, {pack.num_tokens} tokens, "
@@ -66,39 +60,31 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .cli import _router_settings
+    from .cli import _load_embeddings, _router_settings
     from .router import Router, RouterConfig
-    from .stat_pack import load_pack, merge_packs
+    from .stat_pack import merge_packs
 
     hub = _hub_kwargs(args)
-    pack_kwargs = {k: v for k, v in hub.items() if k != "revision"}
-    packs = [load_pack(p, **pack_kwargs) for p in args.packs]
+    pack_hub = {k: v for k, v in hub.items() if k != "revision"}  # --revision is the router's (--into)
     if args.into:
         router = Router.from_pretrained(args.into, device=args.device, progress=not args.quiet, **hub)
-        settings = _router_settings(args)
-        if settings:
-            router.configure(**settings)
-        merge_packs(packs, router=router)
+        router.configure(**_router_settings(args))
+        merge_packs(args.packs, router=router, hub_kwargs=pack_hub)
     else:
-        embeddings = None
-        if args.embeddings:
-            from .cli import _load_embeddings
-
-            embeddings = _load_embeddings(args.embeddings)
-        base = RouterConfig.paper() if args.preset == "paper" else RouterConfig()
         router = merge_packs(
-            packs,
-            embeddings=embeddings,
-            config=base,
+            args.packs,
+            embeddings=_load_embeddings(args.embeddings) if args.embeddings else None,
+            config=RouterConfig.paper() if args.preset == "paper" else RouterConfig(),
             device=args.device,
             progress=not args.quiet,
+            hub_kwargs=pack_hub,
             **_router_settings(args),
         )
     out = router.save_pretrained(args.output)
     sizes = ", ".join(
         f"{n}: {c.num_texts} texts / {c.num_tokens} tokens" for n, c in router.statistics.items()
     )
-    print(f"merged {len(packs)} stat packs; experts {router.experts} ({sizes}); saved to {out}")
+    print(f"merged {len(args.packs)} stat packs; experts {router.experts} ({sizes}); saved to {out}")
     return 0
 
 
@@ -115,9 +101,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from .hub import config_summary, pull
 
     resolved = pull(args.repo_id, output=args.output, **_hub_kwargs(args))
-    where = (
-        f"{resolved.repo_id}@{resolved.commit[:12]}" if resolved.repo_id and resolved.commit else args.repo_id
-    )
+    where = f"{resolved.repo_id}@{resolved.commit[:12]}" if resolved.commit else args.repo_id
     print(f"{config_summary(resolved.folder)} from {where}, checked; at {resolved.folder}")
     return 0
 
@@ -126,6 +110,7 @@ def register(subparsers: Any) -> None:
     """Add ``stats``, ``merge``, ``push`` and ``pull`` to the ``ir3de`` command."""
     from .cli import _add_corpus_arguments, _add_settings_arguments
 
+    hub = _hub_arguments()
     p = subparsers.add_parser(
         "stats", help="count one expert's corpus into a stat pack (no text, no weights)"
     )
@@ -139,7 +124,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="folder to write the stat pack to")
     p.set_defaults(func=cmd_stats)
 
-    p = subparsers.add_parser("merge", help="build a router from stat packs (folders or Hub repo ids)")
+    p = subparsers.add_parser(
+        "merge", parents=[hub], help="build a router from stat packs (folders or Hub repo ids)"
+    )
     p.add_argument("packs", nargs="+", help="stat pack folders or Hub repo ids")
     p.add_argument("--into", help="add the packs to this router (folder or Hub repo id) instead of a new one")
     _add_settings_arguments(p)
@@ -147,7 +134,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", choices=["default", "paper"], default="default")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
-    _add_hub_arguments(p)
     p.add_argument("-o", "--output", required=True, help="folder to write the router to")
     p.set_defaults(func=cmd_merge)
 
@@ -157,14 +143,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("folder", help="a folder written by save_pretrained / `ir3de fit` / `ir3de stats`")
     p.add_argument("repo_id", help="Hub model repo, e.g. org/my-router (created when missing)")
     p.add_argument("--private", action="store_true", help="create the repo private")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored `hf auth login` token)")
+    p.add_argument("--token", help=_TOKEN_HELP)
     p.add_argument("--revision", help="branch to commit to (created when missing; default main)")
-    p.add_argument("--commit-message", dest="commit_message")
-    p.add_argument("--create-pr", dest="create_pr", action="store_true", help="open a pull request instead")
+    p.add_argument("--commit-message")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead")
     p.set_defaults(func=cmd_push)
 
-    p = subparsers.add_parser("pull", help="download and check a router or stat pack from the Hub")
+    p = subparsers.add_parser(
+        "pull", parents=[hub], help="download and check a router or stat pack from the Hub"
+    )
     p.add_argument("repo_id", help="Hub model repo, e.g. org/my-router")
-    _add_hub_arguments(p)
     p.add_argument("-o", "--output", help="also copy the files to this folder")
     p.set_defaults(func=cmd_pull)

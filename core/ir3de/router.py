@@ -918,7 +918,6 @@ class Router:
         return push_saved(
             self,
             repo_id,
-            "router",
             private=private,
             token=token,
             revision=revision,

@@ -230,7 +230,6 @@ class StatPack(PackData):
         return push_saved(
             self,
             repo_id,
-            "pack",
             private=private,
             token=token,
             revision=revision,

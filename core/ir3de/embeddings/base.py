@@ -260,7 +260,7 @@ class TokenEmbeddings:
         holds it is opened (and, for a Hub id, downloaded), else ``model.safetensors``. The tensor is
         ``tensor_name`` or the first of :data:`EMBEDDING_TENSOR_NAMES` present. The tokenizer comes from
         ``tokenizer.json`` (else ``transformers.AutoTokenizer``, fast, no remote code). ``revision``,
-        ``token``, ``cache_dir`` and ``local_files_only`` go to ``huggingface_hub.hf_hub_download``
+        ``token``, ``cache_dir`` and ``local_files_only`` go to ``huggingface_hub.snapshot_download``
         (``HF_HUB_OFFLINE=1`` is honoured); they are ignored for a local folder.
 
         Example:

@@ -1,8 +1,9 @@
 """Embeddings of a Hugging Face model (a Hub id or a local folder): ONLY the input-embedding tensor.
 
-With ``model.safetensors.index.json`` only the shard that holds the tensor is opened (and, for a Hub
-id, downloaded), else ``model.safetensors``; ``safetensors.safe_open`` reads names, shapes and the one
-tensor. Never pickle, never remote code. The special tokens are those ``transformers`` names
+A Hub id is fetched into the HF cache with ``snapshot_download`` (``allow_patterns``: the small files,
+then one weight file). With ``model.safetensors.index.json`` only the shard that holds the tensor is
+opened (and, for a Hub id, downloaded), else ``model.safetensors``; ``safetensors.safe_open`` reads
+names, shapes and the one tensor. Never pickle, never remote code. The special tokens are those ``transformers`` names
 (``AutoTokenizer(...).all_special_ids``) plus the added tokens flagged special.
 
 Example:
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,9 @@ EMBEDDING_TENSOR_NAMES: tuple[str, ...] = (
 _INDEX_FILE = "model.safetensors.index.json"
 _SINGLE_FILE = "model.safetensors"
 _TOKENIZER_FILE = "tokenizer.json"
+#: What a Hub model is fetched with first: its config, tokenizer files and shard index (never weights).
+_SMALL_FILES = ["*.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken"]
 _OFFLINE = "downloads are off (HF_HUB_OFFLINE or local_files_only)"
-
-Fetch = Callable[[str], "Path | None"]
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -95,27 +95,28 @@ def load_pretrained(
 ) -> Parts:
     """Tokenizer, input embeddings and the special ids of a Hub model id or a local model folder.
 
-    See :meth:`ir3de.embeddings.TokenEmbeddings.from_pretrained`.
+    A Hub model is fetched with ``snapshot_download`` into the HF cache: first its small files, then
+    only the weight file that holds the tensor, at the same commit. See
+    :meth:`ir3de.embeddings.TokenEmbeddings.from_pretrained`.
     """
     folder, model_id = _locate(model_id_or_folder)
-    hub: dict[str, Any] = {"revision": revision, "token": token}
-    if cache_dir is not None:
-        hub["cache_dir"] = os.fspath(cache_dir)
-    if local_files_only is not None:
-        hub["local_files_only"] = bool(local_files_only)
-    fetch = _local_fetch(folder) if folder is not None else _HubFiles(model_id, hub)
-    path, name = _locate_tensor(fetch, model_id, folder, tensor_name)
+    hub = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    hub = {k: v for k, v in hub.items() if v is not None}
+    on_hub = folder is None
+    if folder is None:
+        folder = _download(model_id, hub, _SMALL_FILES)
+        hub["revision"] = folder.name  # the cache layout: snapshots/<commit>; later files come from it
+    path, name = _locate_tensor(folder, model_id, tensor_name, hub if on_hub else None)
     matrix = _read_tensor(path, name)
-    commit = getattr(fetch, "commit", None)
-    tokenizer, excluded = _tokenizer(fetch, model_id if folder is None else str(folder), hub, commit)
+    tokenizer, excluded = _tokenizer(folder)
     source: dict[str, Any] = {
         "kind": "hf",
         "model_id": model_id,
-        "revision": revision if folder is None else None,
+        "revision": revision if on_hub else None,
         "tensor_name": name,
     }
-    if commit is not None:
-        source["commit"] = commit
+    if on_hub:
+        source["commit"] = folder.name
     return Parts(tokenizer, matrix, excluded, source, f"{model_id} ({name})")
 
 
@@ -136,61 +137,45 @@ def _locate(model_id_or_folder: str | os.PathLike[str]) -> tuple[Path | None, st
     return None, text
 
 
-def _local_fetch(folder: Path) -> Fetch:
-    return lambda filename: (folder / filename) if (folder / filename).is_file() else None
+def _download(model_id: str, hub: dict[str, Any], patterns: list[str]) -> Path:
+    """``snapshot_download`` of the files matching ``patterns``; the snapshot folder (named by commit)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-
-class _HubFiles:
-    """``hf_hub_download`` one file at a time; ``None`` for a file the repo does not have. The first
-    file pins :attr:`commit`: every later file comes from the same commit."""
-
-    def __init__(self, model_id: str, hub: dict[str, Any]) -> None:
-        self.model_id, self.hub, self.commit = model_id, hub, None
-
-    def __call__(self, filename: str) -> Path | None:
-        import huggingface_hub
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-        kwargs = {**self.hub, "revision": self.commit or self.hub["revision"]}
-        try:
-            local = Path(huggingface_hub.hf_hub_download(self.model_id, filename, **kwargs))
-        except LocalEntryNotFoundError:
-            if filename in (_INDEX_FILE, _TOKENIZER_FILE):
-                return None  # optional: what comes next says what is missing
-            raise EmbeddingSourceError(
-                f"{filename} of {self.model_id!r} is not in the local Hugging Face cache and {_OFFLINE}, and "
-                "there is no local folder of that name; download the model once while online, or pass a "
-                "local folder"
-            ) from None
-        except EntryNotFoundError:
-            return None
-        except Exception as exc:
-            raise EmbeddingSourceError(
-                f"cannot fetch {filename} of {self.model_id!r} from the Hugging Face Hub: "
-                f"{type(exc).__name__}: {exc}. There is no local folder {self.model_id!r} either. Check the "
-                "model id, revision and token, or pass a local folder (with HF_HUB_OFFLINE=1 only files "
-                "already in the Hub cache are used)"
-            ) from exc
-        if self.commit is None and local.parent.parent.name == "snapshots":
-            self.commit = local.parent.name  # the cache layout: snapshots/<commit>/<file>
-        return local
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=patterns, **hub))
+    except LocalEntryNotFoundError:
+        raise EmbeddingSourceError(
+            f"{' '.join(patterns)} of {model_id!r} are not in the local Hugging Face cache and {_OFFLINE}, "
+            "and there is no local folder of that name; download the model once while online, or pass a "
+            "local folder"
+        ) from None
+    except Exception as exc:
+        raise EmbeddingSourceError(
+            f"cannot fetch {' '.join(patterns)} of {model_id!r} from the Hugging Face Hub: "
+            f"{type(exc).__name__}: {exc}. There is no local folder {model_id!r} either. Check the "
+            "model id, revision and token, or pass a local folder (with HF_HUB_OFFLINE=1 only files "
+            "already in the Hub cache are used)"
+        ) from exc
 
 
 def _locate_tensor(
-    fetch: Fetch, model_id: str, folder: Path | None, tensor_name: str | None
+    folder: Path, model_id: str, tensor_name: str | None, hub: dict[str, Any] | None
 ) -> tuple[Path, str]:
-    """The file holding the embedding tensor, and the tensor's name."""
-    index_path = fetch(_INDEX_FILE)
-    if index_path is None:
+    """The file holding the embedding tensor (fetched into ``folder`` for a Hub model, ``hub`` its
+    download options), and the tensor's name."""
+    fetch = folder.joinpath if hub is None else (lambda name: _download(model_id, hub, [name]) / name)
+    if not (folder / _INDEX_FILE).is_file():
         single = fetch(_SINGLE_FILE)
-        if single is None:
+        if not single.is_file():
+            where = f"the Hub repository {model_id!r}" if hub is not None else folder
             raise EmbeddingSourceError(
-                f"no {_SINGLE_FILE} or {_INDEX_FILE} in {folder or f'the Hub repository {model_id!r}'}: ir3de "
-                "reads safetensors checkpoints only (never pickle). Load the model with transformers yourself "
-                "and use TokenEmbeddings.from_model(model, tokenizer), or convert it to safetensors"
+                f"no {_SINGLE_FILE} or {_INDEX_FILE} in {where}: ir3de reads safetensors checkpoints only "
+                "(never pickle). Load the model with transformers yourself and use "
+                "TokenEmbeddings.from_model(model, tokenizer), or convert it to safetensors"
             )
-        shapes = _shapes([single])
-        return single, _pick(tensor_name, shapes, model_id)
+        return single, _pick(tensor_name, _shapes([single]), model_id)
+    index_path = folder / _INDEX_FILE
     try:
         weight_map: dict[str, str] = json.loads(index_path.read_text("utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -198,13 +183,10 @@ def _locate_tensor(
     wanted = tensor_name or next((n for n in EMBEDDING_TENSOR_NAMES if n in weight_map), None)
     if wanted is None or wanted not in weight_map:
         shards = sorted(set(weight_map.values()))  # headers are cheap locally; on the Hub list names only
-        raise _no_tensor(
-            tensor_name,
-            _shapes([folder / s for s in shards]) if folder else dict.fromkeys(weight_map),
-            model_id,
-        )
+        shapes = dict.fromkeys(weight_map) if hub is not None else _shapes([folder / s for s in shards])
+        raise _no_tensor(tensor_name, shapes, model_id)
     shard = fetch(weight_map[wanted])
-    if shard is None:
+    if not shard.is_file():
         raise EmbeddingSourceError(
             f"{weight_map[wanted]} of {model_id!r}, named in {_INDEX_FILE}, is missing"
         )
@@ -274,18 +256,15 @@ def _read_tensor(path: Path, name: str) -> np.ndarray:
     return np.ascontiguousarray(tensor.to(torch.float32).numpy())
 
 
-def _tokenizer(
-    fetch: Fetch, target: str, hub: dict[str, Any], commit: str | None
-) -> tuple[tokenizers.Tokenizer, list[int]]:
+def _tokenizer(folder: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
     """``tokenizer.json`` as is (else transformers' fast conversion), and the ids that never count."""
-    kwargs = {} if Path(target).is_dir() else {**hub, "revision": commit or hub["revision"]}
     error: Exception | None = None
     try:
-        hf_tokenizer = auto_tokenizer(target, **kwargs)
+        hf_tokenizer = auto_tokenizer(str(folder))
     except Exception as exc:
         hf_tokenizer, error = None, exc
-    path = fetch(_TOKENIZER_FILE)
-    if path is not None:
+    path = folder / _TOKENIZER_FILE
+    if path.is_file():
         try:
             tokenizer = tokenizers.Tokenizer.from_file(str(path))
         except Exception as exc:
@@ -296,14 +275,14 @@ def _tokenizer(
             logger.warning(
                 "transformers could not load the tokenizer of %s (%s); only the added special "
                 "tokens of tokenizer.json are excluded",
-                target,
+                folder,
                 error,
             )
     elif hf_tokenizer is not None:
         tokenizer = fast_backend(hf_tokenizer)
     else:
         raise EmbeddingSourceError(
-            f"{target} has no tokenizer.json and transformers could not load its tokenizer: {error}"
+            f"{folder} has no tokenizer.json and transformers could not load its tokenizer: {error}"
         ) from error
     excluded = set(special_added_ids(tokenizer))
     excluded.update(int(i) for i in (getattr(hf_tokenizer, "all_special_ids", None) or []))
