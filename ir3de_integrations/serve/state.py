@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -69,6 +70,13 @@ class _Served:
 
 
 _SWAPPING = _Served(-1)
+_instances = itertools.count(1)
+
+
+def _worker_name() -> str:
+    """``<host>-<pid>``; a second gateway in the same process (tests) gets ``-2``, ``-3``..."""
+    n = next(_instances)
+    return worker_id() if n == 1 else f"{worker_id()}-{n}"
 
 
 class State:
@@ -79,7 +87,7 @@ class State:
 
     def __init__(self, upstreams: Upstreams, revision: int) -> None:
         self.upstreams = upstreams
-        self.worker = worker_id()
+        self.worker = _worker_name()
         self._served = _Served(revision)
         self.swaps = 0
         self.on_swap: Callable[[int], object] | None = None  # metrics hook
