@@ -136,9 +136,9 @@ def _propagation(port: int, changes: int, workers: int) -> dict[str, Any]:
 
 
 def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
-    n, warmup, concurrency = (1000, 200, 32) if quick else (6000, 600, 64)
-    changes = 5 if quick else 20
-    polls = (1.0, 0.2)
+    n, warmup, concurrency = (400, 100, 16) if quick else (6000, 600, 64)
+    changes = 3 if quick else 20
+    polls = (0.2,) if quick else (1.0, 0.2)
     prompts = _prompts(10 if quick else 100)
     tmp = Path(tempfile.mkdtemp(prefix="ir3de-scale-bench-"))
     _log(f"fitting the router on reasoning4 (300 texts per domain); {len(prompts)} held-out prompts")
