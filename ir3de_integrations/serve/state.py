@@ -119,12 +119,15 @@ class State:
 
     def _publish(self, revision: int, swap: Callable[[], object]) -> None:
         """Swap (microseconds: a registry swap) with routing threads told to wait for its end."""
-        self._previous = self._served.revision
+        before = self._served
+        self._previous = before.revision
         self._served = _SWAPPING
         try:
             swap()
-        finally:
-            self._served = _Served(revision)
+        except BaseException:
+            self._served = before  # nothing changed
+            raise
+        self._served = _Served(revision)
         self.since = time.time()
         self.swaps += 1
         if self.on_swap is not None:
