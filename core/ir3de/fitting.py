@@ -66,12 +66,14 @@ __all__ = [
     "batched_texts",
     "check_counts",
     "check_device",
+    "check_embeddings",
     "check_expert_name",
     "check_experts",
+    "check_new_expert",
     "check_text_level",
     "compile_table",
+    "count_expert",
     "count_texts",
-    "count_with",
     "experts_state",
     "experts_statistics",
     "fit_state",
@@ -160,6 +162,19 @@ def check_new_expert(name: object, experts: Iterable[str], hint: str) -> str:
     return name  # type: ignore[return-value]
 
 
+def check_embeddings(recorded: Mapping[str, Any] | None, fingerprint: Mapping[str, Any], source: Any) -> None:
+    """Raise :class:`TokenizerMismatchError` unless embeddings of ``fingerprint`` match the ``recorded``
+    fingerprint of a router's statistics (``None``: nothing recorded yet); ``source`` names where the
+    router's embeddings come from."""
+    for key in ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size"):
+        if recorded is not None and recorded.get(key) != fingerprint.get(key):
+            raise TokenizerMismatchError(
+                f"these embeddings do not match the router's: {key} is {fingerprint.get(key)!r}, "
+                f"the router was fitted with {recorded.get(key)!r}; pass the embeddings the "
+                f"router was built with ({source})"
+            )
+
+
 def check_device(device: str) -> str:
     """Validate a device string without importing torch: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``."""
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
@@ -201,7 +216,12 @@ def check_text_level(name: str, counts: ExpertCounts) -> None:
 
 
 def check_counts(name: str, counts: ExpertCounts, *, vocab_size: int, hidden_size: int, level: str) -> None:
-    """Raise unless ``counts`` fit an embedding matrix of ``vocab_size`` × ``hidden_size`` at ``level``."""
+    """Raise unless ``counts`` are :class:`ExpertCounts` that fit an embedding matrix of
+    ``vocab_size`` × ``hidden_size`` at ``level``."""
+    if not isinstance(counts, ExpertCounts):
+        raise InvalidInputError(
+            f"counts of expert {name!r} must be ExpertCounts, got {type(counts).__name__}"
+        )
     if counts.token_ids.size and counts.token_ids[-1] >= vocab_size:
         raise TokenizerMismatchError(
             f"counts of expert {name!r} hold token id {counts.token_ids[-1]} but the vocabulary has "
@@ -283,27 +303,31 @@ def count_texts(
     return counts
 
 
-def count_with(
+def count_expert(
     embeddings: Any,
     texts: Iterable[str],
     *,
     name: str,
-    text_grams: bool,
+    level: str,
     batch_size: int = 512,
     progress: bool | None = False,
 ) -> ExpertCounts:
-    """:func:`count_texts` with a :class:`~ir3de.embeddings.TokenEmbeddings`' tokenizer, vocabulary
-    and excluded ids; ``text_grams``: also the text Gram (a gather per token; needed at text level)."""
-    return count_texts(
+    """One expert's texts counted with a :class:`~ir3de.embeddings.TokenEmbeddings` for a fit at
+    ``level`` (the text Gram, a gather per token, only at ``level="text"``), and checked."""
+    counts = count_texts(
         texts,
         tokenizer=embeddings.tokenizer,
         vocab_size=embeddings.vocab_size,
         excluded_ids=embeddings.excluded_ids,
-        embedding_matrix=embeddings.matrix if text_grams else None,
+        embedding_matrix=embeddings.matrix if level == "text" else None,
         name=name,
         batch_size=batch_size,
         progress=progress,
     )
+    check_counts(
+        name, counts, vocab_size=embeddings.vocab_size, hidden_size=embeddings.hidden_size, level=level
+    )
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------- statistics

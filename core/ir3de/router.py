@@ -1,12 +1,12 @@
 """The public façade: fit, route, grow, save and load an IR3DE router.
 
 :class:`Router` holds settings (:class:`~ir3de.config.RouterConfig`), the experts' statistics
-(:class:`~ir3de.fitting.ExpertStatistics`), an immutable routing snapshot swapped whole under a lock,
-and delegates the work, each concept to its module: counting, statistics, solve and table to
-:mod:`ir3de.fitting`; routing a prompt or a batch to :mod:`ir3de.routing`; learning from traffic to
-:mod:`ir3de.traffic`; calibration and abstain thresholds to :mod:`ir3de.tuning`; conversations to
-:mod:`ir3de.conversation`; folders to :mod:`ir3de.persistence`; Hub transport to :mod:`ir3de.hub`.
-Evaluation and stat-pack merging sit above it and use its public API.
+(:class:`~ir3de.fitting.ExpertStatistics`) and an immutable routing snapshot, swapped whole under a
+lock; every method takes the lock, calls a function of the module of its concept and commits the
+result: :mod:`ir3de.fitting` (counts → statistics → solve → table), :mod:`ir3de.routing` (a prompt
+or a batch through the snapshot), :mod:`ir3de.traffic` (learning from traffic), :mod:`ir3de.tuning`
+(calibration, abstain thresholds), :mod:`ir3de.conversation`, :mod:`ir3de.persistence` (folders)
+and :mod:`ir3de.hub` (Hub transport). Evaluation and stat packs sit above it, on its public API.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                   # doctest: +SKIP
@@ -31,7 +31,7 @@ from . import fitting, persistence, routing, tuning
 from . import traffic as _traffic
 from .config import LEVELS, STATISTICS_SETTINGS, RouterConfig
 from .decision import RouteDecision
-from .errors import ExpertError, InvalidInputError, NotFittedError, TokenizerMismatchError, UnknownExpertError
+from .errors import ExpertError, InvalidInputError, NotFittedError, UnknownExpertError
 from .fitting import ExpertStatistics, RoutingState
 from .labelled import check_labels, group_prompts
 from .statistics import ExpertCounts, TrafficSummary
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LEVELS", "Router", "RouterConfig"]
 
-_Expert = ExpertStatistics  # one expert's statistics (corpus counts, description, traffic, derived Grams)
+_Expert = ExpertStatistics  # one expert: corpus counts, description, traffic block, derived token Grams
 
 
 class Router:
@@ -113,18 +113,9 @@ class Router:
 
     def _attach_embeddings(self, embeddings: TokenEmbeddings) -> None:
         fingerprint = embeddings.fingerprint()
-        if self._fingerprint is not None:
-            for key in ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size"):
-                if self._fingerprint.get(key) != fingerprint.get(key):
-                    raise TokenizerMismatchError(
-                        f"these embeddings do not match the router's: {key} is {fingerprint.get(key)!r}, "
-                        f"the router was fitted with {self._fingerprint.get(key)!r}; pass the embeddings the "
-                        f"router was built with ({self._embedding_source})"
-                    )
-        self._embeddings = embeddings
-        self._embedding_source = dict(embeddings.source)
-        self._fingerprint = fingerprint
-        self._tokenizer = embeddings.tokenizer
+        fitting.check_embeddings(self._fingerprint, fingerprint, self._embedding_source)
+        self._embeddings, self._embedding_source = embeddings, dict(embeddings.source)
+        self._fingerprint, self._tokenizer = fingerprint, embeddings.tokenizer
         self._excluded_ids = np.asarray(embeddings.excluded_ids, np.int64)
 
     @property
@@ -141,18 +132,16 @@ class Router:
             if self._embeddings is None:
                 from .embeddings import TokenEmbeddings
 
-                if self._embedding_source is None:
-                    self._attach_embeddings(TokenEmbeddings.default())
-                else:
-                    self._attach_embeddings(TokenEmbeddings.from_source(self._embedding_source))
+                source = self._embedding_source
+                self._attach_embeddings(
+                    TokenEmbeddings.default() if source is None else TokenEmbeddings.from_source(source)
+                )
             assert self._embeddings is not None
             return self._embeddings
 
     @property
     def tokenizer(self) -> tokenizers.Tokenizer:
-        if self._tokenizer is None:
-            return self.embeddings.tokenizer
-        return self._tokenizer
+        return self.embeddings.tokenizer if self._tokenizer is None else self._tokenizer
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -166,8 +155,7 @@ class Router:
 
     @property
     def statistics(self) -> dict[str, ExpertCounts]:
-        """Per-expert sparse token counts of the corpora (the router's sufficient statistics; learned
-        traffic is kept apart, see :attr:`traffic_statistics`)."""
+        """Per-expert sparse token counts of the corpora (learned traffic: :attr:`traffic_statistics`)."""
         return {name: e.counts for name, e in self._experts.items()}
 
     @property
@@ -176,14 +164,11 @@ class Router:
 
     @property
     def snapshot(self) -> RoutingState:
-        """The immutable routing state (experts, route table, weights) that routing reads right now.
-
-        A refit or a change of experts swaps in a new snapshot; one read of this property gives a
-        consistent set for as long as it is held.
+        """The immutable routing state (experts, route table, weights) that routing reads right now; a
+        change swaps in a new one, so one read gives a consistent set for as long as it is held.
 
         Example:
-            >>> state = router.snapshot                      # doctest: +SKIP
-            >>> state.experts, state.table.vocab_size        # doctest: +SKIP
+            >>> router.snapshot.experts, router.snapshot.table.vocab_size   # doctest: +SKIP
             (('math', 'code'), 49152)
         """
         return self._require_state()
@@ -200,17 +185,11 @@ class Router:
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        """The tokenizer + embedding fingerprint its statistics were counted with (stat packs check it).
-
-        Example:
-            >>> sorted(router.fingerprint)[:2]   # doctest: +SKIP
-            ['embedding_sha256', 'hidden_size']
-        """
+        """The tokenizer + embedding fingerprint its statistics were counted with (stat packs check it)."""
         with self._lock:
             if self._fingerprint is None:
                 self.embeddings  # noqa: B018 - loads the default embeddings and their fingerprint
-            assert self._fingerprint is not None
-            return dict(self._fingerprint)
+            return dict(self._fingerprint or {})
 
     @property
     def embedding_source(self) -> dict[str, Any] | None:
@@ -224,8 +203,8 @@ class Router:
 
     @property
     def evaluation(self) -> dict[str, Any] | None:
-        """Evaluation figures saved with the router (see :func:`ir3de.evaluate.record_evaluation`);
-        cleared by any change of experts."""
+        """Evaluation figures saved with the router (:func:`ir3de.evaluate.record_evaluation`); cleared
+        by any change of experts."""
         return self._evaluation
 
     @evaluation.setter
@@ -234,15 +213,14 @@ class Router:
             self._evaluation = None if record is None else dict(record)
 
     def __repr__(self) -> str:
-        experts = ", ".join(self._experts) or "not fitted"
-        return f"Router(experts=[{experts}], {self.config})"
+        return f"Router(experts=[{', '.join(self._experts) or 'not fitted'}], {self.config})"
 
     # ------------------------------------------------------------------ fitting (ir3de.fitting)
     def fit(
         self, experts: Mapping[str, Iterable[str]], descriptions: Mapping[str, str] | None = None
     ) -> Router:
-        """Count every expert's texts (expert name → any iterable of strings), solve, and compile the
-        route table, replacing any previous fit; ``descriptions``: name → one line for the model card.
+        """Count every expert's texts (name → any iterable of strings), solve, compile the route table;
+        replaces any previous fit. ``descriptions``: name → one line (model card). Returns ``self``.
 
         Example:
             >>> router = Router(emb).fit({"math": math_texts, "code": code_texts})   # doctest: +SKIP
@@ -265,14 +243,11 @@ class Router:
         *,
         traffic: Mapping[str, ExpertCounts] | None = None,
     ) -> Router:
-        """Fit from precomputed per-expert token counts (stat packs, a distributed count, shards) and,
-        optionally, learned ``traffic`` blocks of some experts (as :meth:`learn_counts` takes them).
-
-        Equals :meth:`fit` on the texts the counts came from, provided they were counted with this
-        router's tokenizer (see :func:`ir3de.fitting.count_texts`).
+        """Fit from precomputed token counts (stat packs, shards; counted with this router's tokenizer,
+        it equals :meth:`fit` on their texts) and learned ``traffic`` blocks of some experts.
 
         Example:
-            >>> Router(emb).fit_counts({n: c for n, c in router.statistics.items()})   # doctest: +SKIP
+            >>> Router(emb).fit_counts(router.statistics, traffic=router.traffic_statistics)   # doctest: +SKIP
         """
         names = fitting.check_experts(counts, "fit_counts", "ExpertCounts")
         descriptions = dict(descriptions or {})
@@ -297,8 +272,8 @@ class Router:
     def add_expert_counts(
         self, name: str, counts: ExpertCounts, description: str = "", *, traffic: ExpertCounts | None = None
     ) -> Router:
-        """Add an expert from precomputed token counts (a stat pack, a Ray job…) on the same tokenizer;
-        ``traffic``: its learned traffic block, if any (one solve for both).
+        """Add an expert from precomputed token counts (a stat pack, a Ray job…) on the same tokenizer,
+        and its learned ``traffic`` block, if any (one solve for both).
 
         Example:
             >>> router.add_expert_counts("legal", pack.counts, "contracts")   # doctest: +SKIP
@@ -306,10 +281,10 @@ class Router:
         with self._lock:
             fitting.check_new_expert(name, self._experts, "remove it first or pick another name")
             self._check_counts(name, counts)
-            blocks = _traffic.check_traffic(
+            block = _traffic.check_traffic(
                 {} if traffic is None else {name: traffic}, [name], self._check_counts
             )
-            self._commit({**self._experts, name: _Expert(counts, description, blocks.get(name))})
+            self._commit({**self._experts, name: _Expert(counts, description, block.get(name))})
         return self
 
     def update_expert(self, name: str, more_texts: Iterable[str]) -> Router:
@@ -319,10 +294,8 @@ class Router:
             >>> router.update_expert("math", more_math_texts)   # doctest: +SKIP
         """
         with self._lock:
-            old = self._get_expert(name)
-            grown = fitting.grown(
-                old, self._count(name, more_texts), self.embeddings.matrix, device=self.device
-            )
+            old, delta = self._get_expert(name), self._count(name, more_texts)
+            grown = fitting.grown(old, delta, self.embeddings.matrix, device=self.device)
             self._commit({**self._experts, name: grown})
         return self
 
@@ -342,9 +315,9 @@ class Router:
         return self
 
     def configure(self, **settings: Any) -> Router:
-        """Change settings. Routing-only settings (selector, k, combine, max_tokens, fallback,
-        threshold, temperature) apply at once; ``level``, λ, ``column_norm``, ``balance``,
-        ``traffic_weight`` and ``traffic_policy`` re-solve from the statistics (no text is re-read).
+        """Change settings: routing-only ones (selector, k, combine, max_tokens, fallback, threshold,
+        temperature) apply at once; ``level``, λ, ``column_norm``, ``balance``, ``traffic_weight`` and
+        ``traffic_policy`` re-solve from the statistics (no text is re-read).
 
         Example:
             >>> router.configure(level="token", selector="topk", k=50)   # doctest: +SKIP
@@ -359,8 +332,8 @@ class Router:
         return self
 
     def ridge_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the current experts and weighting,
-        as float64 numpy arrays (e.g. for a λ sweep with :class:`ir3de.solve.RidgePath`).
+        """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts and weighting, as
+        float64 numpy arrays (e.g. for a λ sweep with :class:`ir3de.solve.RidgePath`).
 
         Example:
             >>> a, b = router.ridge_statistics()   # doctest: +SKIP
@@ -372,10 +345,9 @@ class Router:
             return fitting.to_numpy(a), fitting.to_numpy(b)
 
     def select_lambda(self, lams: Sequence[float] | None = None, *, apply: bool = True) -> float:
-        """Choose λ among ``lams`` (default: 25 values from 1e-4 to 1e2) by generalised cross-validation
-        on the statistics themselves (:func:`ir3de.fitting.gcv_lambda`, no held-out text) and, with
-        ``apply``, re-solve at it. Meaningful at ``level="text"``; at token level GCV tends to the
-        smallest λ.
+        """Choose λ among ``lams`` (default: 25 from 1e-4 to 1e2) by generalised cross-validation on the
+        statistics (:func:`ir3de.fitting.gcv_lambda`; meaningful at ``level="text"``) and, with
+        ``apply``, re-solve at it.
 
         Example:
             >>> router.select_lambda()   # doctest: +SKIP
@@ -388,9 +360,8 @@ class Router:
         return best
 
     def _commit(self, experts: Mapping[str, ExpertStatistics], config: RouterConfig | None = None) -> None:
-        """Solve ``experts`` under ``config`` (default: the current one) and swap experts and snapshot
-        in together; a failure changes nothing. New experts clear the evaluation record, new settings
-        keep it."""
+        """Solve ``experts`` under ``config`` (default: the current one), then swap experts and snapshot
+        in together (a failure changes nothing). New experts clear the evaluation; new settings keep it."""
         target = config if config is not None else self.config
         experts = self._with_grams(experts, target)
         matrix, excluded = self.embeddings.matrix, self._excluded_ids
@@ -414,30 +385,16 @@ class Router:
         return self._experts[name]
 
     def _check_counts(self, name: str, counts: ExpertCounts) -> None:
-        if not isinstance(counts, ExpertCounts):
-            raise InvalidInputError(
-                f"counts of expert {name!r} must be ExpertCounts, got {type(counts).__name__}"
-            )
-        emb = self.embeddings
+        emb, level = self.embeddings, self.config.level
         fitting.check_counts(
-            name, counts, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level=self.config.level
+            name, counts, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level=level
         )
 
     def _count(self, name: str, texts: Iterable[str]) -> ExpertCounts:
-        text_grams = self.config.level == "text"  # a gather per token: only when this router fits texts
-        counts = fitting.count_with(
-            self.embeddings,
-            texts,
-            name=name,
-            text_grams=text_grams,
-            batch_size=self.batch_size,
-            progress=self.progress,
+        emb, level = self.embeddings, self.config.level
+        return fitting.count_expert(
+            emb, texts, name=name, level=level, batch_size=self.batch_size, progress=self.progress
         )
-        self._check_counts(name, counts)
-        return counts
-
-    def _gram(self, counts: ExpertCounts) -> Any:
-        return fitting.token_gram(self.embeddings.matrix, counts, device=self.device)
 
     # ------------------------------------------------------------------ routing (ir3de.routing, ir3de.tuning)
     def _require_state(self) -> RoutingState:
@@ -457,16 +414,12 @@ class Router:
         return routing.encode_prompts(self.tokenizer, texts, self.config.max_tokens)
 
     def route(self, text: str) -> RouteDecision:
-        """Route one prompt: a :class:`RouteDecision` with ``expert``, ``confidence``, ``scores`` and
-        ``tokens`` (:func:`ir3de.routing.route_one`, the latency path).
-
-        Raises:
-            EmptyPromptError: no countable token and no ``fallback`` configured.
+        """Route one prompt (:func:`ir3de.routing.route_one`): ``expert``, ``confidence``, ``scores``,
+        ``tokens``. Raises :class:`EmptyPromptError` for no countable token and no ``fallback``.
 
         Example:
-            >>> d = router.route("Solve 3x + 5 = 11")       # doctest: +SKIP
-            >>> d.expert, d.confidence                       # doctest: +SKIP
-            ('math', 1.0)
+            >>> router.route("Solve 3x + 5 = 11").expert   # doctest: +SKIP
+            'math'
         """
         if not isinstance(text, str):
             routing.check_prompt(text)
@@ -483,8 +436,8 @@ class Router:
         return routing.route_batch(self._require_state(), self.config, self.tokenizer, texts)
 
     def route_indices(self, texts: Sequence[str]) -> np.ndarray:
-        """Expert index per prompt (``-1`` for prompts with no countable token); no decision objects.
-        The fastest path, for evaluation and bulk routing. Ignores the fallback.
+        """Expert index per prompt (``-1``: no countable token), no decision objects, no fallback: the
+        fastest path, for evaluation and bulk routing.
 
         Example:
             >>> router.route_indices(["2+2?", "def f():"])   # doctest: +SKIP
@@ -494,8 +447,7 @@ class Router:
 
     def calibrate(self, held_out: Mapping[str, Sequence[str]]) -> float:
         """Fit ``temperature`` and the evidence prior on labelled held-out prompts so that confidence
-        means probability (:func:`ir3de.tuning.calibrate`; routes never change). Needs
-        ``combine="logprob"`` or ``selector="avg"``. Returns the temperature, also set in ``config``.
+        means probability (:func:`ir3de.tuning.calibrate`; routes never change); set in ``config``.
 
         Example:
             >>> router.calibrate({"math": math_dev, "code": code_dev})   # doctest: +SKIP
@@ -668,18 +620,13 @@ class Router:
         *,
         create_experts: bool = False,
     ) -> Router:
-        """Learn served prompts with their correct expert: they join that expert's traffic block
-        (:mod:`ir3de.traffic`: counted like a corpus, kept apart, weighted by ``traffic_weight`` /
-        ``traffic_policy``; one solve, no corpus re-read; thread-safe).
-
-        ``prompts`` with ``experts`` (one name per prompt, or one for all); or ``{expert: prompts}``;
-        or a :class:`ir3de.labelled.LabelledData`. ``create_experts``: a label that is not an expert
-        becomes one, its prompts its corpus (else :class:`UnknownExpertError` lists the experts).
+        """Learn served prompts with their correct expert, given per prompt (or one for all), as
+        ``{expert: prompts}`` or as ``LabelledData``: they join that expert's traffic block
+        (:mod:`ir3de.traffic`; one solve, no corpus re-read). ``create_experts``: an unknown label
+        becomes an expert, its prompts its corpus (else :class:`UnknownExpertError`).
 
         Example:
             >>> router.learn(["How do I file my taxes?", "def f(x):"], ["finance", "code"])   # doctest: +SKIP
-            >>> router.traffic["finance"].num_prompts                                        # doctest: +SKIP
-            1
         """
         return self._learn_groups(group_prompts(prompts, experts), create_experts=create_experts)
 
@@ -709,21 +656,13 @@ class Router:
         with self._lock:
             self._require_state()
             new = check_labels(groups, self.experts, create=create_experts)
-            counted = {name: self._count_learned(name, items, name in new) for name, items in groups.items()}
+            emb, options = self.embeddings, {"level": self.config.level, "batch_size": self.batch_size}
+            counted = {
+                n: _traffic.count_learned(x, emb, name=n, corpus=n in new, progress=self.progress, **options)
+                for n, x in groups.items()
+            }
             self._commit(_traffic.learn(self._experts, counted, new))
         return self
-
-    def _count_learned(self, name: str, items: Any, corpus: bool) -> ExpertCounts:
-        """Learned prompts counted as a new expert's ``corpus`` or as a traffic block, and checked."""
-        if isinstance(items, ExpertCounts):
-            counts = items
-        elif corpus:
-            counts = self._count(name, items)
-        else:
-            counts = _traffic.count_prompts(items, self.embeddings, name=name, batch_size=self.batch_size)
-        if corpus or counts.num_tokens:
-            self._check_counts(name, counts)
-        return counts
 
     def forget_traffic(self, expert: str | None = None) -> Router:
         """Forget the learned traffic of one expert (or of all with ``None``) and re-solve. Exact:
@@ -769,13 +708,10 @@ class Router:
         settings: Any = None,
     ) -> ConversationDecision:
         """Route a multi-turn chat (:func:`ir3de.conversation.route_conversation`): decayed per-turn
-        evidence, role weights, and stickiness to ``previous_expert``; options left ``None`` take
-        ``settings`` (a ``ConversationSettings``) or the measured defaults.
+        evidence, role weights, stickiness to ``previous_expert``; ``None`` options take ``settings``.
 
         Example:
-            >>> chat = [("user", "Solve 3x + 5 = 11"), ("ai", "x = 2"), ("user", "why?")]   # doctest: +SKIP
-            >>> router.route_conversation(chat, previous_expert="math").switched            # doctest: +SKIP
-            False
+            >>> router.route_conversation([("user", "Solve 3x = 6"), ("ai", "x = 2"), ("user", "why?")])  # doctest: +SKIP
         """
         from .conversation import route_conversation
 
@@ -793,15 +729,13 @@ class Router:
         per_expert: bool = False,
         abstain: str | None = None,
     ) -> TuningResult:
-        """Choose temperature, evidence prior and abstain threshold(s) (one per expert with
-        ``per_expert``) so that the prompts routed, not sent to the fallback ``abstain`` (or
-        ``config.fallback``), reach ``target_precision`` on labelled ``held_out`` prompts
-        (:func:`ir3de.tuning.tune`). All is set in ``config``; returns a ``TuningResult``.
+        """Set temperature, evidence prior and abstain threshold(s) (per expert with ``per_expert``) so
+        that prompts routed, not sent to the fallback ``abstain``, reach ``target_precision`` on the
+        labelled ``held_out`` prompts (:func:`ir3de.tuning.tune`). Returns a ``TuningResult``.
 
         Example:
-            >>> r = router.tune(dev, target_precision=0.95, abstain="general")   # doctest: +SKIP
-            >>> r.precision, r.coverage                                         # doctest: +SKIP
-            (0.951, 0.83)
+            >>> router.tune(dev, target_precision=0.95, abstain="general").coverage   # doctest: +SKIP
+            0.83
         """
         with self._lock:
             state = self._require_state()

@@ -211,7 +211,7 @@ def route_one(
     """
     text = clean_text(text)  # lone surrogates -> U+FFFD (ir3de.sanitize)
     cap = config.max_tokens
-    head = prompt_head(text, cap)
+    head = "" if not text or text.isspace() else text[: cap * PREFIX_CHARS_PER_TOKEN]  # prompt_head, inlined
     ids = capped_ids(tokenizer, text, head, tokenizer.encode(head, add_special_tokens=False).ids, cap)
     if config.selector == "avg":  # the defaults: one fused lookup; the deciding tokens on demand
         table = state.table

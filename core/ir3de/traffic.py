@@ -27,13 +27,20 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError, UnknownExpertError
-from .fitting import ExpertStatistics, check_expert_name, count_texts, traffic_summaries
+from .fitting import (
+    ExpertStatistics,
+    check_counts,
+    check_expert_name,
+    count_expert,
+    count_texts,
+    traffic_summaries,
+)
 from .statistics import ExpertCounts, TrafficSummary
 
 if TYPE_CHECKING:
     from .config import RouterConfig
 
-__all__ = ["check_blocks", "check_traffic", "count_prompts", "forget", "learn", "summaries"]
+__all__ = ["check_blocks", "check_traffic", "count_learned", "count_prompts", "forget", "learn", "summaries"]
 
 
 def count_prompts(
@@ -51,6 +58,33 @@ def count_prompts(
         batch_size=batch_size,
         progress=False,
     )
+
+
+def count_learned(
+    items: Iterable[str] | ExpertCounts,
+    embeddings: Any,
+    *,
+    name: str,
+    corpus: bool,
+    level: str,
+    batch_size: int = 512,
+    progress: bool | None = False,
+) -> ExpertCounts:
+    """Learned prompts (or their precomputed counts) of one label, counted as the ``corpus`` of a new
+    expert (for a fit at ``level``) or as a traffic block (:func:`count_prompts`), and checked
+    against ``embeddings``."""
+    if isinstance(items, ExpertCounts):
+        counts = items
+    elif corpus:
+        counts = count_expert(
+            embeddings, items, name=name, level=level, batch_size=batch_size, progress=progress
+        )
+    else:
+        counts = count_prompts(items, embeddings, name=name, batch_size=batch_size)
+    if corpus or counts.num_tokens:
+        vocab_size, hidden_size = embeddings.vocab_size, embeddings.hidden_size
+        check_counts(name, counts, vocab_size=vocab_size, hidden_size=hidden_size, level=level)
+    return counts
 
 
 def check_blocks(counts: object) -> dict[str, ExpertCounts]:
