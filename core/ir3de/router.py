@@ -33,7 +33,6 @@ from .config import LEVELS, STATISTICS_SETTINGS, RouterConfig
 from .decision import RouteDecision
 from .errors import ExpertError, InvalidInputError, NotFittedError, UnknownExpertError
 from .fitting import ExpertStatistics, RoutingState
-from .labelled import check_labels, group_prompts
 from .statistics import ExpertCounts, TrafficSummary
 from .table import RouteTable
 
@@ -628,6 +627,8 @@ class Router:
         Example:
             >>> router.learn(["How do I file my taxes?", "def f(x):"], ["finance", "code"])   # doctest: +SKIP
         """
+        from .labelled import group_prompts  # file readers: imported when learning, not when serving
+
         return self._learn_groups(group_prompts(prompts, experts), create_experts=create_experts)
 
     def feedback(self, prompt: str, expert: str, *, create_experts: bool = False) -> Router:
@@ -653,6 +654,8 @@ class Router:
 
     def _learn_groups(self, groups: Mapping[str, Any], *, create_experts: bool) -> Router:
         """``groups``: expert → prompts (lists of str) or → ExpertCounts (precomputed traffic)."""
+        from .labelled import check_labels
+
         with self._lock:
             self._require_state()
             new = check_labels(groups, self.experts, create=create_experts)
