@@ -45,7 +45,7 @@ def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
 
 
 def measure(preset: str, repeats: int) -> dict[str, Any]:
-    from ir3de import Router, RouterConfig, TokenEmbeddings, fitting
+    from ir3de import Router, RouterConfig, TokenEmbeddings, fitting, traffic
     from ir3de.datasets import load_suite
     from ir3de.table import RouteTable
 
@@ -72,7 +72,11 @@ def measure(preset: str, repeats: int) -> dict[str, Any]:
     router.learn(prompts, labels)
     names = tuple(router.experts)
     groups = {n: [p for p, e in zip(prompts, labels) if e == n] for n in names}
-    steps = {"count_prompts": _time(lambda: [router._count_traffic(n, groups[n]) for n in names], repeats)}
+    steps = {
+        "count_prompts": _time(
+            lambda: [traffic.count_prompts(groups[n], router.embeddings, name=n) for n in names], repeats
+        )
+    }
     steps["statistics"] = _time(lambda: router.ridge_statistics(), repeats)
     a, b = router.ridge_statistics()
     c = router.config

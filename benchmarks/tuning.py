@@ -159,10 +159,11 @@ def run_suite(name: str, suite: Any, emb: Any) -> dict[str, Any]:
 
 def _temperature_only(router: Any, tests: dict[str, list[str]]) -> dict[str, float]:
     from ir3de.calibration import fit_temperature, labelled_prompts
+    from ir3de.routing import select
 
     prompts, labels = labelled_prompts(router.experts, tests)
     ids, lengths = router.encode(prompts)
-    sel = router._select(router.snapshot, router.config, ids, lengths)
+    sel = select(router.snapshot, router.config, ids, lengths)
     keep = sel.winners >= 0
     t = fit_temperature(sel.evidence[keep], labels[keep])
     router.configure(temperature=t, evidence_tokens=0.0)
@@ -175,6 +176,7 @@ def default_prior(suites: dict[str, Any], emb: Any) -> dict[str, Any]:
 
     from ir3de import Router
     from ir3de.calibration import _nll, labelled_prompts
+    from ir3de.routing import select
 
     zs, ns, ys = [], [], []
     for suite in suites.values():
@@ -183,7 +185,7 @@ def default_prior(suites: dict[str, Any], emb: Any) -> dict[str, Any]:
             router.experts, _with_prefixes({n: t[0::2] for n, t in suite.test.items()})
         )
         ids, lengths = router.encode(prompts)
-        sel = router._select(router.snapshot, router.config, ids, lengths)
+        sel = select(router.snapshot, router.config, ids, lengths)
         keep = sel.winners >= 0
         zs.append(sel.evidence[keep] / router.config.effective_temperature)
         ns.append(sel.num_countable[keep].astype(np.float64))

@@ -93,6 +93,7 @@ def _latency_pair(route: Any, tokenize: Any, prompts: list[str], rounds: int) ->
 def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Fitting throughput against tokenization, add_expert cost, and linear scaling (IR3DE only)."""
     from ir3de import Router, TokenEmbeddings
+    from ir3de.fitting import token_gram
     from ir3de.solve import column_normalize, ridge_solve
     from ir3de.statistics import balance_weights, ridge_statistics
     from ir3de.table import RouteTable, compile_logits
@@ -112,7 +113,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
         counts = {n: r._count(n, v) for n, v in train.items()}
         t1 = time.perf_counter()
-        grams = {n: r._gram(c) for n, c in counts.items()}
+        grams = {n: token_gram(emb.matrix, c) for n, c in counts.items()}
         t2 = time.perf_counter()
         a, b = ridge_statistics(list(grams.values()), balance_weights([1] * len(grams), False))
         w = column_normalize(ridge_solve(a, b, r.config.lam))

@@ -31,6 +31,9 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "counting selectors datasets labelled",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifact config fitting embeddings model_card",
+        # what Router delegates to, one module per concept: routing through a snapshot, tuning it,
+        # learning from traffic (pure functions over snapshots, settings and expert statistics)
+        "routing tuning traffic",
         # folders and Hub transport, multi-turn evidence: below Router, never importing it back
         "persistence hub conversation",
         # numbered router revisions shared by many processes: saves through callables, not Router

@@ -12,6 +12,10 @@ so they count, solve and compile identically. Each step takes arrays (or
                                                                            λ sweeps: RidgePath + applied_weights)
     compile_table      E, W, excluded ids          → RouteTable            (V × D lookup table)
 
+and, over a router's experts (name → :class:`ExpertStatistics`: counts, traffic block, token Grams),
+:func:`with_grams`, :func:`experts_statistics` and :func:`experts_state` (the whole chain to a new
+:class:`RoutingState`).
+
 On the CPU everything is numpy (float64 Cholesky through scipy) and torch is never imported; with
 ``device="cuda…"`` the Gram products, the solve and the table compilation run in torch on that GPU.
 
@@ -29,18 +33,19 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .counting import TextCounter
 from .errors import ExpertError, InvalidInputError, TokenizerMismatchError
-from .solve import column_normalize, ridge_solve
+from .solve import column_normalize, gcv_curve, ridge_solve
 from .statistics import (
     ExpertCounts,
     TrafficSummary,
@@ -51,23 +56,37 @@ from .statistics import (
 )
 from .table import RouteTable, compile_logits
 
+if TYPE_CHECKING:
+    from .config import RouterConfig
+
 __all__ = [
+    "ExpertStatistics",
     "RoutingState",
     "applied_weights",
     "batched_texts",
     "check_counts",
     "check_device",
+    "check_embeddings",
     "check_expert_name",
+    "check_experts",
+    "check_new_expert",
     "check_text_level",
     "compile_table",
+    "count_expert",
     "count_texts",
+    "experts_state",
+    "experts_statistics",
     "fit_state",
+    "gcv_lambda",
+    "grown",
+    "lambda_grid",
     "level_statistics",
     "resolve_device",
     "solve_weights",
     "to_numpy",
     "token_gram",
     "traffic_summaries",
+    "with_grams",
 ]
 
 _GRAM_CHUNK_ROWS = 16384
@@ -92,6 +111,24 @@ class RoutingState:
     ridge_solution: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class ExpertStatistics:
+    """One expert as a router holds it: corpus counts, description, learned traffic block, and the
+    token Grams derived from them (``None`` until :func:`with_grams` computes them; not saved).
+
+    Example:
+        >>> e = ExpertStatistics(ExpertCounts(np.array([0]), np.array([3]), 1), "toy")
+        >>> e.description, e.traffic, e.gram
+        ('toy', None, None)
+    """
+
+    counts: ExpertCounts
+    description: str = ""
+    traffic: ExpertCounts | None = None  # learned labelled prompts (ir3de.traffic), its own block
+    gram: Any = None  # token Gram of ``counts`` (numpy, or torch on a GPU): derived state
+    traffic_gram: Any = None  # token Gram of ``traffic``: derived state
+
+
 # ---------------------------------------------------------------------------------------------- checks
 
 
@@ -100,6 +137,42 @@ def check_expert_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ExpertError(f"expert names must be non-empty strings, got {name!r}")
     return name
+
+
+def check_experts(experts: object, what: str, kind: str = "texts") -> list[str]:
+    """The expert names of ``experts`` (a mapping name → ``kind``), checked: at least two valid names.
+
+    Example:
+        >>> check_experts({"math": [], "code": []}, "fit")
+        ['math', 'code']
+    """
+    if not isinstance(experts, Mapping):
+        raise InvalidInputError(f"{what} takes a mapping expert name → {kind}, got {type(experts).__name__}")
+    names = [check_expert_name(n) for n in experts]
+    if len(names) < 2:
+        raise ExpertError(f"a router needs at least 2 experts, got {len(names)}: {names}")
+    return names
+
+
+def check_new_expert(name: object, experts: Iterable[str], hint: str) -> str:
+    """``name`` if it is a valid name that is not yet among ``experts``; else :class:`ExpertError`
+    ending with ``hint`` (what to do instead)."""
+    if check_expert_name(name) in experts:
+        raise ExpertError(f"expert {name!r} already exists; {hint}")
+    return name  # type: ignore[return-value]
+
+
+def check_embeddings(recorded: Mapping[str, Any] | None, fingerprint: Mapping[str, Any], source: Any) -> None:
+    """Raise :class:`TokenizerMismatchError` unless embeddings of ``fingerprint`` match the ``recorded``
+    fingerprint of a router's statistics (``None``: nothing recorded yet); ``source`` names where the
+    router's embeddings come from."""
+    for key in ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size"):
+        if recorded is not None and recorded.get(key) != fingerprint.get(key):
+            raise TokenizerMismatchError(
+                f"these embeddings do not match the router's: {key} is {fingerprint.get(key)!r}, "
+                f"the router was fitted with {recorded.get(key)!r}; pass the embeddings the "
+                f"router was built with ({source})"
+            )
 
 
 def check_device(device: str) -> str:
@@ -143,7 +216,12 @@ def check_text_level(name: str, counts: ExpertCounts) -> None:
 
 
 def check_counts(name: str, counts: ExpertCounts, *, vocab_size: int, hidden_size: int, level: str) -> None:
-    """Raise unless ``counts`` fit an embedding matrix of ``vocab_size`` × ``hidden_size`` at ``level``."""
+    """Raise unless ``counts`` are :class:`ExpertCounts` that fit an embedding matrix of
+    ``vocab_size`` × ``hidden_size`` at ``level``."""
+    if not isinstance(counts, ExpertCounts):
+        raise InvalidInputError(
+            f"counts of expert {name!r} must be ExpertCounts, got {type(counts).__name__}"
+        )
     if counts.token_ids.size and counts.token_ids[-1] >= vocab_size:
         raise TokenizerMismatchError(
             f"counts of expert {name!r} hold token id {counts.token_ids[-1]} but the vocabulary has "
@@ -222,6 +300,33 @@ def count_texts(
     counts = counter.result()
     if require_text and counts.num_texts == 0:
         raise ExpertError(f"expert {name!r} has no text; give it at least one non-empty string")
+    return counts
+
+
+def count_expert(
+    embeddings: Any,
+    texts: Iterable[str],
+    *,
+    name: str,
+    level: str,
+    batch_size: int = 512,
+    progress: bool | None = False,
+) -> ExpertCounts:
+    """One expert's texts counted with a :class:`~ir3de.embeddings.TokenEmbeddings` for a fit at
+    ``level`` (the text Gram, a gather per token, only at ``level="text"``), and checked."""
+    counts = count_texts(
+        texts,
+        tokenizer=embeddings.tokenizer,
+        vocab_size=embeddings.vocab_size,
+        excluded_ids=embeddings.excluded_ids,
+        embedding_matrix=embeddings.matrix if level == "text" else None,
+        name=name,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    check_counts(
+        name, counts, vocab_size=embeddings.vocab_size, hidden_size=embeddings.hidden_size, level=level
+    )
     return counts
 
 
@@ -355,6 +460,60 @@ def traffic_summaries(
     return out
 
 
+def with_grams(
+    experts: Mapping[str, ExpertStatistics], matrix: np.ndarray, *, device: str = "cpu"
+) -> dict[str, ExpertStatistics]:
+    """``experts`` with every missing token Gram computed (corpus and non-empty traffic blocks).
+
+    Token Grams are derived state: a loaded router has none, and a change clears the ones it
+    invalidates; token-level statistics need them all."""
+    out = {}
+    for name, e in experts.items():
+        if e.gram is None:
+            e = dataclasses.replace(e, gram=token_gram(matrix, e.counts, device=device))
+        if e.traffic is not None and e.traffic.num_tokens and e.traffic_gram is None:
+            e = dataclasses.replace(e, traffic_gram=token_gram(matrix, e.traffic, device=device))
+        out[name] = e
+    return out
+
+
+def grown(
+    expert: ExpertStatistics, delta: ExpertCounts, matrix: np.ndarray, *, device: str = "cpu"
+) -> ExpertStatistics:
+    """``expert`` with ``delta`` added to its corpus counts; a token Gram it has grows by ``delta``'s
+    (Grams add like the counts), a missing one stays missing (derived when needed)."""
+    gram = None if expert.gram is None else expert.gram + token_gram(matrix, delta, device=device)
+    return dataclasses.replace(expert, counts=expert.counts + delta, gram=gram)
+
+
+def _level_arguments(experts: Mapping[str, ExpertStatistics], config: RouterConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`level_statistics` for ``experts`` under ``config``."""
+    records = list(experts.values())
+    token = config.level == "token"
+    arguments: dict[str, Any] = {
+        "level": config.level,
+        "balance": config.balance,
+        "token_grams": [e.gram for e in records] if token else None,
+    }
+    if any(e.traffic is not None for e in records):
+        arguments.update(
+            traffic=[e.traffic for e in records],
+            traffic_grams=[e.traffic_gram for e in records] if token else None,
+            traffic_weight=config.traffic_weight,
+            traffic_policy=config.traffic_policy,
+        )
+    return arguments
+
+
+def experts_statistics(
+    experts: Mapping[str, ExpertStatistics], config: RouterConfig, *, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """``A`` and ``B`` of ``experts`` at the configured level and weighting (numpy, or torch on a GPU);
+    at token level every Gram must be there (:func:`with_grams`)."""
+    counts = [e.counts for e in experts.values()]
+    return level_statistics(counts, names=list(experts), device=device, **_level_arguments(experts, config))
+
+
 # ---------------------------------------------------------------------------------------------- solve → table
 
 
@@ -374,6 +533,21 @@ def solve_weights(a: Any, b: Any, *, lam: float, column_norm: bool) -> tuple[Any
     Same kind as the inputs (numpy or torch)."""
     solution = ridge_solve(a, b, lam)
     return solution, applied_weights(solution, column_norm=column_norm)
+
+
+def lambda_grid(lams: Iterable[float] | None = None) -> np.ndarray:
+    """The λ values to score: ``lams`` checked (positive, finite), or 25 values from 1e-4 to 1e2."""
+    grid = np.logspace(-4, 2, 25) if lams is None else np.asarray(list(lams), np.float64)
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+        raise ValueError(f"lams must be positive finite numbers, got {list(grid)}")
+    return grid
+
+
+def gcv_lambda(a: np.ndarray, b: np.ndarray, lams: Iterable[float] | None = None) -> float:
+    """The λ of :func:`lambda_grid` with the lowest generalised cross-validation error of the ridge fit
+    of ``A``, ``B`` (:func:`ir3de.solve.gcv_curve`: one eigendecomposition, no held-out text)."""
+    _, best = gcv_curve(a, b, lambda_grid(lams))
+    return best
 
 
 def compile_table(
@@ -438,3 +612,25 @@ def fit_state(
     solution, applied = solve_weights(a, b, lam=lam, column_norm=column_norm)
     table = compile_table(matrix, applied, excluded_ids, device=device)
     return RoutingState(tuple(names), table, to_numpy(applied), to_numpy(solution))
+
+
+def experts_state(
+    experts: Mapping[str, ExpertStatistics],
+    config: RouterConfig,
+    *,
+    matrix: np.ndarray,
+    excluded_ids: np.ndarray | Sequence[int],
+    device: str = "cpu",
+) -> RoutingState:
+    """:func:`fit_state` of ``experts`` under ``config`` (its level, weighting, λ and column norm); at
+    token level every Gram must be there (:func:`with_grams`)."""
+    return fit_state(
+        list(experts),
+        [e.counts for e in experts.values()],
+        matrix=matrix,
+        excluded_ids=excluded_ids,
+        lam=config.lam,
+        column_norm=config.column_norm,
+        device=device,
+        **_level_arguments(experts, config),
+    )
