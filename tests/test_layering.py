@@ -242,3 +242,29 @@ def test_loading_and_serving_a_saved_router_imports_no_torch(paper_router, tmp_p
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[0] in paper_router.experts
+
+
+def _statement_count(function: ast.FunctionDef) -> int:
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    return sum(isinstance(node, ast.stmt) for statement in body for node in ast.walk(statement))
+
+
+def test_router_is_a_thin_facade():
+    """Router's methods delegate: short bodies, and no numpy/torch math in router.py itself."""
+    tree = ast.parse((PACKAGES["ir3de"] / "router.py").read_text("utf-8"))
+    (router,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Router"]
+    methods = [n for n in router.body if isinstance(n, ast.FunctionDef)]
+    assert len(methods) > 30
+    long = {m.name: _statement_count(m) for m in methods if _statement_count(m) > 12}
+    assert long == {"__init__": 17}, f"move these bodies into the module of their concept: {long}"
+    math = [
+        f"line {node.lineno}"
+        for node in ast.walk(router)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in {"np", "torch", "scipy"}
+        and node.attr not in {"ndarray", "dtype", "zeros", "asarray", "int64", "float32", "float64"}
+    ]
+    assert not math, f"router.py computes with numpy/torch at {math}: put the math in a module below it"
