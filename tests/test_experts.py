@@ -294,6 +294,67 @@ def test_routing_threads_see_consistent_pairs_while_experts_change(fresh_router,
     assert set(registry.handlers) == set(router.experts) and registry.get("code").generation == 2
 
 
+def test_replace_swaps_router_and_handlers_whole_while_threads_route(
+    fresh_router, saved_router, smollm2, small_tests
+):
+    """registry.replace (a newer revision loaded elsewhere): readers never fail and always get the
+    handler of the expert they were routed to, across many swaps between two routers."""
+    a = fresh_router
+    b = Router.from_pretrained(saved_router, embeddings=smollm2, device="cpu", progress=False)
+    b.remove_expert("instructions")
+    handlers_a = {n: Upstream(n, 0) for n in a.experts}
+    handlers_b = {n: Upstream(n, 1) for n in b.experts}
+    registry = ExpertRegistry(a, handlers_a)
+    prompts = [t for texts in small_tests.values() for t in texts[:10]]
+    stop = threading.Event()
+    seen: list[tuple[str, str, int]] = []
+    errors: list[BaseException] = []
+
+    def reader(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            try:
+                decision, handler = registry.route(prompts[i % len(prompts)])
+                seen.append((decision.expert, handler.name, handler.generation))
+            except BaseException as e:
+                errors.append(e)
+            i += 1
+
+    def writer() -> None:
+        try:
+            for _ in range(50):
+                registry.replace(b, handlers_b)
+                threading.Event().wait(0.001)
+                registry.replace(a, handlers_a)
+                threading.Event().wait(0.001)
+            registry.replace(b, handlers_b)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(3)]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    assert all(expert == name for expert, name, _ in seen)
+    assert {g for _, _, g in seen} == {0, 1}  # both routers served
+    assert {e for e, _, _ in seen if e == "instructions"}  # routed on a, resolved after swaps too
+    assert registry.router is b and dict(registry.handlers) == handlers_b
+    assert registry.snapshot.experts == tuple(b.experts)
+    # a mismatched map or an unfitted router changes nothing
+    with pytest.raises(ExpertMismatchError):
+        registry.replace(a, handlers_b)
+    with pytest.raises(NotFittedError):
+        registry.replace(Router(smollm2), {})
+    with pytest.raises(InvalidInputError):
+        registry.replace(a, [handlers_a])
+    assert registry.router is b and dict(registry.handlers) == handlers_b
+
+
 def test_the_registry_imports_no_framework():
     source = Path(__file__).parents[1] / "core" / "ir3de" / "experts.py"
     imported = set()

@@ -33,6 +33,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "artifact config fitting embeddings model_card",
         # folders and Hub transport, multi-turn evidence: below Router, never importing it back
         "persistence hub conversation",
+        # numbered router revisions shared by many processes: saves through callables, not Router
+        "revisions",
         "router",
         # above Router, public API only
         "stat_pack evaluate plots experts progress feedback",

@@ -457,6 +457,42 @@ class ExpertRegistry(Generic[H]):
             current = self._snapshot.handlers
             self._change(current, current, lambda: self.router.forget_traffic(expert))
 
+    def replace(self, router: Router, handlers: Mapping[str, H]) -> None:
+        """Swap in another router and its whole expert → handler map in one step (e.g. a newer
+        revision of the same router loaded from disk, see :mod:`ir3de.revisions`).
+
+        Routing threads see the old router with the old handlers or the new router with the new ones:
+        while the swap is published, handlers of both are served, so a request routed on the old
+        router to an expert the new one dropped still resolves. Nothing changes on an error.
+
+        Raises:
+            ExpertMismatchError: ``handlers`` do not cover exactly ``router``'s experts and fallback.
+
+        Example:
+            >>> registry.replace(Router.from_pretrained("state/revisions/8"), upstreams)   # doctest: +SKIP
+        """
+        router = fitted_router(router)
+        if not isinstance(handlers, Mapping):
+            raise InvalidInputError(
+                f"handlers must be a mapping expert name → {self.kind}, got {type(handlers).__name__}"
+            )
+        for name, handler in handlers.items():
+            self._check(name, handler)
+        names = handler_names(router)
+        missing = [n for n in names if n not in handlers]
+        extra = [n for n in handlers if n not in names]
+        if missing or extra:
+            raise ExpertMismatchError(
+                missing=missing, extra=extra, router_experts=router.experts, kind=self.kind
+            )
+        with self._lock:
+            before = self._snapshot.handlers
+
+            def swap() -> None:
+                self.router = router
+
+            self._change({**before, **handlers}, handlers, swap)
+
     def _change(
         self, during: Mapping[str, H], after: Mapping[str, H], change: Callable[[], object] | None
     ) -> None:

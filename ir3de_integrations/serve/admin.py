@@ -21,6 +21,10 @@ routed to.
 * ``GET /admin/traffic`` — the learned traffic per expert (:attr:`ir3de.Router.traffic`).
 * ``DELETE /admin/traffic`` (all experts) or ``DELETE /admin/traffic/{name}`` — forget learned
   traffic (:meth:`ir3de.Router.forget_traffic`: back to the router before any feedback, exactly).
+* ``GET /admin/revisions`` — the router revision each worker serves (heartbeats) and HEAD.
+
+With ``state_dir`` every change is committed as a new revision that all workers switch to
+(:mod:`.state`); the response's ``x-ir3de-revision`` names it.
 
 Example:
     >>> import httpx                                                                   # doctest: +SKIP
@@ -207,11 +211,10 @@ def admin_routes() -> APIRouter:
                     code="expert_exists",
                 )
             handler = Upstream.from_config(name, upstream)
-            registry = gw.registry
             if pack is not None:
-                await _apply(_add_from_pack, registry, name, handler, pack)
+                await _apply(gw.change, lambda reg: _add_from_pack(reg, name, handler, pack))
             else:
-                await _apply(registry.add, name, handler, texts, description)
+                await _apply(gw.change, lambda reg: reg.add(name, handler, texts, description))
             gw.upstreams.take_direct(name)  # it is routable now: the registry holds its upstream
         return JSONResponse(_listing(gw), status_code=201)
 
@@ -231,7 +234,7 @@ def admin_routes() -> APIRouter:
                     404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
                 )
             handler = Upstream.from_config(name, upstream) if upstream is not None else None
-            await _apply(gw.registry.update, name, texts, handler=handler)
+            await _apply(gw.change, lambda reg: reg.update(name, texts, handler=handler))
         return JSONResponse(_listing(gw))
 
     @routes.delete("/experts/{name}")
@@ -248,7 +251,7 @@ def admin_routes() -> APIRouter:
                     f"{name!r} is a configured fallback expert; it cannot be removed",
                     code="expert_in_use",
                 )
-            await _apply(gw.registry.remove, name)
+            await _apply(gw.change, lambda reg: reg.remove(name))
         return JSONResponse(_listing(gw))
 
     @routes.post("/feedback")
@@ -279,7 +282,7 @@ def admin_routes() -> APIRouter:
                     f"feedback names unknown experts {unknown}; experts are {gw.router.experts}",
                     code="expert_not_found",
                 )
-            applied = await _apply(apply_feedback, gw.registry, pairs)
+            applied = await _apply(gw.change, lambda reg: apply_feedback(reg, pairs))
         return JSONResponse({"applied": applied, "traffic": traffic_summary(gw.router)["experts"]})
 
     @routes.get("/traffic")
@@ -291,7 +294,7 @@ def admin_routes() -> APIRouter:
     async def forget_all_traffic(request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
-            await _apply(forget_traffic, gw.registry, None)
+            await _apply(gw.change, lambda reg: forget_traffic(reg, None))
         return JSONResponse(traffic_summary(gw.router))
 
     @routes.delete("/traffic/{name}")
@@ -302,7 +305,12 @@ def admin_routes() -> APIRouter:
                 raise GatewayError(
                     404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
                 )
-            await _apply(forget_traffic, gw.registry, name)
+            await _apply(gw.change, lambda reg: forget_traffic(reg, name))
         return JSONResponse(traffic_summary(gw.router))
+
+    @routes.get("/revisions")
+    async def revisions(request: Request) -> Response:
+        gw = _gateway(request)
+        return JSONResponse(await run_in_threadpool(gw.state.describe))
 
     return routes

@@ -5,11 +5,14 @@ Endpoints:
 * ``POST /v1/chat/completions`` — ``model`` is the virtual model (``ir3de``: route on the messages)
   or an expert's name (straight there). Streaming (``"stream": true``) relays the upstream's
   server-sent events chunk by chunk. The decision is in the ``x-ir3de-expert`` /
-  ``x-ir3de-confidence`` headers, and in the body (an ``ir3de`` object; for streams, a first chunk
+  ``x-ir3de-confidence`` headers (every response also names the router revision that served it,
+``x-ir3de-revision``, and the worker, ``x-ir3de-worker``), and in the body (an ``ir3de`` object; for streams, a first chunk
   with no choices) when the request has the header ``x-ir3de-decision: true`` or the body field
   ``"ir3de": {"decision": true}``.
 * ``GET /v1/models`` — the virtual model and every expert; ``GET /health``, ``GET /ready``;
   ``GET /metrics`` (Prometheus); ``/admin/...`` (see :mod:`.admin`; off unless a token is configured).
+
+With ``state_dir`` in the config, several workers share one routing state (:mod:`.state`).
 
 Example:
     >>> from ir3de_integrations.serve import GatewayConfig, create_app        # doctest: +SKIP
@@ -37,6 +40,7 @@ from .config import GatewayConfig
 from .errors import GatewayError, error_response
 from .metrics import GatewayMetrics
 from .routing import GatewayDecision, SessionStore, message_text, route_request
+from .state import LocalState, SharedState, State
 from .upstream_client import STREAM_ERRORS, UpstreamClient, UpstreamFailure
 from .upstreams import Upstream, Upstreams
 
@@ -56,22 +60,49 @@ class Gateway:
     """The gateway's live state: config, router, upstreams, sessions, metrics, HTTP client.
 
     ``upstreams.registry`` is the core :class:`ir3de.experts.ExpertRegistry` (expert → upstream);
-    change experts through it only (the admin endpoints do), so router and upstreams change together.
+    change experts through :meth:`change` only (the admin endpoints do), so router and upstreams
+    change together — and, with ``state_dir``, every worker follows (:class:`.state.SharedState`).
 
     Raises:
         ConfigError: an expert of the router has no upstream.
     """
 
-    def __init__(self, config: GatewayConfig, router: Any) -> None:
+    def __init__(self, config: GatewayConfig, router: Any | None) -> None:
         self.config = config
-        self.router = router
-        self.upstreams = Upstreams(router, config.experts)
+        self.state: State
+        if config.state_dir is not None:
+            self.state = SharedState.open(config, router, load_router)
+        else:
+            self.state = LocalState(
+                router if router is not None else load_router(config.router), config.experts
+            )
         self.sessions = SessionStore(ttl=config.session_ttl, max_sessions=config.max_sessions)
         self.conversation = config.conversation_settings()
         self.metrics = GatewayMetrics()
         self.client: UpstreamClient | None = None
         self.admin_lock = asyncio.Lock()
         self.started = time.time()
+        self.metrics.revision.set(self.state.revision)
+        self.state.on_swap = self._swapped
+
+    def _swapped(self, revision: int) -> None:
+        self.metrics.revision.set(revision)
+        self.metrics.revision_swaps.inc()
+
+    @property
+    def upstreams(self) -> Upstreams:
+        """Expert → upstream (the registry) plus the upstreams reachable by name only."""
+        return self.state.upstreams
+
+    @property
+    def router(self) -> Any:
+        """The router served now (a newer revision replaces it whole)."""
+        return self.state.router
+
+    def change(self, change: Any) -> Any:
+        """Apply ``change(registry)`` (blocking: call it from a worker thread) and return its result:
+        in place, or — with ``state_dir`` — as a new revision every worker switches to."""
+        return self.state.change(change)
 
     @property
     def registry(self) -> Any:
@@ -151,22 +182,59 @@ def _wants_decision(request: Request, payload: dict[str, Any]) -> bool:
     return request.headers.get("x-ir3de-decision", "").lower() in ("1", "true", "yes")
 
 
-def _decision_headers(decision: GatewayDecision, request_id: str) -> dict[str, str]:
+def _decision_headers(
+    decision: GatewayDecision, request_id: str, revision: int, worker: str
+) -> dict[str, str]:
     return {
         "x-ir3de-expert": decision.expert,
         "x-ir3de-confidence": f"{decision.confidence:.4f}",
         "x-request-id": request_id,
+        "x-ir3de-revision": str(revision),
+        "x-ir3de-worker": worker,
     }
+
+
+class _StateHeaders:
+    """ASGI middleware: every response names the revision served and the worker (unless set)."""
+
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.worker = gateway.state.worker.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_state(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                if b"x-ir3de-revision" not in names:
+                    headers.append((b"x-ir3de-revision", str(self.gateway.state.revision).encode()))
+                if b"x-ir3de-worker" not in names:
+                    headers.append((b"x-ir3de-worker", self.worker))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_state)
 
 
 class _Forward:
     """One request on its way upstream (the upstream snapshot taken right after routing)."""
 
-    __slots__ = ("decision", "payload", "request_id", "served_by", "upstream")
+    __slots__ = ("decision", "payload", "request_id", "revision", "served_by", "upstream")
 
     def __init__(
-        self, decision: GatewayDecision, upstream: Upstream, payload: dict[str, Any], request_id: str
+        self,
+        decision: GatewayDecision,
+        upstream: Upstream,
+        payload: dict[str, Any],
+        request_id: str,
+        revision: int,
     ) -> None:
+        self.revision = revision
         self.decision = decision
         self.upstream = upstream
         self.payload = payload
@@ -176,6 +244,9 @@ class _Forward:
     def body(self) -> bytes:
         self.payload["model"] = self.upstream.config.model
         return json.dumps(self.payload, ensure_ascii=False).encode("utf-8")
+
+    def decision_dict(self) -> dict[str, Any]:
+        return {**self.decision.to_dict(), "served_by": self.served_by, "revision": self.revision}
 
 
 def _log(gw: Gateway, event: str, **fields: Any) -> None:
@@ -189,20 +260,23 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
     Raises:
         ConfigError: an expert of the router has no upstream, or the config is inconsistent.
     """
-    gw = Gateway(config, router if router is not None else load_router(config.router))
+    gw = Gateway(config, router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw.client = UpstreamClient(
             timeout=config.timeout, connect_timeout=config.connect_timeout, metrics=gw.metrics
         )
+        gw.state.start()
         try:
             yield
         finally:
+            gw.state.stop()
             await gw.client.aclose()
 
     app = FastAPI(title="ir3de gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gw
+    app.add_middleware(_StateHeaders, gateway=gw)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -224,7 +298,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
     async def _send(fwd: _Forward, stream: bool, include: bool) -> Response:
         client = gw.client
         assert client is not None, "the gateway's lifespan has not started"
-        headers = _decision_headers(fwd.decision, fwd.request_id)
+        headers = _decision_headers(fwd.decision, fwd.request_id, fwd.revision, gw.state.worker)
         try:
             return await (_relay_stream if stream else _relay_complete)(client, fwd, headers, include)
         except UpstreamFailure as failure:
@@ -246,7 +320,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
         if include and response.status < 400:
             try:
                 data = json.loads(content)
-                data["ir3de"] = {**fwd.decision.to_dict(), "served_by": fwd.served_by}
+                data["ir3de"] = fwd.decision_dict()
                 content = json.dumps(data, ensure_ascii=False).encode("utf-8")
             except (json.JSONDecodeError, TypeError):
                 pass
@@ -273,7 +347,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
                 "created": int(time.time()),
                 "model": upstream.config.model,
                 "choices": [],
-                "ir3de": {**fwd.decision.to_dict(), "served_by": fwd.served_by},
+                "ir3de": fwd.decision_dict(),
             }
             prefix = b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
@@ -306,14 +380,16 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
             if model == cfg.virtual_model:
                 session = request.headers.get(cfg.session_header) or payload.get("user")
                 t0 = time.perf_counter()
-                decision, upstream = route_request(
-                    gw.registry,
-                    payload["messages"],
-                    session_id=session if isinstance(session, str) else None,
-                    sessions=gw.sessions,
-                    fallback=cfg.fallback,
-                    threshold=cfg.threshold,
-                    settings=gw.conversation,
+                (decision, upstream), revision = gw.state.routed(
+                    lambda: route_request(
+                        gw.registry,
+                        payload["messages"],
+                        session_id=session if isinstance(session, str) else None,
+                        sessions=gw.sessions,
+                        fallback=cfg.fallback,
+                        threshold=cfg.threshold,
+                        settings=gw.conversation,
+                    )
                 )
                 routing_seconds = time.perf_counter() - t0
                 gw.metrics.routing_seconds.observe(routing_seconds)
@@ -322,7 +398,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
                     gw.metrics.abstentions.inc()
             elif model in gw.upstreams:
                 decision = GatewayDecision(model, 1.0, model, routed=False)
-                upstream = gw.upstreams.get(model)
+                upstream, revision = gw.state.routed(lambda: gw.upstreams.get(model))
             else:
                 raise GatewayError(
                     404,
@@ -337,7 +413,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
                     f"expert {decision.expert!r} has no upstream right now; retry",
                     code="expert_unavailable",
                 )
-            fwd = _Forward(decision, upstream, payload, request_id)
+            fwd = _Forward(decision, upstream, payload, request_id, revision)
             stream = bool(payload.get("stream"))
             response = await _send(fwd, stream, include)
         except GatewayError as e:

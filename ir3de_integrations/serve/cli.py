@@ -3,6 +3,7 @@
 Examples::
 
     ir3de serve --config gateway.yaml
+    ir3de serve --config gateway.yaml --workers 4 --state-dir ./gateway-state
     ir3de serve --router my-router --upstream math=http://127.0.0.1:8001/v1 \\
         --upstream code=http://127.0.0.1:8002/v1 --upstream-model code=qwen2.5-coder --port 8000
     ir3de serve --config gateway.yaml --ray --replicas 2 --replica-cpus 0.5     # on Ray Serve
@@ -54,6 +55,8 @@ def build_config(args: argparse.Namespace) -> Any:
         "admin_token_env": args.admin_token_env,
         "host": args.host,
         "port": args.port,
+        "state_dir": args.state_dir,
+        "revision_poll_seconds": args.revision_poll_seconds,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.log_prompts:
@@ -121,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"ir3de: error: {', '.join(given)} need --ray (they configure Ray Serve replicas)")
     from .server import serve
 
-    serve(build_config(args), log_level=args.log_level)
+    serve(build_config(args), log_level=args.log_level, workers=args.workers)
     return 0
 
 
@@ -160,6 +163,16 @@ def register(subparsers: Any) -> None:
         "--admin-token-env", help="environment variable holding the admin bearer token (admin is off without)"
     )
     p.add_argument("--log-prompts", action="store_true", help="put prompt text in the logs (off by default)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1; above 1 needs --state-dir)"
+    )
+    p.add_argument(
+        "--state-dir",
+        help="folder shared by the workers: routing changes are committed there as revisions (state_dir)",
+    )
+    p.add_argument(
+        "--revision-poll-seconds", type=float, help="how often workers check for a newer revision (default 1)"
+    )
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

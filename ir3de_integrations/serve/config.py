@@ -14,6 +14,8 @@ A YAML or JSON file (``ir3de serve --config gateway.yaml``), CLI flags, or Pytho
     margin: 0.2                      # conversation routing (ir3de.conversation.ConversationSettings):
     half_life: 2                     # ... half_life, user_weight, assistant_weight, include_system, margin
     session_ttl: 3600                # a session's previous expert is forgotten after this many seconds
+    state_dir: ./gateway-state       # several workers/replicas: routing state shared as revisions
+    revision_poll_seconds: 1.0       # ... each worker checks for a newer revision this often
 
 API keys are never written in the file: ``api_key_env`` names the environment variable holding one.
 
@@ -135,6 +137,13 @@ class GatewayConfig:
         session_ttl: seconds a conversation's previous expert is remembered.
         half_life, user_weight, assistant_weight, include_system, margin: the conversation routing
             options (:class:`ir3de.conversation.ConversationSettings`; unset: the core's defaults).
+        state_dir: a folder shared by every worker (:class:`ir3de.revisions.RevisionStore`): each admin
+            change is committed there as a new revision of the router (with the expert → upstream
+            map) and every worker switches to the newest one; a restart loads it. When the folder is
+            empty, ``router`` and ``experts`` seed it; afterwards the folder wins (``experts`` only
+            add upstreams it lacks). ``None``: one process, state in memory only.
+        revision_poll_seconds: how often a worker checks ``state_dir`` for a newer revision.
+        revision_keep: how many revisions ``state_dir`` keeps (older ones are deleted).
         host, port: where ``ir3de serve`` listens.
     """
 
@@ -157,6 +166,9 @@ class GatewayConfig:
     assistant_weight: float | None = None
     include_system: bool | None = None
     margin: float | None = None
+    state_dir: str | None = None
+    revision_poll_seconds: float = 1.0
+    revision_keep: int = 10
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -192,6 +204,18 @@ class GatewayConfig:
             or self.session_ttl <= 0
         ):
             raise ConfigError(f"session_ttl must be a positive number of seconds, got {self.session_ttl!r}")
+        if self.state_dir is not None and (not isinstance(self.state_dir, str) or not self.state_dir):
+            raise ConfigError(
+                f"state_dir must name a folder shared by the workers (e.g. ./gateway-state), got {self.state_dir!r}"
+            )
+        poll = self.revision_poll_seconds
+        if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0.01 <= poll <= 3600:
+            raise ConfigError(
+                f"revision_poll_seconds must be a number of seconds in [0.01, 3600], got {poll!r}"
+            )
+        keep = self.revision_keep
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"revision_keep must be a positive integer, got {keep!r}")
         self.conversation_settings()  # the conversation options are checked by the core
 
     def conversation_settings(self) -> ConversationSettings:
@@ -252,6 +276,18 @@ class GatewayConfig:
             raise ConfigError(f"{path}: the gateway config must be a mapping, got {type(data).__name__}")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as :meth:`from_dict` reads it (upstreams without keys: only ``api_key_env``).
+
+        Example:
+            >>> cfg = GatewayConfig.from_dict({"router": "r", "experts": {"math": "http://h/v1"}})
+            >>> GatewayConfig.from_dict(cfg.to_dict()) == cfg
+            True
+        """
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["experts"] = {n: u.public() for n, u in self.experts.items()}
+        return data
 
     def with_expert(self, name: str, upstream: UpstreamConfig | None) -> GatewayConfig:
         """A copy with ``name``'s upstream set (or removed when ``upstream`` is None)."""

@@ -7,7 +7,9 @@
   stream's end);
 * ``ir3de_upstream_errors_total{expert,kind}`` — upstream failures (``connect``, ``timeout``,
   ``status_5xx``, ``status_4xx``, ``protocol``);
-* ``ir3de_requests_total{endpoint,status}`` — answered requests.
+* ``ir3de_requests_total{endpoint,status}`` — answered requests;
+* ``ir3de_router_revision`` — the router revision this worker serves (see ``state_dir``);
+* ``ir3de_revision_swaps_total`` — routing-state changes this worker switched to (own or others').
 
 Example:
     >>> m = GatewayMetrics()
@@ -18,7 +20,14 @@ Example:
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 __all__ = ["GatewayMetrics"]
 
@@ -48,6 +57,10 @@ class GatewayMetrics:
             "ir3de_upstream_errors", "upstream failures", ["expert", "kind"], registry=r
         )
         self.requests = Counter("ir3de_requests", "answered requests", ["endpoint", "status"], registry=r)
+        self.revision = Gauge("ir3de_router_revision", "router revision served by this worker", registry=r)
+        self.revision_swaps = Counter(
+            "ir3de_revision_swaps", "routing-state changes this worker switched to", registry=r
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

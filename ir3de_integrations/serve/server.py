@@ -1,39 +1,94 @@
-"""Run the gateway with uvicorn (what ``ir3de serve`` calls).
+"""Run the gateway with uvicorn (what ``ir3de serve`` calls), in one process or several workers.
+
+Several workers (``workers > 1``) are uvicorn worker processes, each building the app with
+:func:`app_from_env` from the config passed in the ``IR3DE_SERVE_CONFIG`` environment variable; they
+share routing state through ``state_dir`` (required then, see :mod:`.state`).
 
 Example:
     >>> from ir3de_integrations.serve import GatewayConfig, serve               # doctest: +SKIP
     >>> serve(GatewayConfig.from_file("gateway.yaml"))                          # doctest: +SKIP
+    >>> serve(GatewayConfig.from_file("gateway.yaml"), workers=4)               # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from typing import Any
 
-from .config import GatewayConfig
+from .config import ConfigError, GatewayConfig
 
-__all__ = ["serve"]
+__all__ = ["CONFIG_ENV", "app_from_env", "serve"]
+
+#: Environment variable carrying the gateway config (JSON) to uvicorn's worker processes.
+CONFIG_ENV = "IR3DE_SERVE_CONFIG"
+LOG_LEVEL_ENV = "IR3DE_SERVE_LOG_LEVEL"
 
 
-def serve(config: GatewayConfig, router: Any | None = None, *, log_level: str = "info") -> None:
-    """Serve ``config`` on ``config.host:config.port`` until interrupted (structured JSON logs on stderr)."""
-    import uvicorn
-
-    from .app import create_app
-
+def _setup_logging(log_level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("ir3de.serve")
-    log.handlers[:] = [handler]
-    log.setLevel(log_level.upper())
-    log.propagate = False
-    app = create_app(config, router)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=log_level,
-        access_log=False,  # the gateway logs each request itself, as JSON
-        timeout_graceful_shutdown=10,
-    )
+    for name in ("ir3de.serve", "ir3de.revisions"):
+        log = logging.getLogger(name)
+        log.handlers[:] = [handler]
+        log.setLevel(log_level.upper())
+        log.propagate = False
+
+
+def check_workers(config: GatewayConfig, workers: int) -> None:
+    """Raise :class:`ConfigError` unless ``workers`` is a positive integer and, above 1, the config
+    has a ``state_dir`` (without one each worker would route with its own experts)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if workers > 1 and config.state_dir is None:
+        raise ConfigError(
+            f"{workers} workers need a shared state folder so that every worker routes with the same experts "
+            "and learned traffic: set state_dir in the gateway config (or pass --state-dir DIR)"
+        )
+
+
+def app_from_env() -> Any:
+    """The app factory of each uvicorn worker: the config from ``IR3DE_SERVE_CONFIG`` (JSON)."""
+    from .app import create_app
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise ConfigError(f"{CONFIG_ENV} is not set; start workers with `ir3de serve --workers N`")
+    _setup_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
+    return create_app(GatewayConfig.from_dict(json.loads(text)))
+
+
+def serve(
+    config: GatewayConfig, router: Any | None = None, *, log_level: str = "info", workers: int = 1
+) -> None:
+    """Serve ``config`` on ``config.host:config.port`` until interrupted (structured JSON logs on stderr).
+
+    Raises:
+        ConfigError: ``workers > 1`` without ``state_dir``, or ``router`` given with ``workers > 1``
+            (worker processes load the router themselves).
+    """
+    import uvicorn
+
+    check_workers(config, workers)
+    common: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": log_level,
+        "access_log": False,  # the gateway logs each request itself, as JSON
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:
+        if router is not None:
+            raise ConfigError(
+                "an in-memory router cannot be shared with worker processes; save it and set router"
+            )
+        os.environ[CONFIG_ENV] = json.dumps(config.to_dict())
+        os.environ[LOG_LEVEL_ENV] = log_level
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **common)
+        return
+    from .app import create_app
+
+    _setup_logging(log_level)
+    uvicorn.run(create_app(config, router), **common)

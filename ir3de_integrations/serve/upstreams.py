@@ -65,6 +65,16 @@ class Upstreams:
     """
 
     def __init__(self, router: Any, configs: Mapping[str, UpstreamConfig]) -> None:
+        routable, direct = self._split(router, configs)
+        self.registry: ExpertRegistry[Upstream] = ExpertRegistry(
+            router, routable, kind="upstream", check_handler=_check_upstream
+        )
+        self.direct: Mapping[str, Upstream] = direct
+
+    @staticmethod
+    def _split(
+        router: Any, configs: Mapping[str, UpstreamConfig]
+    ) -> tuple[dict[str, Upstream], Mapping[str, Upstream]]:
         names = handler_names(router)
         missing = [e for e in names if e not in configs]
         if missing:
@@ -73,12 +83,28 @@ class Upstreams:
                 f"config (configured: {list(configs)})"
             )
         routable = {n: Upstream.from_config(n, c) for n, c in configs.items() if n in names}
-        self.registry: ExpertRegistry[Upstream] = ExpertRegistry(
-            router, routable, kind="upstream", check_handler=_check_upstream
-        )
-        self.direct: Mapping[str, Upstream] = MappingProxyType(
+        direct = MappingProxyType(
             {n: Upstream.from_config(n, c) for n, c in configs.items() if n not in names}
         )
+        return routable, direct
+
+    def configs(self) -> dict[str, UpstreamConfig]:
+        """Every upstream's config now (routable experts first, then the name-only ones)."""
+        out = {n: u.config for n, u in self.registry.handlers.items()}
+        out.update({n: u.config for n, u in self.direct.items() if n not in out})
+        return out
+
+    def replace(self, router: Any, configs: Mapping[str, UpstreamConfig]) -> None:
+        """Serve ``router`` with ``configs`` from now on, swapped whole (:meth:`ExpertRegistry.replace`):
+        requests in flight keep the upstream they were routed to.
+
+        Raises:
+            ConfigError: an expert of ``router`` has no upstream in ``configs`` (nothing changes then).
+        """
+        routable, direct = self._split(router, configs)
+        self.direct = MappingProxyType({**self.direct, **direct})  # both while the registry swaps
+        self.registry.replace(router, routable)
+        self.direct = direct
 
     def get(self, name: str) -> Upstream | None:
         """The upstream of ``name`` now (``None``: none)."""
