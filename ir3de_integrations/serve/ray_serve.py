@@ -1,19 +1,23 @@
 """The gateway on Ray Serve: every replica runs the gateway's FastAPI app (``pip install 'ir3de[serve-ray]'``).
 
-Glue only. A replica is exactly one gateway worker (:func:`~ir3de_integrations.serve.create_app` with
-its lifespan, so its upstream HTTP client starts and stops with the replica); Ray Serve's HTTP proxy
-spreads requests over the replicas, starts, restarts and autoscales them. Every response names the
-replica that served it (``x-ir3de-replica``).
+Glue only. A replica is exactly one gateway worker — :func:`~ir3de_integrations.serve.create_app`
+with its lifespan, so its upstream HTTP client and its revision watcher start and stop with the
+replica — and Ray Serve's HTTP proxy spreads requests over the replicas, which it starts, restarts
+and autoscales. Responses name the revision and the worker (``x-ir3de-revision``,
+``x-ir3de-worker``: host and process id of the replica) as on uvicorn.
 
 What reaches every replica, and how:
 
-* **Live gateway settings** go through Ray Serve's own mechanism: the deployment's ``user_config``
-  (keys in :data:`LIVE_SETTINGS`). ``serve.run`` with a new ``user_config`` (or ``serve deploy`` of an
-  edited config file) calls ``reconfigure`` on every running replica in place — no restart, no
-  dropped request; a bad value fails the update with the :class:`ConfigError` that names it.
-* **Routing state** (experts added, updated or removed, learned traffic) changes through the admin
-  API of whichever replica the proxy picks; for the other replicas to follow, give the gateway a
-  shared revision folder (``state_dir``): see the README's "On Ray Serve" part.
+* **Routing state** (experts added, updated or removed, learned traffic) lives in the gateway's
+  shared revision folder, ``state_dir`` (:mod:`ir3de_integrations.serve.state`): an admin call,
+  which the proxy hands to any one replica, commits a new revision there, and every replica swaps to
+  it within ``revision_poll_seconds``; replicas started later (restarts, autoscaling) load it. Several
+  replicas need it (:class:`ConfigError` otherwise); across machines it must be a shared filesystem
+  (NFS, a mounted bucket with file locks) that every replica sees at the same path.
+* **Live gateway settings** (:data:`LIVE_SETTINGS`: threshold, fallbacks, conversation knobs) go
+  through Ray Serve's own mechanism, the deployment's ``user_config``: redeploying a Serve config file
+  whose only change is ``user_config`` calls ``reconfigure`` on every running replica in place — no
+  restart; a bad value fails the update with the :class:`ConfigError` that names it.
 
 Use it from Python (:func:`gateway_app`, :func:`run_gateway`), from the command line
 (``ir3de serve --ray``) or from a Ray Serve config file (``serve run serve.yaml``) whose
@@ -23,7 +27,7 @@ Example:
     >>> from ray import serve                                                       # doctest: +SKIP
     >>> from ir3de_integrations.serve import GatewayConfig
     >>> from ir3de_integrations.serve.ray_serve import gateway_app
-    >>> config = GatewayConfig.from_file("gateway.yaml")
+    >>> config = GatewayConfig.from_file("gateway.yaml")      # with state_dir: a shared folder
     >>> serve.start(http_options={"host": config.host, "port": config.port})
     >>> serve.run(gateway_app(config, num_replicas=2, ray_actor_options={"num_cpus": 0.5}), name="ir3de")
 """
@@ -49,10 +53,8 @@ except ImportError as e:  # pragma: no cover - exercised only without Ray
 __all__ = [
     "DEPLOYMENT_NAME",
     "LIVE_SETTINGS",
-    "REPLICA_HEADER",
     "GatewayReplica",
     "build_app",
-    "config_to_dict",
     "gateway_app",
     "gateway_deployment",
     "run_gateway",
@@ -60,9 +62,6 @@ __all__ = [
 
 #: The deployment's name (the key for its options in a Ray Serve config file).
 DEPLOYMENT_NAME = "Ir3deGateway"
-
-#: The response header naming the Ray Serve replica that served a request.
-REPLICA_HEADER = "x-ir3de-replica"
 
 #: Gateway settings a deployment's ``user_config`` may change on running replicas.
 LIVE_SETTINGS = (
@@ -80,20 +79,6 @@ LIVE_SETTINGS = (
 #: Replica concurrency: a gateway replica awaits its upstreams (LLM answers take seconds), so it
 #: holds many requests at once; Ray Serve's default of 5 would queue them in the proxy.
 DEFAULT_MAX_ONGOING_REQUESTS = 256
-
-
-def config_to_dict(config: GatewayConfig) -> dict[str, Any]:
-    """``config`` as plain JSON data that :meth:`GatewayConfig.from_dict` reads back (no API keys:
-    upstreams keep only the name of their key's environment variable).
-
-    Example:
-        >>> cfg = GatewayConfig.from_dict({"router": "r", "experts": {"math": "http://h/v1"}})
-        >>> GatewayConfig.from_dict(config_to_dict(cfg)) == cfg
-        True
-    """
-    data = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "experts"}
-    data["experts"] = {name: upstream.public() for name, upstream in config.experts.items()}
-    return data
 
 
 def _check_live_keys(user_config: Any) -> None:
@@ -121,31 +106,12 @@ def _live_config(config: GatewayConfig, user_config: Mapping[str, Any] | None) -
         raise ConfigError(f"user_config: {e}") from None
 
 
-class _ReplicaHeader:
-    """ASGI middleware: names the replica in every HTTP response's headers."""
-
-    def __init__(self, app: Any, replica_id: str) -> None:
-        self.app = app
-        self.header = (REPLICA_HEADER.encode(), replica_id.encode())
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def named(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
-            await send(message)
-
-        await self.app(scope, receive, named)
-
-
 @serve.ingress()
 class GatewayReplica:
     """One Ray Serve replica of the gateway: ``create_app(config)`` built when the replica starts.
 
     Args:
-        config: the gateway config as plain data (:func:`config_to_dict`), so that a Ray Serve config
+        config: the gateway config as plain data (:meth:`GatewayConfig.to_dict`), so that a Ray Serve config
             file can carry it and nothing but JSON crosses to the replicas.
 
     ``reconfigure(user_config)`` (called by Ray Serve when the replica starts and on every change of
@@ -155,15 +121,12 @@ class GatewayReplica:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.base_config = GatewayConfig.from_dict(config)
-        self.replica_id = serve.get_replica_context().replica_id.unique_id
 
     def __serve_build_asgi_app__(self) -> Any:
         """The replica's ASGI app (Ray Serve runs its lifespan after this returns)."""
         from .app import create_app
 
-        app = create_app(self.base_config)
-        app.add_middleware(_ReplicaHeader, replica_id=self.replica_id)
-        return app  # Ray Serve keeps it as ``self.app``
+        return create_app(self.base_config)  # Ray Serve keeps it as ``self.app``
 
     def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
         """Apply the live settings of ``user_config`` to this replica's gateway (atomically: requests
@@ -226,22 +189,55 @@ def gateway_deployment(
     return deployment.options(**{k: v for k, v in given.items() if v is not None})
 
 
-def gateway_app(config: GatewayConfig, **options: Any) -> Any:
+def _many_replicas(options: Mapping[str, Any]) -> bool:
+    autoscaling = options.get("autoscaling_config")
+    if autoscaling is not None:
+        return int(dict(autoscaling).get("max_replicas", 1)) > 1
+    replicas = options.get("num_replicas")
+    return replicas == "auto" or (isinstance(replicas, int) and replicas > 1)
+
+
+def _absolute(path: str, base: Path, *, local: bool) -> str:
+    """``path`` made absolute against ``base``; a router that is no local folder (a Hub repo id) is
+    left as it is."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return str(candidate)
+    resolved = base / candidate
+    if local or resolved.exists() or path.startswith("."):
+        return str(resolved.resolve())
+    return path
+
+
+def gateway_app(config: GatewayConfig, *, base: str | Path | None = None, **options: Any) -> Any:
     """The Ray Serve application of the gateway: ``serve.run(gateway_app(config, num_replicas=2))``.
 
-    ``options`` are :func:`gateway_deployment`'s. A router given as a local folder is made absolute,
-    so replicas find it whatever their working directory; on several machines it must be on a shared
-    filesystem (or be a Hub repo id).
+    Args:
+        config: the gateway config; with more than one replica it needs ``state_dir``.
+        base: the folder relative ``router`` and ``state_dir`` paths are taken from (default: the
+            current directory); they are made absolute, as replicas run in other directories.
+        **options: :func:`gateway_deployment`'s.
 
     Ray Serve redeploys an application given to ``serve.run`` with new replicas (a rolling update:
     new ones start before old ones stop). To change live settings on running replicas in place,
     deploy a Serve config file (:func:`build_app`) and redeploy it with only its ``user_config``
     changed.
+
+    Raises:
+        ConfigError: several replicas (or autoscaling) without ``state_dir``, or a bad ``user_config``.
     """
+    if config.state_dir is None and _many_replicas(options):
+        raise ConfigError(
+            "several Ray Serve replicas need a shared state folder so that every replica routes with the "
+            "same experts and learned traffic: set state_dir in the gateway config (a shared filesystem "
+            "path when replicas run on several machines)"
+        )
     _live_config(config, options.get("user_config"))  # bad values fail here, not on every replica
-    data = config_to_dict(config)
-    if Path(config.router).exists():
-        data["router"] = str(Path(config.router).resolve())
+    root = Path(base) if base is not None else Path.cwd()
+    data = config.to_dict()
+    data["router"] = _absolute(config.router, root, local=False)
+    if config.state_dir is not None:
+        data["state_dir"] = _absolute(config.state_dir, root, local=True)
     return gateway_deployment(**options).bind(data)
 
 
@@ -249,12 +245,14 @@ def build_app(args: Mapping[str, Any]) -> Any:
     """Ray Serve application builder, for ``serve run`` and Ray Serve config files.
 
     ``args``: ``config`` (a gateway config file, required) and any gateway config key to override.
-    Replica counts, autoscaling, resources and ``user_config`` go where Ray Serve keeps them: the
-    ``deployments:`` entry named :data:`DEPLOYMENT_NAME` in the Serve config file.
+    Relative paths in the gateway config (``router``, ``state_dir``) are taken from the config file's
+    folder. Replica counts, autoscaling, resources and ``user_config`` go where Ray Serve keeps them:
+    the ``deployments:`` entry named :data:`DEPLOYMENT_NAME` in the Serve config file (a replica count
+    above 1 with no ``state_dir`` is not caught here: Ray Serve applies it after this builder ran).
 
     Example::
 
-        serve run ir3de_integrations.serve.ray_serve:build_app config=gateway.yaml
+        serve run ir3de_integrations.serve.ray_serve:build_app config=/srv/ir3de/gateway.yaml
 
     Raises:
         ConfigError: no ``config`` given, or the file/overrides are invalid.
@@ -265,7 +263,8 @@ def build_app(args: Mapping[str, Any]) -> Any:
         raise ConfigError(
             "build_app needs args: {config: path/to/gateway.yaml} (plus gateway config keys to override)"
         )
-    return gateway_app(GatewayConfig.from_file(path, **args))
+    config = GatewayConfig.from_file(path, **args)
+    return gateway_app(config, base=Path(path).expanduser().resolve().parent)
 
 
 def run_gateway(
