@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +72,7 @@ EXTRAS_FILE = "extras.json"
 REVISIONS_DIR = "revisions"
 WORKERS_DIR = "workers"
 LOCK_FILE = ".lock"
+_HEARTBEAT_KEYS = frozenset({"worker", "revision", "pid", "host", "updated"})
 #: Times a reader re-reads HEAD when the revision it was reading got pruned meanwhile.
 READ_ATTEMPTS = 8
 
@@ -114,7 +115,8 @@ class Revision:
 
 @dataclass(frozen=True)
 class WorkerStatus:
-    """One heartbeat: the revision a worker served when it last wrote, and how long ago that was."""
+    """One heartbeat: the revision a worker served when it last wrote, and how long ago that was
+    (``fields``: what else the worker wrote, e.g. since when it serves that revision)."""
 
     worker: str
     revision: int | None
@@ -123,9 +125,11 @@ class WorkerStatus:
     updated: float
     age: float
     stale: bool
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **self.fields,
             "worker": self.worker,
             "revision": self.revision,
             "pid": self.pid,
@@ -374,6 +378,7 @@ class RevisionStore:
                     updated=float(data["updated"]),
                     age=max(0.0, now - float(data["updated"])),
                     stale=now - float(data["updated"]) > stale_after,
+                    fields={k: v for k, v in data.items() if k not in _HEARTBEAT_KEYS},
                 )
             except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # removed or being replaced meanwhile
@@ -392,6 +397,7 @@ class RevisionWatcher:
         store: the store to follow.
         on_change: called with the new :class:`Head` (in the watcher's thread).
         current: the revision this process serves now (for the heartbeat).
+        details: more heartbeat fields (JSON values), e.g. since when that revision is served.
         worker: this process's id (default :func:`worker_id`).
         poll_seconds: seconds between polls.
 
@@ -406,6 +412,7 @@ class RevisionWatcher:
         on_change: Callable[[Head], object],
         current: Callable[[], int | None],
         *,
+        details: Callable[[], Mapping[str, Any]] | None = None,
         worker: str | None = None,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -414,6 +421,7 @@ class RevisionWatcher:
         self.store = store
         self.on_change = on_change
         self.current = current
+        self.details = details
         self.worker = worker or worker_id()
         self.poll_seconds = float(poll_seconds)
         self._seen: int | None = current()
@@ -426,7 +434,7 @@ class RevisionWatcher:
         if head is not None and head.revision != self._seen:
             self.on_change(head)
             self._seen = head.revision
-        self.store.heartbeat(self.worker, self.current())
+        self.store.heartbeat(self.worker, self.current(), **(self.details() if self.details else {}))
         return head
 
     def _run(self) -> None:

@@ -89,6 +89,8 @@ class State:
         self.upstreams = upstreams
         self.worker = _worker_name()
         self._served = _Served(revision)
+        self.since = time.time()
+        """When the revision served now was swapped in (epoch seconds)."""
         self.swaps = 0
         self.on_swap: Callable[[int], object] | None = None  # metrics hook
 
@@ -123,6 +125,7 @@ class State:
             swap()
         finally:
             self._served = _Served(revision)
+        self.since = time.time()
         self.swaps += 1
         if self.on_swap is not None:
             self.on_swap(revision)
@@ -143,7 +146,9 @@ class State:
             "state_dir": None,
             "worker": self.worker,
             "revision": self.revision,
-            "workers": [{"worker": self.worker, "revision": self.revision, "stale": False}],
+            "workers": [
+                {"worker": self.worker, "revision": self.revision, "since": self.since, "stale": False}
+            ],
         }
 
 
@@ -158,6 +163,7 @@ class LocalState(State):
         with self._lock:
             result = change(self.upstreams.registry)
             self._served = _Served(self._served.revision + 1)
+            self.since = time.time()
             self.swaps += 1
             if self.on_swap is not None:
                 self.on_swap(self._served.revision)
@@ -176,7 +182,12 @@ class SharedState(State):
         self.embeddings = embeddings
         self._swap_lock = threading.Lock()
         self._watcher = RevisionWatcher(
-            store, self._follow, lambda: self.revision, worker=self.worker, poll_seconds=poll_seconds
+            store,
+            self._follow,
+            lambda: self.revision,
+            details=lambda: {"since": self.since, "swaps": self.swaps},
+            worker=self.worker,
+            poll_seconds=poll_seconds,
         )
 
     @classmethod

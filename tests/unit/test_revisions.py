@@ -272,9 +272,10 @@ def test_stale_heartbeats_are_reported(tmp_path):
     path = tmp_path / "state" / "workers" / "old.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "updated": data["updated"] - 60}))
-    store.heartbeat(worker_id(), 4)
+    store.heartbeat(worker_id(), 4, since=123.0)
     by_id = {w.worker: w for w in store.workers(stale_after=5)}
     assert by_id["old"].stale and by_id["old"].age >= 60
     assert not by_id[worker_id()].stale and by_id[worker_id()].revision == 4
     assert [w.worker for w in store.workers(stale_after=5, include_stale=False)] == [worker_id()]
     assert by_id["old"].to_dict()["age_seconds"] >= 60
+    assert by_id[worker_id()].fields == {"since": 123.0} and by_id[worker_id()].to_dict()["since"] == 123.0
