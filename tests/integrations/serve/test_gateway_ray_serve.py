@@ -31,6 +31,8 @@ pytestmark = pytest.mark.slow
 APP = "ir3de"
 TOKEN = "s3cret-ray-serve"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
+#: Each replica: half a CPU, and the admin token in its environment (Ray's runtime_env).
+ACTOR = {"num_cpus": 0.5, "runtime_env": {"env_vars": {"IR3DE_RAY_TEST_ADMIN": TOKEN}}}
 MATH = "Natalia sold clips to 48 of her friends in April, and then half as many in May. How many clips?"
 CODE = 'def fibonacci(n: int) -> list[int]:\n    """Return the first n Fibonacci numbers."""\n'
 
@@ -60,6 +62,16 @@ def serve_url() -> Iterator[str]:
         ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _clean_serve(serve_url) -> Iterator[None]:
+    """Each test starts with no application on the module's Serve (they all use route prefix /)."""
+    from ray import serve
+
+    for name in serve.status().applications:
+        serve.delete(name)
+    yield
+
+
 @pytest.fixture(scope="module")
 def medical_texts() -> list[str]:
     return load_domain("medical")[:100]  # [:20] probes, [20:] fit
@@ -68,7 +80,7 @@ def medical_texts() -> list[str]:
 @pytest.fixture
 def ray_config(gateway_router_folder, echo_upstreams, tmp_path, monkeypatch) -> GatewayConfig:
     """The 4-expert router saved on disk, every expert at its echo upstream (in this process), a fresh
-    state folder, the admin API on (replicas read the token from the environment Ray gave them)."""
+    state folder, the admin API on (replicas read the token from the environment of their actor)."""
     experts = {n: {"base_url": f"{s.url}/v1", "model": f"{n}-model"} for n, s in echo_upstreams.items()}
     experts.pop("medical")  # added through the admin API
     return GatewayConfig.from_dict(
@@ -82,22 +94,11 @@ def ray_config(gateway_router_folder, echo_upstreams, tmp_path, monkeypatch) -> 
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _admin_token_for_replicas() -> Iterator[None]:
-    """Ray starts its worker processes with the environment of ``ray.init``'s caller, so the token is
-    set before the module's Ray starts."""
-    import os
-
-    os.environ["IR3DE_RAY_TEST_ADMIN"] = TOKEN
-    yield
-    os.environ.pop("IR3DE_RAY_TEST_ADMIN", None)
-
-
 def deploy(config: GatewayConfig, **options: Any) -> None:
     from ray import serve
 
     options.setdefault("num_replicas", 2)
-    options.setdefault("ray_actor_options", {"num_cpus": 0.5})
+    options.setdefault("ray_actor_options", ACTOR)
     serve.run(gateway_app(config, **options), name=APP, route_prefix="/")
 
 
@@ -244,7 +245,7 @@ def serve_deploy_file(tmp_path: Path, config_file: Path, user_config: dict[str, 
     from ray import serve
 
     serve_yaml = tmp_path / "serve.yaml"
-    deployment = {"name": DEPLOYMENT_NAME, "num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5},
+    deployment = {"name": DEPLOYMENT_NAME, "num_replicas": 2, "ray_actor_options": ACTOR,
                   "user_config": user_config}  # fmt: skip
     app = {"name": APP, "route_prefix": "/", "import_path": "ir3de_integrations.serve.ray_serve:build_app",
            "args": {"config": str(config_file)}, "deployments": [deployment]}  # fmt: skip
@@ -269,9 +270,7 @@ def serve_deploy_file(tmp_path: Path, config_file: Path, user_config: dict[str, 
 def test_user_config_reaches_every_replica_in_place(serve_url, ray_config, tmp_path):
     """Ray Serve's own mechanism for live settings: a redeployed Serve config file whose only change is
     the deployment's user_config reconfigures every running replica in place (no restart)."""
-    from ray import serve
 
-    serve.delete(APP)  # the tests above deployed it from Python (imperatively); this one declares it
     config_file = tmp_path / "gateway.json"
     config_file.write_text(json.dumps(ray_config.to_dict()))
     serve_deploy_file(tmp_path, config_file, {})
@@ -285,3 +284,18 @@ def test_user_config_reaches_every_replica_in_place(serve_url, ray_config, tmp_p
     probe_replicas(client, MATH, "math", replicas)
     assert replica_workers(client) == replicas  # the same two processes all along: not restarted
     assert {ask(client, CODE)[0] for _ in range(20)} <= replicas
+
+
+def test_propagation_benchmark_measures_on_ray_serve(
+    serve_url, gateway_router_folder, echo_upstreams, tmp_path
+):
+    """``python -m benchmarks.ray_serve`` measures this way (here: 2 changes, no throughput)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from benchmarks.ray_serve import measure, render
+
+    port = int(serve_url.rsplit(":", 1)[1])
+    upstream = f"{echo_upstreams['math'].url}/v1"
+    results = measure(port, gateway_router_folder, upstream, tmp_path, changes=2, polls=(0.2,))
+    propagation = results["propagation"][0.2]
+    assert propagation["samples"] == 2 and 0 < propagation["p50_ms"] <= propagation["max_ms"]
+    assert "| 0.2 s | 2 |" in render(results)
