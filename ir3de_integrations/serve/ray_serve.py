@@ -277,17 +277,38 @@ def run_gateway(
 ) -> Any:
     """Serve ``config`` on Ray Serve at ``config.host:config.port`` (what ``ir3de serve --ray`` calls).
 
-    Connects to the Ray cluster at ``address`` (None: ``RAY_ADDRESS`` or a new local one) unless Ray
-    is already initialised, starts Serve's HTTP proxy on the config's host and port, and deploys
-    :func:`gateway_app` as the application ``name``. ``options`` are :func:`gateway_deployment`'s.
-    Returns the application's handle (when ``blocking`` is False; else it serves until interrupted).
+    Connects to the Ray cluster at ``address`` (None: ``RAY_ADDRESS``, else a new local Ray) unless
+    Ray is already initialised, starts Serve's HTTP proxy on the config's host and port (a Serve that
+    runs already keeps its own), and deploys :func:`gateway_app` as the application ``name``;
+    ``options`` are :func:`gateway_deployment`'s. With ``blocking=False`` it returns the application's
+    handle; else it serves until interrupted (Ctrl-C), then deletes the application — and stops
+    Serve and the local Ray when it started them.
 
     Example:
         >>> run_gateway(GatewayConfig.from_file("gateway.yaml"), num_replicas=2)   # doctest: +SKIP
     """
+    import os
+    import time
+
     import ray
 
+    app = gateway_app(config, **options)  # config errors before anything starts
+    local = False
     if not ray.is_initialized():
+        local = address is None and not os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False)
     serve.start(http_options={"host": config.host, "port": config.port})
-    return serve.run(gateway_app(config, **options), name=name, route_prefix="/", blocking=blocking)
+    handle = serve.run(app, name=name, route_prefix="/")
+    if not blocking:
+        return handle
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.delete(name)
+        if local:
+            serve.shutdown()
+            ray.shutdown()
+    return handle
