@@ -102,12 +102,8 @@ def cmd_serve_ray(args: argparse.Namespace) -> int:
         raise MissingDependencyError(
             f"ir3de serve --ray needs the serve-ray extra: pip install 'ir3de[serve-ray]' ({e})"
         ) from e
-    import signal
-
     options = ray_options(args)
-    config = build_config(args)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
-    run_gateway(config, address=args.ray_address, blocking=True, **options)
+    run_gateway(build_config(args), address=args.ray_address, blocking=True, **options)
     return 0
 
 

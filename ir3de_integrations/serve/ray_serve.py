@@ -281,13 +281,14 @@ def run_gateway(
     Ray is already initialised, starts Serve's HTTP proxy on the config's host and port (a Serve that
     runs already keeps its own), and deploys :func:`gateway_app` as the application ``name``;
     ``options`` are :func:`gateway_deployment`'s. With ``blocking=False`` it returns the application's
-    handle; else it serves until interrupted (Ctrl-C), then deletes the application — and stops
-    Serve and the local Ray when it started them.
+    handle; else it serves until interrupted (Ctrl-C or SIGTERM), then deletes the application —
+    and stops Serve and the local Ray when it started them.
 
     Example:
         >>> run_gateway(GatewayConfig.from_file("gateway.yaml"), num_replicas=2)   # doctest: +SKIP
     """
     import os
+    import signal
     import time
 
     import ray
@@ -297,18 +298,24 @@ def run_gateway(
     if not ray.is_initialized():
         local = address is None and not os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False)
-    serve.start(http_options={"host": config.host, "port": config.port})
-    handle = serve.run(app, name=name, route_prefix="/")
     if not blocking:
-        return handle
+        serve.start(http_options={"host": config.host, "port": config.port})
+        return serve.run(app, name=name, route_prefix="/")
+    # after ray.init, which sets its own SIGTERM handler (exit at once): `kill` stops as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        serve.start(http_options={"host": config.host, "port": config.port})
+        serve.run(app, name=name, route_prefix="/")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        serve.delete(name)
-        if local:
-            serve.shutdown()
-            ray.shutdown()
-    return handle
+        try:
+            if name in serve.status().applications:
+                serve.delete(name)
+        finally:
+            if local:
+                serve.shutdown()
+                ray.shutdown()
+    return None

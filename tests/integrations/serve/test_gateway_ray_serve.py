@@ -301,21 +301,6 @@ def test_propagation_benchmark_measures_on_ray_serve(
     assert "| 0.2 s | 2 |" in render(results)
 
 
-def test_run_gateway_deploys_on_a_running_serve(serve_url, ray_config):
-    """``run_gateway`` (what ``ir3de serve --ray`` calls) joins the Ray and the Serve that run already."""
-    import dataclasses
-
-    from ray import serve
-
-    from ir3de_integrations.serve.ray_serve import run_gateway
-
-    config = dataclasses.replace(ray_config, state_dir=None)  # one replica needs no shared state
-    run_gateway(config, blocking=False, num_replicas=1, ray_actor_options=ACTOR)
-    assert running_replicas() == 1 and serve.status().applications[APP].status == "RUNNING"
-    _, expert, revision, answer = ask(client_for(serve_url), CODE)
-    assert (expert, revision, answer) == ("code", 1, f"code: {CODE}")
-
-
 def test_cookbook_recipe(serve_url, smollm2):
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "cookbook"))
     import ray_serve_gateway
