@@ -140,8 +140,9 @@ class GatewayConfig:
         state_dir: a folder shared by every worker (:class:`ir3de.revisions.RevisionStore`): each admin
             change is committed there as a new revision of the router (with the expert → upstream
             map) and every worker switches to the newest one; a restart loads it. When the folder is
-            empty, ``router`` and ``experts`` seed it; afterwards the folder wins (``experts`` only
-            add upstreams it lacks). ``None``: one process, state in memory only.
+            empty, ``router`` and ``experts`` seed it; afterwards the folder is the source of truth
+            (change experts and upstreams through the admin API). ``None``: one process, state in
+            memory only.
         revision_poll_seconds: how often a worker checks ``state_dir`` for a newer revision.
         revision_keep: how many revisions ``state_dir`` keeps (older ones are deleted).
         host, port: where ``ir3de serve`` listens.

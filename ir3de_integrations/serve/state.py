@@ -119,12 +119,15 @@ class State:
 
     def _publish(self, revision: int, swap: Callable[[], object]) -> None:
         """Swap (microseconds: a registry swap) with routing threads told to wait for its end."""
-        self._previous = self._served.revision
+        before = self._served
+        self._previous = before.revision
         self._served = _SWAPPING
         try:
             swap()
-        finally:
-            self._served = _Served(revision)
+        except BaseException:
+            self._served = before  # nothing changed
+            raise
+        self._served = _Served(revision)
         self.since = time.time()
         self.swaps += 1
         if self.on_swap is not None:
@@ -174,7 +177,12 @@ class SharedState(State):
     """Routing state that follows a :class:`~ir3de.revisions.RevisionStore` (see the module doc)."""
 
     def __init__(
-        self, store: RevisionStore, revision: Revision, router: Any, poll_seconds: float, embeddings: Any
+        self,
+        store: RevisionStore,
+        revision: Revision,
+        router: Any,
+        poll_seconds: float,
+        embeddings: Any,
     ) -> None:
         super().__init__(Upstreams(router, upstreams_of(revision.extras)), revision.number)
         self.store = store
@@ -192,8 +200,8 @@ class SharedState(State):
 
     @classmethod
     def open(cls, config: GatewayConfig, router: Any | None, load: Callable[[str], Any]) -> SharedState:
-        """Seed ``config.state_dir`` from ``router`` (else ``load(config.router)``) when it is empty,
-        else load its HEAD; upstreams of ``config.experts`` the store lacks are added."""
+        """Seed ``config.state_dir`` from ``router`` (else ``load(config.router)``) and
+        ``config.experts`` when it is empty, else load its HEAD (the folder wins over the config)."""
         assert config.state_dir is not None
         store = RevisionStore(Path(config.state_dir), keep=config.revision_keep)
         if store.head() is None:
@@ -201,10 +209,6 @@ class SharedState(State):
             store.initialize(seed.save_pretrained, extras_of(config.experts), writer=worker_id())
         embeddings = _loaded_embeddings(router)
         revision, loaded = store.read(lambda r: _load_revision(r, embeddings))
-        stored = upstreams_of(revision.extras, f"revision {revision.number} of {store.folder}")
-        added = {n: c for n, c in config.experts.items() if n not in stored}
-        if added:
-            revision = Revision(revision.number, revision.folder, extras_of({**stored, **added}))
         return cls(store, revision, loaded, config.revision_poll_seconds, embeddings)
 
     # ------------------------------------------------------------------ following HEAD
@@ -238,8 +242,7 @@ class SharedState(State):
             router = _load_revision(head, self.embeddings)
             if self.embeddings is None:  # the first change of this worker: keep them for the next
                 self.embeddings = router.embeddings
-            configs = upstreams_of(head.extras)
-            copy = Upstreams(router, configs)
+            copy = Upstreams(router, upstreams_of(head.extras))
             out["result"] = change(copy.registry)
             out["router"], out["configs"] = router, copy.configs()
             return router.save_pretrained, extras_of(out["configs"])

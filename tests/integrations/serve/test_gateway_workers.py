@@ -199,6 +199,38 @@ def test_concurrent_changes_on_two_workers_lose_none(workers):
         assert {n: t["num_prompts"] for n, t in traffic.items()} == {"math": 4, "code": 4}
 
 
+def test_a_revision_a_worker_cannot_serve_is_skipped_whole(workers):
+    """A revision whose upstream map misses an expert is not half-applied: the worker keeps serving
+    the revision before, then moves on to the next good one."""
+    from ir3de import Router
+    from ir3de.revisions import RevisionStore
+
+    a = workers()
+    store = RevisionStore(workers.state)
+    head = store.load()
+
+    def broken(rev):
+        return Router.from_pretrained(rev.folder, device="cpu", progress=False).save_pretrained, {
+            "upstreams": {}
+        }
+
+    store.commit(broken, writer="test")
+    time.sleep(20 * POLL)  # many polls: each fails to swap, none changes what is served
+    r = _chat(a.url, PROMPTS[0])
+    assert r.headers["x-ir3de-revision"] == "1"
+    assert "ir3de_router_revision 1.0" in httpx.get(f"{a.url}/metrics").text
+
+    def good(rev):
+        return Router.from_pretrained(rev.folder, device="cpu", progress=False).save_pretrained, head.extras
+
+    store.commit(good, writer="test")
+    _wait_until(
+        lambda: _chat(a.url, PROMPTS[0]).headers["x-ir3de-revision"] == "3",
+        limit=200 * POLL + 60,
+        what="the worker to serve revision 3",
+    )
+
+
 def test_one_process_without_state_dir_counts_its_own_revisions(start_gateway, fresh_router, monkeypatch):
     monkeypatch.setenv("GW_WORKERS_ADMIN", TOKEN)
     gw = start_gateway(router=fresh_router, admin_token_env="GW_WORKERS_ADMIN")
