@@ -102,6 +102,8 @@ def cmd_serve_ray(args: argparse.Namespace) -> int:
         raise MissingDependencyError(
             f"ir3de serve --ray needs the serve-ray extra: pip install 'ir3de[serve-ray]' ({e})"
         ) from e
+    if args.workers != 1:
+        raise SystemExit("ir3de: error: --workers is for uvicorn; on Ray Serve give --replicas N")
     options = ray_options(args)
     run_gateway(build_config(args), address=args.ray_address, blocking=True, **options)
     return 0

@@ -116,7 +116,8 @@ class GatewayReplica:
 
     ``reconfigure(user_config)`` (called by Ray Serve when the replica starts and on every change of
     the deployment's ``user_config``) applies the :data:`LIVE_SETTINGS` in it; absent keys go back to
-    the config's values.
+    the config's values (``user_config: {}`` resets them all: Ray Serve does not call ``reconfigure``
+    when ``user_config`` is removed).
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:

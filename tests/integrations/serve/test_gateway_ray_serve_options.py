@@ -125,3 +125,5 @@ def test_cli_ray_flags():
             ray_options(_serve_args(*flags))
     with pytest.raises(SystemExit, match="--replicas need --ray"):
         cmd_serve(_serve_args("--replicas", "2"))
+    with pytest.raises(SystemExit, match="on Ray Serve give --replicas"):
+        cmd_serve(_serve_args("--ray", "--workers", "4"))
