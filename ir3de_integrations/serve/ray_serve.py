@@ -23,13 +23,15 @@ Use it from Python (:func:`gateway_app`, :func:`run_gateway`), from the command 
 (``ir3de serve --ray``) or from a Ray Serve config file (``serve run serve.yaml``) whose
 application's ``import_path`` is ``ir3de_integrations.serve.ray_serve:build_app``.
 
-Example:
-    >>> from ray import serve                                                       # doctest: +SKIP
-    >>> from ir3de_integrations.serve import GatewayConfig
-    >>> from ir3de_integrations.serve.ray_serve import gateway_app
-    >>> config = GatewayConfig.from_file("gateway.yaml")      # with state_dir: a shared folder
-    >>> serve.start(http_options={"host": config.host, "port": config.port})
-    >>> serve.run(gateway_app(config, num_replicas=2, ray_actor_options={"num_cpus": 0.5}), name="ir3de")
+Example::
+
+    from ray import serve
+    from ir3de_integrations.serve import GatewayConfig
+    from ir3de_integrations.serve.ray_serve import gateway_app
+
+    config = GatewayConfig.from_file("gateway.yaml")      # with state_dir: a shared folder
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(gateway_app(config, num_replicas=2, ray_actor_options={"num_cpus": 0.5}), name="ir3de")
 """
 
 from __future__ import annotations
@@ -130,8 +132,9 @@ class GatewayReplica:
         return create_app(self.base_config)  # Ray Serve keeps it as ``self.app``
 
     def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
-        """Apply the live settings of ``user_config`` to this replica's gateway (atomically: requests
-        read ``gateway.config`` once each).
+        """Apply the live settings of ``user_config`` to this replica's gateway: the checked config
+        replaces the old one whole, for the requests that start after this call. A ``fallback``
+        must be an expert of the gateway config (whose upstream it names).
 
         Raises:
             ConfigError: an unknown key or a bad value (the update fails; the replica keeps its settings).
