@@ -136,6 +136,10 @@ class State:
     def change(self, change: Change[T]) -> T:
         raise NotImplementedError
 
+    def sync(self) -> int:
+        """Catch up with other workers' changes now; returns the revision served."""
+        return self.revision
+
     def start(self) -> None:
         """Start following other workers' changes (nothing for one process)."""
 
@@ -224,6 +228,20 @@ class SharedState(State):
                 return  # a newer one is served already (this worker's own commit, or a faster poll)
             self._publish(number, lambda: self.upstreams.replace(router, configs))
         logger.info('{"event": "revision", "revision": %d, "worker": "%s"}', number, self.worker)
+
+    def sync(self) -> int:
+        """Swap to HEAD now if it is newer (blocking: call it off the event loop); returns the
+        revision served. For engines that announce changes themselves (e.g. Ray Serve's
+        ``reconfigure``) instead of, or besides, the watcher.
+
+        Example:
+            >>> app.state.gateway.state.sync()   # doctest: +SKIP
+            7
+        """
+        head = self.store.head()
+        if head is not None:
+            self._follow(head)
+        return self.revision
 
     def start(self) -> None:
         self._watcher.start()

@@ -224,6 +224,8 @@ def test_a_revision_a_worker_cannot_serve_is_skipped_whole(workers):
         return Router.from_pretrained(rev.folder, device="cpu", progress=False).save_pretrained, head.extras
 
     store.commit(good, writer="test")
+    gateway = a.app.state.gateway
+    assert gateway.state.sync() == 3  # on demand (e.g. an engine's reconfigure), besides the watcher
     _wait_until(
         lambda: _chat(a.url, PROMPTS[0]).headers["x-ir3de-revision"] == "3",
         limit=200 * POLL + 60,
