@@ -17,7 +17,10 @@ What reaches every replica, and how:
 * **Live gateway settings** (:data:`LIVE_SETTINGS`: threshold, fallbacks, conversation knobs) go
   through Ray Serve's own mechanism, the deployment's ``user_config``: redeploying a Serve config file
   whose only change is ``user_config`` calls ``reconfigure`` on every running replica in place — no
-  restart; a bad value fails the update with the :class:`ConfigError` that names it.
+  restart; a bad value fails the update with the :class:`ConfigError` that names it. ``reconfigure``
+  also swaps the replica to ``HEAD`` at once, so ``user_config: {head: N}`` (:data:`HEAD_KEY`)
+  announces revision ``N`` to every replica through Ray Serve, e.g. with a long poll interval that
+  spares a network filesystem.
 
 Use it from Python (:func:`gateway_app`, :func:`run_gateway`), from the command line
 (``ir3de serve --ray``) or from a Ray Serve config file (``serve run serve.yaml``) whose
@@ -36,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +58,7 @@ except ImportError as e:  # pragma: no cover - exercised only without Ray
 
 __all__ = [
     "DEPLOYMENT_NAME",
+    "HEAD_KEY",
     "LIVE_SETTINGS",
     "GatewayReplica",
     "build_app",
@@ -83,18 +88,27 @@ LIVE_SETTINGS = (
 DEFAULT_MAX_ONGOING_REQUESTS = 256
 
 
+#: The ``user_config`` key that announces a new revision: every replica swaps to ``HEAD`` on
+#: reconfigure (any change of ``user_config`` does so; a new value of this key is such a change).
+HEAD_KEY = "head"
+
+
 def _check_live_keys(user_config: Any) -> None:
     if not isinstance(user_config, Mapping):
         raise ConfigError(
-            f"user_config must be a mapping of live gateway settings {list(LIVE_SETTINGS)}, "
-            f"got {type(user_config).__name__}"
+            f"user_config must be a mapping of live gateway settings {list(LIVE_SETTINGS)} (and "
+            f"{HEAD_KEY!r}), got {type(user_config).__name__}"
         )
-    unknown = sorted(set(user_config) - set(LIVE_SETTINGS))
+    unknown = sorted(set(user_config) - {*LIVE_SETTINGS, HEAD_KEY})
     if unknown:
         raise ConfigError(
             f"user_config: {unknown} cannot change on running replicas; live settings are "
-            f"{list(LIVE_SETTINGS)} (change the others in the gateway config and redeploy)"
+            f"{list(LIVE_SETTINGS)}, plus {HEAD_KEY!r} (a revision number: swap to HEAD now); change "
+            "the others in the gateway config and redeploy"
         )
+    head = user_config.get(HEAD_KEY)
+    if head is not None and (isinstance(head, bool) or not isinstance(head, int) or head < 1):
+        raise ConfigError(f"user_config: {HEAD_KEY!r} must be a revision number (>= 1), got {head!r}")
 
 
 def _live_config(config: GatewayConfig, user_config: Mapping[str, Any] | None) -> GatewayConfig:
@@ -102,8 +116,9 @@ def _live_config(config: GatewayConfig, user_config: Mapping[str, Any] | None) -
     if user_config is None:
         return config
     _check_live_keys(user_config)
+    settings = {k: v for k, v in user_config.items() if k != HEAD_KEY}
     try:
-        return dataclasses.replace(config, **dict(user_config))
+        return dataclasses.replace(config, **settings)
     except TypeError as e:
         raise ConfigError(f"user_config: {e}") from None
 
@@ -131,10 +146,11 @@ class GatewayReplica:
 
         return create_app(self.base_config)  # Ray Serve keeps it as ``self.app``
 
-    def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
-        """Apply the live settings of ``user_config`` to this replica's gateway: the checked config
-        replaces the old one whole, for the requests that start after this call. A ``fallback``
-        must be an expert of the gateway config (whose upstream it names).
+    async def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
+        """Apply the live settings of ``user_config`` to this replica's gateway — the checked config
+        replaces the old one whole, for the requests that start after this call; a ``fallback``
+        must be an expert of the gateway config (whose upstream it names) — then swap to the state
+        folder's ``HEAD`` now if it is newer (off the event loop), without waiting for the next poll.
 
         Raises:
             ConfigError: an unknown key or a bad value (the update fails; the replica keeps its settings).
@@ -144,6 +160,7 @@ class GatewayReplica:
         conversation = config.conversation_settings()
         gw.conversation = conversation
         gw.config = config
+        await asyncio.to_thread(gw.state.sync)
 
 
 def gateway_deployment(

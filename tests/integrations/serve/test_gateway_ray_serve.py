@@ -268,11 +268,14 @@ def serve_deploy_file(tmp_path: Path, config_file: Path, user_config: dict[str, 
 
 
 def test_user_config_reaches_every_replica_in_place(serve_url, ray_config, tmp_path):
-    """Ray Serve's own mechanism for live settings: a redeployed Serve config file whose only change is
-    the deployment's user_config reconfigures every running replica in place (no restart)."""
+    """Ray Serve's own mechanism: a redeployed Serve config file whose only change is the deployment's
+    user_config reconfigures every running replica in place (no restart) — live settings, and
+    ``head``: a new revision announced to every replica at once (the watchers here poll hourly)."""
+    import dataclasses
 
     config_file = tmp_path / "gateway.json"
-    config_file.write_text(json.dumps(ray_config.to_dict()))
+    hourly = dataclasses.replace(ray_config, revision_poll_seconds=3600.0)
+    config_file.write_text(json.dumps(hourly.to_dict()))
     serve_deploy_file(tmp_path, config_file, {})
     client = client_for(serve_url)
     replicas = replica_workers(client)
@@ -282,6 +285,21 @@ def test_user_config_reaches_every_replica_in_place(serve_url, ray_config, tmp_p
     probe_replicas(client, MATH, "instructions", replicas)
     serve_deploy_file(tmp_path, config_file, {})  # keys left out go back to the config's values
     probe_replicas(client, MATH, "math", replicas)
+
+    # a change lands on one replica (revision 2); the other one keeps revision 1: its watcher sleeps
+    r = httpx.post(
+        f"{serve_url}/admin/feedback",
+        headers=AUTH,
+        json={"feedback": [{"prompt": "what is 17 times 23", "expert": "math"}]},
+        timeout=300,
+    )
+    assert r.status_code == 200 and r.headers["x-ir3de-revision"] == "2"
+    committer = r.headers["x-ir3de-worker"]
+    (other,) = replicas - {committer}
+    served = wait_until(lambda: (a := ask(client, CODE))[0] == other and a, "the other replica to answer")
+    assert served[2] == 1
+    serve_deploy_file(tmp_path, config_file, {"head": 2})  # announced through Ray Serve: both swap now
+    probe_replicas(client, CODE, "code", replicas, revision=2, limit=60)
     assert replica_workers(client) == replicas  # the same two processes all along: not restarted
     assert {ask(client, CODE)[0] for _ in range(20)} <= replicas
 

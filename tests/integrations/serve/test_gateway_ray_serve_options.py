@@ -61,12 +61,15 @@ def test_live_settings_are_checked_by_the_gateway_config():
     live = _live_config(config, {"threshold": 0.4, "fallback": "code", "margin": 0.3})
     assert (live.threshold, live.fallback, live.conversation_settings().margin) == (0.4, "code", 0.3)
     assert _live_config(config, None) is config and _live_config(config, {}) == config
+    assert _live_config(config, {"head": 7}) == config  # an announcement, no setting
     for bad, match in [
         ({"threshold": 0.4}, "needs a fallback expert"),
         ({"threshold": 0.4, "fallback": "law"}, "'law' has no upstream"),
         ({"margin": 2.0}, "margin must be in"),
         ({"router": "other"}, "live settings are"),
         (["threshold"], "must be a mapping"),
+        ({"head": 0}, "'head' must be a revision number"),
+        ({"head": "7"}, "'head' must be a revision number"),
     ]:
         with pytest.raises(ConfigError, match=match):
             _live_config(config, bad)
