@@ -6,6 +6,7 @@ Examples::
     ir3de serve --config gateway.yaml --workers 4 --state-dir ./gateway-state
     ir3de serve --router my-router --upstream math=http://127.0.0.1:8001/v1 \\
         --upstream code=http://127.0.0.1:8002/v1 --upstream-model code=qwen2.5-coder --port 8000
+    ir3de serve --config gateway.yaml --ray --replicas 2 --replica-cpus 0.5     # on Ray Serve
 """
 
 from __future__ import annotations
@@ -66,6 +67,48 @@ def build_config(args: argparse.Namespace) -> Any:
     return GatewayConfig.from_dict(data)
 
 
+def ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Ray Serve deployment options of ``--replicas``, ``--min/--max-replicas``, ``--replica-cpus``."""
+    options: dict[str, Any] = {}
+    if args.min_replicas is not None or args.max_replicas is not None:
+        if args.replicas is not None:
+            raise SystemExit("ir3de: error: give --replicas N or --min-replicas/--max-replicas, not both")
+        low = args.min_replicas if args.min_replicas is not None else 1
+        high = args.max_replicas if args.max_replicas is not None else max(low, 1)
+        if not 0 <= low <= high or high < 1:
+            raise SystemExit(
+                f"ir3de: error: need 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1, got {low}, {high}"
+            )
+        options["autoscaling_config"] = {
+            "min_replicas": low,
+            "max_replicas": high,
+            "target_ongoing_requests": args.target_ongoing_requests,
+        }
+    elif args.replicas is not None:
+        if args.replicas < 1:
+            raise SystemExit(f"ir3de: error: --replicas must be at least 1, got {args.replicas}")
+        options["num_replicas"] = args.replicas
+    if args.replica_cpus is not None:
+        options["ray_actor_options"] = {"num_cpus": args.replica_cpus}
+    return options
+
+
+def cmd_serve_ray(args: argparse.Namespace) -> int:
+    try:
+        from .ray_serve import run_gateway
+    except ImportError as e:
+        from ir3de.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"ir3de serve --ray needs the serve-ray extra: pip install 'ir3de[serve-ray]' ({e})"
+        ) from e
+    if args.workers != 1:
+        raise SystemExit("ir3de: error: --workers is for uvicorn; on Ray Serve give --replicas N")
+    options = ray_options(args)
+    run_gateway(build_config(args), address=args.ray_address, blocking=True, **options)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -76,6 +119,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise MissingDependencyError(
             f"ir3de serve needs the serve extra: pip install 'ir3de[serve]' ({e})"
         ) from e
+    if args.ray:
+        return cmd_serve_ray(args)
+    given = [f for f in _RAY_FLAGS if getattr(args, f.lstrip("-").replace("-", "_")) is not None]
+    if given:
+        raise SystemExit(f"ir3de: error: {', '.join(given)} need --ray (they configure Ray Serve replicas)")
     from .server import serve
 
     serve(build_config(args), log_level=args.log_level, workers=args.workers)
@@ -130,4 +178,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _register_ray(p)
     p.set_defaults(func=cmd_serve)
+
+
+_RAY_FLAGS = ("--ray-address", "--replicas", "--min-replicas", "--max-replicas", "--replica-cpus")
+
+
+def _register_ray(p: argparse.ArgumentParser) -> None:
+    ray = p.add_argument_group("on Ray Serve (extra [serve-ray])")
+    ray.add_argument("--ray", action="store_true", help="serve on Ray Serve: replicas behind its HTTP proxy")
+    ray.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local Ray)")
+    ray.add_argument("--replicas", type=int, help="a fixed number of replicas (default 1)")
+    ray.add_argument("--min-replicas", type=int, help="autoscale: fewest replicas (default 1)")
+    ray.add_argument("--max-replicas", type=int, help="autoscale: most replicas")
+    ray.add_argument(
+        "--target-ongoing-requests",
+        type=float,
+        default=64.0,
+        help="autoscale: requests per replica Ray Serve aims for (default 64)",
+    )
+    ray.add_argument("--replica-cpus", type=float, help="CPUs Ray reserves per replica (Ray's default: 1)")
