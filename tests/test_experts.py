@@ -367,3 +367,26 @@ def test_the_registry_imports_no_framework():
     framework_free = {".feedback"}  # the record of routed calls: errors + stdlib only (test_layering)
     stdlib = {"threading", "collections.abc", "dataclasses", "types", "typing"}
     assert imported <= below_router | framework_free | stdlib, imported - below_router - stdlib
+
+
+def test_tune_sets_the_thresholds_under_the_lock_and_needs_a_fallback_handler(
+    fresh_router, saved_router, smollm2, small_tests
+):
+    held_out = {name: texts[:15] for name, texts in small_tests.items()}
+    handlers = upstreams(fresh_router.experts)
+    registry = ExpertRegistry(fresh_router, handlers, kind="upstream")
+    with pytest.raises(InvalidInputError, match="the fallback 'general' has no upstream"):
+        registry.tune(held_out, 0.99, abstain="general")  # no handler for it: nothing changes
+    assert fresh_router.config.threshold == 0.0 and fresh_router.config.fallback is None
+    before = registry.snapshot
+    result = registry.tune(held_out, 0.99, per_expert=True, abstain="math")
+    assert registry.snapshot is not before and dict(registry.snapshot.handlers) == dict(before.handlers)
+    # the same as tuning the router itself
+    twin = Router.from_pretrained(saved_router, embeddings=smollm2, device="cpu", progress=False)
+    assert result == twin.tune(held_out, 0.99, per_expert=True, abstain="math")
+    assert fresh_router.config == twin.config and fresh_router.config.fallback == "math"
+    assert result.thresholds is not None and set(result.thresholds) == set(fresh_router.experts)
+    for texts in held_out.values():
+        for text in texts:
+            routed = registry.route(text)
+            assert routed.decision == twin.route(text) and routed.handler is handlers[routed.decision.expert]

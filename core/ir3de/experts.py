@@ -42,6 +42,7 @@ from .labelled import check_labels, group_prompts
 from .router import Router
 
 if TYPE_CHECKING:
+    from .calibration import TuningResult
     from .statistics import ExpertCounts
 
 __all__ = ["ExpertRegistry", "Routed", "Snapshot", "fitted_router", "handler_names"]
@@ -456,6 +457,42 @@ class ExpertRegistry(Generic[H]):
         with self._lock:
             current = self._snapshot.handlers
             self._change(current, current, lambda: self.router.forget_traffic(expert))
+
+    def tune(
+        self,
+        held_out: Mapping[str, Sequence[str]],
+        target_precision: float = 0.95,
+        *,
+        per_expert: bool = False,
+        abstain: str | None = None,
+    ) -> TuningResult:
+        """Tune confidence and abstain threshold(s) on labelled ``held_out`` prompts
+        (:meth:`ir3de.Router.tune`) under this registry's lock: routing threads see the settings
+        before or after, never a mix. The fallback that low-confidence prompts go to (``abstain``, else
+        the router's) must already have a handler (an expert, or :meth:`set_fallback`).
+
+        Example:
+            >>> registry.tune({"math": math_dev, "code": code_dev}, 0.95, abstain="math").coverage  # doctest: +SKIP
+            0.91
+        """
+        with self._lock:
+            current = self._snapshot.handlers
+            fallback = abstain if abstain is not None else self.router.config.fallback
+            if fallback is not None and fallback not in current:
+                raise InvalidInputError(
+                    f"the fallback {fallback!r} has no {self.kind}: abstain to an expert, or "
+                    "set_fallback(name, handler) first"
+                )
+            result: list[TuningResult] = []
+            tune = self.router.tune
+            self._change(
+                current,
+                current,
+                lambda: result.append(
+                    tune(held_out, target_precision, per_expert=per_expert, abstain=abstain)
+                ),
+            )
+            return result[0]
 
     def replace(self, router: Router, handlers: Mapping[str, H]) -> None:
         """Swap in another router and its whole expert → handler map in one step (e.g. a newer

@@ -18,6 +18,10 @@ routed to.
 * ``POST /admin/feedback`` — ``{"feedback": [{"prompt": "...", "expert": "math"}, ...]}``: labelled
   prompts learned as each expert's *traffic* (:meth:`ir3de.Router.learn`: a block of its own,
   weighted by the router's ``traffic_weight``/``traffic_policy``, exactly removable).
+* ``POST /admin/tune`` — ``{"held_out": {"math": [...], ...}, "target_precision": 0.95,
+  "per_expert": false, "abstain": "general"}``: temperature, evidence prior and abstain threshold(s)
+  tuned on labelled prompts (:meth:`ir3de.Router.tune`); with a ``state_dir`` committed as a new
+  revision like every other change, so every worker serves the tuned thresholds.
 * ``GET /admin/traffic`` — the learned traffic per expert (:attr:`ir3de.Router.traffic`).
 * ``DELETE /admin/traffic`` (all experts) or ``DELETE /admin/traffic/{name}`` — forget learned
   traffic (:meth:`ir3de.Router.forget_traffic`: back to the router before any feedback, exactly).
@@ -284,6 +288,39 @@ def admin_routes() -> APIRouter:
                 )
             applied = await _apply(gw.change, lambda reg: apply_feedback(reg, pairs))
         return JSONResponse({"applied": applied, "traffic": traffic_summary(gw.router)["experts"]})
+
+    @routes.post("/tune")
+    async def tune(request: Request) -> Response:
+        gw = _gateway(request)
+        data = await _json(request)
+        held_out = data.get("held_out")
+        if not (
+            isinstance(held_out, dict)
+            and held_out
+            and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in held_out.values())
+        ):
+            raise GatewayError(
+                400,
+                "'held_out' must map expert names to lists of labelled prompts",
+                param="held_out",
+            )
+        target = data.get("target_precision", 0.95)
+        abstain = data.get("abstain")
+        if isinstance(target, bool) or not isinstance(target, (int, float)):
+            raise GatewayError(400, "'target_precision' must be a number in (0, 1]", param="target_precision")
+        if abstain is not None and not isinstance(abstain, str):
+            raise GatewayError(400, "'abstain' must be an expert name", param="abstain")
+        options = {"per_expert": bool(data.get("per_expert", False)), "abstain": abstain}
+        async with gw.admin_lock:
+            unknown = sorted(set(held_out) - set(gw.router.experts))
+            if unknown:
+                raise GatewayError(
+                    404,
+                    f"held_out names unknown experts {unknown}; experts are {gw.router.experts}",
+                    code="expert_not_found",
+                )
+            tuned = await _apply(gw.change, lambda reg: reg.tune(held_out, float(target), **options))
+        return JSONResponse({"tuned": tuned.to_dict()})
 
     @routes.get("/traffic")
     async def get_traffic(request: Request) -> Response:

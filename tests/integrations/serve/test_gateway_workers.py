@@ -199,6 +199,35 @@ def test_concurrent_changes_on_two_workers_lose_none(workers):
         assert {n: t["num_prompts"] for n, t in traffic.items()} == {"math": 4, "code": 4}
 
 
+def test_thresholds_tuned_on_one_worker_are_served_by_every_worker(workers, reasoning4):
+    a, b = workers(), workers()
+    held_out = {name: texts[:12] for name, texts in reasoning4.test.items()}
+    r = httpx.post(
+        f"{a.url}/admin/tune",
+        headers=AUTH,
+        json={"held_out": held_out, "target_precision": 0.99, "per_expert": True, "abstain": "math"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-ir3de-revision"] == "2"
+    tuned = r.json()["tuned"]
+    assert tuned["fallback"] == "math" and set(tuned["thresholds"]) == set(held_out)
+    _wait_until(
+        lambda: httpx.get(f"{b.url}/health").headers["x-ir3de-revision"] == "2",
+        limit=200 * POLL + 60,
+        what="worker b to serve the tuned revision",
+    )
+    for server in (a, b, workers()):  # the third one starts later: a restart keeps the tuning
+        config = server.app.state.gateway.router.config
+        assert config.thresholds == tuned["thresholds"] and config.fallback == "math"
+        assert config.evidence_tokens == tuned["evidence_tokens"]
+    bad = httpx.post(f"{a.url}/admin/tune", headers=AUTH, json={"held_out": {"legal": ["x"]}}, timeout=60)
+    assert bad.status_code == 404 and "unknown experts ['legal']" in bad.text
+    bad = httpx.post(f"{a.url}/admin/tune", headers=AUTH, json={"held_out": ["x"]}, timeout=60)
+    assert bad.status_code == 400 and "held_out" in bad.text
+    assert httpx.get(f"{a.url}/health").headers["x-ir3de-revision"] == "2"  # refused: nothing committed
+
+
 def test_a_revision_a_worker_cannot_serve_is_skipped_whole(workers):
     """A revision whose upstream map misses an expert is not half-applied: the worker keeps serving
     the revision before, then moves on to the next good one."""
