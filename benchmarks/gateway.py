@@ -27,7 +27,6 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.reporting import machine, publish
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: LiteLLM's bundled price map
 
@@ -363,18 +364,9 @@ def run(quick: bool = False, out: Path | None = None, with_litellm: bool = True)
         for p in procs:
             _stop(p)
     results["routing_in_process_us"] = routing_in_process
-    results["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_avg": list(os.getloadavg()),
-    }
+    results["machine"] = machine()
     results["quick"] = quick
-    table = render(results)
-    print(table)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "gateway.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "gateway.md").write_text(table + "\n")
+    publish(results, render(results), out, "gateway")
     return results
 
 

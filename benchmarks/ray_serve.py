@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gateway import ROOT, _env, _fit_router, _free_port, _log, _prompts, _stop, _wait_ready
+from benchmarks.reporting import machine, publish
 from benchmarks.scale import TOKEN, _listing, _propagation, _throughput
 
 APP = "ir3de-bench"
@@ -151,19 +150,9 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
             ray.shutdown()
     finally:
         _stop(upstream)
-    results["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "load_avg": list(os.getloadavg()),
-    }
+    results["machine"] = machine(ray=ray.__version__)
     results["quick"] = quick
-    table = render(results)
-    print(table)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ray_serve.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "ray_serve.md").write_text(table + "\n")
+    publish(results, render(results), out, "ray_serve")
     return results
 
 

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.gateway import ROOT, _env, _fit_router, _free_port, _load, _log, _prompts, _stop, _wait_ready
+from benchmarks.reporting import machine, publish
 
 WORKERS = (1, 2, 4)
 TOKEN = "bench-admin-token"
@@ -190,18 +190,9 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
             _stop_group(proc)
         _stop(upstream)
     results["concurrency"] = concurrency
-    results["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_avg": list(os.getloadavg()),
-    }
+    results["machine"] = machine()
     results["quick"] = quick
-    table = render(results)
-    print(table)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "scale.md").write_text(table + "\n")
+    publish(results, render(results), out, "scale")
     return results
 
 

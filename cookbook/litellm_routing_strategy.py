@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from typing import Any
+from contextlib import ExitStack
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: no model-price download
 
@@ -31,26 +26,6 @@ from ir3de.datasets import load_suite
 EXPERTS = ("math", "code", "multilingual")
 
 
-@contextmanager
-def local_server(app: Any) -> Iterator[str]:
-    """Serve an ASGI app on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-
-
 def main(
     embeddings: TokenEmbeddings | None = None, prompts_per_domain: int = 3, verbose: bool = True
 ) -> list[dict[str, str]]:
@@ -58,6 +33,7 @@ def main(
 
     from ir3de_integrations.litellm import use_ir3de
     from ir3de_integrations.serve.echo import EchoUpstream
+    from ir3de_integrations.serve.server import ServerThread
 
     suite = load_suite("reasoning4", seed=0)
     router = Router(embeddings or TokenEmbeddings.default(), progress=False)
@@ -65,7 +41,7 @@ def main(
 
     records: list[dict[str, str]] = []
     with ExitStack() as stack:
-        urls = {name: stack.enter_context(local_server(EchoUpstream(name))) for name in EXPERTS}
+        urls = {name: stack.enter_context(ServerThread(EchoUpstream(name))).url for name in EXPERTS}
         llm = litellm.Router(
             model_list=[
                 {

@@ -20,14 +20,11 @@ On a cluster, ``state_dir`` must be a shared filesystem path every node mounts a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,26 +33,6 @@ from ir3de.datasets import load_domain, load_suite
 
 EXPERTS = ("math", "code", "multilingual")
 TOKEN = "s3cret-admin"  # in production: a secret, put in the replicas' environment the same way
-
-
-@contextmanager
-def local_server(app: Any) -> Iterator[str]:
-    """Serve an ASGI app on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 def free_port() -> int:
@@ -77,6 +54,7 @@ def main(
     from ir3de_integrations.serve import GatewayConfig
     from ir3de_integrations.serve.echo import EchoUpstream
     from ir3de_integrations.serve.ray_serve import gateway_app
+    from ir3de_integrations.serve.server import ServerThread
 
     work = Path(tempfile.mkdtemp(prefix="ir3de-ray-serve-"))
     suite = load_suite("reasoning4", seed=0)
@@ -88,7 +66,9 @@ def main(
     seen: dict[str, Any] = {"answers": [], "probe": {}}
     started_ray = not ray.is_initialized()
     with ExitStack() as stack:
-        urls = {name: stack.enter_context(local_server(EchoUpstream(name))) for name in (*EXPERTS, "medical")}
+        urls = {
+            name: stack.enter_context(ServerThread(EchoUpstream(name))).url for name in (*EXPERTS, "medical")
+        }
         if started_ray:
             port = free_port()
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)

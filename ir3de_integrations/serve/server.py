@@ -12,15 +12,19 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 from typing import Any
 
 from .config import ConfigError, GatewayConfig
 
-__all__ = ["CONFIG_ENV", "app_from_env", "serve"]
+__all__ = ["CONFIG_ENV", "ServerThread", "app_from_env", "serve"]
 
 #: Environment variable carrying the gateway config (JSON) to uvicorn's worker processes.
 CONFIG_ENV = "IR3DE_SERVE_CONFIG"
@@ -92,3 +96,60 @@ def serve(
 
     _setup_logging(log_level)
     uvicorn.run(create_app(config, router), **common)
+
+
+class ServerThread:
+    """Serve an ASGI app (the gateway, an :class:`~.echo.EchoUpstream`…) with uvicorn on 127.0.0.1,
+    a free port, in a background thread: for recipes, tests and notebooks, not for production.
+
+    A context manager; ``url`` is ``http://127.0.0.1:<port>``; it stops on exit.
+
+    Example:
+        >>> from ir3de_integrations.serve.echo import EchoUpstream
+        >>> with ServerThread(EchoUpstream("math")) as upstream:   # doctest: +SKIP
+        ...     print(upstream.url)
+        http://127.0.0.1:41234
+
+    Raises:
+        RuntimeError: the server did not start within ``start_timeout`` seconds.
+    """
+
+    def __init__(
+        self, app: Any, *, timeout_graceful_shutdown: float = 2.0, start_timeout: float = 30.0
+    ) -> None:
+        import uvicorn
+
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start_timeout = start_timeout
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=timeout_graceful_shutdown,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.sock.close()
+                raise RuntimeError(f"the server for {self.app!r} did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()

@@ -11,48 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from ir3de_integrations.serve.server import ServerThread
 
-
-class ServerThread:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) in a background thread.
-
-    Use as a context manager; ``url`` is ``http://127.0.0.1:<port>``. Stops by itself on exit.
-    """
-
-    def __init__(self, app: Any, *, timeout_graceful_shutdown: float = 2.0) -> None:
-        self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-            timeout_graceful_shutdown=timeout_graceful_shutdown,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self.sock]))
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
+__all__ = ["ServerThread", "free_port", "smollm2_folder"]
 
 
 def free_port() -> int:
