@@ -2,8 +2,9 @@
 
 Usage::
 
-    python -m benchmarks.scale             # full run, writes benchmarks/results/scale.{json,md}
+    python -m benchmarks.scale             # full run, writes benchmarks/results/scale.{json,md,png}
     python -m benchmarks.scale --quick     # fewer requests and changes (what the tests run)
+    python -m benchmarks.scale --plot-only # redraw scale.png from scale.json (+ ray_serve.json if there)
 
 All on 127.0.0.1: an instant echo upstream (``ir3de_integrations.serve.echo``), ``ir3de serve
 --workers W --state-dir ...`` with the router fitted here on reasoning4 (as :mod:`benchmarks.gateway`
@@ -193,7 +194,51 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
     results["machine"] = machine()
     results["quick"] = quick
     publish(results, render(results), out, "scale")
+    if out is not None:
+        plot(results, out / "scale.png", ray_serve=_ray_serve_results(out))
     return results
+
+
+def _ray_serve_results(out: Path) -> dict[str, Any] | None:
+    path = out / "ray_serve.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def plot(r: dict[str, Any], path: Path, ray_serve: dict[str, Any] | None = None) -> Path:
+    """Throughput by workers (median and every round) and propagation delay p50/p99 by poll interval
+    (uvicorn workers, and Ray Serve replicas when ``ray_serve`` results are given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    workers = sorted(r["throughput"], key=int)
+    for i, w in enumerate(workers):
+        rounds = r.get("throughput_rounds", {}).get(w, [])
+        left.bar(i, r["throughput"][w]["rps"], color="tab:blue", alpha=0.7)
+        left.plot([i] * len(rounds), rounds, "k.", markersize=4)
+    left.set_xticks(range(len(workers)), [f"{w} worker{'s' * (w != '1')}" for w in workers], fontsize=8)
+    left.set_ylabel("routed requests/s (bar: median round)", fontsize=8)
+    left.set_title(f"throughput, {r['machine']['cpus']} CPU cores, instant upstream", fontsize=8)
+    rows = [("uvicorn ×4", poll, cell) for poll, cell in r["propagation"].items()]
+    if ray_serve is not None:
+        rows += [("Ray Serve ×2", poll, cell) for poll, cell in ray_serve["propagation"].items()]
+    for i, (_, _, cell) in enumerate(rows):
+        right.bar(i, cell["p99_ms"], color="tab:orange", alpha=0.5, label="p99" if i == 0 else None)
+        right.bar(i, cell["p50_ms"], color="tab:orange", label="p50" if i == 0 else None)
+    right.set_xticks(range(len(rows)), [f"{who}\npoll {poll} s" for who, poll, _ in rows], fontsize=7)
+    right.set_ylabel("commit → another worker serves it (ms)", fontsize=8)
+    right.set_title("propagation of a change", fontsize=8)
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def render(r: dict[str, Any]) -> str:
@@ -238,5 +283,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests and changes")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--plot-only", action="store_true", help="redraw scale.png from the saved results")
     args = parser.parse_args()
-    run(quick=args.quick, out=args.out)
+    if args.plot_only:
+        saved = json.loads((args.out / "scale.json").read_text())
+        print(plot(saved, args.out / "scale.png", ray_serve=_ray_serve_results(args.out)))
+    else:
+        run(quick=args.quick, out=args.out)

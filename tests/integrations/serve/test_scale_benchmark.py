@@ -37,3 +37,9 @@ def test_scale_benchmark_quick(tmp_path):
     assert 0 < prop["p50_ms"] <= prop["p99_ms"] <= prop["max_ms"]
     table = (tmp_path / "scale.md").read_text()
     assert table.startswith("| workers |") and "every round" in table and "| poll interval |" in table
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(tmp_path / "scale.png")
+    assert (
+        pixels.shape[0] > 200 and pixels.shape[1] > 500 and pixels[..., :3].std() > 0.05
+    )  # drawn, not blank
