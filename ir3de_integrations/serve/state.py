@@ -6,9 +6,8 @@ machine on a shared file system) serves the newest revision of one router:
 * at startup a worker seeds the store from ``router`` + ``experts`` when it is empty (one worker
   does, under the store's lock) and otherwise loads HEAD — so a restart keeps everything learned;
 * an admin change (add/update/remove an expert, an upstream change, feedback, forgetting traffic,
-  tuning thresholds) is
-  applied to the newest revision, committed as the next one with the expert → upstream map (no keys:
-  only ``api_key_env``) in its extras, then swapped in locally;
+  tuning thresholds) is applied to the newest revision, committed as the next one with the expert →
+  upstream map (no keys: only ``api_key_env``) in its extras, then swapped in locally;
 * a :class:`~ir3de.revisions.RevisionWatcher` thread polls HEAD every ``revision_poll_seconds`` and
   swaps the worker to a newer revision (router + upstreams in one registry swap, loaded off the event
   loop, reusing the worker's embeddings); it writes the worker's heartbeat on each poll.
