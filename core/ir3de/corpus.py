@@ -537,39 +537,46 @@ def _read_json(path: Path, gz: bool, field: str | None, steps: Steps | None) -> 
             yield text
 
 
-def _read_csv(path: Path, gz: bool, field: str | None, steps: Steps | None) -> Iterator[str]:
+def csv_rows(path: Path, gz: bool) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, row)`` of a CSV file, the header first (a UTF-8 BOM is dropped); a malformed
+    file raises :class:`CorpusError` naming the line. Empty rows are yielded as ``[]``."""
     # Texts can be long: raise the csv module's per-field limit (131072 characters by default).
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     with _open_binary(path, gz) as binary:
-        stream = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-        reader = csv.reader(stream)
-        rows = _guarded(reader, path, lambda: reader.line_num)
-        header = next(rows, None)
-        if header is None:
-            return
-        if field is None:
+        reader = csv.reader(io.TextIOWrapper(binary, encoding="utf-8-sig", newline=""))
+        for row in _guarded(reader, path, lambda: reader.line_num):
+            yield reader.line_num, row
+
+
+def _read_csv(path: Path, gz: bool, field: str | None, steps: Steps | None) -> Iterator[str]:
+    rows = csv_rows(path, gz)
+    first = next(rows, None)
+    if first is None:
+        return
+    header = first[1]
+    if field is None:
+        raise CorpusError(
+            f"{path}: CSV rows have the columns {', '.join(map(repr, header))}; pass field= (--field) to "
+            "say which column holds the text"
+        )
+    column = _column(field, steps, header)
+    if column is None:
+        raise CorpusError(
+            f"{path} line 1: no column {field!r} in the header (columns: "
+            f"{', '.join(map(repr, header))}); pass one of them as the field"
+        )
+    idx = header.index(column)
+    for line, row in rows:
+        if not row:
+            continue
+        where = f"{path} line {line}"
+        if idx >= len(row):
             raise CorpusError(
-                f"{path}: CSV rows have the columns {', '.join(map(repr, header))}; pass field= (--field) to "
-                "say which column holds the text"
+                f"{where}: the row has {len(row)} values and no value for column {column!r}; every row "
+                "needs as many values as the header"
             )
-        column = _column(field, steps, header)
-        if column is None:
-            raise CorpusError(
-                f"{path} line 1: no column {field!r} in the header (columns: "
-                f"{', '.join(map(repr, header))}); pass one of them as the field"
-            )
-        idx = header.index(column)
-        for row in rows:
-            if not row:
-                continue
-            where = f"{path} line {reader.line_num}"
-            if idx >= len(row):
-                raise CorpusError(
-                    f"{where}: the row has {len(row)} values and no value for column {column!r}; every row "
-                    "needs as many values as the header"
-                )
-            if row[idx].strip():
-                yield row[idx]
+        if row[idx].strip():
+            yield row[idx]
 
 
 def _column(field: str, steps: Steps | None, names: list[str], nested: bool = False) -> str | None:

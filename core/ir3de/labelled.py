@@ -37,8 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +45,9 @@ from typing import Any
 from ir3de.corpus import (
     PathLike,
     _format_of,
-    _guarded,
     _import_parquet,
     _kind,
-    _open_binary,
+    csv_rows,
     expand_paths,
     json_records,
     jsonl_records,
@@ -355,31 +352,28 @@ def _pair(record: Any, fields: _Fields, where: str) -> tuple[str, str] | None:
 
 
 def _csv_records(path: Path, gz: bool, fields: _Fields) -> Iterator[tuple[str, Any]]:
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    with _open_binary(path, gz) as binary:
-        stream = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-        reader = csv.reader(stream)
-        rows = _guarded(reader, path, lambda: reader.line_num)
-        header = next(rows, None)
-        if header is None:
-            return
-        for field, what in ((fields.text, "text"), (fields.label, "label")):
-            if field not in header:
-                flag = "--text-field" if what == "text" else "--label-field"
-                raise CorpusError(
-                    f"{path} line 1: no {what} column {field!r} in the header (columns: "
-                    f"{', '.join(map(repr, header))}); name it with {flag}"
-                )
-        for row in rows:
-            if not row:
-                continue
-            where = f"{path} line {reader.line_num}"
-            if len(row) != len(header):
-                raise CorpusError(
-                    f"{where}: the row has {len(row)} values but the header has {len(header)} columns; "
-                    "every row needs one value per column (quote values that contain commas)"
-                )
-            yield where, dict(zip(header, row))
+    rows = csv_rows(path, gz)
+    first = next(rows, None)
+    if first is None:
+        return
+    header = first[1]
+    for field, what in ((fields.text, "text"), (fields.label, "label")):
+        if field not in header:
+            flag = "--text-field" if what == "text" else "--label-field"
+            raise CorpusError(
+                f"{path} line 1: no {what} column {field!r} in the header (columns: "
+                f"{', '.join(map(repr, header))}); name it with {flag}"
+            )
+    for line, row in rows:
+        if not row:
+            continue
+        where = f"{path} line {line}"
+        if len(row) != len(header):
+            raise CorpusError(
+                f"{where}: the row has {len(row)} values but the header has {len(header)} columns; "
+                "every row needs one value per column (quote values that contain commas)"
+            )
+        yield where, dict(zip(header, row))
 
 
 def _parquet_records(path: Path, fields: _Fields) -> Iterator[tuple[str, Any]]:
