@@ -210,18 +210,9 @@ def route_features(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def route_state(router: Any, state: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Expert index per prompt under ``state`` with the router's selector settings."""
-    from ir3de.selectors import select_batch
+    from ir3de.routing import select
 
-    c = router.config
-    return select_batch(
-        ids,
-        lengths,
-        state.table,
-        selector=c.selector,
-        k=c.k,
-        combine=c.combine,
-        temperature=c.effective_temperature,
-    ).winners
+    return select(state, router.config, ids, lengths, explain=False).winners
 
 
 def api_settings(weight: TrafficWeight) -> dict[str, Any] | None:
