@@ -127,6 +127,14 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
+def _require_expert(gw: Any, name: str) -> None:
+    """404 unless the router has expert ``name``."""
+    if name not in gw.router.experts:
+        raise GatewayError(
+            404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
+        )
+
+
 def _texts(data: Mapping[str, Any], required: bool) -> list[str] | None:
     texts = data.get("texts")
     if texts is None and not required:
@@ -233,10 +241,7 @@ def admin_routes() -> APIRouter:
                 400, "give 'texts' (more text for the expert) and/or 'upstream'", code="nothing_to_do"
             )
         async with gw.admin_lock:
-            if name not in gw.router.experts:
-                raise GatewayError(
-                    404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
-                )
+            _require_expert(gw, name)
             handler = Upstream.from_config(name, upstream) if upstream is not None else None
             await _apply(gw.change, lambda reg: reg.update(name, texts, handler=handler))
         return JSONResponse(_listing(gw))
@@ -245,10 +250,7 @@ def admin_routes() -> APIRouter:
     async def remove_expert(name: str, request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
-            if name not in gw.router.experts:
-                raise GatewayError(
-                    404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
-                )
+            _require_expert(gw, name)
             if name in (gw.config.fallback, gw.config.upstream_fallback):
                 raise GatewayError(
                     409,
@@ -338,10 +340,7 @@ def admin_routes() -> APIRouter:
     async def forget_expert_traffic(name: str, request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
-            if name not in gw.router.experts:
-                raise GatewayError(
-                    404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
-                )
+            _require_expert(gw, name)
             await _apply(gw.change, lambda reg: forget_traffic(reg, name))
         return JSONResponse(traffic_summary(gw.router))
 
