@@ -120,7 +120,7 @@ def synthetic(
 
 def healthbench(medical_test: set[str]) -> list[Conversation]:
     """HealthBench's multi-turn conversations whose last user turn is a test text of ``medical``."""
-    from ir3de.datasets import _package_file, _source
+    from ir3de.data.datasets import _package_file, _source
 
     path = _package_file(_source("medical"))
     out = []
@@ -240,7 +240,7 @@ def tune(router: Any, synth: list[Conversation], health: list[Conversation]) -> 
 def _grid(
     router: Any, synth: list[Conversation], health: list[Conversation]
 ) -> tuple[dict[str, float], list]:
-    from ir3de.conversation import ConversationSettings
+    from ir3de.routing.conversation import ConversationSettings
 
     rows = []
     for half_life, margin, assistant_weight in itertools.product(HALF_LIVES, MARGINS, ASSISTANT_WEIGHTS):
@@ -410,8 +410,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from ir3de import Router
-    from ir3de.conversation import ConversationSettings
-    from ir3de.datasets import load_suite
+    from ir3de.data.datasets import load_suite
+    from ir3de.routing.conversation import ConversationSettings
 
     quick = args.quick
     suite = load_suite("five", seed=0, max_per_side=80 if quick else 1000)

@@ -227,7 +227,7 @@ async def _litellm_library(
 
 # ---------------------------------------------------------------------------------------------- main
 def _prompts(per_domain: int) -> list[str]:
-    from ir3de.datasets import load_suite
+    from ir3de.data.datasets import load_suite
 
     suite = load_suite("reasoning4", seed=0)
     per = [suite.test[name][:per_domain] for name in suite.test]
@@ -236,7 +236,7 @@ def _prompts(per_domain: int) -> list[str]:
 
 def _fit_router(folder: Path) -> Path:
     from ir3de import Router, TokenEmbeddings
-    from ir3de.datasets import load_suite
+    from ir3de.data.datasets import load_suite
 
     suite = load_suite("reasoning4", seed=0)
     router = Router(TokenEmbeddings.default(), device="cpu", progress=False)
@@ -293,7 +293,7 @@ def run(quick: bool = False, out: Path | None = None, with_litellm: bool = True)
             [sys.executable, "-m", "ir3de_integrations.serve.echo", "--port", str(up_port)], env=env, cwd=ROOT
         )
         procs.append(upstream)
-        gateway_cmd = [sys.executable, "-m", "ir3de.cli", "serve", "--router", str(folder), "--port", str(gw_port),
+        gateway_cmd = [sys.executable, "-m", "ir3de.cli.main", "serve", "--router", str(folder), "--port", str(gw_port),
                        "--log-level", "warning"]  # fmt: skip
         for e in experts:
             gateway_cmd += ["--upstream", f"{e}=http://127.0.0.1:{up_port}/v1"]

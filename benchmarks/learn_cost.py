@@ -45,8 +45,10 @@ def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
 
 
 def measure(preset: str, repeats: int) -> dict[str, Any]:
-    from ir3de import Router, RouterConfig, TokenEmbeddings, fitting, traffic
-    from ir3de.datasets import load_suite
+    from ir3de import Router, RouterConfig, TokenEmbeddings
+    from ir3de.data.datasets import load_suite
+    from ir3de.fitting import pipeline as fitting
+    from ir3de.fitting import traffic
     from ir3de.table import RouteTable
 
     emb = TokenEmbeddings.default()

@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks.learning [--out benchmarks/results] [--plot docs/img/learning_curves.png]``
 
-For every check of :data:`ir3de.datasets.CROSS_SOURCE` the library defaults are fitted once on the
+For every check of :data:`ir3de.data.datasets.CROSS_SOURCE` the library defaults are fitted once on the
 check's train side. Then, for each seed, every expert's test side is shuffled; its first
 ``min(100, half of the side)`` prompts are the *learnable pool* and the rest is the *evaluation
 remainder* — the same remainder for every method and every curve point, so a learned prompt is never
@@ -124,7 +124,7 @@ def _log(msg: str) -> None:
 
 def count_traffic(router: Any, prompts: Sequence[str]) -> Any:
     """The served prompts' statistics: counted exactly like corpus texts (text Gram with windows)."""
-    from ir3de import fitting
+    from ir3de.fitting import pipeline as fitting
 
     emb = router.embeddings
     return fitting.count_texts(
@@ -141,18 +141,18 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
     """``(W*, W as applied)`` of ``router``'s corpus statistics plus labelled traffic (pipeline functions).
 
     This is the one place the benchmark adds traffic without ``Router.learn``: the corpus statistics
-    of the configured level and balancing (:func:`ir3de.fitting.level_statistics`), plus each
+    of the configured level and balancing (:func:`ir3de.fitting.pipeline.level_statistics`), plus each
     expert's traffic text Gram ``T_d`` weighted by ``w_d × weight.multiplier(...)`` (``w_d`` the
     expert's balance weight, so one prompt weighs that many balanced corpus texts); then the
     library's solve.
 
     Args:
         router: a text-level :class:`ir3de.Router`, fitted on the corpus.
-        traffic: expert name → :class:`~ir3de.statistics.ExpertCounts` of its learned prompts.
+        traffic: expert name → :class:`~ir3de.fitting.statistics.ExpertCounts` of its learned prompts.
         weight: the traffic weight policy.
     """
-    from ir3de import fitting
-    from ir3de.statistics import balance_weights
+    from ir3de.fitting import pipeline as fitting
+    from ir3de.fitting.statistics import balance_weights
 
     config = router.config
     names = router.experts
@@ -173,7 +173,7 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
 
 def state_with_traffic(router: Any, traffic: Mapping[str, Any], weight: TrafficWeight) -> Any:
     """The routing state (table included) of :func:`weights_with_traffic`: what ``Router.learn`` swaps in."""
-    from ir3de import fitting
+    from ir3de.fitting import pipeline as fitting
 
     solution, applied = weights_with_traffic(router, traffic, weight)
     table = fitting.compile_table(router.embeddings.matrix, applied, router.excluded_ids)
@@ -210,7 +210,7 @@ def route_features(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def route_state(router: Any, state: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Expert index per prompt under ``state`` with the router's selector settings."""
-    from ir3de.routing import select
+    from ir3de.routing.prompts import select
 
     return select(state, router.config, ids, lengths, explain=False).winners
 
@@ -323,7 +323,7 @@ def ir3de_curves(
     """IR3DE's curves on one check, one per weight policy: accuracy per seed and size (on that seed's
     remainder). ``router`` is fitted once on the check's train side; every curve point only re-solves
     (pipeline functions, :func:`weights_with_traffic`)."""
-    from ir3de.calibration import labelled_prompts
+    from ir3de.routing.calibration import labelled_prompts
 
     experts = router.experts
     out: dict[str, Any] = {
@@ -368,7 +368,7 @@ def ir3de_curves(
 
 def knn_curves(suite: Any, cache: _MiniLMCache, out: dict[str, Any], sizes: Sequence[int]) -> None:
     """MiniLM kNN given the same prompts, on the same remainders, added to ``out`` (from :func:`ir3de_curves`)."""
-    from ir3de.calibration import labelled_prompts
+    from ir3de.routing.calibration import labelled_prompts
 
     experts = list(suite.train)
     for seed, run in out["seeds"].items():
@@ -398,7 +398,7 @@ def api_curves(
     """The reported IR3DE curves through the public API (``Router.learn`` / ``forget_traffic``), on the
     same remainders, added to ``out`` as ``api:<policy>``; every route is compared with the sweep's
     pipeline path for the same policy (``api_mismatches``, expected 0)."""
-    from ir3de.calibration import labelled_prompts
+    from ir3de.routing.calibration import labelled_prompts
 
     experts = router.experts
     defaults = {
@@ -788,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from ir3de import Router, TokenEmbeddings
-    from ir3de.datasets import CROSS_SOURCE, load_cross_source
+    from ir3de.data.datasets import CROSS_SOURCE, load_cross_source
 
     t_start = time.perf_counter()
     sizes = (0, 2, 5) if args.quick else SIZES
@@ -853,7 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def api_check(path: Path, out: Path, plot: Path, seeds: Sequence[str] | None) -> int:
     """``--api-check``: the reported curves of a finished run, again through the public API."""
     from ir3de import Router, TokenEmbeddings
-    from ir3de.datasets import load_cross_source
+    from ir3de.data.datasets import load_cross_source
 
     res = json.loads(path.read_text())
     per_side = 24 if res["command"].endswith("--quick") else 1000

@@ -30,7 +30,7 @@ THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def _confidence(router: Any, tests: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    from ir3de.evaluate import labelled_prompts
+    from ir3de.evaluation.evaluate import labelled_prompts
 
     prompts, labels = labelled_prompts(router.experts, tests)
     decisions = router.route_batch(prompts)
@@ -42,7 +42,7 @@ def _confidence(router: Any, tests: dict[str, list[str]]) -> tuple[np.ndarray, n
 
 def calibration(suites: dict[str, Any], emb: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from ir3de import Router
-    from ir3de.calibration import calibration_report
+    from ir3de.routing.calibration import calibration_report
 
     rows: dict[str, Any] = {}
     diagrams: dict[str, Any] = {}
@@ -77,8 +77,8 @@ def calibration(suites: dict[str, Any], emb: Any) -> tuple[dict[str, Any], dict[
 
 def abstain(emb: Any) -> list[dict[str, float]]:
     from ir3de import Router
-    from ir3de.calibration import abstain_curve
-    from ir3de.datasets import load_domain, load_suite
+    from ir3de.data.datasets import load_domain, load_suite
+    from ir3de.routing.calibration import abstain_curve
 
     suite = load_suite("reasoning4")
     dev = {n: t[0::2] for n, t in suite.test.items()}
@@ -139,8 +139,8 @@ def markdown(cal: dict[str, Any], abst: list[dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ir3de import TokenEmbeddings
-    from ir3de.calibration import plot_reliability
-    from ir3de.datasets import CROSS_SOURCE, load_cross_source, load_suite
+    from ir3de.data.datasets import CROSS_SOURCE, load_cross_source, load_suite
+    from ir3de.routing.calibration import plot_reliability
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")

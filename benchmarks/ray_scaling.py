@@ -24,8 +24,8 @@ from pathlib import Path
 _SINGLE = """
 import os, sys, time, json
 from ir3de import TokenEmbeddings
-from ir3de.corpus import expand_paths, read_texts
-from ir3de.counting import TextCounter
+from ir3de.data.corpus import expand_paths, read_texts
+from ir3de.fitting.counting import TextCounter
 emb = TokenEmbeddings.default()
 paths = expand_paths([sys.argv[1]])
 start = time.perf_counter()
@@ -41,7 +41,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "tokens": c.num_tokens
 
 def make_shards(folder: Path, target_tokens: int, shards: int) -> int:
     from ir3de import TokenEmbeddings
-    from ir3de.datasets import load_suite
+    from ir3de.data.datasets import load_suite
 
     texts = [t for ts in load_suite("reasoning4").train.values() for t in ts]
     emb = TokenEmbeddings.default()

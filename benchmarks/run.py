@@ -101,7 +101,7 @@ def _load_avg() -> list[float]:
 def _report(
     experts: Sequence[str], tests: Mapping[str, Sequence[str]], predicted: np.ndarray
 ) -> dict[str, Any]:
-    from ir3de.evaluate import labelled_prompts, report_from_predictions
+    from ir3de.evaluation.evaluate import labelled_prompts, report_from_predictions
 
     _, labels = labelled_prompts(experts, tests)
     r = report_from_predictions(experts, labels, predicted)
@@ -141,7 +141,7 @@ def accuracy_suite(
 ) -> dict[str, Any]:
     """Fit every router on ``suite.train`` and score it on ``suite.test``."""
     from ir3de import Router
-    from ir3de.evaluate import evaluate, labelled_prompts
+    from ir3de.evaluation.evaluate import evaluate, labelled_prompts
 
     experts = list(suite.train)
     prompts, _ = labelled_prompts(experts, suite.test)
@@ -232,7 +232,7 @@ def speed(
     kinds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Save every router, then measure it in fresh processes with 1 and 2 threads."""
-    from ir3de.evaluate import labelled_prompts
+    from ir3de.evaluation.evaluate import labelled_prompts
 
     experts = list(suite.train)
     prompts, _ = labelled_prompts(experts, suite.test)
@@ -448,9 +448,9 @@ def gpu_benchmark(quick: bool) -> dict[str, Any]:
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU visible to torch on this machine; the GPU benchmark did not run"}
-    from ir3de.selectors import select_batch
-    from ir3de.solve import column_normalize, ridge_solve
-    from ir3de.statistics import expert_gram, ridge_statistics
+    from ir3de.fitting.solve import column_normalize, ridge_solve
+    from ir3de.fitting.statistics import expert_gram, ridge_statistics
+    from ir3de.routing.selectors import select_batch
     from ir3de.table import RouteTable, compile_logits
 
     vocab, hidden, experts = (128256, 4096, 8) if not quick else (16384, 1024, 8)
@@ -942,7 +942,7 @@ def _defaults_markdown(sp: dict[str, Any]) -> list[str]:
 DOC_HEAD = """# Benchmarks: how accurate, how fast
 
 Every number below comes from one command, on real public text installed from packages (see
-`ir3de.datasets`): fit on the train side of a seeded 50/50 split, score on the test side.
+`ir3de.data.datasets`): fit on the train side of a seeded 50/50 split, score on the test side.
 
 ```bash
 python -m benchmarks.run                         # full run, < 10 min on 2 cores
@@ -956,7 +956,7 @@ Results go to `benchmarks/results/` (`results.json` with every number, `results.
 
 **Suites.** `reasoning4`: GSM8K math, HumanEval code, IFEval instructions, Debian fortunes in five
 languages (the paper's Reasoning setting). `five`: plus HealthBench medical questions. Cross-source
-checks (`ir3de.datasets.load_cross_source`): one domain is fitted on one source and tested on
+checks (`ir3de.data.datasets.load_cross_source`): one domain is fitted on one source and tested on
 another; the other domains keep their reasoning4 split.
 `code-humaneval-to-stdlib`: code fitted on the 164 HumanEval prompts, tested on Python standard
 library functions. `code-stdlib-to-humaneval`: the reverse. `multilingual-unseen-languages`: fitted
@@ -985,8 +985,8 @@ Targets are reported with their measured value and met / not met; nothing is tun
 
 def write_outputs(res: dict[str, Any], out_dir: Path, docs: str | None) -> str:
     """Write results.md, k_sweep.png, confusion_reasoning4.png (and the docs page); returns the markdown."""
-    from ir3de.evaluate import EvaluationReport
-    from ir3de.plots import plot_confusion, plot_k_sweep
+    from ir3de.evaluation.evaluate import EvaluationReport
+    from ir3de.evaluation.plots import plot_confusion, plot_k_sweep
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if res.get("speed"):
@@ -1045,14 +1045,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ir3de import TokenEmbeddings
-    from ir3de.datasets import (
+    from ir3de.data.datasets import (
         CROSS_SOURCE,
         load_cross_source,
         load_domain,
         load_python_stdlib_code,
         load_suite,
     )
-    from ir3de.evaluate import PAPER_KS
+    from ir3de.evaluation.evaluate import PAPER_KS
 
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     t_start = time.perf_counter()
@@ -1102,7 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import multiprocessing  # noqa: F401  (subprocess workers; nothing shared)
 
         by_lang_sizes = (20, 40, 80) if args.quick else (1500, 3000, 6000)
-        from ir3de.datasets import load_multilingual
+        from ir3de.data.datasets import load_multilingual
 
         by_lang = {k: v[: by_lang_sizes[-1]] for k, v in load_multilingual().items()}
         # a new 1000-text expert: Python standard library code (--quick: 50 medical questions, no stdlib parse)

@@ -56,7 +56,7 @@ def _with_prefixes(tests: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def _decisions(router: Any, tests: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    from ir3de.evaluate import labelled_prompts
+    from ir3de.evaluation.evaluate import labelled_prompts
 
     prompts, labels = labelled_prompts(router.experts, tests)
     decisions = router.route_batch(prompts)
@@ -72,7 +72,7 @@ def _decisions(router: Any, tests: dict[str, list[str]]) -> dict[str, np.ndarray
 
 
 def _ece_by_bucket(d: dict[str, np.ndarray]) -> dict[str, Any]:
-    from ir3de.calibration import calibration_report
+    from ir3de.routing.calibration import calibration_report
 
     out: dict[str, Any] = {
         "all": {"n": int(d["tokens"].size), "ece": calibration_report(d["confidence"], d["correct"]).ece}
@@ -158,8 +158,8 @@ def run_suite(name: str, suite: Any, emb: Any) -> dict[str, Any]:
 
 
 def _temperature_only(router: Any, tests: dict[str, list[str]]) -> dict[str, float]:
-    from ir3de.calibration import fit_temperature, labelled_prompts
-    from ir3de.routing import select
+    from ir3de.routing.calibration import fit_temperature, labelled_prompts
+    from ir3de.routing.prompts import select
 
     prompts, labels = labelled_prompts(router.experts, tests)
     ids, lengths = router.encode(prompts)
@@ -175,8 +175,8 @@ def default_prior(suites: dict[str, Any], emb: Any) -> dict[str, Any]:
     import scipy.optimize
 
     from ir3de import Router
-    from ir3de.calibration import _nll, labelled_prompts
-    from ir3de.routing import select
+    from ir3de.routing.calibration import _nll, labelled_prompts
+    from ir3de.routing.prompts import select
 
     zs, ns, ys = [], [], []
     for suite in suites.values():
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import tempfile
 
     from ir3de import TokenEmbeddings
-    from ir3de.datasets import CROSS_SOURCE, load_cross_source, load_suite
+    from ir3de.data.datasets import CROSS_SOURCE, load_cross_source, load_suite
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")

@@ -93,9 +93,9 @@ def _latency_pair(route: Any, tokenize: Any, prompts: list[str], rounds: int) ->
 def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Fitting throughput against tokenization, add_expert cost, and linear scaling (IR3DE only)."""
     from ir3de import Router, TokenEmbeddings
-    from ir3de.fitting import token_gram
-    from ir3de.solve import column_normalize, ridge_solve
-    from ir3de.statistics import balance_weights, ridge_statistics
+    from ir3de.fitting.pipeline import token_gram
+    from ir3de.fitting.solve import column_normalize, ridge_solve
+    from ir3de.fitting.statistics import balance_weights, ridge_statistics
     from ir3de.table import RouteTable, compile_logits
 
     emb = TokenEmbeddings.default()
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "ir3de-defaults",
         "paper-torch",
     ):  # the tokenizer of the ratio, outside the router's memory
-        from ir3de.artifact import TOKENIZER_FILE
+        from ir3de.artifacts.format import TOKENIZER_FILE
 
         tokenizer = tokenizers.Tokenizer.from_file(str(Path(data["ir3de_artifact"]) / TOKENIZER_FILE))
     base_rss = _memory_mb("VmRSS")

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
-from ir3de.evaluate import evaluate
+from ir3de.data.datasets import load_suite
+from ir3de.evaluation.evaluate import evaluate
 
 
 def main(out: str | None = None) -> dict[str, float]:

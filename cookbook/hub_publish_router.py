@@ -18,8 +18,8 @@ import argparse
 from typing import Any
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
-from ir3de.evaluate import evaluate, record_evaluation
+from ir3de.data.datasets import load_suite
+from ir3de.evaluation.evaluate import evaluate, record_evaluation
 
 DESCRIPTIONS = {
     "math": "grade-school math word problems (GSM8K)",

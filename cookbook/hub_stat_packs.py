@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
-from ir3de.evaluate import evaluate
-from ir3de.stat_pack import StatPack, merge_packs
+from ir3de.artifacts.stat_packs import StatPack, merge_packs
+from ir3de.data.datasets import load_suite
+from ir3de.evaluation.evaluate import evaluate
 
 
 def main(math_repo: str, code_repo: str, *, max_texts: int | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import time
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_domain, load_suite
+from ir3de.data.datasets import load_domain, load_suite
 from ir3de_integrations.langchain import RouterRunnable
 
 

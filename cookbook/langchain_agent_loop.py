@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.tools import tool
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
+from ir3de.data.datasets import load_suite
 from ir3de_integrations.langchain import RoutingChatModel
 
 

@@ -18,7 +18,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
+from ir3de.data.datasets import load_suite
 from ir3de_integrations.langchain import RouterRunnable
 
 

@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
+from ir3de.data.datasets import load_suite
 from ir3de.errors import MissingDependencyError
 from ir3de_integrations.langchain import RoutingChatModel
 

@@ -15,7 +15,7 @@ from langchain_classic.chains.router import MultiRouteChain
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
+from ir3de.data.datasets import load_suite
 from ir3de_integrations.langchain import Ir3deRouterChain
 
 

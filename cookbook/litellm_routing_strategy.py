@@ -21,7 +21,7 @@ from contextlib import ExitStack
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: no model-price download
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_suite
+from ir3de.data.datasets import load_suite
 
 EXPERTS = ("math", "code", "multilingual")
 

@@ -1,6 +1,6 @@
 """Shared pieces of the LlamaIndex recipes: a router fitted on real text, real documents, offline settings.
 
-Every recipe fits its router on real public text (``ir3de.datasets.load_suite("reasoning4")``: GSM8K
+Every recipe fits its router on real public text (``ir3de.data.datasets.load_suite("reasoning4")``: GSM8K
 math, HumanEval code, IFEval instructions, multilingual fortunes), sliced small so it runs in seconds.
 Nothing here reaches the network: LlamaIndex's token counting uses the router's own tokenizer.
 
@@ -23,7 +23,7 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import Suite, load_suite
+from ir3de.data.datasets import Suite, load_suite
 
 DESCRIPTIONS = {
     "math": "grade-school math word problems (GSM8K)",

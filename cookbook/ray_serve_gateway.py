@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ir3de import Router, TokenEmbeddings
-from ir3de.datasets import load_domain, load_suite
+from ir3de.data.datasets import load_domain, load_suite
 
 EXPERTS = ("math", "code", "multilingual")
 TOKEN = "s3cret-admin"  # in production: a secret, put in the replicas' environment the same way

@@ -1,11 +1,11 @@
 """Adapter-side glue for conversation routing, shared by the LangChain and LlamaIndex adapters.
 
 No routing math lives here: every decision comes from :meth:`ir3de.Router.route_conversation`, run
-through the core :class:`ir3de.experts.ExpertRegistry` (``route_with``) so that the decision and the
+through the core :class:`ir3de.serving.registry.ExpertRegistry` (``route_with``) so that the decision and the
 expert's handler come from one consistent snapshot. This module only
 
 * resolves the options both adapters take with the same names — ``conversation`` (a
-  :class:`~ir3de.conversation.ConversationSettings` or a dict of its fields), ``session_store`` —
+  :class:`~ir3de.routing.conversation.ConversationSettings` or a dict of its fields), ``session_store`` —
   and maps each adapter's legacy ``route_on`` value onto them;
 * finds the previous expert of a chat: the session store (by session id) first, else the route an
   adapter wrote into the last assistant message it answered (LangChain's ``response_metadata``), else
@@ -24,9 +24,9 @@ import hashlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ir3de.conversation import ConversationSettings, SessionStore
 from ir3de.errors import InvalidInputError
-from ir3de.experts import ExpertRegistry, Routed
+from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.serving.registry import ExpertRegistry, Routed
 
 __all__ = [
     "LEGACY_ROUTE_ON",
@@ -56,7 +56,7 @@ H = TypeVar("H")
 
 _NEW_OPTION = (
     "conversation=ConversationSettings(half_life=..., user_weight=..., assistant_weight=..., "
-    "include_system=..., margin=...) (from ir3de.conversation)"
+    "include_system=..., margin=...) (from ir3de.routing.conversation)"
 )
 
 
@@ -103,7 +103,7 @@ class ConversationOptions:
     def __init__(self, settings: ConversationSettings, store: SessionStore | None = None) -> None:
         if store is not None and not isinstance(store, SessionStore):
             raise InvalidInputError(
-                f"session_store must be an ir3de.conversation.SessionStore, got {type(store).__name__}"
+                f"session_store must be an ir3de.routing.conversation.SessionStore, got {type(store).__name__}"
             )
         self.settings = settings
         self.store = store if store is not None else SessionStore()
@@ -147,11 +147,11 @@ def route_chat(
     """Route ``turns`` ((role, text) pairs) with the options; return the decision and its expert's handler.
 
     The decision comes from :meth:`ir3de.Router.route_conversation` run through
-    :meth:`ir3de.experts.ExpertRegistry.route_with`, so decision and handler come from one registry
+    :meth:`ir3de.serving.registry.ExpertRegistry.route_with`, so decision and handler come from one registry
     snapshot (an expert removed meanwhile never leaves a decision without its handler). The previous
     expert: the session's stored one (by ``session_id``), else ``history_expert``, else the one stored
     for the conversation's earlier user messages. With ``remember`` the final decision is stored for the
-    session (read, route and write under the session's lock, as :func:`ir3de.conversation.route_session`
+    session (read, route and write under the session's lock, as :func:`ir3de.routing.conversation.route_session`
     does) and for the conversation so far; ``route_with`` may run the routing more than once, so the
     store is written only here, once, after it returns. Fallback routes are not remembered.
     """

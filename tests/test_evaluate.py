@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from ir3de.cli import main as cli_main
-from ir3de.datasets import CROSS_SOURCE, load_cross_source, load_domain, load_suite
+from ir3de.cli.main import main as cli_main
+from ir3de.data.datasets import CROSS_SOURCE, load_cross_source, load_domain, load_suite
 from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
-from ir3de.evaluate import (
+from ir3de.evaluation.evaluate import (
     PAPER_KS,
     evaluate,
     format_report,
@@ -112,7 +112,7 @@ def test_record_evaluation_reaches_config_and_model_card(own_router, small_tests
 
 
 def test_plots_draw_the_sweeps_and_the_confusion(paper_router, small_tests, tmp_path, monkeypatch):
-    from ir3de.plots import plot_confusion, plot_k_sweep, plot_lam_sweep
+    from ir3de.evaluation.plots import plot_confusion, plot_k_sweep, plot_lam_sweep
     from plot_checks import captured_figures, check_png, line_data
 
     report = evaluate(paper_router, small_tests, ks=(1, 10, "all"), lams=[1e-2, 1.0])
@@ -217,7 +217,7 @@ def test_cross_source_code_checks():
 
 
 def test_cross_source_unseen_languages():
-    from ir3de.datasets import load_multilingual
+    from ir3de.data.datasets import load_multilingual
 
     s = load_cross_source("multilingual-unseen-languages", max_per_side=200)
     by_lang = load_multilingual()
@@ -238,7 +238,7 @@ def test_cross_source_unseen_languages():
 
 
 def test_cross_source_user_prompts_from_other_benchmarks():
-    from ir3de.datasets import load_user_prompts
+    from ir3de.data.datasets import load_user_prompts
 
     r4 = load_suite("reasoning4", max_per_side=100)
     s = load_cross_source("user-prompts-other-benchmarks", max_per_side=100)
@@ -277,7 +277,7 @@ def test_cross_source_user_prompts_from_other_benchmarks():
 def test_cross_source_user_prompts_missing_file(monkeypatch):
     import dataclasses
 
-    import ir3de.datasets as datasets
+    import ir3de.data.datasets as datasets
     from ir3de.errors import MissingDependencyError
 
     moved = dataclasses.replace(datasets._IFBENCH, path="tasks/ifbench/data/no_such_file.jsonl")

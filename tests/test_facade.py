@@ -9,9 +9,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from ir3de import Router, fitting, persistence
+from ir3de import Router
+from ir3de.artifacts import folders as persistence
+from ir3de.artifacts.stat_packs import StatPack
 from ir3de.errors import NotFittedError, TokenizerMismatchError
-from ir3de.stat_pack import StatPack
+from ir3de.fitting import pipeline as fitting
 
 
 def test_pipeline_functions_rebuild_the_routers_table(paper_router, smollm2):
@@ -85,7 +87,7 @@ def test_fitting_on_the_cpu_imports_no_torch() -> None:
         """
         import sys
         from ir3de import Router, TokenEmbeddings
-        from ir3de.stat_pack import StatPack
+        from ir3de.artifacts.stat_packs import StatPack
         texts = {"math": ["Solve 3x + 5 = 11", "What is 7 * 8?"], "code": ["def f(x): return x", "import os"]}
         emb = TokenEmbeddings.default()
         for level in ("text", "token"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ir3de import labelled
+from ir3de.data import labelled
+from ir3de.data.labelled import LabelledData, check_labels, iter_labelled, read_labelled
 from ir3de.errors import CorpusError, UnknownExpertError
-from ir3de.labelled import LabelledData, check_labels, iter_labelled, read_labelled
 
 ROWS = [
     {"prompt": "What is 2+2?", "domain": "math"},

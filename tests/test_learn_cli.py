@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from ir3de.cli import main
+from ir3de.cli.main import main
 
 
 def _write_jsonl(path, rows):

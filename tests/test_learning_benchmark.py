@@ -73,7 +73,7 @@ def test_traffic_at_x3_equals_prompts_added_three_times(smollm2, small_corpus, s
 
 def test_fast_path_routes_like_the_table(smollm2, small_corpus, small_tests):
     from ir3de import Router
-    from ir3de.calibration import labelled_prompts
+    from ir3de.routing.calibration import labelled_prompts
 
     router = Router(smollm2, device="cpu", progress=False).fit(small_corpus)
     prompts, _ = labelled_prompts(router.experts, {n: t[10:] for n, t in small_tests.items()})

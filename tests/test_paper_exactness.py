@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from ir3de.solve import gcv_curve
+from ir3de.fitting.solve import gcv_curve
 from paper_oracle import (
     explicit_gcv,
     paper_fit,

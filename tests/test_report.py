@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ir3de import Router
-from ir3de.calibration import labelled_prompts
-from ir3de.cli import main
-from ir3de.evaluate import evaluate, format_report
-from ir3de.plots import plot_precision_coverage
+from ir3de.cli.main import main
+from ir3de.evaluation.evaluate import evaluate, format_report
+from ir3de.evaluation.plots import plot_precision_coverage
+from ir3de.routing.calibration import labelled_prompts
 from plot_checks import captured_figures, check_png, line_data
 
 

@@ -108,7 +108,7 @@ def test_save_is_atomic_and_keeps_foreign_files(tmp_path, paper_router, monkeypa
     (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
-    import ir3de.artifact as artifact
+    import ir3de.artifacts.format as artifact
 
     def explode(*args, **kwargs):
         raise OSError("disk full")
@@ -338,7 +338,7 @@ def test_single_prompt_path_equals_batch_path(smollm2, small_corpus, small_tests
 
 def test_avg_batch_without_explanation_equals_the_explained_path(smollm2, small_corpus, small_tests):
     """``route_indices``/``calibrate`` skip the deciding tokens: same winners, scores and evidence."""
-    from ir3de.selectors import select_batch
+    from ir3de.routing.selectors import select_batch
 
     router = _fit(smollm2, small_corpus, fallback="none")
     prompts = ["", "<|im_end|>"] + [t for texts in small_tests.values() for t in texts[:10]] + ["x", "  "]

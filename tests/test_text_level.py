@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ir3de import ExpertCounts, Router
+from ir3de.artifacts.stat_packs import StatPack, merge_packs
 from ir3de.errors import ExpertError
-from ir3de.stat_pack import StatPack, merge_packs
-from ir3de.statistics import text_gram, text_means, text_rows
+from ir3de.fitting.statistics import text_gram, text_means, text_rows
 
 
 def _fit(smollm2, corpus, **settings):
@@ -42,7 +42,7 @@ def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_rout
     prompt = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
     ids = [i for i in smollm2.tokenizer.encode(prompt, add_special_tokens=False).ids]
     means = text_router.table.logits[ids].astype(np.float64).mean(0)
-    # the temperature grows for few tokens: T · (1 + n0 / n) (the evidence prior, ir3de.calibration)
+    # the temperature grows for few tokens: T · (1 + n0 / n) (the evidence prior, ir3de.routing.calibration)
     z = np.exp((means - means.max()) / (0.1 * (1 + text_router.config.effective_evidence_tokens / len(ids))))
     d = text_router.route(prompt)
     assert d.expert == "math"
@@ -179,7 +179,7 @@ def test_short_spans_are_training_rows(smollm2):
 def test_fused_text_statistics_equal_the_explicit_rows(smollm2, window, window_weight):
     """The counter's fused update (one Gram row per window, text means folded in) against the Gram
     of the explicit rows, on the real embeddings, with special tokens and empty texts mixed in."""
-    from ir3de.statistics import add_text_statistics
+    from ir3de.fitting.statistics import add_text_statistics
 
     rng = np.random.default_rng(0)
     lengths = np.array([0, 1, 7, 8, 9, 40, 3, 0, 129, 16])

@@ -15,12 +15,12 @@ import pytest
 from safetensors.numpy import load_file
 
 from ir3de import Router
-from ir3de import statistics as statistics_module
-from ir3de.artifact import FORMAT_VERSION
+from ir3de.artifacts.format import FORMAT_VERSION
+from ir3de.artifacts.stat_packs import StatPack, merge_packs
+from ir3de.data.labelled import LabelledData
 from ir3de.errors import ArtifactError, InvalidInputError, UnknownExpertError
-from ir3de.labelled import LabelledData
-from ir3de.stat_pack import StatPack, merge_packs
-from ir3de.statistics import traffic_weights, weights_with_traffic
+from ir3de.fitting import statistics as statistics_module
+from ir3de.fitting.statistics import traffic_weights, weights_with_traffic
 from tests.paper_oracle import traffic_fit
 
 

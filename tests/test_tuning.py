@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from ir3de import Router, RouterConfig
-from ir3de.calibration import (
+from ir3de.cli.main import main
+from ir3de.data.labelled import read_labelled
+from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
+from ir3de.routing.calibration import (
     choose_thresholds,
     evidence_scores,
     fit_confidence,
@@ -19,9 +22,6 @@ from ir3de.calibration import (
     precision_coverage,
     threshold_for_precision,
 )
-from ir3de.cli import main
-from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
-from ir3de.labelled import read_labelled
 
 # ---------------------------------------------------------------------------------------------- math
 

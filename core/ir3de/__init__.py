@@ -35,17 +35,17 @@ _LAZY = {
     "RouteDecision": ("decision", "RouteDecision"),
     "DecidingToken": ("decision", "DecidingToken"),
     "TokenEmbeddings": ("embeddings", "TokenEmbeddings"),
-    "ExpertCounts": ("statistics", "ExpertCounts"),
-    "evaluate": ("evaluate", "evaluate"),
+    "ExpertCounts": ("fitting.statistics", "ExpertCounts"),
+    "evaluate": ("evaluation.evaluate", "evaluate"),
 }
 
 if TYPE_CHECKING:
-    from .config import RouterConfig
-    from .decision import DecidingToken, RouteDecision
-    from .embeddings import TokenEmbeddings
-    from .evaluate import evaluate
-    from .router import Router
-    from .statistics import ExpertCounts
+    from ir3de.config import RouterConfig
+    from ir3de.decision import DecidingToken, RouteDecision
+    from ir3de.embeddings import TokenEmbeddings
+    from ir3de.evaluation.evaluate import evaluate
+    from ir3de.fitting.statistics import ExpertCounts
+    from ir3de.router import Router
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError
-from .selectors import COMBINERS, SELECTORS
-from .statistics import TRAFFIC_POLICIES
+from ir3de.errors import ArtifactError
+from ir3de.fitting.statistics import TRAFFIC_POLICIES
+from ir3de.routing.selectors import COMBINERS, SELECTORS
 
 __all__ = ["LEVELS", "STATISTICS_SETTINGS", "RouterConfig"]
 
@@ -47,7 +47,7 @@ class RouterConfig:
         level: ``"token"`` fits one ridge row per token occurrence (the paper); ``"text"`` fits one
             row per training text, its mean token embedding, plus its 8-token windows' means with a
             total weight of 0.25 (statistics: one text Gram per expert; see
-            :func:`ir3de.statistics.text_rows`). Either way routing is a lookup in the same per-token
+            :func:`ir3de.fitting.statistics.text_rows`). Either way routing is a lookup in the same per-token
             table.
         lam: ridge strength λ (> 0). Paper: 1e-2.
         selector: ``"topk"`` (lowest-entropy k tokens), ``"all"`` or ``"avg"`` (mean logits).
@@ -67,7 +67,7 @@ class RouterConfig:
             log-probabilities (``logprob``). See :attr:`effective_temperature`.
         evidence_tokens: the evidence prior ``n0``: a prompt with ``n`` countable tokens gets the
             temperature ``T · (1 + n0 / n)``, so one or two near-coin-toss tokens do not give a
-            confident route (:func:`ir3de.calibration.evidence_scores`; never changes the winner).
+            confident route (:func:`ir3de.routing.calibration.evidence_scores`; never changes the winner).
             ``None`` takes the measured default; ``0`` turns it off. Fitted with the temperature by
             :meth:`Router.calibrate` / :meth:`Router.tune`. Vote shares are not affected.
         thresholds: per-expert thresholds (expert → threshold) set by ``Router.tune(per_expert=True)``;
@@ -80,7 +80,7 @@ class RouterConfig:
             cross-source checks without falling below 0 prompts); ``"per_prompt"``: each prompt weighs
             ``traffic_weight`` corpus texts of its expert on top of the balanced corpus;
             ``"balanced"``: prompts weigh like ``per_prompt`` and balancing counts the traffic in
-            each expert's mass. See :func:`ir3de.statistics.weights_with_traffic`. All re-solve from
+            each expert's mass. See :func:`ir3de.fitting.statistics.weights_with_traffic`. All re-solve from
             the statistics.
     """
 

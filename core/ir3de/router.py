@@ -1,12 +1,12 @@
 """The public façade: fit, route, grow, save and load an IR3DE router.
 
 :class:`Router` holds settings (:class:`~ir3de.config.RouterConfig`), the experts' statistics
-(:class:`~ir3de.fitting.ExpertStatistics`) and an immutable routing snapshot, swapped whole under a
+(:class:`~ir3de.fitting.pipeline.ExpertStatistics`) and an immutable routing snapshot, swapped whole under a
 lock; every method takes the lock, calls a function of the module of its concept and commits the
-result: :mod:`ir3de.fitting` (counts → statistics → solve → table), :mod:`ir3de.routing` (a prompt
-or a batch through the snapshot), :mod:`ir3de.traffic` (learning from traffic), :mod:`ir3de.tuning`
-(calibration, abstain thresholds), :mod:`ir3de.conversation`, :mod:`ir3de.persistence` (folders)
-and :mod:`ir3de.hub` (Hub transport). Evaluation and stat packs sit above it, on its public API.
+result: :mod:`ir3de.fitting.pipeline` (counts → statistics → solve → table), :mod:`ir3de.routing.prompts` (a prompt
+or a batch through the snapshot), :mod:`ir3de.fitting.traffic` (learning from traffic), :mod:`ir3de.routing.tuning`
+(calibration, abstain thresholds), :mod:`ir3de.routing.conversation`, :mod:`ir3de.artifacts.folders` (folders)
+and :mod:`ir3de.artifacts.hub` (Hub transport). Evaluation and stat packs sit above it, on its public API.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                   # doctest: +SKIP
@@ -27,21 +27,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import fitting, persistence, routing, tuning
-from . import traffic as _traffic
-from .config import LEVELS, STATISTICS_SETTINGS, RouterConfig
-from .decision import RouteDecision
-from .errors import ExpertError, InvalidInputError, NotFittedError, UnknownExpertError
-from .fitting import ExpertStatistics, RoutingState
-from .statistics import ExpertCounts, TrafficSummary
-from .table import RouteTable
+from ir3de.artifacts import folders as persistence
+from ir3de.config import LEVELS, STATISTICS_SETTINGS, RouterConfig
+from ir3de.decision import RouteDecision
+from ir3de.errors import ExpertError, InvalidInputError, NotFittedError, UnknownExpertError
+from ir3de.fitting import pipeline as fitting
+from ir3de.fitting import traffic as _traffic
+from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
+from ir3de.fitting.statistics import ExpertCounts, TrafficSummary
+from ir3de.routing import prompts as routing
+from ir3de.routing import tuning
+from ir3de.table import RouteTable
 
 if TYPE_CHECKING:
     import tokenizers
 
-    from .calibration import TuningResult
-    from .conversation import ConversationDecision
-    from .embeddings import TokenEmbeddings
+    from ir3de.embeddings import TokenEmbeddings
+    from ir3de.routing.calibration import TuningResult
+    from ir3de.routing.conversation import ConversationDecision
 
 __all__ = ["LEVELS", "Router", "RouterConfig"]
 
@@ -129,7 +132,7 @@ class Router:
         """The embedding source; loaded on first use from the source recorded in a saved router."""
         with self._lock:
             if self._embeddings is None:
-                from .embeddings import TokenEmbeddings
+                from ir3de.embeddings import TokenEmbeddings
 
                 source = self._embedding_source
                 self._attach_embeddings(
@@ -202,7 +205,7 @@ class Router:
 
     @property
     def evaluation(self) -> dict[str, Any] | None:
-        """Evaluation figures saved with the router (:func:`ir3de.evaluate.record_evaluation`); cleared
+        """Evaluation figures saved with the router (:func:`ir3de.evaluation.evaluate.record_evaluation`); cleared
         by any change of experts."""
         return self._evaluation
 
@@ -214,7 +217,7 @@ class Router:
     def __repr__(self) -> str:
         return f"Router(experts=[{', '.join(self._experts) or 'not fitted'}], {self.config})"
 
-    # ------------------------------------------------------------------ fitting (ir3de.fitting)
+    # ------------------------------------------------------------------ fitting (ir3de.fitting.pipeline)
     def fit(
         self, experts: Mapping[str, Iterable[str]], descriptions: Mapping[str, str] | None = None
     ) -> Router:
@@ -332,7 +335,7 @@ class Router:
 
     def ridge_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts and weighting, as
-        float64 numpy arrays (e.g. for a λ sweep with :class:`ir3de.solve.RidgePath`).
+        float64 numpy arrays (e.g. for a λ sweep with :class:`ir3de.fitting.solve.RidgePath`).
 
         Example:
             >>> a, b = router.ridge_statistics()   # doctest: +SKIP
@@ -345,7 +348,7 @@ class Router:
 
     def select_lambda(self, lams: Sequence[float] | None = None, *, apply: bool = True) -> float:
         """Choose λ among ``lams`` (default: 25 from 1e-4 to 1e2) by generalised cross-validation on the
-        statistics (:func:`ir3de.fitting.gcv_lambda`; meaningful at ``level="text"``) and, with
+        statistics (:func:`ir3de.fitting.pipeline.gcv_lambda`; meaningful at ``level="text"``) and, with
         ``apply``, re-solve at it.
 
         Example:
@@ -395,7 +398,7 @@ class Router:
             emb, texts, name=name, level=level, batch_size=self.batch_size, progress=self.progress
         )
 
-    # ------------------------------------------------------------------ routing (ir3de.routing, ir3de.tuning)
+    # ------------------------------------------------------------------ routing (ir3de.routing.prompts, ir3de.routing.tuning)
     def _require_state(self) -> RoutingState:
         state = self._state
         if state is None:
@@ -413,7 +416,7 @@ class Router:
         return routing.encode_prompts(self.tokenizer, texts, self.config.max_tokens)
 
     def route(self, text: str) -> RouteDecision:
-        """Route one prompt (:func:`ir3de.routing.route_one`): ``expert``, ``confidence``, ``scores``,
+        """Route one prompt (:func:`ir3de.routing.prompts.route_one`): ``expert``, ``confidence``, ``scores``,
         ``tokens``. Raises :class:`EmptyPromptError` for no countable token and no ``fallback``.
 
         Example:
@@ -446,7 +449,7 @@ class Router:
 
     def calibrate(self, held_out: Mapping[str, Sequence[str]]) -> float:
         """Fit ``temperature`` and the evidence prior on labelled held-out prompts so that confidence
-        means probability (:func:`ir3de.tuning.calibrate`; routes never change); set in ``config``.
+        means probability (:func:`ir3de.routing.tuning.calibrate`; routes never change); set in ``config``.
 
         Example:
             >>> router.calibrate({"math": math_dev, "code": code_dev})   # doctest: +SKIP
@@ -459,7 +462,7 @@ class Router:
 
     # ------------------------------------------------------------------ artifact (ModelHubMixin-style hooks)
     def _to_data(self) -> persistence.RouterData:
-        """What :mod:`ir3de.persistence` writes: settings, snapshot, statistics, tokenizer, provenance."""
+        """What :mod:`ir3de.artifacts.folders` writes: settings, snapshot, statistics, tokenizer, provenance."""
         with self._lock:
             state = self._require_state()
             return persistence.RouterData(
@@ -535,7 +538,7 @@ class Router:
         ``folder`` is a local folder, else a Hub repo id (``"org/name"``) resolved through the HF cache
         (downloaded from ``HF_ENDPOINT`` when missing; cache only with ``HF_HUB_OFFLINE=1`` or
         ``local_files_only=True``); ``revision``, ``token``, ``cache_dir`` and ``force_download`` work as
-        in other Hugging Face libraries (see :mod:`ir3de.hub`).
+        in other Hugging Face libraries (see :mod:`ir3de.artifacts.hub`).
 
         Routing needs only the folder (and never imports torch). Growing (``add_expert``…) loads the
         embedding matrix from the source recorded in ``config.json``, or from ``embeddings`` when given
@@ -546,7 +549,7 @@ class Router:
             ArtifactVersionError: written by a newer format version.
             TokenizerMismatchError: the tokenizer does not match the table.
         """
-        from .hub import resolve_router_folder
+        from ir3de.artifacts.hub import resolve_router_folder
 
         resolved = resolve_router_folder(
             folder,
@@ -570,14 +573,14 @@ class Router:
     ) -> Any:
         """Publish the router (artifact + model card) to a Hub model repo as one commit.
 
-        Saves to a temporary folder and uploads it with :func:`ir3de.hub.push_folder`. Returns
+        Saves to a temporary folder and uploads it with :func:`ir3de.artifacts.hub.push_folder`. Returns
         huggingface_hub's ``CommitInfo``.
 
         Example:
             >>> router.push_to_hub("org/my-router", private=True)       # doctest: +SKIP
             >>> Router.from_pretrained("org/my-router").route("2+2?")    # doctest: +SKIP
         """
-        from .hub import push_saved
+        from ir3de.artifacts.hub import push_saved
 
         return push_saved(
             self,
@@ -590,7 +593,7 @@ class Router:
         )
 
     def add_expert_from_stats(self, pack: Any, name: str | None = None, **hub_kwargs: Any) -> Router:
-        """Add an expert from a stat pack (a :class:`ir3de.stat_pack.StatPack`, a folder or a Hub repo id).
+        """Add an expert from a stat pack (a :class:`ir3de.artifacts.stat_packs.StatPack`, a folder or a Hub repo id).
 
         The pack's tokenizer/embedding fingerprint must equal the router's (else
         :class:`TokenizerMismatchError`). ``hub_kwargs``: ``revision``, ``token``, ``cache_dir``,
@@ -600,7 +603,7 @@ class Router:
             >>> router.add_expert_from_stats("org/legal-stat-pack")   # doctest: +SKIP
         """
         if isinstance(pack, (str, os.PathLike)):
-            from .hub import resolve_folder
+            from ir3de.artifacts.hub import resolve_folder
 
             pack = persistence.load_pack(resolve_folder(pack, kind="stat_pack", **hub_kwargs).folder)
         elif not isinstance(pack, persistence.PackData):
@@ -620,13 +623,15 @@ class Router:
     ) -> Router:
         """Learn served prompts with their correct expert, given per prompt (or one for all), as
         ``{expert: prompts}`` or as ``LabelledData``: they join that expert's traffic block
-        (:mod:`ir3de.traffic`; one solve, no corpus re-read). ``create_experts``: an unknown label
+        (:mod:`ir3de.fitting.traffic`; one solve, no corpus re-read). ``create_experts``: an unknown label
         becomes an expert, its prompts its corpus (else :class:`UnknownExpertError`).
 
         Example:
             >>> router.learn(["How do I file my taxes?", "def f(x):"], ["finance", "code"])   # doctest: +SKIP
         """
-        from .labelled import group_prompts  # file readers: imported when learning, not when serving
+        from ir3de.data.labelled import (
+            group_prompts,  # file readers: imported when learning, not when serving
+        )
 
         return self._learn_groups(group_prompts(prompts, experts), create_experts=create_experts)
 
@@ -644,7 +649,7 @@ class Router:
     def learn_counts(self, counts: Mapping[str, ExpertCounts], *, create_experts: bool = False) -> Router:
         """Add precomputed traffic blocks (counted like :meth:`learn` does: stat packs, Ray shards).
         Equals :meth:`learn` on the prompts the counts came from, counted with this router's tokenizer
-        and embedding matrix (:func:`ir3de.traffic.count_prompts`).
+        and embedding matrix (:func:`ir3de.fitting.traffic.count_prompts`).
 
         Example:
             >>> router.learn_counts({"finance": traffic.count_prompts(prompts, emb, name="finance")})  # doctest: +SKIP
@@ -653,7 +658,7 @@ class Router:
 
     def _learn_groups(self, groups: Mapping[str, Any], *, create_experts: bool) -> Router:
         """``groups``: expert → prompts (lists of str) or → ExpertCounts (precomputed traffic)."""
-        from .labelled import check_labels
+        from ir3de.data.labelled import check_labels
 
         with self._lock:
             self._require_state()
@@ -709,13 +714,13 @@ class Router:
         margin: float | None = None,
         settings: Any = None,
     ) -> ConversationDecision:
-        """Route a multi-turn chat (:func:`ir3de.conversation.route_conversation`): decayed per-turn
+        """Route a multi-turn chat (:func:`ir3de.routing.conversation.route_conversation`): decayed per-turn
         evidence, role weights, stickiness to ``previous_expert``; ``None`` options take ``settings``.
 
         Example:
             >>> router.route_conversation([("user", "Solve 3x = 6"), ("ai", "x = 2"), ("user", "why?")])  # doctest: +SKIP
         """
-        from .conversation import route_conversation
+        from ir3de.routing.conversation import route_conversation
 
         options = {"half_life": half_life, "user_weight": user_weight, "assistant_weight": assistant_weight}
         options.update(include_system=include_system, margin=margin)
@@ -733,7 +738,7 @@ class Router:
     ) -> TuningResult:
         """Set temperature, evidence prior and abstain threshold(s) (per expert with ``per_expert``) so
         that prompts routed, not sent to the fallback ``abstain``, reach ``target_precision`` on the
-        labelled ``held_out`` prompts (:func:`ir3de.tuning.tune`). Returns a ``TuningResult``.
+        labelled ``held_out`` prompts (:func:`ir3de.routing.tuning.tune`). Returns a ``TuningResult``.
 
         Example:
             >>> router.tune(dev, target_precision=0.95, abstain="general").coverage   # doctest: +SKIP

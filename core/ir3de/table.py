@@ -94,7 +94,7 @@ class RouteTable:
         sum_rows: (D+1, V) float64, the mean-logit evidence precomputed per id for one fused lookup:
             rows ``0..D-1`` are ``logits.T`` with the columns of ids that never count set to 0, row
             ``D`` is 1.0 for countable ids. ``sum_rows.take(ids, axis=1).sum(axis=1)`` gives a prompt's
-            summed logits and its number of countable tokens at once (:func:`ir3de.selectors.mean_logits_one`).
+            summed logits and its number of countable tokens at once (:func:`ir3de.routing.selectors.mean_logits_one`).
     """
 
     logits: np.ndarray

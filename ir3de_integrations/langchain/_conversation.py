@@ -58,7 +58,7 @@ def input_messages(input: Any, *, input_key: str = "input") -> list[BaseMessage]
 
 
 def chat_turns(messages: Sequence[BaseMessage]) -> tuple[list[tuple[str, str]], str | None]:
-    """``(role, text)`` turns for :func:`ir3de.conversation.route_conversation`, and the expert of the
+    """``(role, text)`` turns for :func:`ir3de.routing.conversation.route_conversation`, and the expert of the
     last assistant message a routing face answered (``None`` when there is none)."""
     turns = []
     for m in messages:

@@ -15,14 +15,14 @@ from langchain_core.runnables.config import patch_config
 from typing_extensions import Self
 
 from ir3de.errors import InvalidInputError
-from ir3de.feedback import Feedback, RecentRoutes, RoutedCall, user_text
+from ir3de.serving.feedback import Feedback, RecentRoutes, RoutedCall, user_text
 
 from .._conversation import ConversationOptions, route_chat, settings_for
 from ._conversation import METADATA_KEY, chat_turns, input_messages
 from .errors import ExpertInvocationError
 
 if TYPE_CHECKING:
-    from ir3de.experts import Routed
+    from ir3de.serving.registry import Routed
 
     from ._registry import ExpertRegistry
 

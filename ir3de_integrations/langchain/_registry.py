@@ -1,6 +1,6 @@
 """The shared core of the LangChain faces: which text is routed, and the expert registry.
 
-The registry is the core :class:`ir3de.experts.ExpertRegistry` with LangChain runnables as handlers:
+The registry is the core :class:`ir3de.serving.registry.ExpertRegistry` with LangChain runnables as handlers:
 it pairs an :class:`ir3de.Router` with the runnables its expert names stand for and keeps the two
 consistent while experts come and go at run time. No routing math lives here.
 """
@@ -14,7 +14,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 
 from ir3de.errors import InvalidInputError
-from ir3de.experts import ExpertRegistry as CoreExpertRegistry
+from ir3de.serving.registry import ExpertRegistry as CoreExpertRegistry
 
 from ._conversation import input_messages
 
@@ -84,7 +84,7 @@ def _check_runnable(name: str, runnable: object) -> None:
 
 
 class ExpertRegistry(CoreExpertRegistry[Runnable[Any, Any]]):
-    """:class:`ir3de.experts.ExpertRegistry` with LangChain runnables as handlers: a router plus the
+    """:class:`ir3de.serving.registry.ExpertRegistry` with LangChain runnables as handlers: a router plus the
     runnable behind each expert name, consistent under concurrent change (shared by the faces and
     their ``bind_tools``/``with_structured_output`` views).
 

@@ -95,9 +95,9 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
     Args:
         router: a fitted :class:`ir3de.Router`.
         experts: expert name → chat model (or any runnable returning a message or a string).
-        conversation: a :class:`ir3de.conversation.ConversationSettings` (or a dict of its fields);
+        conversation: a :class:`ir3de.routing.conversation.ConversationSettings` (or a dict of its fields);
             default: the measured defaults.
-        session_store: a :class:`ir3de.conversation.SessionStore` (default: one per chat model).
+        session_store: a :class:`ir3de.routing.conversation.SessionStore` (default: one per chat model).
         route_on: legacy: ``"last_user"`` (= ``ConversationSettings.last_message()``) or
             ``"conversation"`` (= ``ConversationSettings.whole()``); other values raise an error
             naming ``conversation``.

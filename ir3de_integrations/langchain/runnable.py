@@ -21,7 +21,7 @@ from .errors import ExpertInvocationError
 
 if TYPE_CHECKING:
     from ir3de import RouteDecision, Router
-    from ir3de.experts import Routed
+    from ir3de.serving.registry import Routed
 
 __all__ = ["RouterRunnable"]
 
@@ -48,8 +48,8 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         router: a fitted :class:`ir3de.Router`.
         experts: expert name → runnable, exactly the router's experts (plus its ``fallback``).
         input_key: for ``dict`` inputs, the key that holds the text (or messages).
-        conversation: a :class:`ir3de.conversation.ConversationSettings` (or a dict of its fields).
-        session_store: a :class:`ir3de.conversation.SessionStore` (default: one per runnable).
+        conversation: a :class:`ir3de.routing.conversation.ConversationSettings` (or a dict of its fields).
+        session_store: a :class:`ir3de.routing.conversation.SessionStore` (default: one per runnable).
         route_on: legacy: ``"last_user"`` or ``"conversation"`` map to equivalent ``conversation``
             settings; other values raise an error naming ``conversation``.
         return_decision: return the decision alongside the output.

@@ -6,7 +6,7 @@ no LLM call) and answered by the chosen expert's LLM. The route is reported in t
 ``additional_kwargs["ir3de_route"]`` and as an :class:`~.events.Ir3deRouteEvent`.
 
 Experts can be added, removed or updated while calls are in flight: the expert → LLM mapping is the
-core :class:`ir3de.experts.ExpertRegistry`, an immutable snapshot swapped together with each router
+core :class:`ir3de.serving.registry.ExpertRegistry`, an immutable snapshot swapped together with each router
 change under a lock, so every call is answered by the LLM of an expert that existed when it was
 routed.
 
@@ -41,12 +41,12 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.llm import LLM, default_completion_to_prompt
 from pydantic import Field, PrivateAttr
 
-from ir3de.conversation import ConversationSettings, SessionStore
 from ir3de.decision import RouteDecision
 from ir3de.errors import InvalidInputError
-from ir3de.experts import ExpertRegistry, Routed
-from ir3de.feedback import Feedback, RecentRoutes, user_text
 from ir3de.router import Router
+from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.serving.feedback import Feedback, RecentRoutes, user_text
+from ir3de.serving.registry import ExpertRegistry, Routed
 
 from .._conversation import ConversationOptions, route_chat, settings_for
 from ._common import DEFAULT_TOP_TOKENS, load_router, route_payload
@@ -67,10 +67,10 @@ class RoutingLLM(LLM):
         llms: ``{expert: LLM}`` — exactly the router's experts (plus its ``fallback`` name when
             one is configured and is not an expert). A mismatch raises one
             :class:`~ir3de.errors.ExpertMismatchError` (an ``ExpertError``) listing both sides.
-        conversation: how chat calls are routed: a :class:`ir3de.conversation.ConversationSettings` (or
+        conversation: how chat calls are routed: a :class:`ir3de.routing.conversation.ConversationSettings` (or
             a dict of its fields; default: the measured defaults) for
             :meth:`ir3de.Router.route_conversation` (decayed earlier turns, role weights, stickiness).
-        session_store: a :class:`ir3de.conversation.SessionStore` (default: one per routing LLM). The
+        session_store: a :class:`ir3de.routing.conversation.SessionStore` (default: one per routing LLM). The
             previous expert of a chat comes from it by a ``session_id=`` call keyword, else by the
             conversation's earlier user messages (so a chat engine's memory keeps its expert).
         route_on: legacy: ``"last_user"`` (= ``ConversationSettings.last_message()``), ``"user"`` or
@@ -164,7 +164,7 @@ class RoutingLLM(LLM):
 
     @property
     def registry(self) -> ExpertRegistry[LLM]:
-        """The router + expert LLMs (the core :class:`ir3de.experts.ExpertRegistry`)."""
+        """The router + expert LLMs (the core :class:`ir3de.serving.registry.ExpertRegistry`)."""
         return self._registry
 
     @property

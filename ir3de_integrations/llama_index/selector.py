@@ -30,9 +30,9 @@ from llama_index.core.tools.types import ToolMetadata
 
 from ir3de.decision import RouteDecision
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError
-from ir3de.experts import fitted_router, handler_names
-from ir3de.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
 from ir3de.router import Router
+from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
+from ir3de.serving.registry import fitted_router, handler_names
 
 from ._common import DEFAULT_TOP_TOKENS, describe_route, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher

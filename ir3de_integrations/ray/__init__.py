@@ -1,7 +1,7 @@
 """Distributed fitting on Ray Data: token statistics of corpora that outgrow one machine.
 
 Counting is embarrassingly parallel and integer counts add exactly, so workers tokenize and count
-their shards (or dataset blocks) with the core's :func:`ir3de.fitting.count_texts` and the driver
+their shards (or dataset blocks) with the core's :func:`ir3de.fitting.pipeline.count_texts` and the driver
 sums the histograms. The result equals a local fit of the same texts, integer for integer; the solve
 and the route table then run on the driver (on its GPU when it has one). Workers also accumulate the
 text-level statistics (text Grams, which need the embedding matrix: it is put in Ray's object store
@@ -10,7 +10,7 @@ once and read zero-copy by every worker); those sum in float64, equal to a local
 Two inputs:
 
 * shard files per expert — ``{"math": ["s3://…/math-*.jsonl"], "code": ["code/*.parquet"]}`` (any
-  format :func:`ir3de.corpus.read_texts` reads: .txt, .jsonl, .json, .csv, .parquet, .gz); every shard is
+  format :func:`ir3de.data.corpus.read_texts` reads: .txt, .jsonl, .json, .csv, .parquet, .gz); every shard is
   one Ray Data row, so a bad shard is named exactly;
 * ``ray.data.Dataset`` s — one with a text column and an expert column, or one dataset per expert.
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ir3de.errors import Ir3deError, MissingDependencyError
-from ir3de.statistics import ExpertCounts, TokenCounter
+from ir3de.fitting.statistics import ExpertCounts, TokenCounter
 
 if TYPE_CHECKING:
     import ray.data
@@ -145,7 +145,7 @@ def _tokenizer_spec(embeddings: TokenEmbeddings, text_statistics: bool) -> dict[
 
 
 def _count_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :func:`ir3de.fitting.count_texts` that count like the driver."""
+    """Keyword arguments of :func:`ir3de.fitting.pipeline.count_texts` that count like the driver."""
     import ray
     import tokenizers
 
@@ -191,8 +191,8 @@ class _ShardCounter:
         self.batch_size = batch_size
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from ir3de.corpus import read_texts
-        from ir3de.fitting import count_texts
+        from ir3de.data.corpus import read_texts
+        from ir3de.fitting.pipeline import count_texts
 
         shard, expert = str(row["shard"]), str(row["expert"])
         try:
@@ -259,7 +259,7 @@ class _BatchCounter:
                     )
                 )
             else:
-                from ir3de.fitting import count_texts
+                from ir3de.fitting.pipeline import count_texts
 
                 for expert in dict.fromkeys(labels.tolist()):
                     chosen = [t for t, e in zip(texts.tolist(), labels.tolist()) if e == expert]
@@ -367,7 +367,7 @@ def count_shards(
         shards: expert → file paths or globs.
         embeddings: the tokenizer to count with (``TokenEmbeddings.default()`` when omitted).
         field: the text field of .jsonl/.json/.csv/.parquet records.
-        whole_file: as in :func:`ir3de.corpus.read_texts` (default: per file type; ``True``: .txt
+        whole_file: as in :func:`ir3de.data.corpus.read_texts` (default: per file type; ``True``: .txt
             files are one text each).
         skip_bad: skip bad shards (listed in the report) instead of raising :class:`ShardError`.
         concurrency: counting actors (default: the cluster's CPUs).
@@ -376,7 +376,7 @@ def count_shards(
             need; ``False`` counts tokens only (enough for ``level="token"``, e.g. the paper preset).
     """
     from ir3de import TokenEmbeddings
-    from ir3de.corpus import expand_paths
+    from ir3de.data.corpus import expand_paths
 
     ray = _ensure_ray(address, None)
     embeddings = embeddings or TokenEmbeddings.default()

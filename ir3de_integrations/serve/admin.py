@@ -3,7 +3,7 @@
 Off unless the gateway config names ``admin_token_env`` and that variable holds a token; every call
 then needs ``Authorization: Bearer <token>`` (else 401). Changes are serialised by the gateway's
 asyncio lock; the slow part (counting texts, re-solving) runs in a worker thread, so the event loop
-keeps serving. Experts change through the core :class:`ir3de.experts.ExpertRegistry`, which changes
+keeps serving. Experts change through the core :class:`ir3de.serving.registry.ExpertRegistry`, which changes
 the router and the expert → upstream map together under its lock while requests route lock-free:
 in-flight requests are never dropped, and a request always gets the upstream of the expert it was
 routed to.
@@ -49,7 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from ir3de.errors import Ir3deError, UnknownExpertError
-from ir3de.experts import ExpertRegistry
+from ir3de.serving.registry import ExpertRegistry
 
 from .config import ConfigError, UpstreamConfig
 from .errors import GatewayError
@@ -61,7 +61,7 @@ __all__ = ["admin_routes", "apply_feedback", "forget_traffic", "traffic_summary"
 def apply_feedback(registry: ExpertRegistry[Any], items: Sequence[tuple[str, str]]) -> dict[str, int]:
     """Learn labelled prompts ``(prompt, expert)`` as traffic; returns how many prompts per expert.
 
-    Learns through the core registry (:meth:`ir3de.experts.ExpertRegistry.learn`), so routing
+    Learns through the core registry (:meth:`ir3de.serving.registry.ExpertRegistry.learn`), so routing
     threads see the router before or after, never a mix.
 
     Example:
@@ -167,8 +167,8 @@ async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def _add_from_pack(registry: ExpertRegistry[Upstream], name: str, handler: Upstream, pack: str) -> None:
     """Add expert ``name`` from a stat pack (folder or Hub repo id) with its upstream, and the
     pack's learned traffic if it carries some, in one solve."""
-    from ir3de import persistence
-    from ir3de.hub import resolve_folder
+    from ir3de.artifacts import folders as persistence
+    from ir3de.artifacts.hub import resolve_folder
 
     data = persistence.load_pack(resolve_folder(pack, kind="stat_pack").folder)
     router = registry.router

@@ -59,7 +59,7 @@ def load_router(source: str) -> Any:
 class Gateway:
     """The gateway's live state: config, router, upstreams, sessions, metrics, HTTP client.
 
-    ``upstreams.registry`` is the core :class:`ir3de.experts.ExpertRegistry` (expert → upstream);
+    ``upstreams.registry`` is the core :class:`ir3de.serving.registry.ExpertRegistry` (expert → upstream);
     change experts through :meth:`change` only (the admin endpoints do), so router and upstreams
     change together — and, with ``state_dir``, every worker follows (:class:`.state.SharedState`).
 

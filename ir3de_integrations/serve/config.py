@@ -11,7 +11,7 @@ A YAML or JSON file (``ir3de serve --config gateway.yaml``), CLI flags, or Pytho
       math: {base_url: "http://127.0.0.1:8001/v1", model: qwen2.5-math, api_key_env: MATH_KEY}
       code: {base_url: "http://127.0.0.1:8002/v1", model: qwen2.5-coder, timeout: 120}
     admin_token_env: IR3DE_ADMIN_TOKEN   # admin endpoints are off unless this is set
-    margin: 0.2                      # conversation routing (ir3de.conversation.ConversationSettings):
+    margin: 0.2                      # conversation routing (ir3de.routing.conversation.ConversationSettings):
     half_life: 2                     # ... half_life, user_weight, assistant_weight, include_system, margin
     session_ttl: 3600                # a session's previous expert is forgotten after this many seconds
     state_dir: ./gateway-state       # several workers/replicas: routing state shared as revisions
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ir3de.conversation import ConversationSettings
 from ir3de.errors import Ir3deError
+from ir3de.routing.conversation import ConversationSettings
 
 __all__ = ["ConfigError", "GatewayConfig", "UpstreamConfig"]
 
@@ -136,8 +136,8 @@ class GatewayConfig:
         max_sessions: conversations remembered for stickiness (least recently written are forgotten).
         session_ttl: seconds a conversation's previous expert is remembered.
         half_life, user_weight, assistant_weight, include_system, margin: the conversation routing
-            options (:class:`ir3de.conversation.ConversationSettings`; unset: the core's defaults).
-        state_dir: a folder shared by every worker (:class:`ir3de.revisions.RevisionStore`): each admin
+            options (:class:`ir3de.routing.conversation.ConversationSettings`; unset: the core's defaults).
+        state_dir: a folder shared by every worker (:class:`ir3de.artifacts.revisions.RevisionStore`): each admin
             change is committed there as a new revision of the router (with the expert → upstream
             map) and every worker switches to the newest one; a restart loads it. When the folder is
             empty, ``router`` and ``experts`` seed it; afterwards the folder is the source of truth

@@ -34,7 +34,7 @@ LOG_LEVEL_ENV = "IR3DE_SERVE_LOG_LEVEL"
 def _setup_logging(log_level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("ir3de.serve", "ir3de.revisions"):
+    for name in ("ir3de.serve", "ir3de.artifacts.revisions"):
         log = logging.getLogger(name)
         log.handlers[:] = [handler]
         log.setLevel(log_level.upper())

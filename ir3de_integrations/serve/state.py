@@ -1,4 +1,4 @@
-"""Routing state shared by several gateway workers through a :class:`ir3de.revisions.RevisionStore`.
+"""Routing state shared by several gateway workers through a :class:`ir3de.artifacts.revisions.RevisionStore`.
 
 With ``state_dir`` in the gateway config, every worker (uvicorn worker, Ray Serve replica, another
 machine on a shared file system) serves the newest revision of one router:
@@ -8,7 +8,7 @@ machine on a shared file system) serves the newest revision of one router:
 * an admin change (add/update/remove an expert, an upstream change, feedback, forgetting traffic,
   tuning thresholds) is applied to the newest revision, committed as the next one with the expert →
   upstream map (no keys: only ``api_key_env``) in its extras, then swapped in locally;
-* a :class:`~ir3de.revisions.RevisionWatcher` thread polls HEAD every ``revision_poll_seconds`` and
+* a :class:`~ir3de.artifacts.revisions.RevisionWatcher` thread polls HEAD every ``revision_poll_seconds`` and
   swaps the worker to a newer revision (router + upstreams in one registry swap, loaded off the event
   loop, reusing the worker's embeddings); it writes the worker's heartbeat on each poll.
 
@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ir3de.artifacts.revisions import Head, Revision, RevisionStore, RevisionWatcher, worker_id
 from ir3de.errors import TokenizerMismatchError
-from ir3de.experts import ExpertRegistry
-from ir3de.revisions import Head, Revision, RevisionStore, RevisionWatcher, worker_id
+from ir3de.serving.registry import ExpertRegistry
 
 from .config import ConfigError, GatewayConfig, UpstreamConfig
 from .upstreams import Upstream, Upstreams
@@ -178,7 +178,7 @@ class LocalState(State):
 
 
 class SharedState(State):
-    """Routing state that follows a :class:`~ir3de.revisions.RevisionStore` (see the module doc)."""
+    """Routing state that follows a :class:`~ir3de.artifacts.revisions.RevisionStore` (see the module doc)."""
 
     def __init__(
         self,

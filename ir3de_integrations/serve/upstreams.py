@@ -1,4 +1,4 @@
-"""Expert name → upstream: the core :class:`ir3de.experts.ExpertRegistry` with upstreams as handlers.
+"""Expert name → upstream: the core :class:`ir3de.serving.registry.ExpertRegistry` with upstreams as handlers.
 
 The registry pairs each expert the router can choose (and the router's own ``fallback``) with its
 :class:`Upstream` and changes both together under its lock; routing through it is lock-free and
@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ir3de.errors import InvalidInputError
-from ir3de.experts import ExpertRegistry, handler_names
+from ir3de.serving.registry import ExpertRegistry, handler_names
 
 from .config import ConfigError, UpstreamConfig
 

@@ -276,7 +276,7 @@ def git_uploads(hub_server: HubServer, hub_env: HubEnv, monkeypatch: pytest.Monk
 @pytest.fixture(scope="session")
 def packs(smollm2: Any, small_corpus: dict[str, list[str]]) -> dict[str, Any]:
     """One stat pack per reasoning4 domain, counted from the same texts as ``paper_router``."""
-    from ir3de.stat_pack import StatPack
+    from ir3de.artifacts.stat_packs import StatPack
 
     descriptions = {"math": "grade-school math word problems (GSM8K)", "code": "Python functions (HumanEval)"}
     return {

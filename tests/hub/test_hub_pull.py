@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ir3de import Router
+from ir3de.artifacts.hub import resolve_router_folder
 from ir3de.errors import ArtifactError
-from ir3de.hub import resolve_router_folder
 
 PROMPTS = [
     "Natalia sold clips to 48 of her friends in April and half as many in May. How many clips in all?",
@@ -158,8 +158,8 @@ def _no_hub_calls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mistyped_router_name_fails_at_once_saying_where_it_looked(hub_env, tmp_path, monkeypatch, capsys):
     """Issue 13.5: a name that cannot be an owner/name repo id is never sent to the Hub (no retries)."""
-    from ir3de.cli import main
-    from ir3de.stat_pack import StatPack
+    from ir3de.artifacts.stat_packs import StatPack
+    from ir3de.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     _no_hub_calls(monkeypatch)
@@ -180,7 +180,7 @@ def test_repo_id_missing_offline_fails_at_once_naming_folder_repo_and_endpoint(
     hub_env, tmp_path, monkeypatch, capsys
 ):
     """Downloads off: only the cache is looked at, and the error names all three places."""
-    from ir3de.cli import main
+    from ir3de.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     hub_env.go_offline()

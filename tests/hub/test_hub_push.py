@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from ir3de import Router, RouterConfig
+from ir3de.artifacts.hub import resolve_router_folder
+from ir3de.artifacts.stat_packs import merge_packs
 from ir3de.errors import ArtifactError
-from ir3de.evaluate import evaluate, record_evaluation
-from ir3de.hub import resolve_router_folder
-from ir3de.stat_pack import merge_packs
+from ir3de.evaluation.evaluate import evaluate, record_evaluation
 
 PROMPTS = [
     "A train travels 60 miles per hour for 3 hours. How far does it go?",

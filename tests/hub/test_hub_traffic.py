@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ir3de import Router
-from ir3de.stat_pack import StatPack, merge_packs
+from ir3de.artifacts.stat_packs import StatPack, merge_packs
 
 
 def test_traffic_goes_through_the_hub(git_uploads, hub_env, paper_router, small_tests, smollm2, tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ir3de import RouterConfig
+from ir3de.artifacts.stat_packs import StatPack, merge_packs
 from ir3de.errors import ArtifactError, ExpertError, TokenizerMismatchError
-from ir3de.stat_pack import StatPack, merge_packs
 
 
 def test_pack_holds_counts_and_never_text(packs, small_corpus, tmp_path):

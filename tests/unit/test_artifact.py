@@ -1,4 +1,4 @@
-"""ir3de.artifact: atomic folder writes, checked reads, typed errors for every broken artifact."""
+"""ir3de.artifacts.format: atomic folder writes, checked reads, typed errors for every broken artifact."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from ir3de.artifact import (
+from ir3de.artifacts.format import (
     CONFIG_FILE,
     FORMAT_VERSION,
     ROUTER_FILE,
@@ -26,7 +26,7 @@ from ir3de.artifact import (
     write_folder_atomically,
 )
 from ir3de.errors import ArtifactError, ArtifactVersionError
-from ir3de.statistics import ExpertCounts
+from ir3de.fitting.statistics import ExpertCounts
 
 
 def listing(folder):

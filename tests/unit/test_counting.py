@@ -1,4 +1,4 @@
-"""ir3de.counting with a real (toy) tokenizer: the counted ids and histograms are the obvious ones."""
+"""ir3de.fitting.counting with a real (toy) tokenizer: the counted ids and histograms are the obvious ones."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ir3de.counting import TextCounter, encode_for_counting
-from ir3de.statistics import TEXT_ROW_MASS, ExpertCounts
+from ir3de.fitting.counting import TextCounter, encode_for_counting
+from ir3de.fitting.statistics import TEXT_ROW_MASS, ExpertCounts
 from paper_oracle import text_level_rows
 
 
@@ -82,7 +82,7 @@ def test_text_gram_matches_the_plain_text_level_rows(
     got = c.result()
     ids = [plain_ids(toy_tokenizer, t) for t in texts]
     x, _, w = text_level_rows([ids], toy_matrix, set(excluded_ids.tolist()), balance=False)
-    # window sums accumulate in the embeddings' float32 (ir3de.statistics._segment_sums)
+    # window sums accumulate in the embeddings' float32 (ir3de.fitting.statistics._segment_sums)
     np.testing.assert_allclose(got.text_gram, (x * w[:, None]).T @ x, rtol=1e-5, atol=1e-6)
     scored = sum(1 for t in ids if set(t) - set(excluded_ids.tolist()))
     assert got.num_scored_texts == scored == len(texts) - 2  # "   " and "<eos> <pad>" have no row

@@ -10,7 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from ir3de.errors import InvalidInputError, UnknownCallError
-from ir3de.feedback import Feedback, RecentRoutes, apply_feedback, user_text
+from ir3de.serving.feedback import Feedback, RecentRoutes, apply_feedback, user_text
 
 
 def test_lru_bound_and_order():

@@ -6,7 +6,7 @@ import ast
 import fnmatch
 from pathlib import Path
 
-from ir3de.model_card import TEMPLATES, render_model_card, render_stat_pack_card
+from ir3de.artifacts.model_card import TEMPLATES, render_model_card, render_stat_pack_card
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_every_template_is_package_data() -> None:
     patterns = ast.literal_eval(line.split("=", 1)[1].strip())
     package = ROOT / "core" / "ir3de"
     templates = sorted(p.relative_to(package).as_posix() for p in TEMPLATES.iterdir())
-    assert templates == ["templates/router_card.md", "templates/stat_pack_card.md"]
+    assert templates == ["artifacts/templates/router_card.md", "artifacts/templates/stat_pack_card.md"]
     missing = [t for t in templates if not any(fnmatch.fnmatch(t, p) for p in patterns)]
     assert not missing, f"not shipped in the wheel (add to [tool.setuptools.package-data]): {missing}"
 

@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from ir3de.artifacts.revisions import (
+    EXTRAS_FILE,
+    Head,
+    RevisionError,
+    RevisionStore,
+    RevisionWatcher,
+    worker_id,
+)
 from ir3de.errors import ArtifactError, InvalidInputError
-from ir3de.revisions import EXTRAS_FILE, Head, RevisionError, RevisionStore, RevisionWatcher, worker_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,7 +121,7 @@ def test_concurrent_commits_from_many_processes_lose_nothing(tmp_path):
         """
         import json, sys
         from pathlib import Path
-        from ir3de.revisions import RevisionStore
+        from ir3de.artifacts.revisions import RevisionStore
         store = RevisionStore(sys.argv[1], keep=3)
         who = sys.argv[2]
         def save_with(changes):

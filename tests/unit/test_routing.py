@@ -1,4 +1,4 @@
-"""ir3de.routing, ir3de.traffic and ir3de.tuning on a toy tokenizer and a random route table: the
+"""ir3de.routing.prompts, ir3de.fitting.traffic and ir3de.routing.tuning on a toy tokenizer and a random route table: the
 single-prompt fast path equals the batch path, the cap is exact, the traffic functions are pure."""
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ir3de import routing, traffic, tuning
 from ir3de.config import RouterConfig
 from ir3de.errors import EmptyPromptError, InvalidInputError
-from ir3de.fitting import ExpertStatistics, RoutingState
-from ir3de.statistics import ExpertCounts
+from ir3de.fitting import traffic
+from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
+from ir3de.fitting.statistics import ExpertCounts
+from ir3de.routing import prompts as routing
+from ir3de.routing import tuning
 from ir3de.table import RouteTable
 
 from .conftest import PAD, VOCAB, WORDS

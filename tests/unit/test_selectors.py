@@ -1,4 +1,4 @@
-"""ir3de.selectors against a naive per-prompt loop: every selector × combiner, ties, empty prompts,
+"""ir3de.routing.selectors against a naive per-prompt loop: every selector × combiner, ties, empty prompts,
 excluded ids, any k, batched or one by one."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from ir3de.selectors import COMBINERS, SELECTORS, select_batch, select_one
+from ir3de.routing.selectors import COMBINERS, SELECTORS, select_batch, select_one
 from ir3de.table import RouteTable
 
 EXCLUDED = {1, 2}

@@ -1,12 +1,12 @@
-"""ir3de.solve against np.linalg.solve, explicit normalisation and the explicit-row GCV."""
+"""ir3de.fitting.solve against np.linalg.solve, explicit normalisation and the explicit-row GCV."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ir3de.solve import RidgePath, column_normalize, gcv_curve, ridge_solve
-from ir3de.statistics import ExpertCounts, expert_gram, ridge_statistics
+from ir3de.fitting.solve import RidgePath, column_normalize, gcv_curve, ridge_solve
+from ir3de.fitting.statistics import ExpertCounts, expert_gram, ridge_statistics
 from paper_oracle import explicit_gcv, paper_fit
 
 
@@ -100,7 +100,7 @@ def test_gcv_with_more_parameters_than_rows_is_infinite():
 @pytest.mark.parametrize("balance", [False, True])
 def test_count_pipeline_equals_the_paper_fit(balance, toy_ids, toy_matrix, vocab_size, excluded_ids):
     """counts -> Grams -> ridge statistics -> solve -> normalise equals the per-token oracle."""
-    from ir3de.statistics import balance_weights
+    from ir3de.fitting.statistics import balance_weights
 
     names = list(toy_ids)
     counts = [ExpertCounts.from_token_ids(toy_ids[d], vocab_size, excluded_ids) for d in names]

@@ -1,4 +1,4 @@
-"""ir3de.statistics against the obvious definitions: histograms, Grams, ridge statistics, text rows."""
+"""ir3de.fitting.statistics against the obvious definitions: histograms, Grams, ridge statistics, text rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ir3de.statistics import (
+from ir3de.fitting.statistics import (
     TEXT_ROW_MASS,
     ExpertCounts,
     TokenCounter,

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from ..errors import EmbeddingSourceError, InvalidInputError
+from ir3de.errors import EmbeddingSourceError, InvalidInputError
+
 from .common import Parts, special_added_ids, tokenizer_id_count
 from .gguf import (
     DEFAULT_GGUF_FILE,

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from ..artifact import write_folder_atomically
+from ir3de.artifacts.format import write_folder_atomically
+
 from .common import tokenizer_id_count
 
 __all__ = ["CACHE_FORMAT", "cache_folder", "cache_root", "read_entry", "write_entry"]

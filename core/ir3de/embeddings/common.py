@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tokenizers
 
-from ..errors import EmbeddingSourceError, MissingDependencyError
+from ir3de.errors import EmbeddingSourceError, MissingDependencyError
 
 __all__ = [
     "Parts",

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 
-from ..errors import EmbeddingSourceError, MissingDependencyError
+from ir3de.errors import EmbeddingSourceError, MissingDependencyError
+
 from . import cache
 from .common import Parts, auto_tokenizer, file_sha256, hf_tokenizer_parts
 

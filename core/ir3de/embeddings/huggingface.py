@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from ..errors import EmbeddingSourceError
+from ir3de.errors import EmbeddingSourceError
+
 from .common import Parts, auto_tokenizer, fast_backend, special_added_ids
 
 __all__ = ["EMBEDDING_TENSOR_NAMES", "load_pretrained", "looks_like_hub_id"]

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmbeddingSourceError
+from ir3de.errors import EmbeddingSourceError
+
 from .common import Parts, hf_tokenizer_parts
 
 __all__ = ["parts_from_model"]

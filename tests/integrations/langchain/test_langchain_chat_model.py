@@ -16,7 +16,7 @@ from lc_helpers import expert_of, fake_expert
 from pydantic import BaseModel
 
 from ir3de.errors import ExpertError
-from ir3de.experts import ExpertRegistry
+from ir3de.serving.registry import ExpertRegistry
 from ir3de_integrations.langchain import ExpertInvocationError, RoutingChatModel
 
 
@@ -142,7 +142,7 @@ def test_failing_expert_is_named(paper_router, make_experts, small_tests):
 
 
 def test_add_expert_on_the_chat_model(fresh_router, make_experts, small_tests):
-    from ir3de.datasets import load_domain
+    from ir3de.data.datasets import load_domain
 
     chat = RoutingChatModel(fresh_router, make_experts(fresh_router.experts))
     medical = load_domain("medical")

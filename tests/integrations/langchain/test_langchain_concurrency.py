@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from ir3de.datasets import load_domain
+from ir3de.data.datasets import load_domain
 from ir3de.errors import ExpertError
 from ir3de_integrations.langchain import RouterRunnable
 

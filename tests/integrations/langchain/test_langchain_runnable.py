@@ -10,8 +10,8 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tracers.context import collect_runs
 from lc_helpers import expert_of, fake_expert
 
-from ir3de.conversation import ConversationSettings
 from ir3de.errors import EmptyPromptError, InvalidInputError, Ir3deError
+from ir3de.routing.conversation import ConversationSettings
 from ir3de_integrations.langchain import ExpertInvocationError, ExpertMismatchError, RouterRunnable
 
 

@@ -13,8 +13,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llamaindex_helpers import RouteEventCollector, TagLLM, tag_of
 
 from ir3de import Router
-from ir3de.conversation import ConversationSettings
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError, UnknownExpertError
+from ir3de.routing.conversation import ConversationSettings
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM, dispatcher, route_payload
 
 

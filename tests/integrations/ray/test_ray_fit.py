@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from ir3de import Router  # noqa: E402
-from ir3de.corpus import read_texts  # noqa: E402
+from ir3de.data.corpus import read_texts  # noqa: E402
 from ir3de_integrations.ray import ShardError, count_dataset, count_shards, fit_router  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def _globs(folder, names=("math", "code", "instructions", "multilingual")):
 
 
 def _local_texts(folder, globs):
-    from ir3de.corpus import expand_paths
+    from ir3de.data.corpus import expand_paths
 
     return {n: list(read_texts(expand_paths(g), field="text")) for n, g in globs.items()}
 
@@ -138,7 +138,7 @@ def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
         "--expert",
         f"multilingual={shard_folder / 'multilingual-*.jsonl'}",
     ]
-    env_cmd = [sys.executable, "-m", "ir3de.cli", "fit", *experts, *common]
+    env_cmd = [sys.executable, "-m", "ir3de.cli.main", "fit", *experts, *common]
     ray_run = subprocess.run(
         [*env_cmd, "--engine", "ray", "-o", str(tmp_path / "ray")], capture_output=True, text=True
     )
@@ -224,7 +224,7 @@ def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, tmp_pa
     object store) hung, the counting pool holding both CPUs so the read tasks never ran (this script
     and data: no result in 150 s and 200 s in two runs before the fix, 26 s after). A separate process,
     so a hang is a timeout, not a stuck suite."""
-    from ir3de.datasets import load_domain
+    from ir3de.data.datasets import load_domain
 
     names = ["math", "code", "instructions", "multilingual"]
     corpus = {n: load_domain(n)[:100] for n in names}

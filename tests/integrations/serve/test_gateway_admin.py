@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from ir3de.datasets import load_domain
+from ir3de.data.datasets import load_domain
 
 TOKEN = "s3cret-admin"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -133,7 +133,7 @@ def test_hot_add_and_remove_under_load_with_zero_failures(admin_gateway, medical
 
 
 def test_add_expert_from_a_stat_pack(admin_gateway, medical_texts, echo_upstreams, smollm2, tmp_path):
-    from ir3de.stat_pack import StatPack
+    from ir3de.artifacts.stat_packs import StatPack
 
     gw, router = admin_gateway
     pack = StatPack.compute("medical", medical_texts[20:], smollm2, description="health", progress=False)

@@ -18,7 +18,7 @@ HAIKU = "Write a haiku about autumn. Your entire response must be in lowercase l
 
 
 def test_flags_override_the_config_file(tmp_path):
-    from ir3de.cli import build_parser
+    from ir3de.cli.main import build_parser
 
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(
@@ -91,7 +91,7 @@ def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", SMOL_KEY="local", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port)],
+        [sys.executable, "-m", "ir3de.cli.main", "serve", "--config", str(config), "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

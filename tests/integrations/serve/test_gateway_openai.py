@@ -180,7 +180,7 @@ def test_metrics_count_decisions_and_routing_time(start_gateway, gateway_router)
 def test_conversation_options_of_the_config_reach_the_core(start_gateway, gateway_router, margin):
     """The gateway's decision is the core's route_conversation with the config's options and the
     session's stored expert; a high margin keeps an ambiguous follow-up with the session's expert."""
-    from ir3de.conversation import ConversationSettings
+    from ir3de.routing.conversation import ConversationSettings
 
     client = _client(start_gateway(margin=margin, half_life=1.0, session_ttl=600))
     first = client.chat.completions.create(

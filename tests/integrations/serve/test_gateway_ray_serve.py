@@ -22,7 +22,7 @@ pytest.importorskip("ray.serve")
 
 from test_gateway_admin import Load
 
-from ir3de.datasets import load_domain
+from ir3de.data.datasets import load_domain
 from ir3de_integrations.serve import GatewayConfig
 from ir3de_integrations.serve.ray_serve import DEPLOYMENT_NAME, gateway_app
 

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from ir3de.cli import build_parser
+from ir3de.cli.main import build_parser
 from ir3de_integrations.serve import ConfigError, GatewayConfig
 from ir3de_integrations.serve.ray_serve import (
     DEPLOYMENT_NAME,

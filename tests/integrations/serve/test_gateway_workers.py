@@ -19,7 +19,7 @@ import pytest
 from gateway_helpers import free_port
 from test_gateway_admin import PROMPTS, Load
 
-from ir3de.datasets import load_domain
+from ir3de.data.datasets import load_domain
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "s3cret-workers"
@@ -232,7 +232,7 @@ def test_a_revision_a_worker_cannot_serve_is_skipped_whole(workers):
     """A revision whose upstream map misses an expert is not half-applied: the worker keeps serving
     the revision before, then moves on to the next good one."""
     from ir3de import Router
-    from ir3de.revisions import RevisionStore
+    from ir3de.artifacts.revisions import RevisionStore
 
     a = workers()
     store = RevisionStore(workers.state)
@@ -303,7 +303,7 @@ def test_several_workers_need_a_state_dir():
     with pytest.raises(ConfigError, match="positive integer"):
         check_workers(config, 0)
     done = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli", "serve", "--router", "r", "--workers", "2"],
+        [sys.executable, "-m", "ir3de.cli.main", "serve", "--router", "r", "--workers", "2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -326,7 +326,7 @@ def _start_server(config: Path, port: int, log: Path) -> subprocess.Popen:
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--workers", "4",
+            [sys.executable, "-m", "ir3de.cli.main", "serve", "--config", str(config), "--workers", "4",
              "--port", str(port), "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

@@ -1,0 +1,519 @@
+"""Router folders and stat-pack folders: what is written, and how it is read back and checked.
+
+The model says how it is saved (in the manner of huggingface_hub's ``ModelHubMixin``):
+:meth:`ir3de.Router.save_pretrained` hands a :class:`RouterData` to :func:`save_router`, and
+:meth:`ir3de.Router.from_pretrained` builds itself from :func:`load_router`. The Hub layer
+(:mod:`ir3de.artifacts.hub`) only moves these folders. This module never imports the router.
+
+Layout: see :mod:`ir3de.artifacts.format` (DESIGN §4). Safetensors + JSON only; writes are atomic.
+
+Example:
+    >>> data = load_router("my-router")                 # doctest: +SKIP
+    >>> data.state.experts, data.config.lam             # doctest: +SKIP
+    (('math', 'code'), 0.1)
+    >>> save_router("copy-of-my-router", data)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ir3de.artifacts import format as artifact
+from ir3de.config import RouterConfig
+from ir3de.errors import ArtifactError, TokenizerMismatchError
+from ir3de.fitting.pipeline import RoutingState
+from ir3de.fitting.statistics import ExpertCounts
+from ir3de.table import RouteTable
+
+__all__ = [
+    "FINGERPRINT_KEYS",
+    "PACK_CONFIG_FILE",
+    "PACK_FORMAT_VERSION",
+    "PackData",
+    "RouterData",
+    "check_fingerprints",
+    "load_pack",
+    "load_router",
+    "pack_config_dict",
+    "read_pack_config",
+    "router_config_dict",
+    "save_pack",
+    "save_router",
+]
+
+PACK_CONFIG_FILE = "stat_pack.json"
+#: 2 added the optional traffic block (learned labelled prompts); version-1 packs still load.
+PACK_FORMAT_VERSION = 2
+#: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
+TRAFFIC_PREFIX = "traffic_"
+FINGERPRINT_KEYS = ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size")
+
+
+def _version() -> str:
+    from ir3de import __version__
+
+    return __version__
+
+
+def _json_bytes(config: Mapping[str, Any]) -> bytes:
+    return (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- routers
+
+
+@dataclass(frozen=True, eq=False)
+class RouterData:
+    """Everything a saved router holds.
+
+    Attributes:
+        config: the router's settings.
+        state: the routing snapshot (experts, route table, weights).
+        counts: expert → statistics, in ``state.experts`` order.
+        descriptions: expert → one-line description.
+        tokenizer: the ``tokenizers.Tokenizer`` routing uses.
+        embedding_source: ``TokenEmbeddings.source`` (to load the matrix again for growing).
+        fingerprint: ``TokenEmbeddings.fingerprint()`` of the tokenizer + matrix it was fitted with.
+        excluded_ids: ids that never count (special tokens).
+        evaluation: figures stored by :func:`ir3de.evaluation.evaluate.record_evaluation`, or ``None``.
+        traffic: expert → learned traffic block, for the experts that have one.
+    """
+
+    config: RouterConfig
+    state: RoutingState
+    counts: Mapping[str, ExpertCounts]
+    descriptions: Mapping[str, str]
+    tokenizer: Any
+    embedding_source: dict[str, Any] | None = None
+    fingerprint: dict[str, Any] | None = None
+    excluded_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    evaluation: dict[str, Any] | None = None
+    traffic: Mapping[str, ExpertCounts] = field(default_factory=dict)
+
+
+def _traffic_entry(block: ExpertCounts | None) -> dict[str, int] | None:
+    if block is None:
+        return None
+    return {"num_prompts": block.num_texts, "num_tokens": block.num_tokens}
+
+
+def router_config_dict(data: RouterData) -> dict[str, Any]:
+    """The ``config.json`` content of a router (without file checksums)."""
+    state = data.state
+    return {
+        "library": "ir3de",
+        "format_version": artifact.FORMAT_VERSION,
+        "library_version": _version(),
+        "experts": [
+            {
+                "name": name,
+                "description": data.descriptions.get(name, ""),
+                "num_texts": data.counts[name].num_texts,
+                "num_tokens": data.counts[name].num_tokens,
+                "num_distinct_tokens": int(data.counts[name].token_ids.size),
+                **({"traffic": _traffic_entry(data.traffic[name])} if name in data.traffic else {}),
+            }
+            for name in state.experts
+        ],
+        "settings": data.config.to_dict(),
+        "text_statistics": artifact.text_statistics_spec(),
+        "vocab_size": state.table.vocab_size,
+        "hidden_size": int(state.weights.shape[0] - 1),
+        "excluded_ids": [int(i) for i in data.excluded_ids],
+        "embedding_source": data.embedding_source,
+        "fingerprint": data.fingerprint,
+        "evaluation": data.evaluation,
+    }
+
+
+def _counts_tensors(counts: list[ExpertCounts], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
+    """CSR counts (+ optional text Grams) of several experts, tensor names prefixed with ``prefix``."""
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum([c.token_ids.size for c in counts], out=offsets[1:])
+    return {
+        f"{prefix}token_ids": np.concatenate([c.token_ids for c in counts]),
+        f"{prefix}counts": np.concatenate([c.counts for c in counts]),
+        f"{prefix}offsets": offsets,
+        f"{prefix}num_texts": np.array([c.num_texts for c in counts], np.int64),
+        **artifact.text_gram_tensors(counts, hidden=hidden, prefix=prefix),
+    }
+
+
+def _statistics_bytes(
+    names: list[str],
+    counts: list[ExpertCounts],
+    hidden: int,
+    traffic: Mapping[str, ExpertCounts] | None = None,
+) -> bytes:
+    """One statistics file (CSR counts + optional text Grams) for experts ``names``, plus their
+    traffic blocks under :data:`TRAFFIC_PREFIX` when any expert has one (``has_traffic``: D flags)."""
+    tensors = _counts_tensors(counts, hidden)
+    if traffic:
+        empty = ExpertCounts.empty()
+        blocks = [traffic.get(n, empty) for n in names]
+        tensors.update(_counts_tensors(blocks, hidden, TRAFFIC_PREFIX))
+        tensors["has_traffic"] = np.array([n in traffic for n in names], np.uint8)
+    return artifact.tensors_to_bytes(
+        tensors, metadata={"format": "ir3de-statistics", "experts": json.dumps(names)}
+    )
+
+
+def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
+    """Write a router folder atomically (a failure leaves any previous artifact intact)."""
+    from ir3de.artifacts.model_card import render_model_card
+
+    state = data.state
+    names = list(state.experts)
+    router_bytes = artifact.tensors_to_bytes(
+        {"logits": state.table.logits, "weights": state.weights, "ridge_solution": state.ridge_solution},
+        metadata={"format": "ir3de-route-table", "experts": json.dumps(names)},
+    )
+    stats_bytes = _statistics_bytes(
+        names, [data.counts[n] for n in names], state.weights.shape[0] - 1, data.traffic
+    )
+    files = {
+        artifact.ROUTER_FILE: router_bytes,
+        artifact.STATISTICS_FILE: stats_bytes,
+        artifact.TOKENIZER_FILE: data.tokenizer.to_str().encode("utf-8"),
+    }
+    config = router_config_dict(data)
+    config["files"] = {
+        name: {"sha256": artifact.file_sha256(content), "size": len(content)}
+        for name, content in files.items()
+    }
+    files[artifact.CONFIG_FILE] = _json_bytes(config)
+    files[artifact.CARD_FILE] = render_model_card(config).encode("utf-8")
+    return artifact.write_folder_atomically(folder, files)
+
+
+def _read_counts(
+    stats: Mapping[str, np.ndarray], names: list[str], vocab: int, hidden: int, where: str, prefix: str = ""
+) -> list[ExpertCounts]:
+    d = len(names)
+    offsets = artifact.expect_shape(stats, f"{prefix}offsets", (d + 1,), where)
+    num_texts = artifact.expect_shape(stats, f"{prefix}num_texts", (d,), where)
+    nnz = int(offsets[-1]) if offsets.size else 0
+    token_ids = artifact.expect_shape(stats, f"{prefix}token_ids", (nnz,), where)
+    counts = artifact.expect_shape(stats, f"{prefix}counts", (nnz,), where)
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise ArtifactError(f"{where}: {prefix}offsets are not a valid CSR index")
+    if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
+        raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
+    grams = artifact.read_text_grams(stats, d, hidden, where, prefix=prefix)
+    what = "traffic" if prefix else "counts"
+    out = []
+    for i, name in enumerate(names):
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        try:
+            out.append(ExpertCounts(token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), grams[i]))
+        except ValueError as e:
+            raise ArtifactError(f"{where}: {what} of expert {name!r} are invalid ({e})") from e
+    return out
+
+
+def _read_traffic(
+    stats: Mapping[str, np.ndarray],
+    names: list[str],
+    vocab: int,
+    hidden: int,
+    where: str,
+    recorded: Mapping[str, Any],
+) -> dict[str, ExpertCounts]:
+    """The traffic blocks of a statistics file (none in files before format 3), checked against the
+    ``traffic`` entries ``recorded`` in the config (expert → {num_prompts, num_tokens})."""
+    if "has_traffic" not in stats:
+        if recorded:
+            raise ArtifactError(
+                f"{where} holds no traffic but the config records traffic for {sorted(recorded)}: the "
+                "statistics file is not the one written with this config"
+            )
+        return {}
+    flags = artifact.expect_shape(stats, "has_traffic", (len(names),), where)
+    blocks = _read_counts(stats, names, vocab, hidden, where, prefix=TRAFFIC_PREFIX)
+    traffic = {n: b for n, b, f in zip(names, blocks, flags) if f}
+    for name in sorted(set(traffic) | set(recorded)):
+        entry = recorded.get(name)
+        block = traffic.get(name)
+        if entry is None or block is None or _traffic_entry(block) != dict(entry):
+            raise ArtifactError(
+                f"{where}: the traffic of expert {name!r} ({_traffic_entry(block)}) does not match the "
+                f"config's record ({entry}); the files were not written together"
+            )
+    return traffic
+
+
+#: Parsed tokenizers by the sha256 of their file (parsing one takes ~0.4 s; many revisions of a
+#: router, loaded one after the other by a serving worker, share one). Tokenizers are used read-only.
+_TOKENIZERS: dict[str, tuple[Any, str]] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+_TOKENIZERS_MAX = 4
+
+
+def _parse_tokenizer(path: Path, data: bytes) -> tuple[Any, str]:
+    """The tokenizer of ``data`` and the sha256 of its canonical text, parsed once per content."""
+    import tokenizers
+
+    key = artifact.file_sha256(data)
+    with _TOKENIZERS_LOCK:
+        cached = _TOKENIZERS.get(key)
+    if cached is not None:
+        return cached
+    try:
+        tokenizer = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:
+        raise ArtifactError(f"{path / artifact.TOKENIZER_FILE} is not a valid tokenizer ({e})") from e
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    parsed = (tokenizer, artifact.file_sha256(tokenizer.to_str().encode("utf-8")))
+    with _TOKENIZERS_LOCK:
+        while len(_TOKENIZERS) >= _TOKENIZERS_MAX:
+            _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+        _TOKENIZERS[key] = parsed
+    return parsed
+
+
+def _read_tokenizer(path: Path, config: Mapping[str, Any], vocab: int) -> Any:
+    data = artifact.read_file_checked(path, artifact.TOKENIZER_FILE, config)
+    tokenizer, tok_sha = _parse_tokenizer(path, data)
+    fingerprint = config.get("fingerprint") or {}
+    if fingerprint.get("tokenizer_sha256") and fingerprint["tokenizer_sha256"] != tok_sha:
+        raise TokenizerMismatchError(
+            f"{path / artifact.TOKENIZER_FILE} is not the tokenizer this router was fitted with "
+            "(its sha256 differs from config.json's fingerprint); restore the original tokenizer.json"
+        )
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > vocab:
+        raise TokenizerMismatchError(
+            f"{path / artifact.TOKENIZER_FILE} has {size} ids but the route table has {vocab} rows: "
+            "the tokenizer does not belong to this table"
+        )
+    return tokenizer
+
+
+def load_router(folder: str | os.PathLike[str]) -> RouterData:
+    """Read and check a router folder written by :func:`save_router`.
+
+    Raises:
+        ArtifactError: missing, truncated or corrupted files, or inconsistent shapes.
+        ArtifactVersionError: written by a newer format version.
+        TokenizerMismatchError: the tokenizer does not match the table.
+    """
+    path = Path(folder)
+    config = artifact.read_config(path)
+    try:
+        experts_meta = config["experts"]
+        names = [e["name"] for e in experts_meta]
+        vocab, hidden = int(config["vocab_size"]), int(config["hidden_size"])
+        settings = RouterConfig.from_dict(config["settings"])
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ArtifactError):
+            raise
+        raise ArtifactError(f"{path / artifact.CONFIG_FILE} is incomplete or malformed ({e!r})") from e
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ArtifactError(f"{path}: config.json lists experts {names}; need at least 2 unique names")
+    d = len(names)
+    where = str(path / artifact.ROUTER_FILE)
+    tensors = artifact.read_tensors(path, artifact.ROUTER_FILE, config)
+    logits = artifact.expect_shape(tensors, "logits", (vocab, d), where)
+    weights = artifact.expect_shape(tensors, "weights", (hidden + 1, d), where)
+    solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
+    stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)
+    counts = _read_counts(stats, names, vocab, hidden, str(path / artifact.STATISTICS_FILE))
+    recorded = {e["name"]: e["traffic"] for e in experts_meta if e.get("traffic") is not None}
+    traffic = _read_traffic(stats, names, vocab, hidden, str(path / artifact.STATISTICS_FILE), recorded)
+    if any(c.text_gram is not None for c in [*counts, *traffic.values()]):
+        artifact.check_text_statistics_spec(config.get("text_statistics"), str(path / artifact.CONFIG_FILE))
+    tokenizer = _read_tokenizer(path, config, vocab)
+    excluded = np.asarray(config.get("excluded_ids", []), np.int64)
+    state = RoutingState(tuple(names), RouteTable.from_logits(logits, excluded), weights, solution)
+    return RouterData(
+        config=settings,
+        state=state,
+        counts=dict(zip(names, counts)),
+        descriptions={m["name"]: m.get("description", "") for m in experts_meta},
+        tokenizer=tokenizer,
+        embedding_source=config.get("embedding_source"),
+        fingerprint=config.get("fingerprint") or None,
+        excluded_ids=excluded,
+        evaluation=config.get("evaluation"),
+        traffic=traffic,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- stat packs
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] + "…" if len(text) > 16 else text
+
+
+def check_fingerprints(
+    expected: Mapping[str, Any] | None, actual: Mapping[str, Any] | None, what: str, against: str
+) -> None:
+    """Raise :class:`TokenizerMismatchError` unless two fingerprints name the same tokenizer + embeddings."""
+    if not expected or not actual:
+        raise TokenizerMismatchError(
+            f"{what} or {against} has no tokenizer/embedding fingerprint, so the statistics cannot be "
+            "checked; re-create it with this version of ir3de"
+        )
+    for key in FINGERPRINT_KEYS:
+        if expected.get(key) != actual.get(key):
+            label = {"tokenizer_sha256": "tokenizer", "embedding_sha256": "embedding matrix"}.get(key, key)
+            raise TokenizerMismatchError(
+                f"{what} was built on a different {label} than {against} ({key} {_short(actual.get(key))} vs "
+                f"{_short(expected.get(key))}): statistics only merge into a router built on the same tokenizer "
+                "and embedding matrix; recompute the pack with those embeddings (`ir3de stats --embeddings ...`)"
+            )
+
+
+def read_pack_config(folder: Path) -> dict[str, Any]:
+    """Read and check ``stat_pack.json``: present, valid JSON, a stat pack, a format version we read."""
+    path = folder / PACK_CONFIG_FILE
+    config = artifact.read_versioned_json(
+        folder,
+        PACK_CONFIG_FILE,
+        what="ir3de stat pack",
+        source_hint="`ir3de stats`",
+        required={"library": "ir3de", "kind": "stat_pack"},
+        max_version=PACK_FORMAT_VERSION,
+    )
+    expert = config.get("expert")
+    fingerprint = config.get("fingerprint")
+    if not isinstance(expert, dict) or not isinstance(expert.get("name"), str) or not expert["name"].strip():
+        raise ArtifactError(f"{path} names no expert (an 'expert' object with a 'name')")
+    if not isinstance(fingerprint, dict) or any(k not in fingerprint for k in FINGERPRINT_KEYS):
+        raise ArtifactError(
+            f"{path} has no complete tokenizer/embedding fingerprint {list(FINGERPRINT_KEYS)}"
+        )
+    for key in ("num_texts", "num_tokens"):
+        if not isinstance(expert.get(key), int):
+            raise ArtifactError(f"{path}: expert.{key} must be an integer")
+    return config
+
+
+@dataclass(frozen=True, eq=False)
+class PackData:
+    """One expert's sufficient statistics plus what they were counted with (a stat pack's content).
+
+    Attributes:
+        name: the expert's name (the router column it becomes).
+        counts: the sparse token histogram (and text Gram).
+        fingerprint: ``TokenEmbeddings.fingerprint()`` of the tokenizer + embeddings used.
+        description: one line about the expert (shown in model cards).
+        embedding_source: the ``TokenEmbeddings.source`` dict, so a merger can load the same matrix.
+        excluded_ids: token ids left out of the counts (special/padding tokens).
+        traffic: the expert's learned traffic (labelled served prompts, counted like the corpus and
+            kept apart from it), or ``None``.
+    """
+
+    name: str
+    counts: ExpertCounts
+    fingerprint: dict[str, Any]
+    description: str = ""
+    embedding_source: dict[str, Any] | None = None
+    excluded_ids: tuple[int, ...] = field(default=())
+    traffic: ExpertCounts | None = None
+
+    def check_compatible(self, fingerprint: Mapping[str, Any] | None, against: str = "the router") -> None:
+        """Raise :class:`TokenizerMismatchError` unless ``fingerprint`` is this pack's tokenizer + embeddings."""
+        check_fingerprints(fingerprint, self.fingerprint, f"stat pack {self.name!r}", against)
+
+
+def pack_config_dict(pack: PackData) -> dict[str, Any]:
+    """The ``stat_pack.json`` content (without file checksums)."""
+    counts = pack.counts
+    return {
+        "library": "ir3de",
+        "kind": "stat_pack",
+        "format_version": PACK_FORMAT_VERSION,
+        "library_version": _version(),
+        "expert": {
+            "name": pack.name,
+            "description": pack.description,
+            "num_texts": counts.num_texts,
+            "num_tokens": counts.num_tokens,
+            "num_distinct_tokens": int(counts.token_ids.size),
+            "has_text_statistics": counts.text_gram is not None,
+            **({"traffic": _traffic_entry(pack.traffic)} if pack.traffic is not None else {}),
+        },
+        "vocab_size": pack.fingerprint.get("vocab_size"),
+        "hidden_size": pack.fingerprint.get("hidden_size"),
+        "embedding_source": pack.embedding_source,
+        "fingerprint": dict(pack.fingerprint),
+        "excluded_ids": list(pack.excluded_ids),
+        "text_statistics": artifact.text_statistics_spec(),
+    }
+
+
+def save_pack(folder: str | os.PathLike[str], pack: PackData) -> Path:
+    """Write a stat pack atomically: ``stat_pack.json``, ``statistics.safetensors`` and its card."""
+    from ir3de.artifacts.model_card import render_stat_pack_card
+
+    traffic = {pack.name: pack.traffic} if pack.traffic is not None else None
+    stats = _statistics_bytes([pack.name], [pack.counts], int(pack.fingerprint["hidden_size"]), traffic)
+    config = pack_config_dict(pack)
+    config["files"] = {artifact.STATISTICS_FILE: {"sha256": artifact.file_sha256(stats), "size": len(stats)}}
+    files = {
+        PACK_CONFIG_FILE: _json_bytes(config),
+        artifact.STATISTICS_FILE: stats,
+        artifact.CARD_FILE: render_stat_pack_card(config).encode("utf-8"),
+    }
+    return artifact.write_folder_atomically(folder, files)
+
+
+def load_pack(folder: str | os.PathLike[str]) -> PackData:
+    """Read and check a stat pack folder written by :func:`save_pack`.
+
+    Raises:
+        ArtifactError: missing, truncated or corrupted files, or inconsistent counts.
+        ArtifactVersionError: written by a newer format version.
+    """
+    folder = Path(folder)
+    config = read_pack_config(folder)
+    where = str(folder / artifact.STATISTICS_FILE)
+    if artifact.STATISTICS_FILE not in (config.get("files") or {}):
+        raise ArtifactError(
+            f"{folder / PACK_CONFIG_FILE} records no size/sha256 for {artifact.STATISTICS_FILE}"
+        )
+    tensors = artifact.read_tensors(folder, artifact.STATISTICS_FILE, config)
+    offsets = artifact.expect_shape(tensors, "offsets", (2,), where)
+    if int(offsets[0]) != 0 or int(offsets[1]) < 0:
+        raise ArtifactError(f"{where}: offsets {offsets.tolist()} are not a valid CSR index")
+    expert = config["expert"]
+    fingerprint = config["fingerprint"]
+    vocab = fingerprint.get("vocab_size")
+    hidden = fingerprint.get("hidden_size")
+    if not isinstance(vocab, int):
+        raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
+    if not isinstance(hidden, int) or hidden < 1:
+        raise ArtifactError(
+            f"{folder / PACK_CONFIG_FILE}: fingerprint.hidden_size must be a positive integer"
+        )
+    (counts,) = _read_counts(tensors, [expert["name"]], vocab, hidden, where)
+    recorded = {expert["name"]: expert["traffic"]} if expert.get("traffic") is not None else {}
+    traffic = _read_traffic(tensors, [expert["name"]], vocab, hidden, where, recorded).get(expert["name"])
+    if counts.text_gram is not None or (traffic is not None and traffic.text_gram is not None):
+        artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
+    if counts.num_texts != expert["num_texts"] or counts.num_tokens != expert["num_tokens"]:
+        raise ArtifactError(
+            f"{where} holds {counts.num_texts} texts / {counts.num_tokens} tokens but "
+            f"{PACK_CONFIG_FILE} records {expert['num_texts']} / {expert['num_tokens']}"
+        )
+    return PackData(
+        expert["name"],
+        counts,
+        dict(fingerprint),
+        str(expert.get("description") or ""),
+        config.get("embedding_source"),
+        tuple(int(i) for i in config.get("excluded_ids") or ()),
+        traffic,
+    )

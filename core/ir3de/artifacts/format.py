@@ -1,0 +1,260 @@
+"""The on-disk router artifact (DESIGN §4): atomic writes, validated reads. Safetensors + JSON only.
+
+A router folder (a local directory or a Hugging Face Hub model repo) holds:
+
+* ``config.json`` — format version, experts, settings, embedding source, fingerprints, and the
+  sha256 and size of every other file;
+* ``router.safetensors`` — ``logits`` (V × D, float32: the route table), ``weights`` ((h+1) × D, the
+  column-normalised weights the table was compiled from) and ``ridge_solution`` (the raw solve);
+* ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
+  ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
+  text Grams (``text_grams``: D × (h+1) × (h+1) float64, ``has_text_gram``: D flags), so a pulled
+  router can grow at either level; learned traffic (labelled served prompts) in the same layout
+  under the prefix ``traffic_``, when any expert has some (format 3);
+* ``tokenizer.json`` — the tokenizer; routing needs nothing else;
+* ``README.md`` — the model card.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "r"
+    >>> write_folder_atomically(folder, {"config.json": b"{}"})
+    >>> sorted(p.name for p in folder.iterdir())
+    ['config.json']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ir3de.errors import ArtifactError, ArtifactVersionError
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT_VERSION",
+    "ROUTER_FILE",
+    "STATISTICS_FILE",
+    "TOKENIZER_FILE",
+    "file_sha256",
+    "read_config",
+    "read_tensors",
+    "tensors_to_bytes",
+    "write_folder_atomically",
+]
+
+#: 2 added the ``level`` setting and the text Grams; version-1 folders (token level) still load.
+#: 3 added learned traffic (``traffic_*`` tensors in the statistics file, a ``traffic`` entry per
+#: expert in ``config.json``, the ``traffic_weight``/``traffic_policy`` settings); version-2 folders
+#: load with no traffic.
+FORMAT_VERSION = 3
+CONFIG_FILE = "config.json"
+ROUTER_FILE = "router.safetensors"
+STATISTICS_FILE = "statistics.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+CARD_FILE = "README.md"
+CHECKED_FILES = (ROUTER_FILE, STATISTICS_FILE, TOKENIZER_FILE)
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensors_to_bytes(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialise numpy arrays with safetensors (no pickle)."""
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=dict(metadata or {}))
+
+
+def write_folder_atomically(folder: str | os.PathLike[str], files: Mapping[str, bytes]) -> Path:
+    """Write ``files`` (name → bytes) as ``folder``, replacing it atomically.
+
+    Everything is written to a sibling temporary folder first; only a complete folder is swapped in.
+    A failure at any point leaves the previous artifact untouched. Entries of an existing folder that
+    are not among ``files`` (a ``.git`` directory, ``.gitattributes``, a user's notes) are carried over.
+    """
+    folder = Path(folder).absolute()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    tmp = folder.parent / f".{folder.name}.tmp-{token}"
+    old = folder.parent / f".{folder.name}.old-{token}"
+    if folder.exists() and not folder.is_dir():
+        raise ArtifactError(f"{folder} exists and is not a folder; choose another path")
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if folder.exists():
+            for entry in folder.iterdir():
+                if entry.name not in files:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.copytree(entry, tmp / entry.name, symlinks=True)
+                    else:
+                        shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+            os.replace(folder, old)
+            try:
+                os.replace(tmp, folder)
+            except BaseException:
+                os.replace(old, folder)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_versioned_json(
+    folder: Path,
+    file_name: str,
+    *,
+    what: str,
+    source_hint: str,
+    required: Mapping[str, str],
+    max_version: int,
+) -> dict[str, Any]:
+    """Read the JSON description of an artifact and check it: the folder exists, the file is there and
+    valid JSON, it carries the ``required`` keys/values, and its integer ``format_version`` is one this
+    library reads. Errors name the file and say how to fix it.
+
+    Args:
+        what: what the folder should be (e.g. "ir3de router"), for messages.
+        source_hint: how such a folder is made (e.g. "save_pretrained"), for messages.
+    """
+    path = folder / file_name
+    if not folder.is_dir():
+        raise ArtifactError(
+            f"{folder} is not a folder; pass a folder written by {source_hint} or a Hub repo id"
+        )
+    if not path.is_file():
+        raise ArtifactError(f"{folder} has no {file_name}; it is not an {what}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-create or re-download the {what}") from e
+    if not isinstance(config, dict) or any(config.get(k) != v for k, v in required.items()):
+        needs = ", ".join(f'"{k}": "{v}"' for k, v in required.items())
+        raise ArtifactError(f"{path} is not an {what} (needs {needs})")
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{path} has no integer format_version")
+    if version > max_version:
+        raise ArtifactVersionError(
+            f"{path} was written in format version {version}, newer than this library reads "
+            f"({max_version}); upgrade with `pip install -U ir3de`"
+        )
+    return config
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read and check a router's ``config.json`` (see :func:`read_versioned_json`)."""
+    return read_versioned_json(
+        folder,
+        CONFIG_FILE,
+        what="ir3de router",
+        source_hint="save_pretrained",
+        required={"library": "ir3de"},
+        max_version=FORMAT_VERSION,
+    )
+
+
+def read_file_checked(folder: Path, name: str, config: Mapping[str, Any]) -> bytes:
+    """Read one artifact file and check it against the size and sha256 recorded in the config."""
+    path = folder / name
+    if not path.is_file():
+        raise ArtifactError(f"{folder} is missing {name}; re-save or re-download the router")
+    data = path.read_bytes()
+    expected = (config.get("files") or {}).get(name)
+    if expected:
+        if len(data) != expected.get("size"):
+            raise ArtifactError(
+                f"{path} has {len(data)} bytes but config.json records {expected.get('size')}: the file is "
+                "truncated or was replaced; re-save or re-download the router"
+            )
+        if file_sha256(data) != expected.get("sha256"):
+            raise ArtifactError(
+                f"{path} does not match the sha256 recorded in config.json: the file is corrupted or was "
+                "replaced; re-save or re-download the router"
+            )
+    return data
+
+
+def read_tensors(folder: Path, name: str, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Load a safetensors file of the artifact as numpy arrays, with a clear error when corrupted."""
+    from safetensors.numpy import load
+
+    data = read_file_checked(folder, name, config)
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own SafetensorError / ValueError types
+        raise ArtifactError(
+            f"{folder / name} is not a readable safetensors file ({e}); re-save or re-download"
+        ) from e
+
+
+def expect_shape(
+    arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], where: str
+) -> np.ndarray:
+    if key not in arrays:
+        raise ArtifactError(f"{where} has no tensor {key!r}")
+    arr = arrays[key]
+    if tuple(arr.shape) != shape:
+        raise ArtifactError(f"{where}: tensor {key!r} has shape {tuple(arr.shape)}, expected {shape}")
+    return arr
+
+
+def text_statistics_spec() -> dict[str, Any]:
+    """How text Grams are defined in this version (recorded in ``config.json``/``stat_pack.json``)."""
+    from ir3de.fitting.statistics import TEXT_WINDOW, WINDOW_WEIGHT
+
+    return {"window": TEXT_WINDOW, "window_weight": WINDOW_WEIGHT}
+
+
+def check_text_statistics_spec(recorded: Any, where: str) -> None:
+    """Refuse text Grams defined otherwise than this version defines them (they would not add up)."""
+    if recorded is not None and recorded != text_statistics_spec():
+        raise ArtifactError(
+            f"{where}: its text statistics were computed with {recorded}, this ir3de computes "
+            f"{text_statistics_spec()}; re-count the texts with this version (or use the ir3de that wrote it)"
+        )
+
+
+def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
+    """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``):
+    ``text_grams`` (D × (h+1) × (h+1), zeros where missing) and ``has_text_gram`` (D, uint8). Empty
+    when no expert has a text Gram (nothing to store). ``prefix`` goes before both names."""
+    if all(c.text_gram is None for c in counts):
+        return {}
+    grams = np.zeros((len(counts), hidden + 1, hidden + 1), np.float64)
+    for i, c in enumerate(counts):
+        if c.text_gram is not None:
+            grams[i] = c.text_gram
+    flags = np.array([c.text_gram is not None for c in counts], np.uint8)
+    return {f"{prefix}text_grams": grams, f"{prefix}has_text_gram": flags}
+
+
+def read_text_grams(
+    arrays: Mapping[str, np.ndarray], num_experts: int, hidden: int, where: str, prefix: str = ""
+) -> list[np.ndarray | None]:
+    """Per-expert text Grams from a statistics file (``None`` for experts without one, or for files
+    written without text statistics); the inverse of :func:`text_gram_tensors`."""
+    if f"{prefix}text_grams" not in arrays and f"{prefix}has_text_gram" not in arrays:
+        return [None] * num_experts
+    grams = expect_shape(arrays, f"{prefix}text_grams", (num_experts, hidden + 1, hidden + 1), where)
+    flags = expect_shape(arrays, f"{prefix}has_text_gram", (num_experts,), where)
+    if grams.dtype != np.float64:
+        raise ArtifactError(f"{where}: tensor '{prefix}text_grams' is {grams.dtype}, expected float64")
+    return [np.array(grams[i]) if flags[i] else None for i in range(num_experts)]

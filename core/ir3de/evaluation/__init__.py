@@ -1,0 +1,1 @@
+"""Evaluating a router through its public API: accuracy reports and plots."""

@@ -1,0 +1,91 @@
+"""Counting a corpus into a token histogram: the one tokenization rule shared by every fitting path.
+
+The local fit, stat packs and distributed (Ray) workers all count through :class:`TextCounter`, so
+their statistics are identical integers for the same texts.
+
+Rules: no special tokens are added (``add_special_tokens=False``); a whitespace-only text counts as a
+text with no token (exactly as a whitespace-only prompt routes as empty); excluded ids (special
+tokens) are dropped. Given the embedding matrix, the counter also accumulates the text-level
+statistics (the Gram of the texts' and their 8-token windows' mean embeddings, see
+:func:`ir3de.fitting.statistics.text_rows`); each text's mean
+is computed on its own, so it does not depend on batching.
+
+Example:
+    >>> from ir3de import TokenEmbeddings                                   # doctest: +SKIP
+    >>> emb = TokenEmbeddings.default()
+    >>> c = TextCounter(emb.tokenizer, emb.vocab_size, emb.excluded_ids)
+    >>> c.add(["Solve 3x + 5 = 11", "   "]); c.result().num_texts
+    2
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ir3de.fitting.statistics import ExpertCounts, TokenCounter, add_text_statistics
+from ir3de.sanitize import clean_text
+
+__all__ = ["TextCounter", "encode_for_counting"]
+
+
+def encode_for_counting(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat int64 ids of ``texts`` as counted, and tokens per text (whitespace-only texts have none)."""
+    encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+    encodings = encode([clean_text(t) if t.strip() else "" for t in texts], add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64)
+    return flat, lengths
+
+
+class TextCounter:
+    """Tokenizes batches of texts and accumulates their histogram.
+
+    Args:
+        tokenizer: a ``tokenizers.Tokenizer``.
+        vocab_size: rows of the embedding matrix (ids must be below it).
+        excluded_ids: ids that never count (special tokens).
+        embedding_matrix: the (V, h) embedding matrix; when given, the result also carries the
+            text-level statistics (``ExpertCounts.text_gram``) that ``level="text"`` routers need.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        excluded_ids: np.ndarray | None = None,
+        embedding_matrix: np.ndarray | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self._counter = TokenCounter(vocab_size, excluded_ids)
+        self._matrix = embedding_matrix
+        self._text_gram: np.ndarray | None = None
+        if embedding_matrix is not None:
+            if embedding_matrix.shape[0] != vocab_size:
+                raise ValueError(
+                    f"the embedding matrix has {embedding_matrix.shape[0]} rows but vocab_size is {vocab_size}"
+                )
+            self._countable = np.ones(vocab_size, bool)
+            self._countable[self._counter._excluded] = False
+            hidden = embedding_matrix.shape[1]
+            self._text_gram = np.zeros((hidden + 1, hidden + 1), np.float64)
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Count one batch of texts (all must be ``str``)."""
+        flat, lengths = encode_for_counting(self.tokenizer, texts)
+        self._counter.add_flat(flat, len(texts))  # checks the id range first
+        if self._text_gram is not None:
+            add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
+
+    @property
+    def num_texts(self) -> int:
+        return self._counter.num_texts
+
+    def result(self) -> ExpertCounts:
+        counts = self._counter.result()
+        if self._text_gram is None:
+            return counts
+        return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, self._text_gram.copy())

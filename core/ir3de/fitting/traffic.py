@@ -1,0 +1,162 @@
+"""Learning from traffic: served prompts with their correct expert, kept as each expert's traffic block.
+
+Traffic is counted exactly like a corpus (the text Gram of the prompts and their token histogram) but
+kept apart from the corpus statistics, weighted by ``config.traffic_weight`` / ``traffic_policy``
+(:func:`ir3de.fitting.statistics.weights_with_traffic`), summarised by :func:`summaries` and taken out again
+by :func:`forget`. Learning costs one count of the prompts, one (h+1)² solve and a table compile: no
+corpus text is re-read. Blocks add exactly, so the same prompts learned in any order or split give the
+same router (up to float64 rounding of the Gram sums), and forgetting all traffic gives back, bit for
+bit, the router from before.
+
+The functions here take and return the experts' statistics
+(:class:`~ir3de.fitting.pipeline.ExpertStatistics`, name → record) and never change their input;
+:class:`ir3de.Router` counts, calls them under its lock and swaps the result in with one solve.
+A label that is not an expert becomes, with ``create_experts``, a new expert whose *corpus* is its
+prompts (an expert needs a corpus to be weighed against; later prompts are traffic).
+
+Example:
+    >>> router.learn(["How do I file my taxes?", "def f(x):"], ["finance", "code"])   # doctest: +SKIP
+    >>> summaries(experts, router.config)["finance"].num_prompts                       # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ir3de.errors import InvalidInputError, UnknownExpertError
+from ir3de.fitting.pipeline import (
+    ExpertStatistics,
+    check_counts,
+    check_expert_name,
+    count_expert,
+    count_texts,
+    traffic_summaries,
+)
+from ir3de.fitting.statistics import ExpertCounts, TrafficSummary
+
+if TYPE_CHECKING:
+    from ir3de.config import RouterConfig
+
+__all__ = ["check_blocks", "check_traffic", "count_learned", "count_prompts", "forget", "learn", "summaries"]
+
+
+def count_prompts(
+    prompts: Iterable[str], embeddings: Any, *, name: str, batch_size: int = 512
+) -> ExpertCounts:
+    """One expert's learned prompts counted as a traffic block: token histogram *and* text Gram
+    (traffic is small, so both levels' statistics are always kept), without a progress bar."""
+    return count_texts(
+        prompts,
+        tokenizer=embeddings.tokenizer,
+        vocab_size=embeddings.vocab_size,
+        excluded_ids=embeddings.excluded_ids,
+        embedding_matrix=embeddings.matrix,
+        name=name,
+        batch_size=batch_size,
+        progress=False,
+    )
+
+
+def count_learned(
+    items: Iterable[str] | ExpertCounts,
+    embeddings: Any,
+    *,
+    name: str,
+    corpus: bool,
+    level: str,
+    batch_size: int = 512,
+    progress: bool | None = False,
+) -> ExpertCounts:
+    """Learned prompts (or their precomputed counts) of one label, counted as the ``corpus`` of a new
+    expert (for a fit at ``level``) or as a traffic block (:func:`count_prompts`), and checked
+    against ``embeddings``."""
+    if isinstance(items, ExpertCounts):
+        counts = items
+    elif corpus:
+        counts = count_expert(
+            embeddings, items, name=name, level=level, batch_size=batch_size, progress=progress
+        )
+    else:
+        counts = count_prompts(items, embeddings, name=name, batch_size=batch_size)
+    if corpus or counts.num_tokens:
+        vocab_size, hidden_size = embeddings.vocab_size, embeddings.hidden_size
+        check_counts(name, counts, vocab_size=vocab_size, hidden_size=hidden_size, level=level)
+    return counts
+
+
+def check_blocks(counts: object) -> dict[str, ExpertCounts]:
+    """Precomputed traffic blocks (``Router.learn_counts``) checked for type: expert name → ExpertCounts."""
+    if not isinstance(counts, Mapping):
+        raise InvalidInputError(
+            f"learn_counts takes a mapping expert name → ExpertCounts, got {type(counts).__name__}"
+        )
+    for name, c in counts.items():
+        check_expert_name(name)
+        if not isinstance(c, ExpertCounts):
+            raise InvalidInputError(
+                f"traffic of expert {name!r} must be ExpertCounts, got {type(c).__name__}"
+            )
+    return dict(counts)
+
+
+def check_traffic(
+    traffic: object, experts: Sequence[str], check: Callable[[str, ExpertCounts], None]
+) -> dict[str, ExpertCounts]:
+    """``traffic`` checked: known ``experts``, :class:`ExpertCounts`, and ``check(name, block)`` (the
+    router's vocabulary and dimension check) for every non-empty block."""
+    if not isinstance(traffic, Mapping):
+        raise InvalidInputError(
+            f"traffic must map expert names to ExpertCounts, got {type(traffic).__name__}"
+        )
+    for name, block in traffic.items():
+        if name not in experts:
+            raise UnknownExpertError(f"traffic for unknown expert {name!r}; experts are {list(experts)}")
+        if not isinstance(block, ExpertCounts):
+            raise InvalidInputError(
+                f"traffic of expert {name!r} must be ExpertCounts, got {type(block).__name__}"
+            )
+        if block.num_tokens:
+            check(name, block)
+    return dict(traffic)
+
+
+def learn(
+    experts: Mapping[str, ExpertStatistics], counted: Mapping[str, ExpertCounts], new: Collection[str]
+) -> dict[str, ExpertStatistics]:
+    """``experts`` after learning ``counted`` (expert → counts of its learned prompts): a name in
+    ``new`` becomes an expert with those counts as its corpus; every other adds them to its traffic
+    block (whose token Gram is then derived again)."""
+    out = dict(experts)
+    for name, delta in counted.items():
+        if name in new:
+            out[name] = ExpertStatistics(delta)
+            continue
+        old = out[name]
+        block = delta if old.traffic is None else old.traffic + delta
+        out[name] = dataclasses.replace(old, traffic=block, traffic_gram=None)
+    return out
+
+
+def forget(experts: Mapping[str, ExpertStatistics], names: Collection[str]) -> dict[str, ExpertStatistics]:
+    """``experts`` without the traffic blocks of ``names``."""
+    return {
+        n: dataclasses.replace(e, traffic=None, traffic_gram=None) if n in names else e
+        for n, e in experts.items()
+    }
+
+
+def summaries(experts: Mapping[str, ExpertStatistics], config: RouterConfig) -> dict[str, TrafficSummary]:
+    """Per expert with traffic: prompts, tokens and the weight the fit gives them under ``config``."""
+    records = list(experts.values())
+    return traffic_summaries(
+        list(experts),
+        [e.counts for e in records],
+        [e.traffic for e in records],
+        level=config.level,
+        balance=config.balance,
+        traffic_weight=config.traffic_weight,
+        traffic_policy=config.traffic_policy,
+    )

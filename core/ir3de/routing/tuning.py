@@ -1,0 +1,131 @@
+"""Calibrate and tune a routing snapshot on labelled held-out prompts: what ``Router.calibrate`` and
+``Router.tune`` compute.
+
+* :func:`calibrate` fits the temperature ``T`` and the evidence prior ``n0`` so that confidence means
+  probability: it minimises the negative log-likelihood of the true experts under
+  ``softmax(evidence · n / (n + n0) / T)`` for prompts of ``n`` countable tokens
+  (:func:`ir3de.routing.calibration.fit_confidence`). Routes never change. Vote shares have no temperature:
+  it needs ``combine="logprob"`` or ``selector="avg"``.
+* :func:`tune` calibrates (skipped for vote shares), then chooses the abstain threshold(s) that
+  route the most prompts at ≥ ``target_precision`` (:func:`ir3de.routing.calibration.choose_thresholds`; one
+  per expert with ``per_expert``). Prompts below the threshold go to the fallback; the routes of
+  confident prompts never change.
+
+Both return the settings to apply (the router applies them with ``configure``) and never change the
+snapshot they read.
+
+Example:
+    >>> settings, result = tune(router.snapshot, router.config, router.tokenizer, dev,   # doctest: +SKIP
+    ...                         0.95, abstain="general")
+    >>> router.configure(**settings); result.precision, result.coverage               # doctest: +SKIP
+    (0.951, 0.83)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ir3de.errors import InvalidInputError
+from ir3de.routing.calibration import TuningResult, choose_thresholds, fit_confidence, labelled_prompts
+from ir3de.routing.prompts import encode_prompts, select
+
+if TYPE_CHECKING:
+    from ir3de.config import RouterConfig
+    from ir3de.fitting.pipeline import RoutingState
+
+__all__ = ["calibrate", "tune"]
+
+
+def _is_vote(config: RouterConfig) -> bool:
+    return config.combine == "vote" and config.selector != "avg"
+
+
+def _fit(
+    state: RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
+    sel = select(state, config, ids, lengths, explain=False)
+    keep = sel.winners >= 0
+    if not keep.any():
+        raise ValueError("calibration needs held-out prompts with countable tokens")
+    return fit_confidence(sel.evidence[keep], sel.num_countable[keep], labels[keep])
+
+
+def calibrate(
+    state: RoutingState, config: RouterConfig, tokenizer: Any, held_out: Mapping[str, Sequence[str]]
+) -> tuple[float, float]:
+    """The temperature and evidence prior that calibrate ``state`` on ``held_out`` (expert → prompts).
+
+    Raises:
+        ValueError: vote shares (no temperature), or no held-out prompt with a countable token.
+    """
+    if _is_vote(config):
+        raise ValueError(
+            "vote shares have no temperature: calibrate with combine='logprob' or selector='avg'"
+        )
+    prompts, labels = labelled_prompts(state.experts, held_out)
+    ids, lengths = encode_prompts(tokenizer, prompts, config.max_tokens)
+    return _fit(state, config, ids, lengths, labels)
+
+
+def tune(
+    state: RoutingState,
+    config: RouterConfig,
+    tokenizer: Any,
+    held_out: Mapping[str, Sequence[str]],
+    target_precision: float = 0.95,
+    *,
+    per_expert: bool = False,
+    abstain: str | None = None,
+) -> tuple[dict[str, Any], TuningResult]:
+    """The settings (temperature, evidence prior, fallback, threshold(s)) that make the prompts routed
+    reach ``target_precision`` on ``held_out``, and what they cost there (a :class:`TuningResult`).
+
+    ``abstain``: the fallback name; needed when ``config`` has no ``fallback``.
+    """
+    fallback = abstain if abstain is not None else config.fallback
+    if fallback is None:
+        raise InvalidInputError(
+            "tune sends prompts below the threshold to a fallback, and this router has none: pass "
+            "abstain='general' (any name) or configure(fallback=...)"
+        )
+    if not isinstance(target_precision, (int, float)) or not 0.0 < target_precision <= 1.0:
+        raise InvalidInputError(f"target_precision must be in (0, 1], got {target_precision!r}")
+    prompts, labels = labelled_prompts(state.experts, held_out)
+    if not prompts:
+        raise InvalidInputError("tune needs labelled held-out prompts; got none")
+    ids, lengths = encode_prompts(tokenizer, prompts, config.max_tokens)
+    settings: dict[str, Any] = {}
+    vote = _is_vote(config)
+    if not vote:
+        temperature, n0 = _fit(state, config, ids, lengths, labels)
+        settings = {"temperature": temperature, "evidence_tokens": n0}
+        config = dataclasses.replace(config, **settings)
+    sel = select(state, config, ids, lengths)
+    routed = sel.winners >= 0
+    conf = np.where(routed, sel.scores[np.arange(len(prompts)), np.maximum(sel.winners, 0)], 0.0)
+    threshold, thresholds, precision, coverage = choose_thresholds(
+        conf,
+        sel.winners == labels,
+        sel.winners,
+        state.experts,
+        float(target_precision),
+        per_expert=per_expert,
+    )
+    settings.update(fallback=fallback, threshold=threshold, thresholds=thresholds)
+    config = dataclasses.replace(config, **settings)
+    result = TuningResult(
+        temperature=None if vote else config.effective_temperature,
+        evidence_tokens=config.effective_evidence_tokens,
+        threshold=threshold,
+        thresholds=thresholds,
+        target_precision=float(target_precision),
+        precision=precision,
+        coverage=coverage,
+        n=len(prompts),
+        fallback=fallback,
+    )
+    return settings, result
