@@ -293,7 +293,7 @@ def run(quick: bool = False, out: Path | None = None, with_litellm: bool = True)
             [sys.executable, "-m", "ir3de_integrations.serve.echo", "--port", str(up_port)], env=env, cwd=ROOT
         )
         procs.append(upstream)
-        gateway_cmd = [sys.executable, "-m", "ir3de.cli.main", "serve", "--router", str(folder), "--port", str(gw_port),
+        gateway_cmd = [sys.executable, "-m", "ir3de.cli", "serve", "--router", str(folder), "--port", str(gw_port),
                        "--log-level", "warning"]  # fmt: skip
         for e in experts:
             gateway_cmd += ["--upstream", f"{e}=http://127.0.0.1:{up_port}/v1"]

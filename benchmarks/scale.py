@@ -45,7 +45,7 @@ TOKEN = "bench-admin-token"
 
 def _serve(folder: Path, state: Path, upstream: int, experts: list[str], workers: int, poll: float) -> tuple:
     port = _free_port()
-    cmd = [sys.executable, "-m", "ir3de.cli.main", "serve", "--router", str(folder), "--port", str(port),
+    cmd = [sys.executable, "-m", "ir3de.cli", "serve", "--router", str(folder), "--port", str(port),
            "--workers", str(workers), "--state-dir", str(state), "--revision-poll-seconds", str(poll),
            "--admin-token-env", "BENCH_ADMIN", "--log-level", "warning"]  # fmt: skip
     for e in experts:

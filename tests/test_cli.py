@@ -65,7 +65,7 @@ def test_route_reads_stdin_and_grows(cli_router, corpus_files, tmp_path):
     )  # fmt: skip
     assert code == 0
     result = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli.main", "route", str(grown), "--json"],
+        [sys.executable, "-m", "ir3de.cli", "route", str(grown), "--json"],
         input="def add(a, b):\n    return a + b\nJohn has 12 apples and gives 5 to Mary. How many apples does John have left?\n",
         capture_output=True,
         text=True,
@@ -104,7 +104,7 @@ def test_cli_errors_are_clear(cli_router, tmp_path, capsys):
 
 def test_quickstart_reaches_paper_accuracy():
     result = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli.main", "quickstart", "--quiet"],
+        [sys.executable, "-m", "ir3de.cli", "quickstart", "--quiet"],
         capture_output=True,
         text=True,
         check=True,
@@ -146,7 +146,7 @@ def test_cookbook_core_recipe(tmp_path, reasoning4):
 def _cli(*args, stdin: bytes | None = None):
     """Run the real `ir3de` command in a subprocess (argv and stdin as raw bytes)."""
     return subprocess.run(
-        [sys.executable, "-m", "ir3de.cli.main", *args], input=stdin, capture_output=True, check=False
+        [sys.executable, "-m", "ir3de.cli", *args], input=stdin, capture_output=True, check=False
     )
 
 

@@ -98,6 +98,35 @@ class _Imports(ast.NodeVisitor):
         for alias in node.names:
             self._add(alias.name)
 
+    def _add_string(self, node: ast.expr) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            target = node.value.partition(":")[0]
+            if target in self.known:
+                self.targets.add(target)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        """``import_module("pkg.mod")`` / ``__import__("pkg.mod")`` import by string."""
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in {"import_module", "__import__", "find_spec"} and node.args:
+            self._add_string(node.args[0])
+        self.generic_visit(node)
+
+    def visit_Tuple(self, node: ast.Tuple | ast.List | ast.Set) -> None:
+        """A table of module names (e.g. the commands to import) imports each of them by string."""
+        names = [e for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        if (
+            names
+            and len(names) == len(node.elts)
+            and all(e.value.partition(":")[0] in self.known for e in names)
+        ):
+            for e in names:
+                self._add_string(e)
+        self.generic_visit(node)
+
+    visit_List = visit_Tuple
+    visit_Set = visit_Tuple
+
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
             base = self.package.split(".")
@@ -173,7 +202,8 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_graph_sees_imports_inside_functions_and_skips_type_checking() -> None:
     graph = import_graph()
-    assert "ir3de.router" in graph["ir3de.cli.main"]  # imported inside command functions only
+    assert "ir3de.router" in graph["ir3de.cli.route"]  # imported inside command functions only
+    assert "ir3de.cli.route" in graph["ir3de.cli.main"]  # the command table, imported by string
     assert "ir3de.router" not in graph["ir3de"]  # the package re-exports lazily (TYPE_CHECKING)
     assert "ir3de.fitting.counting" in graph["ir3de.fitting.pipeline"]
 
@@ -191,9 +221,65 @@ def test_no_import_cycle() -> None:
 
 def test_every_module_is_in_a_layer() -> None:
     modules = [m for m in import_graph() if m.startswith("ir3de.")]
-    top = {"ir3de.cli", "ir3de.cli.main", "ir3de.cli.hub", "ir3de.cli.evaluate", "ir3de.cli.learn"}
-    unplaced = sorted(m for m in modules if _layer(m) == len(LAYERS) and m not in top)
+    unplaced = sorted(
+        m
+        for m in modules
+        if _layer(m) == len(LAYERS) and not (m == "ir3de.cli" or m.startswith("ir3de.cli."))
+    )
     assert not unplaced, f"place these modules in LAYERS: {unplaced}"
+
+
+def test_the_core_never_names_the_integrations() -> None:
+    """No module under core/ imports ``ir3de_integrations`` (directly, by string or in a comment):
+    integration commands and engines reach the ``ir3de`` command through entry points."""
+    graph = import_graph()
+    edges = sorted(
+        f"{m} -> {t}"
+        for m, ts in graph.items()
+        if m.startswith("ir3de") and not m.startswith("ir3de_")
+        for t in ts
+        if t.startswith("ir3de_integrations")
+    )
+    assert not edges, edges
+    named = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted(PACKAGES["ir3de"].rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "ir3de_integrations" in line
+    ]
+    assert not named, f"core modules that name ir3de_integrations: {named}"
+
+
+def test_the_string_import_check_sees_a_planted_string_import() -> None:
+    visitor = _Imports("ir3de.cli.main", False, set(_modules()))
+    visitor.visit(ast.parse('importlib.import_module("ir3de_integrations.serve.cli")'))
+    assert visitor.targets == {"ir3de_integrations.serve.cli"}
+    visitor = _Imports("ir3de.cli.main", False, set(_modules()))
+    visitor.visit(ast.parse('COMMANDS = ("ir3de.cli.fit", "ir3de_integrations.ray.cli:fit_on_ray")'))
+    assert visitor.targets == {"ir3de.cli.fit", "ir3de_integrations.ray.cli"}
+
+
+def _entry_points() -> dict[str, dict[str, str]]:
+    """``[project.entry-points.GROUP]`` tables of pyproject.toml: group → name → ``module:attr``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return project.get("entry-points", {})
+
+
+def test_entry_points_name_real_functions_of_the_integrations() -> None:
+    groups = _entry_points()
+    assert set(groups) >= {"ir3de.commands", "ir3de.fit_engines"}
+    modules = _modules()
+    for group, targets in groups.items():
+        for name, target in targets.items():
+            module, _, attr = target.partition(":")
+            assert module.startswith("ir3de_integrations."), f"{group}.{name}: {target}"
+            tree = ast.parse(modules[module].read_text(encoding="utf-8"))
+            defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            assert attr in defined, f"{group}.{name}: {module} defines no {attr}"
 
 
 def test_arrows_point_down() -> None:

@@ -78,7 +78,7 @@ def test_pull_then_route_offline_in_a_fresh_process(hub_server, hub_env, paper_r
         "HF_ENDPOINT": "http://127.0.0.1:9",
     }
     routed = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli.main", "route", "ir3de-test/subprocess", prompt, "--json"],
+        [sys.executable, "-m", "ir3de.cli", "route", "ir3de-test/subprocess", prompt, "--json"],
         env=env,
         capture_output=True,
         text=True,

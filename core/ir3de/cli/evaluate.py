@@ -1,9 +1,4 @@
-"""The ``ir3de eval`` and ``ir3de tune`` commands: the routing report of a saved router on labelled
-held-out prompts, and tuning it to a target precision.
-
-``ir3de tune`` reads a labelled file (JSONL, CSV or Parquet with a text column and a label column,
-the label an expert name) and re-saves the router in place (or to ``--output``) with the chosen
-temperature, evidence prior and threshold(s).
+"""``ir3de eval``: the routing report of a saved router on labelled held-out prompts.
 
 Examples::
 
@@ -11,8 +6,6 @@ Examples::
     ir3de eval my-router --suite reasoning4 --k-sweep --lam-sweep 1e-3,1e-2,1e-1 --plots plots/
     ir3de eval my-router --suite reasoning4 --json > report.json
     ir3de eval my-router --suite reasoning4 --record     # store the figures in the router's model card
-    ir3de tune my-router dev.jsonl --target-precision 0.95 --abstain general
-    ir3de tune my-router dev.csv --text-field prompt --label-field expert --per-expert --json
 """
 
 from __future__ import annotations
@@ -23,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ir3de.data.labelled import read_labelled
+from ir3de.cli.options import CliUsageError, add_corpus_arguments, expert_texts
 from ir3de.errors import InvalidInputError, UnknownExpertError
 
-__all__ = ["cmd_eval", "cmd_tune", "register"]
+__all__ = ["cmd_eval", "register"]
 
 
 def _parse_lams(value: str) -> list[float]:
@@ -42,13 +35,11 @@ def _parse_lams(value: str) -> list[float]:
 
 
 def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
-    from ir3de.cli.main import CliUsageError, _expert_texts
-
     labelled = getattr(args, "labelled", None)  # --labelled FILE: added by ir3de.cli.learn
     if args.suite and (args.expert or labelled):
         raise CliUsageError("give either --suite or --expert NAME=FILE / --labelled FILE, not both")
     if args.expert or labelled:
-        return _expert_texts(args), "user-provided held-out prompts"
+        return expert_texts(args), "user-provided held-out prompts"
     if not args.suite:
         raise CliUsageError("give test prompts with --expert NAME=FILE (repeat) or --suite NAME")
     from ir3de.data.datasets import CROSS_SOURCE, SUITES, load_cross_source, load_suite
@@ -122,71 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
-    """Run ``ir3de tune``; returns the exit status."""
-    from ir3de.router import Router
-
-    router = Router.from_pretrained(args.router, device="cpu")
-    held_out = read_labelled(args.file, text_field=args.text_field, label_field=args.label_field).by_label()
-    unknown = sorted(set(held_out) - set(router.experts))
-    if unknown:
-        raise UnknownExpertError(
-            f"{args.file} has labels {unknown} that are not experts of the router; its experts are "
-            f"{router.experts}"
-        )
-    if not 0.0 < args.target_precision <= 1.0:
-        raise InvalidInputError(f"--target-precision must be in (0, 1], got {args.target_precision}")
-    result = router.tune(
-        held_out, target_precision=args.target_precision, per_expert=args.per_expert, abstain=args.abstain
-    )
-    saved = router.save_pretrained(args.output or args.router)
-    out = {"router": str(saved), "file": str(args.file), **result.to_dict()}
-    if args.json:
-        print(json.dumps(out, ensure_ascii=False))
-        return 0
-    temperature = "-" if result.temperature is None else f"{result.temperature:.4g}"
-    print(f"tuned {args.router} on {result.n} labelled prompts of {args.file}")
-    print(f"  temperature {temperature}, evidence prior {result.evidence_tokens:.3g}")
-    if result.thresholds is not None:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in result.thresholds.items())
-        print(f"  thresholds per expert: {shown}")
-    else:
-        print(f"  threshold {result.threshold:.4f}")
-    print(
-        f"  precision {result.precision:.4f} (target {result.target_precision}) at coverage "
-        f"{result.coverage:.4f}; the rest go to {result.fallback!r}"
-    )
-    print(f"saved to {saved}")
-    return 0
-
-
-def _register_tune(subparsers: Any) -> None:
-    """Add ``ir3de tune`` to the ``ir3de`` command's subparsers."""
-    p = subparsers.add_parser(
-        "tune",
-        help="choose temperature and abstain threshold(s) of a saved router for a target precision",
-        description="Tune a saved router on a labelled file (JSONL/CSV/Parquet: text and label columns) so "
-        "that the prompts it routes reach the target precision; the rest go to the fallback.",
-    )
-    p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained)")
-    p.add_argument("file", help="labelled held-out prompts: .jsonl, .csv or .parquet")
-    p.add_argument("--target-precision", type=float, default=0.95, help="default 0.95")
-    p.add_argument("--per-expert", action="store_true", help="one threshold per expert")
-    p.add_argument("--abstain", help="fallback name for prompts below the threshold (if the router has none)")
-    p.add_argument(
-        "--text-field", default="text", help="column (or field path) of the prompt (default: text)"
-    )
-    p.add_argument(
-        "--label-field", default="label", help="column (or field path) of the expert (default: label)"
-    )
-    p.add_argument("--output", "-o", help="save the tuned router here instead of in place")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_tune)
-
-
 def register(subparsers: Any) -> None:
-    """Add ``ir3de eval`` (and ``ir3de tune``) to the ``ir3de`` command's subparsers."""
-    from ir3de.cli.main import _add_corpus_arguments
+    """Add ``ir3de eval`` to the ``ir3de`` command's subparsers."""
 
     p = subparsers.add_parser(
         "eval",
@@ -195,7 +123,7 @@ def register(subparsers: Any) -> None:
         description="Evaluate a saved router on labelled held-out prompts (files per expert or a public suite).",
     )
     p.add_argument("router", help="router folder (written by ir3de fit / save_pretrained) or Hub repo id")
-    _add_corpus_arguments(p)
+    add_corpus_arguments(p)
     p.add_argument(
         "--suite",
         help="evaluate on the test side of a public suite: reasoning4, five, or a cross-source check "
@@ -218,4 +146,3 @@ def register(subparsers: Any) -> None:
     p.add_argument("--record", action="store_true", help="store the figures in the router and re-save it")
     p.add_argument("--device", default="cpu", help="device for the λ sweep's table compilation")
     p.set_defaults(func=cmd_eval)
-    _register_tune(subparsers)

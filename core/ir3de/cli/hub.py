@@ -17,6 +17,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ir3de.cli.options import (
+    add_corpus_arguments,
+    add_settings_arguments,
+    descriptions,
+    expert_texts,
+    load_embeddings,
+    router_settings,
+)
+
 __all__ = ["register"]
 
 _TOKEN_HELP = "Hub token (default: HF_TOKEN or the stored `hf auth login` token)"
@@ -40,16 +49,15 @@ def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from ir3de.artifacts.stat_packs import StatPack
-    from ir3de.cli.main import _descriptions, _expert_texts, _load_embeddings
 
-    texts = _expert_texts(args)
+    texts = expert_texts(args)
     if len(texts) != 1:
         raise SystemExit(
             f"ir3de: error: a stat pack holds one expert; got {sorted(texts)} (run `ir3de stats` once per expert)"
         )
     ((name, corpus),) = texts.items()
-    description = _descriptions(args).get(name, "")
-    emb = _load_embeddings(args.embeddings)
+    description = descriptions(args).get(name, "")
+    emb = load_embeddings(args.embeddings)
     pack = StatPack.compute(name, corpus, emb, description=description, progress=not args.quiet)
     out = pack.save_pretrained(args.output)
     print(
@@ -61,24 +69,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from ir3de.artifacts.stat_packs import merge_packs
-    from ir3de.cli.main import _load_embeddings, _router_settings
     from ir3de.router import Router, RouterConfig
 
     hub = _hub_kwargs(args)
     pack_hub = {k: v for k, v in hub.items() if k != "revision"}  # --revision is the router's (--into)
     if args.into:
         router = Router.from_pretrained(args.into, device=args.device, progress=not args.quiet, **hub)
-        router.configure(**_router_settings(args))
+        router.configure(**router_settings(args))
         merge_packs(args.packs, router=router, hub_kwargs=pack_hub)
     else:
         router = merge_packs(
             args.packs,
-            embeddings=_load_embeddings(args.embeddings) if args.embeddings else None,
+            embeddings=load_embeddings(args.embeddings) if args.embeddings else None,
             config=RouterConfig.paper() if args.preset == "paper" else RouterConfig(),
             device=args.device,
             progress=not args.quiet,
             hub_kwargs=pack_hub,
-            **_router_settings(args),
+            **router_settings(args),
         )
     out = router.save_pretrained(args.output)
     sizes = ", ".join(
@@ -108,13 +115,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``stats``, ``merge``, ``push`` and ``pull`` to the ``ir3de`` command."""
-    from ir3de.cli.main import _add_corpus_arguments, _add_settings_arguments
-
     hub = _hub_arguments()
     p = subparsers.add_parser(
         "stats", help="count one expert's corpus into a stat pack (no text, no weights)"
     )
-    _add_corpus_arguments(p)
+    add_corpus_arguments(p)
     p.add_argument(
         "--embeddings",
         default="default",
@@ -129,7 +134,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("packs", nargs="+", help="stat pack folders or Hub repo ids")
     p.add_argument("--into", help="add the packs to this router (folder or Hub repo id) instead of a new one")
-    _add_settings_arguments(p)
+    add_settings_arguments(p)
     p.add_argument("--embeddings", help="embeddings to use (default: the source recorded in the packs)")
     p.add_argument("--preset", choices=["default", "paper"], default="default")
     p.add_argument("--device", default="auto")

@@ -105,7 +105,7 @@ def cmd_forget_traffic(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``ir3de learn`` and ``ir3de forget-traffic``, and ``--labelled`` to ``fit``, ``add-expert``
-    and ``eval`` (which read the labelled files through ``ir3de.cli.main._expert_texts``)."""
+    and ``eval`` (which read the labelled files through ``ir3de.cli.options.expert_texts``)."""
     for command in ("fit", "add-expert", "eval"):
         parser = subparsers.choices.get(command)
         if parser is not None:

@@ -11,7 +11,7 @@ LLM, an upstream config of the gateway. :class:`ExpertRegistry` pairs each of th
 * :meth:`ExpertRegistry.route` returns the decision with the handler of the expert it names, both
   taken from one router state, lock-free (see :meth:`ExpertRegistry.route_with` for how).
 
-Nothing here imports a framework; the adapters in ``ir3de_integrations`` and the gateway build on it.
+Nothing here imports a framework; the framework adapters and the gateway build on it.
 
 Example:
     >>> registry = ExpertRegistry(router, {"math": "http://math:8000", "code": "http://code:8000"})  # doctest: +SKIP

@@ -138,7 +138,7 @@ def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
         "--expert",
         f"multilingual={shard_folder / 'multilingual-*.jsonl'}",
     ]
-    env_cmd = [sys.executable, "-m", "ir3de.cli.main", "fit", *experts, *common]
+    env_cmd = [sys.executable, "-m", "ir3de.cli", "fit", *experts, *common]
     ray_run = subprocess.run(
         [*env_cmd, "--engine", "ray", "-o", str(tmp_path / "ray")], capture_output=True, text=True
     )

@@ -91,7 +91,7 @@ def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", SMOL_KEY="local", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ir3de.cli.main", "serve", "--config", str(config), "--port", str(port)],
+        [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

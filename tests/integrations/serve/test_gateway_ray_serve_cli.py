@@ -44,7 +44,7 @@ def test_ir3de_serve_ray_two_replicas_then_sigterm(tmp_path, gateway_router_fold
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "core"), str(ROOT)]),
            "IR3DE_ADMIN_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
-    cmd = [sys.executable, "-m", "ir3de.cli.main", "serve", "--config", str(config), "--ray", "--replicas", "2",
+    cmd = [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--ray", "--replicas", "2",
            "--replica-cpus", "0.5", "--port", str(port)]  # fmt: skip
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:

@@ -303,7 +303,7 @@ def test_several_workers_need_a_state_dir():
     with pytest.raises(ConfigError, match="positive integer"):
         check_workers(config, 0)
     done = subprocess.run(
-        [sys.executable, "-m", "ir3de.cli.main", "serve", "--router", "r", "--workers", "2"],
+        [sys.executable, "-m", "ir3de.cli", "serve", "--router", "r", "--workers", "2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -326,7 +326,7 @@ def _start_server(config: Path, port: int, log: Path) -> subprocess.Popen:
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ir3de.cli.main", "serve", "--config", str(config), "--workers", "4",
+            [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--workers", "4",
              "--port", str(port), "--log-level", "warning"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
