@@ -361,3 +361,25 @@ def test_router_is_a_thin_facade():
         and node.attr not in {"ndarray", "dtype", "zeros", "asarray", "int64", "float32", "float64"}
     ]
     assert not math, f"router.py computes with numpy/torch at {math}: put the math in a module below it"
+
+
+@pytest.mark.parametrize("old", ["statistics", "experts", "persistence", "stat_pack"])
+def test_old_flat_module_paths_still_import_with_a_deprecation_warning(old) -> None:
+    import importlib
+
+    import ir3de
+
+    new = importlib.import_module(f"ir3de.{ir3de.MOVED_MODULES[old]}")
+    sys.modules.pop(f"ir3de.{old}", None)
+    with pytest.warns(DeprecationWarning, match=f"ir3de.{old} moved to {new.__name__}"):
+        moved = importlib.import_module(f"ir3de.{old}")
+    assert moved is new
+
+
+def test_every_moved_module_path_names_a_real_module() -> None:
+    import ir3de
+
+    modules = _modules()
+    missing = {old: new for old, new in ir3de.MOVED_MODULES.items() if f"ir3de.{new}" not in modules}
+    assert not missing
+    assert not [old for old in ir3de.MOVED_MODULES if f"ir3de.{old}" in modules]  # no shadowed alias
