@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ir3de.errors import InvalidInputError, MissingDependencyError
+from ir3de.errors import InvalidInputError, require
 
 if TYPE_CHECKING:
     from ir3de.evaluation.evaluate import EvaluationReport
@@ -33,12 +33,7 @@ __all__ = ["plot_confusion", "plot_k_sweep", "plot_lam_sweep", "plot_precision_c
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependencyError(
-            "plots need matplotlib, which is not installed; install it with: pip install matplotlib"
-        ) from None
+    matplotlib = require("matplotlib", "plots", "pip install matplotlib")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
