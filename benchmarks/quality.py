@@ -140,7 +140,7 @@ def markdown(cal: dict[str, Any], abst: list[dict[str, float]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ir3de import TokenEmbeddings
     from ir3de.data.datasets import CROSS_SOURCE, load_cross_source, load_suite
-    from ir3de.routing.calibration import plot_reliability
+    from ir3de.evaluation.plots import plot_reliability
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")

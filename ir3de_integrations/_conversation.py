@@ -25,8 +25,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ir3de.errors import InvalidInputError
-from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.routing.conversation import ConversationSettings
 from ir3de.serving.registry import ExpertRegistry, Routed
+from ir3de.serving.sessions import SessionStore
 
 __all__ = [
     "LEGACY_ROUTE_ON",
@@ -103,7 +104,7 @@ class ConversationOptions:
     def __init__(self, settings: ConversationSettings, store: SessionStore | None = None) -> None:
         if store is not None and not isinstance(store, SessionStore):
             raise InvalidInputError(
-                f"session_store must be an ir3de.routing.conversation.SessionStore, got {type(store).__name__}"
+                f"session_store must be an ir3de.serving.sessions.SessionStore, got {type(store).__name__}"
             )
         self.settings = settings
         self.store = store if store is not None else SessionStore()
@@ -151,7 +152,7 @@ def route_chat(
     snapshot (an expert removed meanwhile never leaves a decision without its handler). The previous
     expert: the session's stored one (by ``session_id``), else ``history_expert``, else the one stored
     for the conversation's earlier user messages. With ``remember`` the final decision is stored for the
-    session (read, route and write under the session's lock, as :func:`ir3de.routing.conversation.route_session`
+    session (read, route and write under the session's lock, as :func:`ir3de.serving.sessions.route_session`
     does) and for the conversation so far; ``route_with`` may run the routing more than once, so the
     store is written only here, once, after it returns. Fallback routes are not remembered.
     """

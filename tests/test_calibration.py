@@ -7,7 +7,8 @@ import pytest
 
 from ir3de import Router
 from ir3de.evaluation.evaluate import labelled_prompts
-from ir3de.routing.calibration import abstain_curve, calibration_report, plot_reliability
+from ir3de.evaluation.plots import plot_reliability
+from ir3de.routing.calibration import abstain_curve, calibration_report
 from plot_checks import captured_figures, check_png, line_data
 
 

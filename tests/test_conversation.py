@@ -1,4 +1,5 @@
-"""Conversation routing (ir3de.routing.conversation): the fast path against a plain oracle, errors, sessions."""
+"""Conversation routing (ir3de.routing.conversation): the fast path against a plain oracle, errors, and
+sessions (ir3de.serving.sessions)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from ir3de.errors import EmptyPromptError, MessageError
 from ir3de.routing.conversation import (
     ConversationDecision,
     ConversationSettings,
-    SessionStore,
     normalize_messages,
     route_conversation,
-    route_session,
     turn_weights,
 )
+from ir3de.serving.sessions import SessionStore, route_session
 
 FOLLOW_UPS = [
     "thanks! can you make it shorter?",

@@ -41,7 +41,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "router",
         # above Router, public API only
         "artifacts.stat_packs evaluation.evaluate evaluation.plots serving.registry cli.progress "
-        "serving.feedback",
+        "serving.feedback serving.sessions",
     )
 )
 

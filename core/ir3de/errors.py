@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class Ir3deError(Exception):
     """Base class of every error raised by ir3de."""
@@ -22,6 +25,34 @@ class Ir3deError(Exception):
 
 class MissingDependencyError(Ir3deError, ImportError):
     """An optional package (or a data package) is needed and not installed; the message says the command."""
+
+
+def require(module: str, purpose: str, install: str) -> ModuleType:
+    """Import the optional ``module``, or raise :class:`MissingDependencyError` saying what needs it and
+    the command that installs it (the one lazy import of an optional dependency, core and adapters).
+
+    Args:
+        module: the dotted module to import (``"pyarrow.parquet"``, ``"ray.data"``).
+        purpose: what needs it, the subject of the message (``"reading .parquet files"``).
+        install: the command that installs it (``"pip install 'ir3de[ray]'"``).
+
+    Example:
+        >>> require("json", "reading JSON", "nothing: it ships with Python").__name__
+        'json'
+        >>> try:
+        ...     require("no_such_module", "the demo", "pip install no-such-module")
+        ... except MissingDependencyError as e:
+        ...     print(e)
+        the demo needs no_such_module, which is not installed (No module named 'no_such_module'); install it with: pip install no-such-module
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if isinstance(e, MissingDependencyError):
+            raise
+        raise MissingDependencyError(
+            f"{purpose} needs {module}, which is not installed ({e}); install it with: {install}"
+        ) from e
 
 
 class EmbeddingSourceError(Ir3deError, ValueError):

@@ -17,19 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-try:
-    import langchain_core  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    from ir3de.errors import MissingDependencyError
+from ir3de.errors import require
 
-    raise MissingDependencyError(
-        "ir3de_integrations.langchain needs langchain-core: pip install 'ir3de[langchain]'"
-    ) from e
+require("langchain_core", "ir3de_integrations.langchain", "pip install 'ir3de[langchain]'")
 
-from ._registry import ExpertRegistry, input_text, messages_text
-from .chat_model import RoutingChatModel
-from .errors import ExpertInvocationError, ExpertMismatchError
-from .runnable import RouterRunnable
+from ._registry import ExpertRegistry, input_text, messages_text  # noqa: E402 (after the check)
+from .chat_model import RoutingChatModel  # noqa: E402
+from .errors import ExpertInvocationError, ExpertMismatchError  # noqa: E402
+from .runnable import RouterRunnable  # noqa: E402
 
 if TYPE_CHECKING:
     from .router_chain import Ir3deRouterChain

@@ -97,7 +97,7 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
         experts: expert name → chat model (or any runnable returning a message or a string).
         conversation: a :class:`ir3de.routing.conversation.ConversationSettings` (or a dict of its fields);
             default: the measured defaults.
-        session_store: a :class:`ir3de.routing.conversation.SessionStore` (default: one per chat model).
+        session_store: a :class:`ir3de.serving.sessions.SessionStore` (default: one per chat model).
         route_on: legacy: ``"last_user"`` (= ``ConversationSettings.last_message()``) or
             ``"conversation"`` (= ``ConversationSettings.whole()``); other values raise an error
             naming ``conversation``.

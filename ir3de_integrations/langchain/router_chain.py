@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ir3de.errors import EmptyPromptError, MissingDependencyError
-
-try:
-    from langchain_classic.chains.router.base import RouterChain
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError(
-        "Ir3deRouterChain needs langchain-classic: pip install 'ir3de[langchain-classic]'"
-    ) from e
 from langchain_core.callbacks import CallbackManagerForChainRun
 from pydantic import ConfigDict, Field
 
+from ir3de.errors import EmptyPromptError, require
+
 from ._registry import RouteOn, _check_route_on, input_text
+
+require("langchain_classic", "Ir3deRouterChain", "pip install 'ir3de[langchain-classic]'")
+from langchain_classic.chains.router.base import RouterChain  # noqa: E402 (after the check)
 
 if TYPE_CHECKING:
     from pathlib import Path

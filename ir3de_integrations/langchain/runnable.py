@@ -49,7 +49,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         experts: expert name → runnable, exactly the router's experts (plus its ``fallback``).
         input_key: for ``dict`` inputs, the key that holds the text (or messages).
         conversation: a :class:`ir3de.routing.conversation.ConversationSettings` (or a dict of its fields).
-        session_store: a :class:`ir3de.routing.conversation.SessionStore` (default: one per runnable).
+        session_store: a :class:`ir3de.serving.sessions.SessionStore` (default: one per runnable).
         route_on: legacy: ``"last_user"`` or ``"conversation"`` map to equivalent ``conversation``
             settings; other values raise an error naming ``conversation``.
         return_decision: return the decision alongside the output.

@@ -15,20 +15,14 @@ Example:
 
 from __future__ import annotations
 
-try:
-    import llama_index.core  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    from ir3de.errors import MissingDependencyError
+from ir3de.errors import require
 
-    raise MissingDependencyError(
-        f"ir3de_integrations.llama_index needs llama-index-core ({e}); install it with "
-        "pip install 'ir3de[llamaindex]'"
-    ) from e
+require("llama_index.core", "ir3de_integrations.llama_index", "pip install 'ir3de[llamaindex]'")
 
-from ._common import describe_route, route_payload
-from .events import Ir3deRouteEvent, dispatcher
-from .llm import ROUTE_KEY, RoutingLLM
-from .selector import Ir3deSelector, Ir3deSelectorResult
+from ._common import describe_route, route_payload  # noqa: E402 (after the check)
+from .events import Ir3deRouteEvent, dispatcher  # noqa: E402
+from .llm import ROUTE_KEY, RoutingLLM  # noqa: E402
+from .selector import Ir3deSelector, Ir3deSelectorResult  # noqa: E402
 
 __all__ = [
     "ROUTE_KEY",

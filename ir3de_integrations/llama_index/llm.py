@@ -44,9 +44,10 @@ from pydantic import Field, PrivateAttr
 from ir3de.decision import RouteDecision
 from ir3de.errors import InvalidInputError
 from ir3de.router import Router
-from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.routing.conversation import ConversationSettings
 from ir3de.serving.feedback import Feedback, RecentRoutes, user_text
 from ir3de.serving.registry import ExpertRegistry, Routed
+from ir3de.serving.sessions import SessionStore
 
 from .._conversation import ConversationOptions, route_chat, settings_for
 from ._common import DEFAULT_TOP_TOKENS, load_router, route_payload
@@ -70,7 +71,7 @@ class RoutingLLM(LLM):
         conversation: how chat calls are routed: a :class:`ir3de.routing.conversation.ConversationSettings` (or
             a dict of its fields; default: the measured defaults) for
             :meth:`ir3de.Router.route_conversation` (decayed earlier turns, role weights, stickiness).
-        session_store: a :class:`ir3de.routing.conversation.SessionStore` (default: one per routing LLM). The
+        session_store: a :class:`ir3de.serving.sessions.SessionStore` (default: one per routing LLM). The
             previous expert of a chat comes from it by a ``session_id=`` call keyword, else by the
             conversation's earlier user messages (so a chat engine's memory keeps its expert).
         route_on: legacy: ``"last_user"`` (= ``ConversationSettings.last_message()``), ``"user"`` or

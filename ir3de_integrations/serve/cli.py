@@ -94,14 +94,10 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve_ray(args: argparse.Namespace) -> int:
-    try:
-        from .ray_serve import run_gateway
-    except ImportError as e:
-        from ir3de.errors import MissingDependencyError
+    from ir3de.errors import require
 
-        raise MissingDependencyError(
-            f"ir3de serve --ray needs the serve-ray extra: pip install 'ir3de[serve-ray]' ({e})"
-        ) from e
+    ray_serve = require(f"{__package__}.ray_serve", "ir3de serve --ray", "pip install 'ir3de[serve-ray]'")
+    run_gateway = ray_serve.run_gateway
     if args.workers != 1:
         raise SystemExit("ir3de: error: --workers is for uvicorn; on Ray Serve give --replicas N")
     options = ray_options(args)
@@ -110,15 +106,10 @@ def cmd_serve_ray(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        from ir3de.errors import MissingDependencyError
+    from ir3de.errors import require
 
-        raise MissingDependencyError(
-            f"ir3de serve needs the serve extra: pip install 'ir3de[serve]' ({e})"
-        ) from e
+    for module in ("fastapi", "uvicorn"):
+        require(module, "ir3de serve", "pip install 'ir3de[serve]'")
     if args.ray:
         return cmd_serve_ray(args)
     given = [f for f in _RAY_FLAGS if getattr(args, f.lstrip("-").replace("-", "_")) is not None]

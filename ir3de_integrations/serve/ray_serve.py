@@ -45,16 +45,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ir3de.errors import MissingDependencyError
+from ir3de.errors import require
 
 from .config import ConfigError, GatewayConfig
 
-try:
-    from ray import serve
-except ImportError as e:  # pragma: no cover - exercised only without Ray
-    raise MissingDependencyError(
-        f"the gateway on Ray Serve needs Ray Serve: pip install 'ir3de[serve-ray]' ({e})"
-    ) from e
+serve = require("ray.serve", "the gateway on Ray Serve", "pip install 'ir3de[serve-ray]'")
 
 __all__ = [
     "DEPLOYMENT_NAME",

@@ -2,13 +2,13 @@
 
 The decision is the core's conversation routing (:meth:`ir3de.Router.route_conversation`: decayed
 per-turn evidence, role weights, stickiness to the session's previous expert), with the session's
-previous expert kept in an :class:`ir3de.routing.conversation.SessionStore` (expiry, size bound,
+previous expert kept in an :class:`ir3de.serving.sessions.SessionStore` (expiry, size bound,
 thread-safe). In the gateway it runs through the core :class:`ir3de.serving.registry.ExpertRegistry`
 (:func:`route_request`), so the decision and its expert's upstream come from one consistent
 snapshot while admin calls add or remove experts. On top of the core decision the gateway applies
 its own low-confidence fallback (``fallback``/``threshold`` of the gateway config). The session is
 written once, after the decision is final (fallback routes are not remembered, as in
-:func:`ir3de.routing.conversation.route_session`).
+:func:`ir3de.serving.sessions.route_session`).
 
 Example:
     >>> sessions = SessionStore(ttl=3600, max_sessions=100)
@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 
 from ir3de.decision import RouteDecision
 from ir3de.errors import EmptyPromptError, MessageError, UnknownExpertError
-from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.routing.conversation import ConversationSettings
 from ir3de.serving.registry import ExpertRegistry
+from ir3de.serving.sessions import SessionStore
 
 from .errors import GatewayError
 

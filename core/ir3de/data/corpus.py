@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ir3de.errors import CorpusError, MissingDependencyError
+from ir3de.errors import CorpusError, require
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -609,46 +609,51 @@ def _guarded(reader: Iterable[list[str]], path: Path, line: Callable[[], int]) -
 
 
 def _import_parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"reading .parquet files needs pyarrow, which is not installed: {_PARQUET_INSTALL} "
-            "(or pip install 'ir3de[files]')"
-        ) from e
-    return pq
+    return require(
+        "pyarrow.parquet", "reading .parquet files", f"{_PARQUET_INSTALL} (or pip install 'ir3de[files]')"
+    )
 
 
-def _read_parquet(path: Path, field: str | None, steps: Steps | None) -> Iterator[str]:
+def parquet_records(path: Path, columns: Callable[[list[str]], list[str]]) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for every row of a Parquet file, read in batches of the columns that
+    ``columns(names of the file's columns)`` picks (it raises :class:`CorpusError` naming a missing one).
+
+    An unreadable file or corrupt data raises :class:`CorpusError` naming the file and the record.
+    """
     pq = _import_parquet()
     try:
         pfile = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError subclasses for bad files
         raise CorpusError(f"{path}: not a readable Parquet file ({e}); check the file") from None
-    names = list(pfile.schema_arrow.names)
-    if field is None:
-        raise CorpusError(
-            f"{path}: Parquet rows have the columns {', '.join(map(repr, names))}; pass field= (--field) to "
-            "say which one holds the text"
-        )
-    column = _column(field, steps, names, nested=True)
-    if column is None:
-        raise CorpusError(
-            f"{path}: no column {field!r} (columns: {', '.join(map(repr, names))}); pass one of them as "
-            "the field"
-        )
+    chosen = columns(list(pfile.schema_arrow.names))
     row = 0  # records read so far; messages count from 1
     try:
-        batches = pfile.iter_batches(batch_size=1024, columns=[column])
-        for batch in batches:
+        for batch in pfile.iter_batches(batch_size=1024, columns=chosen):
             for record in batch.to_pylist():
                 row += 1
-                text = _text_of(record, field, steps, f"{path} record {row}")
-                if text is not None:
-                    yield text
-    except CorpusError:
-        raise
+                yield f"{path} record {row}", record
     except Exception as e:  # corrupt pages surface while iterating
         raise CorpusError(
             f"{path} record {row + 1}: cannot read the Parquet data ({e}); check the file"
         ) from None
+
+
+def _read_parquet(path: Path, field: str | None, steps: Steps | None) -> Iterator[str]:
+    def text_column(names: list[str]) -> list[str]:
+        if field is None:
+            raise CorpusError(
+                f"{path}: Parquet rows have the columns {', '.join(map(repr, names))}; pass field= (--field) "
+                "to say which one holds the text"
+            )
+        column = _column(field, steps, names, nested=True)
+        if column is None:
+            raise CorpusError(
+                f"{path}: no column {field!r} (columns: {', '.join(map(repr, names))}); pass one of them as "
+                "the field"
+            )
+        return [column]
+
+    for where, record in parquet_records(path, text_column):
+        text = _text_of(record, field, steps, where)
+        if text is not None:
+            yield text

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from ir3de.data.corpus import (
     expand_paths,
     json_records,
     jsonl_records,
+    parquet_records,
     parse_field,
     select_field,
 )
@@ -306,7 +308,7 @@ def _iterate(plan: list[tuple[Path, str, bool]], fields: _Fields) -> Iterator[tu
         elif kind == "csv":
             records = _csv_records(path, gz, fields)
         else:
-            records = _parquet_records(path, fields)
+            records = parquet_records(path, functools.partial(_label_columns, path, fields))
         for where, record in records:
             pair = _pair(record, fields, where)
             if pair is not None:
@@ -376,13 +378,8 @@ def _csv_records(path: Path, gz: bool, fields: _Fields) -> Iterator[tuple[str, A
         yield where, dict(zip(header, row))
 
 
-def _parquet_records(path: Path, fields: _Fields) -> Iterator[tuple[str, Any]]:
-    pq = _import_parquet()
-    try:
-        pfile = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError subclasses for bad files
-        raise CorpusError(f"{path}: not a readable Parquet file ({e}); check the file") from None
-    names = list(pfile.schema_arrow.names)
+def _label_columns(path: Path, fields: _Fields, names: list[str]) -> list[str]:
+    """The Parquet columns holding the text and the label (one when both fields start in the same)."""
     columns: list[str] = []
     for field, steps, what in (
         (fields.text, fields.text_steps, "text"),
@@ -398,15 +395,4 @@ def _parquet_records(path: Path, fields: _Fields) -> Iterator[tuple[str, Any]]:
         assert column is not None
         if column not in columns:
             columns.append(column)
-    row = 0
-    try:
-        for batch in pfile.iter_batches(batch_size=1024, columns=columns):
-            for record in batch.to_pylist():
-                row += 1
-                yield f"{path} record {row}", record
-    except CorpusError:
-        raise
-    except Exception as e:  # corrupt pages surface while iterating
-        raise CorpusError(
-            f"{path} record {row + 1}: cannot read the Parquet data ({e}); check the file"
-        ) from None
+    return columns

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tokenizers
 
-from ir3de.errors import EmbeddingSourceError, MissingDependencyError
+from ir3de.errors import EmbeddingSourceError, require
 
 __all__ = [
     "Parts",
@@ -80,13 +80,10 @@ def hf_tokenizer_parts(hf_tokenizer: Any) -> tuple[tokenizers.Tokenizer, list[in
 
 def auto_tokenizer(target: str, **kwargs: Any) -> Any:
     """``transformers.AutoTokenizer.from_pretrained(target, use_fast=True, trust_remote_code=False, ...)``."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading this tokenizer needs transformers: pip install transformers ({exc})"
-        ) from exc
-    return AutoTokenizer.from_pretrained(target, use_fast=True, trust_remote_code=False, **kwargs)
+    transformers = require("transformers", "reading this tokenizer", "pip install transformers")
+    return transformers.AutoTokenizer.from_pretrained(
+        target, use_fast=True, trust_remote_code=False, **kwargs
+    )
 
 
 def file_sha256(path: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 
-from ir3de.errors import EmbeddingSourceError, MissingDependencyError
+from ir3de.errors import EmbeddingSourceError, MissingDependencyError, require
 
 from . import cache
 from .common import Parts, auto_tokenizer, file_sha256, hf_tokenizer_parts
@@ -160,12 +160,7 @@ def _convert_gguf(path: Path) -> ConvertedGGUF:
 
 
 def _read_gguf_embeddings(path: Path) -> tuple[np.ndarray, str]:
-    try:
-        import gguf
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading GGUF files needs the gguf package: pip install gguf ({exc})"
-        ) from exc
+    gguf = require("gguf", "reading GGUF files", "pip install gguf")
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as exc:

@@ -6,6 +6,8 @@
 * :func:`plot_lam_sweep` — routing accuracy against λ (log axis).
 * :func:`plot_precision_coverage` — precision of the routed prompts against coverage, as the
   confidence threshold rises.
+* :func:`plot_reliability` — accuracy against confidence per bin (reliability diagram) of
+  :class:`ir3de.routing.calibration.CalibrationReport` s.
 
 Example:
     >>> from ir3de.evaluation.evaluate import evaluate, PAPER_KS                         # doctest: +SKIP
@@ -24,21 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ir3de.errors import InvalidInputError, MissingDependencyError
+from ir3de.errors import InvalidInputError, require
 
 if TYPE_CHECKING:
     from ir3de.evaluation.evaluate import EvaluationReport
+    from ir3de.routing.calibration import CalibrationReport
 
-__all__ = ["plot_confusion", "plot_k_sweep", "plot_lam_sweep", "plot_precision_coverage"]
+__all__ = ["plot_confusion", "plot_k_sweep", "plot_lam_sweep", "plot_precision_coverage", "plot_reliability"]
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependencyError(
-            "plots need matplotlib, which is not installed; install it with: pip install matplotlib"
-        ) from None
+    matplotlib = require("matplotlib", "plots", "pip install matplotlib")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -186,4 +184,32 @@ def plot_precision_coverage(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(
+    reports: Mapping[str, CalibrationReport], path: str | os.PathLike[str], *, title: str = "Reliability"
+) -> Path:
+    """A reliability diagram (accuracy against confidence per bin) with one line per
+    :func:`ir3de.routing.calibration.calibration_report`, its ECE in the legend; saved as PNG.
+
+    Example:
+        >>> from ir3de.routing.calibration import calibration_report                   # doctest: +SKIP
+        >>> plot_reliability({"avg": calibration_report(conf, correct)}, "reliability.png")  # doctest: +SKIP
+    """
+    if not reports:
+        raise InvalidInputError("plot_reliability needs at least one calibration report")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, report in reports.items():
+        conf = [b[3] for b in report.bins]
+        acc = [b[4] for b in report.bins]
+        ax.plot(conf, acc, marker="o", label=f"{name} (ECE {report.ece:.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,6 @@ __all__ = [
     "fit_confidence",
     "fit_temperature",
     "labelled_prompts",
-    "plot_reliability",
     "precision_coverage",
     "threshold_for_precision",
 ]
@@ -407,32 +405,3 @@ def abstain_curve(
             }
         )
     return rows
-
-
-def plot_reliability(
-    reports: dict[str, CalibrationReport], path: str | Path, title: str = "Reliability"
-) -> Path:
-    """A reliability diagram (accuracy vs confidence per bin) with one line per report; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
-    for name, report in reports.items():
-        conf = [b[3] for b in report.bins]
-        acc = [b[4] for b in report.bins]
-        ax.plot(conf, acc, marker="o", label=f"{name} (ECE {report.ece:.3f})")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -12,7 +12,8 @@ from lc_helpers import expert_of
 
 from ir3de import Router
 from ir3de.errors import InvalidInputError
-from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.routing.conversation import ConversationSettings
+from ir3de.serving.sessions import SessionStore
 from ir3de_integrations.langchain import RouterRunnable, RoutingChatModel
 
 FOLLOW_UP = "thanks, can you explain that again?"

@@ -11,7 +11,8 @@ from llama_index.core.memory import ChatMemoryBuffer
 from llamaindex_helpers import TagLLM, tag_of
 
 from ir3de import Router
-from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.routing.conversation import ConversationSettings
+from ir3de.serving.sessions import SessionStore
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM
 
 FOLLOW_UP = "thanks, can you explain that again?"

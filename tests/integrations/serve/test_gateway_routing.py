@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ir3de.routing.conversation import ConversationSettings, SessionStore
+from ir3de.routing.conversation import ConversationSettings
+from ir3de.serving.sessions import SessionStore
 from ir3de_integrations.serve.errors import GatewayError
 from ir3de_integrations.serve.routing import route_messages, route_request
 from ir3de_integrations.serve.upstreams import Upstreams
