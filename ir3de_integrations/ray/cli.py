@@ -11,7 +11,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ir3de.cli.options import CliUsageError, descriptions, expert_fields, expert_files, status
-from ir3de.errors import MissingDependencyError
+from ir3de.errors import require
 
 if TYPE_CHECKING:
     from ir3de.router import Router
@@ -27,12 +27,8 @@ def fit_on_ray(args: argparse.Namespace, router: Router) -> None:
         >>> main(["fit", "--engine", "ray", "--expert", "math=shards/*.jsonl", "-o", "r"])
         0
     """
-    try:
-        import ray
-
-        from ir3de_integrations.ray import fit_router, quiet_ray_logging
-    except ImportError as e:
-        raise MissingDependencyError("--engine ray needs the Ray extra: pip install 'ir3de[ray]'") from e
+    ray = require("ray", "--engine ray", "pip install 'ir3de[ray]'")
+    from ir3de_integrations.ray import fit_router, quiet_ray_logging
 
     experts = expert_files(args)
     fields = set(expert_fields(args, list(experts)).values())
