@@ -43,11 +43,14 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ir3de.errors import MissingDependencyError
 
 from .config import ConfigError, GatewayConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 try:
     from ray import serve
@@ -137,6 +140,9 @@ class GatewayReplica:
     when ``user_config`` is removed).
     """
 
+    #: the app :meth:`__serve_build_asgi_app__` built; Ray Serve sets it on the replica
+    app: FastAPI
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.base_config = GatewayConfig.from_dict(config)
 
@@ -206,7 +212,7 @@ def gateway_deployment(
         "max_ongoing_requests": max_ongoing_requests,
         **options,
     }
-    deployment = serve.deployment(GatewayReplica, name=DEPLOYMENT_NAME)
+    deployment = serve.deployment(name=DEPLOYMENT_NAME)(GatewayReplica)
     return deployment.options(**{k: v for k, v in given.items() if v is not None})
 
 
