@@ -130,7 +130,8 @@ class RouteDecision:
     @property
     def token_ids(self) -> list[int]:
         """Ids of the deciding tokens, lowest entropy first (no decoding)."""
-        return self._deciding()[0].tolist()
+        ids: list[int] = self._deciding()[0].tolist()
+        return ids
 
     @property
     def tokens(self) -> tuple[DecidingToken, ...]:

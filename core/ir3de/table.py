@@ -36,13 +36,15 @@ def token_entropy(logits: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=-1, keepdims=True)
-    return -(p * np.log(p + ENTROPY_EPS)).sum(axis=-1)
+    entropy: np.ndarray = -(p * np.log(p + ENTROPY_EPS)).sum(axis=-1)
+    return entropy
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    out: np.ndarray = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return out
 
 
 def compile_logits(matrix: Any, w: Any, *, device: str = "cpu", chunk_rows: int = 2048) -> np.ndarray:

@@ -48,7 +48,7 @@ def input_messages(input: Any, *, input_key: str = "input") -> list[BaseMessage]
         return input_messages(value, input_key=input_key)
     if isinstance(input, Sequence) and not isinstance(input, (bytes, bytearray)):
         try:
-            return convert_to_messages(input)  # type: ignore[arg-type]
+            return convert_to_messages(input)
         except (ValueError, TypeError, NotImplementedError) as e:
             raise InvalidInputError(f"cannot read the input list as chat messages ({e})") from e
     raise InvalidInputError(

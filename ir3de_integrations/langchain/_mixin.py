@@ -146,6 +146,7 @@ class ExpertsMixin:
         """Remember a routed call for :meth:`feedback`: under its run id (a new id without a run
         manager) and its parent run id; a chat is remembered with its last user turn as the text."""
         messages = input_messages(input, input_key=input_key)
+        turns: list[tuple[str, str]]
         if isinstance(messages, str):
             text, turns = messages, []
         else:

@@ -347,7 +347,11 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
 
         def transform(name: str, expert: Runnable[Any, Any]) -> Runnable[Any, Any]:
             try:
-                return expert.with_structured_output(schema, include_raw=include_raw, **kwargs)  # type: ignore[attr-defined]
+                # chat models have it; Runnable does not declare it
+                structured: Runnable[Any, Any] = expert.with_structured_output(  # type: ignore[attr-defined]
+                    schema, include_raw=include_raw, **kwargs
+                )
+                return structured
             except (NotImplementedError, AttributeError) as e:
                 raise ExpertError(
                     f"expert {name!r} ({type(expert).__name__}) does not support with_structured_output; "

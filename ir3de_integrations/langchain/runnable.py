@@ -246,12 +246,15 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
                 chats.append((i, routed))
         decisions: list[RouteDecision | None] = [None] * len(inputs)
         groups: dict[str, tuple[Runnable[Any, Any], list[int]]] = {}
-        routed_texts = list(zip(positions, self._registry.route_batch(texts) if texts else []))
-        for i, routed in routed_texts + chats:
-            if isinstance(routed, Exception):
-                results[i] = routed
+        outcomes: list[tuple[int, Routed[Runnable[Any, Any]] | Exception]] = [
+            *zip(positions, self._registry.route_batch(texts) if texts else []),
+            *chats,
+        ]
+        for i, outcome in outcomes:
+            if isinstance(outcome, Exception):
+                results[i] = outcome
                 continue
-            decision, runnable = routed
+            decision, runnable = outcome
             decisions[i] = decision
             try:
                 runnable = self._apply(decision.expert, runnable)
@@ -269,8 +272,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         decisions: list[RouteDecision | None],
     ) -> None:
         for i, out in zip(indices, outputs):
-            decision = decisions[i]
-            assert decision is not None
+            decision = _decided(decisions, i)
             results[i] = (
                 self._wrap(decision, out) if isinstance(out, Exception) else self._output(out, decision)
             )
@@ -287,8 +289,9 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         def run_group(item: tuple[str, tuple[Runnable[Any, Any], list[int]]]) -> None:
             _, (expert, indices) = item
             configs = [
-                self._child_config(config[i], run_manager[i], decisions[i], inputs[i]) for i in indices
-            ]  # type: ignore[arg-type]
+                self._child_config(config[i], run_manager[i], _decided(decisions, i), inputs[i])
+                for i in indices
+            ]
             try:
                 outputs = expert.batch(
                     [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
@@ -315,8 +318,9 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
 
         async def run_group(expert: Runnable[Any, Any], indices: list[int]) -> None:
             configs = [
-                self._child_config(config[i], run_manager[i], decisions[i], inputs[i]) for i in indices
-            ]  # type: ignore[arg-type]
+                self._child_config(config[i], run_manager[i], _decided(decisions, i), inputs[i])
+                for i in indices
+            ]
             try:
                 outputs = await expert.abatch(
                     [inputs[i] for i in indices], configs, return_exceptions=True, **kwargs
@@ -411,3 +415,10 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
 
         async for chunk in self._atransform_stream_with_config(one(), self._astream_one, config, **kwargs):
             yield chunk
+
+
+def _decided(decisions: list[RouteDecision | None], i: int) -> RouteDecision:
+    """The decision of input ``i``, which _plan grouped under an expert (so it was routed)."""
+    decision = decisions[i]
+    assert decision is not None, f"input {i} was grouped under an expert without a decision"
+    return decision

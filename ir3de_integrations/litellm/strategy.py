@@ -115,10 +115,13 @@ class Ir3deRoutingStrategy(CustomRoutingStrategyBase):
     def expert_of(self, deployment: Mapping[str, Any]) -> str | None:
         """The expert a deployment serves (its ``model_info.ir3de_expert``, or the ``experts`` mapping)."""
         info = deployment.get("model_info") or {}
-        if isinstance(info, Mapping) and isinstance(info.get(EXPERT_KEY), str):
-            return info[EXPERT_KEY]
+        if isinstance(info, Mapping):
+            expert = info.get(EXPERT_KEY)
+            if isinstance(expert, str):
+                return expert
         params = deployment.get("litellm_params") or {}
-        return self.by_model.get(params.get("model")) if isinstance(params, Mapping) else None
+        model = params.get("model") if isinstance(params, Mapping) else None
+        return self.by_model.get(model) if isinstance(model, str) else None
 
     def decide(
         self, messages: Sequence[Any], request_kwargs: Mapping[str, Any] | None = None

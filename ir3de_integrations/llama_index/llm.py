@@ -23,7 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -443,20 +443,24 @@ def _check_llm(name: str, llm: object) -> None:
         )
 
 
-def _annotate(response: Any, payload: dict[str, Any]) -> Any:
+#: An expert's chat or completion response (or stream chunk): annotated in place, returned as it came.
+_Response = TypeVar("_Response", ChatResponse, CompletionResponse)
+
+
+def _annotate(response: _Response, payload: dict[str, Any]) -> _Response:
     response.additional_kwargs = {**(response.additional_kwargs or {}), ROUTE_KEY: payload}
     return response
 
 
 def _annotate_stream(
-    chunks: Generator[Any, None, None], payload: dict[str, Any]
-) -> Generator[Any, None, None]:
+    chunks: Generator[_Response, None, None], payload: dict[str, Any]
+) -> Generator[_Response, None, None]:
     for chunk in chunks:
         yield _annotate(chunk, payload)
 
 
 async def _annotate_astream(
-    chunks: AsyncGenerator[Any, None], payload: dict[str, Any]
-) -> AsyncGenerator[Any, None]:
+    chunks: AsyncGenerator[_Response, None], payload: dict[str, Any]
+) -> AsyncGenerator[_Response, None]:
     async for chunk in chunks:
         yield _annotate(chunk, payload)

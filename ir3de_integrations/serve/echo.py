@@ -53,6 +53,7 @@ class EchoUpstream:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         path, method = scope["path"], scope["method"]
+        data: dict[str, Any]  # a JSON body
         if method == "GET" and path.endswith("/models"):
             data = {
                 "object": "list",

@@ -43,13 +43,17 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ir3de.errors import require
 
 from .config import ConfigError, GatewayConfig
 
-serve = require("ray.serve", "the gateway on Ray Serve", "pip install 'ir3de[serve-ray]'")
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from ray import serve
+else:
+    serve = require("ray.serve", "the gateway on Ray Serve", "pip install 'ir3de[serve-ray]'")
 
 __all__ = [
     "DEPLOYMENT_NAME",
@@ -132,6 +136,9 @@ class GatewayReplica:
     when ``user_config`` is removed).
     """
 
+    #: the app :meth:`__serve_build_asgi_app__` built; Ray Serve sets it on the replica
+    app: FastAPI
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.base_config = GatewayConfig.from_dict(config)
 
@@ -201,7 +208,7 @@ def gateway_deployment(
         "max_ongoing_requests": max_ongoing_requests,
         **options,
     }
-    deployment = serve.deployment(GatewayReplica, name=DEPLOYMENT_NAME)
+    deployment = serve.deployment(name=DEPLOYMENT_NAME)(GatewayReplica)
     return deployment.options(**{k: v for k, v in given.items() if v is not None})
 
 

@@ -131,7 +131,8 @@ class ServerThread:
             log_level="warning",
             lifespan="on",
             access_log=False,
-            timeout_graceful_shutdown=timeout_graceful_shutdown,
+            # uvicorn annotates int but waits with asyncio.wait_for, which takes any float
+            timeout_graceful_shutdown=timeout_graceful_shutdown,  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

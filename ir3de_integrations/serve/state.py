@@ -267,7 +267,8 @@ class SharedState(State):
 
         revision = self.store.commit(update, writer=self.worker)
         self._swap(revision.number, out["router"], out["configs"])
-        return out["result"]
+        result: T = out["result"]
+        return result
 
     def describe(self) -> dict[str, Any]:
         head = self.store.head()

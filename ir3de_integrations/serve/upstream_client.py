@@ -77,7 +77,7 @@ def _failure(upstream: Upstream, exc: BaseException, timeout: float) -> Upstream
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamFailure(
             502,
-            f"the {where} is unreachable ({exc.os_error or type(exc).__name__}); check that it is running and "
+            f"the {where} is unreachable ({str(exc.os_error) or type(exc).__name__}); check that it is running and "
             "its base_url",
             code="upstream_unavailable",
             retryable=True,

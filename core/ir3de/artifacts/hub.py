@@ -103,10 +103,13 @@ def looks_like_repo_id(value: str) -> bool:
     """
     from huggingface_hub.utils import validate_repo_id
 
+    if value.count("/") != 1:
+        return False
     try:  # validate_repo_id refuses paths like ./x, ~/x, /x
-        return value.count("/") == 1 and validate_repo_id(value) is None
+        validate_repo_id(value)
     except ValueError:
         return False
+    return True
 
 
 def _read_config(folder: Path, kind: str) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def _card(template: str, source: Mapping[str, Any] | None, tags: Sequence[str], 
     meta = ModelCardData(library_name="ir3de", tags=list(tags), base_model=_base_model(source), **data)
     card = ModelCard.from_template(
         meta,
-        template_path=TEMPLATES / template,
+        template_path=str(TEMPLATES / template),
         paper_url=PAPER_URL,
         embedding=_embedding_name(source),
         num=_num,

@@ -52,7 +52,7 @@ import shlex
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ir3de.errors import CorpusError, require
 
@@ -387,7 +387,7 @@ def _iterate(plan: list[tuple[Path, str, bool]], field: str | None, steps: Steps
             yield from _read_parquet(path, field, steps)
 
 
-def _open_binary(path: Path, gz: bool) -> IO[bytes]:
+def _open_binary(path: Path, gz: bool) -> gzip.GzipFile | io.BufferedReader:
     try:
         return gzip.open(path, "rb") if gz else open(path, "rb")
     except OSError as e:

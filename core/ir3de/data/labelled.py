@@ -235,7 +235,8 @@ def group_prompts(
     if isinstance(prompts, LabelledData):
         if experts is not None:
             raise InvalidInputError("LabelledData carries its labels: pass it without experts")
-        prompts, experts = list(prompts.texts), list(prompts.labels)
+        experts = list(prompts.labels)
+        prompts = list(prompts.texts)
     if isinstance(prompts, Mapping):
         if experts is not None:
             raise InvalidInputError(

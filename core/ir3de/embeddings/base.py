@@ -182,7 +182,7 @@ class TokenEmbeddings:
         matrix = self.matrix
         data = np.ascontiguousarray(matrix, dtype="<f4")
         digest = hashlib.sha256(f"float32:{data.shape[0]}x{data.shape[1]}:".encode())
-        digest.update(data.reshape(-1).view(np.uint8))
+        digest.update(data.reshape(-1).view(np.uint8).data)
         value = digest.hexdigest()
         self._sha_cache = (matrix, value)
         return value
@@ -382,20 +382,22 @@ class TokenEmbeddings:
 # validation helpers
 
 
-def _as_backend_tokenizer(tokenizer: Any) -> tokenizers.Tokenizer:
-    if not isinstance(tokenizer, tokenizers.Tokenizer):
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if not isinstance(backend, tokenizers.Tokenizer):
+def _as_backend_tokenizer(tokenizer: object) -> tokenizers.Tokenizer:
+    if isinstance(tokenizer, tokenizers.Tokenizer):
+        backend = tokenizer
+    else:
+        found = getattr(tokenizer, "backend_tokenizer", None)
+        if not isinstance(found, tokenizers.Tokenizer):
             raise InvalidInputError(
                 f"tokenizer must be a tokenizers.Tokenizer or a transformers fast tokenizer, "
                 f"not {type(tokenizer).__name__}"
             )
-        tokenizer = tokenizers.Tokenizer.from_str(backend.to_str())
-    if tokenizer.truncation is not None or tokenizer.padding is not None:
-        tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())  # do not change the caller's one
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-    return tokenizer
+        backend = tokenizers.Tokenizer.from_str(found.to_str())
+    if backend.truncation is not None or backend.padding is not None:
+        backend = tokenizers.Tokenizer.from_str(backend.to_str())  # do not change the caller's one
+        backend.no_truncation()
+        backend.no_padding()
+    return backend
 
 
 def _as_matrix(matrix: Any) -> np.ndarray:
@@ -411,7 +413,7 @@ def _as_matrix(matrix: Any) -> np.ndarray:
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.dtype.byteorder not in ("=", "|", "<"):
         array = array.astype("<f4")
-    view = array.view()
+    view: np.ndarray = array.view()
     view.flags.writeable = False
     return view
 

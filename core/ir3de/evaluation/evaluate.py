@@ -219,7 +219,7 @@ def routing_details(
                 for t in decisions[i].tokens[:num_tokens]
             ],
         }
-        for i in wrong
+        for i in wrong.tolist()
     ]
     return {
         "precision_coverage": precision_coverage(confidence, correct),

@@ -77,7 +77,7 @@ class TextCounter:
         """Count one batch of texts (all must be ``str``)."""
         flat, lengths = encode_for_counting(self.tokenizer, texts)
         self._counter.add_flat(flat, len(texts))  # checks the id range first
-        if self._text_gram is not None:
+        if self._text_gram is not None and self._matrix is not None:  # set together in __init__
             add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
 
     @property

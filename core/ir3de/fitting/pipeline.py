@@ -57,6 +57,8 @@ from ir3de.fitting.statistics import (
 from ir3de.table import RouteTable, compile_logits
 
 if TYPE_CHECKING:
+    import torch
+
     from ir3de.config import RouterConfig
 
 __all__ = [
@@ -337,10 +339,11 @@ def _is_gpu(device: str) -> bool:
     return device.startswith("cuda")
 
 
-def token_gram(matrix: np.ndarray, counts: ExpertCounts, *, device: str = "cpu") -> Any:
+def token_gram(matrix: np.ndarray, counts: ExpertCounts, *, device: str = "cpu") -> np.ndarray | torch.Tensor:
     """One expert's token Gram ``Ẽ_dᵀ diag(N_d) Ẽ_d`` ((h+1)², float64): numpy on the CPU, a torch
     tensor on ``device`` when it is a GPU."""
-    total: Any = None
+    total: np.ndarray | torch.Tensor | None = None
+    part: np.ndarray | torch.Tensor
     for start in range(0, counts.token_ids.size, _GRAM_CHUNK_ROWS):
         ids = counts.token_ids[start : start + _GRAM_CHUNK_ROWS]
         c = counts.counts[start : start + _GRAM_CHUNK_ROWS].astype(np.float64)

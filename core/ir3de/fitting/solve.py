@@ -90,7 +90,8 @@ class RidgePath:
 
     def solve(self, lam: float) -> np.ndarray:
         lam = _check_lambda(lam)
-        return self.eigenvectors @ (self.projected_b / (self.eigenvalues + lam)[:, None])
+        w: np.ndarray = self.eigenvectors @ (self.projected_b / (self.eigenvalues + lam)[:, None])
+        return w
 
     def gcv(self, lam: float, num_rows: float, target_mass: float) -> float:
         """Generalised cross-validation score of λ from the statistics alone (lower is better).

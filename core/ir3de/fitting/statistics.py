@@ -32,8 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 #: Text statistics also see each text cut into windows of this many countable tokens, with a total
 #: weight of WINDOW_WEIGHT per text (measured: routes 8-token prompts like long ones, README).
@@ -180,10 +184,13 @@ class ExpertCounts:
             self.num_texts == other.num_texts
             and np.array_equal(self.token_ids, other.token_ids)
             and np.array_equal(self.counts, other.counts)
-            and (self.text_gram is None) == (other.text_gram is None)
             and (
-                self.text_gram is None
-                or np.allclose(self.text_gram, other.text_gram, rtol=_TEXT_GRAM_RTOL, atol=0.0)
+                (self.text_gram is None and other.text_gram is None)
+                or (
+                    self.text_gram is not None
+                    and other.text_gram is not None
+                    and np.allclose(self.text_gram, other.text_gram, rtol=_TEXT_GRAM_RTOL, atol=0.0)
+                )
             )
         )
 
@@ -372,7 +379,8 @@ def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
     w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     if np.any(w < 0):  # no square root: the plain product
         x = np.concatenate([means, np.ones((n, 1))], axis=1)
-        return (x * w[:, None]).T @ x
+        product: np.ndarray = (x * w[:, None]).T @ x
+        return product
     gram = np.zeros((hidden + 1, hidden + 1), np.float64)
     root = np.sqrt(w)
     _add_row_gram(gram, [(means, None, root)], root)
@@ -471,10 +479,15 @@ def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> 
         return np.ones_like(masses)
     if np.any(masses <= 0):
         raise ValueError("every expert needs at least one counted token to be balanced")
-    return masses.mean() / masses
+    weights: np.ndarray = masses.mean() / masses
+    return weights
 
 
-def expert_gram(embedding_rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+#: A numpy array or a torch tensor (on any device): expert_gram returns the kind it is given.
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, "torch.Tensor")
+
+
+def expert_gram(embedding_rows: ArrayOrTensor, counts: ArrayOrTensor) -> ArrayOrTensor:
     """One expert's unweighted Gram matrix ``Ẽ_dᵀ diag(c) Ẽ_d`` over its occurring tokens.
 
     Args:
@@ -495,7 +508,7 @@ def expert_gram(embedding_rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     col = scaled.sum(0)
     total = c.sum()
     h = gram.shape[0]
-    if isinstance(gram, np.ndarray):
+    if isinstance(embedding_rows, np.ndarray):
         out = np.empty((h + 1, h + 1), np.float64)
     else:  # torch
         import torch

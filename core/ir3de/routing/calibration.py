@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -91,6 +91,12 @@ def fit_temperature(evidence: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(-best.x))
 
 
+@overload
+def evidence_scores(scores: list[float], num_tokens: int, evidence_tokens: float) -> list[float]: ...
+@overload
+def evidence_scores(
+    scores: np.ndarray, num_tokens: np.ndarray | int, evidence_tokens: float
+) -> np.ndarray: ...
 def evidence_scores(
     scores: np.ndarray | list[float], num_tokens: np.ndarray | int, evidence_tokens: float
 ) -> np.ndarray | list[float]:
@@ -125,12 +131,12 @@ def evidence_scores(
         total = sum(powered)
         return [x / total for x in powered]
     p = np.asarray(scores, np.float64)
-    n = np.asarray(num_tokens, np.float64)
-    a = (n / np.maximum(n + evidence_tokens, 1e-300))[:, None]
+    counts = np.asarray(num_tokens, np.float64)
+    exponent = (counts / np.maximum(counts + evidence_tokens, 1e-300))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        powered = np.where(p > 0, np.power(p, a), 0.0)
-        total = powered.sum(axis=1, keepdims=True)
-        out = np.where(total > 0, powered / total, 0.0)
+        rows = np.where(p > 0, np.power(p, exponent), 0.0)
+        sums = rows.sum(axis=1, keepdims=True)
+        out: np.ndarray = np.where(sums > 0, rows / sums, 0.0)
     return out
 
 

@@ -88,7 +88,8 @@ def _segment_sums(values: np.ndarray, segments: np.ndarray, num_segments: int) -
 def _softmax_rows(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+    out: np.ndarray = p / p.sum(axis=1, keepdims=True)
+    return out
 
 
 def _entropy_order(ids: np.ndarray, seg: np.ndarray, table: RouteTable) -> np.ndarray:
@@ -310,11 +311,11 @@ def explain_one(
         >>> [a.tolist() for a in explain_one([1, 2, 0], t)]
         [[2, 0], [0, 1]]
     """
-    ids = np.asarray(ids, np.int64)
-    countable = table.countable[ids]
+    arr = np.asarray(ids, np.int64)
+    countable = table.countable[arr]
     if not countable.all():
-        ids = ids[countable]
-    order = np.argsort(table.entropy[ids], kind="stable")
-    if selector == "topk" and ids.size > k:
+        arr = arr[countable]
+    order = np.argsort(table.entropy[arr], kind="stable")
+    if selector == "topk" and arr.size > k:
         order = order[:k]
-    return ids[order], order
+    return arr[order], order

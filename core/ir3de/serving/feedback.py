@@ -192,7 +192,7 @@ class RecentRoutes:
 
     def __contains__(self, call_id: object) -> bool:
         try:
-            self.get(call_id)  # type: ignore[arg-type]
+            self.get(call_id)
         except (UnknownCallError, InvalidInputError):
             return False
         return True
@@ -304,6 +304,8 @@ def apply_feedback(
         )
     if not isinstance(expert, str) or not expert.strip():
         raise InvalidInputError(f"expert must be a non-empty str (the correct expert), got {expert!r}")
+    key: str | None
+    routed: str | None
     if call_id is not None:
         call = calls.get(call_id)
         text, routed, key = call.text, call.expert, call.call_id

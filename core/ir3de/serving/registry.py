@@ -371,7 +371,9 @@ class ExpertRegistry(Generic[H]):
             if name is not None and handler is None and name not in before:
                 _check_name(name)
                 raise InvalidInputError(f"the fallback {name!r} has no {self.kind}; pass one")
-            during = dict(before) if handler is None else {**before, name: handler}  # type: ignore[dict-item]
+            during = dict(before)
+            if name is not None and handler is not None:  # a handler always comes with a name (above)
+                during[name] = handler
             old = self.router.config.fallback
             drop = old if old is not None and old != name and old not in self.router.experts else None
             after = {n: h for n, h in during.items() if n != drop}
