@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .cluster import actor_plan, ensure_ray, require_ray
 from .counters import BatchCounter, ShardCounter, tokenizer_spec
@@ -134,7 +134,8 @@ def fit_statistics(
     )
     if is_dataset:
         return count_dataset(data, embeddings=embeddings, **kwargs)
-    return count_shards(data, embeddings=embeddings, **kwargs)
+    shards = cast("Mapping[str, Sequence[str | Path] | str | Path]", data)
+    return count_shards(shards, embeddings=embeddings, **kwargs)
 
 
 def learn_router(

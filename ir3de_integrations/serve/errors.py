@@ -13,7 +13,10 @@ Example:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 from ir3de.errors import Ir3deError
 
@@ -76,7 +79,7 @@ def error_body(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Any:
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
     """A Starlette ``Response`` for ``error`` (JSON body, the error's status)."""
     from starlette.responses import Response
 

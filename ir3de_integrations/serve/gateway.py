@@ -120,7 +120,8 @@ class Gateway:
 
 def get_gateway(request: Request) -> Gateway:
     """The app's :class:`Gateway` (a FastAPI dependency: ``gw: GatewayDep`` in a route's signature)."""
-    return request.app.state.gateway
+    gateway: Gateway = request.app.state.gateway
+    return gateway
 
 
 #: A route parameter that receives the app's :class:`Gateway`.

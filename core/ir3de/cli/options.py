@@ -63,7 +63,7 @@ class IntermixedParser(argparse.ArgumentParser):
 
     _parsing = False
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
         nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
         if self._parsing or nested:
             return super().parse_known_args(args, namespace)

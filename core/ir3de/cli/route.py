@@ -71,7 +71,7 @@ def _why(router: Router, d: RouteDecision) -> list[str]:
         return ["no countable token: the prompt went to the fallback" if d.fallback_used else ""]
     ids = np.asarray([t.id for t in d.tokens], np.int64)
     names = list(d.scores)
-    temperature = config.effective_temperature
+    temperature: float | None = config.effective_temperature
     if config.selector == "avg":
         evidence = router.table.logits[ids].mean(axis=0, dtype=np.float64)
         what = f"mean token logit over all {d.num_tokens} tokens"

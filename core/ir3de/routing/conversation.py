@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -298,7 +298,8 @@ def turn_weights(roles: Sequence[str], settings: ConversationSettings) -> np.nda
 # ---------------------------------------------------------------------------------------------- decision
 
 
-class TurnEvidence(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class TurnEvidence:
     """How one message counted.
 
     Attributes:
@@ -401,7 +402,8 @@ def _softmax(z: np.ndarray, temperature: float) -> np.ndarray:
     z = z / temperature
     z = z - z.max()
     p = np.exp(z)
-    return p / p.sum()
+    out: np.ndarray = p / p.sum()
+    return out
 
 
 def _combine(

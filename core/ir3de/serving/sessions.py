@@ -111,7 +111,7 @@ class SessionStore:
             return len(self._entries)
 
     def __contains__(self, session_id: object) -> bool:
-        return self.get(session_id) is not None  # type: ignore[arg-type]
+        return self.get(session_id) is not None
 
     @contextmanager
     def locked(self, session_id: Hashable) -> Iterator[None]:
