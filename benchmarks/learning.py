@@ -141,7 +141,7 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
     """``(W*, W as applied)`` of ``router``'s corpus statistics plus labelled traffic (pipeline functions).
 
     This is the one place the benchmark adds traffic without ``Router.learn``: the corpus statistics
-    of the configured level and balancing (:func:`ir3de.fitting.pipeline.level_statistics`), plus each
+    of the configured level and balancing (:func:`ir3de.fitting.pipeline.level_matrices`), plus each
     expert's traffic text Gram ``T_d`` weighted by ``w_d × weight.multiplier(...)`` (``w_d`` the
     expert's balance weight, so one prompt weighs that many balanced corpus texts); then the
     library's solve.
@@ -157,7 +157,7 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
     config = router.config
     names = router.experts
     counts = [router.statistics[n] for n in names]
-    a, b = fitting.level_statistics(counts, level=config.level, balance=config.balance, names=names)
+    a, b = fitting.level_matrices(counts, level=config.level, balance=config.balance, names=names)
     masses = [c.num_scored_texts for c in counts]
     w = balance_weights(masses, config.balance)
     a, b = a.copy(), b.copy()
@@ -514,7 +514,7 @@ def measure_cost(
         "load_average_before": list(load_before),
         "api": "Router.learn / Router.forget_traffic"
         if settings is not None
-        else "pipeline functions (count_texts + level_statistics + solve_weights + compile_table)",
+        else "pipeline functions (count_texts + level_matrices + solve_weights + compile_table)",
     }
 
 

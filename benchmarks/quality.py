@@ -41,7 +41,7 @@ def _confidence(router: Any, tests: dict[str, list[str]]) -> tuple[np.ndarray, n
 
 
 def calibration(suites: dict[str, Any], emb: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
     from ir3de.routing.calibration import calibration_report
 
     rows: dict[str, Any] = {}
@@ -55,7 +55,7 @@ def calibration(suites: dict[str, Any], emb: Any) -> tuple[dict[str, Any], dict[
         temperature = default.calibrate(dev)
         conf_cal, ok_cal = _confidence(default, held)
         cal = calibration_report(conf_cal, ok_cal)
-        paper = Router.paper(emb, device="cpu", progress=False).fit(suite.train)
+        paper = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(suite.train)
         conf_p, ok_p = _confidence(paper, held)
         vote = calibration_report(conf_p, ok_p)
         rows[name] = {

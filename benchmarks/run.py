@@ -140,7 +140,7 @@ def accuracy_suite(
     baselines: bool = True,
 ) -> dict[str, Any]:
     """Fit every router on ``suite.train`` and score it on ``suite.test``."""
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
     from ir3de.evaluation.evaluate import evaluate, labelled_prompts
 
     experts = list(suite.train)
@@ -150,7 +150,7 @@ def accuracy_suite(
     fit_s: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    router = Router.paper(emb, device="cpu", progress=False).fit(suite.train)
+    router = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(suite.train)
     fit_s["ir3de"] = time.perf_counter() - t0
     report = evaluate(router, suite.test, ks=ks, lams=lams)
     ir3de_pred = router.route_indices(prompts)
@@ -449,7 +449,7 @@ def gpu_benchmark(quick: bool) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU visible to torch on this machine; the GPU benchmark did not run"}
     from ir3de.fitting.solve import column_normalize, ridge_solve
-    from ir3de.fitting.statistics import expert_gram, ridge_statistics
+    from ir3de.fitting.statistics import combine_grams, expert_gram
     from ir3de.routing.selectors import select_batch
     from ir3de.table import RouteTable, compile_logits
 
@@ -476,7 +476,7 @@ def gpu_benchmark(quick: bool) -> dict[str, Any]:
         if device == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        a, b = ridge_statistics(grams, np.ones(experts))
+        a, b = combine_grams(grams, np.ones(experts))
         w = column_normalize(ridge_solve(a, b, 1e-2))
         if device == "cuda":
             torch.cuda.synchronize()

@@ -92,10 +92,10 @@ def _latency_pair(route: Any, tokenize: Any, prompts: list[str], rounds: int) ->
 
 def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Fitting throughput against tokenization, add_expert cost, and linear scaling (IR3DE only)."""
-    from ir3de import Router, TokenEmbeddings
+    from ir3de import Router, RouterConfig, TokenEmbeddings
     from ir3de.fitting.pipeline import token_gram
     from ir3de.fitting.solve import column_normalize, ridge_solve
-    from ir3de.fitting.statistics import balance_weights, ridge_statistics
+    from ir3de.fitting.statistics import balance_weights, combine_grams
     from ir3de.table import RouteTable, compile_logits
 
     emb = TokenEmbeddings.default()
@@ -107,7 +107,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         texts = [t for v in train.values() for t in v]
         tokens = sum(len(e.ids) for e in encode(texts, add_special_tokens=False))
         tok_s = _best_time(lambda: encode(texts, add_special_tokens=False), 1 if quick else 3)
-        r = Router.paper(emb, device="cpu", progress=False)
+        r = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False)
         fit_s = _best_time(lambda: r.fit(train), 1 if quick else 3)
         # where the time goes: count (tokenize + histogram), Gram, solve, table
         t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         t1 = time.perf_counter()
         grams = {n: token_gram(emb.matrix, c) for n, c in counts.items()}
         t2 = time.perf_counter()
-        a, b = ridge_statistics(list(grams.values()), balance_weights([1] * len(grams), False))
+        a, b = combine_grams(list(grams.values()), balance_weights([1] * len(grams), False))
         w = column_normalize(ridge_solve(a, b, r.config.lam))
         t3 = time.perf_counter()
         RouteTable.from_logits(compile_logits(emb.matrix, w), emb.excluded_ids)
@@ -142,7 +142,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
 
     # add_expert of a 1000-text expert at h = 576 (time excluding tokenization = add_expert_counts)
     new_texts = data["add_expert_texts"]
-    r = Router.paper(emb, device="cpu", progress=False).fit(data["train"])
+    r = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(data["train"])
     t0 = time.perf_counter()
     counts = r._count("new", new_texts)
     count_s = time.perf_counter() - t0

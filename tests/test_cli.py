@@ -175,12 +175,12 @@ def test_undecodable_bytes_on_stdin_and_in_arguments(cli_router):
 
 def test_fitting_on_lone_surrogates_counts_replacement_characters(smollm2, small_corpus, tmp_path):
     """13.16: a JSON string "\\ud83d" is a valid str; counting it raised the tokenizer's TypeError."""
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
 
     dirty = {n: [t + " \ud83d" for t in texts[:20]] for n, texts in small_corpus.items()}
     clean = {n: [t + " \ufffd" for t in texts[:20]] for n, texts in small_corpus.items()}
-    a = Router.paper(smollm2, device="cpu", progress=False).fit(dirty)
-    b = Router.paper(smollm2, device="cpu", progress=False).fit(clean)
+    a = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(dirty)
+    b = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(clean)
     assert a.statistics == b.statistics
     # the CLI reads such a string from a .jsonl file (json.loads keeps the lone surrogate)
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"q": t}) + "\n" for t in dirty["math"]))
@@ -375,7 +375,7 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     """13.12: one 5 MB text showed a bar stuck at 0/1; the bar now counts characters."""
     import tqdm.auto
 
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
     from ir3de.cli.progress import fit_with_progress
 
     seen: list[tuple[float, float]] = []
@@ -393,8 +393,8 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
     big = " ".join(small_corpus["code"]) * 3
     corpus = {"code": [big], "math": small_corpus["math"][:300], "ml": small_corpus["multilingual"][:300]}
-    router = Router.paper(smollm2, device="cpu", batch_size=16)
-    fit_with_progress(router, corpus)
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", batch_size=16, progress=False)
+    fit_with_progress(router, corpus, batch_size=16)
     total = sum(len(t) for texts in corpus.values() for t in texts)
     seen = [(n, t) for n, t in seen if t == total]  # this bar's steps
     assert seen and seen[-1] == (total, total)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.cli.main import main as cli_main
 from ir3de.data.datasets import CROSS_SOURCE, load_cross_source, load_domain, load_suite
 from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
@@ -28,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def own_router(smollm2, small_corpus):
     """A router this module may reconfigure (the shared paper_router must not be mutated)."""
-    return Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    return Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.artifacts import folders as persistence
 from ir3de.artifacts.stat_packs import StatPack
 from ir3de.errors import NotFittedError, TokenizerMismatchError
@@ -36,7 +36,7 @@ def test_pipeline_functions_rebuild_the_routers_table(paper_router, smollm2):
     np.testing.assert_array_equal(state.table.logits, paper_router.table.logits)
     np.testing.assert_array_equal(state.weights, paper_router.weights)
     a, b = paper_router.ridge_statistics()
-    a2, b2 = fitting.level_statistics(counts, level="token", balance=False, token_grams=grams)
+    a2, b2 = fitting.level_matrices(counts, level="token", balance=False, token_grams=grams)
     np.testing.assert_allclose(a, a2, rtol=1e-12)
     np.testing.assert_allclose(b, b2, rtol=1e-12)
 
@@ -58,7 +58,7 @@ def test_device_is_checked_at_once_and_resolved_when_fitting() -> None:
 
 
 def test_evaluation_is_public_and_cleared_by_a_change_of_experts(smollm2, small_corpus):
-    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
         {n: small_corpus[n][:20] for n in list(small_corpus)[:2]}
     )
     router.evaluation = {"accuracy": 0.5}
@@ -86,7 +86,7 @@ def test_fitting_on_the_cpu_imports_no_torch() -> None:
     script = textwrap.dedent(
         """
         import sys
-        from ir3de import Router, TokenEmbeddings
+        from ir3de import Router, RouterConfig, TokenEmbeddings
         from ir3de.artifacts.stat_packs import StatPack
         texts = {"math": ["Solve 3x + 5 = 11", "What is 7 * 8?"], "code": ["def f(x): return x", "import os"]}
         emb = TokenEmbeddings.default()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.fitting.solve import gcv_curve
 from paper_oracle import (
     explicit_gcv,
@@ -71,7 +71,7 @@ def test_weights_equal_the_per_token_solution(smollm2, small_corpus, corpus_ids,
 def test_routes_equal_the_per_token_router(smollm2, small_corpus, corpus_ids, test_prompts, selector, k, lam):
     names, ids = corpus_ids
     excluded = set(smollm2.excluded_ids.tolist())
-    router = Router.paper(smollm2, device="cpu", progress=False, selector=selector, k=k, lam=lam).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False, selector=selector, k=k, lam=lam).fit(
         small_corpus
     )
     w = paper_fit([ids[n] for n in names], smollm2.matrix, excluded, lam)

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from ir3de import RouteDecision, Router
+from ir3de import RouteDecision, Router, RouterConfig
 from ir3de.errors import (
     ArtifactError,
     ArtifactVersionError,
@@ -99,7 +99,7 @@ def test_save_load_routes_identically(tmp_path, paper_router, small_tests, smoll
     # growing after loading loads the embeddings from the recorded source and equals a central fit
     extra = ["Der Hund läuft schnell über die Wiese.", "Il gatto dorme sul divano tutto il giorno."] * 3
     loaded.add_expert("extra", extra)
-    reference = Router.paper(smollm2, device="cpu", progress=False).fit(dict(small_corpus, extra=extra))
+    reference = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(dict(small_corpus, extra=extra))
     _assert_same_router(loaded, reference, prompts, exact=True)
 
 

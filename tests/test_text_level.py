@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ir3de import ExpertCounts, Router
+from ir3de import ExpertCounts, Router, RouterConfig
 from ir3de.artifacts.stat_packs import StatPack, merge_packs
 from ir3de.errors import ExpertError
 from ir3de.fitting.statistics import text_gram, text_means, text_rows
@@ -91,7 +91,7 @@ def test_switching_levels_resolves_from_the_statistics(smollm2, small_corpus, te
 
 
 def test_token_only_counts_cannot_fit_at_text_level(smollm2, small_corpus, prompts):
-    paper = Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)
     assert all(c.text_gram is None for c in paper.statistics.values())  # not computed: not needed
     before = paper.route_indices(prompts)
     with pytest.raises(ExpertError, match="level='text'"):
@@ -117,7 +117,7 @@ def test_artifact_round_trip_keeps_text_statistics(tmp_path, text_router, prompt
 
 
 def test_version_1_artifacts_load_as_token_level(tmp_path, smollm2, small_corpus, prompts):
-    paper = Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)
     folder = paper.save_pretrained(tmp_path / "v1")
     config = json.loads((folder / "config.json").read_text())
     config["format_version"] = 1

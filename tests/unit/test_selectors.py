@@ -197,11 +197,11 @@ def test_a_toy_router_routes_like_the_paper_oracle_within_max_tokens(
     max_tokens, selector, toy_tokenizer, toy_matrix, toy_corpus, toy_ids, excluded_ids
 ):
     """End to end on the toy tokenizer: only the first ``max_tokens`` tokens of a prompt count."""
-    from ir3de import Router, TokenEmbeddings
+    from ir3de import Router, RouterConfig, TokenEmbeddings
     from paper_oracle import paper_fit, paper_route
 
     emb = TokenEmbeddings(toy_tokenizer, toy_matrix, excluded_ids=excluded_ids)
-    router = Router.paper(emb, device="cpu", progress=False, max_tokens=max_tokens, selector=selector, k=2)
+    router = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False, max_tokens=max_tokens, selector=selector, k=2)
     router.fit(toy_corpus)
     excl = set(excluded_ids.tolist())
     w = paper_fit([toy_ids[n] for n in router.experts], toy_matrix, excl, 1e-2)

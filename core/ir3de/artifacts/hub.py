@@ -52,7 +52,7 @@ _KINDS = {
         artifact.CONFIG_FILE,
         artifact.CHECKED_FILES,
         "it is not an ir3de router (a stat pack has stat_pack.json instead: merge it with "
-        "router.add_expert_from_stats(repo) or `ir3de merge`)",
+        "router.add_expert(pack.name, StatPack.from_pretrained(repo)) or `ir3de merge`)",
     ),
     "stat_pack": (
         PACK_CONFIG_FILE,

@@ -84,7 +84,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     sizes = ", ".join(
         f"{n}: {c.num_texts} texts / {c.num_tokens} tokens" for n, c in router.statistics.items()
     )
-    print(f"merged {len(args.packs)} stat packs; experts {router.experts} ({sizes}); saved to {out}")
+    print(f"merged {len(args.packs)} stat packs; experts {list(router.experts)} ({sizes}); saved to {out}")
     return 0
 
 

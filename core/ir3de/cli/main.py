@@ -350,14 +350,14 @@ def _why(router: Router, d: RouteDecision) -> list[str]:
     names = list(d.scores)
     temperature = config.effective_temperature
     if config.selector == "avg":
-        evidence = router.table.logits[ids].mean(axis=0, dtype=np.float64)
+        evidence = router.state.table.logits[ids].mean(axis=0, dtype=np.float64)
         what = f"mean token logit over all {d.num_tokens} tokens"
     elif config.combine == "vote":
-        evidence = np.bincount(router.table.votes[ids], minlength=len(names)).astype(np.float64)
+        evidence = np.bincount(router.state.table.votes[ids], minlength=len(names)).astype(np.float64)
         what = f"votes of the {len(ids)} selected tokens"
         temperature = None
     else:
-        evidence = router.table.log_probs[ids].sum(axis=0)
+        evidence = router.state.table.log_probs[ids].sum(axis=0)
         what = f"sum of log-probabilities of the {len(ids)} selected tokens"
     order = np.argsort(-evidence, kind="stable")
     lines = [f"evidence ({what}): " + "  ".join(f"{names[i]}={evidence[i]:.3f}" for i in order)]
@@ -424,9 +424,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     emb = _load_embeddings_verbose(args, args.embeddings)
     base = RouterConfig.paper() if args.preset == "paper" else RouterConfig()
     try:
-        router = Router(
-            emb, config=base, device=args.device, progress=not args.quiet, **_router_settings(args)
-        )
+        progress = False if args.engine == "local" else not args.quiet  # local: one bar in characters
+        router = Router(emb, config=base, device=args.device, progress=progress, **_router_settings(args))
     except ValueError as e:
         if isinstance(e, Ir3deError):
             raise
@@ -576,11 +575,11 @@ def cmd_add_expert(args: argparse.Namespace) -> int:
     descriptions = _descriptions(args)
     for name, expert_texts in texts.items():
         if args.update:
-            router.update_expert(name, expert_texts)
+            router.add_expert(name, expert_texts, update=True)
         else:
             router.add_expert(name, expert_texts, description=descriptions.get(name, ""))
     out = router.save_pretrained(args.output or args.router)
-    print(f"experts now {router.experts}; saved to {out}")
+    print(f"experts now {list(router.experts)}; saved to {out}")
     return EXIT_OK
 
 
@@ -593,7 +592,7 @@ def cmd_remove_expert(args: argparse.Namespace) -> int:
     for name in args.name:
         router.remove_expert(name)
     out = router.save_pretrained(args.output or args.router)
-    print(f"experts now {router.experts}; saved to {out}")
+    print(f"experts now {list(router.experts)}; saved to {out}")
     return EXIT_OK
 
 

@@ -50,8 +50,8 @@ __all__ = [
     "TrafficSummary",
     "add_text_statistics",
     "balance_weights",
+    "combine_grams",
     "expert_gram",
-    "ridge_statistics",
     "text_gram",
     "text_means",
     "text_rows",
@@ -508,8 +508,8 @@ def expert_gram(embedding_rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def ridge_statistics(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Combine per-expert Gram matrices into the ridge statistics ``A`` and ``B``.
+def combine_grams(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Combine per-expert Gram matrices into the ridge matrices ``A`` and ``B``.
 
     ``A = Σ_d w_d G_d`` and ``B[:, d] = w_d G_d[:, -1]`` (the last column of ``G_d`` is ``Ẽᵀ N[:, d]``).
     Works for numpy arrays and torch tensors alike.

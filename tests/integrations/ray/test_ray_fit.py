@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ir3de import Router  # noqa: E402
+from ir3de import Router, RouterConfig  # noqa: E402
 from ir3de.data.corpus import read_texts  # noqa: E402
 from ir3de_integrations.ray import ShardError, count_dataset, count_shards, fit_router  # noqa: E402
 
@@ -71,9 +71,9 @@ def test_ray_counts_equal_local_counts(local_ray, smollm2, shard_folder):
     prompts = [t for texts in _local_texts(shard_folder, globs).values() for t in texts[:30]]
     assert router.route_indices(prompts).tolist() == local.route_indices(prompts).tolist()
     # token level: integer counts, so the Ray fit is bit-identical to the local one
-    paper, paper_report = fit_router(globs, router=Router.paper(smollm2, device="cpu"), field="text")
+    paper, paper_report = fit_router(globs, router=Router(smollm2, config=RouterConfig.paper(), device="cpu"), field="text")
     assert all(c.text_gram is None for c in paper_report.statistics.values())  # not counted: not needed
-    local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(_local_texts(shard_folder, globs))
+    local_paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(_local_texts(shard_folder, globs))
     assert np.array_equal(paper.weights, local_paper.weights)
     assert "20 shard(s)" in report.summary()
 
@@ -193,8 +193,8 @@ def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpu
     np.testing.assert_allclose(router.weights, local.weights, rtol=1e-6, atol=1e-9)
 
     per_expert = {n: ray.data.read_parquet(str(tmp_path / f"{n}.parquet")) for n in corpus}
-    router, report = fit_router(per_expert, router=Router.paper(smollm2, device="cpu", progress=False))
-    local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(corpus)
+    router, report = fit_router(per_expert, router=Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False))
+    local_paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(corpus)
     assert {n: report.statistics[n] for n in corpus} == local_paper.statistics
     assert np.array_equal(router.weights, local_paper.weights)
 
@@ -203,7 +203,7 @@ _HANG_SCRIPT = """
 import json, sys
 from pathlib import Path
 import ray
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de_integrations.ray import fit_router
 
 files = sorted(Path(sys.argv[1]).glob("part-*.jsonl"))
