@@ -47,6 +47,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from ir3de.routing.prompts import encode_prompts
+
 ROOT = Path(__file__).resolve().parent
 FOLLOW_UPS_FILE = ROOT / "data" / "follow_ups.txt"
 REPLY_CHARS = 400
@@ -308,8 +310,14 @@ def time_long_conversation(
         router.route(j)
     conv_s = best_time(lambda m: router.route_conversation(m, previous_expert="math"), convs)
     prompt_s = best_time(router.route, joined)
-    tokens_conv = int(router.encode([c for m in convs for _, c in m])[1].sum()) / len(convs)
-    tokens_prompt = int(router.encode(joined)[1].sum()) / len(convs)
+    tokens_conv = int(
+        encode_prompts(router.state.tokenizer, [c for m in convs for _, c in m], router.config.max_tokens)[
+            1
+        ].sum()
+    ) / len(convs)
+    tokens_prompt = int(
+        encode_prompts(router.state.tokenizer, joined, router.config.max_tokens)[1].sum()
+    ) / len(convs)
     return {
         "messages": 20,
         "conversation_us": conv_s * 1e6,

@@ -46,6 +46,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from ir3de.routing.prompts import encode_prompts, route_indices
+
 SIZES = (0, 10, 30, 100)
 SEEDS = (0, 1, 2)
 KNN_KS = (1, 5, 10)
@@ -176,7 +178,7 @@ def state_with_traffic(router: Any, traffic: Mapping[str, Any], weight: TrafficW
     from ir3de.fitting import pipeline as fitting
 
     solution, applied = weights_with_traffic(router, traffic, weight)
-    table = fitting.compile_table(router.embeddings.matrix, applied, router.excluded_ids)
+    table = fitting.compile_table(router.embeddings.matrix, applied, router.state.excluded_ids)
     return fitting.RoutingState(
         tuple(router.experts), table, fitting.to_numpy(applied), fitting.to_numpy(solution)
     )
@@ -189,7 +191,7 @@ def mean_features(router: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarr
     checked against the table in :func:`run_check`)."""
     import scipy.sparse
 
-    countable = router.table.countable
+    countable = router.state.table.countable
     seg = np.repeat(np.arange(lengths.size), lengths)
     keep = countable[ids]
     ids, seg = ids[keep], seg[keep]
@@ -232,7 +234,7 @@ def learned_predictions(
     if groups:
         router.learn(groups)
     try:
-        return router.route_indices(prompts)
+        return route_indices(router.state, router.config, prompts)
     finally:
         router.forget_traffic()
 
@@ -334,11 +336,11 @@ def ir3de_curves(
     for seed in seeds:
         pools, rest = split_test(suite.test, seed, max(sizes))
         prompts, labels = labelled_prompts(experts, rest)
-        ids, lengths = router.encode(prompts)
+        ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
         features = mean_features(router, ids, lengths)
         acc: dict[str, list[float]] = {p.name: [] for p in policies}
-        base = router.route_indices(prompts)
-        mismatches = int((route_features(features, router.weights) != base).sum())
+        base = route_indices(router.state, router.config, prompts)
+        mismatches = int((route_features(features, router.state.weights) != base).sum())
         for n in sizes:
             if n == 0:
                 for p in policies:
@@ -410,7 +412,7 @@ def api_curves(
             continue
         pools, rest = split_test(suite.test, int(seed), max(sizes))
         prompts, labels = labelled_prompts(experts, rest)
-        ids, lengths = router.encode(prompts)
+        ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
         features = mean_features(router, ids, lengths)
         mismatches = 0
         for weight in weights:

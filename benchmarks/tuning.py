@@ -32,6 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
+from ir3de.routing.prompts import encode_prompts
+
 BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, 10**9))
 PREFIX_WORDS = (1, 2, 3, 5)
 TARGET = 0.95
@@ -162,8 +164,8 @@ def _temperature_only(router: Any, tests: dict[str, list[str]]) -> dict[str, flo
     from ir3de.routing.prompts import select
 
     prompts, labels = labelled_prompts(router.experts, tests)
-    ids, lengths = router.encode(prompts)
-    sel = select(router.snapshot, router.config, ids, lengths)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
+    sel = select(router.state, router.config, ids, lengths)
     keep = sel.winners >= 0
     t = fit_temperature(sel.evidence[keep], labels[keep])
     router.configure(temperature=t, evidence_tokens=0.0)
@@ -184,8 +186,8 @@ def default_prior(suites: dict[str, Any], emb: Any) -> dict[str, Any]:
         prompts, labels = labelled_prompts(
             router.experts, _with_prefixes({n: t[0::2] for n, t in suite.test.items()})
         )
-        ids, lengths = router.encode(prompts)
-        sel = select(router.snapshot, router.config, ids, lengths)
+        ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
+        sel = select(router.state, router.config, ids, lengths)
         keep = sel.winners >= 0
         zs.append(sel.evidence[keep] / router.config.effective_temperature)
         ns.append(sel.num_countable[keep].astype(np.float64))

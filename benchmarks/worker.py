@@ -135,7 +135,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
                 "table (logits + entropy)": t4 - t3,
             },
             "distinct_tokens": int(sum(c.token_ids.size for c in counts.values())),
-            "route_table_bytes": int(r.table.logits.nbytes),
+            "route_table_bytes": int(r.state.table.logits.nbytes),
         }
 
     out["fit"] = fit_profile(data["train"])
@@ -147,7 +147,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     counts = r._count("new", new_texts)
     count_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r.add_expert_counts("new", counts)
+    r.add_expert("new", counts)
     add_counts_s = time.perf_counter() - t0
     r.remove_expert("new")
     t0 = time.perf_counter()
@@ -254,7 +254,9 @@ def _fit_memory(data: dict[str, Any], size: int, experts: int) -> dict[str, Any]
         "fit_peak_over_before_mb": peak - base,
         "statistics_mb": text_gram_mb,
         "table_mb": (
-            router.table.logits.nbytes + router.table.log_probs.nbytes + router.table.summed_rows.nbytes
+            router.state.table.logits.nbytes
+            + router.state.table.log_probs.nbytes
+            + router.state.table.summed_rows.nbytes
         )
         / 1e6,
     }
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         from ir3de import Router
 
         router = Router.from_pretrained(args.artifact, device="cpu")
-        tokenizer = router.tokenizer
+        tokenizer = router.state.tokenizer
         if args.kind in ("ir3de", "ir3de-defaults"):
             route_one = router.route
             route_batch = router.route_indices
@@ -326,7 +328,12 @@ def main(argv: list[str] | None = None) -> int:
 
             emb = TokenEmbeddings.default()
             paper = PaperTorchRouter(
-                tokenizer, emb.matrix, router.weights, router._excluded_ids, router.experts, k=router.config.k
+                tokenizer,
+                emb.matrix,
+                router.state.weights,
+                router._excluded_ids,
+                router.experts,
+                k=router.config.k,
             )
             del router
             route_one = paper.route_one

@@ -32,7 +32,9 @@ DESCRIPTIONS = {
 def main(repo_id: str, *, private: bool = False, max_texts: int | None = None) -> dict[str, Any]:
     suite = load_suite("reasoning4", seed=0)
     train = {name: texts[:max_texts] for name, texts in suite.train.items()}
-    router = Router(TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False).fit(train, descriptions=DESCRIPTIONS)
+    router = Router(TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False).fit(
+        train, descriptions=DESCRIPTIONS
+    )
     report = evaluate(router, suite.test)
     record_evaluation(router, report, test_set="reasoning4 held-out split (seed 0)")
     print(f"fitted {router.experts}; held-out accuracy {report.accuracy:.4f} on {report.num_prompts} prompts")

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from ir3de.cli.main import main
+from ir3de.routing.prompts import route_indices
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,10 @@ def test_lone_surrogates_route_as_replacement_characters(paper_router):
     for dirty in ("SELECT caf\udce9 FROM t", "SELECT caf\ud83d FROM t"):
         assert paper_router.route(dirty) == paper_router.route(clean)
         assert paper_router.route_batch([dirty, "x"])[0] == paper_router.route(clean)
-        assert paper_router.route_indices([dirty]).tolist() == paper_router.route_indices([clean]).tolist()
+        assert (
+            route_indices(paper_router.state, paper_router.config, [dirty]).tolist()
+            == route_indices(paper_router.state, paper_router.config, [clean]).tolist()
+        )
     assert paper_router.route("\ud83d\ude00 How many apples?") == paper_router.route("😀 How many apples?")
 
 
@@ -399,7 +403,6 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     seen = [(n, t) for n, t in seen if t == total]  # this bar's steps
     assert seen and seen[-1] == (total, total)
     assert any(n == len(big) for n, _ in seen)  # the huge text is its own step, sized in characters
-    assert router.progress is None  # the router's own setting is restored
 
 
 def test_explain_shows_why_short_prompts_get_high_confidence(cli_router, capsys):

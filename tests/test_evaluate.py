@@ -21,6 +21,7 @@ from ir3de.evaluation.evaluate import (
     lam_sweep,
     record_evaluation,
 )
+from ir3de.routing.prompts import route_indices
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +39,7 @@ def labelled(paper_router, small_tests):
 
 def test_report_matches_route_indices(paper_router, small_tests, labelled):
     prompts, labels = labelled
-    predicted = paper_router.route_indices(prompts)
+    predicted = route_indices(paper_router.state, paper_router.config, prompts)
     report = evaluate(paper_router, small_tests)
     assert report.num_prompts == len(prompts) == report.confusion.sum()
     assert report.accuracy == pytest.approx(float((predicted == labels).mean()))
@@ -62,9 +63,9 @@ def test_k_sweep_points_equal_reconfigured_routers(own_router, small_tests):
 
 
 def test_lam_sweep_equals_refits_and_leaves_router_alone(own_router, small_tests):
-    logits_before = own_router.table.logits.copy()
+    logits_before = own_router.state.table.logits.copy()
     points = lam_sweep(own_router, small_tests, [1e-2, 1.0, 100.0], ks=(1, 10))
-    np.testing.assert_array_equal(own_router.table.logits, logits_before)
+    np.testing.assert_array_equal(own_router.state.table.logits, logits_before)
     assert [p["lam"] for p in points] == [1e-2, 1.0, 100.0]
     assert [q["k"] for q in points[0]["k_sweep"]] == [1, 10]
     n = sum(len(v) for v in small_tests.values())

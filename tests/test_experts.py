@@ -119,7 +119,7 @@ def test_add_update_remove_change_router_and_handlers_together(fresh_router, sma
     new = Upstream("instructions", 1)
     registry.add_counts("instructions", new, counts, "how-to")  # e.g. from a stat pack
     assert router.experts[-1] == "instructions" and registry.get("instructions") is new
-    assert router.descriptions["instructions"] == "how-to"
+    assert router.state.descriptions["instructions"] == "how-to"
     routed = [registry.route(p) for p in small_tests["instructions"][:10]]
     assert [r.decision.expert for r in routed] == [
         router.route(p).expert for p in small_tests["instructions"][:10]

@@ -462,7 +462,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
     async def ready() -> Response:
         experts = list(gw.router.experts)
         missing = [e for e in experts if e not in gw.upstreams]
-        ok = gw.client is not None and gw.router.is_fitted and not missing
+        ok = gw.client is not None and bool(gw.router.experts) and not missing
         body = {"status": "ready" if ok else "not_ready", "experts": experts, "missing_upstreams": missing}
         return JSONResponse(body, status_code=200 if ok else 503)
 

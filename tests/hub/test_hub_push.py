@@ -51,7 +51,7 @@ def test_push_router_then_pull_it_back(git_uploads, hub_env, evaluated_router, s
     assert [d.expert for d in pulled.route_batch(prompts)] == [
         d.expert for d in evaluated_router.route_batch(prompts)
     ]
-    np.testing.assert_array_equal(pulled.table.logits, evaluated_router.table.logits)
+    np.testing.assert_array_equal(pulled.state.table.logits, evaluated_router.state.table.logits)
     assert pulled._evaluation == evaluated_router._evaluation
     card = (repo / "README.md").read_text()
     assert 'Router.from_pretrained("ir3de-test/pushed")' in card
@@ -83,9 +83,9 @@ def test_push_stat_pack_and_merge_from_hub(git_uploads, hub_env, packs, paper_ro
     router = merge_packs(
         ["owner-a/math-stats", "owner-b/code-stats"], config=RouterConfig.paper(), device="cpu"
     )
-    router.add_expert_from_stats(packs["instructions"]).add_expert_from_stats(packs["multilingual"])
-    assert router.descriptions["math"] == packs["math"].description
-    np.testing.assert_allclose(router.table.logits, paper_router.table.logits, rtol=0, atol=1e-6)
+    router.add_expert("instructions", packs["instructions"]).add_expert("multilingual", packs["multilingual"])
+    assert router.state.descriptions["math"] == packs["math"].description
+    np.testing.assert_allclose(router.state.table.logits, paper_router.state.table.logits, rtol=0, atol=1e-6)
 
 
 def test_model_card_renders_real_numbers(git_uploads, hub_env, evaluated_router, paper_router, small_corpus):

@@ -118,6 +118,4 @@ def test_tune_returns_settings_without_changing_its_inputs(state, toy_tokenizer)
     routed = routing.route_batch(state, tuned, prompts)
     assert np.mean([not d.fallback_used for d in routed]) == pytest.approx(result.coverage)
     with pytest.raises(ValueError, match="vote shares"):
-        tuning.calibrate(
-            state, RouterConfig(level="token", selector="topk", combine="vote"), held_out
-        )
+        tuning.calibrate(state, RouterConfig(level="token", selector="topk", combine="vote"), held_out)

@@ -201,7 +201,15 @@ def test_a_toy_router_routes_like_the_paper_oracle_within_max_tokens(
     from paper_oracle import paper_fit, paper_route
 
     emb = TokenEmbeddings(toy_tokenizer, toy_matrix, excluded_ids=excluded_ids)
-    router = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False, max_tokens=max_tokens, selector=selector, k=2)
+    router = Router(
+        emb,
+        config=RouterConfig.paper(),
+        device="cpu",
+        progress=False,
+        max_tokens=max_tokens,
+        selector=selector,
+        k=2,
+    )
     router.fit(toy_corpus)
     excl = set(excluded_ids.tolist())
     w = paper_fit([toy_ids[n] for n in router.experts], toy_matrix, excl, 1e-2)
