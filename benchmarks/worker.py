@@ -243,7 +243,7 @@ def _fit_memory(data: dict[str, Any], size: int, experts: int) -> dict[str, Any]
     router = Router(emb, device="cpu", progress=False).fit(train)
     fit_s = time.perf_counter() - t0
     peak = _memory_mb("VmHWM")
-    text_gram_mb = sum(c.text_gram.nbytes for c in router.statistics.values()) / 1e6
+    text_gram_mb = sum(s.counts.text_gram.nbytes for s in router.statistics.values()) / 1e6
     return {
         "experts": len(train),
         "texts": sum(len(v) for v in train.values()),

@@ -136,7 +136,7 @@ def test_cookbook_core_recipe(tmp_path, reasoning4):
     from ir3de.evaluation.evaluate import evaluate
 
     grown = Router.from_pretrained(tmp_path / "router")
-    assert grown.experts == ["math", "code", "instructions", "multilingual"]
+    assert grown.experts == ("math", "code", "instructions", "multilingual")
     assert evaluate(grown, reasoning4.test).accuracy == result["four_experts"]
 
 

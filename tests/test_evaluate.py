@@ -88,7 +88,7 @@ def test_evaluate_with_sweeps_and_readable_table(paper_router, small_tests):
         assert name in text
     assert f"{report.accuracy:.4f}" in text and "k sweep" in text and "λ sweep" in text
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["k_sweep"][0]["k"] == 1 and data["experts"] == paper_router.experts
+    assert data["k_sweep"][0]["k"] == 1 and data["experts"] == list(paper_router.experts)
 
 
 def test_bad_inputs_raise_typed_errors(paper_router, small_tests):
@@ -109,7 +109,7 @@ def test_record_evaluation_reaches_config_and_model_card(own_router, small_tests
     assert config["evaluation"]["test_set"] == "small reasoning4 test" == record["test_set"]
     card = (folder / "README.md").read_text()
     assert "## Evaluation" in card and "small reasoning4 test" in card
-    assert Router.from_pretrained(folder)._evaluation["num_prompts"] == report.num_prompts
+    assert Router.from_pretrained(folder).state.evaluation["num_prompts"] == report.num_prompts
 
 
 def test_plots_draw_the_sweeps_and_the_confusion(paper_router, small_tests, tmp_path, monkeypatch):

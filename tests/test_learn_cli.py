@@ -49,7 +49,7 @@ def fitted(tmp_path_factory, files):
 
 def test_fit_takes_experts_from_the_labels(fitted, small_corpus, smollm2):
     router = Router.from_pretrained(fitted)
-    assert router.experts == ["math", "code", "multilingual"]
+    assert router.experts == ("math", "code", "multilingual")
     reference = Router(smollm2, device="cpu", progress=False).fit(
         {n: small_corpus[n][:30] for n in router.experts}
     )
@@ -90,7 +90,7 @@ def test_unknown_labels_are_an_error_or_new_experts(fitted, files, tmp_path, cap
     assert not out.exists()
     assert main(["learn", str(fitted), str(files / "legal.jsonl"), "--create-experts", "-o", str(out)]) == 0
     assert "new experts" in capsys.readouterr().out
-    assert Router.from_pretrained(out).experts == ["math", "code", "multilingual", "legal"]
+    assert Router.from_pretrained(out).experts == ("math", "code", "multilingual", "legal")
 
 
 def test_bad_labelled_files_are_clear_errors(fitted, files, capsys):

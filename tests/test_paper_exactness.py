@@ -53,7 +53,7 @@ def test_weights_equal_the_per_token_solution(smollm2, small_corpus, corpus_ids,
     router.fit(small_corpus)
     weights = None
     if balance:
-        masses = np.array([router.statistics[n].num_tokens for n in names], float)
+        masses = np.array([router.statistics[n].counts.num_tokens for n in names], float)
         weights = masses.mean() / masses
     expected = paper_fit([ids[n] for n in names], smollm2.matrix, excluded, lam, column_norm, weights)
     np.testing.assert_allclose(router.state.weights, expected, rtol=1e-7, atol=1e-9)
@@ -96,7 +96,7 @@ def test_counts_are_token_histograms(smollm2, small_corpus, corpus_ids):
         flat = [t for text in ids[n] for t in text if t not in excluded]
         dense = np.bincount(flat, minlength=smollm2.vocab_size)
         assert np.array_equal(router.statistics[n].to_dense(smollm2.vocab_size), dense)
-        assert router.statistics[n].num_texts == len(small_corpus[n])
+        assert router.statistics[n].counts.num_texts == len(small_corpus[n])
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ def test_add_remove_update_equal_from_scratch(smollm2, small_corpus, small_tests
     _assert_same_router(shrunk, reference, prompts, exact=True)
 
     half = {n: t[:40] for n, t in small_corpus.items()}
-    updated = _fit(smollm2, half, **settings).update_expert(names[0], small_corpus[names[0]][40:])
+    updated = _fit(smollm2, half, **settings).add_expert(names[0], small_corpus[names[0]][40:], update=True)
     mixed = dict(half, **{names[0]: small_corpus[names[0]]})
     _assert_same_router(updated, _fit(smollm2, mixed, **settings), prompts, exact=False)
     assert updated.statistics[names[0]] == _fit(smollm2, mixed, **settings).statistics[names[0]]
@@ -160,7 +160,7 @@ def test_concurrent_routing_during_add_and_remove(smollm2, small_corpus, small_t
     for t in threads:
         t.join()
     assert not errors, errors
-    assert router.experts == list(small_corpus)
+    assert router.experts == tuple(small_corpus)
 
 
 def test_empty_prompts_raise_or_fall_back(smollm2, small_corpus, paper_router):

@@ -31,7 +31,8 @@ def prompts(small_tests):
 
 
 def test_default_fit_counts_text_statistics_and_temperature_follows_the_evidence(text_router):
-    assert all(c.text_gram is not None and c.num_scored_texts == 80 for c in text_router.statistics.values())
+    counts = [s.counts for s in text_router.statistics.values()]
+    assert all(c.text_gram is not None and c.num_scored_texts == 80 for c in counts)
     config = text_router.config
     # no explicit temperature: the measured default of the selector's evidence; an explicit one wins
     assert config.temperature is None and config.effective_temperature == 0.1
@@ -59,7 +60,7 @@ def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_rout
 def test_text_statistics_skip_texts_without_countable_tokens(smollm2):
     special = smollm2.tokenizer.id_to_token(int(smollm2.excluded_ids[0]))
     router = _fit(smollm2, {"a": ["Solve 2 + 2.", special, "   "], "b": ["Der Hund läuft.", "Il gatto."]})
-    assert router.statistics["a"].num_texts == 3
+    assert router.statistics["a"].counts.num_texts == 3
     assert router.statistics["a"].num_scored_texts == 1
     assert router.statistics["b"].num_scored_texts == 2
 
@@ -114,7 +115,9 @@ def test_artifact_round_trip_keeps_text_statistics(tmp_path, text_router, prompt
         == route_indices(text_router.state, text_router.config, prompts).tolist()
     )
     for name in text_router.experts:
-        assert np.array_equal(loaded.statistics[name].text_gram, text_router.statistics[name].text_gram)
+        assert np.array_equal(
+            loaded.statistics[name].counts.text_gram, text_router.statistics[name].counts.text_gram
+        )
     extra = ["Der Hund läuft schnell über die Wiese.", "Il gatto dorme sul divano tutto il giorno."] * 3
     loaded.add_expert("extra", extra)  # grows at text level after loading
     reference = _fit(smollm2, dict(small_corpus, extra=extra))
@@ -143,7 +146,7 @@ def test_stat_packs_carry_text_statistics(tmp_path, smollm2, small_corpus, text_
         for n, texts in small_corpus.items()
     ]
     pack = StatPack.from_pretrained(folders[0])
-    assert pack.counts == text_router.statistics[pack.name]
+    assert pack.counts == text_router.statistics[pack.name].counts
     assert json.loads((folders[0] / "stat_pack.json").read_text())["expert"]["has_text_statistics"] is True
     merged = merge_packs(folders, device="cpu")
     assert merged.config.level == "text"

@@ -195,7 +195,7 @@ def test_any_order_or_split_gives_the_same_router(base, served, tmp_path, held_o
     half = len(prompts) // 2
     split.learn(prompts[half:][::-1], labels[half:][::-1])
     for p, e in zip(prompts[:half], labels[:half]):
-        split.feedback(p, e)
+        split.learn([p], [e])
     grouped = _copy(base, tmp_path, "grouped").learn(LabelledData(tuple(prompts), tuple(labels)).by_label())
     _close(once, split, held_out)
     _close(once, grouped, held_out)
@@ -245,8 +245,8 @@ def test_unknown_labels_are_an_error_listing_the_experts_or_new_experts(
     _same_bits(router, base)  # nothing changed
     legal = ["Which clause governs termination?", "The lessee shall indemnify the lessor."]
     router.learn([*legal, "2 + 2 = ?"], ["legal", "legal", "math"], create_experts=True)
-    assert router.experts == [*base.experts, "legal"]
-    assert router.statistics["legal"].num_texts == 2 and "legal" not in router.traffic  # its corpus
+    assert router.experts == (*base.experts, "legal")
+    assert router.statistics["legal"].counts.num_texts == 2 and "legal" not in router.traffic  # its corpus
     reference = _copy(base, tmp_path, "ref")
     reference.add_expert("legal", legal)
     reference.learn(["2 + 2 = ?"], ["math"])
@@ -267,7 +267,7 @@ def test_bad_input_is_a_clear_error(base, tmp_path) -> None:
         with pytest.raises(InvalidInputError, match=match):
             router.learn(*args)
     with pytest.raises(InvalidInputError):
-        router.feedback(["a"], "math")  # type: ignore[arg-type]
+        router.learn([["a"]], "math")  # type: ignore[list-item]
     _same_bits(router, base)
 
 
@@ -276,7 +276,7 @@ def test_traffic_follows_expert_changes(base, served, tmp_path, smollm2, corpus)
     router.add_expert("code", ["def g(y):\n    return y * 2"], update=True)
     assert router.traffic["code"].num_prompts == 8
     router.remove_expert("math")
-    assert "math" not in router.traffic and router.experts == [e for e in base.experts if e != "math"]
+    assert "math" not in router.traffic and router.experts == tuple(e for e in base.experts if e != "math")
     router.fit(corpus)
     assert router.traffic == {}
     assert np.array_equal(router.state.weights, base.state.weights)

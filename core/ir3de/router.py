@@ -232,18 +232,12 @@ class Router:
         """
         with self._lock:
             if update:
-                old = self._get_expert(name)
-                delta = self._counts(name, source)
-                grown = fitting.grown(old, delta, self.embeddings.matrix, device=self._fit_device())
-                if description:
-                    grown = dataclasses.replace(grown, description=description)
-                self._commit({**self._experts, name: grown})
-                return self
-            hint = (
-                f"use add_expert({name!r}, more_texts, update=True) to add text to it or remove_expert first"
-            )
-            fitting.check_new_expert(name, self._experts, hint)
-            self._commit({**self._experts, name: self._expert(name, source, description)})
+                expert = self._grown(name, source, description)
+            else:
+                hint = f"use add_expert({name!r}, more, update=True) to add text to it or remove_expert first"
+                fitting.check_new_expert(name, self._experts, hint)
+                expert = self._expert(name, source, description)
+            self._commit({**self._experts, name: expert})
         return self
 
     def remove_expert(self, name: str) -> Router:
@@ -370,7 +364,7 @@ class Router:
 
         Example:
             >>> router.learn(["How do I file my taxes?", "def f(x):"], ["finance", "code"])   # doctest: +SKIP
-            >>> router.learn("What is a stanza?", "poetry")                                    # doctest: +SKIP
+            >>> router.learn(["What is a stanza?"], "poetry")                                  # doctest: +SKIP
         """
         from ir3de.data.labelled import check_labels, learn_groups  # readers: imported when learning only
 
@@ -559,6 +553,12 @@ class Router:
             name, source, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level=level
         )
         return source
+
+    def _grown(self, name: str, source: object, description: str) -> ExpertStatistics:
+        """Expert ``name`` with more texts (or counts) added; its token Gram grows with them."""
+        old, delta = self._get_expert(name), self._counts(name, source)
+        grown = fitting.grown(old, delta, self.embeddings.matrix, device=self._fit_device())
+        return dataclasses.replace(grown, description=description) if description else grown
 
     def _expert(self, name: str, source: object, description: str) -> ExpertStatistics:
         """One expert's statistics from texts, ExpertCounts, ExpertStatistics or a stat pack."""

@@ -40,8 +40,9 @@ def test_merged_equals_central(packs, paper_router, small_tests, tmp_path):
     merged = merge_packs([str(f) for f in folders], config=RouterConfig.paper(), device="cpu")
     assert merged.experts == paper_router.experts
     # packs carry text Grams too (counted at the default text level); the token counts are the paper's
-    assert {n: c.without_text_gram() for n, c in merged.statistics.items()} == paper_router.statistics
-    assert all(c.text_gram is not None for c in merged.statistics.values())
+    merged_counts = {n: s.counts.without_text_gram() for n, s in merged.statistics.items()}
+    assert merged_counts == {n: s.counts for n, s in paper_router.statistics.items()}
+    assert all(s.counts.text_gram is not None for s in merged.statistics.values())
     np.testing.assert_allclose(merged.state.weights, paper_router.state.weights, rtol=0, atol=1e-10)
     np.testing.assert_allclose(merged.state.table.logits, paper_router.state.table.logits, rtol=0, atol=1e-6)
     prompts = [t for texts in small_tests.values() for t in texts]
@@ -92,7 +93,7 @@ def test_mismatched_tokenizer_or_embeddings_are_refused(packs, paper_router, min
         router.add_expert(other_matrix.name, other_matrix)
     with pytest.raises(TokenizerMismatchError, match="different tokenizer"):
         router.add_expert(minilm_pack.name, minilm_pack)
-    assert router.experts == ["math", "code"]  # nothing was added
+    assert router.experts == ("math", "code")  # nothing was added
     with pytest.raises(ExpertError, match="more than one expert is named"):
         merge_packs([packs["math"], packs["math"]])
     with pytest.raises(ExpertError, match="at least 2 experts"):

@@ -220,7 +220,7 @@ def learn_groups(
     ``{expert: ExpertCounts}`` of precomputed traffic blocks kept as is (checked for type).
 
     Example:
-        >>> learn_groups("2+2?", "math")
+        >>> learn_groups(["2+2?"], "math")
         {'math': ['2+2?']}
     """
     if isinstance(prompts, Mapping) and any(isinstance(v, ExpertCounts) for v in prompts.values()):
@@ -299,7 +299,7 @@ def _prompt_list(prompts: Any, what: str) -> list[str]:
     if isinstance(prompts, (str, bytes)):
         raise InvalidInputError(
             f"{what} is a single {type(prompts).__name__}; pass a list of strings (e.g. [{prompts[:20]!r}]), "
-            "or use feedback(prompt, expert) for one prompt"
+            "also for one prompt: learn([prompt], expert)"
         )
     try:
         items = list(prompts)

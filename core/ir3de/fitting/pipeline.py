@@ -150,6 +150,17 @@ class ExpertStatistics:
     gram: Any = None  # token Gram of ``counts`` (numpy, or torch on a GPU): derived state
     traffic_gram: Any = None  # token Gram of ``traffic``: derived state
 
+    def __eq__(self, other: object) -> bool:
+        """Equal counts, description and traffic block (the derived Grams are not compared)."""
+        if not isinstance(other, ExpertStatistics):
+            return NotImplemented
+        same_traffic = (self.traffic is None) == (other.traffic is None) and (
+            self.traffic is None or self.traffic == other.traffic
+        )
+        return self.counts == other.counts and self.description == other.description and same_traffic
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 # ---------------------------------------------------------------------------------------------- checks
 

@@ -188,9 +188,7 @@ class ExpertRegistry(Generic[H]):
         """
         handler = self._current.handlers.get(name)
         if handler is None:
-            raise UnknownExpertError(
-                f"unknown expert {name!r}; experts are {sorted(self._current.handlers)}"
-            )
+            raise UnknownExpertError(f"unknown expert {name!r}; experts are {sorted(self._current.handlers)}")
         return handler
 
     def check(self) -> None:
@@ -305,7 +303,9 @@ class ExpertRegistry(Generic[H]):
         """Like :meth:`add`, from precomputed token counts (a stat pack, with its learned ``traffic``
         when it carries some) on the router's tokenizer; one solve."""
         self._add(
-            name, handler, lambda: self.router.add_expert(name, ExpertStatistics(counts, description, traffic))
+            name,
+            handler,
+            lambda: self.router.add_expert(name, ExpertStatistics(counts, description, traffic)),
         )
 
     def _add(self, name: str, handler: H, change: Callable[[], object]) -> None:
@@ -335,7 +335,11 @@ class ExpertRegistry(Generic[H]):
             if name not in before:
                 raise UnknownExpertError(f"unknown expert {name!r}; experts are {sorted(before)}")
             after = dict(before) if handler is None else {**before, name: handler}
-            change = None if more_texts is None else (lambda: self.router.add_expert(name, more_texts, update=True))
+            change = (
+                None
+                if more_texts is None
+                else (lambda: self.router.add_expert(name, more_texts, update=True))
+            )
             self._change(after, after, change)
 
     def remove(self, name: str) -> None:
@@ -551,7 +555,7 @@ class ExpertRegistry(Generic[H]):
         self._current = self._publish(after)
 
     def _publish(self, handlers: Mapping[str, H]) -> Served[H]:
-        return Snapshot(
+        return Served(
             MappingProxyType(dict(handlers)), tuple(self.router.experts), self.router.config.fallback
         )
 

@@ -193,9 +193,9 @@ def test_add_update_remove_expert(smollm2, small_corpus, small_tests):
     llm.update_expert("math", llm=TagLLM(tag="math-v2"))
     math_q = small_tests["math"][0]
     assert tag_of(llm.complete(math_q).text) == "math-v2"
-    before = router.statistics["code"].num_texts
+    before = router.statistics["code"].counts.num_texts
     llm.update_expert("code", small_tests["code"][40:60])
-    assert router.statistics["code"].num_texts == before + 20
+    assert router.statistics["code"].counts.num_texts == before + 20
     llm.remove_expert("multilingual")
     assert "multilingual" not in llm.llms and "multilingual" not in router.experts
     with pytest.raises(UnknownExpertError):

@@ -65,7 +65,7 @@ def test_ray_counts_equal_local_counts(local_ray, smollm2, shard_folder):
     local = Router(smollm2, device="cpu", progress=False).fit(_local_texts(shard_folder, globs))
     assert report.shards_counted == 20 and not report.skipped
     for name in globs:  # token counts exactly; text Grams to float64 rounding (shard sums reorder)
-        assert report.statistics[name] == local.statistics[name]
+        assert report.statistics[name] == local.statistics[name].counts
         assert report.statistics[name].text_gram is not None
     router, _ = fit_router(globs, embeddings=smollm2, field="text")
     np.testing.assert_allclose(router.state.weights, local.state.weights, rtol=1e-7, atol=1e-10)
@@ -225,7 +225,7 @@ print("single", flush=True)
 names = json.loads(sys.argv[2])
 parts = {name: ray.data.read_json(str(p)) for name, p in zip(names, files)}  # the expert column is ignored
 _, per_expert = fit_router(parts, router=Router(emb, progress=False))
-print(json.dumps([{n: c.num_tokens for n, c in r.statistics.items()} for r in (single, per_expert)]))
+print(json.dumps([{n: s.counts.num_tokens for n, s in r.statistics.items()} for r in (single, per_expert)]))
 ray.shutdown()
 """
 
@@ -254,5 +254,5 @@ def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     single, per_expert = json.loads(done.stdout.strip().splitlines()[-1])
     local = Router(smollm2, device="cpu", progress=False).fit(corpus)
-    expected = {n: c.num_tokens for n, c in local.statistics.items()}
+    expected = {n: s.counts.num_tokens for n, s in local.statistics.items()}
     assert single == expected and per_expert == expected
