@@ -41,7 +41,7 @@ def main(repo_id: str, *, private: bool = False, max_texts: int | None = None) -
 
     info = router.push_to_hub(repo_id, private=private, commit_message="IR3DE router over 4 domains")
     print(f"pushed to {repo_id} as commit {info.oid[:12]}: {info.commit_url}")
-    return {"commit": info.oid, "accuracy": report.accuracy, "experts": router.experts}
+    return {"commit": info.oid, "accuracy": report.accuracy, "experts": list(router.experts)}
 
 
 if __name__ == "__main__":

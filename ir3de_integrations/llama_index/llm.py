@@ -170,7 +170,7 @@ class RoutingLLM(LLM):
     @property
     def experts(self) -> list[str]:
         """The router's experts."""
-        return self._registry.router.experts
+        return list(self._registry.router.experts)
 
     @property
     def metadata(self) -> LLMMetadata:

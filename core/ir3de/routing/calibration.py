@@ -4,7 +4,7 @@ A router abstains (routes to its ``fallback``) when confidence is below a thresh
 real abstain route when confidence tracks accuracy. :func:`calibration_report` bins decisions by
 confidence and compares each bin's mean confidence with its accuracy; ECE is the support-weighted
 mean gap. :func:`fit_temperature` fits the temperature that makes the gap small (what
-:meth:`ir3de.Router.calibrate` calls on a router's evidence for held-out prompts).
+:func:`ir3de.routing.tuning.calibrate` calls on a router's evidence for held-out prompts).
 
 Example:
     >>> import numpy as np
