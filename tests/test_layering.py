@@ -31,8 +31,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "fitting.counting routing.selectors data.datasets data.labelled",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifacts.format config fitting.pipeline embeddings artifacts.model_card",
-        # what Router delegates to, one module per concept: routing through a snapshot, tuning it,
-        # learning from traffic (pure functions over snapshots, settings and expert statistics)
+        # what Router delegates to, one module per concept: routing through a state, tuning it,
+        # learning from traffic (pure functions over states, settings and expert statistics)
         "routing.prompts routing.tuning fitting.traffic",
         # folders and Hub transport, multi-turn evidence: below Router, never importing it back
         "artifacts.folders artifacts.hub routing.conversation",

@@ -27,7 +27,7 @@ _EVIDENCE_TOKENS = 4.7  # evidence prior n0 fitted at the default temperature (b
 #: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
 LEVELS = ("token", "text")
 
-#: Settings that change the ridge statistics or their solve: changing one re-solves from the stored
+#: Settings that change the ridge matrices or their solve: changing one re-solves from the stored
 #: statistics (no text is re-read); every other setting only changes how the table is read.
 STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight", "traffic_policy")
 

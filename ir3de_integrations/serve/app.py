@@ -222,7 +222,7 @@ class _StateHeaders:
 
 
 class _Forward:
-    """One request on its way upstream (the upstream snapshot taken right after routing)."""
+    """One request on its way upstream (the upstream taken right after routing)."""
 
     __slots__ = ("decision", "payload", "request_id", "revision", "served_by", "upstream")
 
@@ -376,7 +376,7 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
             model = payload["model"]
             cfg = gw.config
             routing_seconds = 0.0
-            # decision and upstream come from one registry snapshot (route_request)
+            # decision and upstream come from one registry pairing (``registry.current``) (route_request)
             if model == cfg.virtual_model:
                 session = request.headers.get(cfg.session_header) or payload.get("user")
                 t0 = time.perf_counter()

@@ -101,7 +101,7 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 @dataclass(frozen=True, eq=False)
 class RoutingState:
-    """An immutable snapshot that routing reads; a router swaps it as a whole.
+    """The immutable routing state that routing reads; a router swaps it as a whole.
 
     Attributes:
         experts: expert names, in column order.
@@ -456,7 +456,7 @@ def level_matrices(
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
 ) -> tuple[Any, Any]:
-    """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
+    """The ridge matrices ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
 
     ``level="token"`` combines the experts' token Grams (``token_grams``, one per expert, from
     :func:`token_gram`) weighted by token mass; ``level="text"`` their text Grams weighted by scored
@@ -717,7 +717,7 @@ def fit_state(
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
 ) -> RoutingState:
-    """The whole chain from statistics to a routing snapshot: statistics → solve → normalise → table."""
+    """The whole chain from statistics to a routing state: statistics → solve → normalise → table."""
     a, b = level_matrices(
         counts,
         level=level,
