@@ -95,7 +95,7 @@ def test_counts_are_token_histograms(smollm2, small_corpus, corpus_ids):
     for n in names:
         flat = [t for text in ids[n] for t in text if t not in excluded]
         dense = np.bincount(flat, minlength=smollm2.vocab_size)
-        assert np.array_equal(router.statistics[n].to_dense(smollm2.vocab_size), dense)
+        assert np.array_equal(router.statistics[n].counts.to_dense(smollm2.vocab_size), dense)
         assert router.statistics[n].counts.num_texts == len(small_corpus[n])
 
 
@@ -114,7 +114,7 @@ def test_text_level_weights_equal_the_per_text_solution(
     expected = text_level_fit([ids[n] for n in names], smollm2.matrix, excluded, lam, balance, column_norm)
     np.testing.assert_allclose(router.state.weights, expected, rtol=1e-7, atol=1e-9)
     for n in names:
-        assert router.statistics[n].num_scored_texts == sum(
+        assert router.statistics[n].counts.num_scored_texts == sum(
             1 for text in ids[n] if any(t not in excluded for t in text)
         )
 

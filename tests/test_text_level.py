@@ -61,8 +61,8 @@ def test_text_statistics_skip_texts_without_countable_tokens(smollm2):
     special = smollm2.tokenizer.id_to_token(int(smollm2.excluded_ids[0]))
     router = _fit(smollm2, {"a": ["Solve 2 + 2.", special, "   "], "b": ["Der Hund läuft.", "Il gatto."]})
     assert router.statistics["a"].counts.num_texts == 3
-    assert router.statistics["a"].num_scored_texts == 1
-    assert router.statistics["b"].num_scored_texts == 2
+    assert router.statistics["a"].counts.num_scored_texts == 1
+    assert router.statistics["b"].counts.num_scored_texts == 2
 
 
 def test_text_gram_arithmetic_and_validation():

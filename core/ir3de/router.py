@@ -113,11 +113,10 @@ class Router:
             self.fit(statistics)
 
     def _attach_embeddings(self, embeddings: TokenEmbeddings) -> None:
-        recorded = self._provenance
-        fitting.check_embeddings(
-            recorded["fingerprint"], embeddings.fingerprint(), recorded["embedding_source"]
-        )
-        self._embeddings, self._provenance = embeddings, fitting.embeddings_provenance(embeddings)
+        recorded, fingerprint = self._provenance, embeddings.fingerprint()  # hashes the matrix: once
+        fitting.check_embeddings(recorded["fingerprint"], fingerprint, recorded["embedding_source"])
+        self._embeddings = embeddings
+        self._provenance = fitting.embeddings_provenance(embeddings, fingerprint)
 
     @property
     def embeddings(self) -> TokenEmbeddings:

@@ -32,7 +32,7 @@ def test_pack_holds_counts_and_never_text(packs, small_corpus, tmp_path):
         assert text[:40].encode() not in blob
     loaded = StatPack.from_pretrained(folder)
     assert loaded.counts == pack.counts and loaded.description == pack.description
-    assert loaded.state.fingerprint == pack.fingerprint
+    assert loaded.fingerprint == pack.fingerprint
 
 
 def test_merged_equals_central(packs, paper_router, small_tests, tmp_path):

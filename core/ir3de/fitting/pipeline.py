@@ -208,12 +208,13 @@ def check_embeddings(recorded: Mapping[str, Any] | None, fingerprint: Mapping[st
             )
 
 
-def embeddings_provenance(embeddings: Any) -> dict[str, Any]:
+def embeddings_provenance(embeddings: Any, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a routing state records of the ``TokenEmbeddings`` it was fitted with: tokenizer,
-    fingerprint, embedding source and excluded ids (the provenance fields of :class:`RoutingState`)."""
+    fingerprint (computed unless given: it hashes the matrix), embedding source and excluded ids (the
+    provenance fields of :class:`RoutingState`)."""
     return {
         "tokenizer": embeddings.tokenizer,
-        "fingerprint": embeddings.fingerprint(),
+        "fingerprint": dict(embeddings.fingerprint() if fingerprint is None else fingerprint),
         "embedding_source": dict(embeddings.source),
         "excluded_ids": np.asarray(embeddings.excluded_ids, np.int64),
     }
