@@ -176,7 +176,7 @@ def accuracy_suite(
         router.state.tokenizer,
         emb.matrix,
         router.state.weights,
-        router._excluded_ids,
+        router.state.excluded_ids,
         experts,
         k=router.config.k,
     )

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 tokenizer,
                 emb.matrix,
                 router.state.weights,
-                router._excluded_ids,
+                router.state.excluded_ids,
                 router.experts,
                 k=router.config.k,
             )

@@ -438,7 +438,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     out = router.save_pretrained(args.output)
     sizes = ", ".join(
-        f"{n}: {c.num_texts} texts / {c.num_tokens} tokens" for n, c in router.statistics.items()
+        f"{n}: {s.counts.num_texts} texts / {s.counts.num_tokens} tokens"
+        for n, s in router.statistics.items()
     )
     print(f"fitted {len(router.experts)} experts in {elapsed:.2f} s ({sizes}); saved to {out}")
     return EXIT_OK
@@ -666,7 +667,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         router = Router(emb, config=presets[preset], device=args.device, progress=not args.quiet)
         t1 = time.perf_counter()
         router.fit(suite.train)
-        tokens = sum(c.num_tokens for c in router.statistics.values())
+        tokens = sum(s.counts.num_tokens for s in router.statistics.values())
         print(
             f"\nfitted the {preset} preset on {tokens} tokens in {time.perf_counter() - t1:.2f} s: {router.config}"
         )
