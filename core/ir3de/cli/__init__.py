@@ -8,7 +8,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``ir3de`` command (the console script's entry point); see :func:`ir3de.cli.main.main.main`."""
-    from ir3de.cli.main.main import main as _main
+    """Run the ``ir3de`` command (the console script's entry point); see :func:`ir3de.cli.main.main`."""
+    from ir3de.cli.main import main as _main
 
     return _main(argv)
