@@ -264,7 +264,9 @@ def speed(
     # the paper path ships W, the tokenizer and the embedding matrix (it looks rows up per prompt)
     emb = fitted["ir3de"].embeddings
     sizes["paper-torch"] = (
-        int(fitted["ir3de"].state.weights.nbytes) + int(emb.matrix.nbytes) + len(emb.tokenizer.to_str().encode())
+        int(fitted["ir3de"].state.weights.nbytes)
+        + int(emb.matrix.nbytes)
+        + len(emb.tokenizer.to_str().encode())
     )
     for kind in ("tfidf-lr", "static-emb-lr", "random"):
         if kind not in fitted:
