@@ -390,7 +390,7 @@ class PaperTorchRouter:
     Args:
         tokenizer: the IR3DE router's tokenizer (``tokenizers.Tokenizer``).
         matrix: the (V, h) embedding matrix.
-        weights: (h+1, D) weights of a fitted IR3DE router (``router.weights``; bias in the last row).
+        weights: (h+1, D) weights of a fitted IR3DE router (``router.state.weights``; bias in the last row).
         excluded_ids: ids that never vote (special tokens), as the IR3DE router.
         k: tokens that vote (paper: 10). ``max_tokens``: the 1024-token cap.
     """

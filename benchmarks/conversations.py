@@ -47,6 +47,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from ir3de.routing.prompts import encode_prompts
+
 ROOT = Path(__file__).resolve().parent
 FOLLOW_UPS_FILE = ROOT / "data" / "follow_ups.txt"
 REPLY_CHARS = 400
@@ -206,35 +208,10 @@ def evaluate(router: Any, convs: list[Conversation], method: dict[str, Any]) -> 
     return metrics(convs, routes), routes
 
 
-class _CachedEncode:
-    """``router.encode`` with a per-text cache (tokenization is deterministic), for the grid search only."""
-
-    def __init__(self, router: Any) -> None:
-        self.encode = router.encode
-        self.cache: dict[str, np.ndarray] = {}
-
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            ids, lengths = self.encode(missing)
-            for t, part in zip(missing, np.split(ids, np.cumsum(lengths)[:-1])):
-                self.cache[t] = part
-        parts = [self.cache[t] for t in texts]
-        lengths = np.fromiter((p.size for p in parts), np.int64, count=len(parts))
-        return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), lengths
-
-
 def tune(router: Any, synth: list[Conversation], health: list[Conversation]) -> tuple[dict[str, float], list]:
     """Grid search on the tuning half: best mean of (synthetic, HealthBench) per-turn accuracy among
-    settings whose median switch latency is at most 1 turn; ties go to the lower bounce rate.
-
-    Tokenizations are cached during the search (same ids, so the same decisions); the reported run
-    routes without the cache."""
-    router.encode = _CachedEncode(router)  # an instance attribute shadows the method
-    try:
-        return _grid(router, synth, health)
-    finally:
-        del router.encode
+    settings whose median switch latency is at most 1 turn; ties go to the lower bounce rate."""
+    return _grid(router, synth, health)
 
 
 def _grid(
@@ -308,8 +285,14 @@ def time_long_conversation(
         router.route(j)
     conv_s = best_time(lambda m: router.route_conversation(m, previous_expert="math"), convs)
     prompt_s = best_time(router.route, joined)
-    tokens_conv = int(router.encode([c for m in convs for _, c in m])[1].sum()) / len(convs)
-    tokens_prompt = int(router.encode(joined)[1].sum()) / len(convs)
+    tokens_conv = int(
+        encode_prompts(router.state.tokenizer, [c for m in convs for _, c in m], router.config.max_tokens)[
+            1
+        ].sum()
+    ) / len(convs)
+    tokens_prompt = int(
+        encode_prompts(router.state.tokenizer, joined, router.config.max_tokens)[1].sum()
+    ) / len(convs)
     return {
         "messages": 20,
         "conversation_us": conv_s * 1e6,

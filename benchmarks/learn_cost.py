@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ir3de.fitting.pipeline import ridge_matrices
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -79,16 +81,20 @@ def measure(preset: str, repeats: int) -> dict[str, Any]:
             lambda: [traffic.count_prompts(groups[n], router.embeddings, name=n) for n in names], repeats
         )
     }
-    steps["statistics"] = _time(lambda: router.ridge_statistics(), repeats)
-    a, b = router.ridge_statistics()
+    steps["statistics"] = _time(
+        lambda: ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix), repeats
+    )
+    a, b = ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix)
     c = router.config
     steps["solve"] = _time(lambda: fitting.solve_weights(a, b, lam=c.lam, column_norm=c.column_norm), repeats)
     _, applied = fitting.solve_weights(a, b, lam=c.lam, column_norm=c.column_norm)
     steps["compile_table"] = _time(
-        lambda: fitting.compile_table(emb.matrix, applied, router.excluded_ids), repeats
+        lambda: fitting.compile_table(emb.matrix, applied, router.state.excluded_ids), repeats
     )
-    logits = router.table.logits
-    steps["derived_columns"] = _time(lambda: RouteTable.from_logits(logits, router.excluded_ids), repeats)
+    logits = router.state.table.logits
+    steps["derived_columns"] = _time(
+        lambda: RouteTable.from_logits(logits, router.state.excluded_ids), repeats
+    )
     router.forget_traffic()
     return {
         "preset": preset,

@@ -46,6 +46,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from ir3de.routing.prompts import encode_prompts, route_indices
+
 SIZES = (0, 10, 30, 100)
 SEEDS = (0, 1, 2)
 KNN_KS = (1, 5, 10)
@@ -141,7 +143,7 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
     """``(W*, W as applied)`` of ``router``'s corpus statistics plus labelled traffic (pipeline functions).
 
     This is the one place the benchmark adds traffic without ``Router.learn``: the corpus statistics
-    of the configured level and balancing (:func:`ir3de.fitting.pipeline.level_statistics`), plus each
+    of the configured level and balancing (:func:`ir3de.fitting.pipeline.level_matrices`), plus each
     expert's traffic text Gram ``T_d`` weighted by ``w_d × weight.multiplier(...)`` (``w_d`` the
     expert's balance weight, so one prompt weighs that many balanced corpus texts); then the
     library's solve.
@@ -157,7 +159,7 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
     config = router.config
     names = router.experts
     counts = [router.statistics[n] for n in names]
-    a, b = fitting.level_statistics(counts, level=config.level, balance=config.balance, names=names)
+    a, b = fitting.level_matrices(counts, level=config.level, balance=config.balance, names=names)
     masses = [c.num_scored_texts for c in counts]
     w = balance_weights(masses, config.balance)
     a, b = a.copy(), b.copy()
@@ -176,7 +178,7 @@ def state_with_traffic(router: Any, traffic: Mapping[str, Any], weight: TrafficW
     from ir3de.fitting import pipeline as fitting
 
     solution, applied = weights_with_traffic(router, traffic, weight)
-    table = fitting.compile_table(router.embeddings.matrix, applied, router.excluded_ids)
+    table = fitting.compile_table(router.embeddings.matrix, applied, router.state.excluded_ids)
     return fitting.RoutingState(
         tuple(router.experts), table, fitting.to_numpy(applied), fitting.to_numpy(solution)
     )
@@ -189,7 +191,7 @@ def mean_features(router: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarr
     checked against the table in :func:`run_check`)."""
     import scipy.sparse
 
-    countable = router.table.countable
+    countable = router.state.table.countable
     seg = np.repeat(np.arange(lengths.size), lengths)
     keep = countable[ids]
     ids, seg = ids[keep], seg[keep]
@@ -232,7 +234,7 @@ def learned_predictions(
     if groups:
         router.learn(groups)
     try:
-        return router.route_indices(prompts)
+        return route_indices(router.state, router.config, prompts)
     finally:
         router.forget_traffic()
 
@@ -334,11 +336,11 @@ def ir3de_curves(
     for seed in seeds:
         pools, rest = split_test(suite.test, seed, max(sizes))
         prompts, labels = labelled_prompts(experts, rest)
-        ids, lengths = router.encode(prompts)
+        ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
         features = mean_features(router, ids, lengths)
         acc: dict[str, list[float]] = {p.name: [] for p in policies}
-        base = router.route_indices(prompts)
-        mismatches = int((route_features(features, router.weights) != base).sum())
+        base = route_indices(router.state, router.config, prompts)
+        mismatches = int((route_features(features, router.state.weights) != base).sum())
         for n in sizes:
             if n == 0:
                 for p in policies:
@@ -410,7 +412,7 @@ def api_curves(
             continue
         pools, rest = split_test(suite.test, int(seed), max(sizes))
         prompts, labels = labelled_prompts(experts, rest)
-        ids, lengths = router.encode(prompts)
+        ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
         features = mean_features(router, ids, lengths)
         mismatches = 0
         for weight in weights:
@@ -514,7 +516,7 @@ def measure_cost(
         "load_average_before": list(load_before),
         "api": "Router.learn / Router.forget_traffic"
         if settings is not None
-        else "pipeline functions (count_texts + level_statistics + solve_weights + compile_table)",
+        else "pipeline functions (count_texts + level_matrices + solve_weights + compile_table)",
     }
 
 

@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.quality [--out benchmarks/results]``
 
 * Calibration, per suite (reasoning4, five, the cross-source checks): the test side is split into a
-  dev half (used only by ``Router.calibrate``) and an evaluation half; expected calibration error
+  dev half (used only by ``ir3de.routing.tuning.calibrate``) and an evaluation half; expected calibration error
   (15 bins) of the library defaults before and after calibration, and of the paper preset's vote
   shares, on the evaluation half. Reliability diagram: ``reliability.png``.
 * Abstain: a router fitted on reasoning4 (math, code, instructions, multilingual) sees its in-domain
@@ -41,8 +41,9 @@ def _confidence(router: Any, tests: dict[str, list[str]]) -> tuple[np.ndarray, n
 
 
 def calibration(suites: dict[str, Any], emb: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
     from ir3de.routing.calibration import calibration_report
+    from ir3de.routing.tuning import calibrate
 
     rows: dict[str, Any] = {}
     diagrams: dict[str, Any] = {}
@@ -52,10 +53,10 @@ def calibration(suites: dict[str, Any], emb: Any) -> tuple[dict[str, Any], dict[
         default = Router(emb, device="cpu", progress=False).fit(suite.train)
         conf, ok = _confidence(default, held)
         raw = calibration_report(conf, ok)
-        temperature = default.calibrate(dev)
+        temperature = default.configure(**calibrate(default.state, default.config, dev)).config.temperature
         conf_cal, ok_cal = _confidence(default, held)
         cal = calibration_report(conf_cal, ok_cal)
-        paper = Router.paper(emb, device="cpu", progress=False).fit(suite.train)
+        paper = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(suite.train)
         conf_p, ok_p = _confidence(paper, held)
         vote = calibration_report(conf_p, ok_p)
         rows[name] = {
@@ -79,12 +80,13 @@ def abstain(emb: Any) -> list[dict[str, float]]:
     from ir3de import Router
     from ir3de.data.datasets import load_domain, load_suite
     from ir3de.routing.calibration import abstain_curve
+    from ir3de.routing.tuning import calibrate
 
     suite = load_suite("reasoning4")
     dev = {n: t[0::2] for n, t in suite.test.items()}
     held = {n: t[1::2] for n, t in suite.test.items()}
     router = Router(emb, device="cpu", progress=False).fit(suite.train)
-    router.calibrate(dev)
+    router.configure(**calibrate(router.state, router.config, dev))
     conf, ok = _confidence(router, held)
     medical = load_domain("medical")
     ood = np.array([d.confidence for d in router.route_batch(medical)])

@@ -140,8 +140,9 @@ def accuracy_suite(
     baselines: bool = True,
 ) -> dict[str, Any]:
     """Fit every router on ``suite.train`` and score it on ``suite.test``."""
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
     from ir3de.evaluation.evaluate import evaluate, labelled_prompts
+    from ir3de.routing.prompts import route_indices
 
     experts = list(suite.train)
     prompts, _ = labelled_prompts(experts, suite.test)
@@ -150,10 +151,10 @@ def accuracy_suite(
     fit_s: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    router = Router.paper(emb, device="cpu", progress=False).fit(suite.train)
+    router = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(suite.train)
     fit_s["ir3de"] = time.perf_counter() - t0
     report = evaluate(router, suite.test, ks=ks, lams=lams)
-    ir3de_pred = router.route_indices(prompts)
+    ir3de_pred = route_indices(router.state, router.config, prompts)
     out["routers"]["ir3de"] = _report(experts, suite.test, ir3de_pred)
     out["k_sweep"] = report.extra.get("k_sweep")
     if lams:
@@ -162,13 +163,22 @@ def accuracy_suite(
     t0 = time.perf_counter()
     defaults = Router(emb, device="cpu", progress=False).fit(suite.train)
     fit_s["ir3de-defaults"] = time.perf_counter() - t0
-    out["routers"]["ir3de-defaults"] = _report(experts, suite.test, defaults.route_indices(prompts))
+    out["routers"]["ir3de-defaults"] = _report(
+        experts, suite.test, route_indices(defaults.state, defaults.config, prompts)
+    )
     # the best token-level setting (the defaults before text-level fitting), for the justification table
     token_level = Router(emb, device="cpu", progress=False, **TOKEN_LEVEL_SETTINGS).fit(suite.train)
-    out["routers"]["ir3de-token-logprob"] = _report(experts, suite.test, token_level.route_indices(prompts))
+    out["routers"]["ir3de-token-logprob"] = _report(
+        experts, suite.test, route_indices(token_level.state, token_level.config, prompts)
+    )
 
     paper = PaperTorchRouter(
-        router.tokenizer, emb.matrix, router.weights, router._excluded_ids, experts, k=router.config.k
+        router.state.tokenizer,
+        emb.matrix,
+        router.state.weights,
+        router.state.excluded_ids,
+        experts,
+        k=router.config.k,
     )
     paper_pred = np.array([paper.route_one(p) for p in prompts], np.int64)
     out["routers"]["paper-torch"] = _report(experts, suite.test, paper_pred)
@@ -254,7 +264,9 @@ def speed(
     # the paper path ships W, the tokenizer and the embedding matrix (it looks rows up per prompt)
     emb = fitted["ir3de"].embeddings
     sizes["paper-torch"] = (
-        int(fitted["ir3de"].weights.nbytes) + int(emb.matrix.nbytes) + len(emb.tokenizer.to_str().encode())
+        int(fitted["ir3de"].state.weights.nbytes)
+        + int(emb.matrix.nbytes)
+        + len(emb.tokenizer.to_str().encode())
     )
     for kind in ("tfidf-lr", "static-emb-lr", "random"):
         if kind not in fitted:
@@ -376,6 +388,7 @@ def fit_memory(data_path: Path, workdir: Path, sizes: Sequence[int], quick: bool
 
 _COLD_START = """
 import json, sys, time
+from ir3de.routing.prompts import route_indices
 t0 = time.perf_counter()
 if {block}:
     class _NoTorch:
@@ -449,7 +462,7 @@ def gpu_benchmark(quick: bool) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU visible to torch on this machine; the GPU benchmark did not run"}
     from ir3de.fitting.solve import column_normalize, ridge_solve
-    from ir3de.fitting.statistics import expert_gram, ridge_statistics
+    from ir3de.fitting.statistics import combine_grams, expert_gram
     from ir3de.routing.selectors import select_batch
     from ir3de.table import RouteTable, compile_logits
 
@@ -476,7 +489,7 @@ def gpu_benchmark(quick: bool) -> dict[str, Any]:
         if device == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        a, b = ridge_statistics(grams, np.ones(experts))
+        a, b = combine_grams(grams, np.ones(experts))
         w = column_normalize(ridge_solve(a, b, 1e-2))
         if device == "cuda":
             torch.cuda.synchronize()

@@ -9,7 +9,7 @@ is ("natural") and with short prompts added: the first 1, 2, 3 and 5 words of ea
 prior is for).
 
 * ECE (15 bins) on B by countable-token bucket: the defaults without the evidence prior
-  (``evidence_tokens=0``), with the default prior, and calibrated on A (``Router.calibrate``: the
+  (``evidence_tokens=0``), with the default prior, and calibrated on A (``ir3de.routing.tuning.calibrate``: the
   temperature and the prior fitted together).
 * Tuning: ``Router.tune(A, target_precision=0.95)``, then precision and coverage of what it routes on
   B, overall and by bucket; and the same with ``per_expert=True``. Then A and B swap roles.
@@ -31,6 +31,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+
+from ir3de.routing.prompts import encode_prompts
 
 BUCKETS = ((1, 2), (3, 5), (6, 10), (11, 20), (21, 10**9))
 PREFIX_WORDS = (1, 2, 3, 5)
@@ -110,6 +112,7 @@ def _routed_by_bucket(d: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def run_suite(name: str, suite: Any, emb: Any) -> dict[str, Any]:
     from ir3de import Router
+    from ir3de.routing.tuning import calibrate
 
     base = Router(emb, device="cpu", progress=False).fit(suite.train)
     halves = {
@@ -131,7 +134,7 @@ def run_suite(name: str, suite: Any, emb: Any) -> dict[str, Any]:
         t_only = _temperature_only(router, a)
         row["temperature_only"] = t_only["temperature"]
         row["ece_temperature_only"] = _ece_by_bucket(_decisions(router, b))
-        t = router.calibrate(a)
+        t = router.configure(**calibrate(router.state, router.config, a)).config.temperature
         row["calibrated"] = {"temperature": t, "evidence_tokens": router.config.evidence_tokens}
         row["ece_calibrated"] = _ece_by_bucket(_decisions(router, b))
         tuned: dict[str, Any] = {}
@@ -162,8 +165,8 @@ def _temperature_only(router: Any, tests: dict[str, list[str]]) -> dict[str, flo
     from ir3de.routing.prompts import select
 
     prompts, labels = labelled_prompts(router.experts, tests)
-    ids, lengths = router.encode(prompts)
-    sel = select(router.snapshot, router.config, ids, lengths)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
+    sel = select(router.state, router.config, ids, lengths)
     keep = sel.winners >= 0
     t = fit_temperature(sel.evidence[keep], labels[keep])
     router.configure(temperature=t, evidence_tokens=0.0)
@@ -184,8 +187,8 @@ def default_prior(suites: dict[str, Any], emb: Any) -> dict[str, Any]:
         prompts, labels = labelled_prompts(
             router.experts, _with_prefixes({n: t[0::2] for n, t in suite.test.items()})
         )
-        ids, lengths = router.encode(prompts)
-        sel = select(router.snapshot, router.config, ids, lengths)
+        ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
+        sel = select(router.state, router.config, ids, lengths)
         keep = sel.winners >= 0
         zs.append(sel.evidence[keep] / router.config.effective_temperature)
         ns.append(sel.num_countable[keep].astype(np.float64))

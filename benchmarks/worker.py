@@ -12,6 +12,7 @@ Usage (internal)::
 from __future__ import annotations
 
 import argparse
+import functools
 import contextlib
 import json
 import sys
@@ -92,10 +93,10 @@ def _latency_pair(route: Any, tokenize: Any, prompts: list[str], rounds: int) ->
 
 def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Fitting throughput against tokenization, add_expert cost, and linear scaling (IR3DE only)."""
-    from ir3de import Router, TokenEmbeddings
+    from ir3de import Router, RouterConfig, TokenEmbeddings
     from ir3de.fitting.pipeline import token_gram
     from ir3de.fitting.solve import column_normalize, ridge_solve
-    from ir3de.fitting.statistics import balance_weights, ridge_statistics
+    from ir3de.fitting.statistics import balance_weights, combine_grams
     from ir3de.table import RouteTable, compile_logits
 
     emb = TokenEmbeddings.default()
@@ -107,7 +108,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         texts = [t for v in train.values() for t in v]
         tokens = sum(len(e.ids) for e in encode(texts, add_special_tokens=False))
         tok_s = _best_time(lambda: encode(texts, add_special_tokens=False), 1 if quick else 3)
-        r = Router.paper(emb, device="cpu", progress=False)
+        r = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False)
         fit_s = _best_time(lambda: r.fit(train), 1 if quick else 3)
         # where the time goes: count (tokenize + histogram), Gram, solve, table
         t0 = time.perf_counter()
@@ -115,7 +116,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         t1 = time.perf_counter()
         grams = {n: token_gram(emb.matrix, c) for n, c in counts.items()}
         t2 = time.perf_counter()
-        a, b = ridge_statistics(list(grams.values()), balance_weights([1] * len(grams), False))
+        a, b = combine_grams(list(grams.values()), balance_weights([1] * len(grams), False))
         w = column_normalize(ridge_solve(a, b, r.config.lam))
         t3 = time.perf_counter()
         RouteTable.from_logits(compile_logits(emb.matrix, w), emb.excluded_ids)
@@ -135,19 +136,19 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
                 "table (logits + entropy)": t4 - t3,
             },
             "distinct_tokens": int(sum(c.token_ids.size for c in counts.values())),
-            "route_table_bytes": int(r.table.logits.nbytes),
+            "route_table_bytes": int(r.state.table.logits.nbytes),
         }
 
     out["fit"] = fit_profile(data["train"])
 
     # add_expert of a 1000-text expert at h = 576 (time excluding tokenization = add_expert_counts)
     new_texts = data["add_expert_texts"]
-    r = Router.paper(emb, device="cpu", progress=False).fit(data["train"])
+    r = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(data["train"])
     t0 = time.perf_counter()
     counts = r._count("new", new_texts)
     count_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r.add_expert_counts("new", counts)
+    r.add_expert("new", counts)
     add_counts_s = time.perf_counter() - t0
     r.remove_expert("new")
     t0 = time.perf_counter()
@@ -243,7 +244,7 @@ def _fit_memory(data: dict[str, Any], size: int, experts: int) -> dict[str, Any]
     router = Router(emb, device="cpu", progress=False).fit(train)
     fit_s = time.perf_counter() - t0
     peak = _memory_mb("VmHWM")
-    text_gram_mb = sum(c.text_gram.nbytes for c in router.statistics.values()) / 1e6
+    text_gram_mb = sum(s.counts.text_gram.nbytes for s in router.statistics.values()) / 1e6
     return {
         "experts": len(train),
         "texts": sum(len(v) for v in train.values()),
@@ -254,7 +255,9 @@ def _fit_memory(data: dict[str, Any], size: int, experts: int) -> dict[str, Any]
         "fit_peak_over_before_mb": peak - base,
         "statistics_mb": text_gram_mb,
         "table_mb": (
-            router.table.logits.nbytes + router.table.log_probs.nbytes + router.table.summed_rows.nbytes
+            router.state.table.logits.nbytes
+            + router.state.table.log_probs.nbytes
+            + router.state.table.summed_rows.nbytes
         )
         / 1e6,
     }
@@ -314,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         from ir3de import Router
 
         router = Router.from_pretrained(args.artifact, device="cpu")
-        tokenizer = router.tokenizer
+        tokenizer = router.state.tokenizer
         if args.kind in ("ir3de", "ir3de-defaults"):
             route_one = router.route
-            route_batch = router.route_indices
+            from ir3de.routing.prompts import route_indices
+
+            route_batch = functools.partial(route_indices, router.state, router.config)
             extra_batch = {"route_batch_decisions": router.route_batch}
         else:
             from ir3de import TokenEmbeddings
@@ -326,7 +331,12 @@ def main(argv: list[str] | None = None) -> int:
 
             emb = TokenEmbeddings.default()
             paper = PaperTorchRouter(
-                tokenizer, emb.matrix, router.weights, router._excluded_ids, router.experts, k=router.config.k
+                tokenizer,
+                emb.matrix,
+                router.state.weights,
+                router.state.excluded_ids,
+                router.experts,
+                k=router.config.k,
             )
             del router
             route_one = paper.route_one

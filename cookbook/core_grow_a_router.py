@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 from ir3de.evaluation.evaluate import evaluate
 
@@ -26,7 +26,7 @@ def main(out: str | None = None) -> dict[str, float]:
     train, test = suite.train, suite.test
     embeddings = TokenEmbeddings.default()
 
-    router = Router.paper(embeddings, progress=False)
+    router = Router(embeddings, config=RouterConfig.paper(), progress=False)
     router.fit({name: train[name] for name in ("math", "code", "instructions")})
     for prompt in [
         "What is 15% of 240?",

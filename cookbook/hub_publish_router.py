@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 from ir3de.evaluation.evaluate import evaluate, record_evaluation
 
@@ -32,14 +32,16 @@ DESCRIPTIONS = {
 def main(repo_id: str, *, private: bool = False, max_texts: int | None = None) -> dict[str, Any]:
     suite = load_suite("reasoning4", seed=0)
     train = {name: texts[:max_texts] for name, texts in suite.train.items()}
-    router = Router.paper(TokenEmbeddings.default(), progress=False).fit(train, descriptions=DESCRIPTIONS)
+    router = Router(TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False).fit(
+        train, descriptions=DESCRIPTIONS
+    )
     report = evaluate(router, suite.test)
     record_evaluation(router, report, test_set="reasoning4 held-out split (seed 0)")
     print(f"fitted {router.experts}; held-out accuracy {report.accuracy:.4f} on {report.num_prompts} prompts")
 
     info = router.push_to_hub(repo_id, private=private, commit_message="IR3DE router over 4 domains")
     print(f"pushed to {repo_id} as commit {info.oid[:12]}: {info.commit_url}")
-    return {"commit": info.oid, "accuracy": report.accuracy, "experts": router.experts}
+    return {"commit": info.oid, "accuracy": report.accuracy, "experts": list(router.experts)}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from ir3de import Router, TokenEmbeddings
 from ir3de.artifacts.stat_packs import StatPack, merge_packs
 from ir3de.data.datasets import load_suite
 from ir3de.evaluation.evaluate import evaluate
+from ir3de.routing.prompts import route_indices
 
 
 def main(math_repo: str, code_repo: str, *, max_texts: int | None = None) -> dict[str, Any]:
@@ -47,7 +48,12 @@ def main(math_repo: str, code_repo: str, *, max_texts: int | None = None) -> dic
 
     central = Router(embeddings, progress=False).fit({n: suite.train[n][:max_texts] for n in router.experts})
     prompts = [p for texts in tests.values() for p in texts]
-    same = bool(np.array_equal(router.route_indices(prompts), central.route_indices(prompts)))
+    same = bool(
+        np.array_equal(
+            route_indices(router.state, router.config, prompts),
+            route_indices(central.state, central.config, prompts),
+        )
+    )
     print(f"identical to a router fitted centrally on both corpora: {same}")
     return {"accuracy": report.accuracy, "experts": router.experts, "equals_central": same}
 

@@ -15,7 +15,7 @@ import time
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_domain, load_suite
 from ir3de_integrations.langchain import RouterRunnable
 
@@ -26,7 +26,7 @@ def expert(name: str) -> GenericFakeChatModel:
 
 def main(embeddings: TokenEmbeddings | None = None, per_domain: int = 60, workers: int = 3) -> dict:
     suite = load_suite("reasoning4", seed=0)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), progress=False)
+    router = Router(embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False)
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
     app = RouterRunnable(router, {name: expert(name) for name in router.experts})
 
@@ -63,7 +63,7 @@ def main(embeddings: TokenEmbeddings | None = None, per_domain: int = 60, worker
     print(f"before add_expert: {len(before)} requests, experts used {sorted(set(before))}")
     print(f"add_expert('medical') took {ready_at - added_at:.2f} s while serving")
     print(f"after: {len(after)} requests, {share:.0%} answered by 'medical'; errors: {len(errors)}")
-    return {"before": before, "after": after, "errors": errors, "experts": router.experts}
+    return {"before": before, "after": after, "errors": errors, "experts": list(router.experts)}
 
 
 if __name__ == "__main__":

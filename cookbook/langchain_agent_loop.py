@@ -16,7 +16,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 from ir3de_integrations.langchain import RoutingChatModel
 
@@ -70,7 +70,7 @@ def run_agent(model, question: str, tools: dict, max_steps: int = 4) -> tuple[st
 
 def main(embeddings: TokenEmbeddings | None = None, per_domain: int = 60) -> dict[str, object]:
     suite = load_suite("reasoning4", seed=0)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), progress=False)
+    router = Router(embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False)
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
     experts = {
         name: GenericFakeChatModel(messages=itertools.cycle([f"{name} expert: no tools needed"]))

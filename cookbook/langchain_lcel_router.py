@@ -17,14 +17,14 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 from ir3de_integrations.langchain import RouterRunnable
 
 
 def main(embeddings: TokenEmbeddings | None = None, per_domain: int = 60) -> dict[str, object]:
     suite = load_suite("reasoning4", seed=0)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), progress=False)
+    router = Router(embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False)
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
 
     experts = {

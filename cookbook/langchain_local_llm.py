@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 from ir3de.errors import MissingDependencyError
 from ir3de_integrations.langchain import RoutingChatModel
@@ -111,7 +111,7 @@ def build_chat(
     """The routing chat model over four system-prompted experts sharing one local LLM."""
     tokenizer, model = llm or load_local_llm()
     suite = load_suite("reasoning4", seed=0)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), progress=False)
+    router = Router(embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False)
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
     experts = {
         name: LocalChatModel(model=model, tokenizer=tokenizer, system_prompt=SYSTEM_PROMPTS[name])

@@ -14,7 +14,7 @@ from langchain_classic.chains import TransformChain
 from langchain_classic.chains.router import MultiRouteChain
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 from ir3de_integrations.langchain import Ir3deRouterChain
 
@@ -31,7 +31,7 @@ def llm_chain(name: str) -> TransformChain:
 
 def main(embeddings: TokenEmbeddings | None = None, per_domain: int = 60, threshold: float = 0.6) -> dict:
     suite = load_suite("reasoning4", seed=0)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), progress=False)
+    router = Router(embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False)
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
 
     chain = MultiRouteChain(

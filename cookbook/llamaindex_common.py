@@ -22,7 +22,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import Suite, load_suite
 
 DESCRIPTIONS = {
@@ -47,7 +47,9 @@ def fit_router(
 ) -> Router:
     """The paper's router fitted on the first ``per_domain`` training texts of each domain."""
     names = list(domains or data.domains)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), device="cpu", progress=False)
+    router = Router(
+        embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), device="cpu", progress=False
+    )
     return router.fit(
         {d: data.train[d][:per_domain] for d in names},
         descriptions={d: DESCRIPTIONS.get(d, "") for d in names},
@@ -62,7 +64,7 @@ def documents(data: Suite, domain: str, n: int = 30, offset: int = 0) -> list[Do
 
 def token_counter(router: Router) -> Callable[[str], list[int]]:
     """A local tokenizer callable for ``Settings.tokenizer`` (LlamaIndex counts tokens with it)."""
-    tokenizer = router.tokenizer
+    tokenizer = router.state.tokenizer
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False).ids

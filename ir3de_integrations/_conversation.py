@@ -2,7 +2,7 @@
 
 No routing math lives here: every decision comes from :meth:`ir3de.Router.route_conversation`, run
 through the core :class:`ir3de.serving.registry.ExpertRegistry` (``route_with``) so that the decision and the
-expert's handler come from one consistent snapshot. This module only
+expert's handler come from one consistent registry pairing. This module only
 
 * resolves the options both adapters take with the same names — ``conversation`` (a
   :class:`~ir3de.routing.conversation.ConversationSettings` or a dict of its fields), ``session_store`` —
@@ -149,7 +149,7 @@ def route_chat(
 
     The decision comes from :meth:`ir3de.Router.route_conversation` run through
     :meth:`ir3de.serving.registry.ExpertRegistry.route_with`, so decision and handler come from one registry
-    snapshot (an expert removed meanwhile never leaves a decision without its handler). The previous
+    pairing of the registry (an expert removed meanwhile never leaves a decision without its handler). The previous
     expert: the session's stored one (by ``session_id``), else ``history_expert``, else the one stored
     for the conversation's earlier user messages. With ``remember`` the final decision is stored for the
     session (read, route and write under the session's lock, as :func:`ir3de.serving.sessions.route_session`

@@ -41,6 +41,6 @@ def small_tests(reasoning4):
 @pytest.fixture(scope="session")
 def paper_router(smollm2, small_corpus):
     """A paper-preset router fitted on the small corpus. Tests must not mutate it."""
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
 
-    return Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    return Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)

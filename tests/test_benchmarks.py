@@ -25,6 +25,7 @@ from benchmarks.baselines import (  # noqa: E402
     TfidfLogRegRouter,
     load_router,
 )
+from ir3de.routing.prompts import route_indices  # noqa: E402
 
 
 def _prompts(tests):
@@ -96,14 +97,14 @@ def test_quick_benchmark_end_to_end(tmp_path):
 
 def test_paper_torch_path_equals_ir3de(paper_router, smollm2, small_tests):
     paper = PaperTorchRouter(
-        paper_router.tokenizer,
+        paper_router.state.tokenizer,
         smollm2.matrix,
-        paper_router.weights,
+        paper_router.state.weights,
         paper_router._excluded_ids,
         paper_router.experts,
     )
     prompts = [*_prompts(small_tests), "   "]
-    expected = np.append(paper_router.route_indices(prompts[:-1]), -1)
+    expected = np.append(route_indices(paper_router.state, paper_router.config, prompts[:-1]), -1)
     np.testing.assert_array_equal(paper.predict(prompts), expected)
     assert [paper.route_one(p) for p in prompts[:20]] == expected[:20].tolist()
 

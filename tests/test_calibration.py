@@ -9,6 +9,7 @@ from ir3de import Router
 from ir3de.evaluation.evaluate import labelled_prompts
 from ir3de.evaluation.plots import plot_reliability
 from ir3de.routing.calibration import abstain_curve, calibration_report
+from ir3de.routing.tuning import calibrate
 from plot_checks import captured_figures, check_png, line_data
 
 
@@ -56,7 +57,8 @@ def test_calibrate_fits_a_temperature_without_changing_routes(
     dev = {n: t[:60] for n, t in reasoning4.test.items()}
     held = {n: t[60:160] for n, t in reasoning4.test.items()}
     conf_before, correct, routes_before = _confidences(router, held)
-    temperature = router.calibrate(dev)
+    settings = calibrate(router.state, router.config, dev)
+    temperature = router.configure(**settings).config.temperature
     conf_after, correct_after, routes_after = _confidences(router, held)
     assert routes_after == routes_before and np.array_equal(correct, correct_after)
     assert router.config.temperature == temperature != 1.0
@@ -83,7 +85,7 @@ def test_calibrate_fits_a_temperature_without_changing_routes(
 
 def test_calibrate_refuses_vote_shares(paper_router):
     with pytest.raises(ValueError, match="vote shares have no temperature"):
-        paper_router.calibrate({"math": ["What is 2 + 2?"]})
+        calibrate(paper_router.state, paper_router.config, {"math": ["What is 2 + 2?"]})
 
 
 def test_deciding_tokens_carry_per_expert_probabilities(smollm2, small_corpus):

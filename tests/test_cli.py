@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from ir3de.cli.main import main
+from ir3de.routing.prompts import route_indices
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_cookbook_core_recipe(tmp_path, reasoning4):
     from ir3de.evaluation.evaluate import evaluate
 
     grown = Router.from_pretrained(tmp_path / "router")
-    assert grown.experts == ["math", "code", "instructions", "multilingual"]
+    assert grown.experts == ("math", "code", "instructions", "multilingual")
     assert evaluate(grown, reasoning4.test).accuracy == result["four_experts"]
 
 
@@ -156,7 +157,10 @@ def test_lone_surrogates_route_as_replacement_characters(paper_router):
     for dirty in ("SELECT caf\udce9 FROM t", "SELECT caf\ud83d FROM t"):
         assert paper_router.route(dirty) == paper_router.route(clean)
         assert paper_router.route_batch([dirty, "x"])[0] == paper_router.route(clean)
-        assert paper_router.route_indices([dirty]).tolist() == paper_router.route_indices([clean]).tolist()
+        assert (
+            route_indices(paper_router.state, paper_router.config, [dirty]).tolist()
+            == route_indices(paper_router.state, paper_router.config, [clean]).tolist()
+        )
     assert paper_router.route("\ud83d\ude00 How many apples?") == paper_router.route("😀 How many apples?")
 
 
@@ -175,12 +179,12 @@ def test_undecodable_bytes_on_stdin_and_in_arguments(cli_router):
 
 def test_fitting_on_lone_surrogates_counts_replacement_characters(smollm2, small_corpus, tmp_path):
     """13.16: a JSON string "\\ud83d" is a valid str; counting it raised the tokenizer's TypeError."""
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
 
     dirty = {n: [t + " \ud83d" for t in texts[:20]] for n, texts in small_corpus.items()}
     clean = {n: [t + " \ufffd" for t in texts[:20]] for n, texts in small_corpus.items()}
-    a = Router.paper(smollm2, device="cpu", progress=False).fit(dirty)
-    b = Router.paper(smollm2, device="cpu", progress=False).fit(clean)
+    a = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(dirty)
+    b = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(clean)
     assert a.statistics == b.statistics
     # the CLI reads such a string from a .jsonl file (json.loads keeps the lone surrogate)
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"q": t}) + "\n" for t in dirty["math"]))
@@ -375,7 +379,7 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     """13.12: one 5 MB text showed a bar stuck at 0/1; the bar now counts characters."""
     import tqdm.auto
 
-    from ir3de import Router
+    from ir3de import Router, RouterConfig
     from ir3de.cli.progress import fit_with_progress
 
     seen: list[tuple[float, float]] = []
@@ -393,13 +397,12 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
     big = " ".join(small_corpus["code"]) * 3
     corpus = {"code": [big], "math": small_corpus["math"][:300], "ml": small_corpus["multilingual"][:300]}
-    router = Router.paper(smollm2, device="cpu", batch_size=16)
-    fit_with_progress(router, corpus)
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", batch_size=16, progress=False)
+    fit_with_progress(router, corpus, batch_size=16)
     total = sum(len(t) for texts in corpus.values() for t in texts)
     seen = [(n, t) for n, t in seen if t == total]  # this bar's steps
     assert seen and seen[-1] == (total, total)
     assert any(n == len(big) for n, _ in seen)  # the huge text is its own step, sized in characters
-    assert router.progress is None  # the router's own setting is restored
 
 
 def test_explain_shows_why_short_prompts_get_high_confidence(cli_router, capsys):

@@ -66,13 +66,13 @@ def oracle_route(router: Router, messages, previous, s: ConversationSettings):
         else:
             decay = 0.5 ** (age / s.half_life)
         weights.append((s.user_weight if role == "user" else s.assistant_weight) * decay)
-    table, config = router.table, router.config
+    table, config = router.state.table, router.config
     d = table.num_experts
     total_w, acc, tokens = 0.0, np.zeros(d), 0.0
     for (_, text), w in zip(turns, weights):
         if w == 0 or not text.strip():
             continue
-        ids = router.tokenizer.encode(text, add_special_tokens=False).ids[: config.max_tokens]
+        ids = router.state.tokenizer.encode(text, add_special_tokens=False).ids[: config.max_tokens]
         ids = [t for t in ids if table.countable[t]]
         if not ids:
             continue

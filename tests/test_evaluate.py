@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.cli.main import main as cli_main
 from ir3de.data.datasets import CROSS_SOURCE, load_cross_source, load_domain, load_suite
 from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
@@ -21,6 +21,7 @@ from ir3de.evaluation.evaluate import (
     lam_sweep,
     record_evaluation,
 )
+from ir3de.routing.prompts import route_indices
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -28,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def own_router(smollm2, small_corpus):
     """A router this module may reconfigure (the shared paper_router must not be mutated)."""
-    return Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    return Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def labelled(paper_router, small_tests):
 
 def test_report_matches_route_indices(paper_router, small_tests, labelled):
     prompts, labels = labelled
-    predicted = paper_router.route_indices(prompts)
+    predicted = route_indices(paper_router.state, paper_router.config, prompts)
     report = evaluate(paper_router, small_tests)
     assert report.num_prompts == len(prompts) == report.confusion.sum()
     assert report.accuracy == pytest.approx(float((predicted == labels).mean()))
@@ -62,9 +63,9 @@ def test_k_sweep_points_equal_reconfigured_routers(own_router, small_tests):
 
 
 def test_lam_sweep_equals_refits_and_leaves_router_alone(own_router, small_tests):
-    logits_before = own_router.table.logits.copy()
+    logits_before = own_router.state.table.logits.copy()
     points = lam_sweep(own_router, small_tests, [1e-2, 1.0, 100.0], ks=(1, 10))
-    np.testing.assert_array_equal(own_router.table.logits, logits_before)
+    np.testing.assert_array_equal(own_router.state.table.logits, logits_before)
     assert [p["lam"] for p in points] == [1e-2, 1.0, 100.0]
     assert [q["k"] for q in points[0]["k_sweep"]] == [1, 10]
     n = sum(len(v) for v in small_tests.values())
@@ -87,7 +88,7 @@ def test_evaluate_with_sweeps_and_readable_table(paper_router, small_tests):
         assert name in text
     assert f"{report.accuracy:.4f}" in text and "k sweep" in text and "λ sweep" in text
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["k_sweep"][0]["k"] == 1 and data["experts"] == paper_router.experts
+    assert data["k_sweep"][0]["k"] == 1 and data["experts"] == list(paper_router.experts)
 
 
 def test_bad_inputs_raise_typed_errors(paper_router, small_tests):
@@ -108,7 +109,7 @@ def test_record_evaluation_reaches_config_and_model_card(own_router, small_tests
     assert config["evaluation"]["test_set"] == "small reasoning4 test" == record["test_set"]
     card = (folder / "README.md").read_text()
     assert "## Evaluation" in card and "small reasoning4 test" in card
-    assert Router.from_pretrained(folder)._evaluation["num_prompts"] == report.num_prompts
+    assert Router.from_pretrained(folder).state.evaluation["num_prompts"] == report.num_prompts
 
 
 def test_plots_draw_the_sweeps_and_the_confusion(paper_router, small_tests, tmp_path, monkeypatch):

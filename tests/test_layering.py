@@ -31,8 +31,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "fitting.counting routing.selectors data.datasets data.labelled",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifacts.format config fitting.pipeline embeddings artifacts.model_card",
-        # what Router delegates to, one module per concept: routing through a snapshot, tuning it,
-        # learning from traffic (pure functions over snapshots, settings and expert statistics)
+        # what Router delegates to, one module per concept: routing through a state, tuning it,
+        # learning from traffic (pure functions over states, settings and expert statistics)
         "routing.prompts routing.tuning fitting.traffic",
         # folders and Hub transport, multi-turn evidence: below Router, never importing it back
         "artifacts.folders artifacts.hub routing.conversation",
@@ -344,14 +344,18 @@ def _statement_count(function: ast.FunctionDef) -> int:
     return sum(isinstance(node, ast.stmt) for statement in body for node in ast.walk(statement))
 
 
-def test_router_is_a_thin_facade():
-    """Router's methods delegate: short bodies, and no numpy/torch math in router.py itself."""
+def _router_class() -> ast.ClassDef:
     tree = ast.parse((PACKAGES["ir3de"] / "router.py").read_text("utf-8"))
     (router,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Router"]
+    return router
+
+
+def test_router_is_a_thin_facade():
+    """Router's methods delegate: short bodies, and no numpy/torch math in router.py itself."""
+    router = _router_class()
     methods = [n for n in router.body if isinstance(n, ast.FunctionDef)]
-    assert len(methods) > 30
     long = {m.name: _statement_count(m) for m in methods if _statement_count(m) > 12}
-    assert long == {"__init__": 17}, f"move these bodies into the module of their concept: {long}"
+    assert long == {"__init__": 16}, f"move these bodies into the module of their concept: {long}"
     math = [
         f"line {node.lineno}"
         for node in ast.walk(router)
@@ -383,3 +387,43 @@ def test_every_moved_module_path_names_a_real_module() -> None:
     missing = {old: new for old, new in ir3de.MOVED_MODULES.items() if f"ir3de.{new}" not in modules}
     assert not missing
     assert not [old for old in ir3de.MOVED_MODULES if f"ir3de.{old}" in modules]  # no shadowed alias
+
+
+#: Issue 23: a Router is read in one sitting. Its public members, one obvious path each; a variant
+#: is a function in its folder, not another method. Raise the ceiling only with a reason.
+ROUTER_MEMBERS = frozenset(
+    [
+        "config",
+        "embeddings",
+        "experts",
+        "statistics",
+        "state",
+        "traffic",
+        "fit",
+        "add_expert",
+        "remove_expert",
+        "configure",
+        "tune",
+        "route",
+        "route_batch",
+        "route_conversation",
+        "learn",
+        "forget_traffic",
+        "save_pretrained",
+        "from_pretrained",
+        "push_to_hub",
+    ]
+)
+MAX_ROUTER_MEMBERS = 19
+
+
+def test_router_has_few_public_members(smollm2) -> None:
+    """Counted on a live instance (methods, properties and instance attributes alike), so an attribute
+    set in ``__init__`` counts as much as a method."""
+    from ir3de import Router
+
+    public = {name for name in dir(Router(smollm2, device="cpu")) if not name.startswith("_")}
+    assert len(public) <= MAX_ROUTER_MEMBERS, f"Router has {len(public)} public members: {sorted(public)}"
+    assert public == ROUTER_MEMBERS, (
+        f"added {sorted(public - ROUTER_MEMBERS)}, gone {sorted(ROUTER_MEMBERS - public)}"
+    )

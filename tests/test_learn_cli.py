@@ -49,11 +49,11 @@ def fitted(tmp_path_factory, files):
 
 def test_fit_takes_experts_from_the_labels(fitted, small_corpus, smollm2):
     router = Router.from_pretrained(fitted)
-    assert router.experts == ["math", "code", "multilingual"]
+    assert router.experts == ("math", "code", "multilingual")
     reference = Router(smollm2, device="cpu", progress=False).fit(
         {n: small_corpus[n][:30] for n in router.experts}
     )
-    assert np.array_equal(router.weights, reference.weights)
+    assert np.array_equal(router.state.weights, reference.state.weights)
 
 
 def test_learn_then_forget_from_the_command_line(fitted, files, tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_learn_then_forget_from_the_command_line(fitted, files, tmp_path, capsys
     assert "learned 15 labelled prompts" in printed and "math: 5 prompts" in printed
     learned = Router.from_pretrained(out)
     assert {n: s.num_prompts for n, s in learned.traffic.items()} == {"math": 5, "code": 5, "multilingual": 5}
-    assert not np.array_equal(learned.weights, before.weights)
+    assert not np.array_equal(learned.state.weights, before.state.weights)
     assert main(["info", str(out)]) == 0
     assert "math: 30 texts" in (info := capsys.readouterr().out) and "+ 5 learned prompts" in info
     # in place, as JSON
@@ -79,7 +79,7 @@ def test_learn_then_forget_from_the_command_line(fitted, files, tmp_path, capsys
     capsys.readouterr()
     forgotten = Router.from_pretrained(out)
     assert forgotten.traffic == {}
-    assert np.array_equal(forgotten.table.logits, before.table.logits)
+    assert np.array_equal(forgotten.state.table.logits, before.state.table.logits)
 
 
 def test_unknown_labels_are_an_error_or_new_experts(fitted, files, tmp_path, capsys):
@@ -90,7 +90,7 @@ def test_unknown_labels_are_an_error_or_new_experts(fitted, files, tmp_path, cap
     assert not out.exists()
     assert main(["learn", str(fitted), str(files / "legal.jsonl"), "--create-experts", "-o", str(out)]) == 0
     assert "new experts" in capsys.readouterr().out
-    assert Router.from_pretrained(out).experts == ["math", "code", "multilingual", "legal"]
+    assert Router.from_pretrained(out).experts == ("math", "code", "multilingual", "legal")
 
 
 def test_bad_labelled_files_are_clear_errors(fitted, files, capsys):

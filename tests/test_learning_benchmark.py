@@ -28,6 +28,7 @@ from benchmarks.learning import (  # noqa: E402
     state_with_traffic,
     weights_with_traffic,
 )
+from ir3de.routing.prompts import encode_prompts, route_indices  # noqa: E402
 
 
 def test_split_keeps_learned_prompts_out_of_the_remainder():
@@ -68,7 +69,7 @@ def test_traffic_at_x3_equals_prompts_added_three_times(smollm2, small_corpus, s
     oracle = Router(smollm2, device="cpu", progress=False, balance=False).fit(
         {name: list(texts) + learned[name] * 3 for name, texts in small_corpus.items()}
     )
-    np.testing.assert_allclose(applied, oracle.weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(applied, oracle.state.weights, rtol=1e-6, atol=1e-9)
 
 
 def test_fast_path_routes_like_the_table(smollm2, small_corpus, small_tests):
@@ -77,20 +78,20 @@ def test_fast_path_routes_like_the_table(smollm2, small_corpus, small_tests):
 
     router = Router(smollm2, device="cpu", progress=False).fit(small_corpus)
     prompts, _ = labelled_prompts(router.experts, {n: t[10:] for n, t in small_tests.items()})
-    ids, lengths = router.encode(prompts)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
     features = mean_features(router, ids, lengths)
     # no traffic: the corpus fit itself, routed like the router
     none_state = state_with_traffic(router, {}, TrafficWeight("x30", per_prompt=30))
-    np.testing.assert_allclose(none_state.weights, router.weights, rtol=1e-9, atol=1e-12)
-    before = route_features(features, router.weights)
-    np.testing.assert_array_equal(before, router.route_indices(prompts))
+    np.testing.assert_allclose(none_state.weights, router.state.weights, rtol=1e-9, atol=1e-12)
+    before = route_features(features, router.state.weights)
+    np.testing.assert_array_equal(before, route_indices(router.state, router.config, prompts))
     # traffic from the same sources as the evaluated prompts: the table and the fast path agree
     traffic = {n: count_traffic(router, t[:10]) for n, t in small_tests.items()}
     weight = TrafficWeight("share1", share=1.0)
     state = state_with_traffic(router, traffic, weight)
     after = route_features(features, weights_with_traffic(router, traffic, weight)[1])
     np.testing.assert_array_equal(after, route_state(router, state, ids, lengths))
-    assert not np.array_equal(state.weights, router.weights)
+    assert not np.array_equal(state.weights, router.state.weights)
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
+from ir3de.fitting.pipeline import ridge_matrices, select_lambda
 from ir3de.fitting.solve import gcv_curve
+from ir3de.routing.prompts import route_indices
 from paper_oracle import (
     explicit_gcv,
     paper_fit,
@@ -51,10 +53,10 @@ def test_weights_equal_the_per_token_solution(smollm2, small_corpus, corpus_ids,
     router.fit(small_corpus)
     weights = None
     if balance:
-        masses = np.array([router.statistics[n].num_tokens for n in names], float)
+        masses = np.array([router.statistics[n].counts.num_tokens for n in names], float)
         weights = masses.mean() / masses
     expected = paper_fit([ids[n] for n in names], smollm2.matrix, excluded, lam, column_norm, weights)
-    np.testing.assert_allclose(router.weights, expected, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(router.state.weights, expected, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -71,15 +73,15 @@ def test_weights_equal_the_per_token_solution(smollm2, small_corpus, corpus_ids,
 def test_routes_equal_the_per_token_router(smollm2, small_corpus, corpus_ids, test_prompts, selector, k, lam):
     names, ids = corpus_ids
     excluded = set(smollm2.excluded_ids.tolist())
-    router = Router.paper(smollm2, device="cpu", progress=False, selector=selector, k=k, lam=lam).fit(
-        small_corpus
-    )
+    router = Router(
+        smollm2, config=RouterConfig.paper(), device="cpu", progress=False, selector=selector, k=k, lam=lam
+    ).fit(small_corpus)
     w = paper_fit([ids[n] for n in names], smollm2.matrix, excluded, lam)
     prompt_ids = [
         e.ids[:1024] for e in smollm2.tokenizer.encode_batch(test_prompts, add_special_tokens=False)
     ]
     expected = np.array([paper_route(p, smollm2.matrix, w, excluded, selector, k) for p in prompt_ids])
-    got = router.route_indices(test_prompts)
+    got = route_indices(router.state, router.config, test_prompts)
     assert got.tolist() == expected.tolist()
     # single-prompt path agrees with the batch path, decision by decision
     singles = [names.index(router.route(p).expert) for p in test_prompts[::7]]
@@ -93,8 +95,8 @@ def test_counts_are_token_histograms(smollm2, small_corpus, corpus_ids):
     for n in names:
         flat = [t for text in ids[n] for t in text if t not in excluded]
         dense = np.bincount(flat, minlength=smollm2.vocab_size)
-        assert np.array_equal(router.statistics[n].to_dense(smollm2.vocab_size), dense)
-        assert router.statistics[n].num_texts == len(small_corpus[n])
+        assert np.array_equal(router.statistics[n].counts.to_dense(smollm2.vocab_size), dense)
+        assert router.statistics[n].counts.num_texts == len(small_corpus[n])
 
 
 @pytest.mark.parametrize(
@@ -110,9 +112,9 @@ def test_text_level_weights_equal_the_per_text_solution(
         smollm2, device="cpu", progress=False, level="text", lam=lam, balance=balance, column_norm=column_norm
     ).fit(small_corpus)
     expected = text_level_fit([ids[n] for n in names], smollm2.matrix, excluded, lam, balance, column_norm)
-    np.testing.assert_allclose(router.weights, expected, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(router.state.weights, expected, rtol=1e-7, atol=1e-9)
     for n in names:
-        assert router.statistics[n].num_scored_texts == sum(
+        assert router.statistics[n].counts.num_scored_texts == sum(
             1 for text in ids[n] if any(t not in excluded for t in text)
         )
 
@@ -129,7 +131,7 @@ def test_text_level_table_lookup_equals_the_mean_embedding_model(
         e.ids[:1024] for e in smollm2.tokenizer.encode_batch(test_prompts, add_special_tokens=False)
     ]
     expected = [text_level_route(p, smollm2.matrix, w, excluded) for p in prompt_ids]
-    got = router.route_indices(test_prompts)
+    got = route_indices(router.state, router.config, test_prompts)
     assert got.tolist() == expected
     # the single-prompt path (one fused lookup of precomputed per-id sums) against the same model
     decisions = [router.route(p) for p in test_prompts]
@@ -152,8 +154,11 @@ def test_gcv_from_statistics_equals_the_explicit_formula(smollm2, small_corpus, 
     router = Router(smollm2, device="cpu", progress=False, level="text", balance=balance).fit(small_corpus)
     x, targets, weights = text_level_rows([ids[n] for n in names], smollm2.matrix, excluded, balance)
     lams = [1e-3, 3e-2, 1.0, 30.0]
-    scores, best = gcv_curve(*router.ridge_statistics(), lams)
+    scores, best = gcv_curve(
+        *ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix), lams
+    )
     expected = [explicit_gcv(x, targets, weights, lam) for lam in lams]
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
     assert best == lams[int(np.argmin(expected))]
-    assert router.select_lambda(lams) == best and router.config.lam == best
+    assert select_lambda(router.statistics, router.config, lams) == best
+    assert router.configure(lam=best).config.lam == best

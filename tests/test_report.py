@@ -83,7 +83,7 @@ def test_report_matches_plain_loops(report_router, report_tests):
 
 def test_report_counts_what_a_tuned_router_abstains(report_router, report_tests):
     router = Router(report_router.embeddings, config=report_router.config, device="cpu", progress=False)
-    router.fit_counts(report_router.statistics).configure(fallback="general", threshold=0.9)
+    router.fit(report_router.statistics).configure(fallback="general", threshold=0.9)
     report = evaluate(router, report_tests, details=True)
     decisions = router.route_batch(labelled_prompts(router.experts, report_tests)[0])
     kept = [d for d in decisions if not d.fallback_used]

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from ir3de import RouteDecision, Router
+from ir3de import RouteDecision, Router, RouterConfig
 from ir3de.errors import (
     ArtifactError,
     ArtifactVersionError,
@@ -19,6 +19,7 @@ from ir3de.errors import (
     TokenizerMismatchError,
     UnknownExpertError,
 )
+from ir3de.routing.prompts import encode_prompts, route_indices
 
 
 def _fit(smollm2, corpus, **settings):
@@ -28,11 +29,14 @@ def _fit(smollm2, corpus, **settings):
 def _assert_same_router(a: Router, b: Router, prompts, *, exact: bool) -> None:
     assert a.experts == b.experts
     if exact:
-        assert np.array_equal(a.weights, b.weights)
-        assert np.array_equal(a.table.logits, b.table.logits)
+        assert np.array_equal(a.state.weights, b.state.weights)
+        assert np.array_equal(a.state.table.logits, b.state.table.logits)
     else:
-        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-6, atol=1e-8)
-    assert a.route_indices(prompts).tolist() == b.route_indices(prompts).tolist()
+        np.testing.assert_allclose(a.state.weights, b.state.weights, rtol=1e-6, atol=1e-8)
+    assert (
+        route_indices(a.state, a.config, prompts).tolist()
+        == route_indices(b.state, b.config, prompts).tolist()
+    )
 
 
 def test_route_decision_fields(paper_router):
@@ -72,7 +76,7 @@ def test_add_remove_update_equal_from_scratch(smollm2, small_corpus, small_tests
     _assert_same_router(shrunk, reference, prompts, exact=True)
 
     half = {n: t[:40] for n, t in small_corpus.items()}
-    updated = _fit(smollm2, half, **settings).update_expert(names[0], small_corpus[names[0]][40:])
+    updated = _fit(smollm2, half, **settings).add_expert(names[0], small_corpus[names[0]][40:], update=True)
     mixed = dict(half, **{names[0]: small_corpus[names[0]]})
     _assert_same_router(updated, _fit(smollm2, mixed, **settings), prompts, exact=False)
     assert updated.statistics[names[0]] == _fit(smollm2, mixed, **settings).statistics[names[0]]
@@ -99,7 +103,9 @@ def test_save_load_routes_identically(tmp_path, paper_router, small_tests, smoll
     # growing after loading loads the embeddings from the recorded source and equals a central fit
     extra = ["Der Hund läuft schnell über die Wiese.", "Il gatto dorme sul divano tutto il giorno."] * 3
     loaded.add_expert("extra", extra)
-    reference = Router.paper(smollm2, device="cpu", progress=False).fit(dict(small_corpus, extra=extra))
+    reference = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
+        dict(small_corpus, extra=extra)
+    )
     _assert_same_router(loaded, reference, prompts, exact=True)
 
 
@@ -154,7 +160,7 @@ def test_concurrent_routing_during_add_and_remove(smollm2, small_corpus, small_t
     for t in threads:
         t.join()
     assert not errors, errors
-    assert router.experts == list(small_corpus)
+    assert router.experts == tuple(small_corpus)
 
 
 def test_empty_prompts_raise_or_fall_back(smollm2, small_corpus, paper_router):
@@ -187,8 +193,8 @@ def test_one_megabyte_prompt_is_capped(paper_router):
     assert len(big) > 1_000_000
     d = paper_router.route(big)
     assert d.num_tokens == paper_router.config.max_tokens
-    head = paper_router.tokenizer.decode(
-        paper_router.tokenizer.encode(big[:20000], add_special_tokens=False).ids[:1024]
+    head = paper_router.state.tokenizer.decode(
+        paper_router.state.tokenizer.encode(big[:20000], add_special_tokens=False).ids[:1024]
     )
     assert paper_router.route(head).scores == d.scores
 
@@ -216,7 +222,7 @@ def test_bad_inputs_raise_typed_errors(smollm2, small_corpus, paper_router):
     with pytest.raises(UnknownExpertError, match="unknown expert 'legal'"):
         router.remove_expert("legal")
     with pytest.raises(UnknownExpertError):
-        router.update_expert("legal", ["x"])
+        router.add_expert("legal", ["x"], update=True)
     router.remove_expert("math").remove_expert("code")
     with pytest.raises(ExpertError, match="at least 2 experts"):
         router.remove_expert("instructions")
@@ -301,9 +307,9 @@ def _minilm_folder():
 def test_configure_resolves_only_when_needed(smollm2, small_corpus, small_tests):
     prompts = [t for texts in small_tests.values() for t in texts]
     router = _fit(smollm2, small_corpus)
-    weights = router.weights
+    weights = router.state.weights
     router.configure(k=50, selector="topk")
-    assert router.weights is weights
+    assert router.state.weights is weights
     router.configure(lam=1.0, balance=True)
     _assert_same_router(router, _fit(smollm2, small_corpus, lam=1.0, balance=True, k=50), prompts, exact=True)
 
@@ -342,10 +348,10 @@ def test_avg_batch_without_explanation_equals_the_explained_path(smollm2, small_
 
     router = _fit(smollm2, small_corpus, fallback="none")
     prompts = ["", "<|im_end|>"] + [t for texts in small_tests.values() for t in texts[:10]] + ["x", "  "]
-    ids, lengths = router.encode(prompts)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
     kwargs = {"selector": "avg", "temperature": router.config.effective_temperature}
-    full = select_batch(ids, lengths, router.table, **kwargs)
-    fast = select_batch(ids, lengths, router.table, explain=False, **kwargs)
+    full = select_batch(ids, lengths, router.state.table, **kwargs)
+    fast = select_batch(ids, lengths, router.state.table, explain=False, **kwargs)
     assert fast.winners.tolist() == full.winners.tolist() and fast.winners[[0, 1, -1]].tolist() == [
         -1,
         -1,
@@ -354,4 +360,4 @@ def test_avg_batch_without_explanation_equals_the_explained_path(smollm2, small_
     assert fast.num_countable.tolist() == full.num_countable.tolist()
     np.testing.assert_allclose(fast.scores, full.scores, rtol=0, atol=1e-12)
     np.testing.assert_allclose(fast.evidence, full.evidence, rtol=1e-12, atol=1e-12)
-    assert router.route_indices(prompts).tolist() == full.winners.tolist()
+    assert route_indices(router.state, router.config, prompts).tolist() == full.winners.tolist()

@@ -8,10 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ir3de import ExpertCounts, Router
+from ir3de import ExpertCounts, Router, RouterConfig
 from ir3de.artifacts.stat_packs import StatPack, merge_packs
 from ir3de.errors import ExpertError
+from ir3de.fitting.pipeline import select_lambda
 from ir3de.fitting.statistics import text_gram, text_means, text_rows
+from ir3de.routing.prompts import route_indices
 
 
 def _fit(smollm2, corpus, **settings):
@@ -29,7 +31,8 @@ def prompts(small_tests):
 
 
 def test_default_fit_counts_text_statistics_and_temperature_follows_the_evidence(text_router):
-    assert all(c.text_gram is not None and c.num_scored_texts == 80 for c in text_router.statistics.values())
+    counts = [s.counts for s in text_router.statistics.values()]
+    assert all(c.text_gram is not None and c.num_scored_texts == 80 for c in counts)
     config = text_router.config
     # no explicit temperature: the measured default of the selector's evidence; an explicit one wins
     assert config.temperature is None and config.effective_temperature == 0.1
@@ -41,7 +44,7 @@ def test_default_fit_counts_text_statistics_and_temperature_follows_the_evidence
 def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_router, smollm2):
     prompt = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
     ids = [i for i in smollm2.tokenizer.encode(prompt, add_special_tokens=False).ids]
-    means = text_router.table.logits[ids].astype(np.float64).mean(0)
+    means = text_router.state.table.logits[ids].astype(np.float64).mean(0)
     # the temperature grows for few tokens: T · (1 + n0 / n) (the evidence prior, ir3de.routing.calibration)
     z = np.exp((means - means.max()) / (0.1 * (1 + text_router.config.effective_evidence_tokens / len(ids))))
     d = text_router.route(prompt)
@@ -57,9 +60,9 @@ def test_confidence_is_the_softmax_of_mean_logits_over_the_temperature(text_rout
 def test_text_statistics_skip_texts_without_countable_tokens(smollm2):
     special = smollm2.tokenizer.id_to_token(int(smollm2.excluded_ids[0]))
     router = _fit(smollm2, {"a": ["Solve 2 + 2.", special, "   "], "b": ["Der Hund läuft.", "Il gatto."]})
-    assert router.statistics["a"].num_texts == 3
-    assert router.statistics["a"].num_scored_texts == 1
-    assert router.statistics["b"].num_scored_texts == 2
+    assert router.statistics["a"].counts.num_texts == 3
+    assert router.statistics["a"].counts.num_scored_texts == 1
+    assert router.statistics["b"].counts.num_scored_texts == 2
 
 
 def test_text_gram_arithmetic_and_validation():
@@ -85,39 +88,44 @@ def test_switching_levels_resolves_from_the_statistics(smollm2, small_corpus, te
     router = _fit(smollm2, small_corpus)
     router.configure(level="token", selector="topk", k=50, lam=1e-2)
     reference = _fit(smollm2, small_corpus, level="token", selector="topk", k=50, lam=1e-2)
-    assert np.array_equal(router.weights, reference.weights)
+    assert np.array_equal(router.state.weights, reference.state.weights)
     router.configure(level="text", selector="avg", lam=0.1)
-    assert np.array_equal(router.weights, text_router.weights)
+    assert np.array_equal(router.state.weights, text_router.state.weights)
 
 
 def test_token_only_counts_cannot_fit_at_text_level(smollm2, small_corpus, prompts):
-    paper = Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
-    assert all(c.text_gram is None for c in paper.statistics.values())  # not computed: not needed
-    before = paper.route_indices(prompts)
+    paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)
+    assert all(s.counts.text_gram is None for s in paper.statistics.values())  # not computed: not needed
+    before = route_indices(paper.state, paper.config, prompts)
     with pytest.raises(ExpertError, match="level='text'"):
         paper.configure(level="text")
     assert paper.config.level == "token"  # the failed change left the router as it was
-    assert paper.route_indices(prompts).tolist() == before.tolist()
+    assert route_indices(paper.state, paper.config, prompts).tolist() == before.tolist()
     with pytest.raises(ExpertError, match="re-count"):
-        Router(smollm2, device="cpu").fit_counts(paper.statistics)
+        Router(smollm2, device="cpu").fit(paper.statistics)
 
 
 def test_artifact_round_trip_keeps_text_statistics(tmp_path, text_router, prompts, smollm2, small_corpus):
     folder = text_router.save_pretrained(tmp_path / "r")
     loaded = Router.from_pretrained(folder)
     assert loaded.config == text_router.config
-    assert np.array_equal(loaded.weights, text_router.weights)
-    assert loaded.route_indices(prompts).tolist() == text_router.route_indices(prompts).tolist()
+    assert np.array_equal(loaded.state.weights, text_router.state.weights)
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(text_router.state, text_router.config, prompts).tolist()
+    )
     for name in text_router.experts:
-        assert np.array_equal(loaded.statistics[name].text_gram, text_router.statistics[name].text_gram)
+        assert np.array_equal(
+            loaded.statistics[name].counts.text_gram, text_router.statistics[name].counts.text_gram
+        )
     extra = ["Der Hund läuft schnell über die Wiese.", "Il gatto dorme sul divano tutto il giorno."] * 3
     loaded.add_expert("extra", extra)  # grows at text level after loading
     reference = _fit(smollm2, dict(small_corpus, extra=extra))
-    assert np.array_equal(loaded.weights, reference.weights)
+    assert np.array_equal(loaded.state.weights, reference.state.weights)
 
 
 def test_version_1_artifacts_load_as_token_level(tmp_path, smollm2, small_corpus, prompts):
-    paper = Router.paper(smollm2, device="cpu", progress=False).fit(small_corpus)
+    paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(small_corpus)
     folder = paper.save_pretrained(tmp_path / "v1")
     config = json.loads((folder / "config.json").read_text())
     config["format_version"] = 1
@@ -126,7 +134,10 @@ def test_version_1_artifacts_load_as_token_level(tmp_path, smollm2, small_corpus
     (folder / "config.json").write_text(json.dumps(config))
     loaded = Router.from_pretrained(folder)
     assert loaded.config.level == "token"
-    assert loaded.route_indices(prompts).tolist() == paper.route_indices(prompts).tolist()
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(paper.state, paper.config, prompts).tolist()
+    )
 
 
 def test_stat_packs_carry_text_statistics(tmp_path, smollm2, small_corpus, text_router, prompts):
@@ -135,18 +146,21 @@ def test_stat_packs_carry_text_statistics(tmp_path, smollm2, small_corpus, text_
         for n, texts in small_corpus.items()
     ]
     pack = StatPack.from_pretrained(folders[0])
-    assert pack.counts == text_router.statistics[pack.name]
+    assert pack.counts == text_router.statistics[pack.name].counts
     assert json.loads((folders[0] / "stat_pack.json").read_text())["expert"]["has_text_statistics"] is True
     merged = merge_packs(folders, device="cpu")
     assert merged.config.level == "text"
-    np.testing.assert_allclose(merged.weights, text_router.weights, rtol=1e-9, atol=1e-12)
-    assert merged.route_indices(prompts).tolist() == text_router.route_indices(prompts).tolist()
+    np.testing.assert_allclose(merged.state.weights, text_router.state.weights, rtol=1e-9, atol=1e-12)
+    assert (
+        route_indices(merged.state, merged.config, prompts).tolist()
+        == route_indices(text_router.state, text_router.config, prompts).tolist()
+    )
 
 
 def test_select_lambda_rejects_bad_grids(text_router):
     with pytest.raises(ValueError, match="positive"):
-        text_router.select_lambda([0.1, -1.0], apply=False)
-    assert text_router.select_lambda([0.1], apply=False) == 0.1
+        select_lambda(text_router.statistics, text_router.config, [0.1, -1.0])
+    assert select_lambda(text_router.statistics, text_router.config, [0.1]) == 0.1
 
 
 def test_text_statistics_of_another_definition_are_refused(tmp_path, text_router):

@@ -16,11 +16,12 @@ from safetensors.numpy import load_file
 
 from ir3de import Router
 from ir3de.artifacts.format import FORMAT_VERSION
-from ir3de.artifacts.stat_packs import StatPack, merge_packs
+from ir3de.artifacts.stat_packs import StatPack, add_pack_to_router, merge_packs
 from ir3de.data.labelled import LabelledData
 from ir3de.errors import ArtifactError, InvalidInputError, UnknownExpertError
 from ir3de.fitting import statistics as statistics_module
 from ir3de.fitting.statistics import traffic_weights, weights_with_traffic
+from ir3de.routing.prompts import route_indices
 from tests.paper_oracle import traffic_fit
 
 
@@ -59,18 +60,25 @@ def _copy(router: Router, tmp_path, name="copy") -> Router:
 
 def _same_bits(a: Router, b: Router) -> None:
     assert a.experts == b.experts
-    assert np.array_equal(a.weights, b.weights)
-    assert np.array_equal(a.snapshot.ridge_solution, b.snapshot.ridge_solution)
-    assert np.array_equal(a.table.logits, b.table.logits)
+    assert np.array_equal(a.state.weights, b.state.weights)
+    assert np.array_equal(a.state.ridge_solution, b.state.ridge_solution)
+    assert np.array_equal(a.state.table.logits, b.state.table.logits)
 
 
 def _close(a: Router, b: Router, prompts) -> None:
     assert a.experts == b.experts
-    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-9, atol=1e-12)
-    assert a.route_indices(prompts).tolist() == b.route_indices(prompts).tolist()
-    assert a.traffic_statistics.keys() == b.traffic_statistics.keys()
-    for name, block in a.traffic_statistics.items():
-        assert block == b.traffic_statistics[name]  # counts exact, text Grams to float64 rounding
+    np.testing.assert_allclose(a.state.weights, b.state.weights, rtol=1e-9, atol=1e-12)
+    assert (
+        route_indices(a.state, a.config, prompts).tolist()
+        == route_indices(b.state, b.config, prompts).tolist()
+    )
+    assert {n: s.traffic for n, s in a.statistics.items() if s.traffic is not None}.keys() == {
+        n: s.traffic for n, s in b.statistics.items() if s.traffic is not None
+    }.keys()
+    for name, block in {n: s.traffic for n, s in a.statistics.items() if s.traffic is not None}.items():
+        assert (
+            block == {n: s.traffic for n, s in b.statistics.items() if s.traffic is not None}[name]
+        )  # counts exact, text Grams to float64 rounding
 
 
 # ---------------------------------------------------------------------------------------------- the math
@@ -138,7 +146,7 @@ def test_traffic_equals_a_plain_fit_with_the_traffic_rows_appended(
         weight=weight,
         policy=policy,
     )
-    np.testing.assert_allclose(router.weights, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(router.state.weights, expected, rtol=1e-6, atol=1e-8)
     summary = router.traffic
     assert list(summary) == [names[0], names[2]]
     assert summary[names[0]].num_prompts == 3 and summary[names[2]].num_prompts == 5
@@ -155,11 +163,14 @@ def test_learning_then_forgetting_gives_back_the_identical_router(
     before = _fit(smollm2, corpus, level=level)
     router = _fit(smollm2, corpus, level=level)
     router.learn(*served)
-    assert not np.array_equal(router.weights, before.weights)
-    assert router.evaluation is None
+    assert not np.array_equal(router.state.weights, before.state.weights)
+    assert router.state.evaluation is None
     router.forget_traffic()
     _same_bits(router, before)
-    assert router.traffic == {} and router.traffic_statistics == {}
+    assert (
+        router.traffic == {}
+        and {n: s.traffic for n, s in router.statistics.items() if s.traffic is not None} == {}
+    )
     router.forget_traffic()  # nothing to forget: a no-op
     _same_bits(router, before)
 
@@ -184,7 +195,7 @@ def test_any_order_or_split_gives_the_same_router(base, served, tmp_path, held_o
     half = len(prompts) // 2
     split.learn(prompts[half:][::-1], labels[half:][::-1])
     for p, e in zip(prompts[:half], labels[:half]):
-        split.feedback(p, e)
+        split.learn([p], [e])
     grouped = _copy(base, tmp_path, "grouped").learn(LabelledData(tuple(prompts), tuple(labels)).by_label())
     _close(once, split, held_out)
     _close(once, grouped, held_out)
@@ -193,12 +204,12 @@ def test_any_order_or_split_gives_the_same_router(base, served, tmp_path, held_o
 
 def test_traffic_weight_is_a_statistics_setting(base, served, tmp_path) -> None:
     router = _copy(base, tmp_path).learn(*served)
-    learned = router.weights.copy()
+    learned = router.state.weights.copy()
     router.configure(traffic_weight=0.0)  # re-solves without re-reading text; traffic is kept
     _same_bits(router, base)
     assert router.traffic["code"].num_prompts == 8 and router.traffic["code"].row_weight == 0.0
     router.configure(traffic_weight=base.config.traffic_weight)  # back to the default: the same bits
-    assert np.array_equal(router.weights, learned)
+    assert np.array_equal(router.state.weights, learned)
     router.configure(traffic_policy="share", traffic_weight=1.0)
     summary = router.traffic["code"]
     assert summary.share == pytest.approx(1.0)
@@ -229,13 +240,13 @@ def test_unknown_labels_are_an_error_listing_the_experts_or_new_experts(
     router = _copy(base, tmp_path)
     with pytest.raises(UnknownExpertError) as info:
         router.learn(["Which clause governs termination?"], ["legal"])
-    assert "['legal']" in str(info.value) and str(base.experts) in str(info.value)
+    assert "['legal']" in str(info.value) and str(list(base.experts)) in str(info.value)
     assert "create_experts=True" in str(info.value)
     _same_bits(router, base)  # nothing changed
     legal = ["Which clause governs termination?", "The lessee shall indemnify the lessor."]
     router.learn([*legal, "2 + 2 = ?"], ["legal", "legal", "math"], create_experts=True)
-    assert router.experts == [*base.experts, "legal"]
-    assert router.statistics["legal"].num_texts == 2 and "legal" not in router.traffic  # its corpus
+    assert router.experts == (*base.experts, "legal")
+    assert router.statistics["legal"].counts.num_texts == 2 and "legal" not in router.traffic  # its corpus
     reference = _copy(base, tmp_path, "ref")
     reference.add_expert("legal", legal)
     reference.learn(["2 + 2 = ?"], ["math"])
@@ -256,32 +267,33 @@ def test_bad_input_is_a_clear_error(base, tmp_path) -> None:
         with pytest.raises(InvalidInputError, match=match):
             router.learn(*args)
     with pytest.raises(InvalidInputError):
-        router.feedback(["a"], "math")  # type: ignore[arg-type]
+        router.learn([["a"]], "math")  # type: ignore[list-item]
     _same_bits(router, base)
 
 
 def test_traffic_follows_expert_changes(base, served, tmp_path, smollm2, corpus) -> None:
     router = _copy(base, tmp_path).learn(*served)
-    router.update_expert("code", ["def g(y):\n    return y * 2"])
+    router.add_expert("code", ["def g(y):\n    return y * 2"], update=True)
     assert router.traffic["code"].num_prompts == 8
     router.remove_expert("math")
-    assert "math" not in router.traffic and router.experts == [e for e in base.experts if e != "math"]
+    assert "math" not in router.traffic and router.experts == tuple(e for e in base.experts if e != "math")
     router.fit(corpus)
     assert router.traffic == {}
-    assert np.array_equal(router.weights, base.weights)
+    assert np.array_equal(router.state.weights, base.state.weights)
 
 
 def test_learning_is_thread_safe_while_other_threads_route(base, served, tmp_path, held_out) -> None:
     router = _copy(base, tmp_path)
-    before = router.route_indices(held_out).tolist()
-    after = _copy(base, tmp_path, "after").learn(*served).route_indices(held_out).tolist()
+    before = route_indices(router.state, router.config, held_out).tolist()
+    learned = _copy(base, tmp_path, "after").learn(*served)
+    after = route_indices(learned.state, learned.config, held_out).tolist()
     assert before != after  # the test can tell the two states apart
     stop, seen, errors = threading.Event(), [], []
 
     def route_forever() -> None:
         try:
             while not stop.is_set():
-                seen.append(router.route_indices(held_out).tolist())
+                seen.append(route_indices(router.state, router.config, held_out).tolist())
                 router.route(held_out[0])
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -299,7 +311,7 @@ def test_learning_is_thread_safe_while_other_threads_route(base, served, tmp_pat
             t.join()
     assert not errors
     assert seen and all(s in (before, after) for s in seen)
-    assert router.route_indices(held_out).tolist() == before
+    assert route_indices(router.state, router.config, held_out).tolist() == before
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
@@ -323,9 +335,12 @@ def test_traffic_is_saved_and_loaded(learned, base, tmp_path, smollm2) -> None:
     loaded = Router.from_pretrained(folder, device="cpu")
     _same_bits(loaded, learned)
     assert loaded.traffic == learned.traffic
-    for name, block in learned.traffic_statistics.items():
-        assert loaded.traffic_statistics[name] == block
-        assert np.array_equal(loaded.traffic_statistics[name].text_gram, block.text_gram)  # bitwise on disk
+    for name, block in {n: s.traffic for n, s in learned.statistics.items() if s.traffic is not None}.items():
+        assert {n: s.traffic for n, s in loaded.statistics.items() if s.traffic is not None}[name] == block
+        assert np.array_equal(
+            {n: s.traffic for n, s in loaded.statistics.items() if s.traffic is not None}[name].text_gram,
+            block.text_gram,
+        )  # bitwise on disk
     loaded._attach_embeddings(smollm2)
     loaded.forget_traffic()
     _same_bits(loaded, base)
@@ -365,13 +380,16 @@ def test_stat_packs_carry_traffic(learned, base, tmp_path, held_out) -> None:
     pack_config = json.loads((folders[0] / "stat_pack.json").read_text())
     assert pack_config["format_version"] == 2 and pack_config["expert"]["traffic"]["num_prompts"] == 8
     pack = StatPack.from_pretrained(folders[0])
-    assert pack.traffic == learned.traffic_statistics[pack.name]
+    assert (
+        pack.traffic
+        == {n: s.traffic for n, s in learned.statistics.items() if s.traffic is not None}[pack.name]
+    )
     merged = merge_packs(folders, embeddings=learned.embeddings, device="cpu")
     _close(merged, learned, held_out)
     # added one by one to a router of the other experts
     grown = merge_packs(folders[:2], embeddings=learned.embeddings, device="cpu")
     for folder in folders[2:]:
-        grown.add_expert_from_stats(folder)
+        add_pack_to_router(grown, folder)
     _close(grown, learned, held_out)
     # a pack without traffic has none, and its json says nothing about it
     plain = StatPack.from_router(base, base.experts[0]).save_pretrained(tmp_path / "plain")
@@ -386,6 +404,6 @@ def test_a_loaded_token_level_router_learns_and_forgets(paper_router, served, tm
     reference = _copy(paper_router, tmp_path, "c").learn(
         *[list(x) for x in zip(*[(p, e) for p, e in zip(*served) if e != "code"])]
     )
-    np.testing.assert_allclose(loaded.weights, reference.weights, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(loaded.state.weights, reference.state.weights, rtol=1e-9, atol=1e-12)
     loaded.forget_traffic()
     _same_bits(loaded, paper_router)

@@ -175,7 +175,7 @@ def dev_and_test(reasoning4):
 
 def _copy(router):
     clone = Router(router.embeddings, config=router.config, device="cpu", progress=False)
-    return clone.fit_counts(router.statistics)
+    return clone.fit(router.statistics)
 
 
 def test_short_prompts_are_less_confident_and_routes_do_not_change(default_router, dev_and_test):

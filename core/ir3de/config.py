@@ -27,7 +27,7 @@ _EVIDENCE_TOKENS = 4.7  # evidence prior n0 fitted at the default temperature (b
 #: What one ridge training row is: a token occurrence (the paper) or a text (its mean embedding).
 LEVELS = ("token", "text")
 
-#: Settings that change the ridge statistics or their solve: changing one re-solves from the stored
+#: Settings that change the ridge matrices or their solve: changing one re-solves from the stored
 #: statistics (no text is re-read); every other setting only changes how the table is read.
 STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight", "traffic_policy")
 
@@ -61,7 +61,7 @@ class RouterConfig:
             on empty prompts, never abstain). It need not be one of the experts.
         threshold: confidence below which the fallback is taken.
         temperature: divides the ``logprob``/``avg`` evidence before the softmax that gives scores and
-            confidence; :meth:`Router.calibrate` fits it on held-out prompts. Never changes the winner.
+            confidence; :func:`ir3de.routing.tuning.calibrate` fits it on held-out prompts. Never changes the winner.
             ``None`` (default) takes the measured default of the evidence: 0.1 for mean logits
             (``avg``; fitted temperatures were 0.05–0.11 on the public suites) and 1.0 for summed
             log-probabilities (``logprob``). See :attr:`effective_temperature`.
@@ -69,7 +69,7 @@ class RouterConfig:
             temperature ``T · (1 + n0 / n)``, so one or two near-coin-toss tokens do not give a
             confident route (:func:`ir3de.routing.calibration.evidence_scores`; never changes the winner).
             ``None`` takes the measured default; ``0`` turns it off. Fitted with the temperature by
-            :meth:`Router.calibrate` / :meth:`Router.tune`. Vote shares are not affected.
+            :func:`ir3de.routing.tuning.calibrate` / :meth:`Router.tune`. Vote shares are not affected.
         thresholds: per-expert thresholds (expert → threshold) set by ``Router.tune(per_expert=True)``;
             a decision for an expert listed here uses its threshold instead of ``threshold``.
         traffic_weight: how much learned traffic (labelled served prompts, :meth:`Router.learn`)

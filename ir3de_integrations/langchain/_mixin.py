@@ -169,7 +169,7 @@ class ExpertsMixin:
         self, messages: Sequence[BaseMessage], session_id: Hashable | None, *, remember: bool = True
     ) -> Routed[Runnable[Any, Any]]:
         """Route a chat with :meth:`ir3de.Router.route_conversation` through the registry: the decision
-        and the chosen expert's runnable, from one registry snapshot. The previous expert comes from the
+        and the chosen expert's runnable, from one registry pairing. The previous expert comes from the
         session store (``session_id``), else from the route in the history's last routed answer; with
         ``remember`` the final decision is stored."""
         turns, history = chat_turns(messages)

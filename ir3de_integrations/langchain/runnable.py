@@ -227,7 +227,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
     def _plan(
         self, inputs: Sequence[Any], configs: Sequence[RunnableConfig | None] | None = None
     ) -> tuple[list[Any], dict[str, tuple[Runnable[Any, Any], list[int]]], list[RouteDecision | None]]:
-        """Route all inputs (the plain strings with one router snapshot; each conversation with its own
+        """Route all inputs (the plain strings with one router state; each conversation with its own
         history): results (errors filled in), groups by expert."""
         results: list[Any] = [None] * len(inputs)
         texts: list[str] = []

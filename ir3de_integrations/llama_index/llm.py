@@ -6,7 +6,7 @@ no LLM call) and answered by the chosen expert's LLM. The route is reported in t
 ``additional_kwargs["ir3de_route"]`` and as an :class:`~.events.Ir3deRouteEvent`.
 
 Experts can be added, removed or updated while calls are in flight: the expert → LLM mapping is the
-core :class:`ir3de.serving.registry.ExpertRegistry`, an immutable snapshot swapped together with each router
+core :class:`ir3de.serving.registry.ExpertRegistry`, an immutable pairing swapped together with each router
 change under a lock, so every call is answered by the LLM of an expert that existed when it was
 routed.
 
@@ -171,7 +171,7 @@ class RoutingLLM(LLM):
     @property
     def experts(self) -> list[str]:
         """The router's experts."""
-        return self._registry.router.experts
+        return list(self._registry.router.experts)
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -245,7 +245,7 @@ class RoutingLLM(LLM):
     def _route_chat(
         self, messages: Sequence[ChatMessage], session_id: Any, *, remember: bool = True
     ) -> Routed[LLM]:
-        """The conversation decision and its expert's LLM, from one registry snapshot (the session's
+        """The conversation decision and its expert's LLM, from one registry pairing (``registry.current``) (the session's
         store written once, after the decision is final)."""
         turns = [(m.role, m.content or "") for m in messages]
         return route_chat(self._registry, self._conversation, turns, session_id=session_id, remember=remember)

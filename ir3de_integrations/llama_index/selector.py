@@ -297,4 +297,4 @@ class Ir3deSelector(BaseSelector):
 
     def __repr__(self) -> str:
         mode = f"multi, score_threshold={self.score_threshold}" if self.multi else "single"
-        return f"Ir3deSelector(experts={self._router.experts}, {mode})"
+        return f"Ir3deSelector(experts={list(self._router.experts)}, {mode})"

@@ -145,7 +145,7 @@ def learn_router(
     create_experts: bool = False,
     **kwargs: Any,
 ) -> RayCountReport:
-    """Count labelled served prompts on Ray and let ``router`` learn them (:meth:`Router.learn_counts`).
+    """Count labelled served prompts on Ray and let ``router`` learn them (:meth:`Router.learn` of the counts).
 
     ``data`` is what :func:`fit_statistics` takes: a Ray Dataset with a text and an expert column
     (the labels), ``{expert: dataset}``, or shard paths per expert. The counts carry text statistics
@@ -159,7 +159,7 @@ def learn_router(
     """
     kwargs["text_statistics"] = True
     report = fit_statistics(data, embeddings=router.embeddings, **kwargs)
-    router.learn_counts(report.statistics, create_experts=create_experts)
+    router.learn(report.statistics, create_experts=create_experts)
     return report
 
 
@@ -182,5 +182,5 @@ def fit_router(
         router = Router(embeddings)
     kwargs.setdefault("text_statistics", router.config.level == "text")
     report = fit_statistics(data, embeddings=embeddings or router.embeddings, **kwargs)
-    router.fit_counts(report.statistics, descriptions=descriptions)
+    router.fit(report.statistics, descriptions=descriptions)
     return router, report

@@ -131,7 +131,7 @@ def _require_expert(gw: Any, name: str) -> None:
     """404 unless the router has expert ``name``."""
     if name not in gw.router.experts:
         raise GatewayError(
-            404, f"unknown expert {name!r}; experts are {gw.router.experts}", code="expert_not_found"
+            404, f"unknown expert {name!r}; experts are {list(gw.router.experts)}", code="expert_not_found"
         )
 
 
@@ -172,12 +172,12 @@ def _add_from_pack(registry: ExpertRegistry[Upstream], name: str, handler: Upstr
 
     data = persistence.load_pack(resolve_folder(pack, kind="stat_pack").folder)
     router = registry.router
-    data.check_compatible(router.fingerprint, "the router")
+    data.check_compatible(router.state.fingerprint, "the router")
     registry.add_counts(name, handler, data.counts, data.description, traffic=getattr(data, "traffic", None))
 
 
 def _listing(gw: Any) -> dict[str, Any]:
-    descriptions = gw.router.descriptions
+    descriptions = gw.router.state.descriptions
     experts = []
     for name in gw.router.experts:
         upstream = gw.upstreams.get(name)
@@ -285,7 +285,7 @@ def admin_routes() -> APIRouter:
             if unknown:
                 raise GatewayError(
                     404,
-                    f"feedback names unknown experts {unknown}; experts are {gw.router.experts}",
+                    f"feedback names unknown experts {unknown}; experts are {list(gw.router.experts)}",
                     code="expert_not_found",
                 )
             applied = await _apply(gw.change, lambda reg: apply_feedback(reg, pairs))
@@ -318,7 +318,7 @@ def admin_routes() -> APIRouter:
             if unknown:
                 raise GatewayError(
                     404,
-                    f"held_out names unknown experts {unknown}; experts are {gw.router.experts}",
+                    f"held_out names unknown experts {unknown}; experts are {list(gw.router.experts)}",
                     code="expert_not_found",
                 )
             tuned = await _apply(gw.change, lambda reg: reg.tune(held_out, float(target), **options))

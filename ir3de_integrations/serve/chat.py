@@ -1,5 +1,5 @@
 """``POST /v1/chat/completions``: read and check the request, choose the expert and its upstream from
-one registry snapshot, forward (:mod:`.relay`), count and log.
+one registry pairing (``registry.current``), forward (:mod:`.relay`), count and log.
 
 ``model`` is the virtual model (route on the messages, the session named by the config's session
 header or the ``user`` field) or an expert's name (straight there).
@@ -104,7 +104,7 @@ def wants_decision(request: Request, payload: dict[str, Any]) -> bool:
 def choose(
     gw: Gateway, request: Request, payload: dict[str, Any]
 ) -> tuple[GatewayDecision, Upstream, int, float]:
-    """The decision, its upstream and the revision they come from (one registry snapshot), and the
+    """The decision, its upstream and the revision they come from (one registry pairing, ``registry.current``), and the
     seconds spent routing (0 for a request that names an expert)."""
     model = payload["model"]
     cfg = gw.config

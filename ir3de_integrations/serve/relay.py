@@ -28,7 +28,7 @@ __all__ = ["Forward", "decision_headers", "relay_complete", "relay_stream", "sen
 
 
 class Forward:
-    """One request on its way upstream (the upstream snapshot taken right after routing)."""
+    """One request on its way upstream (the upstream taken right after routing)."""
 
     __slots__ = ("decision", "payload", "request_id", "revision", "served_by", "upstream")
 

@@ -5,7 +5,7 @@ per-turn evidence, role weights, stickiness to the session's previous expert), w
 previous expert kept in an :class:`ir3de.serving.sessions.SessionStore` (expiry, size bound,
 thread-safe). In the gateway it runs through the core :class:`ir3de.serving.registry.ExpertRegistry`
 (:func:`route_request`), so the decision and its expert's upstream come from one consistent
-snapshot while admin calls add or remove experts. On top of the core decision the gateway applies
+pairing of the registry while admin calls add or remove experts. On top of the core decision the gateway applies
 its own low-confidence fallback (``fallback``/``threshold`` of the gateway config). The session is
 written once, after the decision is final (fallback routes are not remembered, as in
 :func:`ir3de.serving.sessions.route_session`).
@@ -154,7 +154,7 @@ def route_request(
     settings: ConversationSettings | None = None,
 ) -> tuple[GatewayDecision, H | None]:
     """Route a chat request through ``registry``: the decision and its expert's handler (upstream),
-    both from one registry snapshot (``None`` handler: the fallback expert has none right now).
+    both from one registry pairing (``registry.current``) (``None`` handler: the fallback expert has none right now).
 
     Raises:
         GatewayError: 400 for malformed messages, or when no message has routable text and no

@@ -2,7 +2,7 @@
 
 The registry pairs each expert the router can choose (and the router's own ``fallback``) with its
 :class:`Upstream` and changes both together under its lock; routing through it is lock-free and
-returns the decision with the upstream of the expert it names, both from one snapshot (see
+returns the decision with the upstream of the expert it names, both from one registry pairing (see
 :func:`ir3de_integrations.serve.routing.route_request`). A request keeps that upstream object: an
 admin change that lands mid-request never changes where an in-flight request goes, and an expert
 removed meanwhile still answers the requests routed to it before.

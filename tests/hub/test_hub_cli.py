@@ -40,12 +40,12 @@ def test_stats_push_merge_pull(git_uploads, hub_env, corpus_files, packs, tmp_pa
     assert main(["merge", "cli-owner/math-pack", "cli-owner/code-pack", "--preset", "paper", "--quiet",
                  "-o", str(merged)]) == 0  # fmt: skip
     router = Router.from_pretrained(merged, device="cpu")
-    assert router.experts == ["math", "code"] and router.descriptions["code"] == "the code domain"
+    assert router.experts == ("math", "code") and router.state.descriptions["code"] == "the code domain"
     assert main(["push", str(merged), "cli-owner/merged-router", "--commit-message", "merged"]) == 0
     assert main(["pull", "cli-owner/merged-router", "-o", str(tmp_path / "copy")]) == 0
     assert "router with experts [math, code]" in capsys.readouterr().out
     copy = Router.from_pretrained(tmp_path / "copy", device="cpu")
-    np.testing.assert_array_equal(copy.table.logits, router.table.logits)
+    np.testing.assert_array_equal(copy.state.table.logits, router.state.table.logits)
     assert main(["pull", "cli-owner/math-pack"]) == 0  # a pack repo is recognised as such
     assert "stat pack of expert 'math'" in capsys.readouterr().out
     hub_env.go_offline()
@@ -55,7 +55,7 @@ def test_stats_push_merge_pull(git_uploads, hub_env, corpus_files, packs, tmp_pa
     pack = packs["multilingual"].save_pretrained(tmp_path / "multilingual-pack")
     grown = tmp_path / "grown"
     assert main(["merge", str(pack), "--into", "cli-owner/merged-router", "--quiet", "-o", str(grown)]) == 0
-    assert Router.from_pretrained(grown).experts == ["math", "code", "multilingual"]
+    assert Router.from_pretrained(grown).experts == ("math", "code", "multilingual")
 
 
 def test_stats_refuses_two_experts(corpus_files, tmp_path):

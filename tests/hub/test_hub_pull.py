@@ -23,7 +23,7 @@ PROMPTS = [
 
 def _same_routing(a: Router, b: Router, prompts: list[str]) -> None:
     assert a.experts == b.experts
-    np.testing.assert_array_equal(a.table.logits, b.table.logits)
+    np.testing.assert_array_equal(a.state.table.logits, b.state.table.logits)
     da, db = a.route_batch(prompts), b.route_batch(prompts)
     assert [d.expert for d in da] == [d.expert for d in db]
     assert [d.confidence for d in da] == [d.confidence for d in db]

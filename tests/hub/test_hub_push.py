@@ -51,8 +51,8 @@ def test_push_router_then_pull_it_back(git_uploads, hub_env, evaluated_router, s
     assert [d.expert for d in pulled.route_batch(prompts)] == [
         d.expert for d in evaluated_router.route_batch(prompts)
     ]
-    np.testing.assert_array_equal(pulled.table.logits, evaluated_router.table.logits)
-    assert pulled._evaluation == evaluated_router._evaluation
+    np.testing.assert_array_equal(pulled.state.table.logits, evaluated_router.state.table.logits)
+    assert pulled.state.evaluation == evaluated_router.state.evaluation
     card = (repo / "README.md").read_text()
     assert 'Router.from_pretrained("ir3de-test/pushed")' in card
 
@@ -83,9 +83,9 @@ def test_push_stat_pack_and_merge_from_hub(git_uploads, hub_env, packs, paper_ro
     router = merge_packs(
         ["owner-a/math-stats", "owner-b/code-stats"], config=RouterConfig.paper(), device="cpu"
     )
-    router.add_expert_from_stats(packs["instructions"]).add_expert_from_stats(packs["multilingual"])
-    assert router.descriptions["math"] == packs["math"].description
-    np.testing.assert_allclose(router.table.logits, paper_router.table.logits, rtol=0, atol=1e-6)
+    router.add_expert("instructions", packs["instructions"]).add_expert("multilingual", packs["multilingual"])
+    assert router.state.descriptions["math"] == packs["math"].description
+    np.testing.assert_allclose(router.state.table.logits, paper_router.state.table.logits, rtol=0, atol=1e-6)
 
 
 def test_model_card_renders_real_numbers(git_uploads, hub_env, evaluated_router, paper_router, small_corpus):
@@ -96,13 +96,13 @@ def test_model_card_renders_real_numbers(git_uploads, hub_env, evaluated_router,
     data = card.data.to_dict()
     assert data["library_name"] == "ir3de" and "ir3de" in data["tags"] and data["license"] == "apache-2.0"
     assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    evaluation = evaluated_router._evaluation
+    evaluation = evaluated_router.state.evaluation
     metrics = data["model-index"][0]["results"][0]["metrics"]
     assert metrics[0]["type"] == "accuracy" and metrics[0]["value"] == pytest.approx(evaluation["accuracy"])
     text = card.text
-    for name, counts in paper_router.statistics.items():
+    for name, expert in paper_router.statistics.items():
         assert f"| {name} |" in text
-        assert f"| {len(small_corpus[name])} | {counts.num_tokens:,} |" in text
+        assert f"| {len(small_corpus[name])} | {expert.counts.num_tokens:,} |" in text
     assert f"| routing accuracy | {evaluation['accuracy']:.4f} |" in text
     assert f"| math | {evaluation['recall[math]']:.4f} |" in text
     assert "λ (ridge strength) = 0.01" in text and "selector = topk, k = 10" in text

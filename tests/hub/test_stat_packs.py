@@ -11,6 +11,7 @@ import pytest
 from ir3de import RouterConfig
 from ir3de.artifacts.stat_packs import StatPack, merge_packs
 from ir3de.errors import ArtifactError, ExpertError, TokenizerMismatchError
+from ir3de.routing.prompts import route_indices
 
 
 def test_pack_holds_counts_and_never_text(packs, small_corpus, tmp_path):
@@ -39,12 +40,16 @@ def test_merged_equals_central(packs, paper_router, small_tests, tmp_path):
     merged = merge_packs([str(f) for f in folders], config=RouterConfig.paper(), device="cpu")
     assert merged.experts == paper_router.experts
     # packs carry text Grams too (counted at the default text level); the token counts are the paper's
-    assert {n: c.without_text_gram() for n, c in merged.statistics.items()} == paper_router.statistics
-    assert all(c.text_gram is not None for c in merged.statistics.values())
-    np.testing.assert_allclose(merged.weights, paper_router.weights, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(merged.table.logits, paper_router.table.logits, rtol=0, atol=1e-6)
+    merged_counts = {n: s.counts.without_text_gram() for n, s in merged.statistics.items()}
+    assert merged_counts == {n: s.counts for n, s in paper_router.statistics.items()}
+    assert all(s.counts.text_gram is not None for s in merged.statistics.values())
+    np.testing.assert_allclose(merged.state.weights, paper_router.state.weights, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(merged.state.table.logits, paper_router.state.table.logits, rtol=0, atol=1e-6)
     prompts = [t for texts in small_tests.values() for t in texts]
-    np.testing.assert_array_equal(merged.route_indices(prompts), paper_router.route_indices(prompts))
+    np.testing.assert_array_equal(
+        route_indices(merged.state, merged.config, prompts),
+        route_indices(paper_router.state, paper_router.config, prompts),
+    )
 
 
 def test_packs_over_http(hub_server, hub_env, packs, paper_router, tmp_path):
@@ -60,7 +65,7 @@ def test_packs_over_http(hub_server, hub_env, packs, paper_router, tmp_path):
         config=RouterConfig.paper(),
         device="cpu",
     )
-    np.testing.assert_allclose(router.table.logits, paper_router.table.logits, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(router.state.table.logits, paper_router.state.table.logits, rtol=0, atol=1e-6)
 
     hub_env.go_offline()
     again = StatPack.from_pretrained("owner-code/code-pack", revision=commits["code"])
@@ -85,10 +90,10 @@ def test_mismatched_tokenizer_or_embeddings_are_refused(packs, paper_router, min
     )
     router = merge_packs([packs["math"], packs["code"]], device="cpu")
     with pytest.raises(TokenizerMismatchError, match="different embedding matrix"):
-        router.add_expert_from_stats(other_matrix)
+        router.add_expert(other_matrix.name, other_matrix)
     with pytest.raises(TokenizerMismatchError, match="different tokenizer"):
-        router.add_expert_from_stats(minilm_pack)
-    assert router.experts == ["math", "code"]  # nothing was added
+        router.add_expert(minilm_pack.name, minilm_pack)
+    assert router.experts == ("math", "code")  # nothing was added
     with pytest.raises(ExpertError, match="more than one expert is named"):
         merge_packs([packs["math"], packs["math"]])
     with pytest.raises(ExpertError, match="at least 2 experts"):

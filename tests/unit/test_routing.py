@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ir3de.config import RouterConfig
+from ir3de.data.labelled import learn_groups
 from ir3de.errors import EmptyPromptError, InvalidInputError
 from ir3de.fitting import traffic
 from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
@@ -40,20 +41,20 @@ CONFIGS = [
 
 
 @pytest.fixture(scope="module")
-def state() -> RoutingState:
+def state(toy_tokenizer) -> RoutingState:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(len(VOCAB), len(EXPERTS))).astype(np.float32)
     table = RouteTable.from_logits(logits, [PAD, VOCAB["<eos>"]])
-    return RoutingState(EXPERTS, table, np.zeros((5, 3)), np.zeros((5, 3)))
+    return RoutingState(EXPERTS, table, np.zeros((5, 3)), np.zeros((5, 3)), tokenizer=toy_tokenizer)
 
 
 @pytest.mark.parametrize("settings", CONFIGS)
 def test_route_one_equals_the_batch_path(state, toy_tokenizer, settings) -> None:
     config = RouterConfig(fallback="general", **settings)
-    batch = routing.route_batch(state, config, toy_tokenizer, PROMPTS)
-    indices = routing.route_indices(state, config, toy_tokenizer, PROMPTS)
+    batch = routing.route_batch(state, config, PROMPTS)
+    indices = routing.route_indices(state, config, PROMPTS)
     for i, prompt in enumerate(PROMPTS):
-        one = routing.route_one(state, config, toy_tokenizer, prompt)
+        one = routing.route_one(state, config, prompt)
         assert (one.expert, one.top_expert, one.num_tokens) == (
             batch[i].expert,
             batch[i].top_expert,
@@ -68,9 +69,9 @@ def test_route_one_equals_the_batch_path(state, toy_tokenizer, settings) -> None
 def test_no_countable_token_without_fallback_raises(state, toy_tokenizer) -> None:
     config = RouterConfig()
     with pytest.raises(EmptyPromptError, match="no countable token"):
-        routing.route_one(state, config, toy_tokenizer, "  ")
+        routing.route_one(state, config, "  ")
     with pytest.raises(EmptyPromptError, match="prompt #1"):
-        routing.route_batch(state, config, toy_tokenizer, ["x", "<pad>"])
+        routing.route_batch(state, config, ["x", "<pad>"])
     with pytest.raises(InvalidInputError, match="prompt #1 is a int"):
         routing.check_prompts(["x", 3])
     with pytest.raises(InvalidInputError, match="list of prompts"):
@@ -101,22 +102,20 @@ def test_traffic_learn_and_forget_are_pure_and_exact() -> None:
     assert again["math"].traffic == _counts([5]) + _counts([6]) and again["math"].traffic_gram is None
     forgotten = traffic.forget(again, ["math"])
     assert forgotten["math"].traffic is None and forgotten["math"].counts is experts["math"].counts
-    with pytest.raises(InvalidInputError, match="must be ExpertCounts"):
-        traffic.check_blocks({"math": [1, 2]})
+    with pytest.raises(InvalidInputError, match="not both"):
+        learn_groups({"math": _counts([5]), "code": ["def f():"]})
 
 
 def test_tune_returns_settings_without_changing_its_inputs(state, toy_tokenizer) -> None:
     config = RouterConfig(selector="avg")
     held_out = {"math": ["solve x plus x", "integral prime"], "code": ["def loop", "import class"]}
-    settings, result = tuning.tune(state, config, toy_tokenizer, held_out, 0.5, abstain="general")
+    settings, result = tuning.tune(state, config, held_out, 0.5, abstain="general")
     assert config == RouterConfig(selector="avg")
     assert set(settings) == {"temperature", "evidence_tokens", "fallback", "threshold", "thresholds"}
     assert settings["fallback"] == result.fallback == "general" and result.n == 4
     tuned = dataclasses.replace(config, **settings)
     prompts = [p for ps in held_out.values() for p in ps]
-    routed = routing.route_batch(state, tuned, toy_tokenizer, prompts)
+    routed = routing.route_batch(state, tuned, prompts)
     assert np.mean([not d.fallback_used for d in routed]) == pytest.approx(result.coverage)
     with pytest.raises(ValueError, match="vote shares"):
-        tuning.calibrate(
-            state, RouterConfig(level="token", selector="topk", combine="vote"), toy_tokenizer, held_out
-        )
+        tuning.calibrate(state, RouterConfig(level="token", selector="topk", combine="vote"), held_out)

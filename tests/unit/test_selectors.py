@@ -197,11 +197,20 @@ def test_a_toy_router_routes_like_the_paper_oracle_within_max_tokens(
     max_tokens, selector, toy_tokenizer, toy_matrix, toy_corpus, toy_ids, excluded_ids
 ):
     """End to end on the toy tokenizer: only the first ``max_tokens`` tokens of a prompt count."""
-    from ir3de import Router, TokenEmbeddings
+    from ir3de import Router, RouterConfig, TokenEmbeddings
+    from ir3de.routing.prompts import route_indices
     from paper_oracle import paper_fit, paper_route
 
     emb = TokenEmbeddings(toy_tokenizer, toy_matrix, excluded_ids=excluded_ids)
-    router = Router.paper(emb, device="cpu", progress=False, max_tokens=max_tokens, selector=selector, k=2)
+    router = Router(
+        emb,
+        config=RouterConfig.paper(),
+        device="cpu",
+        progress=False,
+        max_tokens=max_tokens,
+        selector=selector,
+        k=2,
+    )
     router.fit(toy_corpus)
     excl = set(excluded_ids.tolist())
     w = paper_fit([toy_ids[n] for n in router.experts], toy_matrix, excl, 1e-2)
@@ -211,7 +220,7 @@ def test_a_toy_router_routes_like_the_paper_oracle_within_max_tokens(
     prompts += ["<pad> <eos> " * 4 + "def return", "def " * 6 + "solve " * 6]  # specials first; a switch
     capped = [toy_tokenizer.encode(p, add_special_tokens=False).ids[:max_tokens] for p in prompts]
     expected = [paper_route(ids, toy_matrix, w, excl, selector, 2) for ids in capped]
-    assert router.route_indices(prompts).tolist() == expected
+    assert route_indices(router.state, router.config, prompts).tolist() == expected
     assert -1 in expected and len(set(expected) - {-1}) > 1  # empty prompts and several experts occur
     for p, ids, e in zip(prompts, capped, expected):
         if e >= 0:

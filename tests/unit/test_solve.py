@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ir3de.fitting.solve import RidgePath, column_normalize, gcv_curve, ridge_solve
-from ir3de.fitting.statistics import ExpertCounts, expert_gram, ridge_statistics
+from ir3de.fitting.statistics import ExpertCounts, combine_grams, expert_gram
 from paper_oracle import explicit_gcv, paper_fit
 
 
@@ -108,7 +108,7 @@ def test_count_pipeline_equals_the_paper_fit(balance, toy_ids, toy_matrix, vocab
         expert_gram(toy_matrix[c.token_ids].astype(np.float64), c.counts.astype(np.float64)) for c in counts
     ]
     weights = balance_weights([c.num_tokens for c in counts], balance)
-    a, b = ridge_statistics(grams, weights)
+    a, b = combine_grams(grams, weights)
     w = column_normalize(ridge_solve(a, b, 1e-2))
     oracle = paper_fit(
         [toy_ids[d] for d in names], toy_matrix, set(excluded_ids.tolist()), 1e-2, weights=weights

@@ -12,8 +12,8 @@ from ir3de.fitting.statistics import (
     ExpertCounts,
     TokenCounter,
     balance_weights,
+    combine_grams,
     expert_gram,
-    ridge_statistics,
     text_gram,
     text_means,
     text_rows,
@@ -203,7 +203,7 @@ def test_a_over_token_rows_equals_the_count_form(toy_ids, toy_matrix, vocab_size
     for d in names:
         c = ExpertCounts.from_token_ids(toy_ids[d], vocab_size, excluded_ids)
         grams.append(expert_gram(toy_matrix[c.token_ids].astype(np.float64), c.counts.astype(np.float64)))
-    a, b = ridge_statistics(grams, np.ones(len(names)))
+    a, b = combine_grams(grams, np.ones(len(names)))
     np.testing.assert_allclose(a, a_rows, rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(b, b_rows, rtol=1e-12, atol=1e-10)
 
@@ -223,15 +223,15 @@ def test_expert_gram_numpy_and_torch(toy_matrix):
     np.testing.assert_allclose(got_t.numpy(), expected, rtol=1e-12)
 
 
-def test_ridge_statistics_weights(toy_matrix):
+def test_combine_grams_weights(toy_matrix):
     rng = np.random.default_rng(4)
     grams = [text_gram(rng.normal(size=(5, 3))) for _ in range(3)]
     w = np.array([0.5, 2.0, 1.0])
-    a, b = ridge_statistics(grams, w)
+    a, b = combine_grams(grams, w)
     np.testing.assert_allclose(a, sum(wi * g for wi, g in zip(w, grams)))
     np.testing.assert_allclose(b, np.stack([wi * g[:, -1] for wi, g in zip(w, grams)], axis=1))
     torch = pytest.importorskip("torch")
-    at, bt = ridge_statistics([torch.from_numpy(g) for g in grams], w)
+    at, bt = combine_grams([torch.from_numpy(g) for g in grams], w)
     np.testing.assert_allclose(at.numpy(), a) and np.testing.assert_allclose(bt.numpy(), b)
 
 

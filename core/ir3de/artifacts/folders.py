@@ -29,7 +29,7 @@ import numpy as np
 from ir3de.artifacts import format as artifact
 from ir3de.config import RouterConfig
 from ir3de.errors import ArtifactError, TokenizerMismatchError
-from ir3de.fitting.pipeline import RoutingState
+from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
 from ir3de.fitting.statistics import ExpertCounts
 from ir3de.table import RouteTable
 
@@ -76,27 +76,20 @@ class RouterData:
 
     Attributes:
         config: the router's settings.
-        state: the routing snapshot (experts, route table, weights).
-        counts: expert → statistics, in ``state.experts`` order.
-        descriptions: expert → one-line description.
-        tokenizer: the ``tokenizers.Tokenizer`` routing uses.
-        embedding_source: ``TokenEmbeddings.source`` (to load the matrix again for growing).
-        fingerprint: ``TokenEmbeddings.fingerprint()`` of the tokenizer + matrix it was fitted with.
-        excluded_ids: ids that never count (special tokens).
-        evaluation: figures stored by :func:`ir3de.evaluation.evaluate.record_evaluation`, or ``None``.
-        traffic: expert → learned traffic block, for the experts that have one.
+        state: the routing state (experts, route table, weights, tokenizer, fingerprint, embedding
+            source, excluded ids, descriptions, evaluation figures).
+        statistics: expert → its additive statistics (corpus counts, learned traffic block), in
+            ``state.experts`` order.
     """
 
     config: RouterConfig
     state: RoutingState
-    counts: Mapping[str, ExpertCounts]
-    descriptions: Mapping[str, str]
-    tokenizer: Any
-    embedding_source: dict[str, Any] | None = None
-    fingerprint: dict[str, Any] | None = None
-    excluded_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    evaluation: dict[str, Any] | None = None
-    traffic: Mapping[str, ExpertCounts] = field(default_factory=dict)
+    statistics: Mapping[str, ExpertStatistics]
+
+    @property
+    def traffic(self) -> dict[str, ExpertCounts]:
+        """Expert → learned traffic block, for the experts that have one."""
+        return {n: s.traffic for n, s in self.statistics.items() if s.traffic is not None}
 
 
 def _traffic_entry(block: ExpertCounts | None) -> dict[str, int] | None:
@@ -106,8 +99,12 @@ def _traffic_entry(block: ExpertCounts | None) -> dict[str, int] | None:
 
 
 def router_config_dict(data: RouterData) -> dict[str, Any]:
-    """The ``config.json`` content of a router (without file checksums)."""
-    state = data.state
+    """The ``config.json`` content of a router (without file checksums).
+
+    Example:
+        >>> router_config_dict(RouterData(router.config, router.state, router.statistics))  # doctest: +SKIP
+    """
+    state, counts, traffic = data.state, {n: s.counts for n, s in data.statistics.items()}, data.traffic
     return {
         "library": "ir3de",
         "format_version": artifact.FORMAT_VERSION,
@@ -115,11 +112,11 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
         "experts": [
             {
                 "name": name,
-                "description": data.descriptions.get(name, ""),
-                "num_texts": data.counts[name].num_texts,
-                "num_tokens": data.counts[name].num_tokens,
-                "num_distinct_tokens": int(data.counts[name].token_ids.size),
-                **({"traffic": _traffic_entry(data.traffic[name])} if name in data.traffic else {}),
+                "description": state.descriptions.get(name, ""),
+                "num_texts": counts[name].num_texts,
+                "num_tokens": counts[name].num_tokens,
+                "num_distinct_tokens": int(counts[name].token_ids.size),
+                **({"traffic": _traffic_entry(traffic[name])} if name in traffic else {}),
             }
             for name in state.experts
         ],
@@ -127,10 +124,10 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
         "text_statistics": artifact.text_statistics_spec(),
         "vocab_size": state.table.vocab_size,
         "hidden_size": int(state.weights.shape[0] - 1),
-        "excluded_ids": [int(i) for i in data.excluded_ids],
-        "embedding_source": data.embedding_source,
-        "fingerprint": data.fingerprint,
-        "evaluation": data.evaluation,
+        "excluded_ids": [int(i) for i in state.excluded_ids],
+        "embedding_source": None if state.embedding_source is None else dict(state.embedding_source),
+        "fingerprint": None if state.fingerprint is None else dict(state.fingerprint),
+        "evaluation": None if state.evaluation is None else dict(state.evaluation),
     }
 
 
@@ -177,12 +174,12 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
         metadata={"format": "ir3de-route-table", "experts": json.dumps(names)},
     )
     stats_bytes = _statistics_bytes(
-        names, [data.counts[n] for n in names], state.weights.shape[0] - 1, data.traffic
+        names, [data.statistics[n].counts for n in names], state.weights.shape[0] - 1, data.traffic
     )
     files = {
         artifact.ROUTER_FILE: router_bytes,
         artifact.STATISTICS_FILE: stats_bytes,
-        artifact.TOKENIZER_FILE: data.tokenizer.to_str().encode("utf-8"),
+        artifact.TOKENIZER_FILE: state.tokenizer.to_str().encode("utf-8"),
     }
     config = router_config_dict(data)
     config["files"] = {
@@ -333,19 +330,23 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(path / artifact.CONFIG_FILE))
     tokenizer = _read_tokenizer(path, config, vocab)
     excluded = np.asarray(config.get("excluded_ids", []), np.int64)
-    state = RoutingState(tuple(names), RouteTable.from_logits(logits, excluded), weights, solution)
-    return RouterData(
-        config=settings,
-        state=state,
-        counts=dict(zip(names, counts)),
-        descriptions={m["name"]: m.get("description", "") for m in experts_meta},
+    descriptions = {m["name"]: m.get("description", "") for m in experts_meta}
+    state = RoutingState(
+        tuple(names),
+        RouteTable.from_logits(logits, excluded),
+        weights,
+        solution,
         tokenizer=tokenizer,
-        embedding_source=config.get("embedding_source"),
         fingerprint=config.get("fingerprint") or None,
+        embedding_source=config.get("embedding_source"),
         excluded_ids=excluded,
+        descriptions=descriptions,
         evaluation=config.get("evaluation"),
-        traffic=traffic,
     )
+    statistics = {
+        n: ExpertStatistics(c, descriptions.get(n, ""), traffic.get(n)) for n, c in zip(names, counts)
+    }
+    return RouterData(config=settings, state=state, statistics=statistics)
 
 
 # ---------------------------------------------------------------------------------------------- stat packs

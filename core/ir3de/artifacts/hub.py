@@ -52,7 +52,7 @@ _KINDS = {
         artifact.CONFIG_FILE,
         artifact.CHECKED_FILES,
         "it is not an ir3de router (a stat pack has stat_pack.json instead: merge it with "
-        "router.add_expert_from_stats(repo) or `ir3de merge`)",
+        "router.add_expert(pack.name, StatPack.from_pretrained(repo)) or `ir3de merge`)",
     ),
     "stat_pack": (
         PACK_CONFIG_FILE,
@@ -71,7 +71,7 @@ class SavesPretrained(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedArtifact:
-    """Where an artifact was found: ``folder`` (the HF cache snapshot for Hub artifacts), ``kind``
+    """Where an artifact was found: ``folder`` (the HF cache folder of the download, for Hub artifacts), ``kind``
     (``"router"`` or ``"stat_pack"``), and for a Hub artifact its ``repo_id`` and ``commit``."""
 
     folder: Path
@@ -116,7 +116,7 @@ def _read_config(folder: Path, kind: str) -> dict[str, Any]:
     return artifact.read_config(folder) if kind == "router" else read_pack_config(folder)
 
 
-def _snapshot(repo_id: str, revision: str | None, hub: dict[str, Any]) -> Path:
+def _download(repo_id: str, revision: str | None, hub: dict[str, Any]) -> Path:
     """``snapshot_download`` of the artifact files only, at one commit, into the HF cache; its errors
     turned into :class:`ArtifactError` that say where ir3de looked and what to do."""
     from huggingface_hub import HfApi, errors, snapshot_download
@@ -235,7 +235,7 @@ def resolve_folder(
         "local_files_only": offline,
         "force_download": force_download and not offline,
     }
-    folder = _snapshot(value, revision, hub)
+    folder = _download(value, revision, hub)
     found = [k for k in ([kind] if kind else _KINDS) if (folder / _KINDS[k][0]).is_file()]
     if not found:
         config_file, _, not_this = _KINDS[kind or "router"]

@@ -121,7 +121,7 @@ def render_model_card(
     """Render a Hugging Face model card from a router's ``config.json`` content.
 
     Args:
-        config: the router's config (``Router.config_dict()`` or a saved ``config.json``).
+        config: the router's config (:func:`ir3de.artifacts.folders.router_config_dict` or a saved ``config.json``).
         repo_id: the Hub repo the card is for (used in the title and usage snippets).
         license: the SPDX id in the card's metadata.
     """

@@ -141,17 +141,19 @@ class StatPack(PackData):
     def from_router(cls, router: Router, name: str) -> StatPack:
         """Export one expert of a fitted router as a pack (e.g. to hand it to another router), with
         its learned traffic (:meth:`Router.learn`) as the pack's traffic block."""
-        counts = router.statistics
-        if name not in counts:
-            raise UnknownExpertError(f"unknown expert {name!r}; experts are {router.experts}")
+        statistics, state = router.statistics, router.state
+        if name not in statistics:
+            raise UnknownExpertError(f"unknown expert {name!r}; experts are {list(router.experts)}")
+        expert = statistics[name]
+        source = None if state.embedding_source is None else dict(state.embedding_source)
         return cls(
             name,
-            counts[name],
-            router.fingerprint,
-            router.descriptions.get(name, ""),
-            router.embedding_source,
-            tuple(int(i) for i in router.excluded_ids),
-            router.traffic_statistics.get(name),
+            expert.counts,
+            dict(state.fingerprint or {}),
+            expert.description,
+            source,
+            tuple(int(i) for i in state.excluded_ids),
+            expert.traffic,
         )
 
     # ------------------------------------------------------------------ files
@@ -251,11 +253,14 @@ def load_pack(pack: StatPack | str | os.PathLike[str], **hub_kwargs: Any) -> Sta
 def add_pack_to_router(
     router: Router, pack: StatPack | str | os.PathLike[str], name: str | None = None, **hub_kwargs: Any
 ) -> Router:
-    """Add a pack's expert to ``router`` after checking the tokenizer/embedding fingerprints match.
+    """Add a pack's expert (a pack, a folder or a Hub repo id) to ``router`` as ``name`` (default: the
+    pack's), after checking the tokenizer/embedding fingerprints match: ``router.add_expert(name, pack)``.
 
-    This is what :meth:`Router.add_expert_from_stats` does.
+    Example:
+        >>> add_pack_to_router(router, "org/legal-stat-pack")   # doctest: +SKIP
     """
-    return router.add_expert_from_stats(load_pack(pack, **hub_kwargs), name=name)
+    loaded = load_pack(pack, **hub_kwargs)
+    return router.add_expert(name or loaded.name, loaded)
 
 
 def merge_packs(
@@ -282,7 +287,7 @@ def merge_packs(
     loaded = [load_pack(p, **dict(hub_kwargs or {})) for p in packs]
     if not loaded:
         raise ExpertError("give at least one stat pack to merge")
-    names = [p.name for p in loaded] + (router.experts if router is not None else [])
+    names = [p.name for p in loaded] + (list(router.experts) if router is not None else [])
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ExpertError(
@@ -302,11 +307,7 @@ def merge_packs(
             embeddings = TokenEmbeddings.from_source(dict(first.embedding_source))
         first.check_compatible(embeddings.fingerprint(), f"the embeddings {embeddings.name!r}")
         router = Router(embeddings, config=config, device=device, progress=progress, **settings)
-        return router.fit_counts(
-            {p.name: p.counts for p in loaded},
-            descriptions={p.name: p.description for p in loaded},
-            traffic={p.name: p.traffic for p in loaded if p.traffic is not None},
-        )
+        return router.fit({p.name: p for p in loaded})
     if embeddings is not None or settings or config is not None:
         raise TypeError("pass either router= or embeddings/config/settings for a new router, not both")
     for pack in loaded:

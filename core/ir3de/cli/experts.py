@@ -38,11 +38,11 @@ def cmd_add_expert(args: argparse.Namespace) -> int:
     described = descriptions(args)
     for name, more in texts.items():
         if args.update:
-            router.update_expert(name, more)
+            router.add_expert(name, more, update=True)
         else:
             router.add_expert(name, more, description=described.get(name, ""))
     out = router.save_pretrained(args.output or args.router)
-    print(f"experts now {router.experts}; saved to {out}")
+    print(f"experts now {list(router.experts)}; saved to {out}")
     return EXIT_OK
 
 
@@ -55,7 +55,7 @@ def cmd_remove_expert(args: argparse.Namespace) -> int:
     for name in args.name:
         router.remove_expert(name)
     out = router.save_pretrained(args.output or args.router)
-    print(f"experts now {router.experts}; saved to {out}")
+    print(f"experts now {list(router.experts)}; saved to {out}")
     return EXIT_OK
 
 

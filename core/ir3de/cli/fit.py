@@ -57,9 +57,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     emb = load_embeddings_verbose(args, args.embeddings)
     base = RouterConfig.paper() if args.preset == "paper" else RouterConfig()
     try:
-        router = Router(
-            emb, config=base, device=args.device, progress=not args.quiet, **router_settings(args)
-        )
+        progress = False if args.engine == "local" else not args.quiet  # local: one bar in characters
+        router = Router(emb, config=base, device=args.device, progress=progress, **router_settings(args))
     except ValueError as e:
         if isinstance(e, Ir3deError):
             raise
@@ -72,7 +71,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     out = router.save_pretrained(args.output)
     sizes = ", ".join(
-        f"{n}: {c.num_texts} texts / {c.num_tokens} tokens" for n, c in router.statistics.items()
+        f"{n}: {s.counts.num_texts} texts / {s.counts.num_tokens} tokens"
+        for n, s in router.statistics.items()
     )
     print(f"fitted {len(router.experts)} experts in {elapsed:.2f} s ({sizes}); saved to {out}")
     return EXIT_OK

@@ -89,9 +89,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         )
     out = router.save_pretrained(args.output)
     sizes = ", ".join(
-        f"{n}: {c.num_texts} texts / {c.num_tokens} tokens" for n, c in router.statistics.items()
+        f"{n}: {s.counts.num_texts} texts / {s.counts.num_tokens} tokens"
+        for n, s in router.statistics.items()
     )
-    print(f"merged {len(args.packs)} stat packs; experts {router.experts} ({sizes}); saved to {out}")
+    print(f"merged {len(args.packs)} stat packs; experts {list(router.experts)} ({sizes}); saved to {out}")
     return 0
 
 

@@ -52,13 +52,14 @@ def fit_with_progress(
     descriptions: Mapping[str, str] | None = None,
     *,
     quiet: bool = False,
+    batch_size: int = 512,
 ) -> Router:
-    """``router.fit(experts, descriptions)`` with one progress bar in characters (on stderr)."""
+    """``router.fit(experts, descriptions)`` with one progress bar in characters (on stderr). Build
+    the router with ``progress=False``: this bar replaces its per-expert bars; ``batch_size``: the
+    router's, so the bar moves as the router pulls each batch."""
     from tqdm.auto import tqdm
 
     total = sum(len(t) for texts in experts.values() for t in texts)
-    saved = router.progress
-    router.progress = False  # this bar replaces the per-expert bars in texts
     stop = threading.Event()
     with tqdm(
         total=total, unit="char", unit_scale=True, desc="counting", disable=True if quiet else None
@@ -73,7 +74,7 @@ def fit_with_progress(
         if not bar.disable:
             ticker.start()
         try:
-            batch = max(1, int(getattr(router, "batch_size", 256)))
+            batch = max(1, int(batch_size))
             feeds = {name: tracker.feed(name, texts, batch) for name, texts in experts.items()}
             router.fit(feeds, descriptions=descriptions)
             tracker.flush()
@@ -81,5 +82,4 @@ def fit_with_progress(
             stop.set()
             if ticker.is_alive():
                 ticker.join()
-            router.progress = saved
     return router

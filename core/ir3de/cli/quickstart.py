@@ -47,7 +47,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         router = Router(emb, config=presets[preset], device=args.device, progress=not args.quiet)
         t1 = time.perf_counter()
         router.fit(suite.train)
-        tokens = sum(c.num_tokens for c in router.statistics.values())
+        tokens = sum(s.counts.num_tokens for s in router.statistics.values())
         print(
             f"\nfitted the {preset} preset on {tokens} tokens in {time.perf_counter() - t1:.2f} s: {router.config}"
         )

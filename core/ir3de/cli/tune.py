@@ -31,7 +31,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if unknown:
         raise UnknownExpertError(
             f"{args.file} has labels {unknown} that are not experts of the router; its experts are "
-            f"{router.experts}"
+            f"{list(router.experts)}"
         )
     if not 0.0 < args.target_precision <= 1.0:
         raise InvalidInputError(f"--target-precision must be in (0, 1], got {args.target_precision}")

@@ -57,6 +57,7 @@ from ir3de.data.corpus import (
     select_field,
 )
 from ir3de.errors import CorpusError, InvalidInputError, UnknownExpertError
+from ir3de.fitting.statistics import ExpertCounts
 
 __all__ = [
     "LABELLED_SUFFIXES",
@@ -64,6 +65,7 @@ __all__ = [
     "check_labels",
     "group_prompts",
     "iter_labelled",
+    "learn_groups",
     "read_labelled",
 ]
 
@@ -212,6 +214,32 @@ def check_labels(labels: Iterable[str], experts: Sequence[str], *, create: bool 
     return unknown
 
 
+def learn_groups(
+    prompts: str | Iterable[str] | Mapping[str, Iterable[str] | ExpertCounts] | LabelledData,
+    experts: str | Iterable[str] | None = None,
+) -> dict[str, list[str] | ExpertCounts]:
+    """What ``Router.learn`` takes, grouped by expert: :func:`group_prompts` of prompts, or a mapping
+    ``{expert: ExpertCounts}`` of precomputed traffic blocks kept as is (checked for type).
+
+    Example:
+        >>> learn_groups(["2+2?"], "math")
+        {'math': ['2+2?']}
+    """
+    if isinstance(prompts, Mapping) and any(isinstance(v, ExpertCounts) for v in prompts.values()):
+        if experts is not None:
+            raise InvalidInputError(
+                "a mapping {expert: ExpertCounts} carries its labels: pass it without experts"
+            )
+        for name, block in prompts.items():
+            if not isinstance(name, str) or not isinstance(block, ExpertCounts):
+                raise InvalidInputError(
+                    f"learn takes either prompts or ExpertCounts per expert, not both: {name!r} has a "
+                    f"{type(block).__name__}"
+                )
+        return dict(prompts)
+    return dict(group_prompts(prompts, experts))  # type: ignore[arg-type]
+
+
 def group_prompts(
     prompts: str | Iterable[str] | Mapping[str, Iterable[str]] | LabelledData,
     experts: str | Iterable[str] | None = None,
@@ -274,7 +302,7 @@ def _prompt_list(prompts: Any, what: str) -> list[str]:
     if isinstance(prompts, (str, bytes)):
         raise InvalidInputError(
             f"{what} is a single {type(prompts).__name__}; pass a list of strings (e.g. [{prompts[:20]!r}]), "
-            "or use feedback(prompt, expert) for one prompt"
+            "also for one prompt: learn([prompt], expert)"
         )
     try:
         items = list(prompts)

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ir3de.errors import InvalidInputError
-from ir3de.fitting.pipeline import applied_weights, compile_table
+from ir3de.fitting.pipeline import applied_weights, compile_table, ridge_matrices
 from ir3de.fitting.solve import RidgePath
 from ir3de.routing.calibration import labelled_prompts, precision_coverage
+from ir3de.routing.prompts import encode_prompts
 from ir3de.routing.selectors import select_batch
 from ir3de.table import RouteTable
 
@@ -156,9 +157,9 @@ def evaluate(
     """
     experts = router.experts
     prompts, labels = labelled_prompts(experts, tests)
-    ids, lengths = router.encode(prompts)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
     c = router.config
-    table = router.table
+    table = router.state.table
     predicted = select_batch(ids, lengths, table, selector=c.selector, k=c.k, combine=c.combine).winners
     extra: dict[str, Any] = {
         "settings": {"lam": c.lam, "selector": c.selector, "k": c.k, "combine": c.combine}
@@ -292,10 +293,10 @@ def _lam_points(
     lams = _check_lams(lams)
     experts = router.experts
     c = router.config
-    a, b = router.ridge_statistics()
+    a, b = ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix)
     path = RidgePath(a, b)
     matrix = router.embeddings.matrix
-    excluded = router.excluded_ids
+    excluded = router.state.excluded_ids
     points = []
     for lam in lams:
         # the pipeline's solve → normalise → compile, with one eigendecomposition for every λ
@@ -324,8 +325,8 @@ def k_sweep(
     """
     experts = router.experts
     prompts, labels = labelled_prompts(experts, tests)
-    ids, lengths = router.encode(prompts)
-    return _k_points(experts, labels, ids, lengths, router.table, ks, router.config.combine)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
+    return _k_points(experts, labels, ids, lengths, router.state.table, ks, router.config.combine)
 
 
 def lam_sweep(
@@ -342,7 +343,7 @@ def lam_sweep(
         >>> [(p["lam"], p["accuracy"]) for p in lam_sweep(router, tests, [1e-3, 1e-2, 1.0])]  # doctest: +SKIP
     """
     prompts, labels = labelled_prompts(router.experts, tests)
-    ids, lengths = router.encode(prompts)
+    ids, lengths = encode_prompts(router.state.tokenizer, prompts, router.config.max_tokens)
     return _lam_points(router, labels, ids, lengths, lams, ks)
 
 
@@ -423,7 +424,7 @@ def format_report(report: EvaluationReport) -> str:
 
 
 def record_evaluation(router: Router, report: EvaluationReport, *, test_set: str = "") -> dict[str, Any]:
-    """Store the report's figures in the router (``router.evaluation``) so that ``save_pretrained``
+    """Store the report's figures in the router (``router.state.evaluation``) so that ``save_pretrained``
     writes them into ``config.json`` and the model card. Returns the stored dict.
 
     Any later change of experts clears it (the figures would no longer describe the router).
@@ -432,9 +433,9 @@ def record_evaluation(router: Router, report: EvaluationReport, *, test_set: str
         >>> record_evaluation(router, evaluate(router, suite.test), test_set="reasoning4 test")  # doctest: +SKIP
         >>> router.save_pretrained("my-router")                                                 # doctest: +SKIP
     """
-    if list(report.experts) != router.experts:
+    if tuple(report.experts) != router.experts:
         raise InvalidInputError(
-            f"the report is for experts {list(report.experts)} but the router has {router.experts}; "
+            f"the report is for experts {list(report.experts)} but the router has {list(router.experts)}; "
             "evaluate this router again"
         )
     record: dict[str, Any] = {
@@ -454,5 +455,7 @@ def record_evaluation(router: Router, report: EvaluationReport, *, test_set: str
         record["lam_sweep"] = [
             {k: v for k, v in p.items() if k != "k_sweep"} for p in report.extra["lam_sweep"]
         ]
-    router.evaluation = record
+    from ir3de.router import record_evaluation as store
+
+    store(router, record)
     return record

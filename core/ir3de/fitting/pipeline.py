@@ -7,13 +7,13 @@ so they count, solve and compile identically. Each step takes arrays (or
 
     count_texts        texts                       → ExpertCounts          (tokenizer-bound, CPU)
     token_gram         E, ExpertCounts             → G_d  ((h+1)², float64) (token level)
-    level_statistics   counts [+ token Grams]      → A, B                  (configured level + weighting)
+    level_matrices   counts [+ token Grams]      → A, B                  (configured level + weighting)
     solve_weights      A, B, λ                     → W* and W as applied   (Cholesky, float64;
                                                                            λ sweeps: RidgePath + applied_weights)
     compile_table      E, W, excluded ids          → RouteTable            (V × D lookup table)
 
 and, over a router's experts (name → :class:`ExpertStatistics`: counts, traffic block, token Grams),
-:func:`with_grams`, :func:`experts_statistics` and :func:`experts_state` (the whole chain to a new
+:func:`with_grams`, :func:`experts_matrices` (``A`` and ``B``), :func:`ridge_matrices` and :func:`experts_state` (the whole chain to a new
 :class:`RoutingState`).
 
 On the CPU everything is numpy (float64 Cholesky through scipy) and torch is never imported; with
@@ -25,7 +25,7 @@ Example:
     >>> e = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
     >>> counts = [ExpertCounts(np.array([0]), np.array([3]), 1), ExpertCounts(np.array([1]), np.array([2]), 1)]
     >>> grams = [token_gram(e, c) for c in counts]
-    >>> a, b = level_statistics(counts, level="token", balance=False, token_grams=grams)
+    >>> a, b = level_matrices(counts, level="token", balance=False, token_grams=grams)
     >>> solution, applied = solve_weights(a, b, lam=0.1, column_norm=True)
     >>> compile_table(e, applied, excluded_ids=[2]).votes.tolist()
     [0, 1, 0]
@@ -38,7 +38,7 @@ import importlib.util
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,8 +50,8 @@ from ir3de.fitting.statistics import (
     ExpertCounts,
     TrafficSummary,
     balance_weights,
+    combine_grams,
     expert_gram,
-    ridge_statistics,
     weights_with_traffic,
 )
 from ir3de.table import RouteTable, compile_logits
@@ -71,20 +71,25 @@ __all__ = [
     "check_embeddings",
     "check_expert_name",
     "check_experts",
+    "check_loaded",
     "check_new_expert",
     "check_text_level",
     "compile_table",
     "count_expert",
     "count_texts",
+    "embeddings_provenance",
+    "experts_matrices",
     "experts_state",
-    "experts_statistics",
     "fit_state",
     "gcv_lambda",
     "grown",
     "lambda_grid",
-    "level_statistics",
+    "level_matrices",
     "resolve_device",
+    "ridge_matrices",
+    "select_lambda",
     "solve_weights",
+    "state_provenance",
     "to_numpy",
     "token_gram",
     "traffic_summaries",
@@ -98,19 +103,36 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 @dataclass(frozen=True, eq=False)
 class RoutingState:
-    """An immutable snapshot that routing reads; a router swaps it as a whole.
+    """The immutable routing state that routing reads; a router swaps it as a whole.
 
     Attributes:
         experts: expert names, in column order.
         table: the compiled route table.
         weights: (h+1, D) weights as applied (after column normalisation when enabled).
         ridge_solution: (h+1, D) raw solve.
+        tokenizer: the ``tokenizers.Tokenizer`` routing encodes prompts with.
+        fingerprint: ``TokenEmbeddings.fingerprint()`` of the tokenizer + matrix it was fitted with.
+        embedding_source: ``TokenEmbeddings.source`` (to load the matrix again for growing), if known.
+        excluded_ids: int64 token ids that never count (special and padding tokens).
+        descriptions: expert → one line (model card).
+        evaluation: figures stored by :func:`ir3de.evaluation.evaluate.record_evaluation`, or ``None``;
+            a change of experts builds a state without them.
+
+    Example:
+        >>> router.state.experts, router.state.table.vocab_size   # doctest: +SKIP
+        (('math', 'code'), 49152)
     """
 
     experts: tuple[str, ...]
     table: RouteTable
     weights: np.ndarray
     ridge_solution: np.ndarray
+    tokenizer: Any = None
+    fingerprint: Mapping[str, Any] | None = None
+    embedding_source: Mapping[str, Any] | None = None
+    excluded_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    evaluation: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +151,17 @@ class ExpertStatistics:
     traffic: ExpertCounts | None = None  # learned labelled prompts (ir3de.fitting.traffic), its own block
     gram: Any = None  # token Gram of ``counts`` (numpy, or torch on a GPU): derived state
     traffic_gram: Any = None  # token Gram of ``traffic``: derived state
+
+    def __eq__(self, other: object) -> bool:
+        """Equal counts, description and traffic block (the derived Grams are not compared)."""
+        if not isinstance(other, ExpertStatistics):
+            return NotImplemented
+        same_traffic = (self.traffic is None) == (other.traffic is None) and (
+            self.traffic is None or self.traffic == other.traffic
+        )
+        return self.counts == other.counts and self.description == other.description and same_traffic
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -175,6 +208,53 @@ def check_embeddings(recorded: Mapping[str, Any] | None, fingerprint: Mapping[st
                 f"the router was fitted with {recorded.get(key)!r}; pass the embeddings the "
                 f"router was built with ({source})"
             )
+
+
+def embeddings_provenance(embeddings: Any, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a routing state records of the ``TokenEmbeddings`` it was fitted with: tokenizer,
+    fingerprint (computed unless given: it hashes the matrix), embedding source and excluded ids (the
+    provenance fields of :class:`RoutingState`)."""
+    return {
+        "tokenizer": embeddings.tokenizer,
+        "fingerprint": dict(embeddings.fingerprint() if fingerprint is None else fingerprint),
+        "embedding_source": dict(embeddings.source),
+        "excluded_ids": np.asarray(embeddings.excluded_ids, np.int64),
+    }
+
+
+def state_provenance(state: RoutingState | None) -> dict[str, Any]:
+    """The provenance fields of ``state`` (as :func:`embeddings_provenance` gives them); empty ones
+    for ``None`` (a router not fitted yet)."""
+    if state is None:
+        return {
+            "tokenizer": None,
+            "fingerprint": None,
+            "embedding_source": None,
+            "excluded_ids": np.zeros(0, np.int64),
+        }
+    return {
+        "tokenizer": state.tokenizer,
+        "fingerprint": None if state.fingerprint is None else dict(state.fingerprint),
+        "embedding_source": None if state.embedding_source is None else dict(state.embedding_source),
+        "excluded_ids": np.asarray(state.excluded_ids, np.int64),
+    }
+
+
+def check_loaded(
+    statistics: Mapping[str, ExpertStatistics] | None, state: RoutingState
+) -> dict[str, ExpertStatistics]:
+    """``statistics`` checked to be the ones ``state`` was solved from (same experts, same order), as
+    a router builds itself from a loaded artifact without solving again."""
+    if statistics is None or tuple(statistics) != state.experts:
+        got = None if statistics is None else list(statistics)
+        raise InvalidInputError(
+            f"a router built from a state needs the statistics of its experts {list(state.experts)} "
+            f"(in that order), got {got}; pass statistics=... or build it with fit()"
+        )
+    for name, e in statistics.items():
+        if not isinstance(e, ExpertStatistics):
+            raise InvalidInputError(f"statistics[{name!r}] must be ExpertStatistics, got {type(e).__name__}")
+    return dict(statistics)
 
 
 def check_device(device: str) -> str:
@@ -367,7 +447,7 @@ def _level_masses(counts: Sequence[ExpertCounts | None], level: str) -> np.ndarr
     return np.array([0 if c is None else c.num_tokens for c in counts], np.float64)
 
 
-def level_statistics(
+def level_matrices(
     counts: Sequence[ExpertCounts],
     *,
     level: str,
@@ -380,7 +460,7 @@ def level_statistics(
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
 ) -> tuple[Any, Any]:
-    """The ridge statistics ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
+    """The ridge matrices ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
 
     ``level="token"`` combines the experts' token Grams (``token_grams``, one per expert, from
     :func:`token_gram`) weighted by token mass; ``level="text"`` their text Grams weighted by scored
@@ -405,7 +485,7 @@ def level_statistics(
             raise ValueError("level='token' needs one token Gram per expert (see token_gram)")
         grams = list(token_grams)
     if traffic is None or all(t is None for t in traffic):
-        return ridge_statistics(grams, balance_weights(_level_masses(counts, level), balance))
+        return combine_grams(grams, balance_weights(_level_masses(counts, level), balance))
     corpus_weights, u = weights_with_traffic(
         _level_masses(counts, level),
         _level_masses(traffic, level),
@@ -413,7 +493,7 @@ def level_statistics(
         weight=traffic_weight,
         policy=traffic_policy,
     )
-    a, b = ridge_statistics(grams, corpus_weights)
+    a, b = combine_grams(grams, corpus_weights)
     for d, (block, weight) in enumerate(zip(traffic, u)):
         if block is None or weight == 0.0:
             continue
@@ -448,7 +528,7 @@ def traffic_summaries(
     traffic_policy: str,
 ) -> dict[str, TrafficSummary]:
     """Per expert with traffic: prompts, tokens and the weight the fit gives them (same rule as
-    :func:`level_statistics`)."""
+    :func:`level_matrices`)."""
     masses = _level_masses(counts, level)
     tmasses = _level_masses(traffic, level)
     corpus_weights, u = weights_with_traffic(
@@ -490,7 +570,7 @@ def grown(
 
 
 def _level_arguments(experts: Mapping[str, ExpertStatistics], config: RouterConfig) -> dict[str, Any]:
-    """The keyword arguments of :func:`level_statistics` for ``experts`` under ``config``."""
+    """The keyword arguments of :func:`level_matrices` for ``experts`` under ``config``."""
     records = list(experts.values())
     token = config.level == "token"
     arguments: dict[str, Any] = {
@@ -508,13 +588,55 @@ def _level_arguments(experts: Mapping[str, ExpertStatistics], config: RouterConf
     return arguments
 
 
-def experts_statistics(
+def experts_matrices(
     experts: Mapping[str, ExpertStatistics], config: RouterConfig, *, device: str = "cpu"
 ) -> tuple[Any, Any]:
-    """``A`` and ``B`` of ``experts`` at the configured level and weighting (numpy, or torch on a GPU);
-    at token level every Gram must be there (:func:`with_grams`)."""
+    """The ridge matrices ``A`` and ``B`` of ``experts`` at the configured level and weighting (numpy, or
+    torch on a GPU); at token level every Gram must be there (:func:`with_grams`)."""
     counts = [e.counts for e in experts.values()]
-    return level_statistics(counts, names=list(experts), device=device, **_level_arguments(experts, config))
+    return level_matrices(counts, names=list(experts), device=device, **_level_arguments(experts, config))
+
+
+def ridge_matrices(
+    statistics: Mapping[str, ExpertStatistics],
+    config: RouterConfig,
+    *,
+    matrix: np.ndarray | None = None,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ridge matrices ``A`` ((h+1)²) and ``B`` ((h+1) × D) of a router's statistics under its
+    config, as float64 numpy arrays (e.g. for a λ sweep with :class:`ir3de.fitting.solve.RidgePath`).
+    At token level, missing token Grams are derived from the embedding ``matrix``.
+
+    Example:
+        >>> a, b = ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix)  # doctest: +SKIP
+    """
+    if config.level == "token" and any(e.gram is None for e in statistics.values()):
+        if matrix is None:
+            raise InvalidInputError(
+                "token-level ridge matrices need the embedding matrix: pass matrix=router.embeddings.matrix"
+            )
+        statistics = with_grams(statistics, matrix, device=device)
+    a, b = experts_matrices(statistics, config, device=device)
+    return to_numpy(a), to_numpy(b)
+
+
+def select_lambda(
+    statistics: Mapping[str, ExpertStatistics],
+    config: RouterConfig,
+    lams: Iterable[float] | None = None,
+    *,
+    matrix: np.ndarray | None = None,
+    device: str = "cpu",
+) -> float:
+    """The λ among ``lams`` (default: 25 from 1e-4 to 1e2) with the lowest generalised cross-validation
+    score on the ridge matrices of ``statistics`` (:func:`gcv_lambda`; meaningful at ``level="text"``).
+    Apply it with ``router.configure(lam=...)`` (a re-solve, no text re-read).
+
+    Example:
+        >>> router.configure(lam=select_lambda(router.statistics, router.config))   # doctest: +SKIP
+    """
+    return gcv_lambda(*ridge_matrices(statistics, config, matrix=matrix, device=device), lambda_grid(lams))
 
 
 # ---------------------------------------------------------------------------------------------- solve → table
@@ -599,8 +721,8 @@ def fit_state(
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
 ) -> RoutingState:
-    """The whole chain from statistics to a routing snapshot: statistics → solve → normalise → table."""
-    a, b = level_statistics(
+    """The whole chain from statistics to a routing state: statistics → solve → normalise → table."""
+    a, b = level_matrices(
         counts,
         level=level,
         balance=balance,

@@ -116,7 +116,7 @@ class RidgePath:
 
 
 def gcv_curve(a: np.ndarray, b: np.ndarray, lams: np.ndarray | list[float]) -> tuple[np.ndarray, float]:
-    """GCV score of every λ in ``lams`` for one-hot ridge statistics ``A``, ``B`` (bias last), and the best λ.
+    """GCV score of every λ in ``lams`` for one-hot ridge matrices ``A``, ``B`` (bias last), and the best λ.
 
     Example:
         >>> rng = np.random.default_rng(0); x = np.hstack([rng.normal(size=(80, 3)), np.ones((80, 1))])

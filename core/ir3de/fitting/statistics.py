@@ -1,7 +1,7 @@
 """Per-expert token histograms: the sufficient statistics of an IR3DE router.
 
 The token router has no context, so every occurrence of token ``v`` in expert ``d``'s corpus is the
-same training row ``[E[v], 1]`` with label ``d``. The paper's ridge statistics therefore depend on the
+same training row ``[E[v], 1]`` with label ``d``. The paper's ridge matrices therefore depend on the
 corpus only through the counts ``N[v, d]`` (DESIGN §2)::
 
     A = Ẽᵀ diag(Σ_d w_d N[:, d]) Ẽ        B[:, d] = w_d Ẽᵀ N[:, d]        Ẽ = [E, 1]
@@ -54,8 +54,8 @@ __all__ = [
     "TrafficSummary",
     "add_text_statistics",
     "balance_weights",
+    "combine_grams",
     "expert_gram",
-    "ridge_statistics",
     "text_gram",
     "text_means",
     "text_rows",
@@ -521,8 +521,8 @@ def expert_gram(embedding_rows: ArrayOrTensor, counts: ArrayOrTensor) -> ArrayOr
     return out
 
 
-def ridge_statistics(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Combine per-expert Gram matrices into the ridge statistics ``A`` and ``B``.
+def combine_grams(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Combine per-expert Gram matrices into the ridge matrices ``A`` and ``B``.
 
     ``A = Σ_d w_d G_d`` and ``B[:, d] = w_d G_d[:, -1]`` (the last column of ``G_d`` is ``Ẽᵀ N[:, d]``).
     Works for numpy arrays and torch tensors alike.
@@ -554,7 +554,7 @@ def traffic_weights(
     """Per-expert row weights ``u_d`` of learned traffic (labelled served prompts).
 
     Traffic is its own additive block per expert (a text Gram / token histogram like the corpus's,
-    counted the same way); it enters the ridge statistics as ``A += u_d T_d`` and
+    counted the same way); it enters the ridge matrices as ``A += u_d T_d`` and
     ``B[:, d] += u_d T_d[:, -1]``, next to the corpus's ``w_d G_d``. Masses are in the level's units
     (scored texts at text level, tokens at token level); ``corpus_weights`` are the corpus's ``w_d``
     (:func:`balance_weights`), so traffic follows the corpus's balancing.

@@ -23,14 +23,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ir3de.errors import InvalidInputError, UnknownExpertError
 from ir3de.fitting.pipeline import (
     ExpertStatistics,
     check_counts,
-    check_expert_name,
     count_expert,
     count_texts,
     traffic_summaries,
@@ -40,7 +38,7 @@ from ir3de.fitting.statistics import ExpertCounts, TrafficSummary
 if TYPE_CHECKING:
     from ir3de.config import RouterConfig
 
-__all__ = ["check_blocks", "check_traffic", "count_learned", "count_prompts", "forget", "learn", "summaries"]
+__all__ = ["count_learned", "count_prompts", "forget", "learn", "summaries"]
 
 
 def count_prompts(
@@ -85,42 +83,6 @@ def count_learned(
         vocab_size, hidden_size = embeddings.vocab_size, embeddings.hidden_size
         check_counts(name, counts, vocab_size=vocab_size, hidden_size=hidden_size, level=level)
     return counts
-
-
-def check_blocks(counts: object) -> dict[str, ExpertCounts]:
-    """Precomputed traffic blocks (``Router.learn_counts``) checked for type: expert name → ExpertCounts."""
-    if not isinstance(counts, Mapping):
-        raise InvalidInputError(
-            f"learn_counts takes a mapping expert name → ExpertCounts, got {type(counts).__name__}"
-        )
-    for name, c in counts.items():
-        check_expert_name(name)
-        if not isinstance(c, ExpertCounts):
-            raise InvalidInputError(
-                f"traffic of expert {name!r} must be ExpertCounts, got {type(c).__name__}"
-            )
-    return dict(counts)
-
-
-def check_traffic(
-    traffic: object, experts: Sequence[str], check: Callable[[str, ExpertCounts], None]
-) -> dict[str, ExpertCounts]:
-    """``traffic`` checked: known ``experts``, :class:`ExpertCounts`, and ``check(name, block)`` (the
-    router's vocabulary and dimension check) for every non-empty block."""
-    if not isinstance(traffic, Mapping):
-        raise InvalidInputError(
-            f"traffic must map expert names to ExpertCounts, got {type(traffic).__name__}"
-        )
-    for name, block in traffic.items():
-        if name not in experts:
-            raise UnknownExpertError(f"traffic for unknown expert {name!r}; experts are {list(experts)}")
-        if not isinstance(block, ExpertCounts):
-            raise InvalidInputError(
-                f"traffic of expert {name!r} must be ExpertCounts, got {type(block).__name__}"
-            )
-        if block.num_tokens:
-            check(name, block)
-    return dict(traffic)
 
 
 def learn(

@@ -4,7 +4,7 @@ A router abstains (routes to its ``fallback``) when confidence is below a thresh
 real abstain route when confidence tracks accuracy. :func:`calibration_report` bins decisions by
 confidence and compares each bin's mean confidence with its accuracy; ECE is the support-weighted
 mean gap. :func:`fit_temperature` fits the temperature that makes the gap small (what
-:meth:`ir3de.Router.calibrate` calls on a router's evidence for held-out prompts).
+:func:`ir3de.routing.tuning.calibrate` calls on a router's evidence for held-out prompts).
 
 Example:
     >>> import numpy as np
@@ -25,7 +25,6 @@ from ir3de.errors import UnknownExpertError
 
 __all__ = [
     "CalibrationReport",
-    "TuningResult",
     "abstain_curve",
     "calibration_report",
     "evidence_scores",
@@ -289,46 +288,6 @@ def choose_thresholds(
     coverage = float(kept.mean()) if conf.size else 0.0
     precision = float(ok[kept].mean()) if kept.any() else float("nan")
     return threshold, thresholds, precision, coverage
-
-
-@dataclass(frozen=True)
-class TuningResult:
-    """What :meth:`ir3de.Router.tune` chose and what it costs, on the prompts it was tuned on.
-
-    Attributes:
-        temperature: the fitted temperature (``None`` for vote shares, which have none).
-        evidence_tokens: the fitted evidence prior ``n0`` (see :func:`evidence_scores`).
-        threshold: the confidence below which a prompt goes to ``fallback``.
-        thresholds: per-expert thresholds (``per_expert=True``), else ``None``.
-        target_precision: the precision asked for.
-        precision: precision of the prompts routed (not sent to the fallback); NaN if none.
-        coverage: share of the prompts routed.
-        n: labelled prompts tuned on.
-        fallback: where the rest go.
-    """
-
-    temperature: float | None
-    evidence_tokens: float
-    threshold: float
-    thresholds: dict[str, float] | None
-    target_precision: float
-    precision: float
-    coverage: float
-    n: int
-    fallback: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "temperature": self.temperature,
-            "evidence_tokens": self.evidence_tokens,
-            "threshold": self.threshold,
-            "thresholds": dict(self.thresholds) if self.thresholds is not None else None,
-            "target_precision": self.target_precision,
-            "precision": self.precision,
-            "coverage": self.coverage,
-            "n": self.n,
-            "fallback": self.fallback,
-        }
 
 
 @dataclass(frozen=True)

@@ -51,29 +51,23 @@ import numpy as np
 
 from ir3de.decision import RouteDecision
 from ir3de.errors import EmptyPromptError, MessageError
+from ir3de.routing.prompts import encode_prompts
 from ir3de.routing.selectors import select_batch
 
 if TYPE_CHECKING:
-    import tokenizers
-
     from ir3de.config import RouterConfig
     from ir3de.fitting.pipeline import RoutingState
 
 
 class ConversationRouter(Protocol):
     """What conversation routing reads of an :class:`ir3de.Router` (structural, so this module sits
-    below ``router.py`` and never imports it): the routing snapshot, the settings, the tokenizer and
-    the prompt encoder."""
+    below ``router.py`` and never imports it): the routing state (table and tokenizer) and the
+    settings."""
 
     @property
-    def snapshot(self) -> RoutingState: ...
-
-    @property
-    def tokenizer(self) -> tokenizers.Tokenizer: ...
+    def state(self) -> RoutingState: ...
 
     config: RouterConfig
-
-    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 __all__ = [
@@ -478,13 +472,13 @@ def route_conversation(
     if not any(role == "user" for role, _ in turns):
         weights[:] = 0.0  # nothing to route without a user message: like an empty prompt
     counted = np.flatnonzero(weights > 0)
-    state = router.snapshot
+    state = router.state
     config = router.config
     names = state.experts
     table = state.table
     temperature = config.effective_temperature
     ids, lengths = (
-        router.encode([turns[i][1] for i in counted])
+        encode_prompts(state.tokenizer, [turns[i][1] for i in counted], config.max_tokens)
         if counted.size
         else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     )
@@ -616,7 +610,7 @@ def route_conversation(
         votes=table.votes,
         entropy=table.entropy,
         log_probs=table.log_probs,
-        tokenizer=router.tokenizer,
+        tokenizer=state.tokenizer,
         switched=switched,
         margin=lead,
         reason=reason,

@@ -1,23 +1,22 @@
-"""Routing through a snapshot: tokenize a prompt (capped), select its deciding tokens, decide.
+"""Routing through a state: tokenize a prompt (capped), select its deciding tokens, decide.
 
-Pure functions over a :class:`~ir3de.fitting.pipeline.RoutingState` (the route table), a
-:class:`~ir3de.config.RouterConfig` (selector, k, temperature, evidence prior, fallback) and a
-``tokenizers.Tokenizer``; :class:`ir3de.Router` calls them on the snapshot it holds right now, so a
-routing call never sees half of a refit::
+Pure functions over a :class:`~ir3de.fitting.pipeline.RoutingState` (the route table and the
+tokenizer) and a :class:`~ir3de.config.RouterConfig` (selector, k, temperature, evidence prior,
+fallback); :class:`ir3de.Router` calls them on the state it holds right now, so a routing call never
+sees half of a refit::
 
     encode_prompts   tokenizer, texts            → flat ids, lengths   (first ``max_tokens`` tokens)
-    select           snapshot, ids, lengths       → Selection            (selectors + evidence prior)
-    route_one        snapshot, tokenizer, text    → RouteDecision        (the single-prompt fast path)
-    route_batch      snapshot, tokenizer, texts   → [RouteDecision]      (vectorised)
-    route_indices    snapshot, tokenizer, texts   → expert index per prompt (no decision objects)
+    select           state, ids, lengths          → Selection            (selectors + evidence prior)
+    route_one        state, text                  → RouteDecision        (the single-prompt fast path)
+    route_batch      state, texts                 → [RouteDecision]      (vectorised)
+    route_indices    state, texts                 → expert index per prompt (no decision objects)
 
 The single-prompt path is the latency path: plain lists, one fused lookup for ``selector="avg"``
 (the deciding tokens are computed only when a caller reads them), no torch, no numpy for the
 defaults.
 
 Example:
-    >>> state = router.snapshot                                               # doctest: +SKIP
-    >>> route_one(state, router.config, router.tokenizer, "Solve 3x + 5 = 11").expert  # doctest: +SKIP
+    >>> route_one(router.state, router.config, "Solve 3x + 5 = 11").expert   # doctest: +SKIP
     'math'
 """
 
@@ -201,14 +200,13 @@ def decide(
 # ---------------------------------------------------------------------------------------------- routing
 
 
-def route_one(
-    state: RoutingState, config: RouterConfig, tokenizer: tokenizers.Tokenizer, text: str
-) -> RouteDecision:
+def route_one(state: RoutingState, config: RouterConfig, text: str) -> RouteDecision:
     """Route one prompt (the latency path: lists and one table lookup per token, no batch machinery).
 
     Raises:
         EmptyPromptError: no countable token and no ``fallback`` configured.
     """
+    tokenizer = state.tokenizer
     text = clean_text(text)  # lone surrogates -> U+FFFD (ir3de.sanitize)
     cap = config.max_tokens
     head = "" if not text or text.isspace() else text[: cap * PREFIX_CHARS_PER_TOKEN]  # prompt_head, inlined
@@ -231,10 +229,9 @@ def route_one(
     return decide(state, config, tokenizer, winner, scores, chosen, positions, n, 0)
 
 
-def route_batch(
-    state: RoutingState, config: RouterConfig, tokenizer: tokenizers.Tokenizer, texts: Sequence[str]
-) -> list[RouteDecision]:
+def route_batch(state: RoutingState, config: RouterConfig, texts: Sequence[str]) -> list[RouteDecision]:
     """Route many prompts at once (vectorised); decisions come back in the same order."""
+    tokenizer = state.tokenizer
     ids, lengths = encode_prompts(tokenizer, texts, config.max_tokens)
     sel = select(state, config, ids, lengths)
     offsets = sel.selected_offsets
@@ -254,9 +251,13 @@ def route_batch(
     ]
 
 
-def route_indices(
-    state: RoutingState, config: RouterConfig, tokenizer: tokenizers.Tokenizer, texts: Sequence[str]
-) -> np.ndarray:
-    """Expert index per prompt (``-1``: no countable token); the fallback is ignored."""
-    ids, lengths = encode_prompts(tokenizer, list(texts), config.max_tokens)
+def route_indices(state: RoutingState, config: RouterConfig, texts: Sequence[str]) -> np.ndarray:
+    """Expert index per prompt (``-1``: no countable token), no decision objects, no fallback: the
+    fastest path, for evaluation and bulk routing.
+
+    Example:
+        >>> route_indices(router.state, router.config, ["2+2?", "def f():"])   # doctest: +SKIP
+        array([0, 1])
+    """
+    ids, lengths = encode_prompts(state.tokenizer, list(texts), config.max_tokens)
     return select(state, config, ids, lengths, explain=False).winners

@@ -1,5 +1,4 @@
-"""Calibrate and tune a routing snapshot on labelled held-out prompts: what ``Router.calibrate`` and
-``Router.tune`` compute.
+"""Calibrate and tune a routing state on labelled held-out prompts: what ``Router.tune`` computes.
 
 * :func:`calibrate` fits the temperature ``T`` and the evidence prior ``n0`` so that confidence means
   probability: it minimises the negative log-likelihood of the true experts under
@@ -12,11 +11,10 @@
   confident prompts never change.
 
 Both return the settings to apply (the router applies them with ``configure``) and never change the
-snapshot they read.
+state they read. :class:`TuningResult` reports what ``tune`` chose and what it costs.
 
 Example:
-    >>> settings, result = tune(router.snapshot, router.config, router.tokenizer, dev,   # doctest: +SKIP
-    ...                         0.95, abstain="general")
+    >>> settings, result = tune(router.state, router.config, dev, 0.95, abstain="general")  # doctest: +SKIP
     >>> router.configure(**settings); result.precision, result.coverage               # doctest: +SKIP
     (0.951, 0.83)
 """
@@ -25,19 +23,60 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ir3de.errors import InvalidInputError
-from ir3de.routing.calibration import TuningResult, choose_thresholds, fit_confidence, labelled_prompts
+from ir3de.routing.calibration import choose_thresholds, fit_confidence, labelled_prompts
 from ir3de.routing.prompts import encode_prompts, select
 
 if TYPE_CHECKING:
     from ir3de.config import RouterConfig
     from ir3de.fitting.pipeline import RoutingState
 
-__all__ = ["calibrate", "tune"]
+__all__ = ["TuningResult", "calibrate", "tune"]
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What :meth:`ir3de.Router.tune` chose and what it costs, on the prompts it was tuned on.
+
+    Attributes:
+        temperature: the fitted temperature (``None`` for vote shares, which have none).
+        evidence_tokens: the fitted evidence prior ``n0`` (see :func:`evidence_scores`).
+        threshold: the confidence below which a prompt goes to ``fallback``.
+        thresholds: per-expert thresholds (``per_expert=True``), else ``None``.
+        target_precision: the precision asked for.
+        precision: precision of the prompts routed (not sent to the fallback); NaN if none.
+        coverage: share of the prompts routed.
+        n: labelled prompts tuned on.
+        fallback: where the rest go.
+    """
+
+    temperature: float | None
+    evidence_tokens: float
+    threshold: float
+    thresholds: dict[str, float] | None
+    target_precision: float
+    precision: float
+    coverage: float
+    n: int
+    fallback: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "evidence_tokens": self.evidence_tokens,
+            "threshold": self.threshold,
+            "thresholds": dict(self.thresholds) if self.thresholds is not None else None,
+            "target_precision": self.target_precision,
+            "precision": self.precision,
+            "coverage": self.coverage,
+            "n": self.n,
+            "fallback": self.fallback,
+        }
 
 
 def _is_vote(config: RouterConfig) -> bool:
@@ -55,26 +94,31 @@ def _fit(
 
 
 def calibrate(
-    state: RoutingState, config: RouterConfig, tokenizer: Any, held_out: Mapping[str, Sequence[str]]
-) -> tuple[float, float]:
-    """The temperature and evidence prior that calibrate ``state`` on ``held_out`` (expert → prompts).
+    state: RoutingState, config: RouterConfig, held_out: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """The settings ``temperature`` and ``evidence_tokens`` (the evidence prior) that calibrate
+    ``state`` on ``held_out`` (expert → prompts), so that confidence means probability; routes never
+    change. Apply them with ``router.configure(**settings)``.
 
     Raises:
         ValueError: vote shares (no temperature), or no held-out prompt with a countable token.
+
+    Example:
+        >>> router.configure(**calibrate(router.state, router.config, dev))   # doctest: +SKIP
     """
     if _is_vote(config):
         raise ValueError(
             "vote shares have no temperature: calibrate with combine='logprob' or selector='avg'"
         )
     prompts, labels = labelled_prompts(state.experts, held_out)
-    ids, lengths = encode_prompts(tokenizer, prompts, config.max_tokens)
-    return _fit(state, config, ids, lengths, labels)
+    ids, lengths = encode_prompts(state.tokenizer, prompts, config.max_tokens)
+    temperature, n0 = _fit(state, config, ids, lengths, labels)
+    return {"temperature": temperature, "evidence_tokens": n0}
 
 
 def tune(
     state: RoutingState,
     config: RouterConfig,
-    tokenizer: Any,
     held_out: Mapping[str, Sequence[str]],
     target_precision: float = 0.95,
     *,
@@ -97,7 +141,7 @@ def tune(
     prompts, labels = labelled_prompts(state.experts, held_out)
     if not prompts:
         raise InvalidInputError("tune needs labelled held-out prompts; got none")
-    ids, lengths = encode_prompts(tokenizer, prompts, config.max_tokens)
+    ids, lengths = encode_prompts(state.tokenizer, prompts, config.max_tokens)
     settings: dict[str, Any] = {}
     vote = _is_vote(config)
     if not vote:

@@ -295,7 +295,7 @@ def apply_feedback(
         UnknownCallError: ``call_id`` is not remembered in ``calls``.
 
     Example:
-        >>> apply_feedback(router, router.feedback, calls, call_id=run_id, expert="math")  # doctest: +SKIP
+        >>> apply_feedback(router, router.learn, calls, call_id=run_id, expert="math")  # doctest: +SKIP
     """
     if (call_id is None) == (prompt is None):
         raise InvalidInputError(

@@ -38,14 +38,15 @@ from ir3de.errors import (
     UnknownExpertError,
     _a,
 )
+from ir3de.fitting.pipeline import ExpertStatistics
 from ir3de.router import Router
 from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
 
 if TYPE_CHECKING:
     from ir3de.fitting.statistics import ExpertCounts
-    from ir3de.routing.calibration import TuningResult
+    from ir3de.routing.tuning import TuningResult
 
-__all__ = ["ExpertRegistry", "Routed", "Snapshot", "fitted_router", "handler_names"]
+__all__ = ["ExpertRegistry", "Routed", "Served", "fitted_router", "handler_names"]
 
 H = TypeVar("H")
 T = TypeVar("T")
@@ -66,13 +67,13 @@ class Routed(Generic[H]):
 
 
 @dataclass(frozen=True, eq=False)
-class Snapshot(Generic[H]):
+class Served(Generic[H]):
     """One published pairing of expert names with handlers; never mutated, replaced whole.
 
     Attributes:
         handlers: read-only expert name → handler. While a change is in flight it holds the handlers
             of the router states before *and* after the change, so a decision from either resolves.
-        experts: the router's experts when the snapshot was published.
+        experts: the router's experts when this pairing was published.
         fallback: the router's fallback name then (``None``: no fallback).
     """
 
@@ -92,7 +93,7 @@ def fitted_router(router: object) -> Router:
             f"expected an ir3de.Router, got {type(router).__name__}; build one with "
             "Router(...).fit({...}) or load one with Router.from_pretrained(folder_or_repo)"
         )
-    if not router.is_fitted:
+    if not router.experts:
         raise NotFittedError(
             "the router is not fitted: fit it (or load one with Router.from_pretrained) first"
         )
@@ -132,10 +133,10 @@ class ExpertRegistry(Generic[H]):
         check_handler: called as ``check_handler(name, handler)`` on every handler registered; raise a
             typed error to refuse one.
 
-    Routing is lock-free: a reader takes the current snapshot, routes, and keeps the decision only if
-    the snapshot is still current (else routes again). A writer first publishes a snapshot valid for
+    Routing is lock-free: a reader takes the current pairing, routes, and keeps the decision only if
+    the pairing is still current (else routes again). A writer first publishes a pairing valid for
     the router state both before and after its change, then changes the router, then publishes the
-    final snapshot. So a decision always resolves against handlers that include its expert — also one
+    final pairing. So a decision always resolves against handlers that include its expert — also one
     removed meanwhile, which still answers the calls routed to it before its removal.
 
     Example:
@@ -163,21 +164,21 @@ class ExpertRegistry(Generic[H]):
         for name, handler in handlers.items():
             self._check(name, handler)
         self._lock = threading.RLock()
-        self._snapshot: Snapshot[H] = self._publish(handlers)
+        self._current: Served[H] = self._publish(handlers)
         self.calls = RecentRoutes(DEFAULT_MAXSIZE)
         """Recent routed calls remembered for :meth:`feedback` by call id (adapters record them)."""
         self.check()
 
     # ------------------------------------------------------------------ reading
     @property
-    def snapshot(self) -> Snapshot[H]:
-        """The current snapshot (immutable; a later change publishes a new one)."""
-        return self._snapshot
+    def current(self) -> Served[H]:
+        """The pairing served now (immutable; a later change publishes a new one)."""
+        return self._current
 
     @property
     def handlers(self) -> Mapping[str, H]:
         """A read-only view of the current expert name → handler mapping."""
-        return self._snapshot.handlers
+        return self._current.handlers
 
     def get(self, name: str) -> H:
         """The handler of expert ``name`` (for a forced route).
@@ -185,11 +186,9 @@ class ExpertRegistry(Generic[H]):
         Raises:
             UnknownExpertError: no handler is registered under ``name``.
         """
-        handler = self._snapshot.handlers.get(name)
+        handler = self._current.handlers.get(name)
         if handler is None:
-            raise UnknownExpertError(
-                f"unknown expert {name!r}; experts are {sorted(self._snapshot.handlers)}"
-            )
+            raise UnknownExpertError(f"unknown expert {name!r}; experts are {sorted(self._current.handlers)}")
         return handler
 
     def check(self) -> None:
@@ -197,7 +196,7 @@ class ExpertRegistry(Generic[H]):
         router's experts and fallback (e.g. after ``router.configure(fallback=...)``: see
         :meth:`set_fallback`)."""
         names = handler_names(fitted_router(self.router))
-        handlers = self._snapshot.handlers
+        handlers = self._current.handlers
         missing = [n for n in names if n not in handlers]
         extra = [n for n in handlers if n not in names]
         if missing or extra:
@@ -213,18 +212,18 @@ class ExpertRegistry(Generic[H]):
         Example:
             >>> registry.route_with(lambda r: r.route(messages[-1]["content"]))   # doctest: +SKIP
         """
-        decision, snapshot = self._consistent(lambda: decide(self.router))
-        return Routed(decision, self._resolve(snapshot, decision))
+        decision, served = self._consistent(lambda: decide(self.router))
+        return Routed(decision, self._resolve(served, decision))
 
-    def _consistent(self, decide: Callable[[], T]) -> tuple[T, Snapshot[H]]:
-        """``decide()`` and the snapshot that was current throughout (no writer published meanwhile)."""
+    def _consistent(self, decide: Callable[[], T]) -> tuple[T, Served[H]]:
+        """``decide()`` and the pairing that was current throughout (no writer published meanwhile)."""
         for _ in range(OPTIMISTIC_ATTEMPTS):
-            snapshot = self._snapshot
+            served = self._current
             result = decide()
-            if self._snapshot is snapshot:
-                return result, snapshot
+            if self._current is served:
+                return result, served
         with self._lock:  # writers keep changing: decide once while none can
-            return decide(), self._snapshot
+            return decide(), self._current
 
     def route(self, text: str) -> Routed[H]:
         """Route ``text``; return the decision and the handler of the chosen expert.
@@ -253,14 +252,14 @@ class ExpertRegistry(Generic[H]):
                         out.append(e)
                 return out
 
-        decisions, snapshot = self._consistent(route_all)
+        decisions, served = self._consistent(route_all)
         results: list[Routed[H] | Exception] = []
         for decision in decisions:
             if isinstance(decision, Exception):
                 results.append(decision)
                 continue
             try:
-                results.append(Routed(decision, self._resolve(snapshot, decision)))
+                results.append(Routed(decision, self._resolve(served, decision)))
             except UnknownExpertError as e:
                 results.append(e)
         return results
@@ -271,14 +270,14 @@ class ExpertRegistry(Generic[H]):
         Prefer :meth:`route`/:meth:`route_with`: a decision made outside them may name an expert
         removed since (then this raises :class:`~ir3de.errors.UnknownExpertError`).
         """
-        return Routed(decision, self._resolve(self._snapshot, decision))
+        return Routed(decision, self._resolve(self._current, decision))
 
-    def _resolve(self, snapshot: Snapshot[H], decision: RouteDecision) -> H:
-        handler = snapshot.handlers.get(decision.expert)
+    def _resolve(self, served: Served[H], decision: RouteDecision) -> H:
+        handler = served.handlers.get(decision.expert)
         if handler is None:
             raise UnknownExpertError(
                 f"the router chose {decision.expert!r} but no {self.kind} is registered for it (registered: "
-                f"{sorted(snapshot.handlers)}); change experts through the registry's add/remove (the "
+                f"{sorted(served.handlers)}); change experts through the registry's add/remove (the "
                 f"adapter's add_expert/remove_expert), not on the Router directly, and register "
                 f"{_a(self.kind)} for the router's fallback"
             )
@@ -304,13 +303,15 @@ class ExpertRegistry(Generic[H]):
         """Like :meth:`add`, from precomputed token counts (a stat pack, with its learned ``traffic``
         when it carries some) on the router's tokenizer; one solve."""
         self._add(
-            name, handler, lambda: self.router.add_expert_counts(name, counts, description, traffic=traffic)
+            name,
+            handler,
+            lambda: self.router.add_expert(name, ExpertStatistics(counts, description, traffic)),
         )
 
     def _add(self, name: str, handler: H, change: Callable[[], object]) -> None:
         self._check(name, handler)
         with self._lock:
-            before = self._snapshot.handlers
+            before = self._current.handlers
             if name in before:
                 raise ExpertError(
                     f"expert {name!r} already has {_a(self.kind)}; use update_expert({name!r}, ...) to add "
@@ -330,11 +331,15 @@ class ExpertRegistry(Generic[H]):
         if handler is not None:
             self._check(name, handler)
         with self._lock:
-            before = self._snapshot.handlers
+            before = self._current.handlers
             if name not in before:
                 raise UnknownExpertError(f"unknown expert {name!r}; experts are {sorted(before)}")
             after = dict(before) if handler is None else {**before, name: handler}
-            change = None if more_texts is None else (lambda: self.router.update_expert(name, more_texts))
+            change = (
+                None
+                if more_texts is None
+                else (lambda: self.router.add_expert(name, more_texts, update=True))
+            )
             self._change(after, after, change)
 
     def remove(self, name: str) -> None:
@@ -349,7 +354,7 @@ class ExpertRegistry(Generic[H]):
                 raise ExpertError(
                     f"{name!r} is the router's fallback expert; set another fallback (set_fallback) first"
                 )
-            before = self._snapshot.handlers
+            before = self._current.handlers
             after = {n: h for n, h in before.items() if n != name}
             self._change(before, after, lambda: self.router.remove_expert(name))
 
@@ -367,7 +372,7 @@ class ExpertRegistry(Generic[H]):
         if name is not None and handler is not None:
             self._check(name, handler)
         with self._lock:
-            before = self._snapshot.handlers
+            before = self._current.handlers
             if name is not None and handler is None and name not in before:
                 _check_name(name)
                 raise InvalidInputError(f"the fallback {name!r} has no {self.kind}; pass one")
@@ -388,7 +393,7 @@ class ExpertRegistry(Generic[H]):
         handlers: Mapping[str, H] | None = None,
     ) -> None:
         """Learn served prompts with their correct expert (:meth:`ir3de.Router.learn`) under this
-        registry's lock and snapshot rules: routing threads see the router before or after, never a mix.
+        registry's lock and publication rules: routing threads see the router before or after, never a mix.
 
         With ``create_experts`` a label that is not an expert becomes one; it needs a handler in
         ``handlers`` (unless it is the router's fallback, which has one). Nothing changes on an error.
@@ -400,7 +405,7 @@ class ExpertRegistry(Generic[H]):
         groups = group_prompts(prompts, experts)
         extra = dict(handlers or {})
         with self._lock:
-            before = self._snapshot.handlers
+            before = self._current.handlers
             new = check_labels(groups, self.router.experts, create=create_experts)
             unused = [n for n in extra if n not in new]
             if unused:
@@ -457,7 +462,7 @@ class ExpertRegistry(Generic[H]):
             >>> registry.forget_traffic("math")   # doctest: +SKIP
         """
         with self._lock:
-            current = self._snapshot.handlers
+            current = self._current.handlers
             self._change(current, current, lambda: self.router.forget_traffic(expert))
 
     def tune(
@@ -478,7 +483,7 @@ class ExpertRegistry(Generic[H]):
             0.91
         """
         with self._lock:
-            current = self._snapshot.handlers
+            current = self._current.handlers
             fallback = abstain if abstain is not None else self.router.config.fallback
             if fallback is not None and fallback not in current:
                 raise InvalidInputError(
@@ -525,7 +530,7 @@ class ExpertRegistry(Generic[H]):
                 missing=missing, extra=extra, router_experts=router.experts, kind=self.kind
             )
         with self._lock:
-            before = self._snapshot.handlers
+            before = self._current.handlers
 
             def swap() -> None:
                 self.router = router
@@ -537,22 +542,22 @@ class ExpertRegistry(Generic[H]):
     ) -> None:
         """Publish ``during`` (valid before and after), run the router change, publish ``after``.
 
-        Called with the lock held. Every publication is a new snapshot object, so a reader that sees
-        the same snapshot before and after routing knows its decision came from that snapshot's window.
-        If the change raises, the previous snapshot is restored (the router is unchanged then).
+        Called with the lock held. Every publication is a new :class:`Served` object, so a reader that sees
+        the same one before and after routing knows its decision came from its window.
+        If the change raises, the previous pairing is restored (the router is unchanged then).
         """
-        old = self._snapshot
-        self._snapshot = self._publish(during)
+        old = self._current
+        self._current = self._publish(during)
         try:
             if change is not None:
                 change()
         except BaseException:
-            self._snapshot = old
+            self._current = old
             raise
-        self._snapshot = self._publish(after)
+        self._current = self._publish(after)
 
-    def _publish(self, handlers: Mapping[str, H]) -> Snapshot[H]:
-        return Snapshot(
+    def _publish(self, handlers: Mapping[str, H]) -> Served[H]:
+        return Served(
             MappingProxyType(dict(handlers)), tuple(self.router.experts), self.router.config.fallback
         )
 
@@ -564,5 +569,5 @@ class ExpertRegistry(Generic[H]):
             self._check_handler(name, handler)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        handlers = ", ".join(f"{n}: {type(h).__name__}" for n, h in self._snapshot.handlers.items())
+        handlers = ", ".join(f"{n}: {type(h).__name__}" for n, h in self._current.handlers.items())
         return f"ExpertRegistry({{{handlers}}})"

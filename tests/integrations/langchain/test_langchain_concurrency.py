@@ -116,5 +116,5 @@ def test_add_remove_update_under_load(fresh_router, small_tests, medical_texts):
         assert out["expert"] == decided  # the runnable is the one the decision named
         registered, removed = lifetimes[(out["expert"], out["generation"])]
         assert registered <= end and start <= removed  # ...and it was registered during the call
-    assert routed.router.experts == ["math", "code", "multilingual", "instructions"]
+    assert routed.router.experts == ("math", "code", "multilingual", "instructions")
     assert sorted(routed.experts) == sorted(routed.router.experts)

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from lc_helpers import expert_of
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.errors import InvalidInputError
 from ir3de.routing.conversation import ConversationSettings
 from ir3de.serving.sessions import SessionStore
@@ -112,7 +112,7 @@ def test_expert_removed_while_a_chat_is_routed(smollm2, small_corpus, small_test
     before its runnable is looked up. The chat is re-routed on the new snapshot, so it is answered by the
     expert its (final) decision names, and the session remembers that decision, written once."""
     domains = ("math", "code", "instructions", "multilingual")
-    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
         {d: small_corpus[d][:60] for d in domains}
     )
     store = RecordingStore()

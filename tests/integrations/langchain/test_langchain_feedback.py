@@ -36,7 +36,7 @@ def test_runnable_feedback_by_run_id_learns_and_changes_the_next_call(
     first = app.invoke(prompt, config={"run_id": run_id})
     routed = expert_of(first)
     assert routed != "math"
-    table_before = fresh_router.table.logits.copy()
+    table_before = fresh_router.state.table.logits.copy()
 
     result = app.feedback(run_id, expert="math")
 
@@ -48,12 +48,12 @@ def test_runnable_feedback_by_run_id_learns_and_changes_the_next_call(
     )
     assert result.corrected and not result.created and result.traffic_prompts == 1
     assert fresh_router.traffic["math"].num_prompts == 1
-    assert (fresh_router.table.logits != table_before).any()  # the statistics changed
+    assert (fresh_router.state.table.logits != table_before).any()  # the statistics changed
     assert result.now == fresh_router.route(prompt).expert
     # the next call is routed by the router that learned (whatever it decides, it equals the router now)
     assert expert_of(app.invoke(prompt)) == fresh_router.route(prompt).expert
     app.forget_traffic()
-    assert fresh_router.traffic == {} and (fresh_router.table.logits == table_before).all()
+    assert fresh_router.traffic == {} and (fresh_router.state.table.logits == table_before).all()
 
 
 def test_runnable_feedback_by_parent_run_of_a_chain(fresh_router, make_experts, small_tests):
@@ -120,7 +120,7 @@ def test_chat_model_streamed_and_structured_views_share_the_record(fresh_router,
 def test_feedback_errors_are_typed_and_change_nothing(fresh_router, make_experts):
     chat = RoutingChatModel(fresh_router, make_experts(fresh_router.experts))
     reply = chat.invoke("Solve 2x = 4")
-    before = fresh_router.table.logits.copy()
+    before = fresh_router.state.table.logits.copy()
     with pytest.raises(UnknownCallError, match="no routed call"):
         chat.feedback(uuid.uuid4(), expert="math")
     with pytest.raises(UnknownExpertError, match="create_experts"):
@@ -133,7 +133,7 @@ def test_feedback_errors_are_typed_and_change_nothing(fresh_router, make_experts
         chat.feedback(AIMessage("not routed here"), expert="math")
     with pytest.raises(ExpertError, match="need"):
         chat.feedback(reply, expert="poetry", create_experts=True)  # a new expert needs its llm
-    assert fresh_router.traffic == {} and (fresh_router.table.logits == before).all()
+    assert fresh_router.traffic == {} and (fresh_router.state.table.logits == before).all()
     assert "poetry" not in fresh_router.experts
 
 

@@ -43,7 +43,7 @@ def offline_llamaindex(paper_router):
     import llama_index.core
 
     saved = (llama_index.core.global_tokenizer, Settings._llm, Settings._embed_model, Settings._node_parser)
-    tokenizer = paper_router.tokenizer
+    tokenizer = paper_router.state.tokenizer
     Settings.tokenizer = lambda text: tokenizer.encode(text, add_special_tokens=False).ids
     Settings.llm = MockLLM()
     Settings.embed_model = MockEmbedding(embed_dim=16)
@@ -74,7 +74,7 @@ def domain_documents(reasoning4) -> dict[str, list[Document]]:
 @pytest.fixture(scope="session")
 def vector_indexes(domain_documents, paper_router) -> dict[str, VectorStoreIndex]:
     """One ``VectorStoreIndex`` per domain (real splitter with a local tokenizer, ``MockEmbedding``)."""
-    tokenizer = paper_router.tokenizer
+    tokenizer = paper_router.state.tokenizer
     splitter = SentenceSplitter(
         chunk_size=512,
         chunk_overlap=0,

@@ -10,7 +10,7 @@ from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.memory import ChatMemoryBuffer
 from llamaindex_helpers import TagLLM, tag_of
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.routing.conversation import ConversationSettings
 from ir3de.serving.sessions import SessionStore
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM
@@ -107,7 +107,7 @@ def test_expert_removed_while_a_chat_is_routed(smollm2, small_corpus, small_test
     re-routed on the new snapshot and answered by the LLM of the expert its final decision names; the
     session store is written once, with that decision."""
     domains = ("math", "code", "instructions", "multilingual")
-    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
         {d: small_corpus[d][:60] for d in domains}
     )
     store = RecordingStore()

@@ -12,7 +12,7 @@ import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llamaindex_helpers import RouteEventCollector, TagLLM, tag_of
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError, UnknownExpertError
 from ir3de.routing.conversation import ConversationSettings
 from ir3de_integrations.llama_index import ROUTE_KEY, RoutingLLM, dispatcher, route_payload
@@ -177,7 +177,7 @@ def test_from_pretrained_with_fallback_llm(paper_router, tmp_path, small_tests):
 
 
 def test_add_update_remove_expert(smollm2, small_corpus, small_tests):
-    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
         {d: small_corpus[d] for d in ("math", "code", "instructions")}
     )
     llm = RoutingLLM(router, _llms(router.experts))
@@ -193,9 +193,9 @@ def test_add_update_remove_expert(smollm2, small_corpus, small_tests):
     llm.update_expert("math", llm=TagLLM(tag="math-v2"))
     math_q = small_tests["math"][0]
     assert tag_of(llm.complete(math_q).text) == "math-v2"
-    before = router.statistics["code"].num_texts
+    before = router.statistics["code"].counts.num_texts
     llm.update_expert("code", small_tests["code"][40:60])
-    assert router.statistics["code"].num_texts == before + 20
+    assert router.statistics["code"].counts.num_texts == before + 20
     llm.remove_expert("multilingual")
     assert "multilingual" not in llm.llms and "multilingual" not in router.experts
     with pytest.raises(UnknownExpertError):
@@ -210,7 +210,7 @@ def test_add_update_remove_expert(smollm2, small_corpus, small_tests):
 
 def test_decision_and_llm_come_from_one_snapshot(smollm2, small_corpus, small_tests):
     """Deterministic interleavings of the two races a routing LLM can lose."""
-    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
         {d: small_corpus[d][:60] for d in ("math", "code", "instructions", "multilingual")}
     )
     llm = RoutingLLM(router, _llms(router.experts))
@@ -290,7 +290,7 @@ def test_concurrent_calls_while_experts_come_and_go(smollm2, small_corpus, small
     Every call must be answered by the LLM of the expert its own route named, and that LLM must have
     been registered at some moment during the call. No call may fail.
     """
-    router = Router.paper(smollm2, device="cpu", progress=False).fit(
+    router = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
         {d: small_corpus[d][:60] for d in ("math", "code", "instructions")}
     )
     clock = itertools.count()  # a global order of events (next() is atomic under the GIL)

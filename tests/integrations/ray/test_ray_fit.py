@@ -11,8 +11,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ir3de import Router  # noqa: E402
+from ir3de import Router, RouterConfig  # noqa: E402
 from ir3de.data.corpus import read_texts  # noqa: E402
+from ir3de.routing.prompts import route_indices  # noqa: E402
 from ir3de_integrations.ray import ShardError, count_dataset, count_shards, fit_router  # noqa: E402
 
 
@@ -64,17 +65,24 @@ def test_ray_counts_equal_local_counts(local_ray, smollm2, shard_folder):
     local = Router(smollm2, device="cpu", progress=False).fit(_local_texts(shard_folder, globs))
     assert report.shards_counted == 20 and not report.skipped
     for name in globs:  # token counts exactly; text Grams to float64 rounding (shard sums reorder)
-        assert report.statistics[name] == local.statistics[name]
+        assert report.statistics[name] == local.statistics[name].counts
         assert report.statistics[name].text_gram is not None
     router, _ = fit_router(globs, embeddings=smollm2, field="text")
-    np.testing.assert_allclose(router.weights, local.weights, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(router.state.weights, local.state.weights, rtol=1e-7, atol=1e-10)
     prompts = [t for texts in _local_texts(shard_folder, globs).values() for t in texts[:30]]
-    assert router.route_indices(prompts).tolist() == local.route_indices(prompts).tolist()
+    assert (
+        route_indices(router.state, router.config, prompts).tolist()
+        == route_indices(local.state, local.config, prompts).tolist()
+    )
     # token level: integer counts, so the Ray fit is bit-identical to the local one
-    paper, paper_report = fit_router(globs, router=Router.paper(smollm2, device="cpu"), field="text")
+    paper, paper_report = fit_router(
+        globs, router=Router(smollm2, config=RouterConfig.paper(), device="cpu"), field="text"
+    )
     assert all(c.text_gram is None for c in paper_report.statistics.values())  # not counted: not needed
-    local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(_local_texts(shard_folder, globs))
-    assert np.array_equal(paper.weights, local_paper.weights)
+    local_paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(
+        _local_texts(shard_folder, globs)
+    )
+    assert np.array_equal(paper.state.weights, local_paper.state.weights)
     assert "20 shard(s)" in report.summary()
 
 
@@ -149,7 +157,7 @@ def test_cli_fits_on_ray_from_a_shard_glob(shard_folder, tmp_path):
     subprocess.run([*env_cmd, "-o", str(tmp_path / "local")], check=True, capture_output=True)
     a, b = Router.from_pretrained(tmp_path / "ray"), Router.from_pretrained(tmp_path / "local")
     assert a.statistics == b.statistics  # token counts exactly, text Grams to float64 rounding
-    np.testing.assert_allclose(a.table.logits, b.table.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.state.table.logits, b.state.table.logits, rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture
@@ -190,21 +198,24 @@ def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpu
         router=Router(smollm2, device="cpu", progress=False),
     )
     assert {n: report.statistics[n] for n in corpus} == local.statistics
-    np.testing.assert_allclose(router.weights, local.weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(router.state.weights, local.state.weights, rtol=1e-6, atol=1e-9)
 
     per_expert = {n: ray.data.read_parquet(str(tmp_path / f"{n}.parquet")) for n in corpus}
-    router, report = fit_router(per_expert, router=Router.paper(smollm2, device="cpu", progress=False))
-    local_paper = Router.paper(smollm2, device="cpu", progress=False).fit(corpus)
+    router, report = fit_router(
+        per_expert, router=Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False)
+    )
+    local_paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(corpus)
     assert {n: report.statistics[n] for n in corpus} == local_paper.statistics
-    assert np.array_equal(router.weights, local_paper.weights)
+    assert np.array_equal(router.state.weights, local_paper.state.weights)
 
 
 _HANG_SCRIPT = """
 import json, sys
 from pathlib import Path
 import ray
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de_integrations.ray import fit_router
+from ir3de.routing.prompts import route_indices
 
 files = sorted(Path(sys.argv[1]).glob("part-*.jsonl"))
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a plain local 2-CPU Ray, as a user starts it
@@ -214,7 +225,7 @@ print("single", flush=True)
 names = json.loads(sys.argv[2])
 parts = {name: ray.data.read_json(str(p)) for name, p in zip(names, files)}  # the expert column is ignored
 _, per_expert = fit_router(parts, router=Router(emb, progress=False))
-print(json.dumps([{n: c.num_tokens for n, c in r.statistics.items()} for r in (single, per_expert)]))
+print(json.dumps([{n: s.counts.num_tokens for n, s in r.statistics.items()} for r in (single, per_expert)]))
 ray.shutdown()
 """
 
@@ -243,5 +254,5 @@ def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     single, per_expert = json.loads(done.stdout.strip().splitlines()[-1])
     local = Router(smollm2, device="cpu", progress=False).fit(corpus)
-    expected = {n: c.num_tokens for n, c in local.statistics.items()}
+    expected = {n: s.counts.num_tokens for n, s in local.statistics.items()}
     assert single == expected and per_expert == expected

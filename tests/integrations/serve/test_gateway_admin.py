@@ -122,7 +122,7 @@ def test_hot_add_and_remove_under_load_with_zero_failures(admin_gateway, medical
     assert load.failures == []
     assert load.ok >= 80
     assert "instructions" in load.experts  # routed there before its removal
-    assert router.experts == ["math", "code", "multilingual"]
+    assert router.experts == ("math", "code", "multilingual")
     gone = httpx.post(
         f"{gw.url}/v1/chat/completions",
         json={"model": "instructions", "messages": [{"role": "user", "content": "hi"}]},
@@ -149,7 +149,7 @@ def test_add_expert_from_a_stat_pack(admin_gateway, medical_texts, echo_upstream
         timeout=120,
     )
     assert r.status_code == 201, r.text
-    assert router.statistics["medical"].num_texts == len(medical_texts) - 20
+    assert router.statistics["medical"].counts.num_texts == len(medical_texts) - 20
     probe = next(p for p in medical_texts[:20] if router.route(p).expert == "medical")
     routed = httpx.post(
         f"{gw.url}/v1/chat/completions",
@@ -160,14 +160,14 @@ def test_add_expert_from_a_stat_pack(admin_gateway, medical_texts, echo_upstream
 
 def test_update_feedback_and_upstream_change(admin_gateway, echo_upstreams):
     gw, router = admin_gateway
-    before = router.statistics["math"].num_texts
+    before = router.statistics["math"].counts.num_texts
     r = httpx.patch(
         f"{gw.url}/admin/experts/math",
         headers=AUTH,
         json={"texts": ["integrate x^2 from 0 to 1"]},
         timeout=120,
     )
-    assert r.status_code == 200 and router.statistics["math"].num_texts == before + 1
+    assert r.status_code == 200 and router.statistics["math"].counts.num_texts == before + 1
     feedback = [
         {"prompt": "what is 17 times 23", "expert": "math"},
         {"prompt": "sort a list in python", "expert": "code"},
@@ -177,7 +177,7 @@ def test_update_feedback_and_upstream_change(admin_gateway, echo_upstreams):
     r = httpx.post(f"{gw.url}/admin/feedback", headers=AUTH, json={"feedback": feedback}, timeout=120)
     assert r.status_code == 200 and r.json()["applied"] == {"math": 1, "code": 1}
     # feedback is learned as traffic (Router.learn): its own block, the corpus statistics unchanged
-    assert router.statistics["math"].num_texts == before + 1
+    assert router.statistics["math"].counts.num_texts == before + 1
     traffic = httpx.get(f"{gw.url}/admin/traffic", headers=AUTH).json()
     assert {n: t["num_prompts"] for n, t in traffic["experts"].items()} == {"math": 1, "code": 1}
     assert traffic["traffic_weight"] == router.config.traffic_weight
@@ -237,4 +237,4 @@ def test_admin_refusals(admin_gateway, echo_upstreams):
         assert r.status_code == status and r.json()["error"]["code"] == code, (path, r.text)
     r = httpx.delete(f"{gw.url}/admin/experts/legal", headers=AUTH)
     assert r.status_code == 404
-    assert router.experts == ["math", "code", "instructions", "multilingual"]
+    assert router.experts == ("math", "code", "instructions", "multilingual")
