@@ -12,8 +12,8 @@ Usage (internal)::
 from __future__ import annotations
 
 import argparse
-import functools
 import contextlib
+import functools
 import json
 import sys
 import time
