@@ -1,4 +1,4 @@
-"""Every ```python and ```bash block of README.md and docs/*.md runs as written, offline (issue 13.3).
+"""Every ```python and ```bash block of README.md and docs/**/*.md runs as written, offline (issue 13.3).
 
 Each Markdown file runs in its own scratch folder, in a fresh Python process: its blocks in document
 order, the ```python blocks in one shared namespace (like a notebook), the ```bash blocks with
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]  # API pages (docs/api/) have no blocks
 RUN_LANGUAGES = ("python", "bash")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)[^\n]*$")  # CommonMark: up to 3 spaces of indent
 _LINKED = ("scripts", "benchmarks", "cookbook", "core", "pyproject.toml")
@@ -137,7 +137,9 @@ def _env() -> dict[str, str]:
 
 def test_blocks_are_found_and_fenced_with_a_language():
     """Every block says what it is: runnable (python, bash) or not (text, yaml, json, ...)."""
-    untagged = [f"{md.name}:{line}" for md in DOCS for line, lang, _ in code_blocks(md) if not lang]
+    untagged = [
+        f"{md.relative_to(ROOT)}:{line}" for md in DOCS for line, lang, _ in code_blocks(md) if not lang
+    ]
     assert not untagged, f"code blocks without a language (use ```text for output): {untagged}"
     assert any(lang == "python" for md in DOCS for _, lang, _ in code_blocks(md))
 
