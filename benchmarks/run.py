@@ -996,6 +996,11 @@ Targets are reported with their measured value and met / not met; nothing is tun
 """
 
 
+#: Everything of the published page from this line on was written by hand (figures other benchmarks
+#: measured, quoted where the code made a choice); --docs carries it over when it regenerates the page.
+KEPT_MARKER = "<!-- kept when benchmarks.run regenerates this page -->"
+
+
 def write_outputs(res: dict[str, Any], out_dir: Path, docs: str | None) -> str:
     """Write results.md, k_sweep.png, confusion_reasoning4.png (and the docs page); returns the markdown."""
     from ir3de.evaluation.evaluate import EvaluationReport
@@ -1024,7 +1029,9 @@ def write_outputs(res: dict[str, Any], out_dir: Path, docs: str | None) -> str:
         doc = Path(docs)
         doc.parent.mkdir(parents=True, exist_ok=True)
         plot_k_sweep(series, doc.parent / "k_sweep.png")
-        doc.write_text(DOC_HEAD + md)
+        previous = doc.read_text(encoding="utf-8") if doc.exists() else ""
+        kept = previous[previous.index(KEPT_MARKER) :] if KEPT_MARKER in previous else ""
+        doc.write_text(DOC_HEAD + md + ("\n" + kept if kept else ""))
     return md
 
 

@@ -36,12 +36,12 @@ STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight
 class RouterConfig:
     """Settings of a router. ``RouterConfig.paper()`` is the paper's exact configuration.
 
-    The defaults were chosen by measurement (README, "Routing quality"): text-level fitting (one
-    ridge row per training text, its mean token embedding), balanced experts, λ = 0.1, no column
-    normalisation, routed by the mean of the prompt's token logits (still a per-token table lookup).
-    They beat the paper's configuration and the best token-level settings on the in-distribution
-    suites, and their confidence is calibrated there (expected calibration error below 0.01 at the
-    default temperature; under a source shift, calibrate on prompts like the served ones).
+    The defaults were chosen by measurement (docs/routing-quality.md; the figures are in
+    docs/benchmarks.md): text-level fitting (one ridge row per training text, its mean token
+    embedding), balanced experts, λ = 0.1, no column normalisation, routed by the mean of the
+    prompt's token logits (still a per-token table lookup). Their confidence is the softmax of that
+    evidence at a default temperature measured on the in-distribution suites; under a source shift,
+    calibrate on prompts like the served ones (:meth:`Router.calibrate`).
 
     Attributes:
         level: ``"token"`` fits one ridge row per token occurrence (the paper); ``"text"`` fits one
@@ -63,8 +63,7 @@ class RouterConfig:
         temperature: divides the ``logprob``/``avg`` evidence before the softmax that gives scores and
             confidence; :func:`ir3de.routing.tuning.calibrate` fits it on held-out prompts. Never changes the winner.
             ``None`` (default) takes the measured default of the evidence: 0.1 for mean logits
-            (``avg``; fitted temperatures were 0.05–0.11 on the public suites) and 1.0 for summed
-            log-probabilities (``logprob``). See :attr:`effective_temperature`.
+            (``avg``) and 1.0 for summed log-probabilities (``logprob``). See :attr:`effective_temperature`.
         evidence_tokens: the evidence prior ``n0``: a prompt with ``n`` countable tokens gets the
             temperature ``T · (1 + n0 / n)``, so one or two near-coin-toss tokens do not give a
             confident route (:func:`ir3de.routing.calibration.evidence_scores`; never changes the winner).

@@ -1,8 +1,8 @@
 """The HTTP client that forwards chat requests to upstreams, with timeouts and typed failures.
 
-One pooled ``aiohttp.ClientSession`` serves every upstream (aiohttp writes a request in one send;
-on a busy 2-core machine httpx's separate header/body writes cost ~5 ms per request, aiohttp ~0.6 ms —
-see benchmarks/gateway.py). A failure becomes a :class:`UpstreamFailure` with an OpenAI-style body —
+One pooled ``aiohttp.ClientSession`` serves every upstream: aiohttp writes a request in one send,
+where httpx writes headers and body separately (the cost of each, from benchmarks/gateway.py, is in
+docs/benchmarks.md). A failure becomes a :class:`UpstreamFailure` with an OpenAI-style body —
 connection refused → 502 ``upstream_unavailable``, no answer in time → 504 ``upstream_timeout``, an
 upstream 5xx → 502 ``upstream_error`` — and ``retryable`` tells whether the configured upstream
 fallback may take over. An upstream 4xx is the client's own error and passes through unchanged.

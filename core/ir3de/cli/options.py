@@ -34,7 +34,7 @@ class CliUsageError(Ir3deError, ValueError):
     """A command-line argument is wrong (exit status 2, like argparse's own usage errors)."""
 
 
-#: Exit statuses of the ``ir3de`` command (also in ``ir3de --help`` and the README).
+#: Exit statuses of the ``ir3de`` command (also in ``ir3de --help`` and docs/cli.md).
 EXIT_OK = 0
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Text statistics also see each text cut into windows of this many countable tokens, with a total
-#: weight of WINDOW_WEIGHT per text (measured: routes 8-token prompts like long ones, README).
+#: weight of WINDOW_WEIGHT per text (measured: routes 8-token prompts like long ones, docs/routing-quality.md).
 TEXT_WINDOW = 8
 WINDOW_WEIGHT = 0.25
 #: Weight one scored text adds to its expert's text Gram corner (its mean + its windows).

@@ -16,8 +16,8 @@ prompt, with no forward pass and nothing fitted:
 3. **Conversation evidence.** ``avg``: the mean of the turn means weighted by weight × countable
    tokens — the decayed mean over all the conversation's tokens, so a turn counts with its length as
    it does for the additive selectors (a single turn gives exactly :meth:`Router.route`'s evidence; a
-   short domain-neutral follow-up moves the route little, a new long question moves it a lot; plain
-   per-turn means followed real switches in 52% of the benchmark's cases against 89%);
+   short domain-neutral follow-up moves the route little, a new long question moves it a lot, where
+   plain per-turn means would let a one-word turn weigh like a long question);
    ``logprob``: the weighted sum of the turns' summed log-probabilities (a naive-Bayes product with
    older turns tempered); ``vote``: weighted vote counts. Scores are ``softmax(evidence / T)`` with the router's temperature (vote shares for
    ``vote``), as for one prompt.
@@ -92,7 +92,7 @@ ROLE_ALIASES: Mapping[str, str] = {
     "function": "tool",
 }
 
-# Defaults chosen on the tuning half of benchmarks/conversations.py (README, "Conversations").
+# Defaults chosen on the tuning half of benchmarks/conversations.py (docs/conversations.md).
 DEFAULT_HALF_LIFE = 0.5
 DEFAULT_USER_WEIGHT = 1.0
 DEFAULT_ASSISTANT_WEIGHT = 0.5
