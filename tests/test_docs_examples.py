@@ -181,7 +181,7 @@ def test_a_failing_block_is_named_by_file_and_line(tmp_path: Path):
 @pytest.mark.parametrize("md", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
 def test_documented_examples_run(md: Path, tmp_path: Path):
     if not any(lang in RUN_LANGUAGES for _, lang, _ in code_blocks(md)):
-        pytest.skip(f"{md.name} has no python or bash block")
+        pytest.skip(f"{md.relative_to(ROOT)} has no python or bash block")
     done = subprocess.run(
         [sys.executable, __file__, str(md), str(tmp_path / "scratch")],
         cwd=tmp_path,
