@@ -41,7 +41,7 @@ class RouterConfig:
     embedding), balanced experts, λ = 0.1, no column normalisation, routed by the mean of the
     prompt's token logits (still a per-token table lookup). Their confidence is the softmax of that
     evidence at a default temperature measured on the in-distribution suites; under a source shift,
-    calibrate on prompts like the served ones (:meth:`Router.calibrate`).
+    calibrate on prompts like the served ones (:func:`ir3de.routing.tuning.calibrate`).
 
     Attributes:
         level: ``"token"`` fits one ridge row per token occurrence (the paper); ``"text"`` fits one
