@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -341,10 +342,16 @@ class Router:
         """
         from ir3de.routing.conversation import route_conversation
 
-        options = {"half_life": half_life, "user_weight": user_weight, "assistant_weight": assistant_weight}
-        options.update(include_system=include_system, margin=margin)
         return route_conversation(
-            self, messages, previous_expert=previous_expert, settings=settings, **options
+            self,
+            messages,
+            previous_expert=previous_expert,
+            settings=settings,
+            half_life=half_life,
+            user_weight=user_weight,
+            assistant_weight=assistant_weight,
+            include_system=include_system,
+            margin=margin,
         )
 
     # ------------------------------------------------------------------ learning from traffic (ir3de.fitting.traffic)
@@ -407,7 +414,7 @@ class Router:
             data = persistence.RouterData(self.config, self.state, dict(self._experts))
         return persistence.save_router(save_directory, data)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write the router to ``folder`` atomically (a failure leaves any previous artifact intact).
 
         Example:
@@ -541,7 +548,7 @@ class Router:
             raise UnknownExpertError(f"unknown expert {name!r}; experts are {list(self._experts)}")
         return self._experts[name]
 
-    def _counts(self, name: str, source: object) -> ExpertCounts:
+    def _counts(self, name: str, source: Iterable[str] | ExpertCounts) -> ExpertCounts:
         """``source`` (texts or ExpertCounts) as counts checked against this router's embeddings."""
         emb, level = self.embeddings, self.config.level
         if not isinstance(source, ExpertCounts):
@@ -553,13 +560,15 @@ class Router:
         )
         return source
 
-    def _grown(self, name: str, source: object, description: str) -> ExpertStatistics:
+    def _grown(self, name: str, source: ExpertSource, description: str) -> ExpertStatistics:
         """Expert ``name`` with more texts (or counts) added; its token Gram grows with them."""
+        if isinstance(source, (ExpertStatistics, persistence.PackData)):
+            source = source.counts
         old, delta = self._get_expert(name), self._counts(name, source)
         grown = fitting.grown(old, delta, self.embeddings.matrix, device=self._fit_device())
         return dataclasses.replace(grown, description=description) if description else grown
 
-    def _expert(self, name: str, source: object, description: str) -> ExpertStatistics:
+    def _expert(self, name: str, source: ExpertSource, description: str) -> ExpertStatistics:
         """One expert's statistics from texts, ExpertCounts, ExpertStatistics or a stat pack."""
         fitting.check_expert_name(name)
         if isinstance(source, persistence.PackData):

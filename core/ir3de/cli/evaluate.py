@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def _parse_lams(value: str) -> list[float]:
     return lams
 
 
-def _test_sets(args: argparse.Namespace, experts: list[str]) -> tuple[dict[str, list[str]], str]:
+def _test_sets(args: argparse.Namespace, experts: Sequence[str]) -> tuple[dict[str, list[str]], str]:
     labelled = getattr(args, "labelled", None)  # --labelled FILE: added by ir3de.cli.learn
     if args.suite and (args.expert or labelled):
         raise CliUsageError("give either --suite or --expert NAME=FILE / --labelled FILE, not both")

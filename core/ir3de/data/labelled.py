@@ -237,7 +237,7 @@ def learn_groups(
                     f"{type(block).__name__}"
                 )
         return dict(prompts)
-    return dict(group_prompts(prompts, experts))  # type: ignore[arg-type]
+    return dict(group_prompts(prompts, experts))
 
 
 def group_prompts(
