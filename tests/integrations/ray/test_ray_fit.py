@@ -90,10 +90,14 @@ def test_ray_dataset_inputs_equal_local_counts(local_ray, smollm2, small_corpus)
     rows = [{"text": t, "expert": n} for n, texts in small_corpus.items() for t in texts]
     report = count_dataset(ray.data.from_items(rows), embeddings=smollm2, batch_size=37)
     local = Router(smollm2, device="cpu", progress=False).fit(small_corpus)
-    assert {n: report.statistics[n] for n in small_corpus} == local.statistics
+    assert {n: report.statistics[n] for n in small_corpus} == {
+        n: s.counts for n, s in local.statistics.items()
+    }
     per_expert = {n: ray.data.from_items([{"text": t} for t in texts]) for n, texts in small_corpus.items()}
     report = count_dataset(per_expert, embeddings=smollm2)
-    assert {n: report.statistics[n] for n in small_corpus} == local.statistics
+    assert {n: report.statistics[n] for n in small_corpus} == {
+        n: s.counts for n, s in local.statistics.items()
+    }
 
 
 def test_bad_shards_are_named_or_skipped_and_counted(local_ray, smollm2, shard_folder, tmp_path):
@@ -197,7 +201,7 @@ def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpu
         ray.data.read_json(sorted(str(p) for p in labelled.glob("*.jsonl"))),
         router=Router(smollm2, device="cpu", progress=False),
     )
-    assert {n: report.statistics[n] for n in corpus} == local.statistics
+    assert {n: report.statistics[n] for n in corpus} == {n: s.counts for n, s in local.statistics.items()}
     np.testing.assert_allclose(router.state.weights, local.state.weights, rtol=1e-6, atol=1e-9)
 
     per_expert = {n: ray.data.read_parquet(str(tmp_path / f"{n}.parquet")) for n in corpus}
@@ -205,7 +209,9 @@ def test_fit_from_file_reading_datasets_finishes(local_ray, smollm2, small_corpu
         per_expert, router=Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False)
     )
     local_paper = Router(smollm2, config=RouterConfig.paper(), device="cpu", progress=False).fit(corpus)
-    assert {n: report.statistics[n] for n in corpus} == local_paper.statistics
+    assert {n: report.statistics[n] for n in corpus} == {
+        n: s.counts for n, s in local_paper.statistics.items()
+    }
     assert np.array_equal(router.state.weights, local_paper.state.weights)
 
 
@@ -225,7 +231,7 @@ print("single", flush=True)
 names = json.loads(sys.argv[2])
 parts = {name: ray.data.read_json(str(p)) for name, p in zip(names, files)}  # the expert column is ignored
 _, per_expert = fit_router(parts, router=Router(emb, progress=False))
-print(json.dumps([{n: s.counts.num_tokens for n, s in r.statistics.items()} for r in (single, per_expert)]))
+print(json.dumps([{n: c.num_tokens for n, c in r.statistics.items()} for r in (single, per_expert)]))
 ray.shutdown()
 """
 
