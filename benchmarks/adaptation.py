@@ -217,7 +217,9 @@ def run_check(
             "served_per_expert": {e: len(pools[e]) for e in experts},
             "accuracy": acc,
             "checks": {
-                "fast_path_mismatches_at_0": int((_route_rows(held, held_used, router.weights) != base).sum())
+                "fast_path_mismatches_at_0": int(
+                    (_route_rows(held, held_used, router.state.weights) != base).sum()
+                )
             },
         }
         best = max(settings, key=lambda k: acc[k][-1])
@@ -236,7 +238,7 @@ def api_pass(check: Check, out: dict[str, Any], setting: Any, sizes: Sequence[in
     from ir3de.fitting.adaptation import adapted_weights
 
     router, experts = check.router, check.router.experts
-    weights_before = router.weights.copy()
+    weights_before = router.state.weights.copy()
     for seed, run in out["seeds"].items():
         pools, prompts, labels, held, held_used = check.split(int(seed), sizes)
         pool_rows = check.pool_rows(pools)
@@ -252,7 +254,7 @@ def api_pass(check: Check, out: dict[str, Any], setting: Any, sizes: Sequence[in
             run["checks"][f"api_vs_sweep_mismatches_n{n}"] = int((api != sweep).sum())
             router.forget_adaptation()
             run["checks"][f"forget_not_bit_identical_n{n}"] = int(
-                not np.array_equal(router.weights, weights_before)
+                not np.array_equal(router.state.weights, weights_before)
             )
         run["accuracy"]["api:chosen"] = acc
         _log(f"  {check.name} seed {seed}: Router.adapt {' '.join(f'{a:.3f}' for a in acc)} {run['checks']}")
