@@ -326,7 +326,7 @@ def learned(base, served, tmp_path_factory) -> Router:
 def test_traffic_is_saved_and_loaded(learned, base, tmp_path, smollm2) -> None:
     folder = learned.save_pretrained(tmp_path / "r")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 3
+    assert config["format_version"] == FORMAT_VERSION >= 3  # 3 added traffic
     assert config["settings"]["traffic_weight"] == learned.config.traffic_weight
     assert {e["name"]: e["traffic"]["num_prompts"] for e in config["experts"]} == {
         n: 8 for n in learned.experts
@@ -378,7 +378,7 @@ def test_traffic_files_that_do_not_match_the_config_are_refused(learned, tmp_pat
 def test_stat_packs_carry_traffic(learned, base, tmp_path, held_out) -> None:
     folders = [StatPack.from_router(learned, n).save_pretrained(tmp_path / n) for n in learned.experts]
     pack_config = json.loads((folders[0] / "stat_pack.json").read_text())
-    assert pack_config["format_version"] == 2 and pack_config["expert"]["traffic"]["num_prompts"] == 8
+    assert pack_config["format_version"] >= 2 and pack_config["expert"]["traffic"]["num_prompts"] == 8
     pack = StatPack.from_pretrained(folders[0])
     assert (
         pack.traffic

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -38,6 +39,7 @@ from ir3de.artifacts import folders as persistence
 from ir3de.config import LEVELS, STATISTICS_SETTINGS, RouterConfig
 from ir3de.decision import RouteDecision
 from ir3de.errors import ExpertError, NotFittedError, UnknownExpertError
+from ir3de.fitting import adaptation as _adaptation
 from ir3de.fitting import pipeline as fitting
 from ir3de.fitting import traffic as _traffic
 from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
@@ -48,6 +50,12 @@ from ir3de.routing import tuning
 if TYPE_CHECKING:
     from ir3de.data.labelled import LabelledData
     from ir3de.embeddings import TokenEmbeddings
+    from ir3de.fitting.adaptation import (
+        AdaptationPrompts,
+        AdaptationReport,
+        AdaptationSettings,
+        AdaptationSummary,
+    )
     from ir3de.routing.conversation import ConversationDecision, ConversationSettings
     from ir3de.routing.tuning import TuningResult
 
@@ -83,6 +91,9 @@ class Router:
         >>> d = router.route("def add(a, b):")                                              # doctest: +SKIP
         >>> d.expert, round(d.confidence, 2), [t.text for t in d.tokens][:3]                # doctest: +SKIP
     """
+
+    #: the kept rows of the prompts it adapted to and the settings used (``None``: not adapted)
+    _adaptation: tuple[AdaptationPrompts, AdaptationSettings] | None = None
 
     def __init__(
         self,
@@ -211,6 +222,7 @@ class Router:
         with self._lock:
             built = {n: self._expert(n, experts[n], descriptions.get(n, "")) for n in names}
             self._commit(built)
+            self._adaptation = None  # a new fit keeps no prompt rows (blocks from statistics have none)
         return self
 
     def add_expert(
@@ -408,10 +420,70 @@ class Router:
                 self._commit(_traffic.forget(self._experts, names))
         return self
 
+    # ------------------------------------------------------------------ adapting to unlabelled traffic (ir3de.fitting.adaptation)
+    def adapt(self, prompts: Iterable[str], **options: Any) -> AdaptationReport:
+        """Adapt to unlabelled served prompts (:mod:`ir3de.fitting.adaptation`): their rows (mean token
+        embeddings, no text) are kept and, with every prompt adapted to before, pseudo-labelled by the
+        router and learned as an adaptation block per expert, apart from the corpus and the labelled
+        traffic. Any order or split of the same prompts gives the same router; :meth:`forget_adaptation`
+        undoes it exactly. ``options``: :class:`~ir3de.fitting.adaptation.AdaptationSettings` fields
+        (kept for later calls). Returns an :class:`~ir3de.fitting.adaptation.AdaptationReport`.
+
+        Example:
+            >>> report = router.adapt(served_prompts)                  # doctest: +SKIP
+            >>> report.routes_changed, report.share_after              # doctest: +SKIP
+            (37, {'math': 0.26, 'code': 0.31, ...})
+        """
+        texts, start = routing.check_prompts(list(prompts)), time.perf_counter()
+        with self._lock:
+            before = self.state
+            kept, settings = self._adaptation or (None, None)
+            settings = _adaptation.settings_from(settings, options)
+            ids, lengths = routing.encode_prompts(before.tokenizer, texts, self.config.max_tokens)
+            rows, used = _adaptation.prompt_rows(self.embeddings.matrix, ids, lengths, before.excluded_ids)
+            kept, dropped = _adaptation.keep(kept, rows, settings.max_prompts)
+            self._commit_adaptation(kept, settings)
+            return _adaptation.report(
+                before.experts,
+                routing.select(before, self.config, ids, lengths, explain=False),
+                routing.select(self.state, self.config, ids, lengths, explain=False),
+                used=used,
+                kept=kept.num_prompts,
+                dropped=dropped,
+                settings=settings,
+                seconds=time.perf_counter() - start,
+            )
+
+    def forget_adaptation(self) -> None:
+        """Forget every adapted prompt (rows and blocks) and re-solve: exactly, bit for bit, the router
+        from before it adapted (with whatever it learned or changed since). Labelled traffic stays.
+
+        Example:
+            >>> router.forget_adaptation()   # doctest: +SKIP
+        """
+        with self._lock:
+            if any(e.adaptation is not None for e in self._experts.values()):
+                self._commit(_adaptation.without_blocks(self._experts))
+            self._adaptation = None
+
+    @property
+    def adaptation(self) -> AdaptationSummary:
+        """What the router has adapted to: prompts kept, settings, per expert its soft prompt count,
+        row weight and share of the corpus mass (``num_prompts == 0``: nothing), and its block
+        (``blocks``, what stat packs carry).
+
+        Example:
+            >>> router.adaptation.num_prompts, router.adaptation.experts["code"].prompts   # doctest: +SKIP
+            (1000, 304.2)
+        """
+        with self._lock:
+            kept, settings = self._adaptation or (None, None)
+            return _adaptation.summary(self._experts, kept, settings)
+
     # ------------------------------------------------------------------ artifact (ModelHubMixin-style hooks)
     def _save_pretrained(self, save_directory: Path) -> Path:
         with self._lock:
-            data = persistence.RouterData(self.config, self.state, dict(self._experts))
+            data = persistence.RouterData(self.config, self.state, dict(self._experts), self._adaptation)
         return persistence.save_router(save_directory, data)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
@@ -433,7 +505,7 @@ class Router:
         progress: bool | None = None,
     ) -> Router:
         data = persistence.load_router(folder)
-        return cls(
+        router = cls(
             embeddings,
             config=data.config,
             device=device,
@@ -441,6 +513,8 @@ class Router:
             statistics=data.statistics,
             state=data.state,
         )
+        router._adaptation = data.adapted
+        return router
 
     @classmethod
     def from_pretrained(
@@ -530,6 +604,20 @@ class Router:
             solved, **self._provenance, descriptions=descriptions, evaluation=evaluation
         )
         self._experts, self._state = experts, state
+        if all(e.adaptation is None for e in experts.values()):  # a new fit, or forget_adaptation
+            self._adaptation = None
+
+    def _commit_adaptation(self, kept: AdaptationPrompts, settings: AdaptationSettings) -> None:
+        """Derive every expert's adaptation block from ``kept`` and the router without adaptation; commit."""
+        base = self._with_grams(_adaptation.without_blocks(self._experts), self.config)
+        a0, b0 = fitting.experts_matrices(base, self.config, device=self._fit_device(), adaptation=False)
+        c = self.config
+        blocks = _adaptation.derive(
+            fitting.to_numpy(a0), fitting.to_numpy(b0), kept, settings, lam=c.lam, column_norm=c.column_norm,
+            temperature=c.effective_temperature, evidence_tokens=c.effective_evidence_tokens,
+        )  # fmt: skip
+        self._commit(_adaptation.with_blocks(base, blocks if kept.num_prompts else [None] * len(blocks)))
+        self._adaptation = (kept, settings) if kept.num_prompts else None
 
     def _fit_device(self) -> str:
         if self._device is None:
@@ -574,13 +662,20 @@ class Router:
         if isinstance(source, persistence.PackData):
             self.embeddings  # noqa: B018 - loads the embeddings (and their fingerprint) to check the pack
             source.check_compatible(self._provenance["fingerprint"], "the router")
-            source = ExpertStatistics(source.counts, source.description, source.traffic)
+            source = ExpertStatistics(
+                source.counts, source.description, source.traffic, adaptation=source.adaptation
+            )
         if not isinstance(source, ExpertStatistics):
             return ExpertStatistics(self._counts(name, source), description)
         traffic = source.traffic
         if traffic is not None and traffic.num_tokens:
             self._counts(name, traffic)
-        return ExpertStatistics(self._counts(name, source.counts), description or source.description, traffic)
+        return ExpertStatistics(
+            self._counts(name, source.counts),
+            description or source.description,
+            traffic,
+            adaptation=_adaptation.check_block(name, source.adaptation, self.embeddings.hidden_size),
+        )
 
 
 def record_evaluation(router: Router, evaluation: Mapping[str, Any] | None) -> None:

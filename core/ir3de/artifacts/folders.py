@@ -28,7 +28,8 @@ import numpy as np
 
 from ir3de.artifacts import format as artifact
 from ir3de.config import RouterConfig
-from ir3de.errors import ArtifactError, TokenizerMismatchError
+from ir3de.errors import ArtifactError, Ir3deError, TokenizerMismatchError
+from ir3de.fitting.adaptation import AdaptationBlock, AdaptationPrompts, AdaptationSettings
 from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
 from ir3de.fitting.statistics import ExpertCounts
 from ir3de.table import RouteTable
@@ -51,9 +52,12 @@ __all__ = [
 
 PACK_CONFIG_FILE = "stat_pack.json"
 #: 2 added the optional traffic block (learned labelled prompts); version-1 packs still load.
-PACK_FORMAT_VERSION = 2
+#: 3 added the optional adaptation block (unlabelled served prompts); version-2 packs still load.
+PACK_FORMAT_VERSION = 3
 #: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
 TRAFFIC_PREFIX = "traffic_"
+#: Prefix of the adaptation tensors in a statistics file (format 4; :func:`_adaptation_tensors`).
+ADAPTATION_PREFIX = "adaptation_"
 FINGERPRINT_KEYS = ("tokenizer_sha256", "embedding_sha256", "vocab_size", "hidden_size")
 
 
@@ -78,13 +82,20 @@ class RouterData:
         config: the router's settings.
         state: the routing state (experts, route table, weights, tokenizer, fingerprint, embedding
             source, excluded ids, descriptions, evaluation figures).
-        statistics: expert → its additive statistics (corpus counts, learned traffic block), in
-            ``state.experts`` order.
+        statistics: expert → its additive statistics (corpus counts, learned traffic block,
+            adaptation block), in ``state.experts`` order.
+        adapted: the kept rows of the adapted prompts (no text) and their settings, or ``None``.
     """
 
     config: RouterConfig
     state: RoutingState
     statistics: Mapping[str, ExpertStatistics]
+    adapted: tuple[AdaptationPrompts, AdaptationSettings] | None = None
+
+    @property
+    def adaptation(self) -> dict[str, AdaptationBlock]:
+        """Expert → adaptation block, for the experts that have one."""
+        return {n: s.adaptation for n, s in self.statistics.items() if s.adaptation is not None}
 
     @property
     def traffic(self) -> dict[str, ExpertCounts]:
@@ -128,7 +139,67 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
         "embedding_source": None if state.embedding_source is None else dict(state.embedding_source),
         "fingerprint": None if state.fingerprint is None else dict(state.fingerprint),
         "evaluation": None if state.evaluation is None else dict(state.evaluation),
+        **({"adaptation": _adaptation_entry(data)} if data.adaptation else {}),
     }
+
+
+def _adaptation_entry(data: RouterData) -> dict[str, Any]:
+    """The ``adaptation`` object of ``config.json``: settings, kept prompts, per-expert soft prompt counts."""
+    rows, settings = data.adapted or (None, None)
+    return {
+        "settings": None if settings is None else settings.to_dict(),
+        "num_prompts": 0 if rows is None else rows.num_prompts,
+        "experts": {n: round(b.prompts, 6) for n, b in data.adaptation.items()},
+    }
+
+
+def _adaptation_tensors(
+    names: list[str], blocks: Mapping[str, AdaptationBlock], rows: AdaptationPrompts | None, hidden: int
+) -> dict[str, np.ndarray]:
+    """Per expert: Gram, soft prompt count, weight and share (zeros and flag 0 without a block); the
+    kept rows (means, token counts)."""
+    p = ADAPTATION_PREFIX
+    grams = np.zeros((len(names), hidden + 1, hidden + 1), np.float64)
+    numbers = np.zeros((len(names), 3), np.float64)
+    for i, n in enumerate(names):
+        if n in blocks:
+            grams[i], numbers[i] = blocks[n].gram, (blocks[n].prompts, blocks[n].weight, blocks[n].share)
+    rows = rows if rows is not None else AdaptationPrompts.empty(hidden)
+    return {
+        f"{p}grams": grams,
+        f"{p}numbers": numbers,
+        f"has_{p}block": np.array([n in blocks for n in names], np.uint8),
+        f"{p}means": rows.means,
+        f"{p}tokens": rows.tokens,
+    }
+
+
+def _read_adaptation(
+    stats: Mapping[str, np.ndarray], names: list[str], hidden: int, where: str, recorded: Any
+) -> tuple[dict[str, AdaptationBlock], AdaptationPrompts | None, AdaptationSettings | None]:
+    """The adaptation of a statistics file (none before format 4), checked against ``recorded`` (the
+    ``adaptation`` object of ``config.json``)."""
+    p = ADAPTATION_PREFIX
+    if recorded is None:
+        if f"has_{p}block" in stats:
+            raise ArtifactError(f"{where} holds an adaptation that config.json does not record")
+        return {}, None, None
+    d = len(names)
+    grams = artifact.expect_shape(stats, f"{p}grams", (d, hidden + 1, hidden + 1), where)
+    numbers = artifact.expect_shape(stats, f"{p}numbers", (d, 3), where)
+    flags = artifact.expect_shape(stats, f"has_{p}block", (d,), where)
+    tokens = artifact.expect_shape(stats, f"{p}tokens", (int(recorded.get("num_prompts", -1)),), where)
+    means = artifact.expect_shape(stats, f"{p}means", (tokens.size, hidden), where)
+    try:
+        blocks = {n: AdaptationBlock(grams[i], *numbers[i]) for i, n in enumerate(names) if flags[i]}
+        settings = recorded.get("settings")
+        return (
+            blocks,
+            AdaptationPrompts(means, tokens) if tokens.size else None,
+            None if settings is None else AdaptationSettings.from_dict(settings),
+        )
+    except (ValueError, TypeError, Ir3deError) as e:
+        raise ArtifactError(f"{where}: the adaptation is invalid ({e})") from e
 
 
 def _counts_tensors(counts: list[ExpertCounts], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
@@ -149,6 +220,7 @@ def _statistics_bytes(
     counts: list[ExpertCounts],
     hidden: int,
     traffic: Mapping[str, ExpertCounts] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> bytes:
     """One statistics file (CSR counts + optional text Grams) for experts ``names``, plus their
     traffic blocks under :data:`TRAFFIC_PREFIX` when any expert has one (``has_traffic``: D flags)."""
@@ -158,6 +230,7 @@ def _statistics_bytes(
         blocks = [traffic.get(n, empty) for n in names]
         tensors.update(_counts_tensors(blocks, hidden, TRAFFIC_PREFIX))
         tensors["has_traffic"] = np.array([n in traffic for n in names], np.uint8)
+    tensors.update(extra or {})
     return artifact.tensors_to_bytes(
         tensors, metadata={"format": "ir3de-statistics", "experts": json.dumps(names)}
     )
@@ -173,8 +246,11 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
         {"logits": state.table.logits, "weights": state.weights, "ridge_solution": state.ridge_solution},
         metadata={"format": "ir3de-route-table", "experts": json.dumps(names)},
     )
+    hidden = state.weights.shape[0] - 1
+    rows = data.adapted[0] if data.adapted else None
+    extra = _adaptation_tensors(names, data.adaptation, rows, hidden) if data.adaptation else None
     stats_bytes = _statistics_bytes(
-        names, [data.statistics[n].counts for n in names], state.weights.shape[0] - 1, data.traffic
+        names, [data.statistics[n].counts for n in names], hidden, data.traffic, extra
     )
     files = {
         artifact.ROUTER_FILE: router_bytes,
@@ -326,6 +402,9 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     counts = _read_counts(stats, names, vocab, hidden, str(path / artifact.STATISTICS_FILE))
     recorded = {e["name"]: e["traffic"] for e in experts_meta if e.get("traffic") is not None}
     traffic = _read_traffic(stats, names, vocab, hidden, str(path / artifact.STATISTICS_FILE), recorded)
+    blocks, rows, adapt_settings = _read_adaptation(
+        stats, names, hidden, str(path / artifact.STATISTICS_FILE), config.get("adaptation")
+    )
     if any(c.text_gram is not None for c in [*counts, *traffic.values()]):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(path / artifact.CONFIG_FILE))
     tokenizer = _read_tokenizer(path, config, vocab)
@@ -344,9 +423,11 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
         evaluation=config.get("evaluation"),
     )
     statistics = {
-        n: ExpertStatistics(c, descriptions.get(n, ""), traffic.get(n)) for n, c in zip(names, counts)
+        n: ExpertStatistics(c, descriptions.get(n, ""), traffic.get(n), adaptation=blocks.get(n))
+        for n, c in zip(names, counts)
     }
-    return RouterData(config=settings, state=state, statistics=statistics)
+    adapted = (rows, adapt_settings) if rows is not None and adapt_settings is not None else None
+    return RouterData(config=settings, state=state, statistics=statistics, adapted=adapted)
 
 
 # ---------------------------------------------------------------------------------------------- stat packs
@@ -414,6 +495,8 @@ class PackData:
         excluded_ids: token ids left out of the counts (special/padding tokens).
         traffic: the expert's learned traffic (labelled served prompts, counted like the corpus and
             kept apart from it), or ``None``.
+        adaptation: the expert's adaptation block (unlabelled served prompts, soft pseudo-labels; no
+            prompt rows), or ``None``.
     """
 
     name: str
@@ -423,6 +506,7 @@ class PackData:
     embedding_source: dict[str, Any] | None = None
     excluded_ids: tuple[int, ...] = field(default=())
     traffic: ExpertCounts | None = None
+    adaptation: AdaptationBlock | None = None
 
     def check_compatible(self, fingerprint: Mapping[str, Any] | None, against: str = "the router") -> None:
         """Raise :class:`TokenizerMismatchError` unless ``fingerprint`` is this pack's tokenizer + embeddings."""
@@ -445,6 +529,7 @@ def pack_config_dict(pack: PackData) -> dict[str, Any]:
             "num_distinct_tokens": int(counts.token_ids.size),
             "has_text_statistics": counts.text_gram is not None,
             **({"traffic": _traffic_entry(pack.traffic)} if pack.traffic is not None else {}),
+            **({"adaptation": {"prompts": pack.adaptation.prompts}} if pack.adaptation is not None else {}),
         },
         "vocab_size": pack.fingerprint.get("vocab_size"),
         "hidden_size": pack.fingerprint.get("hidden_size"),
@@ -460,7 +545,10 @@ def save_pack(folder: str | os.PathLike[str], pack: PackData) -> Path:
     from ir3de.artifacts.model_card import render_stat_pack_card
 
     traffic = {pack.name: pack.traffic} if pack.traffic is not None else None
-    stats = _statistics_bytes([pack.name], [pack.counts], int(pack.fingerprint["hidden_size"]), traffic)
+    hidden = int(pack.fingerprint["hidden_size"])
+    blocks = {pack.name: pack.adaptation} if pack.adaptation is not None else {}
+    extra = _adaptation_tensors([pack.name], blocks, None, hidden) if blocks else None
+    stats = _statistics_bytes([pack.name], [pack.counts], hidden, traffic, extra)
     config = pack_config_dict(pack)
     config["files"] = {artifact.STATISTICS_FILE: {"sha256": artifact.file_sha256(stats), "size": len(stats)}}
     files = {
@@ -502,6 +590,8 @@ def load_pack(folder: str | os.PathLike[str]) -> PackData:
     (counts,) = _read_counts(tensors, [expert["name"]], vocab, hidden, where)
     recorded = {expert["name"]: expert["traffic"]} if expert.get("traffic") is not None else {}
     traffic = _read_traffic(tensors, [expert["name"]], vocab, hidden, where, recorded).get(expert["name"])
+    recorded_adaptation = None if expert.get("adaptation") is None else {"num_prompts": 0}
+    adaptation = _read_adaptation(tensors, [expert["name"]], hidden, where, recorded_adaptation)[0]
     if counts.text_gram is not None or (traffic is not None and traffic.text_gram is not None):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
     if counts.num_texts != expert["num_texts"] or counts.num_tokens != expert["num_tokens"]:
@@ -517,4 +607,5 @@ def load_pack(folder: str | os.PathLike[str]) -> PackData:
         config.get("embedding_source"),
         tuple(int(i) for i in config.get("excluded_ids") or ()),
         traffic,
+        adaptation.get(expert["name"]),
     )

@@ -10,7 +10,9 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
   ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
   text Grams (``text_grams``: D × (h+1) × (h+1) float64, ``has_text_gram``: D flags), so a pulled
   router can grow at either level; learned traffic (labelled served prompts) in the same layout
-  under the prefix ``traffic_``, when any expert has some (format 3);
+  under the prefix ``traffic_``, when any expert has some (format 3); the adaptation to unlabelled
+  served prompts (per-expert blocks and the kept prompt rows — mean token embeddings, no text) under
+  the prefix ``adaptation_``, when the router has adapted (format 4);
 * ``tokenizer.json`` — the tokenizer; routing needs nothing else;
 * ``README.md`` — the model card.
 
@@ -54,7 +56,10 @@ __all__ = [
 #: 3 added learned traffic (``traffic_*`` tensors in the statistics file, a ``traffic`` entry per
 #: expert in ``config.json``, the ``traffic_weight``/``traffic_policy`` settings); version-2 folders
 #: load with no traffic.
-FORMAT_VERSION = 3
+#: 4 added the adaptation to unlabelled prompts (``adaptation_*`` tensors in the statistics file: per
+#: expert block, kept prompt rows; an ``adaptation`` object in ``config.json``); version-3 folders load
+#: with no adaptation.
+FORMAT_VERSION = 4
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"

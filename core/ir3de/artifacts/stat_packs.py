@@ -75,6 +75,8 @@ class StatPack(PackData):
         embedding_source: the ``TokenEmbeddings.source`` dict, so a merger can load the same matrix.
         excluded_ids: token ids left out of the counts (special/padding tokens).
         traffic: the expert's learned traffic (labelled served prompts), or ``None``.
+        adaptation: the expert's adaptation block (:meth:`Router.adapt`; soft pseudo-labels of
+            unlabelled prompts, no prompt rows), or ``None``.
     """
 
     @property
@@ -140,7 +142,8 @@ class StatPack(PackData):
     @classmethod
     def from_router(cls, router: Router, name: str) -> StatPack:
         """Export one expert of a fitted router as a pack (e.g. to hand it to another router), with
-        its learned traffic (:meth:`Router.learn`) as the pack's traffic block."""
+        its learned traffic (:meth:`Router.learn`) as the pack's traffic block and its adaptation
+        block (:meth:`Router.adapt`), if any."""
         statistics, state = router.statistics, router.state
         if name not in statistics:
             raise UnknownExpertError(f"unknown expert {name!r}; experts are {list(router.experts)}")
@@ -154,6 +157,7 @@ class StatPack(PackData):
             source,
             tuple(int(i) for i in state.excluded_ids),
             expert.traffic,
+            expert.adaptation,
         )
 
     # ------------------------------------------------------------------ files
@@ -211,6 +215,7 @@ class StatPack(PackData):
             data.embedding_source,
             data.excluded_ids,
             data.traffic,
+            data.adaptation,
         )
 
     def push_to_hub(

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ir3de.errors import ExpertError, InvalidInputError, TokenizerMismatchError
+from ir3de.fitting.adaptation import AdaptationBlock, add_blocks
 from ir3de.fitting.counting import TextCounter
 from ir3de.fitting.solve import column_normalize, gcv_curve, ridge_solve
 from ir3de.fitting.statistics import (
@@ -135,10 +136,18 @@ class RoutingState:
     evaluation: Mapping[str, Any] | None = None
 
 
+def _same_block(a: AdaptationBlock | None, b: AdaptationBlock | None) -> bool:
+    """Two adaptation blocks (or ``None``) are equal: Gram, soft prompt count and weight."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(a.gram, b.gram)) and (a.prompts, a.weight) == (b.prompts, b.weight)
+
+
 @dataclass(frozen=True, eq=False)
 class ExpertStatistics:
-    """One expert as a router holds it: corpus counts, description, learned traffic block, and the
-    token Grams derived from them (``None`` until :func:`with_grams` computes them; not saved).
+    """One expert as a router holds it: corpus counts, description, learned traffic block, adaptation
+    block (unlabelled served prompts, :mod:`ir3de.fitting.adaptation`), and the token Grams derived from
+    them (``None`` until :func:`with_grams` computes them; not saved).
 
     Example:
         >>> e = ExpertStatistics(ExpertCounts(np.array([0]), np.array([3]), 1), "toy")
@@ -151,15 +160,22 @@ class ExpertStatistics:
     traffic: ExpertCounts | None = None  # learned labelled prompts (ir3de.fitting.traffic), its own block
     gram: Any = None  # token Gram of ``counts`` (numpy, or torch on a GPU): derived state
     traffic_gram: Any = None  # token Gram of ``traffic``: derived state
+    adaptation: AdaptationBlock | None = None  # unlabelled served prompts, its own block
 
     def __eq__(self, other: object) -> bool:
-        """Equal counts, description and traffic block (the derived Grams are not compared)."""
+        """Equal counts, description, traffic and adaptation blocks (the derived Grams are not compared)."""
         if not isinstance(other, ExpertStatistics):
             return NotImplemented
         same_traffic = (self.traffic is None) == (other.traffic is None) and (
             self.traffic is None or self.traffic == other.traffic
         )
-        return self.counts == other.counts and self.description == other.description and same_traffic
+        same_adaptation = _same_block(self.adaptation, other.adaptation)
+        return (
+            self.counts == other.counts
+            and self.description == other.description
+            and same_traffic
+            and same_adaptation
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -589,12 +605,22 @@ def _level_arguments(experts: Mapping[str, ExpertStatistics], config: RouterConf
 
 
 def experts_matrices(
-    experts: Mapping[str, ExpertStatistics], config: RouterConfig, *, device: str = "cpu"
+    experts: Mapping[str, ExpertStatistics],
+    config: RouterConfig,
+    *,
+    device: str = "cpu",
+    adaptation: bool = True,
 ) -> tuple[Any, Any]:
     """The ridge matrices ``A`` and ``B`` of ``experts`` at the configured level and weighting (numpy, or
-    torch on a GPU); at token level every Gram must be there (:func:`with_grams`)."""
+    torch on a GPU); at token level every Gram must be there (:func:`with_grams`). With ``adaptation``,
+    the experts' adaptation blocks are added (:func:`ir3de.fitting.adaptation.add_blocks`); without, or
+    when no expert has one, the result is bit for bit the matrices of the corpus and traffic alone."""
     counts = [e.counts for e in experts.values()]
-    return level_matrices(counts, names=list(experts), device=device, **_level_arguments(experts, config))
+    a, b = level_matrices(counts, names=list(experts), device=device, **_level_arguments(experts, config))
+    blocks = [e.adaptation for e in experts.values()]
+    if not adaptation or all(blk is None for blk in blocks):
+        return a, b
+    return add_blocks(a, b, blocks, device=device)
 
 
 def ridge_matrices(
@@ -748,7 +774,13 @@ def experts_state(
     device: str = "cpu",
 ) -> RoutingState:
     """:func:`fit_state` of ``experts`` under ``config`` (its level, weighting, λ and column norm); at
-    token level every Gram must be there (:func:`with_grams`)."""
+    token level every Gram must be there (:func:`with_grams`). Adaptation blocks, when an expert has
+    one, are added to the ridge matrices before the solve (:func:`experts_matrices`)."""
+    if any(e.adaptation is not None for e in experts.values()):
+        a, b = experts_matrices(experts, config, device=device)
+        solution, applied = solve_weights(a, b, lam=config.lam, column_norm=config.column_norm)
+        table = compile_table(matrix, applied, excluded_ids, device=device)
+        return RoutingState(tuple(experts), table, to_numpy(applied), to_numpy(solution))
     return fit_state(
         list(experts),
         [e.counts for e in experts.values()],
