@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "errors",
         # pure math and data types on arrays
         "fitting.statistics table fitting.solve decision routing.calibration data.corpus sanitize",
-        "fitting.counting routing.selectors data.datasets data.labelled",
+        "fitting.counting routing.selectors data.datasets data.labelled data.unlabelled",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifacts.format config fitting.adaptation fitting.pipeline embeddings artifacts.model_card",
         # what Router delegates to, one module per concept: routing through a state, tuning it,
