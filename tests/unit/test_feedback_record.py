@@ -10,7 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from ir3de.errors import InvalidInputError, UnknownCallError
-from ir3de.serving.feedback import Feedback, RecentRoutes, apply_feedback, user_text
+from ir3de.serving.feedback import Feedback, RecentRoutes, adapt_recent, apply_feedback, user_text
 
 
 def test_lru_bound_and_order():
@@ -121,3 +121,38 @@ def test_apply_feedback_checks_before_learning():
     assert learned == [("Solve 2x = 4", "math")]
     assert out == Feedback("Solve 2x = 4", "math", "code", "code", "c", False, 0)
     assert out.corrected and not out.fixed and out.to_dict()["corrected"] is True
+
+
+def test_unadapted_calls_are_handed_out_once_in_recording_order():
+    calls = RecentRoutes(maxsize=3)
+    for i in range(4):
+        calls.record(f"c{i}", f"text {i}", "math")
+    pending, mark = calls.unadapted()
+    assert [c.text for c in pending] == ["text 1", "text 2", "text 3"] and mark == 4  # c0 was evicted
+    calls.mark_adapted(mark)
+    assert calls.unadapted() == ([], 4)
+    calls.record("c4", "text 4", "code")
+    calls.record("c2", "text 2 again", "code")  # a call recorded again is new: it was routed again
+    assert [c.text for c in calls.unadapted()[0]] == ["text 4", "text 2 again"]
+    calls.mark_adapted(2)  # an older mark never moves the mark back
+    assert len(calls.unadapted()[0]) == 2
+
+
+def test_adapt_recent_adapts_each_call_once_and_refuses_when_none_is_left():
+    calls = RecentRoutes()
+    calls.record("a", "Solve 2x = 4", "math")
+    calls.record("b", "", "code")  # a chat without a user turn: nothing to learn
+    calls.record("c", "def f(): pass", "code")
+    seen: list[list[str]] = []
+    assert adapt_recent(calls, lambda prompts: seen.append(prompts) or len(prompts)) == 2
+    assert seen == [["Solve 2x = 4", "def f(): pass"]]
+    with pytest.raises(InvalidInputError, match="no routed call to adapt on: the 3 calls remembered"):
+        adapt_recent(calls, seen.append)
+
+    def failing(prompts: list[str]) -> None:
+        raise RuntimeError("the router refused")
+
+    calls.record("d", "hola", "multilingual")
+    with pytest.raises(RuntimeError):
+        adapt_recent(calls, failing)
+    assert [c.text for c in calls.unadapted()[0]] == ["hola"]  # not marked: the next adapt() takes it

@@ -31,14 +31,24 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ir3de.errors import EmptyPromptError, InvalidInputError, UnknownCallError
 
 if TYPE_CHECKING:
     from ir3de.router import Router
 
-__all__ = ["DEFAULT_MAXSIZE", "Feedback", "RecentRoutes", "RoutedCall", "apply_feedback", "user_text"]
+__all__ = [
+    "DEFAULT_MAXSIZE",
+    "Feedback",
+    "RecentRoutes",
+    "RoutedCall",
+    "adapt_recent",
+    "apply_feedback",
+    "user_text",
+]
+
+R = TypeVar("R")
 
 #: Routed calls an adapter remembers for feedback by default.
 DEFAULT_MAXSIZE = 4096
@@ -80,6 +90,7 @@ class RoutedCall:
         expert: the expert the router chose (the fallback name when it fell back; a forced expert).
         confidence: the decision's confidence (``None`` for a forced expert).
         turns: the routed chat's ``(role, text)`` turns (empty for a single prompt).
+        order: its place in the recording order (1, 2, ...; see :meth:`RecentRoutes.unadapted`).
     """
 
     call_id: str
@@ -87,6 +98,7 @@ class RoutedCall:
     expert: str
     confidence: float | None = None
     turns: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    order: int = field(default=0, repr=False, compare=False)
 
 
 class RecentRoutes:
@@ -112,6 +124,8 @@ class RecentRoutes:
         self._calls: OrderedDict[str, RoutedCall] = OrderedDict()
         self._aliases: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._maxsize = 0
+        self._recorded = 0  # calls recorded so far: the next one's order is this + 1
+        self._adapted = 0  # calls up to this order were adapted on (:meth:`mark_adapted`)
         self.maxsize = maxsize
 
     @property
@@ -145,15 +159,18 @@ class RecentRoutes:
     ) -> RoutedCall:
         """Remember a routed call under ``call_id`` (and each non-``None`` alias); returns the record."""
         key = _key(call_id)
-        call = RoutedCall(
-            key,
-            str(text),
-            str(expert),
-            None if confidence is None else float(confidence),
-            tuple((str(getattr(r, "value", r)), str(t)) for r, t in turns),
-        )
+        turns = tuple((str(getattr(r, "value", r)), str(t)) for r, t in turns)
         alias_keys = [_key(a) for a in aliases if a is not None]
         with self._lock:
+            self._recorded += 1
+            call = RoutedCall(
+                key,
+                str(text),
+                str(expert),
+                None if confidence is None else float(confidence),
+                turns,
+                self._recorded,
+            )
             self._calls.pop(key, None)
             self._calls[key] = call
             for alias in alias_keys:
@@ -204,6 +221,28 @@ class RecentRoutes:
         """The remembered calls, oldest first (a copy)."""
         with self._lock:
             return list(self._calls.values())
+
+    def unadapted(self) -> tuple[list[RoutedCall], int]:
+        """The remembered calls recorded since :meth:`mark_adapted` last marked, oldest first, and the
+        mark that covers them: adapt on their texts, then pass the mark to :meth:`mark_adapted`, so the
+        next adaptation does not learn them twice (:meth:`ir3de.Router.adapt` is additive).
+
+        Example:
+            >>> calls = RecentRoutes()
+            >>> _ = calls.record("a", "2+2?", "math"); _ = calls.record("b", "def f():", "code")
+            >>> pending, mark = calls.unadapted()
+            >>> [c.text for c in pending], mark
+            (['2+2?', 'def f():'], 2)
+            >>> calls.mark_adapted(mark); calls.unadapted()
+            ([], 2)
+        """
+        with self._lock:
+            return [c for c in self._calls.values() if c.order > self._adapted], self._recorded
+
+    def mark_adapted(self, mark: int) -> None:
+        """Mark the calls up to ``mark`` (from :meth:`unadapted`) as adapted on."""
+        with self._lock:
+            self._adapted = max(self._adapted, int(mark))
 
     def clear(self) -> None:
         """Forget every remembered call."""
@@ -331,3 +370,28 @@ def apply_feedback(
         created=created,
         traffic_prompts=0 if summary is None else int(summary.num_prompts),
     )
+
+
+def adapt_recent(calls: RecentRoutes, adapt: Callable[[list[str]], R]) -> R:
+    """Adapt on the texts of the routed calls no earlier adaptation used (:meth:`RecentRoutes.unadapted`)
+    with ``adapt(prompts)`` (a router's or a registry's ``adapt``), then mark them used. Hold the
+    adapter's lock around it, so two adaptations never take the same calls.
+
+    Raises:
+        InvalidInputError: no routed call with text is left to adapt on.
+
+    Example:
+        >>> adapt_recent(calls, router.adapt).prompts_used   # doctest: +SKIP
+        128
+    """
+    pending, mark = calls.unadapted()
+    prompts = [c.text for c in pending if c.text.strip()]
+    if not prompts:
+        raise InvalidInputError(
+            f"no routed call to adapt on: the {len(calls)} calls remembered (recent_calls, maxsize "
+            f"{calls.maxsize}) were all adapted on already or hold no text; route more calls first, or "
+            "pass the prompts: adapt(prompts)"
+        )
+    result = adapt(prompts)
+    calls.mark_adapted(mark)
+    return result
