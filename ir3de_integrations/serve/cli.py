@@ -57,6 +57,8 @@ def build_config(args: argparse.Namespace) -> Any:
         "port": args.port,
         "state_dir": args.state_dir,
         "revision_poll_seconds": args.revision_poll_seconds,
+        "adapt_capture": args.adapt_capture,
+        "adapt_every": args.adapt_every,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.log_prompts:
@@ -165,6 +167,18 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--revision-poll-seconds", type=float, help="how often workers check for a newer revision (default 1)"
+    )
+    p.add_argument(
+        "--adapt-capture",
+        type=int,
+        metavar="N",
+        help="keep the last N routed prompts in memory (never logged) to adapt on (default 0: none)",
+    )
+    p.add_argument(
+        "--adapt-every",
+        type=int,
+        metavar="N",
+        help="adapt on the kept prompts every N of them (default 0: only on POST /admin/adapt)",
     )
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")

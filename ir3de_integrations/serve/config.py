@@ -16,6 +16,8 @@ A YAML or JSON file (``ir3de serve --config gateway.yaml``), CLI flags, or Pytho
     session_ttl: 3600                # a session's previous expert is forgotten after this many seconds
     state_dir: ./gateway-state       # several workers/replicas: routing state shared as revisions
     revision_poll_seconds: 1.0       # ... each worker checks for a newer revision this often
+    adapt_capture: 2000              # keep the last 2000 routed prompts (in memory, never logged) to adapt on
+    adapt_every: 500                 # ... and adapt on them every 500 (0: only on POST /admin/adapt)
 
 API keys are never written in the file: ``api_key_env`` names the environment variable holding one.
 
@@ -145,6 +147,13 @@ class GatewayConfig:
             memory only.
         revision_poll_seconds: how often a worker checks ``state_dir`` for a newer revision.
         revision_keep: how many revisions ``state_dir`` keeps (older ones are deleted).
+        adapt_capture: how many routed prompts a worker keeps in memory to adapt on
+            (:meth:`ir3de.Router.adapt`, ``POST /admin/adapt``); the oldest are dropped first. ``0``
+            (default): none are kept. Kept prompts are never logged or written anywhere; adapting
+            takes them out, leaving only counts and Gram rows in the router (:mod:`.capture`).
+        adapt_every: adapt on the kept prompts each time this many are pending (``0``: only when
+            ``POST /admin/adapt`` asks); the result is committed like every admin change. Needs
+            ``adapt_capture`` of at least this many.
         host, port: where ``ir3de serve`` listens.
     """
 
@@ -170,6 +179,8 @@ class GatewayConfig:
     state_dir: str | None = None
     revision_poll_seconds: float = 1.0
     revision_keep: int = 10
+    adapt_capture: int = 0
+    adapt_every: int = 0
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -217,6 +228,15 @@ class GatewayConfig:
         keep = self.revision_keep
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"revision_keep must be a positive integer, got {keep!r}")
+        for key in ("adapt_capture", "adapt_every"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{key} must be a non-negative integer (0: off), got {value!r}")
+        if self.adapt_every > self.adapt_capture:
+            raise ConfigError(
+                f"adapt_every={self.adapt_every} needs adapt_capture of at least {self.adapt_every} (the "
+                f"prompts kept to adapt on), got adapt_capture={self.adapt_capture}; raise adapt_capture"
+            )
         self.conversation_settings()  # the conversation options are checked by the core
 
     def conversation_settings(self) -> ConversationSettings:
