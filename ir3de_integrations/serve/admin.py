@@ -26,6 +26,8 @@ routed to.
 * ``DELETE /admin/traffic`` (all experts) or ``DELETE /admin/traffic/{name}`` — forget learned
   traffic (:meth:`ir3de.Router.forget_traffic`: back to the router before any feedback, exactly).
 * ``GET /admin/revisions`` — the router revision each worker serves (heartbeats) and HEAD.
+* ``POST /admin/adapt``, ``POST /admin/forget-adaptation``, ``GET /admin/adaptation`` — learn the
+  routed prompts without labels (:mod:`.adaptation`).
 
 With ``state_dir`` every change is committed as a new revision that all workers switch to
 (:mod:`.state`); the response's ``x-ir3de-revision`` names it.

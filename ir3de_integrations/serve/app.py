@@ -16,7 +16,7 @@ With ``state_dir`` in the config, several workers share one routing state (:mod:
 
 This module assembles the app: the :class:`.gateway.Gateway` in ``app.state.gateway`` (routes get it
 through ``Depends``), its lifespan, the revision/worker headers, the error handlers and the routers of
-:mod:`.chat`, :mod:`.status` and :mod:`.admin`; the decision → response mapping is :mod:`.relay`.
+:mod:`.chat`, :mod:`.status`, :mod:`.admin` and :mod:`.adaptation`; the decision → response mapping is :mod:`.relay`.
 
 Example:
     >>> from ir3de_integrations.serve import GatewayConfig, create_app        # doctest: +SKIP
@@ -35,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .adaptation import adaptation_routes
 from .admin import admin_routes
 from .chat import chat_routes
 from .config import GatewayConfig
@@ -116,4 +117,5 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
     app.include_router(chat_routes())
     app.include_router(status_routes())
     app.include_router(admin_routes())
+    app.include_router(adaptation_routes())
     return app

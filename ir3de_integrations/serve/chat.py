@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from .adaptation import capture_request
 from .errors import GatewayError, error_response
 from .gateway import Gateway, GatewayDep, log_event, logger
 from .relay import Forward, send
@@ -125,6 +126,7 @@ def choose(
             )
         )
         routing_seconds = time.perf_counter() - t0
+        capture_request(gw, payload["messages"])  # kept only when adapt_capture is set; never logged
         gw.metrics.routing_seconds.observe(routing_seconds)
         gw.metrics.decisions.labels(expert=decision.expert).inc()
         if decision.abstained:

@@ -24,6 +24,7 @@ from fastapi import Depends, Request
 
 from ir3de.serving.sessions import SessionStore
 
+from .capture import CapturedPrompts
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
 from .state import LocalState, SharedState, State
@@ -73,6 +74,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.client: UpstreamClient | None = None
         self.admin_lock = asyncio.Lock()
+        self.capture = CapturedPrompts(config.adapt_capture)  # routed prompts kept to adapt on (opt-in)
+        self.adapt_task: asyncio.Task[None] | None = None  # the adapt_every adaptation running now
         self.started = time.time()
         self.metrics.revision.set(self.state.revision)
         self.state.on_swap = self._swapped
@@ -112,7 +115,10 @@ class Gateway:
         self.state.start()
 
     async def stop(self) -> None:
-        """Stop following the shared state and close the HTTP client (the end of the app's lifespan)."""
+        """Let a running ``adapt_every`` adaptation finish, stop following the shared state and close
+        the HTTP client (the end of the app's lifespan)."""
+        if self.adapt_task is not None:
+            await asyncio.wait([self.adapt_task], timeout=self.config.timeout)
         self.state.stop()
         if self.client is not None:
             await self.client.aclose()

@@ -40,9 +40,10 @@ from ir3de.errors import (
 )
 from ir3de.fitting.pipeline import ExpertStatistics
 from ir3de.router import Router
-from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
+from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, adapt_recent, apply_feedback
 
 if TYPE_CHECKING:
+    from ir3de.fitting.adaptation import AdaptationReport
     from ir3de.fitting.statistics import ExpertCounts
     from ir3de.routing.tuning import TuningResult
 
@@ -464,6 +465,42 @@ class ExpertRegistry(Generic[H]):
         with self._lock:
             current = self._current.handlers
             self._change(current, current, lambda: self.router.forget_traffic(expert))
+
+    def adapt(self, prompts: Iterable[str] | None = None, **options: Any) -> AdaptationReport:
+        """Adapt the router to unlabelled served prompts (:meth:`ir3de.Router.adapt`) under this
+        registry's lock: routing threads see the router before or after, never a mix.
+
+        ``prompts=None`` adapts on the routed calls remembered in :attr:`calls` that no earlier
+        adaptation used (the text a call's feedback would learn: its prompt, or its chat's last user
+        turn), and marks them used. ``options`` go to :meth:`ir3de.Router.adapt`.
+
+        Raises:
+            InvalidInputError: ``prompts=None`` and no routed call is left to adapt on.
+
+        Example:
+            >>> registry.adapt().prompts_used        # the calls routed since the last adapt()  # doctest: +SKIP
+            412
+        """
+        with self._lock:
+            if prompts is None:
+                return adapt_recent(self.calls, lambda recent: self.adapt(recent, **options))
+            current = self._snapshot.handlers
+            result: list[AdaptationReport] = []
+            adapt = self.router.adapt
+            texts = prompts
+            self._change(current, current, lambda: result.append(adapt(texts, **options)))
+            return result[0]
+
+    def forget_adaptation(self) -> None:
+        """Forget what adaptation taught (:meth:`ir3de.Router.forget_adaptation`) under this
+        registry's lock; labelled traffic is kept.
+
+        Example:
+            >>> registry.forget_adaptation()   # doctest: +SKIP
+        """
+        with self._lock:
+            current = self._snapshot.handlers
+            self._change(current, current, self.router.forget_adaptation)
 
     def tune(
         self,
