@@ -42,6 +42,7 @@ _CORE_COMMANDS: tuple[str, ...] = (
     "ir3de.cli.tune",
     "ir3de.cli.hub",
     "ir3de.cli.learn",
+    "ir3de.cli.adapt",
 )
 
 #: Entry-point group of commands added by other packages (the gateway adds ``serve``):
