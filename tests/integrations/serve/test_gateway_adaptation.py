@@ -4,11 +4,17 @@ and adapt_every committed like every admin change, forget-adaptation, and every 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from gateway_helpers import free_port
 
 from ir3de.data.datasets import load_domain
 
@@ -242,3 +248,104 @@ def test_capture_doctests():
     from ir3de_integrations.serve import capture
 
     assert doctest.testmod(capture).failed == 0
+
+
+# ------------------------------------------------------------------ ir3de serve --workers 2
+
+
+def _start_server(config, port: int, log) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[3]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "core"), str(root)]),
+        "GW_ADAPT_ADMIN": TOKEN,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ir3de.cli.main", "serve", "--config", str(config), "--workers", "2",
+             "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # uvicorn's supervisor stops its workers
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _live_workers(url: str) -> list[dict]:
+    try:
+        listing = httpx.get(f"{url}/admin/revisions", headers=AUTH, timeout=5).json()
+    except httpx.HTTPError:
+        return []
+    return [w for w in listing["workers"] if not w["stale"]]
+
+
+@pytest.mark.slow
+def test_ir3de_serve_with_2_workers_adapts_under_load_and_both_serve_it(
+    tmp_path, gateway_router_folder, echo_upstreams
+):
+    import yaml
+    from test_gateway_admin import Load
+
+    experts = {n: {"base_url": f"{echo_upstreams[n].url}/v1", "model": f"{n}-model"} for n in echo_upstreams}
+    del experts["medical"]
+    config = tmp_path / "gateway.yaml"
+    settings = {
+        "router": str(gateway_router_folder),
+        "experts": experts,
+        "admin_token_env": "GW_ADAPT_ADMIN",
+        "state_dir": str(tmp_path / "state"),
+        "revision_poll_seconds": 0.2,
+        "adapt_capture": 1000,
+    }
+    config.write_text(yaml.safe_dump(settings))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    proc = _start_server(config, port, log)
+    try:
+        _wait_until(
+            lambda: proc.poll() is not None or len(_live_workers(url)) == 2, limit=300, what="2 workers"
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+        with Load(url, concurrency=4) as load:
+            _wait_until(lambda: load.ok >= 40 or load.failures, limit=120, what="traffic")
+
+            def adapted() -> httpx.Response | None:
+                # a new connection each time: the worker that takes it adapts on the prompts *it* kept
+                r = httpx.post(f"{url}/admin/adapt", headers={**AUTH, "connection": "close"}, timeout=300)
+                if r.status_code == 409 and r.json()["error"]["code"] == "nothing_to_adapt":
+                    return None
+                assert r.status_code == 200, r.text
+                return r
+
+            r = _wait_until(adapted, limit=120, what="a worker with kept prompts to adapt")
+            head, adapter = int(r.headers["x-ir3de-revision"]), r.json()["worker"]
+            assert head == 2 and r.json()["adapted"]["prompts"] > 0
+            start = load.ok
+            _wait_until(lambda: load.ok >= start + 40 or load.failures, limit=120, what="traffic")
+        assert load.failures == [] and load.ok >= 80
+
+        # both workers serve the adapted revision: their heartbeats, and what each one reports
+        seen: dict[str, int] = {}
+
+        def both_adapted() -> bool:
+            r = httpx.get(f"{url}/admin/adaptation", headers={**AUTH, "connection": "close"}, timeout=30)
+            if int(r.headers["x-ir3de-revision"]) == head:
+                seen[r.json()["worker"]] = r.json()["adaptation"]["num_prompts"]
+            return len(seen) == 2
+
+        _wait_until(both_adapted, limit=120, what="both workers to serve the adapted revision")
+        assert adapter in seen and len(set(seen.values())) == 1 and next(iter(seen.values())) > 0
+        assert {w["revision"] for w in _live_workers(url)} == {head}
+        assert not any(p in log.read_text() for p in ("Natalia sold clips", "fibonacci"))  # never logged
+    finally:
+        _stop_server(proc)
