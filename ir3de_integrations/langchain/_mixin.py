@@ -22,6 +22,7 @@ from ._conversation import METADATA_KEY, chat_turns, input_messages
 from .errors import ExpertInvocationError
 
 if TYPE_CHECKING:
+    from ir3de.fitting.adaptation import AdaptationReport
     from ir3de.serving.registry import Routed
 
     from ._registry import ExpertRegistry
@@ -132,6 +133,32 @@ class ExpertsMixin:
             >>> chat.forget_traffic()   # doctest: +SKIP
         """
         self._registry.forget_traffic(expert)
+        return self
+
+    # ------------------------------------------------------------------ adaptation
+    def adapt(self, prompts: Iterable[str] | None = None, **options: Any) -> AdaptationReport:
+        """Adapt the router to unlabelled prompts (:meth:`ir3de.Router.adapt`, through the registry:
+        the next call sees it) — by default to the calls this object routed recently
+        (:attr:`recent_calls`: a prompt, or a chat's last user turn) that no earlier ``adapt()`` used.
+        ``options`` go to :meth:`ir3de.Router.adapt`. Undo with :meth:`forget_adaptation`.
+
+        Raises:
+            InvalidInputError: no routed call is left to adapt on (and no ``prompts`` given).
+
+        Example:
+            >>> for question in questions: chat.invoke(question)     # doctest: +SKIP
+            >>> chat.adapt().to_dict()["prompts"]                   # doctest: +SKIP
+            200
+        """
+        return self._registry.adapt(prompts, **options)
+
+    def forget_adaptation(self) -> Self:
+        """Forget what :meth:`adapt` taught (exact; feedback learned as traffic is kept).
+
+        Example:
+            >>> chat.forget_adaptation()   # doctest: +SKIP
+        """
+        self._registry.forget_adaptation()
         return self
 
     def _record_call(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -52,6 +52,9 @@ from ir3de.serving.sessions import SessionStore
 from .._conversation import ConversationOptions, route_chat, settings_for
 from ._common import DEFAULT_TOP_TOKENS, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher
+
+if TYPE_CHECKING:
+    from ir3de.fitting.adaptation import AdaptationReport
 
 __all__ = ["ROUTE_KEY", "RoutingLLM"]
 
@@ -362,6 +365,32 @@ class RoutingLLM(LLM):
             >>> routing_llm.forget_traffic("math")   # doctest: +SKIP
         """
         self._registry.forget_traffic(expert)
+        return self
+
+    # ------------------------------------------------------------------ adaptation
+    def adapt(self, prompts: Iterable[str] | None = None, **options: Any) -> AdaptationReport:
+        """Adapt the router to unlabelled prompts (:meth:`ir3de.Router.adapt`, through the registry:
+        the next call sees it) — by default to the calls this LLM routed recently
+        (:attr:`recent_calls`: a prompt, or a chat's last user message) that no earlier ``adapt()``
+        used. ``options`` go to :meth:`ir3de.Router.adapt`. Undo with :meth:`forget_adaptation`.
+
+        Raises:
+            InvalidInputError: no routed call is left to adapt on (and no ``prompts`` given).
+
+        Example:
+            >>> for q in questions: routing_llm.complete(q)        # doctest: +SKIP
+            >>> routing_llm.adapt().to_dict()["prompts"]           # doctest: +SKIP
+            200
+        """
+        return self._registry.adapt(prompts, **options)
+
+    def forget_adaptation(self) -> RoutingLLM:
+        """Forget what :meth:`adapt` taught (exact; feedback learned as traffic is kept).
+
+        Example:
+            >>> routing_llm.forget_adaptation()   # doctest: +SKIP
+        """
+        self._registry.forget_adaptation()
         return self
 
     # ------------------------------------------------------------------ LLM API

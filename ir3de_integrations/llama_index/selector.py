@@ -18,10 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
 from llama_index.core.prompts.mixin import PromptDictType
@@ -31,11 +32,14 @@ from llama_index.core.tools.types import ToolMetadata
 from ir3de.decision import RouteDecision
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError
 from ir3de.router import Router
-from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, apply_feedback
+from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, adapt_recent, apply_feedback
 from ir3de.serving.registry import fitted_router, handler_names
 
 from ._common import DEFAULT_TOP_TOKENS, describe_route, load_router, route_payload
 from .events import Ir3deRouteEvent, dispatcher
+
+if TYPE_CHECKING:
+    from ir3de.fitting.adaptation import AdaptationReport
 
 __all__ = ["Ir3deSelector", "Ir3deSelectorResult"]
 
@@ -104,6 +108,7 @@ class Ir3deSelector(BaseSelector):
         self.max_selections = None if max_selections is None else int(max_selections)
         self.top_tokens = int(top_tokens)
         self._calls = RecentRoutes(DEFAULT_MAXSIZE)
+        self._adapt_lock = threading.Lock()  # two adapt() calls never take the same recent selections
 
     @classmethod
     def from_pretrained(
@@ -294,6 +299,34 @@ class Ir3deSelector(BaseSelector):
             prompt=prompt,
             expert=expert,
         )
+
+    def adapt(self, prompts: Iterable[str] | None = None, **options: Any) -> AdaptationReport:
+        """Adapt the router to unlabelled prompts (:meth:`ir3de.Router.adapt`; the next selection sees
+        it) — by default to the queries this selector routed recently (:attr:`recent_calls`) that no
+        earlier ``adapt()`` used. ``options`` go to :meth:`ir3de.Router.adapt`; undo with
+        :meth:`forget_adaptation`.
+
+        Raises:
+            InvalidInputError: no selection is left to adapt on (and no ``prompts`` given).
+
+        Example:
+            >>> selector.adapt().to_dict()["prompts"]   # doctest: +SKIP
+            200
+        """
+        router = self._router
+        if prompts is not None:
+            return router.adapt(prompts, **options)
+        with self._adapt_lock:
+            return adapt_recent(self._calls, lambda recent: router.adapt(recent, **options))
+
+    def forget_adaptation(self) -> Ir3deSelector:
+        """Forget what :meth:`adapt` taught (exact; feedback learned as traffic is kept).
+
+        Example:
+            >>> selector.forget_adaptation()   # doctest: +SKIP
+        """
+        self._router.forget_adaptation()
+        return self
 
     def __repr__(self) -> str:
         mode = f"multi, score_threshold={self.score_threshold}" if self.multi else "single"
