@@ -104,7 +104,7 @@ async def _adapt_in_background(gw: Any) -> None:
     try:
         report = await adapt_gateway(gw)
     except Exception as e:  # the gateway keeps serving; the log says what went wrong
-        error = e.message if isinstance(e, GatewayError) else type(e).__name__
+        error = e.code if isinstance(e, GatewayError) else type(e).__name__  # a name: messages may quote
         logger.warning(json.dumps({"event": "adapt_failed", "prompts": pending, "error": error}))
         return
     logger.info(
