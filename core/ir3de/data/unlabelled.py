@@ -127,10 +127,10 @@ def _has_label(path: Path, kind: str, gz: bool, label_field: str) -> bool:
     """Whether the first record of a structured file has ``label_field`` (the file was read already,
     so it is well formed)."""
     if kind == "csv":
-        first = next(csv_rows(path, gz), None)
-        return first is not None and label_field in first[1]
+        header = next(csv_rows(path, gz), None)
+        return header is not None and label_field in header[1]
     if kind == "parquet":
-        names = list(_import_parquet().ParquetFile(path).schema_arrow.names)
+        names: list[str] = list(_import_parquet().ParquetFile(path).schema_arrow.names)
         steps = parse_field(label_field)
         return label_field in names or (isinstance(steps[0], str) and steps[0] in names)
     records = jsonl_records(path, gz) if kind == "jsonl" else json_records(path, gz)
