@@ -484,7 +484,7 @@ class ExpertRegistry(Generic[H]):
         with self._lock:
             if prompts is None:
                 return adapt_recent(self.calls, lambda recent: self.adapt(recent, **options))
-            current = self._snapshot.handlers
+            current = self.handlers  # the pairing stays: adapting changes no expert
             result: list[AdaptationReport] = []
             adapt = self.router.adapt
             texts = prompts
@@ -499,7 +499,7 @@ class ExpertRegistry(Generic[H]):
             >>> registry.forget_adaptation()   # doctest: +SKIP
         """
         with self._lock:
-            current = self._snapshot.handlers
+            current = self.handlers  # the pairing stays: adapting changes no expert
             self._change(current, current, self.router.forget_adaptation)
 
     def tune(
