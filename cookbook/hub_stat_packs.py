@@ -43,7 +43,7 @@ def main(math_repo: str, code_repo: str, *, max_texts: int | None = None) -> dic
     tests = {name: suite.test[name] for name in router.experts}
     report = evaluate(router, tests)
     print(
-        f"merged router {router.experts}: accuracy {report.accuracy:.4f} on {report.num_prompts} held-out prompts"
+        f"merged router {list(router.experts)}: accuracy {report.accuracy:.4f} on {report.num_prompts} held-out prompts"
     )
 
     central = Router(embeddings, progress=False).fit({n: suite.train[n][:max_texts] for n in router.experts})
@@ -55,7 +55,7 @@ def main(math_repo: str, code_repo: str, *, max_texts: int | None = None) -> dic
         )
     )
     print(f"identical to a router fitted centrally on both corpora: {same}")
-    return {"accuracy": report.accuracy, "experts": router.experts, "equals_central": same}
+    return {"accuracy": report.accuracy, "experts": list(router.experts), "equals_central": same}
 
 
 if __name__ == "__main__":
