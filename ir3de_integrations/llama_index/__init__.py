@@ -5,7 +5,9 @@
 * :class:`RoutingLLM` — an ``LLM`` that dispatches every chat/complete call (sync, async, streaming)
   to the LLM of the expert the router picks, with ``add_expert``/``remove_expert``/``update_expert``
   at runtime.
-* :class:`Ir3deRouteEvent` — the instrumentation event both emit for each decision.
+* :class:`RoutedAgentWorkflow` — an ``AgentWorkflow`` whose starting agent the router picks per run
+  (handoffs unchanged); :func:`route_event` routes inside any ``Workflow`` step.
+* :class:`Ir3deRouteEvent` — the instrumentation event they emit for each decision.
 
 Example:
     >>> from ir3de_integrations.llama_index import Ir3deSelector, RoutingLLM       # doctest: +SKIP
@@ -20,6 +22,7 @@ from ir3de.errors import require
 require("llama_index.core", "ir3de_integrations.llama_index", "pip install 'ir3de[llamaindex]'")
 
 from ._common import describe_route, route_payload  # noqa: E402 (after the check)
+from .agent_workflow import RoutedAgentWorkflow, RoutedEvent, route_event  # noqa: E402
 from .events import Ir3deRouteEvent, dispatcher  # noqa: E402
 from .llm import ROUTE_KEY, RoutingLLM  # noqa: E402
 from .selector import Ir3deSelector, Ir3deSelectorResult  # noqa: E402
@@ -29,8 +32,11 @@ __all__ = [
     "Ir3deRouteEvent",
     "Ir3deSelector",
     "Ir3deSelectorResult",
+    "RoutedAgentWorkflow",
+    "RoutedEvent",
     "RoutingLLM",
     "describe_route",
     "dispatcher",
+    "route_event",
     "route_payload",
 ]
