@@ -83,7 +83,7 @@ def _state_messages(state: Any) -> str | BaseMessage | list[BaseMessage]:
         if not state:
             raise InvalidInputError("the state is an empty list: pass at least one message")
         try:
-            return convert_to_messages(state)  # type: ignore[arg-type]
+            return convert_to_messages(state)
         except (ValueError, TypeError, NotImplementedError) as e:
             raise InvalidInputError(
                 f"cannot read the state list as chat messages ({e}); pass the text, a message or a list "
@@ -186,7 +186,7 @@ class Ir3deDecisionModel(BaseDecisionModel):
                     probabilities=probabilities,
                     confidence=min(1.0, max(0.0, probabilities[best])),
                 )
-            else:
+            elif isinstance(question, Noul):  # other types were refused by _check_question
                 expert = self._noul_expert(key, question, experts)
                 probability = _label_probabilities(decision, names)[expert]
                 answers[key] = NoulAnswer(type="noul", noul=min(1.0, max(0.0, probability)))

@@ -38,7 +38,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NotRequired
+from typing import TYPE_CHECKING, Any
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
@@ -50,6 +50,7 @@ from langchain.agents.middleware.types import (
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from typing_extensions import NotRequired
 
 from ir3de.errors import InvalidInputError, UnknownCallError
 from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, user_text
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
     from langgraph.runtime import Runtime
 
     from ir3de import Router
-    from ir3de.routing.conversation import ConversationSettings, SessionStore
+    from ir3de.routing.conversation import ConversationSettings
+    from ir3de.serving.sessions import SessionStore
 
 __all__ = ["Ir3deAgentState", "Ir3deModelMiddleware"]
 
@@ -124,7 +126,7 @@ class Ir3deModelMiddleware(AgentMiddleware[Ir3deAgentState]):
             (and its ``fallback`` name, if any); otherwise :class:`~ir3de.errors.ExpertMismatchError`.
         conversation: :class:`ir3de.routing.conversation.ConversationSettings` (or a dict of its
             fields): decay of earlier turns, role weights, the switching ``margin``.
-        session_store: a :class:`ir3de.routing.conversation.SessionStore` (thread id → last expert);
+        session_store: a :class:`ir3de.serving.sessions.SessionStore` (thread id → last expert);
             default: one per middleware. Share one to share stickiness between agents.
 
     The model passed to ``create_agent`` is replaced on every call; any of the experts will do.

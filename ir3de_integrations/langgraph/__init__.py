@@ -17,18 +17,13 @@ Example:
 
 from __future__ import annotations
 
-try:
-    import langgraph.graph  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    from ir3de.errors import MissingDependencyError
+from ir3de.errors import require
 
-    raise MissingDependencyError(
-        f"ir3de_integrations.langgraph needs langgraph ({e}): pip install 'ir3de[langgraph]'"
-    ) from e
+require("langgraph.graph", "ir3de_integrations.langgraph", "pip install 'ir3de[langgraph]'")
 
-from ._state import STATE_KEY, RoutedState
-from .graph import create_routed_graph
-from .route_edge import RouteEdge
-from .route_node import route_node
+from ._state import STATE_KEY, RoutedState  # noqa: E402 (after the check)
+from .graph import create_routed_graph  # noqa: E402
+from .route_edge import RouteEdge  # noqa: E402
+from .route_node import route_node  # noqa: E402
 
 __all__ = ["STATE_KEY", "RouteEdge", "RoutedState", "create_routed_graph", "route_node"]

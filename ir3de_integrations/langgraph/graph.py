@@ -68,7 +68,7 @@ def create_routed_graph(
     if ROUTE_NODE in agents:
         raise InvalidInputError(f"{ROUTE_NODE!r} is the routing node's name; rename that expert's node")
     builder = StateGraph(state_schema)
-    node = route_node(router, key=key, fallback=fallback, conversation=conversation, state_key=STATE_KEY)
+    node: Any = route_node(router, key=key, fallback=fallback, conversation=conversation, state_key=STATE_KEY)
     builder.add_node(ROUTE_NODE, node, destinations=tuple(names))
     builder.add_edge(START, ROUTE_NODE)
     for expert in names:

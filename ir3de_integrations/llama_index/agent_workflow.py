@@ -60,7 +60,8 @@ def _turns(messages: Any) -> list[tuple[Any, str]] | str:
         if hasattr(m, "role") and hasattr(m, "content"):
             turns.append((m.role, m.content or ""))
         else:
-            turns.append(tuple(m))  # type: ignore[arg-type]
+            role, text = m
+            turns.append((role, str(text)))
     return turns
 
 
