@@ -15,7 +15,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from pydantic import Field
 
-from ir3de import Router, TokenEmbeddings
+from ir3de import Router, RouterConfig, TokenEmbeddings
 from ir3de.data.datasets import load_suite
 
 
@@ -66,6 +66,6 @@ def build_router(embeddings: TokenEmbeddings | None = None, per_domain: int = 80
     """A router fitted on ``per_domain`` public prompts of each of the paper's four Reasoning domains
     (math, code, instructions, multilingual), and the suite (its ``test`` split has unseen prompts)."""
     suite = load_suite("reasoning4", seed=0)
-    router = Router.paper(embeddings or TokenEmbeddings.default(), progress=False)
+    router = Router(embeddings or TokenEmbeddings.default(), config=RouterConfig.paper(), progress=False)
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
     return router, suite

@@ -168,7 +168,7 @@ def test_add_and_remove_experts_under_concurrent_agent_runs(fresh_router, small_
             t.join()
     assert errors == []
     assert results
-    assert router.experts == ["math", "code", "multilingual", "medical"]
+    assert router.experts == ("math", "code", "multilingual", "medical")
     assert set(middleware.models) == set(router.experts)
     out = agent.invoke({"messages": [("user", medical[310])]}, {"configurable": {"thread_id": "after"}})
     assert out["ir3de"]["expert"] == router.route(medical[310]).expert

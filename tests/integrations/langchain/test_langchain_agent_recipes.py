@@ -25,7 +25,7 @@ def _recipe(name: str, monkeypatch):
 def test_model_router_middleware_with_the_decision_model_recipe(smollm2, monkeypatch):
     out = _recipe("agents_model_router", monkeypatch).main(embeddings=smollm2)
     router = out["router"]
-    assert [run["domain"] for run in out["runs"]] == router.experts
+    assert [run["domain"] for run in out["runs"]] == list(router.experts)
     for run in out["runs"]:
         decision = router.route(run["question"])
         assert run["choice"] == decision.expert and run["confidence"] == pytest.approx(decision.confidence)

@@ -136,7 +136,7 @@ def test_llamaindex_agent_workflow_recipe(recipe, smollm2):
     router, suite = out["router"], out["suite"]
     for run in out["runs"]:
         assert run["start"] == router.route(suite.test[run["domain"]][0]).expert
-    assert [r["start"] for r in out["runs"]] == router.experts
+    assert [r["start"] for r in out["runs"]] == list(router.experts)
     assert out["runs"][-1]["final"] == "instructions"  # multilingual handed off
     assert out["follow_up"]["expert"] == "math"
     assert out["stepped"]["expert"] == router.route(suite.test["math"][1]).expert
