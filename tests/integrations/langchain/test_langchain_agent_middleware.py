@@ -209,3 +209,15 @@ def test_models_must_match_the_experts_and_be_chat_models(paper_router):
     agent = _agent(Ir3deModelMiddleware(paper_router, _models(paper_router)), _models(paper_router))
     with pytest.raises(InvalidInputError, match="state has none"):
         agent.invoke({"messages": []})
+
+
+def test_update_expert_replaces_its_model_for_the_next_turn(paper_router, small_tests):
+    models = _models(paper_router)
+    middleware = Ir3deModelMiddleware(paper_router, models)
+    agent = _agent(middleware, models)
+    text = next(t for t in small_tests["code"] if paper_router.route(t).expert == "code")
+    assert expert_of(agent.invoke({"messages": [("user", text)]})["messages"][-1]) == "code"
+    middleware.update_expert("code", model=ScriptedExpert(expert="code-v2"))  # the router is unchanged
+    out = agent.invoke({"messages": [("user", text)]})
+    assert out["ir3de"]["expert"] == "code" and expert_of(out["messages"][-1]) == "code-v2"
+    assert middleware.models["code"].expert == "code-v2"
