@@ -7,7 +7,9 @@ with ``state_dir`` in the revision store (``idempotency/``, so every worker and 
 know it), else in memory — for :data:`REMEMBER_SECONDS`. A retry with the same key, method and path
 gets that answer again (header ``idempotent-replayed: true``) and changes nothing; a retry that
 arrives while the first still runs waits for it. The same key with another body is a 422.
-Answers with a 5xx status are not remembered (the change did not happen: retry it).
+Answers with a 5xx status are not remembered (the change did not happen: retry it). The key is also
+committed with the change; a retry of a change whose worker died between commit and answer is a 409
+``idempotent_change_committed`` naming the revision, never a second application.
 
 Example:
     >>> import httpx, uuid                                                          # doctest: +SKIP
@@ -20,13 +22,19 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from .errors import GatewayError, error_response
 
-__all__ = ["HEADER", "REMEMBER_SECONDS", "IdempotentAdmin"]
+__all__ = ["CURRENT_KEY", "HEADER", "REMEMBER_SECONDS", "IdempotentAdmin"]
+
+#: The idempotency record of the admin change running in this context (``None``: no key). With a
+#: ``state_dir`` the commit stores it in the revision's extras, atomically with the change, so a retry
+#: whose first answer died with its worker (killed between commit and answer) is still not applied twice.
+CURRENT_KEY: ContextVar[str | None] = ContextVar("ir3de_idempotency_key", default=None)
 
 HEADER = "idempotency-key"
 #: How long an answer is remembered (a day: longer than any client's retry policy).
@@ -100,7 +108,11 @@ class IdempotentAdmin:
                     sent["body"] += message.get("body", b"")
                 await send(message)
 
-            await self.app(scope, replay_body, capture)
+            token = CURRENT_KEY.set(record)
+            try:
+                await self.app(scope, replay_body, capture)
+            finally:
+                CURRENT_KEY.reset(token)
             status = sent.get("status", 500)
             if status < 500 and status != 401:
                 answer = {

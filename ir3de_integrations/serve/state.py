@@ -47,6 +47,7 @@ from ir3de.serving.registry import ExpertRegistry
 
 from .config import ConfigError, GatewayConfig, UpstreamConfig
 from .errors import GatewayError
+from .idempotency import CURRENT_KEY
 from .upstreams import Upstream, Upstreams
 
 __all__ = ["LocalState", "SharedState", "State", "extras_of", "upstreams_of"]
@@ -228,6 +229,8 @@ class LocalState(State):
 LOAD_ATTEMPTS = 3
 RETRY_SECONDS = 5.0
 STORE_FAULT = "state_store_fault"
+#: The extras key of the idempotency record committed with a change (see :mod:`.idempotency`).
+IDEMPOTENCY_EXTRA = "idempotency_key"
 
 
 def store_fault(what: str, folder: Path, error: BaseException | str) -> GatewayError:
@@ -454,8 +457,19 @@ class SharedState(State):
         written, a 503 :class:`GatewayError` (code ``state_store_fault``) says so and how to repair.
         """
         out: dict[str, Any] = {}
+        key = CURRENT_KEY.get()
 
         def update(head: Revision) -> tuple[Callable[[Path], object], dict[str, Any]]:
+            if key is not None:
+                committed = self._committed(key, head.number)
+                if committed is not None:
+                    raise GatewayError(
+                        409,
+                        f"the change with this Idempotency-Key was committed as revision {committed}; its "
+                        "answer was lost with the worker that made it. It is not applied again: GET the "
+                        "resource to see the result",
+                        code="idempotent_change_committed",
+                    )
             try:
                 router, configs = _prepare(head, self.embeddings)
             except Exception as e:  # damaged: apply the change to the newest revision that loads
@@ -466,6 +480,7 @@ class SharedState(State):
                         lambda r: _prepare(r, self.embeddings), above=0
                     )
                 except RevisionError as none:
+                    self._note_skipped(none.skipped)
                     raise _StoreFault(none) from none
                 self._note_skipped(skipped or [Skipped(head.number, f"{type(e).__name__}: {e}", e)])
             if self.embeddings is None:  # the first change of this worker: keep them for the next
@@ -473,7 +488,10 @@ class SharedState(State):
             copy = Upstreams(router, configs)
             out["result"] = change(copy.registry)
             out["router"], out["configs"] = router, copy.configs()
-            return router.save_pretrained, extras_of(out["configs"])
+            extras = extras_of(out["configs"])
+            if key is not None:
+                extras[IDEMPOTENCY_EXTRA] = key
+            return router.save_pretrained, extras
 
         try:
             revision = self.store.commit(update, writer=self.worker)
@@ -491,6 +509,16 @@ class SharedState(State):
         self._swap(revision.number, out["router"], out["configs"])
         result: T = out["result"]
         return result
+
+    def _committed(self, key: str, head: int) -> int | None:
+        """The revision (of those kept) that committed the change with idempotency ``key``."""
+        for number in sorted((n for n in self.store.revisions() if n <= head), reverse=True):
+            try:
+                if self.store.load(number).extras.get(IDEMPOTENCY_EXTRA) == key:
+                    return number
+            except RevisionError:
+                continue
+        return None
 
     def describe(self) -> dict[str, Any]:
         head, fault = self.store.head_or_fault()

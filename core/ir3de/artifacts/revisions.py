@@ -238,8 +238,8 @@ class RevisionStore:
             return Head(int(data["revision"]), float(data["time"]), str(data["writer"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RevisionError(
-                f"{path} is not a revision HEAD ({e!r}); it is written by ir3de only — restore it or "
-                "point state_dir at an empty folder"
+                f"{path} is not a revision HEAD ({e!r}); it is written by ir3de only — run `ir3de "
+                f"revisions repair {self.folder}` to point it at the newest good revision"
             ) from None
 
     def revision_folder(self, number: int) -> Path:
