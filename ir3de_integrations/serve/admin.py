@@ -14,7 +14,9 @@ routed to.
 * ``PATCH /admin/experts/{name}`` — ``{"texts": [...]}`` adds text to the expert's corpus statistics
   (exact, additive); ``{"upstream": {...}}`` points it at another upstream.
 * ``DELETE /admin/experts/{name}`` — the router stops choosing it; requests already routed to it
-  still reach its upstream.
+  still reach its upstream. (``{name}`` may hold a ``/``: an expert named before the name rule,
+  :data:`ir3de.errors.EXPERT_NAME_RULE`, can still be updated and removed.)
+* Every ``POST``/``PATCH``/``DELETE`` takes an ``Idempotency-Key`` header (:mod:`.idempotency`).
 * ``POST /admin/feedback`` — ``{"feedback": [{"prompt": "...", "expert": "math"}, ...]}``: labelled
   prompts learned as each expert's *traffic* (:meth:`ir3de.Router.learn`: a block of its own,
   weighted by the router's ``traffic_weight``/``traffic_policy``, exactly removable).
@@ -254,7 +256,7 @@ def admin_routes() -> APIRouter:
             gw.upstreams.take_direct(name)  # it is routable now: the registry holds its upstream
         return JSONResponse(_listing(gw), status_code=201)
 
-    @routes.patch("/experts/{name}")
+    @routes.patch("/experts/{name:path}")
     async def update_expert(name: str, request: Request) -> Response:
         gw = _gateway(request)
         data = await _json(request)
@@ -271,7 +273,7 @@ def admin_routes() -> APIRouter:
             await _apply(gw.change, lambda reg: reg.update(name, texts, handler=handler))
         return JSONResponse(_listing(gw))
 
-    @routes.delete("/experts/{name}")
+    @routes.delete("/experts/{name:path}")
     async def remove_expert(name: str, request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
@@ -372,7 +374,7 @@ def admin_routes() -> APIRouter:
             await _apply(gw.change, lambda reg: forget_traffic(reg, None))
         return JSONResponse(traffic_summary(gw.router))
 
-    @routes.delete("/traffic/{name}")
+    @routes.delete("/traffic/{name:path}")
     async def forget_expert_traffic(name: str, request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:

@@ -462,7 +462,9 @@ def test_a_retried_change_applies_once(worker):
     assert (
         _feedback(a.url, "what is 6 times 6", **{"idempotency-key": lost}).headers["x-ir3de-revision"] == "4"
     )
-    for record in (worker.state / "idempotency").glob("*.json"):
+    records = worker.state / "idempotency"
+    _wait_until(lambda: len(list(records.glob("*.json"))) == 3, limit=30, what="the answer remembered")
+    for record in records.glob("*.json"):
         record.unlink()
     retry = _feedback(b.url, "what is 6 times 6", **{"idempotency-key": lost})
     assert retry.status_code == 409 and retry.json()["error"]["code"] == "idempotent_change_committed"
