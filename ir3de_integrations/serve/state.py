@@ -105,6 +105,8 @@ class State:
         """When the revision served now was swapped in (epoch seconds)."""
         self.swaps = 0
         self.on_swap: Callable[[int], object] | None = None  # metrics hook
+        self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._key_lock = threading.Lock()
 
     @property
     def revision(self) -> int:
@@ -167,25 +169,22 @@ class State:
         return {"skipped": [], "head_fault": None, "stuck": None}
 
     # idempotency records (admin changes): in memory for one process, in the store for several
-    _answers: dict[str, tuple[float, dict[str, Any]]]
-
     def recall(self, key: str) -> dict[str, Any] | None:
         """The answer remembered for idempotency ``key``, or ``None``."""
-        found = self.__dict__.setdefault("_answers", {}).get(key)
+        found = self._answers.get(key)
         return found[1] if found is not None and found[0] >= time.time() else None
 
     def remember(self, key: str, answer: dict[str, Any], seconds: float) -> None:
         """Remember ``answer`` for idempotency ``key`` for ``seconds``."""
-        answers = self.__dict__.setdefault("_answers", {})
         now = time.time()
-        for k in [k for k, (expires, _) in answers.items() if expires < now]:
-            del answers[k]
-        answers[key] = (now + seconds, answer)
+        for k in [k for k, (expires, _) in self._answers.items() if expires < now]:
+            del self._answers[k]
+        self._answers[key] = (now + seconds, answer)
 
     def key_lock(self, key: str) -> Any:
-        """A lock held while a change with idempotency ``key`` runs (so a concurrent retry waits)."""
-        with _KEY_LOCKS_GUARD:
-            return _KEY_LOCKS.setdefault(key, threading.Lock())
+        """A lock held while a change with idempotency ``key`` runs (so a concurrent retry waits);
+        in one process one lock serves every key (admin changes are serialised there anyway)."""
+        return self._key_lock
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /admin/revisions`` shows."""
@@ -200,10 +199,6 @@ class State:
                 {"worker": self.worker, "revision": self.revision, "since": self.since, "stale": False}
             ],
         }
-
-
-_KEY_LOCKS: dict[str, threading.Lock] = {}
-_KEY_LOCKS_GUARD = threading.Lock()
 
 
 class LocalState(State):

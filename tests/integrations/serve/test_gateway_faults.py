@@ -576,3 +576,17 @@ def test_a_damaged_store_is_a_503_of_its_own_with_the_repair(worker, caplog):
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("ir3de")]
     assert not any(r.exc_info for r in caplog.records if r.name.startswith("ir3de"))
     assert sum('"event": "revision_skipped"' in m for m in messages) == 2  # one line per revision
+
+
+def test_one_process_without_state_dir_replays_a_retried_change_too(start_gateway, fresh_router, monkeypatch):
+    monkeypatch.setenv("GW_FAULTS_ADMIN", TOKEN)
+    gw = start_gateway(router=fresh_router, admin_token_env="GW_FAULTS_ADMIN")
+    key = str(uuid.uuid4())
+    first = _feedback(gw.url, "what is 8 times 8", **{"idempotency-key": key})
+    again = _feedback(gw.url, "what is 8 times 8", **{"idempotency-key": key})
+    assert first.status_code == again.status_code == 200 and again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true" and again.headers["x-ir3de-revision"] == "2"
+    traffic = httpx.get(f"{gw.url}/admin/traffic", headers=AUTH).json()["experts"]
+    assert traffic["math"]["num_prompts"] == 1
+    bad = _feedback(gw.url, "x", **{"idempotency-key": "a\tb"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_idempotency_key"
