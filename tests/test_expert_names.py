@@ -65,7 +65,7 @@ def test_router_fit_and_add_expert_refuse_bad_names(smollm2, paper_router):
     experts = list(paper_router.experts)
     with pytest.raises(ExpertNameError, match="invalid expert name"):
         paper_router.add_expert("数学", ["integrate x squared"])
-    assert paper_router.experts == experts  # nothing changed
+    assert list(paper_router.experts) == experts  # nothing changed
 
 
 def test_the_registry_refuses_bad_new_names_but_serves_old_ones(paper_router):

@@ -136,8 +136,10 @@ def cmd_revisions_repair(args: argparse.Namespace) -> int:
     store = RevisionStore(folder)
     head, skipped = store.repair(lambda r: _prepare(r, None), writer="ir3de-revisions-repair")
     for s in skipped:
-        where = "HEAD" if s.revision < 0 else f"revision {s.revision}"
-        print(f"skipped {where}: {s.reason}")
+        if s.revision < 0:
+            print(f"skipped HEAD: {s.reason.removeprefix('HEAD: ')}")
+        else:
+            print(f"skipped revision {s.revision}: {s.reason}")
     print(f"HEAD -> revision {head.revision} ({store.folder})")
     return 0
 
