@@ -138,7 +138,7 @@ def test_add_update_remove_change_router_and_handlers_together(fresh_router, sma
         registry.update("legal", ["text"])
     with pytest.raises(InvalidInputError, match="update needs"):
         registry.update("math")
-    with pytest.raises(ExpertError, match="non-empty"):
+    with pytest.raises(ExpertError, match="invalid expert name"):
         registry.add(" ", Upstream(" "), ["x"])
     assert registry.current is served and "legal" not in router.experts
 

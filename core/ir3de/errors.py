@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 
 
@@ -69,6 +70,45 @@ class InvalidInputError(Ir3deError, TypeError):
 
 class ExpertError(Ir3deError, ValueError):
     """An expert name is unknown, duplicated, or an expert has no text."""
+
+
+class ExpertNameError(ExpertError):
+    """An expert name breaks :data:`EXPERT_NAME_RULE` (the message states the rule)."""
+
+
+#: What an expert name may be: what a router, its artifact (JSON, folder names), HTTP headers (ASCII
+#: only), URL path segments (RFC 3986 unreserved characters, so no escaping), Prometheus labels and
+#: log lines all carry verbatim.
+EXPERT_NAME_RULE = (
+    "an expert name is 1 to 64 ASCII characters: letters, digits, '.', '_' and '-', starting with a "
+    "letter or digit (no spaces, slashes, control or non-ASCII characters)"
+)
+_EXPERT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_expert_name(name: object) -> str:
+    """``name`` if it follows :data:`EXPERT_NAME_RULE`, else :class:`ExpertNameError` stating the rule.
+
+    The one name rule of ir3de: ``Router`` (fit, add_expert), the expert registry, the CLI and the
+    gateway's admin API all check names here.
+
+    Example:
+        >>> check_expert_name("code-review_2")
+        'code-review_2'
+        >>> try:
+        ...     check_expert_name("a/b")
+        ... except ExpertNameError as e:
+        ...     print(str(e)[:29])
+        invalid expert name 'a/b': an
+    """
+    if isinstance(name, str) and _EXPERT_NAME.fullmatch(name):
+        return name
+    shown = (
+        repr(name)
+        if not isinstance(name, str) or len(name) <= 80
+        else f"{name[:40]!r}... ({len(name)} chars)"
+    )
+    raise ExpertNameError(f"invalid expert name {shown}: {EXPERT_NAME_RULE}; pick a name like 'legal-2'")
 
 
 class UnknownExpertError(ExpertError, KeyError):

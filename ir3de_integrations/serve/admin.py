@@ -14,7 +14,9 @@ routed to.
 * ``PATCH /admin/experts/{name}`` — ``{"texts": [...]}`` adds text to the expert's corpus statistics
   (exact, additive); ``{"upstream": {...}}`` points it at another upstream.
 * ``DELETE /admin/experts/{name}`` — the router stops choosing it; requests already routed to it
-  still reach its upstream.
+  still reach its upstream. (``{name}`` may hold a ``/``: an expert named before the name rule,
+  :data:`ir3de.errors.EXPERT_NAME_RULE`, can still be updated and removed.)
+* Every ``POST``/``PATCH``/``DELETE`` takes an ``Idempotency-Key`` header (:mod:`.idempotency`).
 * ``POST /admin/feedback`` — ``{"feedback": [{"prompt": "...", "expert": "math"}, ...]}``: labelled
   prompts learned as each expert's *traffic* (:meth:`ir3de.Router.learn`: a block of its own,
   weighted by the router's ``traffic_weight``/``traffic_policy``, exactly removable).
@@ -41,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import hmac
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,11 +51,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from ir3de.errors import Ir3deError, UnknownExpertError
+from ir3de.errors import ExpertNameError, Ir3deError, UnknownExpertError, check_expert_name
 from ir3de.serving.registry import ExpertRegistry
 
 from .config import ConfigError, UpstreamConfig
 from .errors import GatewayError
+from .safety import load_json
 from .upstreams import Upstream
 
 __all__ = ["admin_routes", "apply_feedback", "forget_traffic", "traffic_summary"]
@@ -96,6 +98,20 @@ def traffic_summary(router: Any) -> dict[str, Any]:
     }
 
 
+def _description(data: Mapping[str, Any]) -> str:
+    description = data.get("description")
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise GatewayError(
+            400,
+            f"'description' must be a string, got {type(description).__name__}",
+            code="invalid_description",
+            param="description",
+        )
+    return description
+
+
 def _gateway(request: Request) -> Any:
     gw = request.app.state.gateway
     token = gw.config.admin_token()
@@ -120,10 +136,7 @@ async def _json(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > request.app.state.gateway.config.max_body_bytes:
         raise GatewayError(413, "the admin request body exceeds max_body_bytes", code="request_too_large")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GatewayError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
+    data = load_json(body)  # 400 for invalid JSON, deep nesting, lone surrogates
     if not isinstance(data, dict):
         raise GatewayError(400, "the request body must be a JSON object", code="invalid_request")
     return data
@@ -156,6 +169,8 @@ def _upstream(name: str, data: Any) -> UpstreamConfig:
 
 
 async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a change off the event loop; the client's errors become 4xx (a damaged store is a 503
+    raised by the state as a :class:`GatewayError`)."""
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except GatewayError:
@@ -164,6 +179,13 @@ async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise GatewayError(
             404 if isinstance(e, (UnknownExpertError, KeyError)) else 400, str(e), code=type(e).__name__
         ) from None
+    except (ValueError, TypeError) as e:  # the input cannot be learned from (e.g. prompts with no token)
+        raise GatewayError(400, f"the request cannot be applied: {e}", code="invalid_input") from None
+
+
+async def _synced(gw: Any) -> None:
+    """Catch up with HEAD before an admin call reads or changes experts (read-your-writes)."""
+    await run_in_threadpool(gw.state.sync)
 
 
 def _add_from_pack(registry: ExpertRegistry[Upstream], name: str, handler: Upstream, pack: str) -> None:
@@ -199,15 +221,18 @@ def admin_routes() -> APIRouter:
 
     @routes.get("/experts")
     async def list_experts(request: Request) -> Response:
-        return JSONResponse(_listing(_gateway(request)))
+        gw = _gateway(request)
+        await _synced(gw)
+        return JSONResponse(_listing(gw))
 
     @routes.post("/experts")
     async def add_expert(request: Request) -> Response:
         gw = _gateway(request)
         data = await _json(request)
-        name = data.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise GatewayError(400, "'name' must be a non-empty string", code="invalid_name", param="name")
+        try:
+            name = check_expert_name(data.get("name"))
+        except ExpertNameError as e:
+            raise GatewayError(400, str(e), code="invalid_expert_name", param="name") from None
         if name == gw.config.virtual_model:
             raise GatewayError(400, f"{name!r} is the virtual model's name; pick another", param="name")
         upstream = _upstream(name, data.get("upstream"))
@@ -216,8 +241,9 @@ def admin_routes() -> APIRouter:
             texts = _texts(data, required=True)
         elif not isinstance(pack, str):
             raise GatewayError(400, "'stat_pack' must be a folder or Hub repo id", param="stat_pack")
-        description = str(data.get("description") or "")
+        description = _description(data)
         async with gw.admin_lock:
+            await _synced(gw)
             if name in gw.router.experts:
                 raise GatewayError(
                     409,
@@ -232,7 +258,7 @@ def admin_routes() -> APIRouter:
             gw.upstreams.take_direct(name)  # it is routable now: the registry holds its upstream
         return JSONResponse(_listing(gw), status_code=201)
 
-    @routes.patch("/experts/{name}")
+    @routes.patch("/experts/{name:path}")
     async def update_expert(name: str, request: Request) -> Response:
         gw = _gateway(request)
         data = await _json(request)
@@ -243,15 +269,17 @@ def admin_routes() -> APIRouter:
                 400, "give 'texts' (more text for the expert) and/or 'upstream'", code="nothing_to_do"
             )
         async with gw.admin_lock:
+            await _synced(gw)
             _require_expert(gw, name)
             handler = Upstream.from_config(name, upstream) if upstream is not None else None
             await _apply(gw.change, lambda reg: reg.update(name, texts, handler=handler))
         return JSONResponse(_listing(gw))
 
-    @routes.delete("/experts/{name}")
+    @routes.delete("/experts/{name:path}")
     async def remove_expert(name: str, request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
+            await _synced(gw)
             _require_expert(gw, name)
             if name in (gw.config.fallback, gw.config.upstream_fallback):
                 raise GatewayError(
@@ -281,8 +309,16 @@ def admin_routes() -> APIRouter:
                 raise GatewayError(
                     400, f"feedback #{i} must be {{'prompt': str, 'expert': str}}", param="feedback"
                 )
+            if not item["prompt"].strip():
+                raise GatewayError(
+                    400,
+                    f"feedback #{i} has an empty prompt; send the prompt that was routed",
+                    code="empty_prompt",
+                    param="feedback",
+                )
             pairs.append((item["prompt"], item["expert"]))
         async with gw.admin_lock:
+            await _synced(gw)
             unknown = sorted({e for _, e in pairs} - set(gw.router.experts))
             if unknown:
                 raise GatewayError(
@@ -316,6 +352,7 @@ def admin_routes() -> APIRouter:
             raise GatewayError(400, "'abstain' must be an expert name", param="abstain")
         options = {"per_expert": bool(data.get("per_expert", False)), "abstain": abstain}
         async with gw.admin_lock:
+            await _synced(gw)
             unknown = sorted(set(held_out) - set(gw.router.experts))
             if unknown:
                 raise GatewayError(
@@ -335,13 +372,15 @@ def admin_routes() -> APIRouter:
     async def forget_all_traffic(request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
+            await _synced(gw)
             await _apply(gw.change, lambda reg: forget_traffic(reg, None))
         return JSONResponse(traffic_summary(gw.router))
 
-    @routes.delete("/traffic/{name}")
+    @routes.delete("/traffic/{name:path}")
     async def forget_expert_traffic(name: str, request: Request) -> Response:
         gw = _gateway(request)
         async with gw.admin_lock:
+            await _synced(gw)
             _require_expert(gw, name)
             await _apply(gw.change, lambda reg: forget_traffic(reg, name))
         return JSONResponse(traffic_summary(gw.router))

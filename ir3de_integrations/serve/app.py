@@ -26,6 +26,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,9 +43,13 @@ from .chat import chat_routes
 from .config import GatewayConfig
 from .errors import GatewayError, error_response
 from .gateway import Gateway, load_router
+from .idempotency import IdempotentAdmin
+from .safety import header_value
 from .status import status_routes
 
 __all__ = ["Gateway", "create_app", "load_router"]
+
+logger = logging.getLogger("ir3de.serve")
 
 
 class _StateHeaders:
@@ -52,7 +58,7 @@ class _StateHeaders:
     def __init__(self, app: Any, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
-        self.worker = gateway.state.worker.encode()
+        self.worker = header_value(gateway.state.worker).encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -96,6 +102,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(GatewayError(exc.status_code, message, code=f"http_{exc.status_code}"))
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """Any other exception: an OpenAI-style JSON 500 (never text/plain), logged as one line."""
+    logger.error(
+        json.dumps(
+            {"event": "internal_error", "path": request.url.path, "error": f"{type(exc).__name__}: {exc}"},
+            ensure_ascii=False,
+        )
+    )
+    error = GatewayError(
+        500, f"internal error ({type(exc).__name__}); the gateway logged it", code="internal_error"
+    )
+    return error_response(error)
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     return error_response(GatewayError(400, f"invalid request: {exc.errors()}", code="invalid_request"))
@@ -111,9 +131,11 @@ def create_app(config: GatewayConfig, router: Any | None = None) -> FastAPI:
     app = FastAPI(title="ir3de gateway", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gw
     app.add_middleware(_StateHeaders, gateway=gw)
+    app.add_middleware(IdempotentAdmin, gateway=gw)  # outermost: replays carry the first answer's headers
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
     app.include_router(chat_routes())
     app.include_router(status_routes())
     app.include_router(admin_routes())

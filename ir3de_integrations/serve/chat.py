@@ -10,13 +10,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from .adaptation import capture_request
@@ -24,6 +24,7 @@ from .errors import GatewayError, error_response
 from .gateway import Gateway, GatewayDep, log_event, logger
 from .relay import Forward, send
 from .routing import GatewayDecision, message_text, route_request
+from .safety import load_json
 from .upstreams import Upstream
 
 __all__ = ["chat_routes", "parse_chat", "read_body", "wants_decision"]
@@ -58,14 +59,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_chat(body: bytes) -> dict[str, Any]:
     """The chat completion request as a dict, or a 400 :class:`GatewayError` that names what is wrong."""
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GatewayError(
-            400,
-            f"the request body is not valid JSON ({e}); send a JSON chat completion request",
-            code="invalid_json",
-        ) from None
+    payload = load_json(body)  # 400 for invalid JSON, 50k nested brackets, lone surrogates
     if not isinstance(payload, dict):
         raise GatewayError(400, "the request body must be a JSON object", code="invalid_request")
     messages = payload.get("messages")
@@ -157,6 +151,10 @@ async def chat_completions(request: Request, gw: GatewayDep) -> Response:
     try:
         payload = parse_chat(await read_body(request, gw.config.max_body_bytes))
         include = wants_decision(request, payload)
+        model = payload["model"]
+        if model != gw.config.virtual_model and model not in gw.upstreams:
+            # an expert this worker does not know yet (added on another one): sync to HEAD first
+            await run_in_threadpool(gw.state.sync)
         decision, upstream, revision, routing_seconds = choose(gw, request, payload)
         fwd = Forward(decision, upstream, payload, request_id, revision)
         stream = bool(payload.get("stream"))

@@ -7,6 +7,7 @@ Examples::
     ir3de serve --router my-router --upstream math=http://127.0.0.1:8001/v1 \\
         --upstream code=http://127.0.0.1:8002/v1 --upstream-model code=qwen2.5-coder --port 8000
     ir3de serve --config gateway.yaml --ray --replicas 2 --replica-cpus 0.5     # on Ray Serve
+    ir3de revisions repair ./gateway-state      # HEAD back on the newest revision that verifies
 """
 
 from __future__ import annotations
@@ -123,8 +124,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revisions_repair(args: argparse.Namespace) -> int:
+    """Point HEAD of a gateway state folder at the newest revision that loads and can be served."""
+    from pathlib import Path
+
+    from ir3de.artifacts.revisions import RevisionStore
+
+    from .state import _prepare
+
+    folder = Path(args.state_dir)
+    if not folder.is_dir():
+        raise SystemExit(f"ir3de: error: {folder} is not a folder (give the gateway's state_dir)")
+    store = RevisionStore(folder)
+    head, skipped = store.repair(lambda r: _prepare(r, None), writer="ir3de-revisions-repair")
+    for s in skipped:
+        if s.revision < 0:
+            print(f"skipped HEAD: {s.reason.removeprefix('HEAD: ')}")
+        else:
+            print(f"skipped revision {s.revision}: {s.reason}")
+    print(f"HEAD -> revision {head.revision} ({store.folder})")
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``serve`` to the ``ir3de`` command."""
+    """Add ``serve`` and ``revisions`` to the ``ir3de`` command."""
+    _register_revisions(subparsers)
     p = subparsers.add_parser("serve", help="run the OpenAI-compatible routing gateway (extra [serve])")
     p.add_argument("--config", help="gateway config file (.yaml/.yml/.json); flags below override it")
     p.add_argument("--router", help="router folder or Hub repo id")
@@ -185,6 +209,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _register_ray(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _register_revisions(subparsers: Any) -> None:
+    p = subparsers.add_parser("revisions", help="maintain a gateway state folder (state_dir)")
+    actions = p.add_subparsers(dest="action", required=True)
+    repair = actions.add_parser(
+        "repair",
+        help="point HEAD at the newest revision that verifies; drop damaged ones above it and leftovers",
+    )
+    repair.add_argument("state_dir", help="the gateway's state folder")
+    repair.set_defaults(func=cmd_revisions_repair)
 
 
 _RAY_FLAGS = ("--ray-address", "--replicas", "--min-replicas", "--max-replicas", "--replica-cpus")

@@ -84,10 +84,15 @@ class UpstreamConfig:
                 f"expert {name!r}: base_url must be an http(s) URL such as http://127.0.0.1:8001/v1, got {base_url!r}"
             )
         timeout = data.get("timeout")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e6
+        ):
             raise ConfigError(
                 f"expert {name!r}: timeout must be a positive number of seconds, got {timeout!r}"
             )
+        model = data.get("model")
+        if model is not None and (not isinstance(model, str) or not model.isprintable()):
+            raise ConfigError(f"expert {name!r}: model must be a model name (a string), got {model!r}")
         key_env = data.get("api_key_env")
         if key_env is not None and (not isinstance(key_env, str) or not key_env):
             raise ConfigError(
@@ -95,7 +100,7 @@ class UpstreamConfig:
             )
         return cls(
             base_url=base_url.rstrip("/"),
-            model=str(data.get("model") or name),
+            model=model or name,
             api_key_env=key_env,
             timeout=float(timeout) if timeout is not None else None,
         )

@@ -9,7 +9,10 @@
   ``status_5xx``, ``status_4xx``, ``protocol``);
 * ``ir3de_requests_total{endpoint,status}`` — answered requests;
 * ``ir3de_router_revision`` — the router revision this worker serves (see ``state_dir``);
-* ``ir3de_revision_swaps_total`` — routing-state changes this worker switched to (own or others').
+* ``ir3de_revision_swaps_total`` — routing-state changes this worker switched to (own or others');
+* ``ir3de_revisions_skipped`` — damaged revisions this worker skipped (``GET /admin/revisions`` says
+  which and why); ``ir3de_revision_head_fault`` — 1 while the store's HEAD is garbled;
+* ``ir3de_ready`` — 1 while this worker serves the newest revision it can (``GET /ready``).
 
 Example:
     >>> m = GatewayMetrics()
@@ -19,6 +22,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -61,6 +66,20 @@ class GatewayMetrics:
         self.revision_swaps = Counter(
             "ir3de_revision_swaps", "routing-state changes this worker switched to", registry=r
         )
+        self.revisions_skipped = Gauge(
+            "ir3de_revisions_skipped", "damaged revisions this worker skipped", registry=r
+        )
+        self.head_fault = Gauge(
+            "ir3de_revision_head_fault", "1 while the store's HEAD is garbled", registry=r
+        )
+        self.ready = Gauge("ir3de_ready", "1 while this worker serves the newest revision it can", registry=r)
+
+    def observe_state(self, state: Any) -> None:
+        """Set the fault gauges from a gateway :class:`~.state.State` (before rendering)."""
+        faults = state.faults()
+        self.revisions_skipped.set(len(faults["skipped"]))
+        self.head_fault.set(1 if faults["head_fault"] else 0)
+        self.ready.set(1 if state.ready() else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

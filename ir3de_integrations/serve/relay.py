@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from .gateway import Gateway, log_event
 from .routing import GatewayDecision
+from .safety import header_value
 from .upstream_client import STREAM_ERRORS, UpstreamClient, UpstreamFailure
 from .upstreams import Upstream
 
@@ -60,11 +61,11 @@ def decision_headers(
 ) -> dict[str, str]:
     """The response headers that name the decision, the request, the revision and the worker."""
     return {
-        "x-ir3de-expert": decision.expert,
+        "x-ir3de-expert": header_value(decision.expert),
         "x-ir3de-confidence": f"{decision.confidence:.4f}",
         "x-request-id": request_id,
         "x-ir3de-revision": str(revision),
-        "x-ir3de-worker": worker,
+        "x-ir3de-worker": header_value(worker),
     }
 
 

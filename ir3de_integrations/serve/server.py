@@ -4,6 +4,12 @@ Several workers (``workers > 1``) are uvicorn worker processes, each building th
 :func:`app_from_env` from the config passed in the ``IR3DE_SERVE_CONFIG`` environment variable; they
 share routing state through ``state_dir`` (required then, see :mod:`.state`).
 
+Before uvicorn starts its workers, :func:`preflight` checks in the supervisor that the state folder
+holds a revision that can be served (seeding it when empty): a store with nothing servable stops
+``ir3de serve`` with the reason instead of workers that crash-loop. Each worker watches its parent
+(:func:`watch_parent`): when the supervisor dies (even by ``kill -9``) the workers exit within
+seconds, so the port is free for a new ``ir3de serve``.
+
 Example:
     >>> from ir3de_integrations.serve import GatewayConfig, serve               # doctest: +SKIP
     >>> serve(GatewayConfig.from_file("gateway.yaml"))                          # doctest: +SKIP
@@ -24,7 +30,7 @@ from typing import Any
 
 from .config import ConfigError, GatewayConfig
 
-__all__ = ["CONFIG_ENV", "ServerThread", "app_from_env", "serve"]
+__all__ = ["CONFIG_ENV", "ServerThread", "app_from_env", "preflight", "serve", "watch_parent"]
 
 #: Environment variable carrying the gateway config (JSON) to uvicorn's worker processes.
 CONFIG_ENV = "IR3DE_SERVE_CONFIG"
@@ -61,7 +67,76 @@ def app_from_env() -> Any:
     if not text:
         raise ConfigError(f"{CONFIG_ENV} is not set; start workers with `ir3de serve --workers N`")
     _setup_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
+    watch_parent()
     return create_app(GatewayConfig.from_dict(json.loads(text)))
+
+
+#: Seconds between a worker's checks that its supervisor is alive; and how long a worker whose
+#: supervisor died may take to shut down gracefully before it exits hard.
+PARENT_POLL_SECONDS = 0.5
+ORPHAN_GRACE_SECONDS = 5.0
+
+
+def watch_parent(poll: float = PARENT_POLL_SECONDS, grace: float = ORPHAN_GRACE_SECONDS) -> threading.Thread:
+    """Exit this worker process when its parent (uvicorn's supervisor) dies.
+
+    On Linux the kernel sends SIGTERM at the parent's death (``prctl(PR_SET_PDEATHSIG)``); a daemon
+    thread also polls ``os.getppid()`` (portable, and covers a parent thread that exits). Either way the
+    worker gets SIGTERM (uvicorn's graceful shutdown), then exits hard after ``grace`` seconds.
+
+    Example:
+        >>> watch_parent()   # doctest: +SKIP
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the thread below still watches
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            parent = -1
+
+    def watch() -> None:
+        import signal
+
+        while os.getppid() == parent:
+            time.sleep(poll)
+        logging.getLogger("ir3de.serve").warning(
+            json.dumps({"event": "orphaned", "pid": os.getpid(), "parent": parent})
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="ir3de-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def preflight(config: GatewayConfig) -> None:
+    """Check (in the supervisor, before any worker starts) that ``config.state_dir`` can be served:
+    seed it when empty, remove leftovers, load the newest revision that loads.
+
+    Raises:
+        ConfigError: no revision of the store can be served (each reason in the message, and the repair).
+    """
+    from ir3de.artifacts.revisions import RevisionError
+
+    from .app import load_router
+    from .state import SharedState
+
+    try:
+        state = SharedState.open(config, None, load_router)
+    except RevisionError as e:
+        raise ConfigError(
+            f"the state folder {config.state_dir} cannot be served: {e}. Repair: `ir3de revisions repair "
+            f"{config.state_dir}`, or start from the configured router with an empty state_dir"
+        ) from None
+    state.store.drop_heartbeat(state.worker)
 
 
 def serve(
@@ -88,6 +163,8 @@ def serve(
             raise ConfigError(
                 "an in-memory router cannot be shared with worker processes; save it and set router"
             )
+        _setup_logging(log_level)
+        preflight(config)
         os.environ[CONFIG_ENV] = json.dumps(config.to_dict())
         os.environ[LOG_LEVEL_ENV] = log_level
         uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **common)

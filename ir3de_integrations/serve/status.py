@@ -37,16 +37,25 @@ async def health() -> Response:
 
 
 async def ready(gw: GatewayDep) -> Response:
-    """Readiness: a fitted router, a started HTTP client and an upstream for every expert (else 503)."""
+    """Readiness: a fitted router, a started HTTP client, an upstream for every expert and, with a
+    ``state_dir``, the newest revision this worker can serve (else 503; the body says why)."""
     experts = list(gw.router.experts)
     missing = [e for e in experts if e not in gw.upstreams]
-    ok = gw.client is not None and bool(gw.router.experts) and not missing
-    body = {"status": "ready" if ok else "not_ready", "experts": experts, "missing_upstreams": missing}
+    serving = gw.state.ready()  # False: a newer revision verifies but this worker cannot load it
+    ok = gw.client is not None and bool(gw.router.experts) and not missing and serving
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "experts": experts,
+        "missing_upstreams": missing,
+        "revision": gw.state.revision,
+        **gw.state.faults(),
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
 async def metrics(gw: GatewayDep) -> Response:
     """The gateway's Prometheus metrics."""
+    gw.metrics.observe_state(gw.state)
     content, media_type = gw.metrics.render()
     return Response(content, media_type=media_type)
 

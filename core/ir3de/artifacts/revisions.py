@@ -9,6 +9,7 @@ the newest one. Layout of a :class:`RevisionStore` folder::
       revisions/6/            a saved router folder (config.json, *.safetensors, tokenizer.json...)
       revisions/7/            ... plus extras.json: the caller's data (e.g. expert -> upstream map)
       workers/<id>.json       heartbeats: which revision each process serves
+      idempotency/<sha>.json  answers to admin changes by idempotency key (kept ``remember_seconds``)
       .lock                   the file lock that serialises commits
 
 * ``HEAD`` is replaced atomically (``os.replace``) after the revision folder it names is complete, so
@@ -20,6 +21,10 @@ the newest one. Layout of a :class:`RevisionStore` folder::
   revision pruned re-reads HEAD (:meth:`RevisionStore.read`).
 * :class:`RevisionWatcher` polls HEAD (one small read per interval) and calls back on a change; it
   writes the process's heartbeat on each poll (:meth:`RevisionStore.workers` lists them).
+* Faults: :meth:`RevisionStore.read_newest` reads the newest revision that loads (HEAD first, then
+  older ones; a garbled HEAD or a corrupted file skips that revision, and says why);
+  :meth:`RevisionStore.repair` points HEAD back at it. Temp folders of a commit killed mid-save and
+  heartbeats of dead workers are removed on open (:meth:`RevisionStore.clean`) and on every commit.
 
 This module does not import the router: a router is saved by a callable ``save(folder)`` (e.g.
 ``router.save_pretrained``) and read back by the caller from :attr:`Revision.folder`.
@@ -61,6 +66,7 @@ __all__ = [
     "RevisionError",
     "RevisionStore",
     "RevisionWatcher",
+    "Skipped",
     "WorkerStatus",
     "worker_id",
 ]
@@ -71,7 +77,10 @@ HEAD_FILE = "HEAD"
 EXTRAS_FILE = "extras.json"
 REVISIONS_DIR = "revisions"
 WORKERS_DIR = "workers"
+IDEMPOTENCY_DIR = "idempotency"
 LOCK_FILE = ".lock"
+#: Heartbeats not rewritten for this long are removed by :meth:`RevisionStore.clean` (any host).
+FORGET_WORKER_SECONDS = 3600.0
 _HEARTBEAT_KEYS = frozenset({"worker", "revision", "pid", "host", "updated"})
 #: Times a reader re-reads HEAD when the revision it was reading got pruned meanwhile.
 READ_ATTEMPTS = 8
@@ -82,7 +91,13 @@ Change = tuple[Callable[[Path], object], Mapping[str, Any]]
 
 
 class RevisionError(ArtifactError):
-    """A revision store is empty, unreadable, or the revision asked for is gone (pruned)."""
+    """A revision store is empty, unreadable, or the revision asked for is gone (pruned).
+
+    ``skipped``: the revisions tried and why each failed (:meth:`RevisionStore.read_newest`)."""
+
+    def __init__(self, message: str, skipped: list[Skipped] | None = None) -> None:
+        super().__init__(message)
+        self.skipped: list[Skipped] = list(skipped or [])
 
 
 def worker_id() -> str:
@@ -111,6 +126,28 @@ class Revision:
     number: int
     folder: Path
     extras: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A revision that was not served because it could not be read: its number and why."""
+
+    revision: int
+    reason: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "reason": self.reason}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -179,6 +216,7 @@ class RevisionStore:
         self.lock_timeout = float(lock_timeout)
         (self.folder / REVISIONS_DIR).mkdir(parents=True, exist_ok=True)
         (self.folder / WORKERS_DIR).mkdir(exist_ok=True)
+        (self.folder / IDEMPOTENCY_DIR).mkdir(exist_ok=True)
 
     def __repr__(self) -> str:
         return f"RevisionStore({str(self.folder)!r}, keep={self.keep})"
@@ -200,8 +238,8 @@ class RevisionStore:
             return Head(int(data["revision"]), float(data["time"]), str(data["writer"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RevisionError(
-                f"{path} is not a revision HEAD ({e!r}); it is written by ir3de only — restore it or "
-                "point state_dir at an empty folder"
+                f"{path} is not a revision HEAD ({e!r}); it is written by ir3de only — run `ir3de "
+                f"revisions repair {self.folder}` to point it at the newest good revision"
             ) from None
 
     def revision_folder(self, number: int) -> Path:
@@ -265,6 +303,158 @@ class RevisionStore:
                 last, number = e, None  # pruned while it was read: follow HEAD
         raise RevisionError(f"could not read a revision of {self.folder}: {last}") from last
 
+    def head_or_fault(self) -> tuple[Head | None, str | None]:
+        """HEAD and ``None``, or ``(None, why)`` when HEAD is garbled (never raises for a bad HEAD)."""
+        try:
+            return self.head(), None
+        except RevisionError as e:
+            return None, str(e)
+
+    def read_newest(
+        self, read: Callable[[Revision], T], *, above: int = 0
+    ) -> tuple[Revision, T, list[Skipped]]:
+        """``read(revision)`` on the newest revision for which it succeeds: HEAD's first, then older
+        ones on disk (all of them, newest first, when HEAD itself is garbled); only revisions above
+        ``above``. Returns the revision, what ``read`` returned, and the revisions skipped with why
+        (a checksum mismatch, a truncated file, garbled extras, a garbled HEAD...).
+
+        Example:
+            >>> revision, router, skipped = store.read_newest(lambda r: Router.from_pretrained(r.folder))  # doctest: +SKIP
+            >>> [s.revision for s in skipped]                                                           # doctest: +SKIP
+            [8]
+
+        Raises:
+            RevisionError: no revision above ``above`` can be read (the message lists each reason).
+        """
+        head, fault = self.head_or_fault()
+        on_disk = [n for n in self.revisions() if n > above]
+        if head is not None:
+            on_disk = [n for n in on_disk if n <= head.revision]  # above HEAD: a commit that died
+            if head.revision not in on_disk and head.revision > above:
+                on_disk.append(head.revision)
+        skipped = [] if fault is None else [Skipped(-1, f"HEAD: {fault}")]
+        for number in sorted(on_disk, reverse=True):
+            try:
+                revision = self.load(number)
+                return revision, read(revision), skipped
+            except Exception as e:  # a damaged revision: try the one before
+                skipped.append(Skipped(number, f"{type(e).__name__}: {e}", e))
+        reasons = "; ".join(f"revision {s.revision}: {s.reason}" for s in skipped) or "no revision on disk"
+        raise RevisionError(
+            f"no revision of {self.folder} above {above} can be read ({reasons}); restore a backup of the "
+            "folder or point state_dir at an empty folder to start from the configured router",
+            skipped,
+        )
+
+    def repair(
+        self, read: Callable[[Revision], object], *, writer: str = "repair"
+    ) -> tuple[Head, list[Skipped]]:
+        """Point HEAD at the newest revision ``read`` accepts (see :meth:`read_newest`), drop the
+        damaged revisions above it, temp folders and dead workers' heartbeats (what ``ir3de revisions
+        repair STATE_DIR`` runs). Returns the new HEAD and what was skipped.
+
+        Example:
+            >>> head, skipped = store.repair(lambda r: Router.from_pretrained(r.folder))   # doctest: +SKIP
+        """
+        with self._lock():
+            revision, _, skipped = self.read_newest(read)
+            for s in skipped:
+                if s.revision > revision.number:
+                    shutil.rmtree(self.revision_folder(s.revision), ignore_errors=True)
+            head = Head(revision.number, time.time(), writer)
+            _write_json_atomically(
+                self.folder / HEAD_FILE, {"revision": head.revision, "time": head.time, "writer": head.writer}
+            )
+            self._clean_locked()
+        return head, skipped
+
+    # ------------------------------------------------------------------ leftovers
+    def clean(self) -> list[str]:
+        """Remove what killed processes left: temp folders of commits that died mid-save (under the
+        commit lock, so never a live commit's), heartbeats of dead workers on this host and heartbeats
+        not rewritten for :data:`FORGET_WORKER_SECONDS`, expired idempotency records. Returns what was
+        removed (paths relative to the folder). Runs on every commit too.
+
+        Example:
+            >>> store.clean()                                     # doctest: +SKIP
+            ['revisions/.tmp-4-1a2b3c4d', 'workers/host-4242.json']
+        """
+        with self._lock():
+            return self._clean_locked()
+
+    def _clean_locked(self) -> list[str]:
+        removed = []
+        for entry in (self.folder / REVISIONS_DIR).iterdir():
+            if entry.name.startswith(".tmp-"):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(f"{REVISIONS_DIR}/{entry.name}")
+        host, now = socket.gethostname(), time.time()
+        for path in (self.folder / WORKERS_DIR).iterdir():
+            if path.name.startswith("."):  # a heartbeat's temp file: its writer died mid-write if old
+                try:
+                    if now - path.stat().st_mtime > 60:
+                        path.unlink(missing_ok=True)
+                        removed.append(f"{WORKERS_DIR}/{path.name}")
+                except OSError:
+                    pass
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                dead = (data.get("host") == host and not _pid_alive(int(data["pid"]))) or (
+                    now - float(data["updated"]) > FORGET_WORKER_SECONDS
+                )
+            except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+                dead = False  # being replaced meanwhile: leave it
+            if dead:
+                path.unlink(missing_ok=True)
+                removed.append(f"{WORKERS_DIR}/{path.name}")
+        for path in (self.folder / IDEMPOTENCY_DIR).glob(".*"):  # per-key locks and temp files
+            try:
+                if now - path.stat().st_mtime > FORGET_WORKER_SECONDS:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        for path in (self.folder / IDEMPOTENCY_DIR).glob("*.json"):
+            try:
+                expired = now > float(json.loads(path.read_text(encoding="utf-8"))["expires"])
+            except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+                expired = True
+            if expired:
+                path.unlink(missing_ok=True)
+                removed.append(f"{IDEMPOTENCY_DIR}/{path.name}")
+        if removed:
+            logger.info("revision store %s: removed leftovers %s", self.folder, removed)
+        return removed
+
+    # ------------------------------------------------------------------ idempotency
+    def _idempotency_path(self, key: str) -> Path:
+        import hashlib
+
+        return self.folder / IDEMPOTENCY_DIR / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+    def recall(self, key: str) -> dict[str, Any] | None:
+        """The answer remembered for idempotency ``key`` (:meth:`remember`), ``None`` if none or expired.
+
+        Example:
+            >>> store.remember("POST /admin/experts 5f1c", {"status": 201}, seconds=86400)   # doctest: +SKIP
+            >>> store.recall("POST /admin/experts 5f1c")["status"]                           # doctest: +SKIP
+            201
+        """
+        try:
+            data = json.loads(self._idempotency_path(key).read_text(encoding="utf-8"))
+            if data.get("key") == key and time.time() <= float(data["expires"]):
+                return dict(data["answer"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass
+        return None
+
+    def remember(self, key: str, answer: Mapping[str, Any], *, seconds: float) -> None:
+        """Keep ``answer`` (JSON values) for idempotency ``key`` for ``seconds`` (atomic write)."""
+        _write_json_atomically(
+            self._idempotency_path(key),
+            {"key": key, "expires": time.time() + float(seconds), "answer": dict(answer)},
+        )
+
     # ------------------------------------------------------------------ writing
     def _lock(self) -> Any:
         from filelock import FileLock
@@ -285,6 +475,11 @@ class RevisionStore:
         with self._lock():
             if self.head() is not None:
                 return self.load()
+            if self.revisions():
+                raise RevisionError(
+                    f"{self.folder} holds revisions {self.revisions()} but no HEAD; run `ir3de revisions "
+                    f"repair {self.folder}` to point HEAD at the newest good one"
+                )
             return self._write(1, save, extras, writer)
 
     def commit(self, update: Callable[[Revision], Change], *, writer: str) -> Revision:
@@ -302,12 +497,18 @@ class RevisionStore:
             filelock.Timeout: another commit held the lock longer than ``lock_timeout``.
         """
         with self._lock():
-            head = self.head()
-            if head is None:
+            head, fault = self.head_or_fault()
+            on_disk = self.revisions()
+            if head is None and (fault is None or not on_disk):
                 raise RevisionError(f"{self.folder} holds no revision yet; initialize it first")
-            current = self.load(head.revision)
+            number = head.revision if head is not None else on_disk[-1]  # garbled HEAD: the newest
+            try:
+                current = self.load(number)
+            except RevisionError:  # its extras are damaged: the caller falls back (read_newest)
+                current = Revision(number, self.revision_folder(number), {})
             save, extras = update(current)
-            return self._write(head.revision + 1, save, extras, writer)
+            self._clean_locked()
+            return self._write(max([number, *on_disk]) + 1, save, extras, writer)
 
     def _write(
         self, number: int, save: Callable[[Path], object], extras: Mapping[str, Any], writer: str
@@ -400,6 +601,7 @@ class RevisionWatcher:
         details: more heartbeat fields (JSON values), e.g. since when that revision is served.
         worker: this process's id (default :func:`worker_id`).
         poll_seconds: seconds between polls.
+        on_fault: called with the reason when HEAD is garbled (default: log it once).
 
     Example:
         >>> watcher = RevisionWatcher(store, lambda head: swap_to(head.revision), lambda: served)  # doctest: +SKIP
@@ -415,6 +617,7 @@ class RevisionWatcher:
         details: Callable[[], Mapping[str, Any]] | None = None,
         worker: str | None = None,
         poll_seconds: float = 1.0,
+        on_fault: Callable[[str], object] | None = None,
     ) -> None:
         if isinstance(poll_seconds, bool) or not isinstance(poll_seconds, (int, float)) or poll_seconds <= 0:
             raise InvalidInputError(f"poll_seconds must be a positive number, got {poll_seconds!r}")
@@ -424,25 +627,43 @@ class RevisionWatcher:
         self.details = details
         self.worker = worker or worker_id()
         self.poll_seconds = float(poll_seconds)
+        self.on_fault = on_fault
         self._seen: int | None = current()
+        self._logged: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll(self) -> Head | None:
-        """One poll: call back if HEAD moved past what was seen, write the heartbeat; returns HEAD."""
-        head = self.store.head()
-        if head is not None and head.revision != self._seen:
-            self.on_change(head)
-            self._seen = head.revision
+        """One poll: call back if HEAD moved past what was seen or this process is still behind it
+        (``on_fault(why)`` instead when HEAD is garbled), write the heartbeat; returns HEAD."""
+        head, fault = self.store.head_or_fault()
+        if fault is not None:
+            if self.on_fault is not None:
+                self.on_fault(fault)
+            else:
+                self._log_once(f"revision watcher: {fault}")
+        elif head is not None:
+            current = self.current()
+            if head.revision != self._seen or (current is not None and current < head.revision):
+                self.on_change(head)
+                self._seen = head.revision
         self.store.heartbeat(self.worker, self.current(), **(self.details() if self.details else {}))
         return head
+
+    def _log_once(self, message: str) -> None:
+        """One log line per distinct problem (not a traceback every poll)."""
+        if message != self._logged:
+            self._logged = message
+            logger.warning("%s", message)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:  # keep watching: the next poll retries
-                logger.exception("revision watcher: poll of %s failed", self.store.folder)
+            except Exception as e:  # keep watching: the next poll retries
+                self._log_once(
+                    f"revision watcher: poll of {self.store.folder} failed: {type(e).__name__}: {e}"
+                )
             self._stop.wait(self.poll_seconds)
 
     def start(self) -> RevisionWatcher:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ir3de.errors import Ir3deError
+from ir3de.errors import Ir3deError, check_expert_name
 
 if TYPE_CHECKING:
     from ir3de.embeddings import TokenEmbeddings
@@ -139,6 +139,8 @@ def expert_texts(args: argparse.Namespace) -> dict[str, list[str]]:
 
     labelled = getattr(args, "labelled", None)  # --labelled FILE: added by ir3de.cli.learn
     experts = expert_files(args, allow_empty=bool(labelled))
+    for name in experts:  # the one name rule, before any file is read
+        check_expert_name(name)
     fields = expert_fields(args, list(experts))
     texts = {
         name: list(read_texts(patterns, **read_options(args, name, patterns, fields[name])))

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ir3de.errors import ExpertError, InvalidInputError, TokenizerMismatchError
+from ir3de.errors import ExpertError, InvalidInputError, TokenizerMismatchError, check_expert_name
 from ir3de.fitting.adaptation import AdaptationBlock, add_blocks
 from ir3de.fitting.counting import TextCounter
 from ir3de.fitting.solve import column_normalize, gcv_curve, ridge_solve
@@ -181,13 +181,6 @@ class ExpertStatistics:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-
-
-def check_expert_name(name: object) -> str:
-    """``name`` if it is a non-empty string, else :class:`ExpertError`."""
-    if not isinstance(name, str) or not name.strip():
-        raise ExpertError(f"expert names must be non-empty strings, got {name!r}")
-    return name
 
 
 def check_experts(experts: object, what: str, kind: str = "texts") -> list[str]:

@@ -37,6 +37,7 @@ from ir3de.errors import (
     NotFittedError,
     UnknownExpertError,
     _a,
+    check_expert_name,
 )
 from ir3de.fitting.pipeline import ExpertStatistics
 from ir3de.router import Router
@@ -116,7 +117,11 @@ def handler_names(router: Router) -> list[str]:
     return names
 
 
-def _check_name(name: object) -> str:
+def _check_name(name: object, *, new: bool = False) -> str:
+    """A new expert's name follows the one name rule (:data:`ir3de.errors.EXPERT_NAME_RULE`); a name
+    the router already holds (an older artifact) only needs to be a non-empty string, so it loads."""
+    if new:
+        return check_expert_name(name)
     if not isinstance(name, str) or not name.strip():
         raise ExpertError(f"expert names must be non-empty strings, got {name!r}")
     return name
@@ -310,7 +315,7 @@ class ExpertRegistry(Generic[H]):
         )
 
     def _add(self, name: str, handler: H, change: Callable[[], object]) -> None:
-        self._check(name, handler)
+        self._check(name, handler, new=True)
         with self._lock:
             before = self._current.handlers
             if name in before:
@@ -421,7 +426,7 @@ class ExpertRegistry(Generic[H]):
                     "(the adapters' feedback(..., llm=...)) together with create_experts=True"
                 )
             for name, handler in extra.items():
-                self._check(name, handler)
+                self._check(name, handler, new=name not in before)
             during = {**before, **extra}
             self._change(during, during, lambda: self.router.learn(groups, create_experts=create_experts))
 
@@ -598,8 +603,8 @@ class ExpertRegistry(Generic[H]):
             MappingProxyType(dict(handlers)), tuple(self.router.experts), self.router.config.fallback
         )
 
-    def _check(self, name: object, handler: object) -> None:
-        _check_name(name)
+    def _check(self, name: object, handler: object, *, new: bool = False) -> None:
+        _check_name(name, new=new)
         if handler is None:
             raise InvalidInputError(f"expert {name!r} has no {self.kind} (got None)")
         if self._check_handler is not None:
