@@ -158,7 +158,7 @@ def weights_with_traffic(router: Any, traffic: Mapping[str, Any], weight: Traffi
 
     config = router.config
     names = router.experts
-    counts = [router.statistics[n] for n in names]
+    counts = [router.statistics[n].counts for n in names]
     a, b = fitting.level_matrices(counts, level=config.level, balance=config.balance, names=names)
     masses = [c.num_scored_texts for c in counts]
     w = balance_weights(masses, config.balance)

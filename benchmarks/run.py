@@ -289,7 +289,7 @@ def speed(
         )
         sizes[f"knn-{pooling}"] = folder_size(artifacts[f"knn-{pooling}"]) + model_bytes
 
-    long_prompts = _long_prompts(fitted["ir3de"].tokenizer, prompts, 1024, 6 if quick else 40)
+    long_prompts = _long_prompts(fitted["ir3de"].state.tokenizer, prompts, 1024, 6 if quick else 40)
     data = {
         "test": prompts,
         "long_prompts": long_prompts,

@@ -94,7 +94,7 @@ def _latency_pair(route: Any, tokenize: Any, prompts: list[str], rounds: int) ->
 def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Fitting throughput against tokenization, add_expert cost, and linear scaling (IR3DE only)."""
     from ir3de import Router, RouterConfig, TokenEmbeddings
-    from ir3de.fitting.pipeline import token_gram
+    from ir3de.fitting.pipeline import count_expert, token_gram
     from ir3de.fitting.solve import column_normalize, ridge_solve
     from ir3de.fitting.statistics import balance_weights, combine_grams
     from ir3de.table import RouteTable, compile_logits
@@ -112,7 +112,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         fit_s = _best_time(lambda: r.fit(train), 1 if quick else 3)
         # where the time goes: count (tokenize + histogram), Gram, solve, table
         t0 = time.perf_counter()
-        counts = {n: r._count(n, v) for n, v in train.items()}
+        counts = {n: count_expert(emb, v, name=n, level=r.config.level) for n, v in train.items()}
         t1 = time.perf_counter()
         grams = {n: token_gram(emb.matrix, c) for n, c in counts.items()}
         t2 = time.perf_counter()
@@ -145,7 +145,7 @@ def _ir3de_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     new_texts = data["add_expert_texts"]
     r = Router(emb, config=RouterConfig.paper(), device="cpu", progress=False).fit(data["train"])
     t0 = time.perf_counter()
-    counts = r._count("new", new_texts)
+    counts = count_expert(emb, new_texts, name="new", level=r.config.level)
     count_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     r.add_expert("new", counts)
@@ -182,6 +182,7 @@ def _defaults_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Fitting the library defaults against batch tokenization, on reasoning4 and on the largest
     scaling corpus (≥ 2M tokens in the full run), and the fixed per-fit cost (solve + table)."""
     from ir3de import Router, TokenEmbeddings
+    from ir3de.fitting.pipeline import count_expert
 
     emb = TokenEmbeddings.default()
     tok = emb.tokenizer
@@ -196,7 +197,7 @@ def _defaults_extras(data: dict[str, Any], quick: bool) -> dict[str, Any]:
         fit_s = _best_time(lambda: r.fit(train), repeats)
         t0 = time.perf_counter()
         for n, v in train.items():
-            r._count(n, v)
+            count_expert(emb, v, name=n, level=r.config.level)
         count_s = time.perf_counter() - t0
         return {
             "texts": len(texts),

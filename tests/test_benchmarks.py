@@ -100,7 +100,7 @@ def test_paper_torch_path_equals_ir3de(paper_router, smollm2, small_tests):
         paper_router.state.tokenizer,
         smollm2.matrix,
         paper_router.state.weights,
-        paper_router._excluded_ids,
+        paper_router.state.excluded_ids,
         paper_router.experts,
     )
     prompts = [*_prompts(small_tests), "   "]

@@ -368,6 +368,7 @@ def test_the_registry_imports_no_framework():
     below_router = {
         "ir3de.routing.tuning",
         "ir3de.fitting.pipeline",
+        "ir3de.fitting.adaptation",
         "ir3de.decision",
         "ir3de.errors",
         "ir3de.data.labelled",

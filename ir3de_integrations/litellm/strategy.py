@@ -66,7 +66,7 @@ class Ir3deRoutingStrategy(CustomRoutingStrategyBase):
         threshold: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        if not getattr(router, "is_fitted", False):
+        if not router.experts:
             raise Ir3deError("the ir3de router is not fitted: fit it or load it with Router.from_pretrained")
         self.router = router
         self.litellm_router = litellm_router
