@@ -37,3 +37,30 @@ def test_records_with_one_field_or_a_text_field_need_no_field_option(tmp_path, s
     both = _jsonl(tmp_path / "both.jsonl", [{"question": "a", "answer": "b"}])
     with pytest.raises(CorpusError, match="--field question"):
         list(read_texts(both))
+
+
+def test_push_to_an_unreachable_endpoint_is_one_line_and_exit_2(paper_router, tmp_path):
+    """Point 6: no traceback; one line naming the endpoint; exit 2 (as `pull` does)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    folder = paper_router.save_pretrained(tmp_path / "router")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"))
+    done = subprocess.run(
+        [sys.executable, "-m", "ir3de.cli", "push", str(folder), "org/router", "--token", "hf_fake"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("ir3de: error:") and endpoint in done.stderr
