@@ -64,3 +64,63 @@ def test_push_to_an_unreachable_endpoint_is_one_line_and_exit_2(paper_router, tm
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("ir3de: error:") and endpoint in done.stderr
+
+
+@pytest.fixture(scope="module")
+def default_router(smollm2, small_corpus):
+    from ir3de import Router
+
+    return Router(smollm2, device="cpu", progress=False).fit(small_corpus)
+
+
+def test_tune_on_a_small_perfectly_separated_set_keeps_confidence_calibrated(
+    default_router, smollm2, small_tests
+):
+    """Point 3: 24 prompts all routed right used to give T -> 0 and confidence 1.000 for 'hello there'."""
+    from ir3de import Router
+
+    router = Router(smollm2, config=default_router.config, device="cpu", progress=False)
+    router.fit_counts(default_router.statistics)
+    dev = {name: texts[:6] for name, texts in small_tests.items()}
+    assert all(router.route(t).expert == name for name, texts in dev.items() for t in texts)  # separable
+    vague = ("hello there", "IRS")
+    before = [router.route(p).confidence for p in vague]
+    t_before = router.config.effective_temperature
+    result = router.tune(dev, abstain="general")
+    assert result.temperature is not None and t_before / 3 < result.temperature < t_before * 3
+    after = [router.route(p).confidence for p in vague]
+    assert max(after) < 0.9, (before, after)
+    assert all(abs(a - b) < 0.15 for a, b in zip(after, before)), (before, after)
+
+
+def test_tune_needs_a_few_prompts_per_expert_and_names_the_short_one(default_router, smollm2, small_tests):
+    from ir3de import Router
+    from ir3de.errors import InvalidInputError
+
+    router = Router(smollm2, config=default_router.config, device="cpu", progress=False)
+    router.fit_counts(default_router.statistics)
+    dev = {name: texts[:6] for name, texts in small_tests.items()}
+    dev["code"] = dev["code"][:2]
+    with pytest.raises(InvalidInputError, match=r"at least 3 .*code \(2\)"):
+        router.tune(dev, abstain="general")
+    assert router.config == default_router.config  # nothing changed
+
+
+def test_the_prior_does_not_bias_a_large_calibration_set():
+    """The MAP estimate against the plain MLE: on 6000 prompts drawn from a known T and n0 both recover
+    them, with the prior centred far away (T0 = 3, n0 = 40)."""
+    import numpy as np
+
+    from ir3de.routing.calibration import fit_confidence
+
+    rng = np.random.default_rng(1)
+    n = rng.choice([1, 2, 3, 5, 10, 30, 100], size=6000)
+    z = rng.normal(size=(6000, 3)) * 2
+    logits = z * (n / (n + 6.0))[:, None] / 0.5
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    t_mle, n0_mle = fit_confidence(z, n, y)
+    t_map, n0_map = fit_confidence(z, n, y, prior=(3.0, 40.0))
+    assert t_map == pytest.approx(t_mle, rel=0.05) and n0_map == pytest.approx(n0_mle, rel=0.15)
+    assert t_map == pytest.approx(0.5, rel=0.15)
