@@ -22,6 +22,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from ir3de.serving.ownership import own_copy
+from ir3de.serving.registry import fitted_router
 from ir3de.serving.sessions import SessionStore
 
 from .capture import CapturedPrompts
@@ -66,8 +68,10 @@ class Gateway:
         if config.state_dir is not None:
             self.state = SharedState.open(config, router, load_router)
         else:
+            # a router of its own: admin changes never reach the caller's router object
             self.state = LocalState(
-                router if router is not None else load_router(config.router), config.experts
+                own_copy(fitted_router(router)) if router is not None else load_router(config.router),
+                config.experts,
             )
         self.sessions = SessionStore(ttl=config.session_ttl, max_sessions=config.max_sessions)
         self.conversation = config.conversation_settings()
@@ -107,8 +111,18 @@ class Gateway:
     def model_ids(self) -> list[str]:
         return [self.config.virtual_model, *self.upstreams.names()]
 
+    @property
+    def persisted(self) -> bool:
+        """Whether admin changes outlive this process (only with a ``state_dir``)."""
+        return self.config.state_dir is not None
+
     def start(self) -> None:
         """Open the upstream HTTP client and start following the shared state (the app's lifespan)."""
+        if not self.persisted and self.config.admin_token() is not None:
+            logger.warning(
+                "admin is on without a state folder: expert, traffic and tuning changes live in memory and "
+                "are lost on restart; pass --state-dir DIR (state_dir: in the config) to keep them"
+            )
         self.client = UpstreamClient(
             timeout=self.config.timeout, connect_timeout=self.config.connect_timeout, metrics=self.metrics
         )
