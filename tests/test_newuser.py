@@ -124,3 +124,37 @@ def test_the_prior_does_not_bias_a_large_calibration_set():
     t_map, n0_map = fit_confidence(z, n, y, prior=(3.0, 40.0))
     assert t_map == pytest.approx(t_mle, rel=0.05) and n0_map == pytest.approx(n0_mle, rel=0.15)
     assert t_map == pytest.approx(0.5, rel=0.15)
+
+
+def test_the_first_change_to_a_loaded_router_says_it_loads_the_embeddings(
+    default_router, small_corpus, tmp_path, caplog
+):
+    """Point 10: the 2-5 s wait of the first change is logged (and only the first)."""
+    import logging
+
+    from ir3de import Router
+
+    loaded = Router.from_pretrained(
+        default_router.save_pretrained(tmp_path / "r"), device="cpu", progress=False
+    )
+    with caplog.at_level(logging.INFO, logger="ir3de"):
+        loaded.route("What is 2 + 2?")
+        assert not [r for r in caplog.records if "loading" in r.getMessage()]  # routing needs none
+        loaded.update_expert("math", small_corpus["math"][:3])
+        loaded.update_expert("math", small_corpus["math"][3:6])
+    messages = [r.getMessage() for r in caplog.records if r.name == "ir3de"]
+    assert len([m for m in messages if m.startswith("loading the embeddings")]) == 1, messages
+    assert any("needed to change a loaded router" in m for m in messages)
+    assert any(m.startswith("loaded the embeddings") for m in messages)
+
+
+def test_cli_tune_without_a_fallback_names_the_flag_not_python(default_router, small_tests, tmp_path, capsys):
+    """Point 9: `ir3de tune` answered "pass abstain='general' ... or configure(fallback=...)"."""
+    folder = default_router.save_pretrained(tmp_path / "r")
+    dev = _jsonl(
+        tmp_path / "dev.jsonl",
+        [{"text": t, "label": name} for name, texts in small_tests.items() for t in texts[:5]],
+    )
+    assert main(["tune", str(folder), str(dev)]) == 2
+    err = capsys.readouterr().err
+    assert "--abstain NAME" in err and "abstain=" not in err and "configure(" not in err, err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Annotated, Any
 
@@ -81,6 +82,7 @@ class Gateway:
         self.capture = CapturedPrompts(config.adapt_capture)  # routed prompts kept to adapt on (opt-in)
         self.adapt_task: asyncio.Task[None] | None = None  # the adapt_every adaptation running now
         self.started = time.time()
+        self.preload: threading.Thread | None = None
         self.metrics.revision.set(self.state.revision)
         self.state.on_swap = self._swapped
 
@@ -116,8 +118,21 @@ class Gateway:
         """Whether admin changes outlive this process (only with a ``state_dir``)."""
         return self.config.state_dir is not None
 
+    def _load_embeddings(self) -> None:
+        try:
+            self.router.embeddings  # noqa: B018 - loads them (the router logs it)
+        except Exception as e:  # a change would meet the same error and answer it; say it now too
+            logger.warning("could not load the router's embeddings in the background: %s", e)
+
     def start(self) -> None:
         """Open the upstream HTTP client and start following the shared state (the app's lifespan)."""
+        if self.config.admin_token() is not None:
+            # the first admin change of a loaded router would wait for its embeddings (seconds): load
+            # them now, off the request path (routing never needs them)
+            self.preload = threading.Thread(
+                target=self._load_embeddings, name="ir3de-load-embeddings", daemon=True
+            )
+            self.preload.start()
         if not self.persisted and self.config.admin_token() is not None:
             logger.warning(
                 "admin is on without a state folder: expert, traffic and tuning changes live in memory and "

@@ -146,3 +146,28 @@ def test_the_decision_in_the_body_explains_a_conversation_switch(start_gateway):
         assert d2["margin"] > d2["required_margin"]
     else:
         assert d2["expert"] == "math" and d2["margin"] <= d2["required_margin"]
+
+
+def test_admin_gateway_loads_the_embeddings_in_the_background(
+    start_gateway, gateway_router_folder, monkeypatch, caplog
+):
+    """Point 10: with admin on, the embeddings load at start, so the first change does not wait."""
+    from ir3de import Router
+
+    router = Router.from_pretrained(gateway_router_folder, device="cpu", progress=False)  # no embeddings
+    monkeypatch.setenv("GW_NEWUSER_ADMIN", TOKEN)
+    with caplog.at_level(logging.INFO, logger="ir3de"):
+        gw = start_gateway(router=router, admin_token_env="GW_NEWUSER_ADMIN")
+        preload = gw.app.state.gateway.preload
+        assert preload is not None
+        preload.join(timeout=300)
+        assert not preload.is_alive()
+        loaded = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded the embeddings")
+        ]
+        assert len(loaded) == 1
+        r = httpx.post(
+            f"{gw.url}/admin/feedback", headers=AUTH, json={"feedback": [{"prompt": MATH, "expert": "math"}]}
+        )
+        assert r.status_code == 200, r.text
+    assert len([r for r in caplog.records if r.getMessage().startswith("loading the embeddings")]) == 1
