@@ -158,3 +158,24 @@ def test_cli_tune_without_a_fallback_names_the_flag_not_python(default_router, s
     assert main(["tune", str(folder), str(dev)]) == 2
     err = capsys.readouterr().err
     assert "--abstain NAME" in err and "abstain=" not in err and "configure(" not in err, err
+
+
+def test_minor_cli_edges(default_router, small_corpus, tmp_path, capsys):
+    """Minor points: route refuses fit options; one prompt is singular; a tiny corpus is warned about."""
+    folder = default_router.save_pretrained(tmp_path / "r")
+    assert main(["route", str(folder), "What is 2 + 2?", "--lam", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--lam" in err and "ir3de fit" in err
+    assert main(["route", str(folder), "What is 2 + 2?", "--level", "token"]) == 2
+    capsys.readouterr()
+    labelled = _jsonl(tmp_path / "one.jsonl", [{"text": "Solve 3x + 5 = 11", "label": "math"}])
+    assert main(["learn", str(folder), str(labelled), "-o", str(tmp_path / "learned")]) == 0
+    assert "learned 1 labelled prompt in" in capsys.readouterr().out
+    math = _jsonl(tmp_path / "math.jsonl", [{"text": t} for t in small_corpus["math"][:20]])
+    code = _jsonl(tmp_path / "code.jsonl", [{"text": t} for t in small_corpus["code"][:60]])
+    out = tmp_path / "tiny"
+    assert (
+        main(["fit", "--expert", f"math={math}", "--expert", f"code={code}", "--quiet", "-o", str(out)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "few texts for math (20)" in err and "code" not in err.split("few texts for", 1)[1].split(":")[0]
