@@ -80,7 +80,7 @@ def test_tune_on_a_small_perfectly_separated_set_keeps_confidence_calibrated(
     from ir3de import Router
 
     router = Router(smollm2, config=default_router.config, device="cpu", progress=False)
-    router.fit_counts(default_router.statistics)
+    router.fit(default_router.statistics)
     dev = {name: texts[:6] for name, texts in small_tests.items()}
     assert all(router.route(t).expert == name for name, texts in dev.items() for t in texts)  # separable
     vague = ("hello there", "IRS")
@@ -98,7 +98,7 @@ def test_tune_needs_a_few_prompts_per_expert_and_names_the_short_one(default_rou
     from ir3de.errors import InvalidInputError
 
     router = Router(smollm2, config=default_router.config, device="cpu", progress=False)
-    router.fit_counts(default_router.statistics)
+    router.fit(default_router.statistics)
     dev = {name: texts[:6] for name, texts in small_tests.items()}
     dev["code"] = dev["code"][:2]
     with pytest.raises(InvalidInputError, match=r"at least 3 .*code \(2\)"):
@@ -140,8 +140,8 @@ def test_the_first_change_to_a_loaded_router_says_it_loads_the_embeddings(
     with caplog.at_level(logging.INFO, logger="ir3de"):
         loaded.route("What is 2 + 2?")
         assert not [r for r in caplog.records if "loading" in r.getMessage()]  # routing needs none
-        loaded.update_expert("math", small_corpus["math"][:3])
-        loaded.update_expert("math", small_corpus["math"][3:6])
+        loaded.add_expert("math", small_corpus["math"][:3], update=True)
+        loaded.add_expert("math", small_corpus["math"][3:6], update=True)
     messages = [r.getMessage() for r in caplog.records if r.name == "ir3de"]
     assert len([m for m in messages if m.startswith("loading the embeddings")]) == 1, messages
     assert any("needed to change a loaded router" in m for m in messages)

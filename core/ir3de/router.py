@@ -699,7 +699,6 @@ def record_evaluation(router: Router, evaluation: Mapping[str, Any] | None) -> N
     with router._lock:
         record = None if evaluation is None else dict(evaluation)
         router._state = dataclasses.replace(router.state, evaluation=record)
-        return result
 
 
 def _describe(source: Mapping[str, Any]) -> str:

@@ -79,7 +79,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for n, s in router.statistics.items()
     )
     print(f"fitted {len(router.experts)} experts in {elapsed:.2f} s ({sizes}); saved to {out}")
-    tiny = [f"{n} ({c.num_texts})" for n, c in router.statistics.items() if c.num_texts < FEW_TEXTS]
+    tiny = [
+        f"{n} ({s.counts.num_texts})" for n, s in router.statistics.items() if s.counts.num_texts < FEW_TEXTS
+    ]
     if tiny:
         print(
             f"ir3de: warning: few texts for {', '.join(tiny)}: with fewer than {FEW_TEXTS} texts an expert's "

@@ -12,7 +12,7 @@ from ir3de_integrations.langchain._registry import ExpertRegistry
 
 
 def test_two_adapters_on_one_router_do_not_break_each_other(fresh_router, make_experts, small_tests):
-    experts_before = list(fresh_router.experts)
+    experts_before = tuple(fresh_router.experts)
     chat = RoutingChatModel(fresh_router, make_experts(fresh_router.experts))
     routed = RouterRunnable(fresh_router, make_experts(fresh_router.experts))
     medical = load_domain("medical")

@@ -10,8 +10,8 @@ from ir3de_integrations.llama_index import RoutingLLM
 
 
 def test_two_routing_llms_on_one_router_own_their_experts(paper_router):
-    experts_before = list(paper_router.experts)
-    table_before = paper_router.table.logits.copy()
+    experts_before = tuple(paper_router.experts)
+    table_before = paper_router.state.table.logits.copy()
     first = RoutingLLM(paper_router, {n: MockLLM() for n in paper_router.experts})
     second = RoutingLLM(paper_router, {n: MockLLM() for n in paper_router.experts})
     medical = load_domain("medical")
@@ -19,4 +19,4 @@ def test_two_routing_llms_on_one_router_own_their_experts(paper_router):
     assert "medical" in first.router.experts and "medical" not in second.router.experts
     probe = next(t for t in medical[300:340] if first.router.route(t).expert == "medical")
     second.complete(probe)  # routes with its own experts, no UnknownExpertError
-    assert paper_router.experts == experts_before and (paper_router.table.logits == table_before).all()
+    assert paper_router.experts == experts_before and (paper_router.state.table.logits == table_before).all()

@@ -19,7 +19,6 @@ from ir3de.errors import (
     NotFittedError,
     UnknownExpertError,
 )
-from ir3de.serving.error_codes import ERROR_CODES, error_code, for_surface, http_status
 
 TOKEN = "n3w-user"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -34,7 +33,7 @@ def admin_gateway(start_gateway, fresh_router, monkeypatch):
 
 
 def test_admin_changes_never_reach_the_callers_router(admin_gateway, fresh_router, echo_upstreams):
-    experts_before, table_before = list(fresh_router.experts), fresh_router.table.logits.copy()
+    experts_before, table_before = tuple(fresh_router.experts), fresh_router.state.table.logits.copy()
     r = httpx.post(
         f"{admin_gateway.url}/admin/experts",
         headers=AUTH,
@@ -47,7 +46,7 @@ def test_admin_changes_never_reach_the_callers_router(admin_gateway, fresh_route
     )
     assert r.status_code == 201, r.text
     assert "medical" in admin_gateway.app.state.gateway.router.experts
-    assert fresh_router.experts == experts_before and (fresh_router.table.logits == table_before).all()
+    assert fresh_router.experts == experts_before and (fresh_router.state.table.logits == table_before).all()
 
 
 def test_without_state_dir_admin_answers_say_not_persisted_and_start_up_logs_it(
@@ -99,6 +98,8 @@ def test_gateway_tune_without_any_fallback_says_what_to_send(
 
 
 def test_one_mapping_from_error_type_to_code_status_and_hint():
+    from ir3de.serving.error_codes import ERROR_CODES, error_code, for_surface, http_status
+
     # every ir3de error type has a snake_case code; subclasses come before their bases
     kinds = [kind for kind, _, _ in ERROR_CODES]
     for i, kind in enumerate(kinds):
