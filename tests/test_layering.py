@@ -27,7 +27,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     for layer in (
         "errors",
         # pure math and data types on arrays
-        "fitting.statistics table fitting.solve decision routing.calibration data.corpus sanitize",
+        "fitting.statistics table fitting.solve decision routing.calibration data.corpus sanitize "
+        "serving.error_codes",
         "fitting.counting routing.selectors data.datasets data.labelled data.unlabelled",
         # on-disk format, settings, the one fitting pipeline, the tokenizer + embedding source
         "artifacts.format config fitting.adaptation fitting.pipeline embeddings artifacts.model_card",
@@ -41,7 +42,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "router",
         # above Router, public API only
         "artifacts.stat_packs evaluation.evaluate evaluation.plots serving.registry cli.progress "
-        "serving.feedback serving.sessions",
+        "serving.feedback serving.sessions serving.ownership",
     )
 )
 

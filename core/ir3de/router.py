@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -46,6 +47,8 @@ from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
 from ir3de.fitting.statistics import ExpertCounts, TrafficSummary
 from ir3de.routing import prompts as routing
 from ir3de.routing import tuning
+
+logger = logging.getLogger("ir3de")
 
 if TYPE_CHECKING:
     from ir3de.data.labelled import LabelledData
@@ -138,9 +141,14 @@ class Router:
                 from ir3de.embeddings import TokenEmbeddings
 
                 source = self._provenance["embedding_source"]
+                what = "the default embeddings" if source is None else f"the embeddings {_describe(source)}"
+                # a loaded router routes without them; its first change (add_expert, learn, ...) waits here
+                logger.info("loading %s (needed to change a loaded router; usually a few seconds)", what)
+                start = time.perf_counter()
                 self._attach_embeddings(
                     TokenEmbeddings.default() if source is None else TokenEmbeddings.from_source(source)
                 )
+                logger.info("loaded %s in %.1f s", what, time.perf_counter() - start)
             assert self._embeddings is not None
             return self._embeddings
 
@@ -691,3 +699,11 @@ def record_evaluation(router: Router, evaluation: Mapping[str, Any] | None) -> N
     with router._lock:
         record = None if evaluation is None else dict(evaluation)
         router._state = dataclasses.replace(router.state, evaluation=record)
+
+
+def _describe(source: Mapping[str, Any]) -> str:
+    """A short name of an embedding source for log lines (its model id or file, else its kind)."""
+    for key in ("model_id", "repo_id", "file", "path", "kind"):
+        if source.get(key):
+            return str(source[key])
+    return "recorded in the router"

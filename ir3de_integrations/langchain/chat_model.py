@@ -16,6 +16,8 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, PrivateAttr
 
 from ir3de.errors import ExpertError
+from ir3de.serving.ownership import own_copy
+from ir3de.serving.registry import fitted_router
 
 from .._conversation import ConversationOptions
 from ._conversation import session_id_from
@@ -135,6 +137,8 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
             kwargs.get("conversation"), kwargs.get("route_on"), kwargs.get("session_store")
         )
         kwargs["conversation"], kwargs["session_store"] = options.settings, options.store
+        if not isinstance(experts, ExpertRegistry):
+            router = own_copy(fitted_router(router))  # expert changes here never reach the caller's router
         super().__init__(router=router, **kwargs)
         self._conversation = options
         self._registry = experts if isinstance(experts, ExpertRegistry) else ExpertRegistry(router, experts)

@@ -13,6 +13,9 @@ from langchain_core.runnables.config import get_executor_for_config
 from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from ir3de.serving.ownership import own_copy
+from ir3de.serving.registry import fitted_router
+
 from .._conversation import ConversationOptions
 from ._conversation import input_messages, session_id_from
 from ._mixin import ExpertsMixin
@@ -87,6 +90,8 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
         **kwargs: Any,
     ) -> None:
         options = self._conversation_options(conversation, route_on, session_store)
+        if not isinstance(experts, ExpertRegistry):
+            router = own_copy(fitted_router(router))  # expert changes here never reach the caller's router
         super().__init__(
             router=router,
             input_key=input_key,
@@ -97,6 +102,7 @@ class RouterRunnable(ExpertsMixin, RunnableSerializable[Any, Any]):
             **kwargs,
         )
         self._conversation = options
+        # a registry passed in is shared on purpose (live expert changes across faces)
         self._registry = experts if isinstance(experts, ExpertRegistry) else ExpertRegistry(router, experts)
 
     @classmethod

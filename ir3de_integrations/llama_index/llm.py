@@ -46,7 +46,8 @@ from ir3de.errors import InvalidInputError
 from ir3de.router import Router
 from ir3de.routing.conversation import ConversationSettings
 from ir3de.serving.feedback import Feedback, RecentRoutes, user_text
-from ir3de.serving.registry import ExpertRegistry, Routed
+from ir3de.serving.ownership import own_copy
+from ir3de.serving.registry import ExpertRegistry, Routed, fitted_router
 from ir3de.serving.sessions import SessionStore
 
 from .._conversation import ConversationOptions, route_chat, settings_for
@@ -121,7 +122,10 @@ class RoutingLLM(LLM):
             **kwargs,
         )
         self._conversation = options
-        self._registry = ExpertRegistry(router, llms, kind="LLM", check_handler=_check_llm)
+        # a router of its own: add_expert/remove_expert here never change the caller's router
+        self._registry = ExpertRegistry(
+            own_copy(fitted_router(router)), llms, kind="LLM", check_handler=_check_llm
+        )
 
     @classmethod
     def from_pretrained(

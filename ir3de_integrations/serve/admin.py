@@ -51,7 +51,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from ir3de.errors import ExpertNameError, Ir3deError, UnknownExpertError, check_expert_name
+from ir3de.errors import ExpertNameError, Ir3deError, check_expert_name
+from ir3de.serving.error_codes import error_code, for_surface, http_status
 from ir3de.serving.registry import ExpertRegistry
 
 from .config import ConfigError, UpstreamConfig
@@ -177,7 +178,9 @@ async def _apply(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
     except Ir3deError as e:
         raise GatewayError(
-            404 if isinstance(e, (UnknownExpertError, KeyError)) else 400, str(e), code=type(e).__name__
+            http_status(e) if http_status(e) != 500 else 400,
+            for_surface(str(e), "http"),
+            code=error_code(e),
         ) from None
     except (ValueError, TypeError) as e:  # the input cannot be learned from (e.g. prompts with no token)
         raise GatewayError(400, f"the request cannot be applied: {e}", code="invalid_input") from None
@@ -198,6 +201,11 @@ def _add_from_pack(registry: ExpertRegistry[Upstream], name: str, handler: Upstr
     router = registry.router
     data.check_compatible(router.state.fingerprint, "the router")
     registry.add_counts(name, handler, data.counts, data.description, traffic=getattr(data, "traffic", None))
+
+
+def _changed(gw: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a change: ``persisted`` says whether it outlives a restart (only with a state_dir)."""
+    return {**body, "persisted": bool(gw.persisted)}
 
 
 def _listing(gw: Any) -> dict[str, Any]:
@@ -256,7 +264,7 @@ def admin_routes() -> APIRouter:
             else:
                 await _apply(gw.change, lambda reg: reg.add(name, handler, texts, description))
             gw.upstreams.take_direct(name)  # it is routable now: the registry holds its upstream
-        return JSONResponse(_listing(gw), status_code=201)
+        return JSONResponse(_changed(gw, _listing(gw)), status_code=201)
 
     @routes.patch("/experts/{name:path}")
     async def update_expert(name: str, request: Request) -> Response:
@@ -273,7 +281,7 @@ def admin_routes() -> APIRouter:
             _require_expert(gw, name)
             handler = Upstream.from_config(name, upstream) if upstream is not None else None
             await _apply(gw.change, lambda reg: reg.update(name, texts, handler=handler))
-        return JSONResponse(_listing(gw))
+        return JSONResponse(_changed(gw, _listing(gw)))
 
     @routes.delete("/experts/{name:path}")
     async def remove_expert(name: str, request: Request) -> Response:
@@ -288,7 +296,7 @@ def admin_routes() -> APIRouter:
                     code="expert_in_use",
                 )
             await _apply(gw.change, lambda reg: reg.remove(name))
-        return JSONResponse(_listing(gw))
+        return JSONResponse(_changed(gw, _listing(gw)))
 
     @routes.post("/feedback")
     async def feedback(request: Request) -> Response:
@@ -327,7 +335,9 @@ def admin_routes() -> APIRouter:
                     code="expert_not_found",
                 )
             applied = await _apply(gw.change, lambda reg: apply_feedback(reg, pairs))
-        return JSONResponse({"applied": applied, "traffic": traffic_summary(gw.router)["experts"]})
+        return JSONResponse(
+            _changed(gw, {"applied": applied, "traffic": traffic_summary(gw.router)["experts"]})
+        )
 
     @routes.post("/tune")
     async def tune(request: Request) -> Response:
@@ -345,7 +355,7 @@ def admin_routes() -> APIRouter:
                 param="held_out",
             )
         target = data.get("target_precision", 0.95)
-        abstain = data.get("abstain")
+        abstain = data.get("abstain", gw.config.fallback)  # the gateway's own fallback abstains by default
         if isinstance(target, bool) or not isinstance(target, (int, float)):
             raise GatewayError(400, "'target_precision' must be a number in (0, 1]", param="target_precision")
         if abstain is not None and not isinstance(abstain, str):
@@ -361,7 +371,7 @@ def admin_routes() -> APIRouter:
                     code="expert_not_found",
                 )
             tuned = await _apply(gw.change, lambda reg: reg.tune(held_out, float(target), **options))
-        return JSONResponse({"tuned": tuned.to_dict()})
+        return JSONResponse(_changed(gw, {"tuned": tuned.to_dict()}))
 
     @routes.get("/traffic")
     async def get_traffic(request: Request) -> Response:
@@ -374,7 +384,7 @@ def admin_routes() -> APIRouter:
         async with gw.admin_lock:
             await _synced(gw)
             await _apply(gw.change, lambda reg: forget_traffic(reg, None))
-        return JSONResponse(traffic_summary(gw.router))
+        return JSONResponse(_changed(gw, traffic_summary(gw.router)))
 
     @routes.delete("/traffic/{name:path}")
     async def forget_expert_traffic(name: str, request: Request) -> Response:
@@ -383,7 +393,7 @@ def admin_routes() -> APIRouter:
             await _synced(gw)
             _require_expert(gw, name)
             await _apply(gw.change, lambda reg: forget_traffic(reg, name))
-        return JSONResponse(traffic_summary(gw.router))
+        return JSONResponse(_changed(gw, traffic_summary(gw.router)))
 
     @routes.get("/revisions")
     async def revisions(request: Request) -> Response:

@@ -126,7 +126,9 @@ def choose(
         if decision.abstained:
             gw.metrics.abstentions.inc()
     elif model in gw.upstreams:
-        decision = GatewayDecision(model, 1.0, model, routed=False)
+        decision = GatewayDecision(
+            model, 1.0, model, routed=False, reason=f"the request named {model!r} as its model"
+        )
         upstream, revision = gw.state.routed(lambda: gw.upstreams.get(model))
     else:
         raise GatewayError(

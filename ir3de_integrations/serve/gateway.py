@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from ir3de.serving.ownership import own_copy
+from ir3de.serving.registry import fitted_router
 from ir3de.serving.sessions import SessionStore
 
 from .capture import CapturedPrompts
@@ -66,8 +69,10 @@ class Gateway:
         if config.state_dir is not None:
             self.state = SharedState.open(config, router, load_router)
         else:
+            # a router of its own: admin changes never reach the caller's router object
             self.state = LocalState(
-                router if router is not None else load_router(config.router), config.experts
+                own_copy(fitted_router(router)) if router is not None else load_router(config.router),
+                config.experts,
             )
         self.sessions = SessionStore(ttl=config.session_ttl, max_sessions=config.max_sessions)
         self.conversation = config.conversation_settings()
@@ -77,6 +82,7 @@ class Gateway:
         self.capture = CapturedPrompts(config.adapt_capture)  # routed prompts kept to adapt on (opt-in)
         self.adapt_task: asyncio.Task[None] | None = None  # the adapt_every adaptation running now
         self.started = time.time()
+        self.preload: threading.Thread | None = None
         self.metrics.revision.set(self.state.revision)
         self.state.on_swap = self._swapped
 
@@ -107,8 +113,31 @@ class Gateway:
     def model_ids(self) -> list[str]:
         return [self.config.virtual_model, *self.upstreams.names()]
 
+    @property
+    def persisted(self) -> bool:
+        """Whether admin changes outlive this process (only with a ``state_dir``)."""
+        return self.config.state_dir is not None
+
+    def _load_embeddings(self) -> None:
+        try:
+            self.router.embeddings  # noqa: B018 - loads them (the router logs it)
+        except Exception as e:  # a change would meet the same error and answer it; say it now too
+            logger.warning("could not load the router's embeddings in the background: %s", e)
+
     def start(self) -> None:
         """Open the upstream HTTP client and start following the shared state (the app's lifespan)."""
+        if self.config.admin_token() is not None:
+            # the first admin change of a loaded router would wait for its embeddings (seconds): load
+            # them now, off the request path (routing never needs them)
+            self.preload = threading.Thread(
+                target=self._load_embeddings, name="ir3de-load-embeddings", daemon=True
+            )
+            self.preload.start()
+        if not self.persisted and self.config.admin_token() is not None:
+            logger.warning(
+                "admin is on without a state folder: expert, traffic and tuning changes live in memory and "
+                "are lost on restart; pass --state-dir DIR (state_dir: in the config) to keep them"
+            )
         self.client = UpstreamClient(
             timeout=self.config.timeout, connect_timeout=self.config.connect_timeout, metrics=self.metrics
         )

@@ -48,6 +48,11 @@ class GatewayDecision:
         abstained: True when the fallback was taken (low confidence or no routable text).
         switched: True when this session's previous request went to another expert.
         routed: False when the request named an expert directly (no routing happened).
+        reason: one line saying why this expert (the conversation's stickiness, or the fallback).
+        margin: the top expert's score lead over the session's previous expert (``None`` without one).
+        required_margin: the lead a switch away from the previous expert needs (``None`` when no
+            routing happened).
+        previous_expert: the session's previous expert (``None`` for a new or unnamed session).
     """
 
     expert: str
@@ -56,6 +61,10 @@ class GatewayDecision:
     abstained: bool = False
     switched: bool = False
     routed: bool = True
+    reason: str | None = None
+    margin: float | None = None
+    required_margin: float | None = None
+    previous_expert: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +74,10 @@ class GatewayDecision:
             "abstained": self.abstained,
             "switched": self.switched,
             "routed": self.routed,
+            "reason": self.reason,
+            "margin": self.margin,
+            "required_margin": self.required_margin,
+            "previous_expert": self.previous_expert,
         }
 
 
@@ -127,17 +140,40 @@ def _final(
                 param="messages",
             ) from None
         return (
-            GatewayDecision(fallback, 0.0, None, abstained=True, switched=previous not in (None, fallback)),
+            GatewayDecision(
+                fallback,
+                0.0,
+                None,
+                abstained=True,
+                switched=previous not in (None, fallback),
+                reason=f"no message has routable text: the fallback {fallback!r}",
+                previous_expert=previous,
+            ),
             fallback_handler(fallback),
         )
     top = d.top_expert if d.top_expert is not None else d.expert
     abstain = d.fallback_used or (fallback is not None and d.confidence < threshold)
     expert = d.expert
+    reason: str | None = getattr(d, "reason", None)
     if abstain and fallback is not None and fallback != d.expert:
         expert, handler = fallback, fallback_handler(fallback)
+        reason = (
+            f"confidence {d.confidence:.3f} in {top!r} is below the gateway's threshold {threshold:g}: "
+            f"the fallback {fallback!r}"
+        )
+    margin = getattr(d, "margin", None)
+    required = getattr(d, "required_margin", None)
     return (
         GatewayDecision(
-            expert, d.confidence, top, abstained=abstain, switched=previous not in (None, expert)
+            expert,
+            d.confidence,
+            top,
+            abstained=abstain,
+            switched=previous not in (None, expert),
+            reason=reason,
+            margin=None if margin is None else float(margin),
+            required_margin=None if required is None else float(required),
+            previous_expert=previous,
         ),
         handler,
     )

@@ -108,11 +108,14 @@ def test_traffic_learn_and_forget_are_pure_and_exact() -> None:
 
 def test_tune_returns_settings_without_changing_its_inputs(state, toy_tokenizer) -> None:
     config = RouterConfig(selector="avg")
-    held_out = {"math": ["solve x plus x", "integral prime"], "code": ["def loop", "import class"]}
+    held_out = {
+        "math": ["solve x plus x", "integral prime", "solve integral"],
+        "code": ["def loop", "import class", "def class"],
+    }
     settings, result = tuning.tune(state, config, held_out, 0.5, abstain="general")
     assert config == RouterConfig(selector="avg")
     assert set(settings) == {"temperature", "evidence_tokens", "fallback", "threshold", "thresholds"}
-    assert settings["fallback"] == result.fallback == "general" and result.n == 4
+    assert settings["fallback"] == result.fallback == "general" and result.n == 6
     tuned = dataclasses.replace(config, **settings)
     prompts = [p for ps in held_out.values() for p in ps]
     routed = routing.route_batch(state, tuned, prompts)

@@ -23,10 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -312,21 +314,60 @@ def push_folder(
         raise ArtifactError(
             f"cannot push to the Hub: offline mode is on (HF_HUB_OFFLINE=1); unset it to push {path}"
         )
-    api = HfApi(endpoint=hub_endpoint(), token=token, library_name="ir3de")
-    target = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision and revision != "main" and not create_pr:
-        api.create_branch(target, branch=revision, exist_ok=True)
-    render = render_model_card if kind == "router" else render_stat_pack_card
-    operations = [CommitOperationAdd(n, str(path / n)) for n in (_KINDS[kind][0], *names)]
-    operations.append(CommitOperationAdd(artifact.CARD_FILE, render(config, target).encode("utf-8")))
-    what = "router" if kind == "router" else f"stat pack of expert {config['expert']['name']!r}"
-    return api.create_commit(
-        target,
-        operations=operations,
-        commit_message=commit_message or f"Upload ir3de {what}",
-        revision=revision,
-        create_pr=create_pr,
-    )
+    endpoint = hub_endpoint()
+    api = HfApi(endpoint=endpoint, token=token, library_name="ir3de")
+    with _network_errors(f"pushing {path} to Hub repo {repo_id!r} at {endpoint}"):
+        target = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision and revision != "main" and not create_pr:
+            api.create_branch(target, branch=revision, exist_ok=True)
+        render = render_model_card if kind == "router" else render_stat_pack_card
+        operations = [CommitOperationAdd(n, str(path / n)) for n in (_KINDS[kind][0], *names)]
+        operations.append(CommitOperationAdd(artifact.CARD_FILE, render(config, target).encode("utf-8")))
+        what = "router" if kind == "router" else f"stat pack of expert {config['expert']['name']!r}"
+        return api.create_commit(
+            target,
+            operations=operations,
+            commit_message=commit_message or f"Upload ir3de {what}",
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport-error classes of the HTTP client huggingface_hub uses: httpx (1.x), its httpx2
+    fork (2.x), or requests (0.x) — whichever are installed."""
+    found: list[type[BaseException]] = []
+    for module, names in (
+        ("httpx", ("TransportError",)),
+        ("httpx2", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found.extend(getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type))
+    return tuple(found)
+
+
+@contextlib.contextmanager
+def _network_errors(doing: str) -> Iterator[None]:
+    """Turn a transport failure (no server, DNS, TLS, timeout) or an HTTP error answer of the Hub into
+    one :class:`ArtifactError` that names the endpoint, so the CLI prints one line, not a traceback."""
+    from huggingface_hub import errors
+
+    try:
+        yield
+    except _transport_errors() as e:
+        raise ArtifactError(
+            f"{doing} failed: cannot reach the endpoint ({type(e).__name__}: {e}); check the network and "
+            "HF_ENDPOINT"
+        ) from e
+    except errors.HfHubHTTPError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ArtifactError(
+            f"{doing} failed: {first}; check the repo id, token= (--token) and HF_ENDPOINT"
+        ) from e
 
 
 def push_saved(obj: SavesPretrained, repo_id: str, **push_kwargs: Any) -> Any:

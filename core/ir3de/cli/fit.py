@@ -4,6 +4,7 @@ registered in the ``ir3de.fit_engines`` entry-point group, e.g. ``ray``, Ray Dat
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -31,6 +32,9 @@ __all__ = ["ENGINE_GROUP", "register"]
 #: Entry-point group of fitting engines: ``name = "package.module:function"``, where the function
 #: takes ``(args, router)`` and fits ``router`` from the parsed ``ir3de fit`` arguments.
 ENGINE_GROUP = "ir3de.fit_engines"
+
+#: Fewer training texts than this for an expert: `ir3de fit` warns that its statistics are thin.
+FEW_TEXTS = 50
 
 
 def _engines() -> dict[str, Any]:
@@ -75,6 +79,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for n, s in router.statistics.items()
     )
     print(f"fitted {len(router.experts)} experts in {elapsed:.2f} s ({sizes}); saved to {out}")
+    tiny = [
+        f"{n} ({s.counts.num_texts})" for n, s in router.statistics.items() if s.counts.num_texts < FEW_TEXTS
+    ]
+    if tiny:
+        print(
+            f"ir3de: warning: few texts for {', '.join(tiny)}: with fewer than {FEW_TEXTS} texts an expert's "
+            "token statistics are thin and its routes unreliable; add text (a few hundred per expert)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

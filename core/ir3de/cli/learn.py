@@ -81,7 +81,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         summary = {n: s.to_dict() for n, s in router.traffic.items()}
         print(json.dumps({"router": str(out), "learned": len(data), "created": created, "traffic": summary}))
         return 0
-    print(f"learned {len(data)} labelled prompts in {elapsed * 1000:.0f} ms; saved to {out}")
+    noun = "labelled prompt" if len(data) == 1 else "labelled prompts"
+    print(f"learned {len(data)} {noun} in {elapsed * 1000:.0f} ms; saved to {out}")
     if created:
         print(f"  new experts (their prompts are their corpus): {created}")
     print("\n".join(_summary_lines(router)))

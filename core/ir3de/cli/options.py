@@ -296,18 +296,8 @@ def settings_error(e: ValueError) -> CliUsageError:
 
 
 def cli_message(message: str) -> str:
-    """Error messages written for Python callers, with the command's own flags instead."""
-    for python, flags in CLI_HINTS:
-        message = message.replace(python, flags)
-    return message
+    """Error messages written for Python callers, with the command's own flags instead
+    (:func:`ir3de.serving.error_codes.for_surface`, the one table the gateway uses too)."""
+    from ir3de.serving.error_codes import for_surface
 
-
-CLI_HINTS: tuple[tuple[str, str], ...] = (
-    ("pass a non-empty prompt or set Router(fallback='name') to route such prompts",
-     "pass a non-empty prompt, or --fallback NAME to route such prompts"),
-    ("set Router(fallback='name')", "pass --fallback NAME"),
-    ("Router(fallback='name')", "--fallback NAME"),
-    ("pass fallback='general' (or any name)", "pass --fallback NAME"),
-    ("or use Router(level='token')", "or refit with --level token"),
-    ("call fit({...}) or Router.from_pretrained(folder)", "fit one with `ir3de fit`"),
-)  # fmt: skip
+    return for_surface(message, "cli")

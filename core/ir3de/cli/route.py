@@ -18,6 +18,7 @@ from ir3de.cli.options import (
     router_settings,
     settings_error,
 )
+from ir3de.config import STATISTICS_SETTINGS
 from ir3de.errors import Ir3deError
 
 if TYPE_CHECKING:
@@ -153,8 +154,15 @@ def cmd_route(args: argparse.Namespace) -> int:
     prompts = _read_prompts(args)
     if not prompts:
         raise CliUsageError("give prompts as arguments or on standard input (one per line)")
-    router = Router.from_pretrained(args.router, device="cpu")
     settings = router_settings(args)
+    refit = [f"--{k.replace('_', '-')}" for k in settings if k in STATISTICS_SETTINGS]
+    if refit:  # they would re-solve the router on every call, silently, and not be saved
+        raise CliUsageError(
+            f"{', '.join(refit)} change{'s' if len(refit) == 1 else ''} how the router is fitted, not how it "
+            "routes: `ir3de route` only routes; refit with `ir3de fit ... "
+            f"{' '.join(refit)} ...` (or `ir3de learn`/`ir3de tune` for traffic and thresholds)"
+        )
+    router = Router.from_pretrained(args.router, device="cpu")
     if settings:
         try:
             router.configure(**settings)

@@ -9,7 +9,8 @@ are decompressed on the fly:
 suffix        records
 ============  ========================================================================
 ``.txt``      one text per non-blank line (``whole_file=True``: the whole file is one text)
-``.jsonl``    one JSON value per non-blank line: a string, or an object read with ``field``
+``.jsonl``    one JSON value per non-blank line: a string, or an object read with ``field`` (not needed
+              when the object has one field or a field named ``text``)
 ``.json``     a JSON list of strings or objects
 ``.csv``      rows of a CSV file with a header row; ``field`` names the column
 ``.parquet``  rows of a Parquet file (needs ``pyarrow``); ``field`` names the column
@@ -449,11 +450,22 @@ def _read_txt(path: Path, gz: bool) -> Iterator[str]:
             yield line
 
 
+def _implied_field(names: Iterable[str]) -> str | None:
+    """The field records need no ``field=`` for: a field named ``text``, else the only field."""
+    names = list(names)
+    if "text" in names:
+        return "text"
+    return names[0] if len(names) == 1 else None
+
+
 def _text_of(record: Any, field: str | None, steps: Steps | None, where: str) -> str | None:
     """The text of one parsed record (``None`` when blank)."""
     if field is None:
         if isinstance(record, str):
             return record if record.strip() else None
+        implied = _implied_field(record.keys()) if isinstance(record, dict) else None
+        if implied is not None:
+            return _text_of(record, implied, (implied,), where)
         if isinstance(record, dict):
             raise CorpusError(
                 f"{where}: records are objects with keys {_keys(record)}; pass field= (--field) to say "
@@ -555,6 +567,9 @@ def _read_csv(path: Path, gz: bool, field: str | None, steps: Steps | None) -> I
         return
     header = first[1]
     if field is None:
+        field = _implied_field(header)
+        steps = (field,) if field is not None else None
+    if field is None:
         raise CorpusError(
             f"{path}: CSV rows have the columns {', '.join(map(repr, header))}; pass field= (--field) to "
             "say which column holds the text"
@@ -640,6 +655,9 @@ def parquet_records(path: Path, columns: Callable[[list[str]], list[str]]) -> It
 
 def _read_parquet(path: Path, field: str | None, steps: Steps | None) -> Iterator[str]:
     def text_column(names: list[str]) -> list[str]:
+        implied = _implied_field(names) if field is None else None
+        if implied is not None:
+            return [implied]
         if field is None:
             raise CorpusError(
                 f"{path}: Parquet rows have the columns {', '.join(map(repr, names))}; pass field= (--field) "

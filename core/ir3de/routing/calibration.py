@@ -144,17 +144,38 @@ def _nll(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(y.size), y]))
 
 
-def fit_confidence(evidence: np.ndarray, num_tokens: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+#: how many held-out prompts the prior of :func:`fit_confidence` weighs as (its log-space width is 1)
+PRIOR_PROMPTS = 20.0
+
+
+def fit_confidence(
+    evidence: np.ndarray,
+    num_tokens: np.ndarray,
+    labels: np.ndarray,
+    *,
+    prior: tuple[float, float] | None = None,
+    prior_prompts: float = PRIOR_PROMPTS,
+) -> tuple[float, float]:
     """Temperature ``T`` and evidence prior ``n0`` minimising the NLL of ``labels`` under
     ``softmax(evidence · n / (n + n0) / T)`` (the confidence :func:`evidence_scores` computes).
 
     ``n`` is each prompt's number of countable tokens. A bounded search over ``log(1/T)`` in [-12, 8]
     and ``log(n0)`` in [-9, 7] (``n0`` ≈ 0 means length needs no correction).
 
+    ``prior=(T0, n0_0)`` makes it a MAP estimate: a Gaussian penalty on ``log T - log T0`` and
+    ``log(1 + n0) - log(1 + n0_0)`` (width 1, i.e. a factor e), weighted as ``prior_prompts`` prompts.
+    Without it, perfectly separated prompts (every one routed right with a margin) drive ``T`` to 0 and
+    every confidence to 1; with it a small set moves the settings a little and a large one decides.
+
     Example:
         >>> z = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
         >>> t, n0 = fit_confidence(z, np.array([1, 1, 1, 50, 50, 50]), np.array([0, 0, 1, 0, 1, 0]))
         >>> n0 > 1.0
+        True
+        >>> separable = np.array([0, 1, 0, 0, 1, 0])
+        >>> fit_confidence(z, np.full(6, 10), separable)[0] < 0.05      # the MLE runs towards zero
+        True
+        >>> fit_confidence(z, np.full(6, 10), separable, prior=(1.0, 4.0))[0] > 0.3
         True
     """
     import scipy.optimize
@@ -164,14 +185,25 @@ def fit_confidence(evidence: np.ndarray, num_tokens: np.ndarray, labels: np.ndar
     y = np.asarray(labels, np.int64)
     if z.ndim != 2 or y.shape != (z.shape[0],) or n.shape != y.shape or y.size == 0 or np.any(n <= 0):
         raise ValueError("calibration needs held-out prompts with countable tokens")
+    if prior is not None and not (prior[0] > 0 and prior[1] >= 0 and prior_prompts >= 0):
+        raise ValueError(
+            f"prior must be (T0 > 0, n0 >= 0) and prior_prompts >= 0, got {prior}, {prior_prompts}"
+        )
+    weight = 0.0 if prior is None else 0.5 * prior_prompts / y.size  # the NLL is a mean over prompts
+    log_beta0 = 0.0 if prior is None else -float(np.log(prior[0]))
+    log1p_n00 = 0.0 if prior is None else float(np.log1p(prior[1]))
+
+    def penalty(log_beta: float, n0: float) -> float:
+        return weight * ((log_beta - log_beta0) ** 2 + (float(np.log1p(n0)) - log1p_n00) ** 2)
 
     def loss(params: np.ndarray) -> float:
         beta, n0 = float(np.exp(params[0])), float(np.exp(params[1]))
-        return _nll(z * (beta * n / (n + n0))[:, None], y)
+        return _nll(z * (beta * n / (n + n0))[:, None], y) + penalty(float(params[0]), n0)
 
-    t0 = fit_temperature(z, y)
+    t0 = fit_temperature(z, y) if prior is None else prior[0]
     best = None
-    for start_n0 in (1e-3, 1.0, 10.0):  # the surface is smooth but not convex in n0: a few starts
+    starts = (1e-3, 1.0, 10.0) if prior is None else (1e-3, 1.0, 10.0, max(prior[1], 1e-3))
+    for start_n0 in starts:  # the surface is smooth but not convex in n0: a few starts
         res = scipy.optimize.minimize(
             loss,
             np.array([np.log(1.0 / t0), np.log(start_n0)]),
@@ -182,7 +214,7 @@ def fit_confidence(evidence: np.ndarray, num_tokens: np.ndarray, labels: np.ndar
             best = res
     assert best is not None
     n0 = float(np.exp(best.x[1]))
-    if loss(np.array([np.log(1.0 / t0), -np.inf])) <= best.fun:  # no length correction is as good
+    if prior is None and loss(np.array([np.log(1.0 / t0), -np.inf])) <= best.fun:  # no length correction
         return t0, 0.0
     return float(np.exp(-best.x[0])), (0.0 if n0 < 1e-3 else n0)
 

@@ -83,14 +83,32 @@ def _is_vote(config: RouterConfig) -> bool:
     return config.combine == "vote" and config.selector != "avg"
 
 
+#: the fewest held-out prompts (with a countable token) each labelled expert needs to be calibrated on
+MIN_PROMPTS_PER_EXPERT = 3
+
+
 def _fit(
     state: RoutingState, config: RouterConfig, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray
 ) -> tuple[float, float]:
+    """The temperature and evidence prior, a MAP estimate around the router's current ones (so a small
+    or perfectly separated held-out set cannot drive the temperature to 0 and every confidence to 1)."""
     sel = select(state, config, ids, lengths, explain=False)
     keep = sel.winners >= 0
     if not keep.any():
         raise ValueError("calibration needs held-out prompts with countable tokens")
-    return fit_confidence(sel.evidence[keep], sel.num_countable[keep], labels[keep])
+    counts = np.bincount(labels[keep], minlength=len(state.experts))
+    short = [
+        f"{state.experts[i]} ({int(counts[i])})"
+        for i in sorted(set(labels.tolist()))
+        if counts[i] < MIN_PROMPTS_PER_EXPERT
+    ]
+    if short:
+        raise InvalidInputError(
+            f"calibrating needs at least {MIN_PROMPTS_PER_EXPERT} held-out prompts with a countable token "
+            f"per labelled expert; too few for {', '.join(short)}: add prompts for them, or leave them out"
+        )
+    prior = (config.effective_temperature, config.effective_evidence_tokens)
+    return fit_confidence(sel.evidence[keep], sel.num_countable[keep], labels[keep], prior=prior)
 
 
 def calibrate(

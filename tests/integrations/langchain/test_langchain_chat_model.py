@@ -147,17 +147,19 @@ def test_add_expert_on_the_chat_model(fresh_router, make_experts, small_tests):
     chat = RoutingChatModel(fresh_router, make_experts(fresh_router.experts))
     medical = load_domain("medical")
     chat.add_expert("medical", fake_expert("medical"), medical[:200])
-    assert "medical" in chat.experts and "medical" in fresh_router.experts
+    assert "medical" in chat.experts and "medical" in chat.router.experts
+    assert "medical" not in fresh_router.experts  # the caller's router never changes behind its back
     answered = [expert_of(chat.invoke(t)) for t in medical[300:320]]
     assert answered.count("medical") >= 10  # held-out health questions now reach the new expert
     chat.remove_expert("medical")
     assert "medical" not in chat.experts and expert_of(chat.invoke(medical[100])) != "medical"
     # a new runnable for an expert, its statistics unchanged
-    code_q = next(t for t in small_tests["code"] if fresh_router.route(t).expert == "code")
-    statistics = fresh_router.statistics["code"]
+    code_q = next(t for t in small_tests["code"] if chat.router.route(t).expert == "code")
+    statistics = chat.router.statistics["code"]
     chat.update_expert("code", llm=fake_expert("code-v2"))
-    assert expert_of(chat.invoke(code_q)) == "code-v2" and fresh_router.statistics["code"] is statistics
-    assert isinstance(chat.registry, ExpertRegistry) and chat.registry.router is fresh_router
+    assert expert_of(chat.invoke(code_q)) == "code-v2" and chat.router.statistics["code"] is statistics
+    assert isinstance(chat.registry, ExpertRegistry) and chat.registry.router is chat.router
+    assert chat.router is not fresh_router
 
 
 class _Params:

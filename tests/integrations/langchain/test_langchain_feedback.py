@@ -36,7 +36,7 @@ def test_runnable_feedback_by_run_id_learns_and_changes_the_next_call(
     first = app.invoke(prompt, config={"run_id": run_id})
     routed = expert_of(first)
     assert routed != "math"
-    table_before = fresh_router.state.table.logits.copy()
+    table_before = app.router.state.table.logits.copy()
 
     result = app.feedback(run_id, expert="math")
 
@@ -47,13 +47,13 @@ def test_runnable_feedback_by_run_id_learns_and_changes_the_next_call(
         "math",
     )
     assert result.corrected and not result.created and result.traffic_prompts == 1
-    assert fresh_router.traffic["math"].num_prompts == 1
-    assert (fresh_router.state.table.logits != table_before).any()  # the statistics changed
-    assert result.now == fresh_router.route(prompt).expert
+    assert app.router.traffic["math"].num_prompts == 1
+    assert (app.router.state.table.logits != table_before).any()  # the statistics changed
+    assert result.now == app.router.route(prompt).expert
     # the next call is routed by the router that learned (whatever it decides, it equals the router now)
-    assert expert_of(app.invoke(prompt)) == fresh_router.route(prompt).expert
+    assert expert_of(app.invoke(prompt)) == app.router.route(prompt).expert
     app.forget_traffic()
-    assert fresh_router.traffic == {} and (fresh_router.state.table.logits == table_before).all()
+    assert app.router.traffic == {} and (app.router.state.table.logits == table_before).all()
 
 
 def test_runnable_feedback_by_parent_run_of_a_chain(fresh_router, make_experts, small_tests):
@@ -78,7 +78,7 @@ def test_runnable_feedback_on_collected_runs_batch_and_stream(fresh_router, make
     with collect_runs() as runs:
         list(app.stream(small_tests["math"][2]))
     assert app.feedback(runs.traced_runs[0].id, expert="math").prompt == small_tests["math"][2]
-    assert fresh_router.traffic["instructions"].num_prompts == 2
+    assert app.router.traffic["instructions"].num_prompts == 2
 
 
 def test_chat_model_feedback_by_reply_learns_the_last_user_turn(fresh_router, make_experts, small_tests):
@@ -98,14 +98,14 @@ def test_chat_model_feedback_by_reply_learns_the_last_user_turn(fresh_router, ma
     result = chat.feedback(reply, expert="code")
     assert result.prompt == user_turn and result.call_id == run_id
     assert result.routed == reply.response_metadata["ir3de"]["expert"]
-    assert fresh_router.traffic["code"].num_prompts == 1
+    assert chat.router.traffic["code"].num_prompts == 1
 
     # by run id string and by prompt
     other = chat.invoke(small_tests["math"][4])
     assert chat.feedback(other.response_metadata["ir3de"]["run_id"], expert="math").expert == "math"
     by_prompt = chat.feedback(prompt="Solve 3x + 5 = 11", expert="math")
     assert by_prompt.call_id is None and by_prompt.routed is not None
-    assert fresh_router.traffic["math"].num_prompts == 2
+    assert chat.router.traffic["math"].num_prompts == 2
 
 
 def test_chat_model_streamed_and_structured_views_share_the_record(fresh_router, make_experts, small_tests):
@@ -120,7 +120,7 @@ def test_chat_model_streamed_and_structured_views_share_the_record(fresh_router,
 def test_feedback_errors_are_typed_and_change_nothing(fresh_router, make_experts):
     chat = RoutingChatModel(fresh_router, make_experts(fresh_router.experts))
     reply = chat.invoke("Solve 2x = 4")
-    before = fresh_router.state.table.logits.copy()
+    before = chat.router.state.table.logits.copy()
     with pytest.raises(UnknownCallError, match="no routed call"):
         chat.feedback(uuid.uuid4(), expert="math")
     with pytest.raises(UnknownExpertError, match="create_experts"):
@@ -133,8 +133,8 @@ def test_feedback_errors_are_typed_and_change_nothing(fresh_router, make_experts
         chat.feedback(AIMessage("not routed here"), expert="math")
     with pytest.raises(ExpertError, match="need"):
         chat.feedback(reply, expert="poetry", create_experts=True)  # a new expert needs its llm
-    assert fresh_router.traffic == {} and (fresh_router.state.table.logits == before).all()
-    assert "poetry" not in fresh_router.experts
+    assert chat.router.traffic == {} and (chat.router.state.table.logits == before).all()
+    assert "poetry" not in chat.router.experts
 
 
 def test_feedback_creates_an_expert_with_its_llm(fresh_router, make_experts):
@@ -143,7 +143,7 @@ def test_feedback_creates_an_expert_with_its_llm(fresh_router, make_experts):
     reply = chat.invoke(prompt)
     result = chat.feedback(reply, expert="poetry", create_experts=True, llm=fake_expert("poetry"))
     assert result.created and result.now == "poetry"
-    assert "poetry" in fresh_router.experts and "poetry" in chat.experts
+    assert "poetry" in chat.router.experts and "poetry" in chat.experts
     assert expert_of(chat.invoke(prompt)) == "poetry"
 
 
@@ -181,4 +181,4 @@ def test_feedback_while_other_threads_route(fresh_router, make_experts, small_te
         stop.set()
         for t in threads:
             t.join()
-    assert errors == [] and fresh_router.traffic["math"].num_prompts == 4
+    assert errors == [] and chat.router.traffic["math"].num_prompts == 4

@@ -112,6 +112,7 @@ def test_expert_removed_while_a_chat_is_routed(smollm2, small_corpus, small_test
     )
     store = RecordingStore()
     llm = RoutingLLM(router, _llms(router.experts), session_store=store)
+    router = llm.router  # the LLM's own copy: the one its remove_expert changes
     foreign = small_tests["multilingual"][0]
     assert router.route_conversation([("user", foreign)]).expert == "multilingual"
     route_conversation = router.route_conversation

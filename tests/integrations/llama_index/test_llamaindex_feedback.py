@@ -48,7 +48,7 @@ def _misrouted(router, texts, expert):
 def test_routing_llm_feedback_by_response_and_routing_id(router, small_tests):
     llm = RoutingLLM(router, _llms(router.experts))
     prompt = _misrouted(router, small_tests["math"], "math")
-    table_before = router.state.table.logits.copy()
+    table_before = llm.router.state.table.logits.copy()
     response = llm.complete(prompt)
     route = response.additional_kwargs[ROUTE_KEY]
     assert route["call_id"] and tag_of(response.text) == route["expert"] != "math"
@@ -57,16 +57,16 @@ def test_routing_llm_feedback_by_response_and_routing_id(router, small_tests):
 
     assert (result.call_id, result.prompt, result.routed) == (route["call_id"], prompt, route["expert"])
     assert result.corrected and result.traffic_prompts == 1
-    assert (router.state.table.logits != table_before).any()
-    assert result.now == router.route(prompt).expert
-    assert tag_of(llm.complete(prompt).text) == router.route(prompt).expert  # the next call sees it
+    assert (llm.router.state.table.logits != table_before).any()
+    assert result.now == llm.router.route(prompt).expert
+    assert tag_of(llm.complete(prompt).text) == llm.router.route(prompt).expert  # the next call sees it
     # by the routing id string, and by prompt
     other = llm.complete(small_tests["code"][0])
     assert llm.feedback(other.additional_kwargs[ROUTE_KEY]["call_id"], expert="code").expert == "code"
     assert llm.feedback(prompt="def add(a, b):", expert="code").call_id is None
-    assert router.traffic["code"].num_prompts == 2
+    assert llm.router.traffic["code"].num_prompts == 2
     llm.forget_traffic()
-    assert router.traffic == {} and (router.state.table.logits == table_before).all()
+    assert llm.router.traffic == {} and (llm.router.state.table.logits == table_before).all()
 
 
 def test_routing_llm_chat_feedback_learns_the_last_user_message(router, small_tests):
@@ -96,13 +96,13 @@ def test_routing_llm_chat_feedback_learns_the_last_user_message(router, small_te
         == streamed[-1].additional_kwargs[ROUTE_KEY]["call_id"]
     )
     assert llm.feedback(answered, expert="code").prompt == user
-    assert router.traffic["code"].num_prompts == 3
+    assert llm.router.traffic["code"].num_prompts == 3
 
 
 def test_routing_llm_feedback_errors_and_new_expert(router):
     llm = RoutingLLM(router, _llms(router.experts))
     response = llm.complete("Solve 2x = 4")
-    before = router.state.table.logits.copy()
+    before = llm.router.state.table.logits.copy()
     with pytest.raises(UnknownCallError):
         llm.feedback("no-such-call", expert="math")
     with pytest.raises(UnknownExpertError, match="create_experts"):
@@ -111,7 +111,7 @@ def test_routing_llm_feedback_errors_and_new_expert(router):
         llm.feedback(response, expert="poetry", create_experts=True)
     with pytest.raises(InvalidInputError, match="routing id"):
         llm.feedback(MockLLM().complete("hi"), expert="math")
-    assert router.traffic == {} and (router.state.table.logits == before).all()
+    assert llm.router.traffic == {} and (llm.router.state.table.logits == before).all()
 
     sonnet = "Write a sonnet about the sea, with a volta after the octave and iambic pentameter"
     created = llm.feedback(prompt=sonnet, expert="poetry", create_experts=True, llm=TagLLM(tag="poetry"))

@@ -181,6 +181,7 @@ def test_add_update_remove_expert(smollm2, small_corpus, small_tests):
         {d: small_corpus[d] for d in ("math", "code", "instructions")}
     )
     llm = RoutingLLM(router, _llms(router.experts))
+    router = llm.router  # the LLM's own copy: the one its add/update/remove change
     foreign = small_tests["multilingual"][:10]
     assert all(tag_of(llm.complete(q).text) != "multilingual" for q in foreign)
     llm.add_expert("multilingual", TagLLM(tag="multilingual"), small_corpus["multilingual"], "fortunes")
@@ -214,6 +215,7 @@ def test_decision_and_llm_come_from_one_snapshot(smollm2, small_corpus, small_te
         {d: small_corpus[d][:60] for d in ("math", "code", "instructions", "multilingual")}
     )
     llm = RoutingLLM(router, _llms(router.experts))
+    router = llm.router  # the LLM's own copy: the one its add/remove change
     foreign = small_tests["multilingual"][0]
     assert router.route(foreign).expert == "multilingual"
     route, add = router.route, router.add_expert

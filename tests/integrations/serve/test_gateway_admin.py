@@ -29,7 +29,9 @@ def medical_texts() -> list[str]:
 @pytest.fixture
 def admin_gateway(start_gateway, fresh_router, monkeypatch):
     monkeypatch.setenv("GW_TEST_ADMIN", TOKEN)
-    return start_gateway(router=fresh_router, admin_token_env="GW_TEST_ADMIN"), fresh_router
+    server = start_gateway(router=fresh_router, admin_token_env="GW_TEST_ADMIN")
+    # the gateway's own router (a copy: admin changes never reach fresh_router, the caller's object)
+    return server, server.app.state.gateway.router
 
 
 class Load:
