@@ -53,7 +53,8 @@ __all__ = [
 PACK_CONFIG_FILE = "stat_pack.json"
 #: 2 added the optional traffic block (learned labelled prompts); version-1 packs still load.
 #: 3 added the optional adaptation block (unlabelled served prompts); version-2 packs still load.
-PACK_FORMAT_VERSION = 3
+#: 4 stores the text statistics in their smaller exact form (rows or Gram, router format 5).
+PACK_FORMAT_VERSION = 4
 #: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
 TRAFFIC_PREFIX = "traffic_"
 #: Prefix of the adaptation tensors in a statistics file (format 4; :func:`_adaptation_tensors`).
@@ -280,13 +281,13 @@ def _read_counts(
         raise ArtifactError(f"{where}: {prefix}offsets are not a valid CSR index")
     if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
         raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
-    grams = artifact.read_text_grams(stats, d, hidden, where, prefix=prefix)
+    text = artifact.read_text_statistics(stats, d, hidden, where, prefix=prefix)
     what = "traffic" if prefix else "counts"
     out = []
     for i, name in enumerate(names):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
         try:
-            out.append(ExpertCounts(token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), grams[i]))
+            out.append(ExpertCounts(token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), **text[i]))
         except ValueError as e:
             raise ArtifactError(f"{where}: {what} of expert {name!r} are invalid ({e})") from e
     return out
@@ -405,7 +406,7 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     blocks, rows, adapt_settings = _read_adaptation(
         stats, names, hidden, str(path / artifact.STATISTICS_FILE), config.get("adaptation")
     )
-    if any(c.text_gram is not None for c in [*counts, *traffic.values()]):
+    if any(c.has_text_statistics for c in [*counts, *traffic.values()]):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(path / artifact.CONFIG_FILE))
     tokenizer = _read_tokenizer(path, config, vocab)
     excluded = np.asarray(config.get("excluded_ids", []), np.int64)
@@ -527,7 +528,7 @@ def pack_config_dict(pack: PackData) -> dict[str, Any]:
             "num_texts": counts.num_texts,
             "num_tokens": counts.num_tokens,
             "num_distinct_tokens": int(counts.token_ids.size),
-            "has_text_statistics": counts.text_gram is not None,
+            "has_text_statistics": counts.has_text_statistics,
             **({"traffic": _traffic_entry(pack.traffic)} if pack.traffic is not None else {}),
             **({"adaptation": {"prompts": pack.adaptation.prompts}} if pack.adaptation is not None else {}),
         },
@@ -592,7 +593,7 @@ def load_pack(folder: str | os.PathLike[str]) -> PackData:
     traffic = _read_traffic(tensors, [expert["name"]], vocab, hidden, where, recorded).get(expert["name"])
     recorded_adaptation = None if expert.get("adaptation") is None else {"num_prompts": 0}
     adaptation = _read_adaptation(tensors, [expert["name"]], hidden, where, recorded_adaptation)[0]
-    if counts.text_gram is not None or (traffic is not None and traffic.text_gram is not None):
+    if counts.has_text_statistics or (traffic is not None and traffic.has_text_statistics):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
     if counts.num_texts != expert["num_texts"] or counts.num_tokens != expert["num_tokens"]:
         raise ArtifactError(
