@@ -134,6 +134,7 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
         ],
         "settings": data.config.to_dict(),
         "text_statistics": artifact.text_statistics_spec(),
+        "table_form": state.table.form,
         "vocab_size": state.table.vocab_size,
         "hidden_size": int(state.weights.shape[0] - 1),
         "excluded_ids": [int(i) for i in state.excluded_ids],
@@ -243,9 +244,12 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
 
     state = data.state
     names = list(state.experts)
+    table = state.table
+    # the table in its own form: dense logits, or (factored) the embedding matrix it multiplies by W
+    held = {"logits": table.logits} if table.form == "dense" else {"table_matrix": table.matrix}
     router_bytes = artifact.tensors_to_bytes(
-        {"logits": state.table.logits, "weights": state.weights, "ridge_solution": state.ridge_solution},
-        metadata={"format": "ir3de-route-table", "experts": json.dumps(names)},
+        {**held, "weights": state.weights, "ridge_solution": state.ridge_solution},
+        metadata={"format": "ir3de-route-table", "experts": json.dumps(names), "table_form": table.form},
     )
     hidden = state.weights.shape[0] - 1
     rows = data.adapted[0] if data.adapted else None
@@ -396,7 +400,11 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     d = len(names)
     where = str(path / artifact.ROUTER_FILE)
     tensors = artifact.read_tensors(path, artifact.ROUTER_FILE, config)
-    logits = artifact.expect_shape(tensors, "logits", (vocab, d), where)
+    form = config.get("table_form", "dense")
+    if form not in ("dense", "factored"):
+        raise ArtifactError(f"{path / artifact.CONFIG_FILE}: unknown table_form {form!r}; upgrade ir3de")
+    held = "logits" if form == "dense" else "table_matrix"
+    table_values = artifact.expect_shape(tensors, held, (vocab, d) if form == "dense" else (vocab, hidden), where)
     weights = artifact.expect_shape(tensors, "weights", (hidden + 1, d), where)
     solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
     stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)
@@ -411,9 +419,13 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     tokenizer = _read_tokenizer(path, config, vocab)
     excluded = np.asarray(config.get("excluded_ids", []), np.int64)
     descriptions = {m["name"]: m.get("description", "") for m in experts_meta}
+    if form == "dense":
+        table = RouteTable.from_logits(table_values, excluded)
+    else:
+        table = RouteTable.factored(table_values, weights, excluded)
     state = RoutingState(
         tuple(names),
-        RouteTable.from_logits(logits, excluded),
+        table,
         weights,
         solution,
         tokenizer=tokenizer,

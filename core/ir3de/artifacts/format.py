@@ -4,7 +4,9 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
 
 * ``config.json`` — format version, experts, settings, embedding source, fingerprints, and the
   sha256 and size of every other file;
-* ``router.safetensors`` — ``logits`` (V × D, float32: the route table), ``weights`` ((h+1) × D, the
+* ``router.safetensors`` — the route table in its form (``config.json``'s ``table_form``, format 4):
+  ``logits`` (V × D, float32: dense) or ``table_matrix`` (V × h, float32: the embedding matrix a
+  factored table multiplies by ``weights``), ``weights`` ((h+1) × D, the
   column-normalised weights the table was compiled from) and ``ridge_solution`` (the raw solve);
 * ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
   ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert

@@ -56,7 +56,7 @@ from ir3de.fitting.statistics import (
     text_ridge_statistics,
     weights_with_traffic,
 )
-from ir3de.table import RouteTable, compile_logits
+from ir3de.table import RouteTable, choose_form, compile_logits
 
 if TYPE_CHECKING:
     import torch
@@ -716,9 +716,18 @@ def compile_table(
     excluded_ids: np.ndarray | Sequence[int] = (),
     *,
     device: str = "cpu",
+    form: str = "dense",
 ) -> RouteTable:
-    """The route table of ``weights`` ((h+1) × D, bias last): ``[E, 1] · W`` in float64 for every
-    vocabulary id, stored as float32 (numpy on the CPU, torch on a GPU ``device``)."""
+    """The route table of ``weights`` ((h+1) × D, bias last).
+
+    ``form="dense"``: ``[E, 1] · W`` in float64 for every vocabulary id, stored as float32 (numpy on
+    the CPU, torch on a GPU ``device``). ``"factored"``: ``E`` and ``W`` kept apart, nothing compiled
+    (:meth:`ir3de.table.RouteTable.factored`); ``"auto"``: :func:`ir3de.table.choose_form`.
+    """
+    w_shape = tuple(weights.shape)
+    form = choose_form(form, int(w_shape[0]) - 1, int(w_shape[1]))
+    if form == "factored":
+        return RouteTable.factored(matrix, np.asarray(to_numpy(weights), np.float64), excluded_ids)
     if _is_gpu(device):
         logits = compile_logits(matrix, weights, device=device)
     else:
@@ -755,8 +764,10 @@ def fit_state(
     traffic_grams: Sequence[Any | None] | None = None,
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
+    table_form: str = "dense",
 ) -> RoutingState:
-    """The whole chain from statistics to a routing state: statistics → solve → normalise → table."""
+    """The whole chain from statistics to a routing state: statistics → solve → normalise → table
+    (``table_form``: see :func:`compile_table`)."""
     a, b = level_matrices(
         counts,
         level=level,
@@ -770,7 +781,7 @@ def fit_state(
         traffic_policy=traffic_policy,
     )
     solution, applied = solve_weights(a, b, lam=lam, column_norm=column_norm)
-    table = compile_table(matrix, applied, excluded_ids, device=device)
+    table = compile_table(matrix, applied, excluded_ids, device=device, form=table_form)
     return RoutingState(tuple(names), table, to_numpy(applied), to_numpy(solution))
 
 
@@ -798,5 +809,6 @@ def experts_state(
         lam=config.lam,
         column_norm=config.column_norm,
         device=device,
+        table_form=config.table,
         **_level_arguments(experts, config),
     )
