@@ -29,7 +29,9 @@ def _prompts(small_tests):
 
 def _formula_means(router, prompt):
     """Plain float64 formula: the mean over countable tokens of [E[t], 1] · W."""
-    ids = [i for i in router.tokenizer.encode(prompt, add_special_tokens=False).ids[: router.config.max_tokens]]
+    ids = [
+        i for i in router.tokenizer.encode(prompt, add_special_tokens=False).ids[: router.config.max_tokens]
+    ]
     keep = [i for i in ids if i not in set(router.excluded_ids.tolist())]
     x = np.concatenate([router.embeddings.matrix[keep].astype(np.float64), np.ones((len(keep), 1))], axis=1)
     return (x @ router.weights).mean(axis=0)
@@ -42,7 +44,9 @@ def test_factored_rows_are_the_float64_formula(routers, smollm2):
     ids = np.array([5, 17, 300, 4096, 49151])
     x = np.concatenate([smollm2.matrix[ids].astype(np.float64), np.ones((ids.size, 1))], axis=1)
     np.testing.assert_allclose(factored.table.rows(ids), x @ factored.weights, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dense.table.rows(ids), x @ dense.weights, rtol=1e-6, atol=1e-6)  # float32 table
+    np.testing.assert_allclose(
+        dense.table.rows(ids), x @ dense.weights, rtol=1e-6, atol=1e-6
+    )  # float32 table
     assert factored.table.nbytes < dense.table.logits.nbytes / 10
 
 
@@ -114,7 +118,7 @@ def many(smollm2, reasoning4):
 
 
 def test_600_small_experts_keep_rows_and_a_factored_table(many, small_tests):
-    experts, router = many
+    _, router = many
     assert router.table.form == "factored" and len(router.experts) == 600
     forms = {c.text_form for c in router.statistics.values()}
     assert forms == {"rows"}  # 2-3 texts: far fewer rows than h + 1

@@ -73,7 +73,10 @@ def test_the_form_switches_mid_count_and_the_statistics_do_not_change(
     assert forms[0] == "rows" and forms[-1] == "gram"  # the counter crossed h + 1 rows
     assert one_by_one.result() == whole.result()
     np.testing.assert_allclose(
-        whole.result().text_gram, _oracle_gram(toy_tokenizer, texts, toy_matrix, excluded_ids), rtol=1e-5, atol=1e-6
+        whole.result().text_gram,
+        _oracle_gram(toy_tokenizer, texts, toy_matrix, excluded_ids),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -106,7 +109,9 @@ def test_sums_and_merges_across_forms_equal_the_gram_sums():
     with pytest.raises(ValueError, match="either as a Gram or as rows"):
         ExpertCounts(np.array([1]), np.array([2]), 5, small.T @ small, text_rows=small)
     with pytest.raises(ValueError, match="text_gram"):
-        ExpertCounts(np.array([1]), np.array([2]), 1, text_rows=np.full((2, HIDDEN + 1), 3.0))  # corner 18 > 1.25
+        ExpertCounts(
+            np.array([1]), np.array([2]), 1, text_rows=np.full((2, HIDDEN + 1), 3.0)
+        )  # corner 18 > 1.25
     with pytest.raises(ValueError, match="different embedding"):
         _ = a + ExpertCounts(np.array([1]), np.array([2]), 5, text_rows=np.ones((1, 3)) * 0.1)
 

@@ -404,7 +404,9 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     if form not in ("dense", "factored"):
         raise ArtifactError(f"{path / artifact.CONFIG_FILE}: unknown table_form {form!r}; upgrade ir3de")
     held = "logits" if form == "dense" else "table_matrix"
-    table_values = artifact.expect_shape(tensors, held, (vocab, d) if form == "dense" else (vocab, hidden), where)
+    table_values = artifact.expect_shape(
+        tensors, held, (vocab, d) if form == "dense" else (vocab, hidden), where
+    )
     weights = artifact.expect_shape(tensors, "weights", (hidden + 1, d), where)
     solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
     stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)

@@ -292,7 +292,9 @@ def read_text_statistics(
     grams = expect_shape(arrays, f"{prefix}text_grams", (num_grams, hidden + 1, hidden + 1), where)
     offsets = expect_shape(arrays, f"{prefix}text_row_offsets", (num_experts + 1,), where)
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or np.any((np.diff(offsets) > 0) & (forms != 2)):
-        raise ArtifactError(f"{where}: {prefix}text_row_offsets are not a valid index of the rows-form experts")
+        raise ArtifactError(
+            f"{where}: {prefix}text_row_offsets are not a valid index of the rows-form experts"
+        )
     rows = expect_shape(arrays, f"{prefix}text_rows", (int(offsets[-1]), hidden + 1), where)
     _expect_float64(grams, f"{prefix}text_grams", where)
     _expect_float64(rows, f"{prefix}text_rows", where)

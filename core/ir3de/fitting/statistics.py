@@ -56,9 +56,9 @@ __all__ = [
     "balance_weights",
     "combine_grams",
     "expert_gram",
-    "text_gram",
     "rows_gram",
     "text_factor",
+    "text_gram",
     "text_means",
     "text_ridge_statistics",
     "text_rows",
@@ -244,7 +244,9 @@ class ExpertCounts:
                 "different embedding matrices and cannot be added"
             )
         if self.text_rows is not None and other.text_rows is not None:
-            return ExpertCounts(ids, counts, num_texts, text_rows=np.concatenate([self.text_rows, other.text_rows]))
+            return ExpertCounts(
+                ids, counts, num_texts, text_rows=np.concatenate([self.text_rows, other.text_rows])
+            )
         gram = self.text_gram
         other_gram = other.text_gram
         assert gram is not None and other_gram is not None

@@ -296,7 +296,9 @@ def _softmax_array(values: np.ndarray, temperature: float) -> np.ndarray:
     return out
 
 
-def mean_logits_one(ids: Sequence[int] | np.ndarray, table: RouteTable) -> tuple[list[float] | np.ndarray, int]:
+def mean_logits_one(
+    ids: Sequence[int] | np.ndarray, table: RouteTable
+) -> tuple[list[float] | np.ndarray, int]:
     """Mean logits of one prompt's countable tokens, and how many there are, by one fused lookup.
 
     ``ids`` may be a Python list straight from the tokenizer (no array conversion needed). Up to
