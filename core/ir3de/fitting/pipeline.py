@@ -502,9 +502,9 @@ def level_matrices(
     for d, (block, weight) in enumerate(zip(traffic, u)):
         if block is None or weight == 0.0:
             continue
-        if traffic_grams is None or traffic_grams[d] is None:
+        gram = None if traffic_grams is None else traffic_grams[d]
+        if gram is None:
             raise ValueError("level='token' needs the token Gram of every traffic block")
-        gram = traffic_grams[d]
         a = a + gram * float(weight)
         b[:, d] = b[:, d] + gram[:, -1] * float(weight)
     return a, b
