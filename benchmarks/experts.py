@@ -72,6 +72,7 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
     import gc
 
     from ir3de import Router, TokenEmbeddings
+    from ir3de.routing.prompts import route_indices
 
     emb = TokenEmbeddings.default()
     train, held = _corpus(per_language)
@@ -84,7 +85,7 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
     router = Router(emb, device="cpu", progress=False).fit(groups)
     fit_s = time.perf_counter() - t0
     peak = _memory_mb("VmHWM") - before
-    stats = router.statistics.values()
+    stats = [e.counts for e in router.statistics.values()]
     forms = {f: sum(1 for c in stats if c.text_form == f) for f in ("rows", "gram")}
     stats_mb = (
         sum(
@@ -109,9 +110,9 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
             ns.append(time.perf_counter_ns() - t)
     lat = np.asarray(ns, np.float64) / 1e3
     batch = (held * (BATCH_PROMPTS // max(1, len(held)) + 1))[:BATCH_PROMPTS]
-    router.route_indices(batch[:100])
+    route_indices(router.state, router.config, batch[:100])
     t0 = time.perf_counter()
-    router.route_indices(batch)
+    route_indices(router.state, router.config, batch)
     batch_s = time.perf_counter() - t0
     extra = [f"{t} (added)" for t in train[:100]]
     t0 = time.perf_counter()
@@ -120,10 +121,10 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
     return {
         "experts": experts,
         "texts": len(train),
-        "table_form": router.table.form,
+        "table_form": router.state.table.form,
         "statistics_forms": forms,
         "statistics_mb": stats_mb,
-        "table_mb": router.table.nbytes / 1e6,
+        "table_mb": router.state.table.nbytes / 1e6,
         "fit_s": fit_s,
         "fit_peak_mb": peak,
         "artifact_mb": size_mb,

@@ -12,7 +12,9 @@ from safetensors.numpy import load_file, save_file
 
 from ir3de import Router
 from ir3de.artifacts.format import file_sha256
-from ir3de.fitting.statistics import ExpertCounts, ridge_statistics
+from ir3de.fitting.pipeline import ridge_matrices
+from ir3de.fitting.statistics import ExpertCounts, balance_weights, combine_grams
+from ir3de.routing.prompts import route_indices
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +32,29 @@ def _prompts(small_tests):
 def _formula_means(router, prompt):
     """Plain float64 formula: the mean over countable tokens of [E[t], 1] · W."""
     ids = [
-        i for i in router.tokenizer.encode(prompt, add_special_tokens=False).ids[: router.config.max_tokens]
+        i
+        for i in router.state.tokenizer.encode(prompt, add_special_tokens=False).ids[
+            : router.config.max_tokens
+        ]
     ]
-    keep = [i for i in ids if i not in set(router.excluded_ids.tolist())]
+    keep = [i for i in ids if i not in set(router.state.excluded_ids.tolist())]
     x = np.concatenate([router.embeddings.matrix[keep].astype(np.float64), np.ones((len(keep), 1))], axis=1)
-    return (x @ router.weights).mean(axis=0)
+    return (x @ router.state.weights).mean(axis=0)
 
 
 def test_factored_rows_are_the_float64_formula(routers, smollm2):
     dense, factored = routers
-    assert dense.table.form == "dense" and factored.table.form == "factored"
-    np.testing.assert_array_equal(dense.weights, factored.weights)  # same solve, another table
+    assert dense.state.table.form == "dense" and factored.state.table.form == "factored"
+    np.testing.assert_array_equal(dense.state.weights, factored.state.weights)  # same solve, another table
     ids = np.array([5, 17, 300, 4096, 49151])
     x = np.concatenate([smollm2.matrix[ids].astype(np.float64), np.ones((ids.size, 1))], axis=1)
-    np.testing.assert_allclose(factored.table.rows(ids), x @ factored.weights, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
-        dense.table.rows(ids), x @ dense.weights, rtol=1e-6, atol=1e-6
+        factored.state.table.rows(ids), x @ factored.state.weights, rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        dense.state.table.rows(ids), x @ dense.state.weights, rtol=1e-6, atol=1e-6
     )  # float32 table
-    assert factored.table.nbytes < dense.table.logits.nbytes / 10
+    assert factored.state.table.nbytes < dense.state.table.logits.nbytes / 10
 
 
 def test_factored_routes_are_the_formula_and_the_dense_routes(routers, small_tests):
@@ -59,7 +66,10 @@ def test_factored_routes_are_the_formula_and_the_dense_routes(routers, small_tes
         assert d.top_expert == factored.experts[int(np.argmax(means))]
         assert dense.route(p).top_expert == d.top_expert
         assert d.confidence == pytest.approx(dense.route(p).confidence, rel=1e-4)
-    assert factored.route_indices(prompts).tolist() == dense.route_indices(prompts).tolist()
+    assert (
+        route_indices(factored.state, factored.config, prompts).tolist()
+        == route_indices(dense.state, dense.config, prompts).tolist()
+    )
     batch = factored.route_batch(prompts)
     assert [b.expert for b in batch] == [factored.route(p).expert for p in prompts]
     # the explanation (deciding tokens, lowest entropy first) is that of the dense table
@@ -70,13 +80,16 @@ def test_factored_routes_are_the_formula_and_the_dense_routes(routers, small_tes
 def test_factored_token_selectors_agree_with_the_dense_table(routers, small_tests, selector, combine):
     dense, factored = routers
     prompts = _prompts(small_tests)
-    np.testing.assert_allclose(factored.table.entropy, dense.table.entropy, rtol=1e-5, atol=1e-6)
-    agree = np.mean(factored.table.votes == dense.table.votes)
+    np.testing.assert_allclose(factored.state.table.entropy, dense.state.table.entropy, rtol=1e-5, atol=1e-6)
+    agree = np.mean(factored.state.table.votes == dense.state.table.votes)
     assert agree > 0.999  # votes differ only where the float32 table rounds a near-tie
     for r in (dense, factored):
         r.configure(selector=selector, combine=combine)
     try:
-        got, want = factored.route_indices(prompts), dense.route_indices(prompts)
+        got, want = (
+            route_indices(factored.state, factored.config, prompts),
+            route_indices(dense.state, dense.config, prompts),
+        )
         assert np.mean(got == want) > 0.98
         assert [factored.route(p).expert for p in prompts[:20]] == [
             b.expert for b in factored.route_batch(prompts[:20])
@@ -103,9 +116,12 @@ def test_a_saved_factored_router_stores_no_logits_and_routes_identically(routers
     assert "logits" not in tensors and tensors["table_matrix"].shape == factored.embeddings.matrix.shape
     assert json.loads((folder / "config.json").read_text())["table_form"] == "factored"
     loaded = Router.from_pretrained(folder, device="cpu")
-    assert loaded.table.form == "factored"
+    assert loaded.state.table.form == "factored"
     prompts = _prompts(small_tests)
-    assert loaded.route_indices(prompts).tolist() == factored.route_indices(prompts).tolist()
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(factored.state, factored.config, prompts).tolist()
+    )
     assert [loaded.route(p).scores for p in prompts[:10]] == [factored.route(p).scores for p in prompts[:10]]
 
 
@@ -119,18 +135,16 @@ def many(smollm2, reasoning4):
 
 def test_600_small_experts_keep_rows_and_a_factored_table(many, small_tests):
     _, router = many
-    assert router.table.form == "factored" and len(router.experts) == 600
-    forms = {c.text_form for c in router.statistics.values()}
+    assert router.state.table.form == "factored" and len(router.experts) == 600
+    forms = {c.text_form for c in [e.counts for e in router.statistics.values()]}
     assert forms == {"rows"}  # 2-3 texts: far fewer rows than h + 1
-    stored = sum(c.text_rows.nbytes for c in router.statistics.values())
+    stored = sum(c.text_rows.nbytes for c in [e.counts for e in router.statistics.values()])
     assert stored < 600 * 577 * 577 * 8 / 20  # the rows, not 600 dense Grams
     # the ridge statistics are the plain sums of the Grams
-    a, b = router.ridge_statistics()
-    counts = list(router.statistics.values())
-    from ir3de.fitting.statistics import balance_weights
-
+    a, b = ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix)
+    counts = [e.counts for e in router.statistics.values()]
     w = balance_weights([c.num_scored_texts for c in counts], True)
-    a_plain, b_plain = ridge_statistics([c.text_gram for c in counts], w)
+    a_plain, b_plain = combine_grams([c.text_gram for c in counts], w)
     np.testing.assert_allclose(a, a_plain, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(b, b_plain, rtol=1e-9, atol=1e-12)
     d = router.route(_prompts(small_tests)[0])
@@ -142,23 +156,31 @@ def test_600_experts_grow_save_and_load(many, smollm2, small_tests, tmp_path):
     prompts = _prompts(small_tests)[:30]
     folder = router.save_pretrained(tmp_path / "many")
     loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
-    assert loaded.statistics == router.statistics
-    assert loaded.route_indices(prompts).tolist() == router.route_indices(prompts).tolist()
+    assert {n: e.counts for n, e in loaded.statistics.items()} == {
+        n: e.counts for n, e in router.statistics.items()
+    }
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(router.state, router.config, prompts).tolist()
+    )
     loaded.add_expert("extra", ["What is the integral of x squared?", "Solve 2x + 3 = 7."])
     grown = Router(smollm2, device="cpu", progress=False).fit(
         {**experts, "extra": ["What is the integral of x squared?", "Solve 2x + 3 = 7."]}
     )
-    np.testing.assert_allclose(loaded.weights, grown.weights, rtol=1e-7, atol=1e-9)
-    assert loaded.route_indices(prompts).tolist() == grown.route_indices(prompts).tolist()
+    np.testing.assert_allclose(loaded.state.weights, grown.state.weights, rtol=1e-7, atol=1e-9)
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(grown.state, grown.config, prompts).tolist()
+    )
     loaded.remove_expert("extra")
-    np.testing.assert_allclose(loaded.weights, router.weights, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(loaded.state.weights, router.state.weights, rtol=1e-7, atol=1e-9)
 
 
 def test_format_3_statistics_still_load(routers, smollm2, small_tests, tmp_path):
     """A folder as format 3 wrote it: one dense (h+1)² Gram per expert, no table_form."""
     dense, _ = routers
     folder = dense.save_pretrained(tmp_path / "v3")
-    counts = list(dense.statistics.values())
+    counts = [e.counts for e in dense.statistics.values()]
     stats = load_file(folder / "statistics.safetensors")
     for key in ("text_forms", "text_rows", "text_row_offsets"):
         stats.pop(key)
@@ -172,8 +194,13 @@ def test_format_3_statistics_still_load(routers, smollm2, small_tests, tmp_path)
     config["files"]["statistics.safetensors"] = {"sha256": file_sha256(data), "size": len(data)}
     (folder / "config.json").write_text(json.dumps(config))
     loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
-    assert loaded.statistics == dense.statistics
-    assert {c.text_form for c in loaded.statistics.values()} == {"gram"}
+    assert {n: e.counts for n, e in loaded.statistics.items()} == {
+        n: e.counts for n, e in dense.statistics.items()
+    }
+    assert {e.counts.text_form for e in loaded.statistics.values()} == {"gram"}
     prompts = _prompts(small_tests)
-    assert loaded.route_indices(prompts).tolist() == dense.route_indices(prompts).tolist()
-    assert isinstance(loaded.statistics["math"], ExpertCounts)
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(dense.state, dense.config, prompts).tolist()
+    )
+    assert isinstance(loaded.statistics["math"].counts, ExpertCounts)

@@ -14,7 +14,7 @@ from ir3de.fitting.statistics import (
     rows_gram,
     text_factor,
     text_gram,
-    text_ridge_statistics,
+    text_ridge_matrices,
     text_rows,
 )
 from paper_oracle import text_level_rows
@@ -117,7 +117,7 @@ def test_sums_and_merges_across_forms_equal_the_gram_sums():
 
 
 @pytest.mark.parametrize("num_experts", [3, 1200])
-def test_text_ridge_statistics_equal_the_weighted_gram_sums(num_experts):
+def test_text_ridge_matrices_equal_the_weighted_gram_sums(num_experts):
     rng = np.random.default_rng(num_experts)
     blocks = []
     for d in range(num_experts):
@@ -126,12 +126,12 @@ def test_text_ridge_statistics_equal_the_weighted_gram_sums(num_experts):
     weights = rng.uniform(0.1, 3.0, size=num_experts)
     weights[1] = 0.0  # a zero weight adds nothing
     assert {b.text_form for b in blocks} == {"rows", "gram"}
-    a, b = text_ridge_statistics(blocks, weights)
+    a, b = text_ridge_matrices(blocks, weights)
     a_plain, b_plain = combine_grams([blk.text_gram for blk in blocks], weights)
     np.testing.assert_allclose(a, a_plain, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(b, b_plain, rtol=1e-10, atol=1e-12)
-    a_none, b_none = text_ridge_statistics([None, *blocks[1:]], weights)
+    a_none, b_none = text_ridge_matrices([None, *blocks[1:]], weights)
     np.testing.assert_allclose(a_none, a_plain - weights[0] * blocks[0].text_gram, rtol=1e-9, atol=1e-9)
     assert not b_none[:, 0].any()
     with pytest.raises(ValueError, match="no expert has text statistics"):
-        text_ridge_statistics([None, blocks[0].without_text_gram()], [1.0, 1.0])
+        text_ridge_matrices([None, blocks[0].without_text_gram()], [1.0, 1.0])

@@ -53,7 +53,7 @@ from ir3de.fitting.statistics import (
     balance_weights,
     combine_grams,
     expert_gram,
-    text_ridge_statistics,
+    text_ridge_matrices,
     weights_with_traffic,
 )
 from ir3de.table import RouteTable, choose_form, compile_logits
@@ -519,10 +519,10 @@ def _text_level_statistics(
     traffic_policy: str,
     device: str,
 ) -> tuple[Any, Any]:
-    """``A``, ``B`` of text statistics in either form (rows or Gram, :func:`text_ridge_statistics`),
+    """``A``, ``B`` of text statistics in either form (rows or Gram, :func:`text_ridge_matrices`),
     computed in float64 numpy and moved to a GPU ``device`` when asked."""
     if traffic is None or all(t is None for t in traffic):
-        a, b = text_ridge_statistics(counts, balance_weights(_level_masses(counts, level), balance))
+        a, b = text_ridge_matrices(counts, balance_weights(_level_masses(counts, level), balance))
     else:
         corpus_weights, u = weights_with_traffic(
             _level_masses(counts, level),
@@ -531,9 +531,9 @@ def _text_level_statistics(
             weight=traffic_weight,
             policy=traffic_policy,
         )
-        a, b = text_ridge_statistics(counts, corpus_weights)
+        a, b = text_ridge_matrices(counts, corpus_weights)
         if any(t is not None and w != 0.0 for t, w in zip(traffic, u)):
-            ta, tb = text_ridge_statistics(traffic, u)
+            ta, tb = text_ridge_matrices(traffic, u)
             a, b = a + ta, b + tb
     if _is_gpu(device):
         import torch

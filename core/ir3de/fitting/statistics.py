@@ -60,7 +60,7 @@ __all__ = [
     "text_factor",
     "text_gram",
     "text_means",
-    "text_ridge_statistics",
+    "text_ridge_matrices",
     "text_rows",
     "traffic_weights",
     "weights_with_traffic",
@@ -687,7 +687,7 @@ def combine_grams(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.
     return a, b
 
 
-def text_ridge_statistics(
+def text_ridge_matrices(
     blocks: Sequence[ExpertCounts | None], weights: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``A = Σ_d w_d G_d`` and ``B[:, d] = w_d G_d[:, -1]`` of text statistics in either form.
@@ -700,7 +700,7 @@ def text_ridge_statistics(
     Example:
         >>> a = ExpertCounts(np.array([0]), np.array([1]), 1, text_rows=np.array([[2.0, 1.0]]))
         >>> b = ExpertCounts(np.array([1]), np.array([1]), 1, np.array([[1.0, 1.0], [1.0, 1.0]]))
-        >>> A, B = text_ridge_statistics([a, b], [1.0, 2.0])
+        >>> A, B = text_ridge_matrices([a, b], [1.0, 2.0])
         >>> A.tolist(), B.tolist()
         ([[6.0, 4.0], [4.0, 3.0]], [[2.0, 2.0], [1.0, 2.0]])
     """
