@@ -246,7 +246,11 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
     names = list(state.experts)
     table = state.table
     # the table in its own form: dense logits, or (factored) the embedding matrix it multiplies by W
-    held = {"logits": table.logits} if table.form == "dense" else {"table_matrix": table.matrix}
+    if table.form == "dense":
+        held = {"logits": table.logits}
+    else:
+        assert table.matrix is not None  # a factored table holds the embedding matrix
+        held = {"table_matrix": table.matrix}
     router_bytes = artifact.tensors_to_bytes(
         {**held, "weights": state.weights, "ridge_solution": state.ridge_solution},
         metadata={"format": "ir3de-route-table", "experts": json.dumps(names), "table_form": table.form},
