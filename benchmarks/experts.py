@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.experts            # 5, 50, 500, 1000, 5000 experts over the same ~2M tokens
     python -m benchmarks.experts --quick    # 5 and 50 experts over 600 texts (what the tests run)
+    python -m benchmarks.experts --plot-only  # redraw docs/img/experts.png from experts.json
 
 The same texts (Debian fortunes in five languages, 6,000 per language: ~2.03M SmolLM2 tokens) are
 dealt round-robin into N experts, so only the expert count changes. Each N runs in a fresh process
@@ -217,9 +218,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ("route p50 / p99 (µs)", [r["route_p50_us"] for r in runs]),
     ]
     for ax, (title, values) in zip(axes, panels):
-        ax.plot(x, values, marker="o", label="p50" if "route" in title else None)
-        if "route" in title:
+        latency = title.startswith("route")
+        ax.plot(x, values, marker="o", label="p50" if latency else None)
+        if latency:
             ax.plot(x, [r["route_p99_us"] for r in runs], marker="s", label="p99")
+            ax.set_yscale("log")  # p99 on a loaded machine is 2 orders of magnitude above p50
             ax.legend()
         ax.set_xscale("log")
         ax.set_title(title)
@@ -237,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="5 and 50 experts over 600 texts")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "experts.png"), help="figure path")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from <out>/experts.json")
     ap.add_argument("--experts", type=int, default=0, help=argparse.SUPPRESS)  # child: one count
     ap.add_argument("--tokenize", action="store_true", help=argparse.SUPPRESS)  # child: tokenizer pace
     ap.add_argument("--out-json", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     per_language = QUICK_TEXTS_PER_LANGUAGE if args.quick else TEXTS_PER_LANGUAGE
+    if args.plot_only:
+        plot(json.loads((Path(args.out) / "experts.json").read_text()), Path(args.plot))
+        return 0
     if args.experts or args.tokenize:
         if args.tokenize:
             result = _tokenize_rate(per_language)
