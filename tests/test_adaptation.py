@@ -304,7 +304,7 @@ def test_saved_adaptation_round_trips_and_keeps_no_text(base_folder, smollm2, se
     router.adapt(served[:20])
     folder = router.save_pretrained(tmp_path / "adapted")
     config = json.loads((folder / "config.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 4
+    assert config["format_version"] == FORMAT_VERSION >= 4  # 4 added the adaptation
     assert config["adaptation"]["num_prompts"] == 20
     loaded = _fresh(folder, smollm2)
     _same_bits(loaded, router)

@@ -17,6 +17,7 @@ import numpy as np
 from ir3de.errors import ArtifactError
 from ir3de.fitting.statistics import TRAFFIC_POLICIES
 from ir3de.routing.selectors import COMBINERS, SELECTORS
+from ir3de.table import TABLE_FORMS
 
 __all__ = ["LEVELS", "STATISTICS_SETTINGS", "RouterConfig"]
 
@@ -29,7 +30,8 @@ LEVELS = ("token", "text")
 
 #: Settings that change the ridge matrices or their solve: changing one re-solves from the stored
 #: statistics (no text is re-read); every other setting only changes how the table is read.
-STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight", "traffic_policy")
+#: (``table`` only changes how the solve is held, but takes the same path.)
+STATISTICS_SETTINGS = ("level", "lam", "column_norm", "balance", "traffic_weight", "traffic_policy", "table")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class RouterConfig:
             ``"balanced"``: prompts weigh like ``per_prompt`` and balancing counts the traffic in
             each expert's mass. See :func:`ir3de.fitting.statistics.weights_with_traffic`. All re-solve from
             the statistics.
+        table: how the route table is held (:mod:`ir3de.table`): ``"dense"`` (V × D logits),
+            ``"factored"`` (the embedding matrix and W apart: size and routing cost do not grow as
+            V × D; for many experts) or ``"auto"`` (default: factored when there are more experts
+            than embedding dimensions + 1). Decisions are the same either way (up to float32 rounding
+            of the dense logits).
     """
 
     level: str = "text"
@@ -98,6 +105,7 @@ class RouterConfig:
     thresholds: Mapping[str, float] | None = None
     traffic_weight: float = 1.0
     traffic_policy: str = "share"
+    table: str = "auto"
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -158,6 +166,8 @@ class RouterConfig:
             )
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
+        if self.table not in TABLE_FORMS:
+            raise ValueError(f"unknown table {self.table!r}; choose one of {TABLE_FORMS}")
 
     @property
     def effective_temperature(self) -> float:

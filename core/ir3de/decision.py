@@ -65,6 +65,7 @@ class RouteDecision:
         "_positions",
         "_score_values",
         "_scores",
+        "_table",
         "_token_ids",
         "_tokenizer",
         "_tokens",
@@ -92,6 +93,7 @@ class RouteDecision:
         votes: np.ndarray | None = None,
         entropy: np.ndarray | None = None,
         log_probs: np.ndarray | None = None,
+        table: Any = None,
         tokenizer: Any = None,
         explain: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
@@ -108,6 +110,8 @@ class RouteDecision:
         self._vote_table = votes  # per-vocabulary votes/entropy of the table that decided
         self._entropy_table = entropy
         self._log_prob_table = log_probs
+        # or the RouteTable that decided: its per-id arrays are read only when tokens are asked for
+        self._table = table
         self._tokenizer = tokenizer
         self._tokens: tuple[DecidingToken, ...] | None = None
         # ``explain() -> (token_ids, positions)`` defers the deciding tokens to first access
@@ -127,6 +131,31 @@ class RouteDecision:
             self._scores = dict(zip(self._names, values if isinstance(values, list) else values.tolist()))
         return self._scores
 
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` best experts with their scores, best first (ties: the expert fitted first).
+
+        Reads the score array directly (one partial sort), without building the per-expert dict, so
+        it costs little with thousands of experts.
+
+        Example:
+            >>> d = RouteDecision("math", 0.6, {"math": 0.6, "code": 0.3, "law": 0.1})
+            >>> d.top(2)
+            [('math', 0.6), ('code', 0.3)]
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if self._score_values is None and self._scores is not None:
+            values = np.fromiter(self._scores.values(), np.float64, count=len(self._scores))
+        else:
+            raw = self._score_values if self._score_values is not None else [0.0] * len(self._names)
+            values = np.asarray(raw, np.float64)
+        k = min(int(k), values.size)
+        if k == 0:
+            return []
+        best = np.argpartition(-values, k - 1)[:k] if k < values.size else np.arange(values.size)
+        best = best[np.lexsort((best, -values[best]))]  # score descending, then expert order
+        return [(self._names[int(i)], float(values[int(i)])) for i in best]
+
     @property
     def token_ids(self) -> list[int]:
         """Ids of the deciding tokens, lowest entropy first (no decoding)."""
@@ -138,25 +167,29 @@ class RouteDecision:
         """The deciding tokens as :class:`DecidingToken` (id, text, vote, entropy, position)."""
         if self._tokens is None:
             ids, positions = self._deciding()
-            if ids.size == 0 or self._vote_table is None or self._entropy_table is None:
-                self._tokens = ()
-            else:
-                decode = self._tokenizer.decode if self._tokenizer is not None else (lambda x: str(x[0]))
-                votes = self._vote_table[ids]
-                entropy = self._entropy_table[ids]
+            table = self._table
+            if table is not None and ids.size:
+                votes, entropy = table.votes[ids], table.entropy[ids]
+                probs = np.exp(table.log_prob_rows(ids))
+            elif ids.size and self._vote_table is not None and self._entropy_table is not None:
+                votes, entropy = self._vote_table[ids], self._entropy_table[ids]
                 log_probs = self._log_prob_table
                 probs = np.exp(log_probs[ids]) if log_probs is not None else np.zeros((ids.size, 0))
-                self._tokens = tuple(
-                    DecidingToken(
-                        int(i),
-                        decode([int(i)]),
-                        self._names[int(v)],
-                        float(h),
-                        int(p),
-                        MappingProxyType(dict(zip(self._names, row.tolist()))),
-                    )
-                    for i, v, h, p, row in zip(ids, votes, entropy, positions, probs)
+            else:
+                self._tokens = ()
+                return self._tokens
+            decode = self._tokenizer.decode if self._tokenizer is not None else (lambda x: str(x[0]))
+            self._tokens = tuple(
+                DecidingToken(
+                    int(i),
+                    decode([int(i)]),
+                    self._names[int(v)],
+                    float(h),
+                    int(p),
+                    MappingProxyType(dict(zip(self._names, row.tolist()))),
                 )
+                for i, v, h, p, row in zip(ids, votes, entropy, positions, probs)
+            )
         return self._tokens
 
     def _key(self) -> tuple[Any, ...]:

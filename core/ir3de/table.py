@@ -1,12 +1,26 @@
-"""The route table: everything routing needs, precomputed per vocabulary id.
+"""The route table: everything routing needs, per vocabulary id.
 
 A token's logits depend only on its id, so after a fit the token router is a table (DESIGN §2):
 for every id ``v``: ``logits[v] = [E[v], 1] · W``, its softmax entropy ``entropy[v]``, its vote
 ``argmax logits[v]`` and its log-probabilities. Routing a prompt is then gather + partial sort +
-count; no embedding matrix and no matrix multiply.
+count.
 
-The table is derived from the float32 ``logits`` alone (that is what an artifact stores), so a
-saved and reloaded router routes bit-identically.
+Two forms hold the same logits:
+
+* ``"dense"``: the (V, D) float32 logits themselves (a gather per token; the table of a few experts).
+* ``"factored"``: ``E`` (V, h) and ``W`` ((h+1), D) kept apart, ``logits[v] = [E[v], 1] · W`` computed
+  for the ids a prompt has. Its size does not grow as V × D, and the mean-logit route of a prompt is
+  its mean embedding times ``W`` (one (h+1) × D product): the form of many experts.
+
+``choose_form("auto", ...)`` takes the factored form when D > h + 1 (then ``E`` and ``W`` hold fewer
+numbers than the logits), dense otherwise; ``RouterConfig(table=...)`` overrides it.
+
+Per-id arrays every selector but ``avg`` reads (entropy, votes, entropy ranks) are V-sized and
+computed in row chunks on first use, with no (V × D) float64 temporary; the V × D log-probabilities are
+only materialised when asked for (:attr:`RouteTable.log_probs`; selectors use :meth:`RouteTable.log_prob_rows`).
+
+The dense table is derived from the float32 ``logits`` alone (that is what an artifact stores), so a
+saved and reloaded router routes bit-identically; the factored one from ``E`` and ``W`` (stored too).
 
 Example:
     >>> import numpy as np
@@ -17,17 +31,40 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ENTROPY_EPS", "RouteTable", "compile_logits", "token_entropy"]
+__all__ = ["ENTROPY_EPS", "TABLE_FORMS", "RouteTable", "choose_form", "compile_logits", "token_entropy"]
 
 ENTROPY_EPS = 1e-10
 """The paper's reference code computes ``-Σ p log(p + 1e-10)``; we keep the same constant."""
+
+#: ``RouterConfig.table``: how the route table is held (see the module docstring).
+TABLE_FORMS = ("auto", "dense", "factored")
+
+#: Up to this many experts the mean-logit path reads the precomputed per-id sums (:attr:`RouteTable.sum_rows`).
+SUM_ROWS_MAX_EXPERTS = 64
+_CHUNK_ROWS = 2048
+
+
+def choose_form(form: str, hidden: int, experts: int) -> str:
+    """``"dense"`` or ``"factored"``: ``form`` itself, or for ``"auto"`` the smaller one (factored
+    when ``experts > hidden + 1``).
+
+    Example:
+        >>> choose_form("auto", 576, 5), choose_form("auto", 576, 1000), choose_form("dense", 576, 1000)
+        ('dense', 'factored', 'dense')
+    """
+    if form not in TABLE_FORMS:
+        raise ValueError(f"unknown table form {form!r}; choose one of {TABLE_FORMS}")
+    if form != "auto":
+        return form
+    return "factored" if experts > hidden + 1 else "dense"
 
 
 def token_entropy(logits: np.ndarray) -> np.ndarray:
@@ -80,76 +117,285 @@ def _sum_rows(logits: np.ndarray, countable: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _read_only(*arrays: np.ndarray) -> None:
+    for arr in arrays:
+        arr.flags.writeable = False
+
+
 @dataclass(frozen=True, eq=False)
 class RouteTable:
-    """Per-vocabulary-id routing arrays.
+    """Per-vocabulary-id routing arrays, dense or factored (see the module docstring).
+
+    Build one with :meth:`from_logits` (dense) or :meth:`factored`.
 
     Attributes:
-        logits: (V, D) float32 token logits.
-        entropy: (V,) float64 entropy of each id's softmax; ``+inf`` for ids that never count.
-        votes: (V,) int64 argmax expert index of each id (the first maximum on ties).
-        log_probs: (V, D) float64 log-softmax of each id's logits.
         countable: (V,) bool, False for excluded (special/padding) ids.
-        entropy_rank: (V,) int64 dense rank of ``entropy`` (equal entropies share a rank), so batch
-            selection sorts integers: ``argsort(prompt * num_ranks + rank)`` orders by prompt, then
-            entropy, then position — the same order as a stable sort on entropy, several times faster.
-        sum_rows: (D+1, V) float64, the mean-logit evidence precomputed per id for one fused lookup:
-            rows ``0..D-1`` are ``logits.T`` with the columns of ids that never count set to 0, row
-            ``D`` is 1.0 for countable ids. ``sum_rows.take(ids, axis=1).sum(axis=1)`` gives a prompt's
-            summed logits and its number of countable tokens at once (:func:`ir3de.routing.selectors.mean_logits_one`).
+        dense_logits: (V, D) float32 logits (dense form), else ``None``.
+        matrix: (V, h) float32 embedding matrix (factored form, not copied), else ``None``.
+        head: (h, D) float64 weights without the bias (factored form).
+        bias: (D,) float64 bias row (factored form).
+
+    Derived on first use (V-sized, cached): ``entropy`` ((V,) float64 entropy of each id's softmax,
+    ``+inf`` for ids that never count), ``votes`` ((V,) int64 argmax expert, first maximum on ties),
+    ``entropy_rank`` ((V,) int64 dense rank of ``entropy``: batch selection sorts integers,
+    ``argsort(prompt * num_ranks + rank)`` = prompt, then entropy, then position) and
+    ``num_entropy_ranks``; for dense tables of up to :data:`SUM_ROWS_MAX_EXPERTS` experts ``sum_rows``
+    ((D+1, V) float64: ``logits.T`` with zero columns for ids that never count, and a row of 1.0 for
+    countable ids; one ``take`` gives a prompt's summed logits and its number of countable tokens).
     """
 
-    logits: np.ndarray
-    entropy: np.ndarray
-    votes: np.ndarray
-    log_probs: np.ndarray
     countable: np.ndarray
-    entropy_rank: np.ndarray
-    num_entropy_ranks: int
-    sum_rows: np.ndarray | None = None
+    dense_logits: np.ndarray | None = None
+    matrix: np.ndarray | None = None
+    head: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # ------------------------------------------------------------------------------------------ build
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, excluded_ids: Sequence[int] | np.ndarray = ()) -> RouteTable:
+        """The dense table of (V, D) logits (stored as float32)."""
         logits = np.ascontiguousarray(logits, dtype=np.float32)
         if logits.ndim != 2 or logits.shape[1] < 1:
             raise ValueError(f"logits must be (vocab, experts), got shape {logits.shape}")
-        entropy = token_entropy(logits)
-        countable = np.ones(logits.shape[0], bool)
-        excluded = np.asarray(excluded_ids, np.int64)
-        if excluded.size:
-            countable[excluded[excluded < logits.shape[0]]] = False
-        entropy[~countable] = np.inf
-        votes = np.argmax(logits, axis=1).astype(np.int64)
-        for arr in (logits, entropy, votes, countable):
-            arr.flags.writeable = False
-        log_probs = log_softmax(logits)
-        entropy_rank = np.unique(entropy, return_inverse=True)[1].astype(np.int64).reshape(-1)
-        for arr in (log_probs, entropy_rank):
-            arr.flags.writeable = False
-        num_ranks = int(entropy_rank.max()) + 1 if entropy_rank.size else 1
-        return cls(
-            logits,
-            entropy,
-            votes,
-            log_probs,
-            countable,
-            entropy_rank,
-            num_ranks,
-            _sum_rows(logits, countable),
-        )
+        _read_only(logits)
+        table = cls(_countable(logits.shape[0], excluded_ids), dense_logits=logits)
+        if logits.shape[1] <= SUM_ROWS_MAX_EXPERTS:  # few experts: everything now, as routing reads it
+            table._per_token()
+            _ = table.summed_rows
+        return table
+
+    @classmethod
+    def factored(
+        cls, matrix: np.ndarray, weights: np.ndarray, excluded_ids: Sequence[int] | np.ndarray = ()
+    ) -> RouteTable:
+        """The factored table of the (V, h) embedding ``matrix`` and (h+1, D) ``weights`` (bias last).
+
+        Example:
+            >>> e = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+            >>> t = RouteTable.factored(e, np.array([[2.0, 0.0], [0.0, 3.0], [0.5, 0.0]]))
+            >>> t.form, t.rows([1]).tolist(), t.votes.tolist()
+            ('factored', [[0.5, 3.0]], [0, 1])
+        """
+        matrix = np.asarray(matrix)
+        if matrix.dtype not in (np.float32, np.float64):
+            matrix = matrix.astype(np.float32)
+        w = np.asarray(weights, np.float64)
+        if matrix.ndim != 2 or w.ndim != 2 or w.shape[0] != matrix.shape[1] + 1 or w.shape[1] < 1:
+            raise ValueError(
+                f"a factored table needs a (V, h) matrix and (h+1, D) weights, got {matrix.shape} and {w.shape}"
+            )
+        head, bias = np.ascontiguousarray(w[:-1]), np.ascontiguousarray(w[-1])
+        _read_only(head, bias)
+        return cls(_countable(matrix.shape[0], excluded_ids), matrix=matrix, head=head, bias=bias)
+
+    # ------------------------------------------------------------------------------------------ shape
 
     @property
-    def summed_rows(self) -> np.ndarray:
-        """``sum_rows``, computed on first use for a table constructed without it."""
-        if self.sum_rows is None:
-            object.__setattr__(self, "sum_rows", _sum_rows(self.logits, self.countable))
-        assert self.sum_rows is not None
-        return self.sum_rows
+    def form(self) -> str:
+        """``"dense"`` or ``"factored"``."""
+        return "dense" if self.dense_logits is not None else "factored"
 
     @property
     def vocab_size(self) -> int:
-        return int(self.logits.shape[0])
+        return int(self.countable.shape[0])
 
     @property
     def num_experts(self) -> int:
-        return int(self.logits.shape[1])
+        if self.dense_logits is not None:
+            return int(self.dense_logits.shape[1])
+        assert self.head is not None
+        return int(self.head.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this table holds beyond a shared embedding matrix (logits or ``W``, and what is cached)."""
+        own = self.dense_logits.nbytes if self.dense_logits is not None else 0
+        own += sum(a.nbytes for a in (self.head, self.bias) if a is not None)
+        return own + sum(v.nbytes for v in self._cache.values() if isinstance(v, np.ndarray))
+
+    # ------------------------------------------------------------------------------------------ rows
+
+    def rows(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The (n, D) float64 logits of ``ids`` (a gather, or ``[E[ids], 1] · W`` when factored)."""
+        idx = np.asarray(ids, np.int64)
+        if self.dense_logits is not None:
+            return self.dense_logits[idx].astype(np.float64)
+        assert self.matrix is not None and self.head is not None and self.bias is not None
+        out: np.ndarray = np.asarray(self.matrix[idx], np.float64) @ self.head
+        out += self.bias
+        return out
+
+    def log_prob_rows(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The (n, D) float64 log-softmax of the logits of ``ids``."""
+        if "log_probs" in self._cache:
+            cached: np.ndarray = self._cache["log_probs"][np.asarray(ids, np.int64)]
+            return cached
+        return log_softmax(self.rows(ids) if self.dense_logits is None else self._dense_rows32(ids))
+
+    def _dense_rows32(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        assert self.dense_logits is not None
+        return self.dense_logits[np.asarray(ids, np.int64)]
+
+    def logit_sums(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, int]:
+        """The summed (D,) float64 logits of the countable ones of ``ids``, and how many there are.
+
+        Factored: ``(Σ E[ids]) · W_head + n · bias`` — the sum of the ids' embeddings times ``W``, one
+        (h+1) × D product whatever the prompt's length.
+        """
+        if self.dense_logits is not None and self.num_experts <= SUM_ROWS_MAX_EXPERTS:
+            sums = self.summed_rows.take(ids, axis=1).sum(axis=1)
+            return sums[:-1], int(sums[-1])
+        idx = np.asarray(ids, np.int64)
+        keep = self.countable[idx]
+        if not keep.all():
+            idx = idx[keep]
+        n = int(idx.size)
+        if self.dense_logits is not None:
+            return self.dense_logits.take(idx, axis=0).sum(axis=0, dtype=np.float64), n
+        assert self.matrix is not None and self.bias is not None
+        embedded = self.matrix.take(idx, axis=0).sum(axis=0, dtype=np.float64)
+        out: np.ndarray = (embedded.astype(np.float32) @ self.head32).astype(np.float64) + n * self.bias
+        return out, n
+
+    @property
+    def head32(self) -> np.ndarray:
+        """``head`` in float32 (factored form): what the mean-logit paths multiply by. A route reads
+        all of ``W`` once, so half the bytes is half the memory traffic; the rounding is that of a
+        dense float32 table."""
+        if "head32" not in self._cache:
+            assert self.head is not None
+            head32 = self.head.astype(np.float32)
+            _read_only(head32)
+            self._cache["head32"] = head32
+        out: np.ndarray = self._cache["head32"]
+        return out
+
+    def segment_logit_sums(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Summed logits ((P, D) float64) and countable tokens ((P,) int64) of P prompts given as flat
+        ``ids`` and ``lengths``; each prompt's ids are summed in order."""
+        num_prompts = lengths.size
+        seg = np.repeat(np.arange(num_prompts), lengths)
+        keep = self.countable[ids]
+        ids, seg = ids[keep], seg[keep]
+        counts = np.bincount(seg, minlength=num_prompts).astype(np.int64)
+        source = self.dense_logits if self.dense_logits is not None else self.matrix
+        assert source is not None
+        sums = np.zeros((num_prompts, source.shape[1]), np.float64)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        # prompts in groups of about _CHUNK_ROWS tokens: the gathered rows stay a few MB
+        first = 0
+        while first < num_prompts:
+            last = int(np.searchsorted(ends, starts[first] + _CHUNK_ROWS, side="right"))
+            last = max(last, first + 1)
+            group = np.arange(first, last)
+            nonempty = group[counts[group] > 0]
+            if nonempty.size:
+                lo, hi = int(starts[first]), int(ends[last - 1])
+                values = source.take(ids[lo:hi], axis=0).astype(np.float64)
+                sums[nonempty] = np.add.reduceat(values, starts[nonempty] - lo, axis=0)
+            first = last
+        if self.dense_logits is None:
+            assert self.bias is not None
+            sums = (sums.astype(np.float32) @ self.head32).astype(np.float64) + counts[:, None] * self.bias
+        return sums, counts
+
+    # ------------------------------------------------------------------------------------------ per id
+
+    def _chunks(self) -> Any:
+        """(start, float32-or-float64 logits) of row chunks of the whole vocabulary."""
+        for start in range(0, self.vocab_size, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, self.vocab_size)
+            if self.dense_logits is not None:
+                yield start, self.dense_logits[start:stop]
+            else:
+                yield start, self.rows(np.arange(start, stop))
+
+    def _per_token(self) -> dict[str, Any]:
+        cache = self._cache
+        if "votes" in cache:
+            return cache
+        with self._lock:
+            if "votes" in cache:
+                return cache
+            entropy = np.empty(self.vocab_size, np.float64)
+            votes = np.empty(self.vocab_size, np.int64)
+            for start, chunk in self._chunks():
+                entropy[start : start + chunk.shape[0]] = token_entropy(chunk)
+                votes[start : start + chunk.shape[0]] = np.argmax(chunk, axis=1)
+            entropy[~self.countable] = np.inf
+            entropy_rank = np.unique(entropy, return_inverse=True)[1].astype(np.int64).reshape(-1)
+            _read_only(entropy, votes, entropy_rank)
+            cache["entropy"], cache["entropy_rank"] = entropy, entropy_rank
+            cache["num_entropy_ranks"] = int(entropy_rank.max()) + 1 if entropy_rank.size else 1
+            cache["votes"] = votes
+        return cache
+
+    @property
+    def entropy(self) -> np.ndarray:
+        out: np.ndarray = self._per_token()["entropy"]
+        return out
+
+    @property
+    def votes(self) -> np.ndarray:
+        out: np.ndarray = self._per_token()["votes"]
+        return out
+
+    @property
+    def entropy_rank(self) -> np.ndarray:
+        out: np.ndarray = self._per_token()["entropy_rank"]
+        return out
+
+    @property
+    def num_entropy_ranks(self) -> int:
+        return int(self._per_token()["num_entropy_ranks"])
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(V, D) float32 logits: the stored array (dense), or computed in full on each access (factored:
+        V × D numbers; routing never needs them, use :meth:`rows`)."""
+        if self.dense_logits is not None:
+            return self.dense_logits
+        out = np.empty((self.vocab_size, self.num_experts), np.float32)
+        for start, chunk in self._chunks():
+            out[start : start + chunk.shape[0]] = chunk
+        return out
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """(V, D) float64 log-softmax of every id's logits, computed on first access and cached (V × D
+        numbers: selectors read :meth:`log_prob_rows` instead)."""
+        if "log_probs" not in self._cache:
+            out = np.empty((self.vocab_size, self.num_experts), np.float64)
+            for start, chunk in self._chunks():
+                out[start : start + chunk.shape[0]] = log_softmax(chunk)
+            _read_only(out)
+            self._cache["log_probs"] = out
+        cached: np.ndarray = self._cache["log_probs"]
+        return cached
+
+    @property
+    def sum_rows(self) -> np.ndarray | None:
+        """The precomputed per-id sums of a dense table (``None`` until first used, see the class docstring)."""
+        cached: np.ndarray | None = self._cache.get("sum_rows")
+        return cached
+
+    @property
+    def summed_rows(self) -> np.ndarray:
+        """``sum_rows``, computed on first use ((D+1) × V: meant for dense tables of few experts)."""
+        if "sum_rows" not in self._cache:
+            self._cache["sum_rows"] = _sum_rows(self.logits, self.countable)
+        out: np.ndarray = self._cache["sum_rows"]
+        return out
+
+
+def _countable(vocab: int, excluded_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    countable = np.ones(vocab, bool)
+    excluded = np.asarray(excluded_ids, np.int64)
+    if excluded.size:
+        countable[excluded[excluded < vocab]] = False
+    _read_only(countable)
+    return countable

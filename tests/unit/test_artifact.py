@@ -19,7 +19,7 @@ from ir3de.artifacts.format import (
     read_config,
     read_file_checked,
     read_tensors,
-    read_text_grams,
+    read_text_statistics,
     tensors_to_bytes,
     text_gram_tensors,
     text_statistics_spec,
@@ -192,21 +192,36 @@ def test_text_statistics_spec_is_checked():
         check_text_statistics_spec({**spec, "window": spec["window"] + 1}, "file")
 
 
-def test_text_gram_tensors_round_trip(tmp_path):
+def test_text_statistics_tensors_round_trip_in_each_form(tmp_path):
     gram = np.diag([1.0, 2.0, 1.25])
+    rows = np.array([[0.5, 0.0, 1.0], [0.0, 0.25, 0.5]])
     counts = [
         ExpertCounts(np.array([1]), np.array([1]), 1, gram),
         ExpertCounts(np.array([2]), np.array([3]), 1),
+        ExpertCounts(np.array([2]), np.array([3]), 2, text_rows=rows),
     ]
     tensors = text_gram_tensors(counts, hidden=2)
-    assert tensors["text_grams"].shape == (2, 3, 3) and tensors["has_text_gram"].tolist() == [1, 0]
+    assert tensors["text_forms"].tolist() == [1, 0, 2] and tensors["text_grams"].shape == (1, 3, 3)
+    assert tensors["text_rows"].shape == (2, 3) and tensors["text_row_offsets"].tolist() == [0, 0, 0, 2]
     data = tensors_to_bytes(tensors)
     folder = write_folder_atomically(tmp_path / "s", {"statistics.safetensors": data})
-    back = read_text_grams(read_tensors(folder, "statistics.safetensors", {}), 2, 2, "stats")
-    assert np.array_equal(back[0], gram) and back[1] is None
+    back = read_text_statistics(read_tensors(folder, "statistics.safetensors", {}), 3, 2, "stats")
+    assert np.array_equal(back[0]["stored_gram"], gram) and back[1] == {}
+    assert np.array_equal(back[2]["text_rows"], rows)
     assert text_gram_tensors([c.without_text_gram() for c in counts], hidden=2) == {}
-    assert read_text_grams({}, 3, 2, "stats") == [None, None, None]
+    assert read_text_statistics({}, 3, 2, "stats") == [{}, {}, {}]
     with pytest.raises(ArtifactError, match="expected"):
-        read_text_grams(tensors, 3, 2, "stats")  # wrong number of experts
+        read_text_statistics(tensors, 4, 2, "stats")  # wrong number of experts
     with pytest.raises(ArtifactError, match="float64"):
-        read_text_grams({**tensors, "text_grams": tensors["text_grams"].astype(np.float32)}, 2, 2, "stats")
+        read_text_statistics({**tensors, "text_rows": tensors["text_rows"].astype(np.float32)}, 3, 2, "stats")
+    with pytest.raises(ArtifactError, match="text_row_offsets"):
+        read_text_statistics({**tensors, "text_row_offsets": np.array([0, 1, 1, 2])}, 3, 2, "stats")
+
+
+def test_text_statistics_of_format_3_still_load():
+    gram = np.diag([1.0, 2.0, 1.25])
+    older = {"text_grams": np.stack([gram, np.zeros((3, 3))]), "has_text_gram": np.array([1, 0], np.uint8)}
+    back = read_text_statistics(older, 2, 2, "stats")
+    assert np.array_equal(back[0]["stored_gram"], gram) and back[1] == {}
+    with pytest.raises(ArtifactError, match="float64"):
+        read_text_statistics({**older, "text_grams": older["text_grams"].astype(np.float32)}, 2, 2, "stats")

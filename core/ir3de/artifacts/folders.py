@@ -53,7 +53,8 @@ __all__ = [
 PACK_CONFIG_FILE = "stat_pack.json"
 #: 2 added the optional traffic block (learned labelled prompts); version-1 packs still load.
 #: 3 added the optional adaptation block (unlabelled served prompts); version-2 packs still load.
-PACK_FORMAT_VERSION = 3
+#: 4 stores the text statistics in their smaller exact form (rows or Gram, router format 5).
+PACK_FORMAT_VERSION = 4
 #: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
 TRAFFIC_PREFIX = "traffic_"
 #: Prefix of the adaptation tensors in a statistics file (format 4; :func:`_adaptation_tensors`).
@@ -133,6 +134,7 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
         ],
         "settings": data.config.to_dict(),
         "text_statistics": artifact.text_statistics_spec(),
+        "table_form": state.table.form,
         "vocab_size": state.table.vocab_size,
         "hidden_size": int(state.weights.shape[0] - 1),
         "excluded_ids": [int(i) for i in state.excluded_ids],
@@ -242,9 +244,16 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
 
     state = data.state
     names = list(state.experts)
+    table = state.table
+    # the table in its own form: dense logits, or (factored) the embedding matrix it multiplies by W
+    if table.form == "dense":
+        held = {"logits": table.logits}
+    else:
+        assert table.matrix is not None  # a factored table holds the embedding matrix
+        held = {"table_matrix": table.matrix}
     router_bytes = artifact.tensors_to_bytes(
-        {"logits": state.table.logits, "weights": state.weights, "ridge_solution": state.ridge_solution},
-        metadata={"format": "ir3de-route-table", "experts": json.dumps(names)},
+        {**held, "weights": state.weights, "ridge_solution": state.ridge_solution},
+        metadata={"format": "ir3de-route-table", "experts": json.dumps(names), "table_form": table.form},
     )
     hidden = state.weights.shape[0] - 1
     rows = data.adapted[0] if data.adapted else None
@@ -280,13 +289,13 @@ def _read_counts(
         raise ArtifactError(f"{where}: {prefix}offsets are not a valid CSR index")
     if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
         raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
-    grams = artifact.read_text_grams(stats, d, hidden, where, prefix=prefix)
+    text = artifact.read_text_statistics(stats, d, hidden, where, prefix=prefix)
     what = "traffic" if prefix else "counts"
     out = []
     for i, name in enumerate(names):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
         try:
-            out.append(ExpertCounts(token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), grams[i]))
+            out.append(ExpertCounts(token_ids[lo:hi], counts[lo:hi], int(num_texts[i]), **text[i]))
         except ValueError as e:
             raise ArtifactError(f"{where}: {what} of expert {name!r} are invalid ({e})") from e
     return out
@@ -395,7 +404,13 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     d = len(names)
     where = str(path / artifact.ROUTER_FILE)
     tensors = artifact.read_tensors(path, artifact.ROUTER_FILE, config)
-    logits = artifact.expect_shape(tensors, "logits", (vocab, d), where)
+    form = config.get("table_form", "dense")
+    if form not in ("dense", "factored"):
+        raise ArtifactError(f"{path / artifact.CONFIG_FILE}: unknown table_form {form!r}; upgrade ir3de")
+    held = "logits" if form == "dense" else "table_matrix"
+    table_values = artifact.expect_shape(
+        tensors, held, (vocab, d) if form == "dense" else (vocab, hidden), where
+    )
     weights = artifact.expect_shape(tensors, "weights", (hidden + 1, d), where)
     solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
     stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)
@@ -405,14 +420,18 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     blocks, rows, adapt_settings = _read_adaptation(
         stats, names, hidden, str(path / artifact.STATISTICS_FILE), config.get("adaptation")
     )
-    if any(c.text_gram is not None for c in [*counts, *traffic.values()]):
+    if any(c.has_text_statistics for c in [*counts, *traffic.values()]):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(path / artifact.CONFIG_FILE))
     tokenizer = _read_tokenizer(path, config, vocab)
     excluded = np.asarray(config.get("excluded_ids", []), np.int64)
     descriptions = {m["name"]: m.get("description", "") for m in experts_meta}
+    if form == "dense":
+        table = RouteTable.from_logits(table_values, excluded)
+    else:
+        table = RouteTable.factored(table_values, weights, excluded)
     state = RoutingState(
         tuple(names),
-        RouteTable.from_logits(logits, excluded),
+        table,
         weights,
         solution,
         tokenizer=tokenizer,
@@ -527,7 +546,7 @@ def pack_config_dict(pack: PackData) -> dict[str, Any]:
             "num_texts": counts.num_texts,
             "num_tokens": counts.num_tokens,
             "num_distinct_tokens": int(counts.token_ids.size),
-            "has_text_statistics": counts.text_gram is not None,
+            "has_text_statistics": counts.has_text_statistics,
             **({"traffic": _traffic_entry(pack.traffic)} if pack.traffic is not None else {}),
             **({"adaptation": {"prompts": pack.adaptation.prompts}} if pack.adaptation is not None else {}),
         },
@@ -592,7 +611,7 @@ def load_pack(folder: str | os.PathLike[str]) -> PackData:
     traffic = _read_traffic(tensors, [expert["name"]], vocab, hidden, where, recorded).get(expert["name"])
     recorded_adaptation = None if expert.get("adaptation") is None else {"num_prompts": 0}
     adaptation = _read_adaptation(tensors, [expert["name"]], hidden, where, recorded_adaptation)[0]
-    if counts.text_gram is not None or (traffic is not None and traffic.text_gram is not None):
+    if counts.has_text_statistics or (traffic is not None and traffic.has_text_statistics):
         artifact.check_text_statistics_spec(config.get("text_statistics"), str(folder / PACK_CONFIG_FILE))
     if counts.num_texts != expert["num_texts"] or counts.num_tokens != expert["num_tokens"]:
         raise ArtifactError(

@@ -4,11 +4,15 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
 
 * ``config.json`` — format version, experts, settings, embedding source, fingerprints, and the
   sha256 and size of every other file;
-* ``router.safetensors`` — ``logits`` (V × D, float32: the route table), ``weights`` ((h+1) × D, the
+* ``router.safetensors`` — the route table in its form (``config.json``'s ``table_form``, format 4):
+  ``logits`` (V × D, float32: dense) or ``table_matrix`` (V × h, float32: the embedding matrix a
+  factored table multiplies by ``weights``), ``weights`` ((h+1) × D, the
   column-normalised weights the table was compiled from) and ``ridge_solution`` (the raw solve);
 * ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
   ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
-  text Grams (``text_grams``: D × (h+1) × (h+1) float64, ``has_text_gram``: D flags), so a pulled
+  text statistics, each in its smaller exact form (format 5, :func:`text_gram_tensors`: ``text_forms``
+  says Gram or rows per expert; ``text_grams`` G × (h+1) × (h+1), ``text_rows`` R × (h+1) float64
+  with ``text_row_offsets``; format 2–4: ``text_grams`` D × (h+1)², ``has_text_gram``), so a pulled
   router can grow at either level; learned traffic (labelled served prompts) in the same layout
   under the prefix ``traffic_``, when any expert has some (format 3); the adaptation to unlabelled
   served prompts (per-expert blocks and the kept prompt rows — mean token embeddings, no text) under
@@ -59,7 +63,10 @@ __all__ = [
 #: 4 added the adaptation to unlabelled prompts (``adaptation_*`` tensors in the statistics file: per
 #: expert block, kept prompt rows; an ``adaptation`` object in ``config.json``); version-3 folders load
 #: with no adaptation.
-FORMAT_VERSION = 4
+#: 5 stores each expert's text statistics in its smaller exact form (``text_forms``: a Gram or the
+#: rows of a factor, see ``ExpertCounts``) and the route table's form (``table_form``); older folders
+#: still load.
+FORMAT_VERSION = 5
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"
@@ -238,28 +245,72 @@ def check_text_statistics_spec(recorded: Any, where: str) -> None:
 
 
 def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
-    """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``):
-    ``text_grams`` (D × (h+1) × (h+1), zeros where missing) and ``has_text_gram`` (D, uint8). Empty
-    when no expert has a text Gram (nothing to store). ``prefix`` goes before both names."""
-    if all(c.text_gram is None for c in counts):
+    """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``),
+    each expert in its own form (format 5): ``text_forms`` (D, uint8: 0 none, 1 Gram, 2 rows),
+    ``text_grams`` (G × (h+1) × (h+1), the Gram-form experts in order), ``text_rows`` (R × (h+1), the
+    rows-form experts' rows one after the other) and ``text_row_offsets`` (D+1, CSR index into
+    ``text_rows``). Empty when no expert has text statistics. ``prefix`` goes before every name."""
+    if not any(c.has_text_statistics for c in counts):
         return {}
-    grams = np.zeros((len(counts), hidden + 1, hidden + 1), np.float64)
-    for i, c in enumerate(counts):
-        if c.text_gram is not None:
-            grams[i] = c.text_gram
-    flags = np.array([c.text_gram is not None for c in counts], np.uint8)
-    return {f"{prefix}text_grams": grams, f"{prefix}has_text_gram": flags}
+    forms = np.array([_FORM_CODES[c.text_form] for c in counts], np.uint8)
+    grams = [c.stored_gram for c in counts if c.text_form == "gram"]
+    rows = [c.text_rows if c.text_form == "rows" else np.zeros((0, hidden + 1)) for c in counts]
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum([r.shape[0] for r in rows], out=offsets[1:])
+    return {
+        f"{prefix}text_forms": forms,
+        f"{prefix}text_grams": (
+            np.stack(grams) if grams else np.zeros((0, hidden + 1, hidden + 1), np.float64)
+        ),
+        f"{prefix}text_rows": np.concatenate(rows).astype(np.float64),
+        f"{prefix}text_row_offsets": offsets,
+    }
 
 
-def read_text_grams(
+#: ``text_forms`` codes of a statistics file (format 5).
+_FORM_CODES = {None: 0, "gram": 1, "rows": 2}
+
+
+def read_text_statistics(
     arrays: Mapping[str, np.ndarray], num_experts: int, hidden: int, where: str, prefix: str = ""
-) -> list[np.ndarray | None]:
-    """Per-expert text Grams from a statistics file (``None`` for experts without one, or for files
-    written without text statistics); the inverse of :func:`text_gram_tensors`."""
-    if f"{prefix}text_grams" not in arrays and f"{prefix}has_text_gram" not in arrays:
-        return [None] * num_experts
-    grams = expect_shape(arrays, f"{prefix}text_grams", (num_experts, hidden + 1, hidden + 1), where)
-    flags = expect_shape(arrays, f"{prefix}has_text_gram", (num_experts,), where)
-    if grams.dtype != np.float64:
-        raise ArtifactError(f"{where}: tensor '{prefix}text_grams' is {grams.dtype}, expected float64")
-    return [np.array(grams[i]) if flags[i] else None for i in range(num_experts)]
+) -> list[dict[str, np.ndarray]]:
+    """Per-expert text statistics of a statistics file, as ``ExpertCounts`` keyword arguments
+    (``{"stored_gram": G}``, ``{"text_rows": Y}`` or ``{}``); the inverse of :func:`text_gram_tensors`.
+    Reads format 5 (per-expert forms) and the older layout (``text_grams`` D × (h+1)² +
+    ``has_text_gram``), and files without text statistics."""
+    if f"{prefix}text_forms" not in arrays:
+        if f"{prefix}text_grams" not in arrays and f"{prefix}has_text_gram" not in arrays:
+            return [{} for _ in range(num_experts)]
+        grams = expect_shape(arrays, f"{prefix}text_grams", (num_experts, hidden + 1, hidden + 1), where)
+        flags = expect_shape(arrays, f"{prefix}has_text_gram", (num_experts,), where)
+        _expect_float64(grams, f"{prefix}text_grams", where)
+        return [{"stored_gram": np.array(grams[i])} if flags[i] else {} for i in range(num_experts)]
+    forms = expect_shape(arrays, f"{prefix}text_forms", (num_experts,), where)
+    if np.any(forms > 2):
+        raise ArtifactError(f"{where}: tensor '{prefix}text_forms' holds unknown codes (0, 1 or 2 expected)")
+    num_grams = int(np.sum(forms == 1))
+    grams = expect_shape(arrays, f"{prefix}text_grams", (num_grams, hidden + 1, hidden + 1), where)
+    offsets = expect_shape(arrays, f"{prefix}text_row_offsets", (num_experts + 1,), where)
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or np.any((np.diff(offsets) > 0) & (forms != 2)):
+        raise ArtifactError(
+            f"{where}: {prefix}text_row_offsets are not a valid index of the rows-form experts"
+        )
+    rows = expect_shape(arrays, f"{prefix}text_rows", (int(offsets[-1]), hidden + 1), where)
+    _expect_float64(grams, f"{prefix}text_grams", where)
+    _expect_float64(rows, f"{prefix}text_rows", where)
+    out: list[dict[str, np.ndarray]] = []
+    gram_index = 0
+    for i, form in enumerate(forms):
+        if form == 1:
+            out.append({"stored_gram": np.array(grams[gram_index])})
+            gram_index += 1
+        elif form == 2:
+            out.append({"text_rows": np.array(rows[int(offsets[i]) : int(offsets[i + 1])])})
+        else:
+            out.append({})
+    return out
+
+
+def _expect_float64(arr: np.ndarray, key: str, where: str) -> None:
+    if arr.dtype != np.float64:
+        raise ArtifactError(f"{where}: tensor {key!r} is {arr.dtype}, expected float64")

@@ -11,8 +11,10 @@ A stat pack is a folder (or a Hub model repo) with
   tokens, distinct tokens), the embedding source, the fingerprint of the tokenizer and embedding
   matrix (sha256 + sizes), and the size and sha256 of the statistics file;
 * ``statistics.safetensors`` — the sparse counts (``token_ids``, ``counts``, ``offsets``,
-  ``num_texts``; the router's CSR layout with one expert) and the expert's text Gram (``text_grams``,
-  ``has_text_gram``: the statistics of text-level routers, see :mod:`ir3de.fitting.statistics`);
+  ``num_texts``; the router's CSR layout with one expert) and the expert's text statistics in their
+  smaller exact form (``text_forms``: a Gram in ``text_grams`` or the rows of a factor in ``text_rows``,
+  see :func:`ir3de.artifacts.format.text_gram_tensors`; packs of format 1–2 hold ``text_grams`` +
+  ``has_text_gram``): the statistics of text-level routers, see :mod:`ir3de.fitting.statistics`;
 * ``README.md`` — a card saying what the pack holds and how to merge it.
 
 It never holds text: only which token ids occur and how often, and the second moments of the texts'

@@ -74,14 +74,14 @@ def _why(router: Router, d: RouteDecision) -> list[str]:
     names = list(d.scores)
     temperature: float | None = config.effective_temperature
     if config.selector == "avg":
-        evidence = router.state.table.logits[ids].mean(axis=0, dtype=np.float64)
+        evidence = router.state.table.rows(ids).mean(axis=0)
         what = f"mean token logit over all {d.num_tokens} tokens"
     elif config.combine == "vote":
         evidence = np.bincount(router.state.table.votes[ids], minlength=len(names)).astype(np.float64)
         what = f"votes of the {len(ids)} selected tokens"
         temperature = None
     else:
-        evidence = router.state.table.log_probs[ids].sum(axis=0)
+        evidence = router.state.table.log_prob_rows(ids).sum(axis=0)
         what = f"sum of log-probabilities of the {len(ids)} selected tokens"
     order = np.argsort(-evidence, kind="stable")
     lines = [f"evidence ({what}): " + "  ".join(f"{names[i]}={evidence[i]:.3f}" for i in order)]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ir3de.fitting.statistics import ExpertCounts, TokenCounter, add_text_statistics
+from ir3de.fitting.statistics import ExpertCounts, TokenCounter, add_text_statistics, rows_gram, text_factor
 from ir3de.sanitize import clean_text
 
 __all__ = ["TextCounter", "encode_for_counting"]
@@ -49,7 +49,7 @@ class TextCounter:
         vocab_size: rows of the embedding matrix (ids must be below it).
         excluded_ids: ids that never count (special tokens).
         embedding_matrix: the (V, h) embedding matrix; when given, the result also carries the
-            text-level statistics (``ExpertCounts.text_gram``) that ``level="text"`` routers need.
+            text-level statistics (``ExpertCounts.text_gram``, as rows while they are the smaller form) that ``level="text"`` routers need.
     """
 
     def __init__(
@@ -63,6 +63,8 @@ class TextCounter:
         self._counter = TokenCounter(vocab_size, excluded_ids)
         self._matrix = embedding_matrix
         self._text_gram: np.ndarray | None = None
+        self._rows: list[np.ndarray] | None = None
+        self._num_rows = 0
         if embedding_matrix is not None:
             if embedding_matrix.shape[0] != vocab_size:
                 raise ValueError(
@@ -70,14 +72,26 @@ class TextCounter:
                 )
             self._countable = np.ones(vocab_size, bool)
             self._countable[self._counter._excluded] = False
-            hidden = embedding_matrix.shape[1]
-            self._text_gram = np.zeros((hidden + 1, hidden + 1), np.float64)
+            # the statistics stay rows (one per text window) while there are fewer than h + 1 of them
+            # (the smaller exact form, ExpertCounts), then become the Gram
+            self._rows = []
 
     def add(self, texts: Sequence[str]) -> None:
         """Count one batch of texts (all must be ``str``)."""
         flat, lengths = encode_for_counting(self.tokenizer, texts)
         self._counter.add_flat(flat, len(texts))  # checks the id range first
-        if self._text_gram is not None and self._matrix is not None:  # set together in __init__
+        if self._matrix is None:
+            return
+        hidden = self._matrix.shape[1]
+        if self._rows is not None:
+            rows = text_factor(self._matrix, flat, lengths, self._countable)
+            self._rows.append(rows)
+            self._num_rows += rows.shape[0]
+            if self._num_rows > hidden:  # the Gram is now the smaller form
+                self._text_gram = rows_gram(np.concatenate(self._rows))
+                self._rows = None
+        else:
+            assert self._text_gram is not None
             add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
 
     @property
@@ -86,6 +100,10 @@ class TextCounter:
 
     def result(self) -> ExpertCounts:
         counts = self._counter.result()
-        if self._text_gram is None:
+        if self._matrix is None:
             return counts
-        return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, self._text_gram.copy())
+        if self._rows is not None:
+            hidden = self._matrix.shape[1]
+            rows = np.concatenate(self._rows) if self._rows else np.zeros((0, hidden + 1), np.float64)
+            return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, text_rows=rows)
+        return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, self._text_gram)

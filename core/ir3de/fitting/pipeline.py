@@ -53,9 +53,10 @@ from ir3de.fitting.statistics import (
     balance_weights,
     combine_grams,
     expert_gram,
+    text_ridge_matrices,
     weights_with_traffic,
 )
-from ir3de.table import RouteTable, compile_logits
+from ir3de.table import RouteTable, choose_form, compile_logits
 
 if TYPE_CHECKING:
     import torch
@@ -296,7 +297,7 @@ def resolve_device(device: str) -> str:
 
 def check_text_level(name: str, counts: ExpertCounts) -> None:
     """Raise unless ``counts`` can take part in a text-level fit (a text Gram with a scored text)."""
-    if counts.text_gram is None:
+    if not counts.has_text_statistics:
         raise ExpertError(
             f"expert {name!r} has token counts only (counted without the embedding matrix, e.g. by an older "
             "ir3de or a token-only stat pack), but this router fits at level='text'; re-count its texts "
@@ -320,9 +321,9 @@ def check_counts(name: str, counts: ExpertCounts, *, vocab_size: int, hidden_siz
         )
     if counts.num_tokens == 0:
         raise ExpertError(f"expert {name!r} has no countable token")
-    if counts.text_gram is not None and counts.text_gram.shape[0] != hidden_size + 1:
+    if counts.text_dim is not None and counts.text_dim != hidden_size + 1:
         raise TokenizerMismatchError(
-            f"the text statistics of expert {name!r} are {counts.text_gram.shape[0] - 1}-dimensional but the "
+            f"the text statistics of expert {name!r} are {counts.text_dim - 1}-dimensional but the "
             f"embeddings have {hidden_size} dimensions: they were made with another model"
         )
     if level == "text":
@@ -484,15 +485,10 @@ def level_matrices(
     if level == "text":
         for n, c in zip(names, counts):
             check_text_level(n, c)
-        grams: list[Any] = [c.text_gram for c in counts]
-        if _is_gpu(device):
-            import torch
-
-            grams = [torch.tensor(g, device=device) for g in grams]
-    else:
-        if token_grams is None or len(token_grams) != len(counts):
-            raise ValueError("level='token' needs one token Gram per expert (see token_gram)")
-        grams = list(token_grams)
+        return _text_level_statistics(counts, traffic, level, balance, traffic_weight, traffic_policy, device)
+    if token_grams is None or len(token_grams) != len(counts):
+        raise ValueError("level='token' needs one token Gram per expert (see token_gram)")
+    grams = list(token_grams)
     if traffic is None or all(t is None for t in traffic):
         return combine_grams(grams, balance_weights(_level_masses(counts, level), balance))
     corpus_weights, u = weights_with_traffic(
@@ -506,23 +502,43 @@ def level_matrices(
     for d, (block, weight) in enumerate(zip(traffic, u)):
         if block is None or weight == 0.0:
             continue
-        if level == "text":
-            if block.text_gram is None:
-                raise ExpertError(
-                    f"the traffic of expert {names[d]!r} has token counts only; learn it again with this "
-                    "version, or use level='token'"
-                )
-            gram: Any = block.text_gram
-            if _is_gpu(device):
-                import torch
-
-                gram = torch.tensor(gram, device=device)
-        else:
-            if traffic_grams is None or traffic_grams[d] is None:
-                raise ValueError("level='token' needs the token Gram of every traffic block")
-            gram = traffic_grams[d]
+        gram = None if traffic_grams is None else traffic_grams[d]
+        if gram is None:
+            raise ValueError("level='token' needs the token Gram of every traffic block")
         a = a + gram * float(weight)
         b[:, d] = b[:, d] + gram[:, -1] * float(weight)
+    return a, b
+
+
+def _text_level_statistics(
+    counts: Sequence[ExpertCounts],
+    traffic: Sequence[ExpertCounts | None] | None,
+    level: str,
+    balance: bool,
+    traffic_weight: float,
+    traffic_policy: str,
+    device: str,
+) -> tuple[Any, Any]:
+    """``A``, ``B`` of text statistics in either form (rows or Gram, :func:`text_ridge_matrices`),
+    computed in float64 numpy and moved to a GPU ``device`` when asked."""
+    if traffic is None or all(t is None for t in traffic):
+        a, b = text_ridge_matrices(counts, balance_weights(_level_masses(counts, level), balance))
+    else:
+        corpus_weights, u = weights_with_traffic(
+            _level_masses(counts, level),
+            _level_masses(traffic, level),
+            balance=balance,
+            weight=traffic_weight,
+            policy=traffic_policy,
+        )
+        a, b = text_ridge_matrices(counts, corpus_weights)
+        if any(t is not None and w != 0.0 for t, w in zip(traffic, u)):
+            ta, tb = text_ridge_matrices(traffic, u)
+            a, b = a + ta, b + tb
+    if _is_gpu(device):
+        import torch
+
+        return torch.tensor(a, device=device), torch.tensor(b, device=device)
     return a, b
 
 
@@ -700,9 +716,18 @@ def compile_table(
     excluded_ids: np.ndarray | Sequence[int] = (),
     *,
     device: str = "cpu",
+    form: str = "dense",
 ) -> RouteTable:
-    """The route table of ``weights`` ((h+1) × D, bias last): ``[E, 1] · W`` in float64 for every
-    vocabulary id, stored as float32 (numpy on the CPU, torch on a GPU ``device``)."""
+    """The route table of ``weights`` ((h+1) × D, bias last).
+
+    ``form="dense"``: ``[E, 1] · W`` in float64 for every vocabulary id, stored as float32 (numpy on
+    the CPU, torch on a GPU ``device``). ``"factored"``: ``E`` and ``W`` kept apart, nothing compiled
+    (:meth:`ir3de.table.RouteTable.factored`); ``"auto"``: :func:`ir3de.table.choose_form`.
+    """
+    w_shape = tuple(weights.shape)
+    form = choose_form(form, int(w_shape[0]) - 1, int(w_shape[1]))
+    if form == "factored":
+        return RouteTable.factored(matrix, np.asarray(to_numpy(weights), np.float64), excluded_ids)
     if _is_gpu(device):
         logits = compile_logits(matrix, weights, device=device)
     else:
@@ -739,8 +764,10 @@ def fit_state(
     traffic_grams: Sequence[Any | None] | None = None,
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
+    table_form: str = "dense",
 ) -> RoutingState:
-    """The whole chain from statistics to a routing state: statistics → solve → normalise → table."""
+    """The whole chain from statistics to a routing state: statistics → solve → normalise → table
+    (``table_form``: see :func:`compile_table`)."""
     a, b = level_matrices(
         counts,
         level=level,
@@ -754,7 +781,7 @@ def fit_state(
         traffic_policy=traffic_policy,
     )
     solution, applied = solve_weights(a, b, lam=lam, column_norm=column_norm)
-    table = compile_table(matrix, applied, excluded_ids, device=device)
+    table = compile_table(matrix, applied, excluded_ids, device=device, form=table_form)
     return RoutingState(tuple(names), table, to_numpy(applied), to_numpy(solution))
 
 
@@ -782,5 +809,6 @@ def experts_state(
         lam=config.lam,
         column_norm=config.column_norm,
         device=device,
+        table_form=config.table,
         **_level_arguments(experts, config),
     )

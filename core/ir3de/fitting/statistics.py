@@ -56,8 +56,11 @@ __all__ = [
     "balance_weights",
     "combine_grams",
     "expert_gram",
+    "rows_gram",
+    "text_factor",
     "text_gram",
     "text_means",
+    "text_ridge_matrices",
     "text_rows",
     "traffic_weights",
     "weights_with_traffic",
@@ -67,23 +70,38 @@ __all__ = [
 TRAFFIC_POLICIES = ("per_prompt", "share", "balanced")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ExpertCounts:
-    """Sparse token histogram of one expert's corpus.
+    """Sparse token histogram of one expert's corpus, and its text-level statistics.
+
+    The text statistics ``G = Σ_r w_r x_r x_rᵀ`` ((h+1)², see the module docstring) are kept in their
+    smaller exact form: an expert with fewer training rows than ``h + 1`` keeps the rows of a factor
+    ``Y`` with ``G = Yᵀ Y`` (``text_rows``, one row per text window: ``n × (h+1)`` float64), others
+    the Gram itself (``stored_gram``). A thousand small experts then cost memory in proportion to
+    their texts, not ``D × (h+1)²``. Both forms give the same ``G`` up to float64 rounding.
 
     Attributes:
         token_ids: sorted unique vocabulary ids (int64) that occur at least once.
         counts: occurrences of each id (int64, all > 0), aligned with ``token_ids``.
         num_texts: how many texts were counted.
-        text_gram: the expert's text-level statistics ``Σ_t x_t x_tᵀ`` ((h+1)², float64; see the module
-            docstring), or ``None`` when the texts were counted without an embedding matrix (then only
-            ``level="token"`` routers can use these counts).
+        stored_gram: the text Gram when it is stored as a matrix (``text_form == "gram"``), else ``None``.
+        text_rows: the factor ``Y`` when stored as rows (``text_form == "rows"``), else ``None``.
+            More than ``h`` rows are folded into a Gram on construction.
+
+    Use :attr:`text_gram` for the Gram in either form (computed from the rows on each access),
+    :attr:`has_text_statistics` / :attr:`text_form` to test which form there is (without the product).
+
+    Example:
+        >>> c = ExpertCounts(np.array([1]), np.array([2]), 1, text_rows=np.array([[0.5, 1.0]]))
+        >>> c.text_form, c.text_gram.tolist(), c.num_scored_texts
+        ('rows', [[0.25, 0.5], [0.5, 1.0]], 1)
     """
 
     token_ids: np.ndarray
     counts: np.ndarray
     num_texts: int
-    text_gram: np.ndarray | None = None
+    stored_gram: np.ndarray | None = None
+    text_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = np.ascontiguousarray(self.token_ids, dtype=np.int64)
@@ -97,27 +115,82 @@ class ExpertCounts:
         object.__setattr__(self, "token_ids", ids)
         object.__setattr__(self, "counts", counts)
         object.__setattr__(self, "num_texts", int(self.num_texts))
-        if self.text_gram is not None:
-            gram = np.array(self.text_gram, dtype=np.float64)  # a private, read-only copy
+        if self.stored_gram is not None and self.text_rows is not None:
+            raise ValueError("give the text statistics either as a Gram or as rows, not both")
+        if self.text_rows is not None:
+            rows = np.array(self.text_rows, dtype=np.float64)  # a private copy
+            if rows.ndim != 2 or rows.shape[1] < 2:
+                raise ValueError(f"text_rows must be an (n, h+1) matrix, got shape {rows.shape}")
+            if rows.shape[0] >= rows.shape[1]:  # the Gram is the smaller form
+                object.__setattr__(self, "stored_gram", rows_gram(rows))
+                object.__setattr__(self, "text_rows", None)
+            else:
+                corner = float(rows[:, -1] @ rows[:, -1])
+                self._check_text_statistics(rows, corner)
+                rows.flags.writeable = False
+                object.__setattr__(self, "text_rows", rows)
+        if self.stored_gram is not None:
+            gram = np.array(self.stored_gram, dtype=np.float64)  # a private, read-only copy
             if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 2:
                 raise ValueError(f"text_gram must be a square (h+1) x (h+1) matrix, got shape {gram.shape}")
-            if (
-                not np.all(np.isfinite(gram))
-                or gram[-1, -1] < 0
-                or gram[-1, -1] > TEXT_ROW_MASS * self.num_texts + 0.5
-            ):
-                raise ValueError(
-                    "text_gram is not a valid text Gram (non-finite values, or its corner — "
-                    f"{TEXT_ROW_MASS:g} × the number of texts with a countable token — is outside "
-                    f"[0, {TEXT_ROW_MASS * self.num_texts:g}] for num_texts={self.num_texts})"
-                )
+            self._check_text_statistics(gram, float(gram[-1, -1]))
             gram.flags.writeable = False
-            object.__setattr__(self, "text_gram", gram)
+            object.__setattr__(self, "stored_gram", gram)
+
+    def _check_text_statistics(self, values: np.ndarray, corner: float) -> None:
+        if not np.all(np.isfinite(values)) or corner < 0 or corner > TEXT_ROW_MASS * self.num_texts + 0.5:
+            raise ValueError(
+                "text_gram is not a valid text Gram (non-finite values, or its corner — "
+                f"{TEXT_ROW_MASS:g} × the number of texts with a countable token — is outside "
+                f"[0, {TEXT_ROW_MASS * self.num_texts:g}] for num_texts={self.num_texts})"
+            )
+
+    @property
+    def text_form(self) -> str | None:
+        """How the text statistics are stored: ``"gram"``, ``"rows"``, or ``None`` (token counts only)."""
+        if self.stored_gram is not None:
+            return "gram"
+        return "rows" if self.text_rows is not None else None
+
+    @property
+    def has_text_statistics(self) -> bool:
+        """Whether these counts carry text-level statistics (in either form)."""
+        return self.stored_gram is not None or self.text_rows is not None
+
+    @property
+    def text_dim(self) -> int | None:
+        """``h + 1`` of the text statistics (``None`` without them)."""
+        values = self.stored_gram if self.stored_gram is not None else self.text_rows
+        return None if values is None else int(values.shape[1])
+
+    @property
+    def text_gram(self) -> np.ndarray | None:
+        """The text Gram ``Σ_r w_r x_r x_rᵀ`` ((h+1)², float64) in either form; ``None`` when these
+        counts were made without the embedding matrix (only ``level="token"`` routers use them).
+        For the rows form it is computed on each access (``Yᵀ Y``)."""
+        if self.text_rows is not None:
+            return rows_gram(self.text_rows)
+        return self.stored_gram
+
+    def text_column(self) -> np.ndarray:
+        """The last column of the text Gram (``Σ_r w_r x_r``: this expert's column of ``B``), cheaply."""
+        if self.text_rows is not None:
+            column: np.ndarray = self.text_rows.T @ self.text_rows[:, -1]
+            return column
+        if self.stored_gram is None:
+            raise ValueError("these counts carry no text statistics")
+        return np.array(self.stored_gram[:, -1])
 
     @property
     def num_scored_texts(self) -> int:
-        """Texts that had at least one countable token (rows of the text-level fit); 0 without ``text_gram``."""
-        return 0 if self.text_gram is None else round(float(self.text_gram[-1, -1]) / TEXT_ROW_MASS)
+        """Texts that had at least one countable token (rows of the text-level fit); 0 without text statistics."""
+        if self.text_rows is not None:
+            corner = float(self.text_rows[:, -1] @ self.text_rows[:, -1])
+        elif self.stored_gram is not None:
+            corner = float(self.stored_gram[-1, -1])
+        else:
+            return 0
+        return round(corner / TEXT_ROW_MASS)
 
     @property
     def num_tokens(self) -> int:
@@ -155,46 +228,68 @@ class ExpertCounts:
         return dense
 
     def __add__(self, other: ExpertCounts) -> ExpertCounts:
-        """Sum of two histograms (e.g. two shards of one corpus): exact for counts; text Grams add in
-        float64 and are kept only when both sides have one."""
+        """Sum of two histograms (e.g. two shards of one corpus): exact for counts; text statistics
+        add in float64 (rows are stacked while they stay the smaller form) and are kept only when both
+        sides have them."""
         ids = np.union1d(self.token_ids, other.token_ids)
         counts = np.zeros(ids.size, np.int64)
         counts[np.searchsorted(ids, self.token_ids)] += self.counts
         counts[np.searchsorted(ids, other.token_ids)] += other.counts
-        gram = None
-        if self.text_gram is not None and other.text_gram is not None:
-            if self.text_gram.shape != other.text_gram.shape:
-                raise ValueError(
-                    f"text Grams of shapes {self.text_gram.shape} and {other.text_gram.shape} come from "
-                    "different embedding matrices and cannot be added"
-                )
-            gram = self.text_gram + other.text_gram
-        return ExpertCounts(ids, counts, self.num_texts + other.num_texts, gram)
+        num_texts = self.num_texts + other.num_texts
+        if not (self.has_text_statistics and other.has_text_statistics):
+            return ExpertCounts(ids, counts, num_texts)
+        if self.text_dim != other.text_dim:
+            raise ValueError(
+                f"text statistics of dimensions {self.text_dim} and {other.text_dim} come from "
+                "different embedding matrices and cannot be added"
+            )
+        if self.text_rows is not None and other.text_rows is not None:
+            return ExpertCounts(
+                ids, counts, num_texts, text_rows=np.concatenate([self.text_rows, other.text_rows])
+            )
+        gram = self.text_gram
+        other_gram = other.text_gram
+        assert gram is not None and other_gram is not None
+        return ExpertCounts(ids, counts, num_texts, gram + other_gram)
 
     def without_text_gram(self) -> ExpertCounts:
         """The same counts with the text-level statistics dropped."""
         return ExpertCounts(self.token_ids, self.counts, self.num_texts)
 
     def __eq__(self, other: object) -> bool:
-        """Counts equal exactly; text Grams equal up to float64 rounding (their sums depend on the
-        order in which texts were added, e.g. batching or sharding)."""
+        """Counts equal exactly; text statistics equal as Grams up to float64 rounding (their sums
+        depend on the order in which texts were added, e.g. batching or sharding, and on the form)."""
         if not isinstance(other, ExpertCounts):
             return NotImplemented
-        return (
+        if not (
             self.num_texts == other.num_texts
             and np.array_equal(self.token_ids, other.token_ids)
             and np.array_equal(self.counts, other.counts)
-            and (
-                (self.text_gram is None and other.text_gram is None)
-                or (
-                    self.text_gram is not None
-                    and other.text_gram is not None
-                    and np.allclose(self.text_gram, other.text_gram, rtol=_TEXT_GRAM_RTOL, atol=0.0)
-                )
-            )
-        )
+            and self.has_text_statistics == other.has_text_statistics
+        ):
+            return False
+        if not self.has_text_statistics:
+            return True
+        mine, theirs = self.text_gram, other.text_gram
+        assert mine is not None and theirs is not None
+        return mine.shape == theirs.shape and bool(np.allclose(mine, theirs, rtol=_TEXT_GRAM_RTOL, atol=0.0))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def rows_gram(rows: np.ndarray) -> np.ndarray:
+    """``Yᵀ Y`` of a float64 factor ``Y`` (n × (h+1)), in row blocks (the text Gram of rows-form statistics).
+
+    Example:
+        >>> rows_gram(np.array([[1.0, 1.0], [2.0, 1.0]])).tolist()
+        [[5.0, 3.0], [3.0, 2.0]]
+    """
+    rows = np.asarray(rows, np.float64)
+    gram = np.zeros((rows.shape[1], rows.shape[1]), np.float64)
+    for lo in range(0, rows.shape[0], _GRAM_BLOCK_ROWS):
+        block = rows[lo : lo + _GRAM_BLOCK_ROWS]
+        gram += block.T @ block
+    return gram
 
 
 class TokenCounter:
@@ -410,14 +505,26 @@ def _add_row_gram(
     for lo in range(0, n, _GRAM_BLOCK_ROWS):
         hi = min(n, lo + _GRAM_BLOCK_ROWS)
         block = buf[: hi - lo]
-        for k, (src, idx, f) in enumerate(terms):
-            rows = src[lo:hi] if idx is None else src[idx[lo:hi]]
-            if k == 0:
-                np.multiply(rows, f[lo:hi, None], out=block[:, :hidden])
-            else:
-                block[:, :hidden] += rows * f[lo:hi, None]
-        block[:, hidden] = bias[lo:hi]
+        _write_rows(block, terms, bias, lo, hi)
         gram += block.T @ block
+
+
+def _write_rows(
+    block: np.ndarray,
+    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+    bias: np.ndarray,
+    lo: int,
+    hi: int,
+) -> None:
+    """Write rows ``lo:hi`` of the factor ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]`` into ``block``."""
+    hidden = block.shape[1] - 1
+    for k, (src, idx, f) in enumerate(terms):
+        rows = src[lo:hi] if idx is None else src[idx[lo:hi]]
+        if k == 0:
+            np.multiply(rows, f[lo:hi, None], out=block[:, :hidden])
+        else:
+            block[:, :hidden] += rows * f[lo:hi, None]
+    block[:, hidden] = bias[lo:hi]
 
 
 def add_text_statistics(
@@ -445,14 +552,54 @@ def add_text_statistics(
         >>> np.allclose(g, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
         True
     """
+    found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
+    if found is not None:
+        _add_row_gram(gram, *found)
+
+
+def text_factor(
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> np.ndarray:
+    """The rows ``Y`` ((n, h+1) float64) whose ``Yᵀ Y`` is what :func:`add_text_statistics` adds: one
+    row per window (per text without windows). The rows form of small experts' statistics.
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> ids, lengths, countable = np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False])
+        >>> y = text_factor(m, ids, lengths, countable, 1, 0.5)
+        >>> np.allclose(y.T @ y, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
+        True
+    """
+    found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
+    if found is None:
+        return np.zeros((0, matrix.shape[1] + 1), np.float64)
+    terms, bias = found
+    out = np.empty((bias.size, matrix.shape[1] + 1), np.float64)
+    _write_rows(out, terms, bias, 0, bias.size)
+    return out
+
+
+def _text_terms(
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None,
+    window_weight: float,
+) -> tuple[list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], np.ndarray] | None:
+    """The ``(terms, bias)`` of the factor rows of :func:`add_text_statistics` (``None``: no token counts)."""
     windowed = bool(window) and window_weight > 0
     parts = _text_parts(matrix, ids, lengths, countable, window if windowed else None)
     if parts is None:
-        return
+        return None
     text_sums, sizes, window_sums, window_sizes, per_text = parts
     if not windowed:
-        _add_row_gram(gram, [(text_sums, None, 1.0 / sizes)], np.ones(sizes.size))
-        return
+        return [(text_sums, None, 1.0 / sizes)], np.ones(sizes.size)
     text_of = np.repeat(np.arange(sizes.size), per_text)  # the text of each window
     c = window_weight / per_text[text_of]
     a = window_sizes / sizes[text_of]
@@ -460,7 +607,7 @@ def add_text_statistics(
     alpha = np.sqrt(c)
     gamma = beta[text_of] * a / alpha
     terms = [(window_sums, None, alpha / window_sizes), (text_sums, text_of, gamma / sizes[text_of])]
-    _add_row_gram(gram, terms, alpha + gamma)
+    return terms, alpha + gamma
 
 
 def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> np.ndarray:
@@ -537,6 +684,57 @@ def combine_grams(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.
         import torch
 
         b = torch.stack(cols, dim=1)
+    return a, b
+
+
+def text_ridge_matrices(
+    blocks: Sequence[ExpertCounts | None], weights: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``A = Σ_d w_d G_d`` and ``B[:, d] = w_d G_d[:, -1]`` of text statistics in either form.
+
+    Gram-form experts add their matrix; rows-form experts add ``(√w_d Y_d)ᵀ (√w_d Y_d)``, stacked
+    across experts into blocks of a few thousand rows, so a thousand small experts cost one pass over
+    their rows (no (h+1)² matrix per expert). ``None`` blocks or zero weights add nothing (column 0).
+    Equals :func:`ridge_statistics` of the Grams up to float64 rounding (tested).
+
+    Example:
+        >>> a = ExpertCounts(np.array([0]), np.array([1]), 1, text_rows=np.array([[2.0, 1.0]]))
+        >>> b = ExpertCounts(np.array([1]), np.array([1]), 1, np.array([[1.0, 1.0], [1.0, 1.0]]))
+        >>> A, B = text_ridge_matrices([a, b], [1.0, 2.0])
+        >>> A.tolist(), B.tolist()
+        ([[6.0, 4.0], [4.0, 3.0]], [[2.0, 2.0], [1.0, 2.0]])
+    """
+    present = [b for b in blocks if b is not None and b.has_text_statistics]
+    if not present:
+        raise ValueError("no expert has text statistics")
+    dim = present[0].text_dim
+    assert dim is not None
+    a = np.zeros((dim, dim), np.float64)
+    b = np.zeros((dim, len(blocks)), np.float64)
+    pending: list[np.ndarray] = []
+    pending_rows = 0
+    for d, (block, weight) in enumerate(zip(blocks, weights)):
+        w = float(weight)
+        if block is None or not block.has_text_statistics or w == 0.0:
+            continue
+        if block.text_dim != dim:
+            raise ValueError(f"text statistics of dimensions {block.text_dim} and {dim} cannot be added")
+        if w < 0 or not np.isfinite(w):
+            raise ValueError(f"row weights must be finite and >= 0, got {w!r}")
+        b[:, d] = w * block.text_column()
+        if block.text_rows is not None:
+            pending.append(block.text_rows * np.sqrt(w))
+            pending_rows += block.text_rows.shape[0]
+            if pending_rows >= _GRAM_BLOCK_ROWS:
+                stacked = np.concatenate(pending)
+                a += stacked.T @ stacked
+                pending, pending_rows = [], 0
+        else:
+            assert block.stored_gram is not None
+            a += block.stored_gram * w
+    if pending:
+        stacked = np.concatenate(pending)
+        a += stacked.T @ stacked
     return a, b
 
 

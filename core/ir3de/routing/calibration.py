@@ -130,6 +130,9 @@ def evidence_scores(
         total = sum(powered)
         return [x / total for x in powered]
     p = np.asarray(scores, np.float64)
+    if p.ndim == 1:  # one prompt's (D,) scores as an array (many experts)
+        row: np.ndarray = evidence_scores(p[None, :], np.array([num_tokens]), evidence_tokens)[0]
+        return row
     counts = np.asarray(num_tokens, np.float64)
     exponent = (counts / np.maximum(counts + evidence_tokens, 1e-300))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -189,9 +189,7 @@ def decide(
         score_values=scores,
         token_ids=token_ids,
         positions=positions,
-        votes=state.table.votes,
-        entropy=state.table.entropy,
-        log_probs=state.table.log_probs,
+        table=state.table,
         tokenizer=tokenizer,
         explain=explain,
     )

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ir3de.table import RouteTable
+from ir3de.table import SUM_ROWS_MAX_EXPERTS, RouteTable
 
 __all__ = [
     "COMBINERS",
@@ -78,10 +78,18 @@ class Selection:
 
 
 def _segment_sums(values: np.ndarray, segments: np.ndarray, num_segments: int) -> np.ndarray:
-    """(N, D) values summed per segment id → (P, D)."""
-    out = np.empty((num_segments, values.shape[1]), np.float64)
-    for d in range(values.shape[1]):
-        out[:, d] = np.bincount(segments, weights=values[:, d], minlength=num_segments)
+    """(N, D) values summed per segment id → (P, D), each segment's rows added in order.
+
+    Few columns: one ``bincount`` per column; many: one ``np.add.at`` over the rows (no Python loop
+    over experts). Both add a segment's rows sequentially in float64.
+    """
+    if values.shape[1] <= SUM_ROWS_MAX_EXPERTS:
+        out = np.empty((num_segments, values.shape[1]), np.float64)
+        for d in range(values.shape[1]):
+            out[:, d] = np.bincount(segments, weights=values[:, d], minlength=num_segments)
+        return out
+    out = np.zeros((num_segments, values.shape[1]), np.float64)
+    np.add.at(out, segments, values.astype(np.float64))
     return out
 
 
@@ -137,7 +145,10 @@ def select_batch(
     positions = np.arange(ids.size) - starts[seg]
 
     if selector == "avg":
-        sums = _segment_sums(table.logits[ids], seg, num_prompts)
+        if table.form == "dense" and num_experts <= SUM_ROWS_MAX_EXPERTS:
+            sums = _segment_sums(table.logits[ids], seg, num_prompts)
+        else:
+            sums = table.segment_logit_sums(ids, np.bincount(seg, minlength=num_prompts))[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / np.maximum(num_countable, 1)[:, None]
         scores = _softmax_rows(means / temperature)
@@ -161,7 +172,7 @@ def select_batch(
                 scores = counts / counts.sum(axis=1, keepdims=True)
             evidence = counts.astype(np.float64)
         else:
-            sums = _segment_sums(table.log_probs[sel_ids], sel_seg, num_prompts)
+            sums = _segment_sums(table.log_prob_rows(sel_ids), sel_seg, num_prompts)
             winners = np.argmax(sums, axis=1)
             scores = _softmax_rows(sums / temperature)
             evidence = sums
@@ -182,16 +193,20 @@ def _avg_batch(ids: np.ndarray, lengths: np.ndarray, table: RouteTable, temperat
     filtered; each prompt's tokens are summed in order (``reduceat``), like the single-prompt path.
     """
     num_prompts = lengths.size
-    rows = table.summed_rows.take(ids, axis=1)  # (D+1, N)
-    sums = np.zeros((rows.shape[0], num_prompts), np.float64)
-    nonempty = lengths > 0
-    if ids.size:
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        sums[:, nonempty] = np.add.reduceat(rows, starts[nonempty], axis=1)
-    num_countable = np.rint(sums[-1]).astype(np.int64)
+    if table.form == "dense" and table.num_experts <= SUM_ROWS_MAX_EXPERTS:
+        rows = table.summed_rows.take(ids, axis=1)  # (D+1, N)
+        sums = np.zeros((rows.shape[0], num_prompts), np.float64)
+        nonempty = lengths > 0
+        if ids.size:
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            sums[:, nonempty] = np.add.reduceat(rows, starts[nonempty], axis=1)
+        num_countable = np.rint(sums[-1]).astype(np.int64)
+        logit_sums = sums[:-1].T
+    else:  # many experts: sums of the ids' rows (dense) or of their embeddings times W (factored)
+        logit_sums, num_countable = table.segment_logit_sums(ids, lengths)
     empty = num_countable == 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = (sums[:-1] / np.maximum(num_countable, 1)).T
+        means = logit_sums / np.maximum(num_countable, 1)[:, None]
     winners = np.where(empty, -1, np.argmax(means, axis=1)).astype(np.int64)
     scores = np.where(empty[:, None], 0.0, _softmax_rows(means / temperature))
     evidence = np.where(empty[:, None], 0.0, means)
@@ -226,7 +241,7 @@ def select_one(
     k: int = 10,
     combine: str = "vote",
     temperature: float = 1.0,
-) -> tuple[int, list[float], np.ndarray, np.ndarray, int]:
+) -> tuple[int, list[float] | np.ndarray, np.ndarray, np.ndarray, int]:
     """Route one prompt with as few array operations as possible (the latency path).
 
     Returns ``(winner, scores, selected_ids, selected_positions, num_countable)`` with the semantics
@@ -239,7 +254,7 @@ def select_one(
     if not countable.all():
         ids = ids[countable]
     n = ids.size
-    num_experts = table.logits.shape[1]
+    num_experts = table.num_experts
     if n == 0:
         empty = np.zeros(0, np.int64)
         return -1, [0.0] * num_experts, empty, empty, 0
@@ -249,43 +264,71 @@ def select_one(
     chosen = ids[order]
     if selector == "avg":
         means = mean_logits_one(ids, table)[0]
-        return _argmax_list(means), _softmax_list(means, temperature), chosen, order, n
+        return _argmax(means), _softmax(means, temperature), chosen, order, n
     if combine == "vote":
-        counts = np.bincount(table.votes[chosen], minlength=num_experts).tolist()
+        counts = np.bincount(table.votes[chosen], minlength=num_experts)
         size = order.size
-        return _argmax_list(counts), [c / size for c in counts], chosen, order, n
-    sums = table.log_probs[chosen].sum(axis=0).tolist()
-    return _argmax_list(sums), _softmax_list(sums, temperature), chosen, order, n
+        if num_experts <= SUM_ROWS_MAX_EXPERTS:
+            shares = counts.tolist()
+            return _argmax_list(shares), [c / size for c in shares], chosen, order, n
+        return int(np.argmax(counts)), counts / size, chosen, order, n
+    sums = table.log_prob_rows(chosen).sum(axis=0)
+    if num_experts <= SUM_ROWS_MAX_EXPERTS:
+        listed = sums.tolist()
+        return _argmax_list(listed), _softmax_list(listed, temperature), chosen, order, n
+    return int(np.argmax(sums)), _softmax_array(sums, temperature), chosen, order, n
 
 
-def mean_logits_one(ids: Sequence[int] | np.ndarray, table: RouteTable) -> tuple[list[float], int]:
+def _argmax(values: list[float] | np.ndarray) -> int:
+    return _argmax_list(values) if isinstance(values, list) else int(np.argmax(values))
+
+
+def _softmax(values: list[float] | np.ndarray, temperature: float) -> list[float] | np.ndarray:
+    if isinstance(values, list):
+        return _softmax_list(values, temperature)
+    return _softmax_array(values, temperature)
+
+
+def _softmax_array(values: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax of one prompt's (D,) evidence: one numpy pass, no per-expert Python loop."""
+    z = np.exp((values - values.max()) / temperature)
+    out: np.ndarray = z / z.sum()
+    return out
+
+
+def mean_logits_one(
+    ids: Sequence[int] | np.ndarray, table: RouteTable
+) -> tuple[list[float] | np.ndarray, int]:
     """Mean logits of one prompt's countable tokens, and how many there are, by one fused lookup.
 
-    ``ids`` may be a Python list straight from the tokenizer (no array conversion needed): the
-    per-id evidence is precomputed (:attr:`RouteTable.sum_rows`, excluded ids contribute zeros and
-    no count), so this is one ``take`` and one contiguous row sum — measured faster than plain
-    Python sums from about 10 tokens up, and than a gather of ``logits`` followed by a masked mean.
+    ``ids`` may be a Python list straight from the tokenizer (no array conversion needed). Up to
+    :data:`~ir3de.table.SUM_ROWS_MAX_EXPERTS` experts of a dense table the per-id evidence is
+    precomputed (:attr:`RouteTable.sum_rows`, excluded ids contribute zeros and no count), so this is
+    one ``take`` and one contiguous row sum, returned as a list (plain Python beats numpy for a few
+    experts); with more experts it is :meth:`RouteTable.logit_sums` (factored: the mean embedding
+    times ``W``) as a (D,) array — no per-expert Python work.
 
     Example:
         >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3], [1, 0]], np.float32), excluded_ids=[2])
         >>> mean_logits_one([0, 1, 1, 2], t)
         ([1.0, 2.0], 3)
     """
-    sums = table.summed_rows.take(ids, axis=1).sum(axis=1).tolist()
-    n = int(sums.pop())
-    if n == 0:
-        return sums, 0
-    return [v / n for v in sums], n
+    sums, n = table.logit_sums(ids)
+    if table.num_experts <= SUM_ROWS_MAX_EXPERTS:
+        listed = sums.tolist()
+        return (listed, 0) if n == 0 else ([v / n for v in listed], n)
+    return (sums, 0) if n == 0 else (sums / n, n)
 
 
 def select_avg_one(
     ids: Sequence[int] | np.ndarray, table: RouteTable, temperature: float = 1.0
-) -> tuple[int, list[float], int]:
+) -> tuple[int, list[float] | np.ndarray, int]:
     """``(winner, scores, num_countable)`` of one prompt under ``selector="avg"`` (the latency path).
 
     The same decision as :func:`select_one` without the explanation (which tokens, lowest entropy
     first): :func:`explain_one` computes that when a caller asks for it. ``winner`` is ``-1`` and the
-    scores are zeros when no token counts.
+    scores are zeros when no token counts. Scores are a list for a few experts, a (D,) array beyond
+    :data:`~ir3de.table.SUM_ROWS_MAX_EXPERTS` (the cost then does not grow with D in Python).
 
     Example:
         >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3]], np.float32))
@@ -293,11 +336,15 @@ def select_avg_one(
         >>> w, n, round(scores[1], 3)
         (1, 3, 0.731)
     """
-    sums = table.summed_rows.take(ids, axis=1).sum(axis=1).tolist()
-    n = int(sums.pop())
+    sums, n = table.logit_sums(ids)
+    if table.num_experts <= SUM_ROWS_MAX_EXPERTS:
+        listed = sums.tolist()
+        if n == 0:
+            return -1, [0.0] * len(listed), 0
+        return _argmax_list(listed), _softmax_list(listed, temperature * n), n  # softmax(mean / T)
     if n == 0:
-        return -1, [0.0] * len(sums), 0
-    return _argmax_list(sums), _softmax_list(sums, temperature * n), n  # softmax(mean / T)
+        return -1, np.zeros(sums.size), 0
+    return int(np.argmax(sums)), _softmax_array(sums, temperature * n), n
 
 
 def explain_one(

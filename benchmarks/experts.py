@@ -1,0 +1,271 @@
+"""Thousands of experts: fit time, peak memory, artifact size and routing cost by expert count.
+
+Usage::
+
+    python -m benchmarks.experts            # 5, 50, 500, 1000, 5000 experts over the same ~2M tokens
+    python -m benchmarks.experts --quick    # 5 and 50 experts over 600 texts (what the tests run)
+    python -m benchmarks.experts --plot-only  # redraw docs/img/experts.png from experts.json
+
+The same texts (Debian fortunes in five languages, 6,000 per language: ~2.03M SmolLM2 tokens) are
+dealt round-robin into N experts, so only the expert count changes. Each N runs in a fresh process
+with one thread (``OMP_NUM_THREADS=1``, ``RAYON_NUM_THREADS=1``): a fit with the library defaults
+(one run), its peak memory (``VmHWM`` over the RSS before the fit), the saved folder's size, single-prompt
+routing latency (p50/p99 over held-out prompts, after a warm-up), batch routing throughput and
+``add_expert`` of a 100-text expert on the N-expert router. Also: batch tokenization of the corpus
+alone, so the fit is reported as a fraction of the tokenizer's pace. Writes
+``benchmarks/results/experts.{json,md}`` and ``docs/img/experts.png``; the machine's load average is
+recorded with the figures (timings on a shared machine are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.reporting import machine, publish
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNTS = (5, 50, 500, 1000, 5000)
+QUICK_COUNTS = (5, 50)
+TEXTS_PER_LANGUAGE = 6000
+QUICK_TEXTS_PER_LANGUAGE = 120
+LATENCY_PROMPTS = 400
+BATCH_PROMPTS = 2000
+
+
+def _memory_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _corpus(per_language: int) -> tuple[list[str], list[str]]:
+    """Training texts (all languages, interleaved) and held-out prompts (the texts after them)."""
+    from ir3de.data.datasets import load_multilingual
+
+    by_lang = load_multilingual()
+    train = [t for texts in zip(*(v[:per_language] for v in by_lang.values())) for t in texts]
+    held = [t for v in by_lang.values() for t in v[per_language : per_language + LATENCY_PROMPTS // 5]]
+    return train, held
+
+
+def _deal(texts: list[str], experts: int) -> dict[str, list[str]]:
+    return {f"e{i:05d}": texts[i::experts] for i in range(experts)}
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
+    """One expert count, in this process (run by :func:`main` in a fresh subprocess per count)."""
+    import gc
+
+    from ir3de import Router, TokenEmbeddings
+    from ir3de.routing.prompts import route_indices
+
+    emb = TokenEmbeddings.default()
+    train, held = _corpus(per_language)
+    groups = _deal(train, experts)
+    gc.collect()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the peak is the fit's
+    before = _memory_mb("VmRSS")
+    t0 = time.perf_counter()
+    router = Router(emb, device="cpu", progress=False).fit(groups)
+    fit_s = time.perf_counter() - t0
+    peak = _memory_mb("VmHWM") - before
+    stats = [e.counts for e in router.statistics.values()]
+    forms = {f: sum(1 for c in stats if c.text_form == f) for f in ("rows", "gram")}
+    stats_mb = (
+        sum(
+            (c.text_rows.nbytes if c.text_rows is not None else 0)
+            + (c.stored_gram.nbytes if c.stored_gram is not None else 0)
+            for c in stats
+        )
+        / 1e6
+    )
+    with tempfile.TemporaryDirectory(prefix="ir3de-experts-") as tmp:
+        folder = router.save_pretrained(Path(tmp) / "router")
+        size_mb = _folder_mb(folder)
+        files_mb = {p.name: p.stat().st_size / 1e6 for p in folder.iterdir() if p.is_file()}
+    prompts = (held * (LATENCY_PROMPTS // max(1, len(held)) + 1))[:LATENCY_PROMPTS]
+    for p in prompts[:50]:
+        router.route(p)  # warm-up
+    ns = []
+    for _ in range(repeats):
+        for p in prompts:
+            t = time.perf_counter_ns()
+            router.route(p)
+            ns.append(time.perf_counter_ns() - t)
+    lat = np.asarray(ns, np.float64) / 1e3
+    batch = (held * (BATCH_PROMPTS // max(1, len(held)) + 1))[:BATCH_PROMPTS]
+    route_indices(router.state, router.config, batch[:100])
+    t0 = time.perf_counter()
+    route_indices(router.state, router.config, batch)
+    batch_s = time.perf_counter() - t0
+    extra = [f"{t} (added)" for t in train[:100]]
+    t0 = time.perf_counter()
+    router.add_expert("added", extra)
+    add_s = time.perf_counter() - t0
+    return {
+        "experts": experts,
+        "texts": len(train),
+        "table_form": router.state.table.form,
+        "statistics_forms": forms,
+        "statistics_mb": stats_mb,
+        "table_mb": router.state.table.nbytes / 1e6,
+        "fit_s": fit_s,
+        "fit_peak_mb": peak,
+        "artifact_mb": size_mb,
+        "artifact_files_mb": files_mb,
+        "route_p50_us": float(np.percentile(lat, 50)),
+        "route_p99_us": float(np.percentile(lat, 99)),
+        "route_samples": int(lat.size),
+        "batch_prompts_per_s": len(batch) / batch_s,
+        "add_expert_s": add_s,
+    }
+
+
+def _tokenize_rate(per_language: int) -> dict[str, float]:
+    from ir3de import TokenEmbeddings
+
+    tok = TokenEmbeddings.default().tokenizer
+    train, _ = _corpus(per_language)
+    tok.encode_batch_fast(train[:200], add_special_tokens=False)
+    t0 = time.perf_counter()
+    encodings = tok.encode_batch_fast(train, add_special_tokens=False)
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(e) for e in encodings)
+    return {"tokens": tokens, "tokenize_s": seconds, "tokens_per_s": tokens / seconds}
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        RAYON_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+    )
+    paths = [str(ROOT / "core"), str(ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def _run_child(args: list[str]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, "-m", "benchmarks.experts", *args, "--out-json", out.name]
+        subprocess.run(cmd, check=True, env=_child_env(), cwd=ROOT)
+        result: dict[str, Any] = json.loads(Path(out.name).read_text())
+        return result
+
+
+def markdown(res: dict[str, Any]) -> str:
+    base = res["runs"][0]
+    lines = [
+        "| experts | table | statistics (rows/Gram) | fit s | × 5 | fit peak MB | artifact MB | route p50 µs "
+        "| × 5 | route p99 µs | batch prompts/s | add_expert s |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["runs"]:
+        forms = r["statistics_forms"]
+        lines.append(
+            f"| {r['experts']:,} | {r['table_form']} | {forms['rows']}/{forms['gram']} | {r['fit_s']:.1f} | "
+            f"{r['fit_s'] / base['fit_s']:.2f} | {r['fit_peak_mb']:.0f} | {r['artifact_mb']:.0f} | "
+            f"{r['route_p50_us']:.0f} | {r['route_p50_us'] / base['route_p50_us']:.2f} | "
+            f"{r['route_p99_us']:.0f} | {r['batch_prompts_per_s']:.0f} | {r['add_expert_s']:.2f} |"
+        )
+    tok = res["tokenize"]
+    fit5 = base["fit_s"]
+    lines += [
+        "",
+        f"{base['texts']:,} texts, {tok['tokens']:,} tokens; batch tokenization {tok['tokenize_s']:.2f} s "
+        f"({tok['tokens_per_s'] / 1e6:.2f} M tokens/s); the 5-expert fit runs at "
+        f"{tok['tokenize_s'] / fit5:.2f} × the tokenizer's pace. One thread; one fit per count; latency over "
+        f"{base['route_samples']} routes. Load average {res['machine']['load_avg']} on "
+        f"{res['machine']['cpus']} CPUs (shared machine: timings are noisy).",
+    ]
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = res["runs"]
+    x = [r["experts"] for r in runs]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = [
+        ("fit time (s)", [r["fit_s"] for r in runs]),
+        ("fit peak memory (MB)", [r["fit_peak_mb"] for r in runs]),
+        ("saved router (MB)", [r["artifact_mb"] for r in runs]),
+        ("route p50 / p99 (µs)", [r["route_p50_us"] for r in runs]),
+    ]
+    for ax, (title, values) in zip(axes, panels):
+        latency = title.startswith("route")
+        ax.plot(x, values, marker="o", label="p50" if latency else None)
+        if latency:
+            ax.plot(x, [r["route_p99_us"] for r in runs], marker="s", label="p99")
+            ax.set_yscale("log")  # p99 on a loaded machine is 2 orders of magnitude above p50
+            ax.legend()
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("experts")
+        ax.grid(alpha=0.3)
+    fig.suptitle("IR3DE defaults, same ~2M tokens dealt into N experts (1 thread)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 and 50 experts over 600 texts")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "experts.png"), help="figure path")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from <out>/experts.json")
+    ap.add_argument("--experts", type=int, default=0, help=argparse.SUPPRESS)  # child: one count
+    ap.add_argument("--tokenize", action="store_true", help=argparse.SUPPRESS)  # child: tokenizer pace
+    ap.add_argument("--out-json", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    per_language = QUICK_TEXTS_PER_LANGUAGE if args.quick else TEXTS_PER_LANGUAGE
+    if args.plot_only:
+        plot(json.loads((Path(args.out) / "experts.json").read_text()), Path(args.plot))
+        return 0
+    if args.experts or args.tokenize:
+        if args.tokenize:
+            result = _tokenize_rate(per_language)
+        else:  # fewer latency repeats for the largest counts keep the run under ~10 minutes
+            result = measure(args.experts, per_language, repeats=1 if args.experts >= 1000 else 2)
+        Path(args.out_json).write_text(json.dumps(result))
+        return 0
+    flag = ["--quick"] if args.quick else []
+    res: dict[str, Any] = {"tokenize": _run_child([*flag, "--tokenize"]), "runs": []}
+    for n in QUICK_COUNTS if args.quick else COUNTS:
+        print(f"benchmarks.experts: {n} experts …", flush=True)
+        res["runs"].append(_run_child([*flag, "--experts", str(n)]))
+    res["machine"] = machine(threads=1)
+    publish(res, markdown(res), Path(args.out), "experts")
+    plot(res, Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Many experts on the real SmolLM2 embeddings: the factored route table against the float64 formula and
+the dense table, decision.top(k), and a router of 600 small experts (more than h + 1 = 577, so the
+automatic table is factored) that fits, grows, saves and loads with statistics in their rows form."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from ir3de import Router
+from ir3de.artifacts.format import file_sha256
+from ir3de.fitting.pipeline import ridge_matrices
+from ir3de.fitting.statistics import ExpertCounts, balance_weights, combine_grams
+from ir3de.routing.prompts import route_indices
+
+
+@pytest.fixture(scope="module")
+def routers(smollm2, small_corpus):
+    """The same fit held dense and factored (forced: 4 experts would be dense under "auto")."""
+    dense = Router(smollm2, device="cpu", progress=False, table="dense").fit(small_corpus)
+    factored = Router(smollm2, device="cpu", progress=False, table="factored").fit(small_corpus)
+    return dense, factored
+
+
+def _prompts(small_tests):
+    return [t for texts in small_tests.values() for t in texts[:25]]
+
+
+def _formula_means(router, prompt):
+    """Plain float64 formula: the mean over countable tokens of [E[t], 1] · W."""
+    ids = [
+        i
+        for i in router.state.tokenizer.encode(prompt, add_special_tokens=False).ids[
+            : router.config.max_tokens
+        ]
+    ]
+    keep = [i for i in ids if i not in set(router.state.excluded_ids.tolist())]
+    x = np.concatenate([router.embeddings.matrix[keep].astype(np.float64), np.ones((len(keep), 1))], axis=1)
+    return (x @ router.state.weights).mean(axis=0)
+
+
+def test_factored_rows_are_the_float64_formula(routers, smollm2):
+    dense, factored = routers
+    assert dense.state.table.form == "dense" and factored.state.table.form == "factored"
+    np.testing.assert_array_equal(dense.state.weights, factored.state.weights)  # same solve, another table
+    ids = np.array([5, 17, 300, 4096, 49151])
+    x = np.concatenate([smollm2.matrix[ids].astype(np.float64), np.ones((ids.size, 1))], axis=1)
+    np.testing.assert_allclose(
+        factored.state.table.rows(ids), x @ factored.state.weights, rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        dense.state.table.rows(ids), x @ dense.state.weights, rtol=1e-6, atol=1e-6
+    )  # float32 table
+    assert factored.state.table.nbytes < dense.state.table.logits.nbytes / 10
+
+
+def test_factored_routes_are_the_formula_and_the_dense_routes(routers, small_tests):
+    dense, factored = routers
+    prompts = _prompts(small_tests)
+    for p in prompts:
+        means = _formula_means(factored, p)
+        d = factored.route(p)
+        assert d.top_expert == factored.experts[int(np.argmax(means))]
+        assert dense.route(p).top_expert == d.top_expert
+        assert d.confidence == pytest.approx(dense.route(p).confidence, rel=1e-4)
+    assert (
+        route_indices(factored.state, factored.config, prompts).tolist()
+        == route_indices(dense.state, dense.config, prompts).tolist()
+    )
+    batch = factored.route_batch(prompts)
+    assert [b.expert for b in batch] == [factored.route(p).expert for p in prompts]
+    # the explanation (deciding tokens, lowest entropy first) is that of the dense table
+    assert [t.id for t in factored.route(prompts[0]).tokens] == [t.id for t in dense.route(prompts[0]).tokens]
+
+
+@pytest.mark.parametrize(("selector", "combine"), [("topk", "vote"), ("all", "logprob")])
+def test_factored_token_selectors_agree_with_the_dense_table(routers, small_tests, selector, combine):
+    dense, factored = routers
+    prompts = _prompts(small_tests)
+    np.testing.assert_allclose(factored.state.table.entropy, dense.state.table.entropy, rtol=1e-5, atol=1e-6)
+    agree = np.mean(factored.state.table.votes == dense.state.table.votes)
+    assert agree > 0.999  # votes differ only where the float32 table rounds a near-tie
+    for r in (dense, factored):
+        r.configure(selector=selector, combine=combine)
+    try:
+        got, want = (
+            route_indices(factored.state, factored.config, prompts),
+            route_indices(dense.state, dense.config, prompts),
+        )
+        assert np.mean(got == want) > 0.98
+        assert [factored.route(p).expert for p in prompts[:20]] == [
+            b.expert for b in factored.route_batch(prompts[:20])
+        ]
+    finally:
+        for r in (dense, factored):
+            r.configure(selector="avg", combine="logprob")
+
+
+def test_top_k_is_the_sorted_scores(routers, small_tests):
+    _, factored = routers
+    d = factored.route(_prompts(small_tests)[3])
+    want = sorted(d.scores.items(), key=lambda kv: -kv[1])
+    assert d.top(2) == want[:2] and d.top(10) == want
+    assert d.top(1)[0] == (d.top_expert, d.confidence)
+    with pytest.raises(ValueError, match="positive integer"):
+        d.top(0)
+
+
+def test_a_saved_factored_router_stores_no_logits_and_routes_identically(routers, small_tests, tmp_path):
+    _, factored = routers
+    folder = factored.save_pretrained(tmp_path / "f")
+    tensors = load_file(folder / "router.safetensors")
+    assert "logits" not in tensors and tensors["table_matrix"].shape == factored.embeddings.matrix.shape
+    assert json.loads((folder / "config.json").read_text())["table_form"] == "factored"
+    loaded = Router.from_pretrained(folder, device="cpu")
+    assert loaded.state.table.form == "factored"
+    prompts = _prompts(small_tests)
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(factored.state, factored.config, prompts).tolist()
+    )
+    assert [loaded.route(p).scores for p in prompts[:10]] == [factored.route(p).scores for p in prompts[:10]]
+
+
+@pytest.fixture(scope="module")
+def many(smollm2, reasoning4):
+    """600 experts of 2–3 real texts each (more than h + 1 = 577: the automatic table is factored)."""
+    texts = [t for v in reasoning4.train.values() for t in v][:1500]
+    experts = {f"e{i:03d}": texts[i::600] for i in range(600)}
+    return experts, Router(smollm2, device="cpu", progress=False).fit(experts)
+
+
+def test_600_small_experts_keep_rows_and_a_factored_table(many, small_tests):
+    _, router = many
+    assert router.state.table.form == "factored" and len(router.experts) == 600
+    forms = {c.text_form for c in [e.counts for e in router.statistics.values()]}
+    assert forms == {"rows"}  # 2-3 texts: far fewer rows than h + 1
+    stored = sum(c.text_rows.nbytes for c in [e.counts for e in router.statistics.values()])
+    assert stored < 600 * 577 * 577 * 8 / 20  # the rows, not 600 dense Grams
+    # the ridge statistics are the plain sums of the Grams
+    a, b = ridge_matrices(router.statistics, router.config, matrix=router.embeddings.matrix)
+    counts = [e.counts for e in router.statistics.values()]
+    w = balance_weights([c.num_scored_texts for c in counts], True)
+    a_plain, b_plain = combine_grams([c.text_gram for c in counts], w)
+    np.testing.assert_allclose(a, a_plain, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(b, b_plain, rtol=1e-9, atol=1e-12)
+    d = router.route(_prompts(small_tests)[0])
+    assert isinstance(d.confidence, float) and len(d.top(5)) == 5
+
+
+def test_600_experts_grow_save_and_load(many, smollm2, small_tests, tmp_path):
+    experts, router = many
+    prompts = _prompts(small_tests)[:30]
+    folder = router.save_pretrained(tmp_path / "many")
+    loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
+    assert {n: e.counts for n, e in loaded.statistics.items()} == {
+        n: e.counts for n, e in router.statistics.items()
+    }
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(router.state, router.config, prompts).tolist()
+    )
+    loaded.add_expert("extra", ["What is the integral of x squared?", "Solve 2x + 3 = 7."])
+    grown = Router(smollm2, device="cpu", progress=False).fit(
+        {**experts, "extra": ["What is the integral of x squared?", "Solve 2x + 3 = 7."]}
+    )
+    np.testing.assert_allclose(loaded.state.weights, grown.state.weights, rtol=1e-7, atol=1e-9)
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(grown.state, grown.config, prompts).tolist()
+    )
+    loaded.remove_expert("extra")
+    np.testing.assert_allclose(loaded.state.weights, router.state.weights, rtol=1e-7, atol=1e-9)
+
+
+def test_format_3_statistics_still_load(routers, smollm2, small_tests, tmp_path):
+    """A folder as format 3 wrote it: one dense (h+1)² Gram per expert, no table_form."""
+    dense, _ = routers
+    folder = dense.save_pretrained(tmp_path / "v3")
+    counts = [e.counts for e in dense.statistics.values()]
+    stats = load_file(folder / "statistics.safetensors")
+    for key in ("text_forms", "text_rows", "text_row_offsets"):
+        stats.pop(key)
+    stats["text_grams"] = np.stack([c.text_gram for c in counts])
+    stats["has_text_gram"] = np.ones(len(counts), np.uint8)
+    save_file(stats, folder / "statistics.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 3
+    del config["table_form"]
+    data = (folder / "statistics.safetensors").read_bytes()
+    config["files"]["statistics.safetensors"] = {"sha256": file_sha256(data), "size": len(data)}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
+    assert {n: e.counts for n, e in loaded.statistics.items()} == {
+        n: e.counts for n, e in dense.statistics.items()
+    }
+    assert {e.counts.text_form for e in loaded.statistics.values()} == {"gram"}
+    prompts = _prompts(small_tests)
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(dense.state, dense.config, prompts).tolist()
+    )
+    assert isinstance(loaded.statistics["math"].counts, ExpertCounts)
