@@ -73,10 +73,13 @@ def _dry_run(tmp_path: Path, *args: str, index_url: str | None = None) -> list[s
     return [line for line in done.stdout.splitlines() if line.startswith("would run:") and " pip " in line]
 
 
-def test_install_script_installs_torch_only_when_asked(tmp_path: Path) -> None:
+def test_install_script_installs_the_pinned_torch_unless_told_not_to(tmp_path: Path) -> None:
     plain = _dry_run(tmp_path)
-    assert not any("torch" in line for line in plain), plain
+    assert any(line.endswith("install --disable-pip-version-check torch==2.13.0") for line in plain), plain
     assert any(line.endswith("-e .[all]") for line in plain), plain
+    bare = _dry_run(tmp_path, "--no-torch")
+    assert not any("torch" in line for line in bare), bare
+    assert any(line.endswith("-e .[all]") for line in bare), bare
     cpu = "https://download.pytorch.org/whl/cpu"
     gpu = _dry_run(tmp_path, "--gpu", index_url=cpu)
     assert any("torch==2.13.0" in line and f"--index-url {cpu}" in line for line in gpu), gpu
