@@ -63,7 +63,12 @@ def main(embeddings: TokenEmbeddings | None = None, per_domain: int = 60, worker
     print(f"before add_expert: {len(before)} requests, experts used {sorted(set(before))}")
     print(f"add_expert('medical') took {ready_at - added_at:.2f} s while serving")
     print(f"after: {len(after)} requests, {share:.0%} answered by 'medical'; errors: {len(errors)}")
-    return {"before": before, "after": after, "errors": errors, "experts": list(router.experts)}
+    return {
+        "before": before,
+        "after": after,
+        "errors": errors,
+        "experts": list(app.registry.router.experts),
+    }  # the runnable owns its copy
 
 
 if __name__ == "__main__":

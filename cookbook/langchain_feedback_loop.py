@@ -53,6 +53,7 @@ def main(
     router = Router(embeddings or TokenEmbeddings.default(), progress=False)  # the library defaults
     router.fit({name: texts[:per_domain] for name, texts in suite.train.items()})
     chat = RoutingChatModel(router, {name: expert(name) for name in router.experts})
+    router = chat.registry.router  # the chat model learns into its own copy; yours never changes
 
     # the test side: the first prompts of each expert are served (and corrected), the rest held out
     served = [(label, p) for label, texts in suite.test.items() for p in texts[:served_per_domain]]

@@ -106,7 +106,7 @@ def test_nested_fields(tmp_path):
         ("x.jsonl", '{"text": 3}\n', {}, r"field 'text' holds an int, not a string"),
         ("x.jsonl", '{"text": "  "}\n', {}, r"no prompt in .*x\.jsonl: every record was blank"),
         ("x.jsonl", "{oops\n", {}, r"x\.jsonl line 1: not valid JSON"),
-        ("x.jsonl", '{"text": "hi"}\n', {"text_field": None}, r"pass field= \(--field\)"),
+        ("x.jsonl", '{"q": "hi", "a": "yo"}\n', {"text_field": None}, r"pass field= \(--field\)"),
     ],
 )
 def test_errors_name_the_file_and_the_fix(tmp_path, name, content, kwargs, match):

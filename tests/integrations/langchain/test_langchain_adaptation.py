@@ -30,6 +30,7 @@ def test_runnable_adapts_to_its_recent_calls_once_each(
     fresh_router, make_experts, served, saved_router, smollm2
 ):
     app = RouterRunnable(fresh_router, make_experts(fresh_router.experts))
+    caller, fresh_router = fresh_router, app.registry.router  # the adapter adapts its own copy
     probes = served[30:]
     before = _decisions(fresh_router, probes)
     with pytest.raises(InvalidInputError, match="no routed call to adapt on"):
@@ -37,6 +38,7 @@ def test_runnable_adapts_to_its_recent_calls_once_each(
     app.batch(served[:10])
     report = app.adapt()
     assert report.prompts == 10 and fresh_router.adaptation.num_prompts == 10
+    assert caller.adaptation.num_prompts == 0  # the caller's Router never changes behind its back
     with pytest.raises(InvalidInputError, match="were all adapted on already"):
         app.adapt()  # nothing new: the same calls are never learned twice
     for prompt in served[10:15]:
@@ -54,6 +56,7 @@ def test_runnable_adapts_to_its_recent_calls_once_each(
 
 def test_chat_model_adapts_to_the_last_user_turns(fresh_router, make_experts, served, saved_router, smollm2):
     chat = RoutingChatModel(fresh_router, make_experts(fresh_router.experts))
+    caller, fresh_router = fresh_router, chat.registry.router  # the adapter adapts its own copy
     for prompt in served[:8]:
         chat.invoke(
             [SystemMessage("Be brief."), HumanMessage("hello"), AIMessage("hi"), HumanMessage(prompt)]
@@ -66,5 +69,6 @@ def test_chat_model_adapts_to_the_last_user_turns(fresh_router, make_experts, se
     chat.feedback(prompt=served[20], expert="instructions")
     chat.adapt(served[9:12])
     assert fresh_router.adaptation.num_prompts == 11
+    assert caller.adaptation.num_prompts == 0  # the caller's Router never changes behind its back
     chat.forget_adaptation()
     assert fresh_router.adaptation.num_prompts == 0 and fresh_router.traffic["instructions"].num_prompts == 1

@@ -36,12 +36,14 @@ def test_routing_llm_adapts_to_its_recent_calls(saved, smollm2, served):
     router = _router(saved, smollm2)
     before = _decisions(router, served[30:])
     llm = RoutingLLM(router, {n: TagLLM(tag=n) for n in router.experts})
+    caller, router = router, llm.router  # the LLM adapts its own copy
     for prompt in served[:6]:
         llm.complete(prompt)
     llm.chat([ChatMessage(role=MessageRole.USER, content="hello"),
               ChatMessage(role=MessageRole.ASSISTANT, content="hi"),
               ChatMessage(role=MessageRole.USER, content=served[6])])  # fmt: skip
     assert llm.adapt().prompts == 7
+    assert caller.adaptation.num_prompts == 0  # the caller's Router never changes behind its back
     with pytest.raises(InvalidInputError, match="no routed call to adapt on"):
         llm.adapt()
     reference = _router(saved, smollm2)

@@ -80,7 +80,7 @@ def test_adapt_learns_exactly_the_routed_prompts_and_forget_restores_the_router(
 ):
     gw = adapting(adapt_capture=100)
     probes = [t for texts in small_tests.values() for t in texts[:5]] + served[30:]
-    before = _decisions(fresh_router, probes)
+    before = _decisions(gw.app.state.gateway.router, probes)
     caplog.set_level(logging.DEBUG, logger="ir3de.serve")
     # chats are kept as their last user turn; a request naming an expert is not routed, so not kept
     for prompt in served[:20]:
@@ -101,13 +101,13 @@ def test_adapt_learns_exactly_the_routed_prompts_and_forget_restores_the_router(
     assert r.headers["x-ir3de-revision"] == "2"
     body = r.json()
     assert body["capture"]["pending"] == 0 and body["capture"]["taken"] == 20
-    assert body["adaptation"] == fresh_router.adaptation.to_dict()
+    assert body["adaptation"] == gw.app.state.gateway.router.adaptation.to_dict()
     # the gateway's router equals a copy adapted directly on the same 20 texts
     reference = _load(gateway_router_folder, smollm2)
     expected = reference.adapt(served[:20])
     assert _same_report(body["adapted"], expected.to_dict())
-    assert _decisions(fresh_router, probes) == _decisions(reference, probes)
-    assert _decisions(fresh_router, probes) != before  # adapting changed something
+    assert _decisions(gw.app.state.gateway.router, probes) == _decisions(reference, probes)
+    assert _decisions(gw.app.state.gateway.router, probes) != before  # adapting changed something
     assert httpx.get(f"{gw.url}/health").headers["x-ir3de-revision"] == "2"
 
     # the prompts are never logged, nor written in any response
@@ -124,7 +124,7 @@ def test_adapt_learns_exactly_the_routed_prompts_and_forget_restores_the_router(
     assert r.status_code == 200, r.text
     assert r.json()["dropped_pending"] == 1 and r.json()["adaptation"]["num_prompts"] == 0
     assert r.headers["x-ir3de-revision"] == "3"
-    assert _decisions(fresh_router, probes) == before
+    assert _decisions(gw.app.state.gateway.router, probes) == before
 
 
 def test_prompts_given_in_the_body_and_the_errors(adapting, fresh_router, served):
@@ -152,7 +152,7 @@ def test_prompts_given_in_the_body_and_the_errors(adapting, fresh_router, served
 
     r = httpx.post(f"{gw.url}/admin/adapt", headers=AUTH, json={"prompts": served[:5]}, timeout=120)
     assert r.status_code == 200 and r.headers["x-ir3de-revision"] == "2"
-    assert r.json()["adaptation"] == fresh_router.adaptation.to_dict()
+    assert r.json()["adaptation"] == gw.app.state.gateway.router.adaptation.to_dict()
 
 
 def test_adapt_every_adapts_in_the_background_and_the_bound_holds(adapting, fresh_router, served):
@@ -165,7 +165,10 @@ def test_adapt_every_adapts_in_the_background_and_the_bound_holds(adapting, fres
         what="the adapt_every adaptation to be committed",
     )
     state = httpx.get(f"{gw.url}/admin/adaptation", headers=AUTH).json()
-    assert state["capture"]["taken"] == 6 and state["adaptation"] == fresh_router.adaptation.to_dict()
+    assert (
+        state["capture"]["taken"] == 6
+        and state["adaptation"] == gw.app.state.gateway.router.adaptation.to_dict()
+    )
     capture = gw.app.state.gateway.capture
     assert repr(capture) == "CapturedPrompts(0 pending of maxsize 8)"
     # the bound: 8 kept at most, the oldest dropped first (here with adapt_every out of the way)
