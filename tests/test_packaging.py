@@ -135,7 +135,9 @@ print("OK")
 """
 
 
-def test_fit_save_load_route_serve_without_torch(tmp_path: Path) -> None:
+def test_fit_save_load_route_serve_without_torch(smollm2, tmp_path: Path) -> None:
+    """``smollm2`` first converts the default GGUF tokenizer in this process (transformers needs torch
+    for that, once) and caches it; the torch-blocked process then loads it from the cache."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     script = textwrap.dedent(BLOCK_TORCH) + textwrap.dedent(FIT_TO_SERVE)
