@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,86 @@ def test_default_matrix_equals_gguf_dequantize(
 ) -> None:
     assert smol_reference_matrix.shape == (49152, 576)
     np.testing.assert_array_equal(default_emb.matrix, smol_reference_matrix)
+
+
+def _real_domain_texts() -> list[str]:
+    """Real prompts of every domain (GSM8K, HumanEval, IFEval, fortunes), a few each."""
+    from ir3de.data.datasets import load_domain
+
+    texts: list[str] = []
+    for name in ("math", "code", "instructions", "multilingual"):
+        try:
+            texts += load_domain(name)[:50]
+        except Exception:  # a data package or Debian's fortunes absent: the others still count
+            continue
+    return texts
+
+
+def _torch_free_conversion(path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
+    """What ``_convert_gguf`` builds now: gguf.GGUFReader metadata + transformers' GGUF conversion."""
+    return gguf_mod._gguf_tokenizer(gguf_mod._gguf_reader(path), path)
+
+
+def _auto_tokenizer_conversion(path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
+    """The plain way (what ``_convert_gguf`` did before): AutoTokenizer, which needs torch for GGUF."""
+    from ir3de.embeddings.common import auto_tokenizer, hf_tokenizer_parts
+
+    return hf_tokenizer_parts(auto_tokenizer(str(path.parent), gguf_file=path.name, local_files_only=True))
+
+
+@pytest.mark.slow
+def test_torch_free_gguf_tokenizer_is_the_autotokenizer_one(
+    smol_path: Path, tiny_gguf: tuple[Path, np.ndarray]
+) -> None:
+    """Byte for byte the tokenizer.json AutoTokenizer gives (so the tokenizer fingerprint of routers
+    saved before is unchanged), the same excluded ids, the same ids on real text of every domain."""
+    pytest.importorskip("torch")  # the reference needs it
+    for path in (smol_path, tiny_gguf[0]):
+        ours, our_excluded = _torch_free_conversion(path)
+        theirs, their_excluded = _auto_tokenizer_conversion(path)
+        assert ours.to_str() == theirs.to_str(), path
+        assert our_excluded == their_excluded, path
+    texts = [*REAL_TEXTS, *_real_domain_texts()]
+    assert len(texts) > 100
+    ours, _ = _torch_free_conversion(smol_path)
+    theirs, _ = _auto_tokenizer_conversion(smol_path)
+    assert [e.ids for e in ours.encode_batch(texts)] == [e.ids for e in theirs.encode_batch(texts)]
+
+
+def test_gguf_metadata_read_with_ggufreader_equals_transformers_reader(
+    smol_path: Path, tiny_gguf: tuple[Path, np.ndarray]
+) -> None:
+    """The metadata gguf.GGUFReader gives equals transformers' own reader's (which imports torch)."""
+    pytest.importorskip("torch")
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import get_gguf_tokenizer
+
+    for path in (smol_path, tiny_gguf[0]):
+        assert gguf_mod._gguf_tokenizer_inputs(gguf_mod._gguf_reader(path)) == get_gguf_tokenizer(str(path))
+
+
+def test_gguf_tokenizer_with_an_old_transformers_and_no_torch_names_the_fix(
+    tiny_gguf: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 4.x has no torch-free GGUF conversion: without torch, a typed error says upgrade."""
+    monkeypatch.setitem(sys.modules, "transformers.integrations.gguf.gguf_tokenizer_mapping", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    path = tiny_gguf[0]
+    with pytest.raises(MissingDependencyError, match=r"needs torch; upgrade transformers"):
+        _torch_free_conversion(path)
+
+
+def test_gguf_without_a_tokenizer_is_a_typed_error(tmp_path: Path) -> None:
+    import gguf
+
+    path = tmp_path / "no-tokenizer.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(EmbeddingSourceError, match=r"carries no tokenizer"):
+        _torch_free_conversion(path)
 
 
 def test_default_second_load_hits_the_disk_cache(

@@ -1,8 +1,13 @@
 """Embeddings from a GGUF file (llama.cpp / Ollama): ``token_embd.weight`` dequantised to float32.
 
-The tokenizer is converted by ``transformers`` (``AutoTokenizer.from_pretrained(folder,
-gguf_file=...)``, a few seconds for a real model), so the result is kept in ir3de's cache
-(:mod:`ir3de.embeddings.cache`), keyed by the file's absolute path, size and modification time.
+Neither part needs torch. The metadata and the embedding tensor are read with ``gguf.GGUFReader``;
+the tokenizer is built from the metadata by transformers' own GGUF tokenizer conversion
+(``transformers.integrations.gguf.gguf_tokenizer_mapping``, the code ``AutoTokenizer.from_pretrained(
+folder, gguf_file=...)`` runs, whose metadata reader alone imports torch), giving the same
+``tokenizer.json`` byte for byte. With a transformers that predates that module (4.x), the
+conversion falls back to ``AutoTokenizer``, which needs torch. Converting takes a few seconds for a
+real model, so the result is kept in ir3de's cache (:mod:`ir3de.embeddings.cache`), keyed by the
+file's absolute path, size and modification time.
 
 Example:
     >>> parts = load_gguf(Path("SmolLM2-135M-Instruct.Q4_1.gguf"))  # doctest: +SKIP
@@ -16,6 +21,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tokenizers
@@ -143,28 +149,115 @@ def _check_gguf_file(path: Path) -> Path:
 
 
 def _convert_gguf(path: Path) -> ConvertedGGUF:
-    """Read the tokenizer (via transformers) and the dequantised token embeddings of a GGUF file."""
-    matrix, tensor_type = _read_gguf_embeddings(path)
+    """Read the tokenizer and the dequantised token embeddings of a GGUF file (no torch needed)."""
+    reader = _gguf_reader(path)
+    matrix, tensor_type = _read_gguf_embeddings(reader, path)
+    tokenizer, excluded = _gguf_tokenizer(reader, path)
+    return ConvertedGGUF(path, tokenizer, matrix, excluded, file_sha256(path), tensor_type)
+
+
+def _gguf_reader(path: Path) -> Any:
+    gguf = require("gguf", "reading GGUF files", "pip install gguf")
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as exc:
+        raise EmbeddingSourceError(f"{path} is not a readable GGUF file: {exc}") from exc
+
+
+def _gguf_tokenizer_inputs(reader: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(architecture, tokenizer_dict, tokenizer_config)`` from a GGUF file's metadata, as
+    transformers' ``get_gguf_tokenizer`` returns them, but read with ``gguf.GGUFReader`` (transformers'
+    own reader imports torch). The key mapping and the special tokens are transformers' tables; the
+    two per-type rules below are those of ``get_gguf_tokenizer`` (transformers 5.25), and
+    tests/test_embeddings.py checks the three values equal that function's on the default file."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        _SPECIAL_TOKENS,
+        GGUF_TOKENIZER_MAPPING,
+    )
+
+    metadata = {
+        key: field.contents()
+        for key, field in reader.fields.items()
+        if key.startswith("tokenizer.") or key == "general.architecture"
+    }
+    if "general.architecture" not in metadata:
+        raise EmbeddingSourceError("the GGUF file has no general.architecture in its metadata")
+    grouped = {
+        group: {
+            name: metadata[f"tokenizer.{key}"]
+            for key, name in renames.items()
+            if f"tokenizer.{key}" in metadata
+        }
+        for group, renames in GGUF_TOKENIZER_MAPPING.items()
+    }
+    tokenizer, tokenizer_config = grouped["tokenizer"], grouped["tokenizer_config"]
+    if "tokens" not in tokenizer:
+        raise EmbeddingSourceError("the GGUF file has no tokenizer.ggml.tokens: it carries no tokenizer")
+    tokenizer_type = tokenizer.get("tokenizer_type")
+    if tokenizer_type == "llama":  # llama.cpp adds BOS to a sentencepiece vocabulary unless told not to
+        tokenizer_config.setdefault("add_bos_token", True)
+    elif tokenizer_type == "gemma4":  # the chat template writes <bos> itself
+        tokenizer_config["add_bos_token"] = False
+    for name, key in _SPECIAL_TOKENS.items():
+        token_id = metadata.get(f"tokenizer.ggml.{key}")
+        tokenizer_config[name] = tokenizer["tokens"][token_id] if token_id is not None else None
+    return str(metadata["general.architecture"]), tokenizer, tokenizer_config
+
+
+def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
+    """The fast tokenizer a GGUF file describes and its excluded ids, built without torch."""
+    require("transformers", "reading a GGUF tokenizer", "pip install transformers")
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # transformers 4.x: only AutoTokenizer converts, and it needs torch
+        return _gguf_tokenizer_via_auto(path)
+    try:
+        architecture, tokenizer_dict, tokenizer_config = _gguf_tokenizer_inputs(reader)
+        backend, additional = convert_gguf_tokenizer(architecture, tokenizer_dict)
+        # the class AutoTokenizer picks for a GGUF file: it adds the special tokens and the
+        # post-processor from the config, as from_pretrained(folder, gguf_file=...) does
+        hf_tokenizer = TokenizersBackend(  # type: ignore[no-untyped-call]
+            tokenizer_object=backend, **tokenizer_config, **additional
+        )
+    except EmbeddingSourceError as exc:
+        raise EmbeddingSourceError(f"cannot read the tokenizer of {path}: {exc}") from exc
+    except Exception as exc:
+        raise EmbeddingSourceError(f"transformers could not read the tokenizer of {path}: {exc}") from exc
+    return hf_tokenizer_parts(hf_tokenizer)
+
+
+def _gguf_tokenizer_via_auto(path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
+    """``AutoTokenizer.from_pretrained(folder, gguf_file=...)``: transformers 4.x (needs torch)."""
+    if importlib.util.find_spec("torch") is None:
+        raise MissingDependencyError(
+            f"converting the tokenizer of {path} with this transformers "
+            f"({_version('transformers')}) needs torch; upgrade transformers instead "
+            "(pip install -U transformers): recent releases convert GGUF tokenizers without torch"
+        )
     try:
         hf_tokenizer = auto_tokenizer(str(path.parent), gguf_file=path.name, local_files_only=True)
-    except MissingDependencyError:
-        raise
     except ImportError as exc:
         raise MissingDependencyError(
             f"reading a GGUF tokenizer needs the gguf package: pip install gguf ({exc})"
         ) from exc
     except Exception as exc:
         raise EmbeddingSourceError(f"transformers could not read the tokenizer of {path}: {exc}") from exc
-    tokenizer, excluded = hf_tokenizer_parts(hf_tokenizer)
-    return ConvertedGGUF(path, tokenizer, matrix, excluded, file_sha256(path), tensor_type)
+    return hf_tokenizer_parts(hf_tokenizer)
 
 
-def _read_gguf_embeddings(path: Path) -> tuple[np.ndarray, str]:
-    gguf = require("gguf", "reading GGUF files", "pip install gguf")
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:
-        raise EmbeddingSourceError(f"{path} is not a readable GGUF file: {exc}") from exc
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _read_gguf_embeddings(reader: Any, path: Path) -> tuple[np.ndarray, str]:
+    import gguf  # imported by _gguf_reader already
+
     tensor = next((t for t in reader.tensors if t.name == GGUF_TENSOR_NAME), None)
     if tensor is None:
         names = [t.name for t in reader.tensors]
