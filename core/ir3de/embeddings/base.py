@@ -288,8 +288,9 @@ class TokenEmbeddings:
     def from_gguf(cls, path: str | os.PathLike[str]) -> TokenEmbeddings:
         """Tokenizer and ``token_embd.weight`` (dequantised to float32) of a GGUF file.
 
-        The tokenizer is converted by ``transformers`` (``AutoTokenizer.from_pretrained(folder,
-        gguf_file=...)``, a few seconds) and the result is cached under :func:`gguf_cache_folder`
+        The tokenizer is converted from the file's metadata by transformers' GGUF tokenizer conversion
+        (the same ``tokenizer.json`` as ``AutoTokenizer.from_pretrained(folder, gguf_file=...)``, without
+        torch; a few seconds) and the result is cached under :func:`gguf_cache_folder`
         (``$IR3DE_CACHE``, else ``ir3de/`` in huggingface_hub's assets cache), keyed by the file's path, size and modification time.
         A damaged cache entry is rebuilt.
 

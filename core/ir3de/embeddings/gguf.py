@@ -4,7 +4,7 @@ Neither part needs torch. The metadata and the embedding tensor are read with ``
 the tokenizer is built from the metadata by transformers' own GGUF tokenizer conversion
 (``transformers.integrations.gguf.gguf_tokenizer_mapping``, the code ``AutoTokenizer.from_pretrained(
 folder, gguf_file=...)`` runs, whose metadata reader alone imports torch), giving the same
-``tokenizer.json`` byte for byte. With a transformers that predates that module (4.x), the
+``tokenizer.json`` byte for byte. With an older transformers (before 5.25), the
 conversion falls back to ``AutoTokenizer``, which needs torch. Converting takes a few seconds for a
 real model, so the result is kept in ir3de's cache (:mod:`ir3de.embeddings.cache`), keyed by the
 file's absolute path, size and modification time.
@@ -207,10 +207,14 @@ def _gguf_tokenizer_inputs(reader: Any) -> tuple[str, dict[str, Any], dict[str, 
 def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
     """The fast tokenizer a GGUF file describes and its excluded ids, built without torch."""
     require("transformers", "reading a GGUF tokenizer", "pip install transformers")
-    try:
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+    try:  # transformers >= 5.25 (the layout _gguf_tokenizer_inputs follows)
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import (  # noqa: F401
+            _SPECIAL_TOKENS,
+            GGUF_TOKENIZER_MAPPING,
+            convert_gguf_tokenizer,
+        )
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:  # transformers 4.x: only AutoTokenizer converts, and it needs torch
+    except ImportError:  # an older transformers: only AutoTokenizer converts, and it needs torch
         return _gguf_tokenizer_via_auto(path)
     try:
         architecture, tokenizer_dict, tokenizer_config = _gguf_tokenizer_inputs(reader)
@@ -228,7 +232,7 @@ def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list
 
 
 def _gguf_tokenizer_via_auto(path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
-    """``AutoTokenizer.from_pretrained(folder, gguf_file=...)``: transformers 4.x (needs torch)."""
+    """``AutoTokenizer.from_pretrained(folder, gguf_file=...)``: transformers < 5.25 (needs torch)."""
     if importlib.util.find_spec("torch") is None:
         raise MissingDependencyError(
             f"converting the tokenizer of {path} with this transformers "
