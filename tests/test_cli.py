@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -394,6 +395,10 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
             seen.append((self.n, self.total))
             return out
 
+        def close(self):  # the last step moves the bar silently: closing draws it (27 minor)
+            seen.append((self.n, self.total))
+            return super().close()
+
     monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
     big = " ".join(small_corpus["code"]) * 3
     corpus = {"code": [big], "math": small_corpus["math"][:300], "ml": small_corpus["multilingual"][:300]}
@@ -403,6 +408,67 @@ def test_progress_counts_characters_of_a_single_huge_text(smollm2, small_corpus,
     seen = [(n, t) for n, t in seen if t == total]  # this bar's steps
     assert seen and seen[-1] == (total, total)
     assert any(n == len(big) for n, _ in seen)  # the huge text is its own step, sized in characters
+
+
+def _cli_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the real `ir3de` command with stderr on a pseudo-terminal (100 columns), as a user sees
+    it: progress bars only draw on a terminal. Returns the exit code and what stderr showed."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ir3de.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return proc.wait(timeout=600), shown.decode("utf-8", "replace")
+
+
+def _final_bar_frames(shown: str) -> dict[str, list[str]]:
+    """Per bar (its description), every frame drawn at 100 %."""
+    frames: dict[str, list[str]] = {}
+    for frame in re.split(r"[\r\n]+", shown):
+        match = re.match(r"(counting[^:]*):\s+100%", frame)
+        if match:
+            frames.setdefault(match.group(1), []).append(frame)
+    return frames
+
+
+def test_progress_bars_draw_their_final_line_once(corpus_files, tmp_path):
+    """27 minor: each bar's last line showed twice (the last update drew it, closing drew it again)."""
+    fitted = tmp_path / "r"
+    code, shown = _cli_on_a_terminal(
+        "fit", "--expert", f"math={corpus_files / 'math.jsonl'}", "--field", "question",
+        "--expert", f"ml={corpus_files / 'multilingual.txt'}", "-o", str(fitted),
+    )  # fmt: skip
+    assert code == 0, shown
+    finals = _final_bar_frames(shown)
+    assert list(finals) == ["counting ml"], shown  # the one bar in characters, named after the last expert
+    assert [len(f) for f in finals.values()] == [1], finals
+    code, shown = _cli_on_a_terminal(
+        "add-expert", str(fitted), "--expert", f"code={corpus_files / 'code'}", "-o", str(tmp_path / "r2")
+    )
+    assert code == 0, shown
+    finals = _final_bar_frames(shown)
+    assert list(finals) == ["counting code"], shown  # the router's per-expert bar, in texts
+    assert [len(f) for f in finals.values()] == [1], finals
+    assert re.search(r"\| (\d+)/\1 \[", finals["counting code"][0])  # n/n texts: the bar's real end
 
 
 def test_explain_shows_why_short_prompts_get_high_confidence(cli_router, capsys):

@@ -30,10 +30,15 @@ class _Tracker:
         self.pending = 0
         self.lock = threading.Lock()
 
-    def flush(self) -> None:
+    def flush(self, *, redraw: bool = True) -> None:
+        """Move the bar by the characters of the batches handed out; ``redraw=False`` for the last
+        move (closing the bar then draws its final line, once, rather than twice)."""
         with self.lock:
             if self.pending:
-                self.bar.update(self.pending)
+                if redraw:
+                    self.bar.update(self.pending)
+                else:
+                    self.bar.n += self.pending
                 self.pending = 0
 
     def feed(self, name: str, texts: Sequence[str], batch_size: int) -> Iterator[str]:
@@ -77,9 +82,9 @@ def fit_with_progress(
             batch = max(1, int(batch_size))
             feeds = {name: tracker.feed(name, texts, batch) for name, texts in experts.items()}
             router.fit(feeds, descriptions=descriptions)
-            tracker.flush()
         finally:
             stop.set()
             if ticker.is_alive():
                 ticker.join()
+        tracker.flush(redraw=False)  # the ticker is stopped: only closing the bar draws 100 %
     return router

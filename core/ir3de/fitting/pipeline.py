@@ -386,9 +386,16 @@ def count_texts(
     total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
     disable = None if progress is None else not progress
     with tqdm(total=total, desc=f"counting {name}", unit="text", disable=disable) as bar:
-        for batch in batched_texts(texts, name, batch_size):
+        batches = batched_texts(texts, name, batch_size)
+        batch = next(batches, None)
+        while batch is not None:
             counter.add(batch)
-            bar.update(len(batch))
+            following = next(batches, None)  # read ahead: is this the last batch?
+            if following is None:
+                bar.n += len(batch)  # no redraw: closing the bar draws its final line, once
+            else:
+                bar.update(len(batch))
+            batch = following
     counts = counter.result()
     if require_text and counts.num_texts == 0:
         raise ExpertError(f"expert {name!r} has no text; give it at least one non-empty string")
