@@ -18,7 +18,9 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,7 +208,7 @@ def _gguf_tokenizer_inputs(reader: Any) -> tuple[str, dict[str, Any], dict[str, 
 
 def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
     """The fast tokenizer a GGUF file describes and its excluded ids, built without torch."""
-    require("transformers", "reading a GGUF tokenizer", "pip install transformers")
+    _import_transformers_quietly()
     try:  # transformers >= 5.25 (the layout _gguf_tokenizer_inputs follows)
         from transformers.integrations.gguf.gguf_tokenizer_mapping import (  # noqa: F401
             _SPECIAL_TOKENS,
@@ -229,6 +231,27 @@ def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list
     except Exception as exc:
         raise EmbeddingSourceError(f"transformers could not read the tokenizer of {path}: {exc}") from exc
     return hf_tokenizer_parts(hf_tokenizer)
+
+
+class _NoTorchAdvice(logging.Filter):
+    """Drops transformers' import-time "PyTorch was not found. Models won't be available ..." line:
+    ir3de needs no torch model, and a new user would read it as a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("PyTorch was not found")
+
+
+def _import_transformers_quietly() -> None:
+    """Import transformers (a typed error when absent) without its no-torch advice on stderr."""
+    if "transformers" in sys.modules:
+        return
+    library_logger = logging.getLogger("transformers")
+    quiet = _NoTorchAdvice()
+    library_logger.addFilter(quiet)
+    try:
+        require("transformers", "reading a GGUF tokenizer", "pip install transformers")
+    finally:
+        library_logger.removeFilter(quiet)
 
 
 def _gguf_tokenizer_via_auto(path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
