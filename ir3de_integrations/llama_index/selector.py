@@ -33,6 +33,7 @@ from ir3de.decision import RouteDecision
 from ir3de.errors import ExpertError, ExpertMismatchError, InvalidInputError
 from ir3de.router import Router
 from ir3de.serving.feedback import DEFAULT_MAXSIZE, Feedback, RecentRoutes, adapt_recent, apply_feedback
+from ir3de.serving.ownership import own_copy
 from ir3de.serving.registry import fitted_router, handler_names
 
 from ._common import DEFAULT_TOP_TOKENS, describe_route, load_router, route_payload
@@ -66,8 +67,10 @@ class Ir3deSelector(BaseSelector):
     one choice; a mismatch raises one :class:`~ir3de.errors.ExpertMismatchError` listing both sides.
 
     Args:
-        router: a fitted :class:`ir3de.Router`. It may grow or shrink at runtime (``add_expert``…);
-            the choices are matched on every call.
+        router: a fitted :class:`ir3de.Router`. The selector works on a copy of its own
+            (:attr:`router`), so :meth:`feedback`, :meth:`adapt` and experts added through
+            ``selector.router.add_expert(...)`` never change the caller's router (or another adapter
+            built on it). The choices are matched on every call, so the router may grow at runtime.
         mapping: optional ``{choice name: expert}``; choices it does not name are matched by name.
         multi: return every expert whose score is at least ``score_threshold`` (best first) instead
             of only the winner. ``RouterQueryEngine`` then queries all of them and summarises.
@@ -92,7 +95,8 @@ class Ir3deSelector(BaseSelector):
         max_selections: int | None = None,
         top_tokens: int = DEFAULT_TOP_TOKENS,
     ) -> None:
-        self._router = fitted_router(router)
+        # a router of its own, like every adapter: learning here never changes the caller's router
+        self._router = own_copy(fitted_router(router))
         self._mapping = dict(mapping or {})
         for key, expert in self._mapping.items():
             if not isinstance(key, str) or not isinstance(expert, str):
@@ -139,7 +143,12 @@ class Ir3deSelector(BaseSelector):
 
     @property
     def router(self) -> Router:
-        """The wrapped router."""
+        """The selector's own router (a copy of the one given): what it selects with and learns into.
+        Grow or shrink it here (``selector.router.add_expert(...)``), then give the new expert a choice.
+
+        Example:
+            >>> selector.router.add_expert("music", music_texts)   # doctest: +SKIP
+        """
         return self._router
 
     @property
@@ -318,6 +327,15 @@ class Ir3deSelector(BaseSelector):
             return router.adapt(prompts, **options)
         with self._adapt_lock:
             return adapt_recent(self._calls, lambda recent: router.adapt(recent, **options))
+
+    def forget_traffic(self, expert: str | None = None) -> Ir3deSelector:
+        """Forget what :meth:`feedback` taught expert ``expert`` (all experts with ``None``): exact.
+
+        Example:
+            >>> selector.forget_traffic("math")   # doctest: +SKIP
+        """
+        self._router.forget_traffic(expert)
+        return self
 
     def forget_adaptation(self) -> Ir3deSelector:
         """Forget what :meth:`adapt` taught (exact; feedback learned as traffic is kept).

@@ -57,6 +57,7 @@ def test_routing_llm_adapts_to_its_recent_calls(saved, smollm2, served):
 def test_selector_adapts_to_its_recent_selections(saved, smollm2, served):
     router = _router(saved, smollm2)
     selector = Ir3deSelector(router)
+    caller, router = router, selector.router  # the selector adapts its own copy
     choices = [ToolMetadata(name=d, description=d) for d in router.experts]
     for query in served[:5]:
         selector.select(choices, query)
@@ -66,4 +67,5 @@ def test_selector_adapts_to_its_recent_selections(saved, smollm2, served):
     reference = _router(saved, smollm2)
     reference.adapt(served[:6], max_prompts=100)
     assert router.adaptation.to_dict() == reference.adaptation.to_dict()
+    assert caller.adaptation.num_prompts == 0  # the caller's Router never changes behind its back
     assert selector.forget_adaptation() is selector and router.adaptation.num_prompts == 0

@@ -121,6 +121,7 @@ def test_routing_llm_feedback_errors_and_new_expert(router):
 
 def test_selector_feedback_through_a_router_query_engine(router, vector_indexes, small_tests):
     selector = Ir3deSelector(router)
+    caller, router = router, selector.router  # the selector learns into its own copy
     tools = [
         QueryEngineTool.from_defaults(
             vector_indexes[d].as_query_engine(llm=MockLLM(), similarity_top_k=1), name=d, description=d
@@ -146,3 +147,4 @@ def test_selector_feedback_through_a_router_query_engine(router, vector_indexes,
         selector.feedback(prompt="x", expert="poetry")
     selector.recent_calls.maxsize = 1
     assert len(selector.recent_calls) == 1
+    assert caller.traffic == {}  # the caller's Router never changes behind its back
