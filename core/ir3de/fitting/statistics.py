@@ -604,7 +604,10 @@ def text_factor(
         return np.zeros((0, matrix.shape[1] + 1), np.float64)
     terms, bias = found
     out = np.empty((bias.size, matrix.shape[1] + 1), np.float64)
-    _write_rows(out, terms, bias, 0, bias.size)
+    scratch = np.empty((min(bias.size, _BUILD_BLOCK_ROWS), matrix.shape[1]), np.float64)
+    for lo in range(0, bias.size, _BUILD_BLOCK_ROWS):  # blocks that stay in cache, as _add_row_gram
+        hi = min(bias.size, lo + _BUILD_BLOCK_ROWS)
+        _write_rows(out[lo:hi], terms, bias, lo, hi, scratch)
     return out
 
 
