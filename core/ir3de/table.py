@@ -243,22 +243,37 @@ class RouteTable:
         """The summed (D,) float64 logits of the countable ones of ``ids``, and how many there are.
 
         Factored: ``(Σ E[ids]) · W_head + n · bias`` — the sum of the ids' embeddings times ``W``, one
-        (h+1) × D product whatever the prompt's length.
+        (h+1) × D product whatever the prompt's length. The embedding sum and the product run in
+        float32 (the precision of ``E`` and of :attr:`head32`), token after token, as
+        :meth:`segment_logit_sums` sums each prompt.
         """
         if self.dense_logits is not None and self.num_experts <= SUM_ROWS_MAX_EXPERTS:
             sums = self.summed_rows.take(ids, axis=1).sum(axis=1)
             return sums[:-1], int(sums[-1])
-        idx = np.asarray(ids, np.int64)
-        keep = self.countable[idx]
-        if not keep.all():
-            idx = idx[keep]
-        n = int(idx.size)
+        idx: Sequence[int] | np.ndarray
+        if isinstance(ids, list) and self.excluded_set.isdisjoint(ids):
+            idx = ids  # the tokenizer's list, usually free of special tokens: no array round trip
+        else:
+            idx = np.asarray(ids, np.int64)
+            keep = self.countable[idx]
+            if not keep.all():
+                idx = idx[keep]
+        n = len(idx)
         if self.dense_logits is not None:
             return self.dense_logits.take(idx, axis=0).sum(axis=0, dtype=np.float64), n
         assert self.matrix is not None and self.bias is not None
-        embedded = self.matrix.take(idx, axis=0).sum(axis=0, dtype=np.float64)
-        out: np.ndarray = (embedded.astype(np.float32) @ self.head32).astype(np.float64) + n * self.bias
+        embedded = np.add.reduce(self.matrix.take(idx, axis=0), axis=0)  # float32, as segment_logit_sums
+        out: np.ndarray = self.bias * n
+        out += embedded @ self.head32  # one h × D product, float32 (see head32)
         return out, n
+
+    @property
+    def excluded_set(self) -> frozenset[int]:
+        """The ids that never count, as a set (the single-prompt path checks a token list against it)."""
+        if "excluded_set" not in self._cache:
+            self._cache["excluded_set"] = frozenset(np.flatnonzero(~self.countable).tolist())
+        out: frozenset[int] = self._cache["excluded_set"]
+        return out
 
     @property
     def head32(self) -> np.ndarray:
@@ -275,7 +290,9 @@ class RouteTable:
 
     def segment_logit_sums(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Summed logits ((P, D) float64) and countable tokens ((P,) int64) of P prompts given as flat
-        ``ids`` and ``lengths``; each prompt's ids are summed in order."""
+        ``ids`` and ``lengths``; each prompt's ids are summed in order (factored: its embeddings, in
+        float32, one ``np.add.reduce`` per prompt — 3-4× faster than ``reduceat`` over a float64 copy of
+        (tokens × h) rows — then one (P × h) · (h × D) product)."""
         num_prompts = lengths.size
         seg = np.repeat(np.arange(num_prompts), lengths)
         keep = self.countable[ids]
@@ -283,7 +300,8 @@ class RouteTable:
         counts = np.bincount(seg, minlength=num_prompts).astype(np.int64)
         source = self.dense_logits if self.dense_logits is not None else self.matrix
         assert source is not None
-        sums = np.zeros((num_prompts, source.shape[1]), np.float64)
+        factored = self.dense_logits is None
+        sums = np.zeros((num_prompts, source.shape[1]), np.float32 if factored else np.float64)
         ends = np.cumsum(counts)
         starts = ends - counts
         # prompts in groups of about _CHUNK_ROWS tokens: the gathered rows stay a few MB
@@ -295,12 +313,21 @@ class RouteTable:
             nonempty = group[counts[group] > 0]
             if nonempty.size:
                 lo, hi = int(starts[first]), int(ends[last - 1])
-                values = source.take(ids[lo:hi], axis=0).astype(np.float64)
-                sums[nonempty] = np.add.reduceat(values, starts[nonempty] - lo, axis=0)
+                values = source.take(ids[lo:hi], axis=0)
+                if not factored:
+                    sums[nonempty] = np.add.reduceat(values.astype(np.float64), starts[nonempty] - lo, axis=0)
+                else:  # embeddings: summed per prompt in float32, token after token, as logit_sums does
+                    bounds = zip(
+                        nonempty.tolist(), (starts[nonempty] - lo).tolist(), (ends[nonempty] - lo).tolist()
+                    )
+                    for p, a, b in bounds:
+                        np.add.reduce(values[a:b], axis=0, out=sums[p])
             first = last
-        if self.dense_logits is None:
+        if factored:
             assert self.bias is not None
-            sums = (sums.astype(np.float32) @ self.head32).astype(np.float64) + counts[:, None] * self.bias
+            logit_sums: np.ndarray = counts[:, None] * self.bias
+            logit_sums += sums @ self.head32
+            return logit_sums, counts
         return sums, counts
 
     # ------------------------------------------------------------------------------------------ per id

@@ -72,3 +72,26 @@ def test_many_expert_selectors_equal_the_batch_path_and_the_formula(tables):
             many = select_batch(p, np.array([p.size]), factored, selector=selector, k=5, combine=combine)
             assert one[0] == many.winners[0]
             np.testing.assert_allclose(one[1], many.scores[0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("experts", [5, 90])  # the list path (few experts) and the array path
+def test_the_fused_evidence_prior_is_softmax_then_powers(experts):
+    """select_avg_one(..., evidence_tokens=n0) is evidence_scores(softmax(mean / T), n, n0) of the formula."""
+    from ir3de.routing.calibration import evidence_scores
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(200, 6)).astype(np.float32)
+    w = rng.normal(size=(7, experts))
+    logits = matrix.astype(np.float64) @ w[:-1] + w[-1]
+    table = RouteTable.factored(matrix, w, [0]) if experts > 64 else RouteTable.from_logits(logits, [0])
+    for n_ids in (1, 2, 7, 40):
+        ids = rng.integers(0, 200, size=n_ids).tolist()
+        want, n = _plain_sums(logits, ids, [0])
+        if n == 0:
+            continue
+        z = np.exp((want / n - (want / n).max()) / 0.3)
+        plain = evidence_scores(z / z.sum(), n, 2.5)
+        winner, scores, count = select_avg_one(ids, table, 0.3, 2.5)
+        assert count == n and winner == int(np.argmax(want))
+        np.testing.assert_allclose(scores, plain, rtol=1e-4, atol=1e-12)
+        assert int(np.argmax(scores)) == winner

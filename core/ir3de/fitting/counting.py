@@ -36,8 +36,9 @@ def encode_for_counting(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarra
     """Flat int64 ids of ``texts`` as counted, and tokens per text (whitespace-only texts have none)."""
     encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
     encodings = encode([clean_text(t) if t.strip() else "" for t in texts], add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64)
+    id_lists = [e.ids for e in encodings]  # each Encoding builds its Python list once
+    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
     return flat, lengths
 
 

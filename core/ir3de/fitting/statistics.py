@@ -484,6 +484,10 @@ def text_gram(means: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
 
 #: Rows per Gram block: a (rows × (h+1)) float64 block of a few MB to tens of MB.
 _GRAM_BLOCK_ROWS = 4096
+#: Rows per block when factor rows are built and multiplied on the fly (:func:`_add_row_gram`): a
+#: 512 × (h+1) float64 block (~2.4 MB at h = 576) is built in cache, about twice as fast as 4096 rows,
+#: and the rank-k update costs the same per row.
+_BUILD_BLOCK_ROWS = 512
 
 
 def _add_row_gram(
@@ -501,11 +505,13 @@ def _add_row_gram(
     n = bias.size
     if n == 0:
         return
-    buf = np.empty((min(n, _GRAM_BLOCK_ROWS), hidden + 1), np.float64)
-    for lo in range(0, n, _GRAM_BLOCK_ROWS):
-        hi = min(n, lo + _GRAM_BLOCK_ROWS)
+    rows = min(n, _BUILD_BLOCK_ROWS)
+    buf = np.empty((rows, hidden + 1), np.float64)
+    scratch = np.empty((rows, hidden), np.float64) if len(terms) > 1 else None
+    for lo in range(0, n, _BUILD_BLOCK_ROWS):
+        hi = min(n, lo + _BUILD_BLOCK_ROWS)
         block = buf[: hi - lo]
-        _write_rows(block, terms, bias, lo, hi)
+        _write_rows(block, terms, bias, lo, hi, scratch)
         gram += block.T @ block
 
 
@@ -515,15 +521,33 @@ def _write_rows(
     bias: np.ndarray,
     lo: int,
     hi: int,
+    scratch: np.ndarray | None = None,
 ) -> None:
-    """Write rows ``lo:hi`` of the factor ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]`` into ``block``."""
+    """Write rows ``lo:hi`` of the factor ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]`` into ``block``.
+
+    Each term is cast into float64 first and scaled in place (``scratch``: a reused (rows, h) float64
+    buffer for the terms after the first), so no temporary is allocated per block and no mixed-type
+    loop runs; the values are those of ``f · src`` summed term after term, bit for bit.
+    """
     hidden = block.shape[1] - 1
+    left = block[:, :hidden]
     for k, (src, idx, f) in enumerate(terms):
-        rows = src[lo:hi] if idx is None else src[idx[lo:hi]]
+        scale = f[lo:hi, None]
         if k == 0:
-            np.multiply(rows, f[lo:hi, None], out=block[:, :hidden])
+            target = left
         else:
-            block[:, :hidden] += rows * f[lo:hi, None]
+            if scratch is None:
+                scratch = np.empty((hi - lo, hidden), np.float64)
+            target = scratch[: hi - lo]
+        if idx is None:
+            np.copyto(target, src[lo:hi])
+        elif src.dtype == np.float64:
+            np.take(src, idx[lo:hi], axis=0, out=target)
+        else:
+            np.copyto(target, src[idx[lo:hi]])
+        np.multiply(target, scale, out=target)
+        if k:
+            np.add(left, target, out=left)
     block[:, hidden] = bias[lo:hi]
 
 
@@ -580,7 +604,10 @@ def text_factor(
         return np.zeros((0, matrix.shape[1] + 1), np.float64)
     terms, bias = found
     out = np.empty((bias.size, matrix.shape[1] + 1), np.float64)
-    _write_rows(out, terms, bias, 0, bias.size)
+    scratch = np.empty((min(bias.size, _BUILD_BLOCK_ROWS), matrix.shape[1]), np.float64)
+    for lo in range(0, bias.size, _BUILD_BLOCK_ROWS):  # blocks that stay in cache, as _add_row_gram
+        hi = min(bias.size, lo + _BUILD_BLOCK_ROWS)
+        _write_rows(out[lo:hi], terms, bias, lo, hi, scratch)
     return out
 
 

@@ -211,8 +211,9 @@ def route_one(state: RoutingState, config: RouterConfig, text: str) -> RouteDeci
     ids = capped_ids(tokenizer, text, head, tokenizer.encode(head, add_special_tokens=False).ids, cap)
     if config.selector == "avg":  # the defaults: one fused lookup; the deciding tokens on demand
         table = state.table
-        winner, scores, n = select_avg_one(ids, table, config.effective_temperature)
-        scores = evidence_scores(scores, n, config.effective_evidence_tokens)
+        winner, scores, n = select_avg_one(
+            ids, table, config.effective_temperature, config.effective_evidence_tokens
+        )
         lazy = lambda: explain_one(ids, table)  # noqa: E731
         return decide(state, config, tokenizer, winner, scores, _NO_IDS, _NO_IDS, n, 0, explain=lazy)
     winner, scores, chosen, positions, n = select_one(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ir3de.routing.calibration import evidence_scores
 from ir3de.table import SUM_ROWS_MAX_EXPERTS, RouteTable
 
 __all__ = [
@@ -289,11 +290,14 @@ def _softmax(values: list[float] | np.ndarray, temperature: float) -> list[float
     return _softmax_array(values, temperature)
 
 
-def _softmax_array(values: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax of one prompt's (D,) evidence: one numpy pass, no per-expert Python loop."""
-    z = np.exp((values - values.max()) / temperature)
-    out: np.ndarray = z / z.sum()
-    return out
+def _softmax_array(values: np.ndarray, temperature: float, top: float | None = None) -> np.ndarray:
+    """Softmax of one prompt's (D,) evidence: one numpy pass, no per-expert Python loop (``top``: the
+    maximum of ``values`` when the caller has it already)."""
+    z = values - (values.max() if top is None else top)
+    np.divide(z, temperature, out=z)
+    np.exp(z, out=z)
+    np.divide(z, z.sum(), out=z)
+    return z
 
 
 def mean_logits_one(
@@ -321,7 +325,7 @@ def mean_logits_one(
 
 
 def select_avg_one(
-    ids: Sequence[int] | np.ndarray, table: RouteTable, temperature: float = 1.0
+    ids: Sequence[int] | np.ndarray, table: RouteTable, temperature: float = 1.0, evidence_tokens: float = 0.0
 ) -> tuple[int, list[float] | np.ndarray, int]:
     """``(winner, scores, num_countable)`` of one prompt under ``selector="avg"`` (the latency path).
 
@@ -329,6 +333,11 @@ def select_avg_one(
     first): :func:`explain_one` computes that when a caller asks for it. ``winner`` is ``-1`` and the
     scores are zeros when no token counts. Scores are a list for a few experts, a (D,) array beyond
     :data:`~ir3de.table.SUM_ROWS_MAX_EXPERTS` (the cost then does not grow with D in Python).
+
+    ``evidence_tokens`` (``n0``) applies the evidence prior of
+    :func:`~ir3de.routing.calibration.evidence_scores` in the same pass: for the (D,) array that is
+    one softmax at temperature ``T · (n + n0)`` over the summed logits (``softmax(mean / T)`` raised to
+    ``n / (n + n0)`` and renormalised is exactly that), not a softmax followed by D powers.
 
     Example:
         >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3]], np.float32))
@@ -341,10 +350,14 @@ def select_avg_one(
         listed = sums.tolist()
         if n == 0:
             return -1, [0.0] * len(listed), 0
-        return _argmax_list(listed), _softmax_list(listed, temperature * n), n  # softmax(mean / T)
+        scores = _softmax_list(listed, temperature * n)  # softmax(mean / T)
+        if evidence_tokens:
+            scores = evidence_scores(scores, n, evidence_tokens)
+        return _argmax_list(listed), scores, n
     if n == 0:
         return -1, np.zeros(sums.size), 0
-    return int(np.argmax(sums)), _softmax_array(sums, temperature * n), n
+    winner = int(np.argmax(sums))
+    return winner, _softmax_array(sums, temperature * (n + evidence_tokens), top=float(sums[winner])), n
 
 
 def explain_one(
