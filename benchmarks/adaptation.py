@@ -9,7 +9,11 @@ defaults are fitted once on the train side. For each seed the test side is split
 ``benchmarks.learning`` splits it (:func:`benchmarks.learning.split_test`): per expert, the first
 ``min(100, half)`` prompts of a seeded shuffle are the *served pool*, the rest the *held-out remainder*
 (never adapted to, always scored). With ``n`` ∈ {0, 10, 30, 100} the first ``n`` pool prompts of every
-expert are served, **without their labels**, and the router adapts to them:
+expert are served, **without their labels**, and the router adapts to them. With ``n = "all"``
+(:data:`ALL`) the whole test side is served — the pools and the held-out remainder itself, at the
+test side's own, uneven mix of experts (up to 900 prompts of one expert next to 41 of another) — and the
+remainder is scored: adapting to the very traffic it routes, as a gateway does (labelled learning is
+not run there: it would learn the scored prompts' labels):
 
 * **every candidate setting** of :func:`candidates` (soft or hard pseudo-labels, a confidence floor,
   pulling the pseudo-label shares toward the corpus prior, rounds, a weight relative to the corpus, two
@@ -50,7 +54,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-SIZES = (0, 10, 30, 100)
+#: served prompts per expert; :data:`ALL`: the whole test side (pools + the scored remainder)
+ALL = -1
+SIZES = (0, 10, 30, 100, ALL)
 SEEDS = (0, 1, 2)
 #: the Done-when targets of issue 24
 GAIN_TARGET = 0.04
@@ -76,10 +82,23 @@ def load_check(name: str) -> Any:
     return load_cross_source(name) if name in CROSS_SOURCE else load_suite(name)
 
 
-def candidates() -> dict[str, Any]:
-    """Every setting measured (name → :class:`~ir3de.fitting.adaptation.AdaptationSettings`)."""
-    from ir3de.fitting.adaptation import AdaptationSettings
+def size_label(n: int) -> str:
+    """``"all"`` for :data:`ALL`, else the number."""
+    return "all" if n == ALL else str(n)
 
+
+def candidates() -> dict[str, Any]:
+    """Every setting measured (name → :class:`~ir3de.fitting.adaptation.AdaptationSettings`).
+
+    The first grid (no suffix ``-sf…``) has neither a share floor nor confidence weighting (the
+    settings measured before those options existed); the ``-sf{share_floor}-conf{confidence}`` grid
+    adds them."""
+    from functools import partial
+
+    from ir3de.fitting.adaptation import AdaptationSettings as Settings
+
+    # rounds=2 unless named otherwise (the names say r2; the library default is 3)
+    AdaptationSettings = partial(Settings, rounds=2, share_floor=0.0, confidence=0.0)
     out: dict[str, Any] = {}
     for weight in (0.25, 0.5, 1.0):
         for rounds in (1, 2, 3):
@@ -99,6 +118,12 @@ def candidates() -> dict[str, Any]:
     for weight in (0.5, 1.0):
         for gate in (0.02, 0.05, 0.1):
             out[f"share{weight:g}-r2-soft-gate{gate:g}"] = AdaptationSettings(weight=weight, gate=gate)
+    grid = [(0.5, 3, True, sf, conf) for sf in (0.5, 0.75, 1.0) for conf in (0.0, 1.0, 2.0)]
+    grid += [(1.0, 3, True, 0.5, 2.0), (1.0, 3, True, 1.0, 2.0), (0.5, 2, True, 0.5, 2.0)]
+    grid += [(1.0, 2, False, 0.5, 0.0)]
+    for weight, rounds, soft, sf, conf in grid:
+        name = f"share{weight:g}-r{rounds}-{'soft' if soft else 'hard'}-sf{sf:g}-conf{conf:g}"
+        out[name] = Settings(weight=weight, rounds=rounds, soft=soft, share_floor=sf, confidence=conf)
     return out
 
 
@@ -197,18 +222,21 @@ def run_check(
         pools, prompts, labels, held, held_used = check.split(seed, sizes)
         base = _routes(router, prompts)
         pool_rows = check.pool_rows(pools)
-        acc: dict[str, list[float]] = {k: [] for k in [*settings, "labelled"]}
+        acc: dict[str, list[float | None]] = {k: [] for k in [*settings, "labelled"]}
         for n in sizes:
             if n == 0:
                 for k in acc:
                     acc[k].append(float(np.mean(base == labels)))
                 continue
-            rows = _served_rows(pool_rows, n)
+            rows = _served_rows(pool_rows, n) if n != ALL else _served_rows(pool_rows, max(sizes)) + held
             for key, s in settings.items():
                 pred = _route_rows(
                     held, held_used, adapted_weights(check.a0, check.b0, rows, s, **check.options)
                 )
                 acc[key].append(float(np.mean(pred == labels)))
+            if n == ALL:  # labelled learning would learn the scored prompts' own labels
+                acc["labelled"].append(None)
+                continue
             router.learn({e: pools[e][:n] for e in experts if pools[e][:n]})
             acc["labelled"].append(float(np.mean(_routes(router, prompts) == labels)))
             router.forget_traffic()
@@ -224,8 +252,8 @@ def run_check(
         }
         best = max(settings, key=lambda k: acc[k][-1])
         _log(
-            f"  {check.name} seed {seed}: before {acc['labelled'][0]:.3f}, best at n={sizes[-1]} {best} "
-            f"{acc[best][-1]:.3f}, labelled {' '.join(f'{a:.3f}' for a in acc['labelled'])}"
+            f"  {check.name} seed {seed}: before {acc['labelled'][0]:.3f}, best at n={size_label(sizes[-1])} "
+            f"{best} {acc[best][-1]:.3f}, labelled {' '.join('—' if a is None else f'{a:.3f}' for a in acc['labelled'])}"
         )
     _means(out, sizes)
     return out
@@ -244,16 +272,17 @@ def api_pass(check: Check, out: dict[str, Any], setting: Any, sizes: Sequence[in
         pool_rows = check.pool_rows(pools)
         acc = [run["accuracy"]["labelled"][0]]
         for n in sizes[1:]:
-            router.adapt([t for e in experts for t in pools[e][:n]], **setting.to_dict())
+            served = [t for e in experts for t in pools[e][: n if n != ALL else len(pools[e])]]
+            router.adapt(served + (list(prompts) if n == ALL else []), **setting.to_dict())
             api = _routes(router, prompts)
             acc.append(float(np.mean(api == labels)))
-            rows = _served_rows(pool_rows, n)
+            rows = _served_rows(pool_rows, n) if n != ALL else _served_rows(pool_rows, max(sizes)) + held
             sweep = _route_rows(
                 held, held_used, adapted_weights(check.a0, check.b0, rows, setting, **check.options)
             )
-            run["checks"][f"api_vs_sweep_mismatches_n{n}"] = int((api != sweep).sum())
+            run["checks"][f"api_vs_sweep_mismatches_n{size_label(n)}"] = int((api != sweep).sum())
             router.forget_adaptation()
-            run["checks"][f"forget_not_bit_identical_n{n}"] = int(
+            run["checks"][f"forget_not_bit_identical_n{size_label(n)}"] = int(
                 not np.array_equal(router.state.weights, weights_before)
             )
         run["accuracy"]["api:chosen"] = acc
@@ -263,8 +292,12 @@ def api_pass(check: Check, out: dict[str, Any], setting: Any, sizes: Sequence[in
 
 def _means(out: dict[str, Any], sizes: Sequence[int]) -> None:
     keys = list(dict.fromkeys(k for s in out["seeds"].values() for k in s["accuracy"]))
+
+    def mean(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else float(np.mean(values))
+
     out["mean"] = {
-        k: [float(np.mean([s["accuracy"][k][i] for s in out["seeds"].values()])) for i in range(len(sizes))]
+        k: [mean([s["accuracy"][k][i] for s in out["seeds"].values()]) for i in range(len(sizes))]
         for k in keys
     }
 
@@ -326,7 +359,8 @@ def choose(results: Mapping[str, Any], kinds: Mapping[str, str], settings: Seque
     best = max(eligible, key=lambda k: scores[k]["mean_gain_cross_source"])
     return {
         "chosen": best,
-        "rule": f"best mean gain over the cross-source checks × n in {list(SIZES[1:])} (seed means) among "
+        "rule": f"best mean gain over the cross-source checks × n in {[size_label(n) for n in SIZES[1:]]} "
+        "(seed means) among "
         f"the settings that never lose more than {100 * MAX_LOSS:g} pt on any check at any n",
         "scores": scores,
     }
@@ -368,21 +402,27 @@ def measure_cost(emb: Any, setting: Any, repeats: int = 3) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
 
 
 def targets(res: Mapping[str, Any]) -> list[str]:
+    """The Done-when targets per check, at the most served prompts per expert that are not the scored
+    ones (n = 100); the whole test side served (``all``) is quoted beside."""
     default = res["choice"]["chosen"]
+    sizes = res["sizes"]
+    at = max(n for n in sizes if n != ALL)
+    i = sizes.index(at)
     lines = []
     for c, r in res["checks"].items():
         m = r["mean"]["api:chosen"]
-        gain = m[-1] - m[0]
+        gain = m[i] - m[0]
         knn = r.get("knn")
-        ratio = m[-1] / knn["mean"] if knn else float("nan")
+        ratio = m[i] / knn["mean"] if knn else float("nan")
+        also = f"; all served: {_pct(m[sizes.index(ALL)])}" if ALL in sizes else ""
         if res["kinds"][c] == "cross-source":
             lines.append(
-                f"- {c} (cross-source): {_pct(m[0])} → {_pct(m[-1])} ({100 * gain:+.1f} pt; target ≥ +4.0: "
+                f"- {c} (cross-source): {_pct(m[0])} → {_pct(m[i])} at n={at}{also} ({100 * gain:+.1f} pt; target ≥ +4.0: "
                 f"{'met' if gain >= GAIN_TARGET else 'NOT met'}); vs MiniLM kNN {_pct(knn['mean']) if knn else '—'}: "
                 f"{ratio:.3f}× (target ≥ {KNN_RATIO_TARGET}: {'met' if ratio >= KNN_RATIO_TARGET else 'NOT met'})"
             )
@@ -405,7 +445,8 @@ def write_markdown(res: Mapping[str, Any]) -> str:
         f"Run {res['started']}: {res['machine']['cpus']} CPU cores (load average {res['machine']['load_avg']}), "
         f"Python {res['machine']['python']}; seeds {res['seeds']}; total {res['total_s']:.0f} s.",
         "",
-        f"### Held-out accuracy (%) vs unlabelled served prompts per expert ({', '.join(map(str, sizes))}), mean over seeds",
+        f"### Held-out accuracy (%) vs unlabelled served prompts per expert ({', '.join(map(size_label, sizes))}), "
+        "mean over seeds (all: the whole test side served, the remainder among it, at the test side's own mix)",
         "",
         f"Adapted: **{default}** ({res['settings'][default]}), chosen by the rule below and measured through "
         f"`Router.adapt`; the library's defaults (`AdaptationSettings()` now) are "
@@ -413,8 +454,13 @@ def write_markdown(res: Mapping[str, Any]) -> str:
         "Labelled: `Router.learn` with the same prompts and their true labels (default traffic weight). "
         f"kNN: MiniLM mean-pooled, k={KNN_K}, train side as index (unlabelled prompts are no use to it).",
         "",
-        "| check | kind | before | adapted " + " / ".join(map(str, sizes[1:])) + " | change at "
-        f"{sizes[-1]} | labelled " + " / ".join(map(str, sizes[1:])) + " | MiniLM kNN |",
+        "| check | kind | before | adapted "
+        + " / ".join(map(size_label, sizes[1:]))
+        + " | change at "
+        + " / ".join(map(size_label, sizes[-2:]))
+        + " | labelled "
+        + " / ".join(map(size_label, sizes[1:]))
+        + " | MiniLM kNN |",
         "|---|---|---:|---|---:|---|---:|",
     ]
     for c, r in res["checks"].items():
@@ -423,13 +469,15 @@ def write_markdown(res: Mapping[str, Any]) -> str:
         lines.append(
             f"| {c} | {res['kinds'][c]} | {_pct(m['api:chosen'][0])} | "
             + " / ".join(_pct(v) for v in m["api:chosen"][1:])
-            + f" | {100 * (m['api:chosen'][-1] - m['api:chosen'][0]):+.1f} | "
+            + " | "
+            + " / ".join(f"{100 * (v - m['api:chosen'][0]):+.1f}" for v in m["api:chosen"][-2:])
+            + " | "
             + " / ".join(_pct(v) for v in m["labelled"][1:])
             + f" | {_pct(knn['mean']) if knn else '—'} |"
         )
     lines += ["", "### Targets (issue 24)", "", *targets(res), ""]
     lines += [
-        "### Every setting measured (mean accuracy %, n = " + ", ".join(map(str, sizes)) + ")",
+        "### Every setting measured (mean accuracy %, n = " + ", ".join(map(size_label, sizes)) + ")",
         "",
         f"Choice rule: {res['choice']['rule']}.",
         "",
@@ -482,10 +530,14 @@ def plot(res: Mapping[str, Any], path: Path) -> Path:
     for ax, c in zip(axes.flat, names):
         r = res["checks"][c]
         d = len(r["seeds"]["0"]["remainder"])
-        x = [d * n for n in sizes]
+        total = sum(r["seeds"]["0"]["remainder"].values()) + sum(
+            r["seeds"]["0"]["served_per_expert"].values()
+        )
+        x = [d * n if n != ALL else total for n in sizes]
         m = r["mean"]
         ax.plot(x, [100 * v for v in m["api:chosen"]], "o-", label="adapted (no labels)")
-        ax.plot(x, [100 * v for v in m["labelled"]], "s--", label="labelled learning")
+        lab = [(xi, 100 * v) for xi, v in zip(x, m["labelled"]) if v is not None]
+        ax.plot([a for a, _ in lab], [b for _, b in lab], "s--", label="labelled learning")
         ax.axhline(100 * m["api:chosen"][0], color="grey", lw=0.8, ls=":", label="before")
         if r.get("knn"):
             ax.axhline(100 * r["knn"]["mean"], color="C3", lw=1, ls="-.", label=f"MiniLM kNN k={KNN_K}")
@@ -518,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--knn",
         choices=("reuse", "compute", "off"),
         default="reuse",
-        help="reuse: from learning.json where it covers the check (else none); compute: MiniLM here",
+        help="reuse: from learning.json where it covers the check (else computed); compute: MiniLM here",
     )
     ap.add_argument("--learning-json", default="benchmarks/results/learning.json")
     ap.add_argument("--no-cost", action="store_true")
@@ -549,7 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded[c] = Check(c, emb)
         res["checks"][c] = run_check(loaded[c], settings, SIZES, args.seeds)
         if args.knn == "reuse":
-            res["checks"][c]["knn"] = knn_from_learning(Path(args.learning_json), c, res["checks"][c])
+            res["checks"][c]["knn"] = knn_from_learning(
+                Path(args.learning_json), c, res["checks"][c]
+            ) or knn_compute(c, res["checks"][c], args.seeds)
         elif args.knn == "compute":
             res["checks"][c]["knn"] = knn_compute(c, res["checks"][c], args.seeds)
     res["choice"] = choose(res["checks"], kinds, list(settings))

@@ -121,14 +121,17 @@ def oracle_adapted_weights(router: Router, prompts, settings: AdaptationSettings
         if settings.prior:
             labels = labels * (prior / labels.mean(axis=0)) ** settings.prior
             labels = labels / labels.sum(axis=1, keepdims=True)
-        keep = labels.max(axis=1) >= settings.floor
+        top = labels.max(axis=1)
+        keep = (top >= settings.floor) * top**settings.confidence  # confidence-weighted rows
         if not settings.soft:
             labels = np.eye(d)[labels.argmax(axis=1)]
         labels = labels * keep[:, None]
         soft_counts = labels.sum(axis=0)
-        if settings.policy == "share":
+        if settings.policy == "share":  # an expert below share_floor × an even share is not scaled up
+            least = settings.share_floor * soft_counts.sum() / d
             v = [
-                settings.weight * masses[j] / soft_counts[j] if soft_counts[j] > 0 else 0.0 for j in range(d)
+                settings.weight * masses[j] / max(soft_counts[j], least) if soft_counts[j] > 0 else 0.0
+                for j in range(d)
             ]
         else:
             v = [settings.weight * masses.sum() / soft_counts.sum()] * d
@@ -149,6 +152,8 @@ def oracle_adapted_weights(router: Router, prompts, settings: AdaptationSettings
         {"rounds": 1, "soft": False, "policy": "global", "weight": 0.5},
         {"rounds": 3, "floor": 0.9, "prior": 1.0, "weight": 2.0},
         {"gate": 0.5, "weight": 0.5},
+        {"share_floor": 1.0, "confidence": 1.0, "soft": False, "rounds": 2},
+        {"share_floor": 0.0, "confidence": 0.0},
     ],
 )
 def test_adapt_equals_the_plain_oracle(base_folder, smollm2, served, held_out, options) -> None:
@@ -253,7 +258,16 @@ def test_options_are_checked_and_kept(base_folder, smollm2, served) -> None:
     router = _fresh(base_folder, smollm2)
     with pytest.raises(InvalidInputError, match="unknown adapt options"):
         router.adapt(served, wieght=1.0)
-    for bad in ({"weight": -1.0}, {"rounds": 0}, {"floor": 1.5}, {"policy": "all"}, {"soft": "yes"}):
+    for bad in (
+        {"weight": -1.0},
+        {"rounds": 0},
+        {"floor": 1.5},
+        {"policy": "all"},
+        {"soft": "yes"},
+        {"share_floor": 1.5},
+        {"confidence": -1.0},
+        {"confidence": float("inf")},
+    ):
         with pytest.raises(InvalidInputError, match="invalid"):
             router.adapt(served, **bad)
     assert router.adaptation.num_prompts == 0  # nothing committed by a bad call
@@ -394,6 +408,36 @@ def test_share_and_global_weights() -> None:
         masses, np.array([30.0, 10.0]), AdaptationSettings(weight=1.0, policy="global")
     )
     assert (skew * np.array([30.0, 10.0])).tolist() == [300.0, 100.0]  # split as the pseudo-labels fall
+
+
+def test_share_floor_keeps_a_rarely_labelled_expert_from_being_scaled_up() -> None:
+    masses, prompts = np.array([100.0, 100.0]), np.array([1.0, 99.0])
+    free = adaptation_module.block_weights(masses, prompts, AdaptationSettings(weight=0.5, share_floor=0.0))
+    assert free.tolist() == [50.0, 0.5 * 100.0 / 99.0]  # one pseudo-label weighs half a corpus
+    floored = adaptation_module.block_weights(
+        masses, prompts, AdaptationSettings(weight=0.5, share_floor=0.5)
+    )
+    assert floored.tolist() == [2.0, 0.5 * 100.0 / 99.0]  # as if it held half an even share (25 of 100)
+    probs = np.array([[0.9, 0.1], [0.5, 0.5]])
+    labels = adaptation_module.pseudo_labels(probs, AdaptationSettings(confidence=2.0), np.array([0.5, 0.5]))
+    np.testing.assert_allclose(labels, probs * np.array([[0.81], [0.25]]))
+
+
+def test_settings_saved_before_share_floor_and_confidence_read_as_without_them(
+    base_folder, smollm2, served, tmp_path
+) -> None:
+    """A router that adapted before these options existed re-derives the same blocks after loading."""
+    router = _fresh(base_folder, smollm2)
+    router.adapt(served[:20], share_floor=0.0, confidence=0.0)
+    folder = router.save_pretrained(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("share_floor", "confidence"):
+        del config["adaptation"]["settings"][key]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = _fresh(folder, smollm2)
+    assert (loaded.adaptation.settings.share_floor, loaded.adaptation.settings.confidence) == (0.0, 0.0)
+    loaded.adapt([])  # re-derives from the kept rows with the kept settings
+    _same_bits(loaded, router)
 
 
 def test_stat_pack_carries_the_adaptation_block(base_folder, smollm2, served, tmp_path) -> None:

@@ -233,9 +233,29 @@ def test_cross_source_unseen_languages():
         "multilingual-unseen-languages",
         "reasoning4-short-prompts",
         "user-prompts-other-benchmarks",
+        "user-prompts-to-benchmarks",
     }
     with pytest.raises(CorpusError, match="code-humaneval-to-stdlib"):
         load_cross_source("medical-to-instructions")
+
+
+def test_cross_source_user_prompts_to_benchmarks():
+    """The mirror check: fitted on other benchmarks' user prompts, tested on the reasoning4 test sides."""
+    from ir3de.data.datasets import load_user_prompts
+
+    r4 = load_suite("reasoning4", max_per_side=100)
+    s = load_cross_source("user-prompts-to-benchmarks", max_per_side=100)
+    other = load_user_prompts()
+    for domain in ("math", "code", "instructions"):
+        assert s.test[domain] == r4.test[domain] and len(s.train[domain]) == 100
+        assert set(s.train[domain]) <= set(other[domain])
+        assert set(s.train[domain]).isdisjoint(s.test[domain])
+    assert s.train["multilingual"] == r4.train["multilingual"]
+    assert s.test["multilingual"] == r4.test["multilingual"][: max(len(s.test[d]) for d in ("math", "code"))]
+    assert (
+        load_cross_source("user-prompts-to-benchmarks", seed=1, max_per_side=100).train["code"]
+        != s.train["code"]
+    )
 
 
 def test_cross_source_user_prompts_from_other_benchmarks():

