@@ -106,9 +106,12 @@ class StatPack(PackData):
         description: str = "",
         progress: bool | None = None,
         batch_size: int = 512,
+        keep_token_ids: bool = False,
     ) -> StatPack:
         """Count one expert's texts locally, exactly as ``Router.fit`` counts them (token counts and
-        the text Gram, :func:`ir3de.fitting.pipeline.count_texts`).
+        the text Gram, :func:`ir3de.fitting.pipeline.count_texts`). ``keep_token_ids`` keeps the texts'
+        token ids instead (the compact exact form; the pack then contains the tokenized texts, as
+        ``RouterConfig.keep_token_ids``).
 
         Example:
             >>> pack = StatPack.compute("math", ["What is 2 + 2?"], TokenEmbeddings.default())  # doctest: +SKIP
@@ -128,6 +131,7 @@ class StatPack(PackData):
             name=name,
             batch_size=batch_size,
             progress=progress,
+            keep_token_ids=keep_token_ids,
         )
         fitting.check_counts(
             name, counts, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level="text"
