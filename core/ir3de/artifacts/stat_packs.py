@@ -13,12 +13,14 @@ A stat pack is a folder (or a Hub model repo) with
 * ``statistics.safetensors`` — the sparse counts (``token_ids``, ``counts``, ``offsets``,
   ``num_texts``; the router's CSR layout with one expert) and the expert's text statistics in their
   smaller exact form (``text_forms``: a Gram in ``text_grams`` or the rows of a factor in ``text_rows``,
+  or — format 5, only with ``keep_token_ids`` — the texts' token ids in ``text_token_ids``,
   see :func:`ir3de.artifacts.format.text_gram_tensors`; packs of format 1–2 hold ``text_grams`` +
   ``has_text_gram``): the statistics of text-level routers, see :mod:`ir3de.fitting.statistics`;
 * ``README.md`` — a card saying what the pack holds and how to merge it.
 
-It never holds text: only which token ids occur and how often, and the second moments of the texts'
-mean embeddings.
+By default it holds no text: only which token ids occur and how often, and the second moments of the
+texts' mean embeddings. A pack computed with ``keep_token_ids=True`` (or exported from such a router)
+holds the tokenized texts instead, and its ``stat_pack.json`` (``tokenized_text``) and card say so.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                               # doctest: +SKIP
