@@ -115,11 +115,11 @@ class Router:
         self._device_request = fitting.check_device(device)
         self._device: str | None = "cpu" if device == "cpu" else None
         self._batch_size, self._progress = int(batch_size), progress
-        self._lock = threading.RLock()
+        # the lock every change takes; the corpus part of A of the experts last solved (derived state:
+        # add_expert then adds one expert to it, ir3de.fitting.statistics.TextGramSum)
+        self._lock, self._text_sum = threading.RLock(), TextGramSum(1)
         self._experts: dict[str, ExpertStatistics] = {}  # swapped whole with the state (_commit)
         self._state: RoutingState | None = None
-        # the corpus part of A of the experts last solved (derived; add_expert then adds one expert)
-        self._text_sum = TextGramSum(1)
         self._embeddings: TokenEmbeddings | None = None
         self._provenance: dict[str, Any] = fitting.state_provenance(state)  # tokenizer, fingerprint...
         if state is not None:
