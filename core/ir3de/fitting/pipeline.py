@@ -56,6 +56,7 @@ from ir3de.fitting.statistics import (
     balance_factors,
     balance_weights,
     combine_grams,
+    corpus_factors,
     expert_gram,
     text_ridge_matrices,
     weights_with_traffic,
@@ -563,14 +564,12 @@ def _text_level_statistics(
         scale, per_expert = balance_factors(_level_masses(counts, level), balance)
         a, b = text_ridge_matrices(counts, per_expert, scale=scale, running=running)
     else:
-        corpus_weights, u = weights_with_traffic(
-            _level_masses(counts, level),
-            _level_masses(traffic, level),
-            balance=balance,
-            weight=traffic_weight,
-            policy=traffic_policy,
-        )
-        a, b = text_ridge_matrices(counts, corpus_weights)
+        masses, traffic_masses = _level_masses(counts, level), _level_masses(traffic, level)
+        w, p = traffic_weight, traffic_policy
+        _, u = weights_with_traffic(masses, traffic_masses, balance=balance, weight=w, policy=p)
+        # the corpus as without traffic (the same bits with weight 0), the traffic on top
+        scale, per_expert = corpus_factors(masses, traffic_masses, balance=balance, weight=w, policy=p)
+        a, b = text_ridge_matrices(counts, per_expert, scale=scale, running=running)
         if any(t is not None and w != 0.0 for t, w in zip(traffic, u)):
             ta, tb = text_ridge_matrices(traffic, u)
             a, b = a + ta, b + tb

@@ -60,6 +60,7 @@ __all__ = [
     "balance_factors",
     "balance_weights",
     "combine_grams",
+    "corpus_factors",
     "expert_gram",
     "rows_gram",
     "text_factor",
@@ -900,8 +901,8 @@ def balance_factors(token_masses: Sequence[int] | np.ndarray, balance: bool) -> 
 
     Example:
         >>> s, v = balance_factors([100, 300], balance=True)
-        >>> s, (s * v).tolist()
-        (200.0, [2.0, 0.6666666666666666])
+        >>> s, np.round(s * v, 4).tolist()
+        (200.0, [2.0, 0.6667])
     """
     masses = np.asarray(token_masses, np.float64)
     if not balance:
@@ -1163,13 +1164,41 @@ def weights_with_traffic(
     """
     masses = np.asarray(corpus_masses, np.float64)
     traffic = np.asarray(traffic_masses, np.float64)
+    w = balance_weights(_balanced_masses(masses, traffic, balance, weight, policy), balance)
+    return w, traffic_weights(masses, w, traffic, weight=weight, policy=policy)
+
+
+def _balanced_masses(
+    masses: np.ndarray, traffic: np.ndarray, balance: bool, weight: float, policy: str
+) -> np.ndarray:
+    """The masses balancing evens out: the corpus's, plus ``weight`` × the traffic's under ``"balanced"``."""
     if policy == "balanced" and balance:
         if not np.isfinite(float(weight)) or float(weight) < 0:
             raise ValueError(f"traffic weight must be a finite number >= 0, got {weight!r}")
-        w = balance_weights(masses + float(weight) * traffic, True)
-    else:
-        w = balance_weights(masses, balance)
-    return w, traffic_weights(masses, w, traffic, weight=weight, policy=policy)
+        return masses + float(weight) * traffic
+    return masses
+
+
+def corpus_factors(
+    corpus_masses: Sequence[float] | np.ndarray,
+    traffic_masses: Sequence[float] | np.ndarray,
+    *,
+    balance: bool,
+    weight: float,
+    policy: str,
+) -> tuple[float, np.ndarray]:
+    """The corpus weights of :func:`weights_with_traffic` as :func:`balance_factors`: a common factor and
+    per-expert factors (equal, up to rounding, to ``weights_with_traffic(...)[0]`` as their product).
+    Without traffic (or with ``weight`` 0) they are exactly ``balance_factors(corpus_masses, balance)``.
+
+    Example:
+        >>> s, v = corpus_factors([100, 300], [10, 0], balance=True, weight=10.0, policy="balanced")
+        >>> np.round(s * v, 4).tolist()
+        [1.25, 0.8333]
+    """
+    masses = np.asarray(corpus_masses, np.float64)
+    traffic = np.asarray(traffic_masses, np.float64)
+    return balance_factors(_balanced_masses(masses, traffic, balance, weight, policy), balance)
 
 
 @dataclass(frozen=True)
