@@ -417,6 +417,7 @@ class Router:
                     level=level,
                     batch_size=self._batch_size,
                     progress=self._progress,
+                    keep_token_ids=self.config.keep_token_ids,
                 )
                 for n, x in groups.items()
             }
