@@ -11,7 +11,10 @@ dealt round-robin into N experts, so only the expert count changes. Each N runs 
 with one thread (``OMP_NUM_THREADS=1``, ``RAYON_NUM_THREADS=1``): a fit with the library defaults
 (one run), its peak memory (``VmHWM`` over the RSS before the fit), the saved folder's size, single-prompt
 routing latency (p50/p99 over held-out prompts, after a warm-up), batch routing throughput and
-``add_expert`` of a 100-text expert on the N-expert router. Also: batch tokenization of the corpus
+``add_expert`` of a 100-text expert on the N-expert router (median of 3 adds, each followed by its
+``remove_expert``). Then the same fit with ``keep_token_ids=True`` (statistics saved as the texts'
+token ids): its fit time, saved size, and the first ``add_expert`` after loading it (which rebuilds
+every expert's statistics from the ids). Also: batch tokenization of the corpus
 alone, so the fit is reported as a fraction of the tokenizer's pace. Writes
 ``benchmarks/results/experts.{json,md}`` and ``docs/img/experts.png``; the machine's load average is
 recorded with the figures (timings on a shared machine are noisy).
@@ -116,16 +119,39 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
     route_indices(router.state, router.config, batch)
     batch_s = time.perf_counter() - t0
     extra = [f"{t} (added)" for t in train[:100]]
+    adds = []
+    for _ in range(3):  # add, then remove (which re-forms the sum of the N experts for the next add)
+        t0 = time.perf_counter()
+        router.add_expert("added", extra)
+        adds.append(time.perf_counter() - t0)
+        router.remove_expert("added")
+    add_s = float(np.median(adds))
+    table_form, table_mb = router.state.table.form, router.state.table.nbytes / 1e6
+    del router
+    gc.collect()
     t0 = time.perf_counter()
-    router.add_expert("added", extra)
-    add_s = time.perf_counter() - t0
+    kept = Router(emb, device="cpu", progress=False, keep_token_ids=True).fit(groups)
+    kept_fit_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="ir3de-experts-") as tmp:
+        folder = kept.save_pretrained(Path(tmp) / "router")
+        kept_mb = _folder_mb(folder)
+        kept_files_mb = {p.name: p.stat().st_size / 1e6 for p in folder.iterdir() if p.is_file()}
+        del kept
+        gc.collect()
+        loaded = Router.from_pretrained(folder, embeddings=emb, device="cpu")
+        t0 = time.perf_counter()
+        loaded.add_expert("added", extra)  # the first change rebuilds the statistics from the ids
+        kept_first_add_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        loaded.add_expert("added-2", extra)
+        kept_add_s = time.perf_counter() - t0
     return {
         "experts": experts,
         "texts": len(train),
-        "table_form": router.state.table.form,
+        "table_form": table_form,
         "statistics_forms": forms,
         "statistics_mb": stats_mb,
-        "table_mb": router.state.table.nbytes / 1e6,
+        "table_mb": table_mb,
         "fit_s": fit_s,
         "fit_peak_mb": peak,
         "artifact_mb": size_mb,
@@ -135,6 +161,12 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
         "route_samples": int(lat.size),
         "batch_prompts_per_s": len(batch) / batch_s,
         "add_expert_s": add_s,
+        "add_expert_samples_s": adds,
+        "kept_fit_s": kept_fit_s,
+        "kept_artifact_mb": kept_mb,
+        "kept_artifact_files_mb": kept_files_mb,
+        "kept_first_add_s": kept_first_add_s,
+        "kept_add_s": kept_add_s,
     }
 
 
@@ -178,8 +210,9 @@ def markdown(res: dict[str, Any]) -> str:
     base = res["runs"][0]
     lines = [
         "| experts | table | statistics (rows/Gram) | fit s | × 5 | fit peak MB | artifact MB | route p50 µs "
-        "| × 5 | route p99 µs | batch prompts/s | add_expert s |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| × 5 | route p99 µs | batch prompts/s | add_expert s | × 5 | artifact MB, token ids "
+        "| first add_expert s after loading, token ids |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["runs"]:
         forms = r["statistics_forms"]
@@ -187,7 +220,9 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {r['experts']:,} | {r['table_form']} | {forms['rows']}/{forms['gram']} | {r['fit_s']:.1f} | "
             f"{r['fit_s'] / base['fit_s']:.2f} | {r['fit_peak_mb']:.0f} | {r['artifact_mb']:.0f} | "
             f"{r['route_p50_us']:.0f} | {r['route_p50_us'] / base['route_p50_us']:.2f} | "
-            f"{r['route_p99_us']:.0f} | {r['batch_prompts_per_s']:.0f} | {r['add_expert_s']:.2f} |"
+            f"{r['route_p99_us']:.0f} | {r['batch_prompts_per_s']:.0f} | {r['add_expert_s']:.2f} | "
+            f"{r['add_expert_s'] / base['add_expert_s']:.2f} | {r['kept_artifact_mb']:.0f} | "
+            f"{r['kept_first_add_s']:.2f} |"
         )
     tok = res["tokenize"]
     fit5 = base["fit_s"]
@@ -196,7 +231,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"{base['texts']:,} texts, {tok['tokens']:,} tokens; batch tokenization {tok['tokenize_s']:.2f} s "
         f"({tok['tokens_per_s'] / 1e6:.2f} M tokens/s); the 5-expert fit runs at "
         f"{tok['tokenize_s'] / fit5:.2f} × the tokenizer's pace. One thread; one fit per count; latency over "
-        f"{base['route_samples']} routes. Load average {res['machine']['load_avg']} on "
+        f'{base["route_samples"]} routes; add_expert: median of 3 (each removed again). "token ids": the same '
+        "fit with `keep_token_ids=True` (statistics saved as the texts' token ids: the artifact then holds "
+        "the tokenized texts); its first add_expert after loading rebuilds every expert's statistics. "
+        f"Load average {res['machine']['load_avg']} on "
         f"{res['machine']['cpus']} CPUs (shared machine: timings are noisy).",
     ]
     return "\n".join(lines)
@@ -218,8 +256,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ("route p50 / p99 (µs)", [r["route_p50_us"] for r in runs]),
     ]
     for ax, (title, values) in zip(axes, panels):
-        latency = title.startswith("route")
-        ax.plot(x, values, marker="o", label="p50" if latency else None)
+        latency, saved = title.startswith("route"), title.startswith("saved")
+        ax.plot(x, values, marker="o", label="p50" if latency else "statistics" if saved else None)
+        if saved and all("kept_artifact_mb" in r for r in runs):
+            ax.plot(x, [r["kept_artifact_mb"] for r in runs], marker="s", label="token ids")
+            ax.set_yscale("log")
+            ax.legend()
         if latency:
             ax.plot(x, [r["route_p99_us"] for r in runs], marker="s", label="p99")
             ax.set_yscale("log")  # p99 on a loaded machine is 2 orders of magnitude above p50

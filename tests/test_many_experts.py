@@ -204,3 +204,80 @@ def test_format_3_statistics_still_load(routers, smollm2, small_tests, tmp_path)
         == route_indices(dense.state, dense.config, prompts).tolist()
     )
     assert isinstance(loaded.statistics["math"].counts, ExpertCounts)
+
+
+@pytest.fixture(scope="module")
+def many_kept(many, smollm2):
+    """The 600 experts of ``many`` fitted with keep_token_ids: their statistics kept as token ids too."""
+    experts, _ = many
+    return Router(smollm2, device="cpu", progress=False, keep_token_ids=True).fit(experts)
+
+
+def test_600_experts_kept_as_token_ids_save_small_and_grow_exactly(
+    many, many_kept, smollm2, small_tests, tmp_path
+):
+    from ir3de.artifacts.stat_packs import StatPack
+
+    experts, plain = many
+    kept = many_kept
+    prompts = _prompts(small_tests)[:30]
+    np.testing.assert_array_equal(kept.state.weights, plain.state.weights)  # rows-form: the same rows
+    for name in ("e000", "e599"):
+        np.testing.assert_array_equal(
+            kept.statistics[name].counts.text_rows, plain.statistics[name].counts.text_rows
+        )
+    small, big = kept.save_pretrained(tmp_path / "kept"), plain.save_pretrained(tmp_path / "plain")
+    size = {f: (f / "statistics.safetensors").stat().st_size for f in (small, big)}
+    assert size[small] < size[big] / 5
+    assert "text_token_ids" in load_file(small / "statistics.safetensors")
+    assert len(json.loads((small / "config.json").read_text())["tokenized_text_experts"]) == 600
+    assert "contains tokenized training text" in (small / "README.md").read_text()
+    assert "tokenized training text" not in (big / "README.md").read_text()
+
+    loaded = Router.from_pretrained(small, device="cpu")  # routes without the embeddings
+    assert {e.counts.text_form for e in loaded.statistics.values()} == {"tokens"}
+    assert (
+        route_indices(loaded.state, loaded.config, prompts).tolist()
+        == route_indices(kept.state, kept.config, prompts).tolist()
+    )
+    assert loaded._embeddings is None and loaded.config.keep_token_ids
+    assert {n: e.counts for n, e in loaded.statistics.items()} == {
+        n: e.counts for n, e in kept.statistics.items()
+    }
+
+    loaded = Router.from_pretrained(small, embeddings=smollm2, device="cpu")
+    extra = ["What is the integral of x squared?", "Solve 2x + 3 = 7."]
+    loaded.add_expert("extra", extra)  # rebuilds every expert's rows from its ids, then adds one
+    np.testing.assert_array_equal(
+        loaded.statistics["e123"].counts.text_rows, kept.statistics["e123"].counts.text_rows
+    )
+    scratch = Router(smollm2, device="cpu", progress=False, keep_token_ids=True).fit(
+        {**experts, "extra": extra}
+    )
+    np.testing.assert_array_equal(loaded.state.weights, scratch.state.weights)  # bit for bit
+    np.testing.assert_allclose(
+        loaded.state.weights, plain.add_expert("extra", extra).state.weights, rtol=1e-7, atol=1e-9
+    )
+    plain.remove_expert("extra")
+    loaded.remove_expert("extra")
+    np.testing.assert_array_equal(loaded.state.weights, kept.state.weights)
+
+    pack = StatPack.from_router(kept, "e001")
+    pack_folder = pack.save_pretrained(tmp_path / "pack")
+    assert json.loads((pack_folder / "stat_pack.json").read_text())["expert"]["tokenized_text"] is True
+    assert "contains the corpus's tokenized texts" in (pack_folder / "README.md").read_text()
+    reloaded = StatPack.from_pretrained(pack_folder)
+    assert reloaded.counts.text_form == "tokens"
+    taker = Router(smollm2, device="cpu", progress=False).fit({"a": experts["e002"], "b": experts["e003"]})
+    taker.add_expert("e001", reloaded)  # a router that does not keep token ids drops them
+    assert taker.statistics["e001"].counts.text_tokens is None
+    np.testing.assert_array_equal(
+        taker.statistics["e001"].counts.text_rows, plain.statistics["e001"].counts.text_rows
+    )
+
+    loaded.configure(keep_token_ids=False)  # drops the ids, keeps the statistics and the routes
+    assert {e.counts.text_form for e in loaded.statistics.values()} == {"rows"}
+    np.testing.assert_array_equal(loaded.state.weights, kept.state.weights)
+    dropped = loaded.save_pretrained(tmp_path / "dropped")
+    assert "text_token_ids" not in load_file(dropped / "statistics.safetensors")
+    assert json.loads((dropped / "config.json").read_text())["tokenized_text_experts"] == []

@@ -69,5 +69,7 @@ def test_experts_benchmark_quick(tmp_path):
     assert fifty["statistics_forms"] == {"rows": 50, "gram": 0}  # 12 texts each: rows are smaller
     assert five["statistics_forms"]["gram"] == 5
     assert all(r["route_p50_us"] > 0 and r["artifact_mb"] > 0 and r["fit_peak_mb"] > 0 for r in res["runs"])
+    # keep_token_ids saves the texts' token ids: smaller than 50 experts' rows; loading then growing works
+    assert fifty["kept_artifact_mb"] < fifty["artifact_mb"] and fifty["kept_first_add_s"] > 0
     assert "load_avg" in res["machine"] and (tmp_path / "experts.md").read_text().startswith("| experts")
     assert (tmp_path / "experts.png").stat().st_size > 10_000

@@ -407,3 +407,28 @@ def test_a_loaded_token_level_router_learns_and_forgets(paper_router, served, tm
     np.testing.assert_allclose(loaded.state.weights, reference.state.weights, rtol=1e-9, atol=1e-12)
     loaded.forget_traffic()
     _same_bits(loaded, paper_router)
+
+
+def test_learned_prompts_are_never_kept_as_token_ids(smollm2, corpus, served, tmp_path) -> None:
+    """keep_token_ids keeps corpus texts (a new expert's too), never a traffic block's prompts."""
+    from ir3de.fitting.pipeline import count_texts
+
+    router = _fit(smollm2, corpus, keep_token_ids=True)
+    router.learn(*served)
+    assert all(e.counts.text_tokens is not None for e in router.statistics.values())
+    assert all(e.traffic is not None and e.traffic.text_tokens is None for e in router.statistics.values())
+    given = count_texts(
+        ["What is 7 times 8?"],
+        tokenizer=smollm2.tokenizer,
+        vocab_size=smollm2.vocab_size,
+        excluded_ids=smollm2.excluded_ids,
+        embedding_matrix=smollm2.matrix,
+        keep_token_ids=True,
+    )
+    assert given.text_tokens is not None
+    router.learn({"math": given})  # precomputed counts with ids: the traffic block drops them
+    assert router.statistics["math"].traffic.text_tokens is None
+    router.learn(["Ein Gedicht über den Mond und die Sterne."], "poetry", create_experts=True)
+    assert router.statistics["poetry"].counts.text_tokens is not None  # a corpus, as a fit keeps it
+    stats = load_file(router.save_pretrained(tmp_path / "r") / "statistics.safetensors")
+    assert "text_token_ids" in stats and "traffic_text_token_ids" not in stats

@@ -88,6 +88,14 @@ class RouterConfig:
             V × D; for many experts) or ``"auto"`` (default: factored when there are more experts
             than embedding dimensions + 1). Decisions are the same either way (up to float32 rounding
             of the dense logits).
+        keep_token_ids: keep each expert's texts as token ids (``ExpertCounts.text_tokens``) and
+            save those instead of its text statistics' rows or Gram — the compact exact form (a
+            router of 1,000 small experts saves ~10× smaller; docs/experts.md). The ids are the
+            tokenized training texts: a saved router then contains its corpus (decodable with the
+            tokenizer), and its model card says so. Default ``False``: only the statistics (window
+            means of embeddings) are kept. Loading routes without rebuilding anything; the first
+            change (``add_expert``, ``learn``, ``adapt``, ...) rebuilds the statistics from the ids
+            with the embeddings, bit for bit. Turning it off drops the ids kept.
     """
 
     level: str = "text"
@@ -106,6 +114,7 @@ class RouterConfig:
     traffic_weight: float = 1.0
     traffic_policy: str = "share"
     table: str = "auto"
+    keep_token_ids: bool = False
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -166,6 +175,8 @@ class RouterConfig:
             )
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
+        if not isinstance(self.keep_token_ids, bool):
+            raise ValueError(f"keep_token_ids must be True or False, got {self.keep_token_ids!r}")
         if self.table not in TABLE_FORMS:
             raise ValueError(f"unknown table {self.table!r}; choose one of {TABLE_FORMS}")
 

@@ -44,7 +44,7 @@ from ir3de.fitting import adaptation as _adaptation
 from ir3de.fitting import pipeline as fitting
 from ir3de.fitting import traffic as _traffic
 from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
-from ir3de.fitting.statistics import ExpertCounts, TrafficSummary
+from ir3de.fitting.statistics import ExpertCounts, TextGramSum, TrafficSummary
 from ir3de.routing import prompts as routing
 from ir3de.routing import tuning
 
@@ -115,7 +115,9 @@ class Router:
         self._device_request = fitting.check_device(device)
         self._device: str | None = "cpu" if device == "cpu" else None
         self._batch_size, self._progress = int(batch_size), progress
-        self._lock = threading.RLock()
+        # the lock every change takes; the corpus part of A of the experts last solved (derived state:
+        # add_expert then adds one expert to it, ir3de.fitting.statistics.TextGramSum)
+        self._lock, self._text_sum = threading.RLock(), TextGramSum(1)
         self._experts: dict[str, ExpertStatistics] = {}  # swapped whole with the state (_commit)
         self._state: RoutingState | None = None
         self._embeddings: TokenEmbeddings | None = None
@@ -167,6 +169,8 @@ class Router:
     def statistics(self) -> Mapping[str, ExpertStatistics]:
         """Per expert, its additive statistics: corpus ``counts``, ``description`` and learned
         ``traffic`` block (read-only; ``Router(emb).fit(router.statistics)`` rebuilds this router).
+        A loaded router with ``keep_token_ids`` holds its experts' text statistics as token ids
+        (``counts.text_form == "tokens"``) until its first change rebuilds them.
 
         Example:
             >>> router.statistics["math"].counts.num_tokens, router.statistics["math"].traffic   # doctest: +SKIP
@@ -278,7 +282,8 @@ class Router:
     def configure(self, **settings: Any) -> Router:
         """Change settings: routing-only ones (selector, k, combine, max_tokens, fallback, threshold,
         temperature) apply at once; ``level``, λ, ``column_norm``, ``balance``, ``traffic_weight`` and
-        ``traffic_policy`` re-solve from the statistics (no text is re-read).
+        ``traffic_policy`` re-solve from the statistics (no text is re-read). ``keep_token_ids=False``
+        drops the token ids the experts keep (their statistics stay, rebuilt first when needed).
 
         Example:
             >>> router.configure(level="token", selector="topk", k=50)   # doctest: +SKIP
@@ -290,6 +295,10 @@ class Router:
                 getattr(new, f) != getattr(self.config, f) for f in STATISTICS_SETTINGS
             ):
                 self._commit(self._experts, new)
+            if not new.keep_token_ids and any(
+                e.counts.text_tokens is not None for e in self._experts.values()
+            ):
+                self._experts = self._without_token_ids(self._experts)  # same statistics: no re-solve
             self.config = new
         return self
 
@@ -408,6 +417,7 @@ class Router:
                     level=level,
                     batch_size=self._batch_size,
                     progress=self._progress,
+                    keep_token_ids=self.config.keep_token_ids,
                 )
                 for n, x in groups.items()
             }
@@ -605,7 +615,9 @@ class Router:
         experts = self._with_grams(experts, target)
         matrix, device = self.embeddings.matrix, self._fit_device()
         excluded = self._provenance["excluded_ids"]
-        solved = fitting.experts_state(experts, target, matrix=matrix, excluded_ids=excluded, device=device)
+        solved = fitting.experts_state(
+            experts, target, matrix=matrix, excluded_ids=excluded, device=device, running=self._text_sum
+        )
         evaluation = None if config is None or self._state is None else self._state.evaluation
         descriptions = {n: e.description for n, e in experts.items()}
         state = dataclasses.replace(
@@ -618,7 +630,9 @@ class Router:
     def _commit_adaptation(self, kept: AdaptationPrompts, settings: AdaptationSettings) -> None:
         """Derive every expert's adaptation block from ``kept`` and the router without adaptation; commit."""
         base = self._with_grams(_adaptation.without_blocks(self._experts), self.config)
-        a0, b0 = fitting.experts_matrices(base, self.config, device=self._fit_device(), adaptation=False)
+        a0, b0 = fitting.experts_matrices(
+            base, self.config, device=self._fit_device(), adaptation=False, running=self._text_sum
+        )
         c = self.config
         blocks = _adaptation.derive(
             fitting.to_numpy(a0), fitting.to_numpy(b0), kept, settings, lam=c.lam, column_norm=c.column_norm,
@@ -635,9 +649,22 @@ class Router:
     def _with_grams(
         self, experts: Mapping[str, ExpertStatistics], config: RouterConfig
     ) -> dict[str, ExpertStatistics]:
-        if config.level != "token":  # text-level fits read the text Grams stored with the counts
+        if config.level != "token":  # text-level fits read the text statistics stored with the counts
+            if any(e.counts.needs_rebuild for e in experts.values()):  # kept as token ids (loaded)
+                return fitting.with_text_statistics(experts, self.embeddings.matrix)
             return dict(experts)
         return fitting.with_grams(experts, self.embeddings.matrix, device=self._fit_device())
+
+    def _without_token_ids(self, experts: Mapping[str, ExpertStatistics]) -> dict[str, ExpertStatistics]:
+        """``experts`` without kept token ids (their statistics rebuilt first where the ids are all)."""
+        if any(e.counts.needs_rebuild for e in experts.values()):
+            experts = fitting.with_text_statistics(experts, self.embeddings.matrix)
+        return {
+            n: dataclasses.replace(e, counts=e.counts.without_text_tokens())
+            if e.counts.text_tokens is not None
+            else e
+            for n, e in experts.items()
+        }
 
     def _get_expert(self, name: str) -> ExpertStatistics:
         if name not in self._experts:
@@ -646,14 +673,22 @@ class Router:
 
     def _counts(self, name: str, source: Iterable[str] | ExpertCounts) -> ExpertCounts:
         """``source`` (texts or ExpertCounts) as counts checked against this router's embeddings."""
-        emb, level = self.embeddings, self.config.level
+        emb, level, keep = self.embeddings, self.config.level, self.config.keep_token_ids
         if not isinstance(source, ExpertCounts):
             return fitting.count_expert(
-                emb, source, name=name, level=level, batch_size=self._batch_size, progress=self._progress
+                emb,
+                source,
+                name=name,
+                level=level,
+                batch_size=self._batch_size,
+                progress=self._progress,
+                keep_token_ids=keep,
             )
         fitting.check_counts(
             name, source, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level=level
         )
+        if source.text_tokens is not None and not keep:  # this router does not keep tokenized text
+            return source.with_text_statistics(emb.matrix).without_text_tokens()
         return source
 
     def _grown(self, name: str, source: ExpertSource, description: str) -> ExpertStatistics:
@@ -661,6 +696,8 @@ class Router:
         if isinstance(source, (ExpertStatistics, persistence.PackData)):
             source = source.counts
         old, delta = self._get_expert(name), self._counts(name, source)
+        if old.counts.needs_rebuild and self.config.level == "text":
+            old = fitting.with_text_statistics({name: old}, self.embeddings.matrix)[name]
         grown = fitting.grown(old, delta, self.embeddings.matrix, device=self._fit_device())
         return dataclasses.replace(grown, description=description) if description else grown
 

@@ -122,3 +122,24 @@ def test_model_card_renders_real_numbers(git_uploads, hub_env, evaluated_router,
 def text_front_matter(content: str) -> str:
     assert content.startswith("---\n")
     return content.split("---\n")[1]
+
+
+def test_a_router_kept_as_token_ids_round_trips_through_the_hub(git_uploads, hub_env, smollm2, small_corpus):
+    """keep_token_ids: the pushed folder holds the ids (and says so), the pulled router routes without the
+    embeddings and, grown, equals a fit from scratch bit for bit."""
+    corpus = {n: t[:6] for n, t in small_corpus.items()}
+    kept = Router(smollm2, device="cpu", progress=False, keep_token_ids=True).fit(corpus)
+    kept.push_to_hub("ir3de-test/token-ids")
+    repo = git_uploads.repo_path("ir3de-test/token-ids")
+    assert "contains tokenized training text" in (repo / "README.md").read_text()
+    pulled = Router.from_pretrained("ir3de-test/token-ids", device="cpu")
+    assert {e.counts.text_form for e in pulled.statistics.values()} == {"tokens"}
+    assert [d.expert for d in pulled.route_batch(PROMPTS)] == [d.expert for d in kept.route_batch(PROMPTS)]
+    assert pulled._embeddings is None
+    pulled = Router.from_pretrained("ir3de-test/token-ids", embeddings=smollm2, device="cpu")
+    extra = ["Der Hund läuft schnell über die Wiese.", "Il gatto dorme sul divano."]
+    pulled.add_expert("extra", extra)
+    scratch = Router(smollm2, device="cpu", progress=False, keep_token_ids=True).fit(
+        {**corpus, "extra": extra}
+    )
+    np.testing.assert_array_equal(pulled.state.weights, scratch.state.weights)

@@ -59,7 +59,8 @@ PACK_CONFIG_FILE = "stat_pack.json"
 #: 2 added the optional traffic block (learned labelled prompts); version-1 packs still load.
 #: 3 added the optional adaptation block (unlabelled served prompts); version-2 packs still load.
 #: 4 stores the text statistics in their smaller exact form (rows or Gram, router format 5).
-PACK_FORMAT_VERSION = 4
+#: 5 may store them as the texts' token ids (``keep_token_ids``, router format 6).
+PACK_FORMAT_VERSION = 5
 #: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
 TRAFFIC_PREFIX = "traffic_"
 #: Prefix of the adaptation tensors in a statistics file (format 4; :func:`_adaptation_tensors`).
@@ -139,6 +140,8 @@ def router_config_dict(data: RouterData) -> dict[str, Any]:
         ],
         "settings": data.config.to_dict(),
         "text_statistics": artifact.text_statistics_spec(),
+        # the experts saved as their texts' token ids (keep_token_ids): the artifact holds tokenized text
+        "tokenized_text_experts": [n for n in state.experts if counts[n].text_tokens is not None],
         "table_form": state.table.form,
         "vocab_size": state.table.vocab_size,
         "hidden_size": int(state.weights.shape[0] - 1),
@@ -296,6 +299,10 @@ def _read_counts(
     if nnz and (token_ids.min() < 0 or token_ids.max() >= vocab):
         raise ArtifactError(f"{where}: token ids outside the vocabulary of {vocab}")
     text = artifact.read_text_statistics(stats, d, hidden, where, prefix=prefix)
+    for entry in text:
+        tokens = entry.get("text_tokens")
+        if tokens is not None and tokens.ids.size and int(tokens.ids.max()) >= vocab:
+            raise ArtifactError(f"{where}: text token ids outside the vocabulary of {vocab}")
     what = "traffic" if prefix else "counts"
     out = []
     for i, name in enumerate(names):
@@ -553,6 +560,7 @@ def pack_config_dict(pack: PackData) -> dict[str, Any]:
             "num_tokens": counts.num_tokens,
             "num_distinct_tokens": int(counts.token_ids.size),
             "has_text_statistics": counts.has_text_statistics,
+            "tokenized_text": counts.text_tokens is not None,
             **({"traffic": _traffic_entry(pack.traffic)} if pack.traffic is not None else {}),
             **({"adaptation": {"prompts": pack.adaptation.prompts}} if pack.adaptation is not None else {}),
         },

@@ -12,7 +12,9 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
   ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
   text statistics, each in its smaller exact form (format 5, :func:`text_gram_tensors`: ``text_forms``
   says Gram or rows per expert; ``text_grams`` G × (h+1) × (h+1), ``text_rows`` R × (h+1) float64
-  with ``text_row_offsets``; format 2–4: ``text_grams`` D × (h+1)², ``has_text_gram``), so a pulled
+  with ``text_row_offsets``; format 6 adds the token-ids form of routers with ``keep_token_ids``:
+  ``text_token_ids`` int32 with ``text_token_offsets`` per text and ``text_token_texts`` per
+  expert; format 2–4: ``text_grams`` D × (h+1)², ``has_text_gram``), so a pulled
   router can grow at either level; learned traffic (labelled served prompts) in the same layout
   under the prefix ``traffic_``, when any expert has some (format 3); the adaptation to unlabelled
   served prompts (per-expert blocks and the kept prompt rows — mean token embeddings, no text) under
@@ -66,7 +68,9 @@ __all__ = [
 #: 5 stores each expert's text statistics in its smaller exact form (``text_forms``: a Gram or the
 #: rows of a factor, see ``ExpertCounts``) and the route table's form (``table_form``); older folders
 #: still load.
-FORMAT_VERSION = 5
+#: 6 adds the token-ids form of text statistics (``text_forms`` code 3: the texts' token ids,
+#: ``RouterConfig.keep_token_ids``); older folders still load.
+FORMAT_VERSION = 6
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"
@@ -246,18 +250,23 @@ def check_text_statistics_spec(recorded: Any, where: str) -> None:
 
 def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
     """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``),
-    each expert in its own form (format 5): ``text_forms`` (D, uint8: 0 none, 1 Gram, 2 rows),
-    ``text_grams`` (G × (h+1) × (h+1), the Gram-form experts in order), ``text_rows`` (R × (h+1), the
-    rows-form experts' rows one after the other) and ``text_row_offsets`` (D+1, CSR index into
-    ``text_rows``). Empty when no expert has text statistics. ``prefix`` goes before every name."""
+    each expert in its own form (format 5): ``text_forms`` (D, uint8: 0 none, 1 Gram, 2 rows, 3 token
+    ids), ``text_grams`` (G × (h+1) × (h+1), the Gram-form experts in order), ``text_rows`` (R × (h+1),
+    the rows-form experts' rows one after the other) and ``text_row_offsets`` (D+1, CSR index into
+    ``text_rows``). Experts that keep their texts' token ids (format 6) are saved as those ids only:
+    ``text_token_ids`` (int32, all their texts one after the other), ``text_token_offsets`` (int64,
+    one more than their texts: CSR index of the texts into the ids) and ``text_token_texts`` (D+1, CSR
+    index of the experts into the texts); written only when an expert keeps ids. Empty when no
+    expert has text statistics. ``prefix`` goes before every name."""
     if not any(c.has_text_statistics for c in counts):
         return {}
-    forms = np.array([_FORM_CODES[c.text_form] for c in counts], np.uint8)
-    grams = [c.stored_gram for c in counts if c.text_form == "gram"]
-    rows = [c.text_rows if c.text_form == "rows" else np.zeros((0, hidden + 1)) for c in counts]
+    kept = [c.text_tokens is not None for c in counts]
+    forms = np.array([3 if k else _FORM_CODES[c.text_form] for c, k in zip(counts, kept)], np.uint8)
+    grams = [c.stored_gram for c, f in zip(counts, forms) if f == 1]
+    rows = [c.text_rows if f == 2 else np.zeros((0, hidden + 1)) for c, f in zip(counts, forms)]
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum([r.shape[0] for r in rows], out=offsets[1:])
-    return {
+    out = {
         f"{prefix}text_forms": forms,
         f"{prefix}text_grams": (
             np.stack(grams) if grams else np.zeros((0, hidden + 1, hidden + 1), np.float64)
@@ -265,19 +274,30 @@ def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> d
         f"{prefix}text_rows": np.concatenate(rows).astype(np.float64),
         f"{prefix}text_row_offsets": offsets,
     }
+    if any(kept):
+        tokens = [c.text_tokens for c, k in zip(counts, kept) if k]
+        texts = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum([c.text_tokens.num_texts if k else 0 for c, k in zip(counts, kept)], out=texts[1:])
+        lengths = np.concatenate([t.lengths for t in tokens])
+        text_offsets = np.zeros(lengths.size + 1, np.int64)
+        np.cumsum(lengths, out=text_offsets[1:])
+        out[f"{prefix}text_token_ids"] = np.concatenate([t.ids for t in tokens]).astype(np.int32)
+        out[f"{prefix}text_token_offsets"] = text_offsets
+        out[f"{prefix}text_token_texts"] = texts
+    return out
 
 
-#: ``text_forms`` codes of a statistics file (format 5).
-_FORM_CODES = {None: 0, "gram": 1, "rows": 2}
+#: ``text_forms`` codes of a statistics file (format 5; 3, token ids: format 6).
+_FORM_CODES = {None: 0, "gram": 1, "rows": 2, "tokens": 3}
 
 
 def read_text_statistics(
     arrays: Mapping[str, np.ndarray], num_experts: int, hidden: int, where: str, prefix: str = ""
-) -> list[dict[str, np.ndarray]]:
+) -> list[dict[str, Any]]:
     """Per-expert text statistics of a statistics file, as ``ExpertCounts`` keyword arguments
-    (``{"stored_gram": G}``, ``{"text_rows": Y}`` or ``{}``); the inverse of :func:`text_gram_tensors`.
-    Reads format 5 (per-expert forms) and the older layout (``text_grams`` D × (h+1)² +
-    ``has_text_gram``), and files without text statistics."""
+    (``{"stored_gram": G}``, ``{"text_rows": Y}``, ``{"text_tokens": TextTokens}`` or ``{}``); the
+    inverse of :func:`text_gram_tensors`. Reads formats 5–6 (per-expert forms) and the older layout
+    (``text_grams`` D × (h+1)² + ``has_text_gram``), and files without text statistics."""
     if f"{prefix}text_forms" not in arrays:
         if f"{prefix}text_grams" not in arrays and f"{prefix}has_text_gram" not in arrays:
             return [{} for _ in range(num_experts)]
@@ -286,8 +306,11 @@ def read_text_statistics(
         _expect_float64(grams, f"{prefix}text_grams", where)
         return [{"stored_gram": np.array(grams[i])} if flags[i] else {} for i in range(num_experts)]
     forms = expect_shape(arrays, f"{prefix}text_forms", (num_experts,), where)
-    if np.any(forms > 2):
-        raise ArtifactError(f"{where}: tensor '{prefix}text_forms' holds unknown codes (0, 1 or 2 expected)")
+    if np.any(forms > 3):
+        raise ArtifactError(
+            f"{where}: tensor '{prefix}text_forms' holds unknown codes (0, 1, 2 or 3 expected); "
+            "upgrade ir3de to read it"
+        )
     num_grams = int(np.sum(forms == 1))
     grams = expect_shape(arrays, f"{prefix}text_grams", (num_grams, hidden + 1, hidden + 1), where)
     offsets = expect_shape(arrays, f"{prefix}text_row_offsets", (num_experts + 1,), where)
@@ -298,7 +321,8 @@ def read_text_statistics(
     rows = expect_shape(arrays, f"{prefix}text_rows", (int(offsets[-1]), hidden + 1), where)
     _expect_float64(grams, f"{prefix}text_grams", where)
     _expect_float64(rows, f"{prefix}text_rows", where)
-    out: list[dict[str, np.ndarray]] = []
+    tokens = _read_text_tokens(arrays, forms, hidden, where, prefix) if np.any(forms == 3) else []
+    out: list[dict[str, Any]] = []
     gram_index = 0
     for i, form in enumerate(forms):
         if form == 1:
@@ -306,8 +330,39 @@ def read_text_statistics(
             gram_index += 1
         elif form == 2:
             out.append({"text_rows": np.array(rows[int(offsets[i]) : int(offsets[i + 1])])})
+        elif form == 3:
+            out.append({"text_tokens": tokens[i]})
         else:
             out.append({})
+    return out
+
+
+def _read_text_tokens(
+    arrays: Mapping[str, np.ndarray], forms: np.ndarray, hidden: int, where: str, prefix: str
+) -> list[Any]:
+    """Per expert its ``TextTokens`` (``None`` for experts of another form), checked."""
+    from ir3de.fitting.statistics import TextTokens
+
+    d = forms.size
+    texts = expect_shape(arrays, f"{prefix}text_token_texts", (d + 1,), where)
+    if texts[0] != 0 or np.any(np.diff(texts) < 0) or np.any((np.diff(texts) > 0) & (forms != 3)):
+        raise ArtifactError(
+            f"{where}: {prefix}text_token_texts are not a valid index of the token-ids experts"
+        )
+    text_offsets = expect_shape(arrays, f"{prefix}text_token_offsets", (int(texts[-1]) + 1,), where)
+    if text_offsets[0] != 0 or np.any(np.diff(text_offsets) <= 0):
+        raise ArtifactError(f"{where}: {prefix}text_token_offsets are not a valid index of non-empty texts")
+    ids = expect_shape(arrays, f"{prefix}text_token_ids", (int(text_offsets[-1]),), where)
+    if ids.dtype != np.int32:
+        raise ArtifactError(f"{where}: tensor '{prefix}text_token_ids' is {ids.dtype}, expected int32")
+    out: list[Any] = []
+    for i in range(d):
+        if forms[i] != 3:
+            out.append(None)
+            continue
+        lo, hi = int(texts[i]), int(texts[i + 1])
+        first, last = int(text_offsets[lo]), int(text_offsets[hi])
+        out.append(TextTokens(ids[first:last], text_offsets[lo : hi + 1] - first, hidden + 1))
     return out
 
 

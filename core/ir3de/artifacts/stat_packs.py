@@ -13,12 +13,14 @@ A stat pack is a folder (or a Hub model repo) with
 * ``statistics.safetensors`` — the sparse counts (``token_ids``, ``counts``, ``offsets``,
   ``num_texts``; the router's CSR layout with one expert) and the expert's text statistics in their
   smaller exact form (``text_forms``: a Gram in ``text_grams`` or the rows of a factor in ``text_rows``,
+  or — format 5, only with ``keep_token_ids`` — the texts' token ids in ``text_token_ids``,
   see :func:`ir3de.artifacts.format.text_gram_tensors`; packs of format 1–2 hold ``text_grams`` +
   ``has_text_gram``): the statistics of text-level routers, see :mod:`ir3de.fitting.statistics`;
 * ``README.md`` — a card saying what the pack holds and how to merge it.
 
-It never holds text: only which token ids occur and how often, and the second moments of the texts'
-mean embeddings.
+By default it holds no text: only which token ids occur and how often, and the second moments of the
+texts' mean embeddings. A pack computed with ``keep_token_ids=True`` (or exported from such a router)
+holds the tokenized texts instead, and its ``stat_pack.json`` (``tokenized_text``) and card say so.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                               # doctest: +SKIP
@@ -106,9 +108,12 @@ class StatPack(PackData):
         description: str = "",
         progress: bool | None = None,
         batch_size: int = 512,
+        keep_token_ids: bool = False,
     ) -> StatPack:
         """Count one expert's texts locally, exactly as ``Router.fit`` counts them (token counts and
-        the text Gram, :func:`ir3de.fitting.pipeline.count_texts`).
+        the text Gram, :func:`ir3de.fitting.pipeline.count_texts`). ``keep_token_ids`` keeps the texts'
+        token ids instead (the compact exact form; the pack then contains the tokenized texts, as
+        ``RouterConfig.keep_token_ids``).
 
         Example:
             >>> pack = StatPack.compute("math", ["What is 2 + 2?"], TokenEmbeddings.default())  # doctest: +SKIP
@@ -128,6 +133,7 @@ class StatPack(PackData):
             name=name,
             batch_size=batch_size,
             progress=progress,
+            keep_token_ids=keep_token_ids,
         )
         fitting.check_counts(
             name, counts, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level="text"

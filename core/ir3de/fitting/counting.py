@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from ir3de.fitting.statistics import ExpertCounts, TokenCounter, add_text_statistics, rows_gram, text_factor
+from ir3de.fitting.statistics import (
+    ExpertCounts,
+    TextTokens,
+    TokenCounter,
+    add_text_statistics,
+    rows_gram,
+    text_factor,
+)
 from ir3de.sanitize import clean_text
 
 __all__ = ["TextCounter", "encode_for_counting"]
@@ -51,6 +58,11 @@ class TextCounter:
         excluded_ids: ids that never count (special tokens).
         embedding_matrix: the (V, h) embedding matrix; when given, the result also carries the
             text-level statistics (``ExpertCounts.text_gram``, as rows while they are the smaller form) that ``level="text"`` routers need.
+        keep_token_ids: also keep the texts' countable token ids (``ExpertCounts.text_tokens``, the
+            compact exact form of the text statistics: ``RouterConfig.keep_token_ids``) while they
+            are smaller than a Gram; the statistics are then computed from all the ids at the end
+            (:meth:`~ir3de.fitting.statistics.TextTokens.statistics`), so rebuilding them from the
+            ids gives them bit for bit.
     """
 
     def __init__(
@@ -59,6 +71,8 @@ class TextCounter:
         vocab_size: int,
         excluded_ids: np.ndarray | None = None,
         embedding_matrix: np.ndarray | None = None,
+        *,
+        keep_token_ids: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self._counter = TokenCounter(vocab_size, excluded_ids)
@@ -66,6 +80,8 @@ class TextCounter:
         self._text_gram: np.ndarray | None = None
         self._rows: list[np.ndarray] | None = None
         self._num_rows = 0
+        self._tokens: list[TextTokens] | None = None
+        self._token_bytes = 0
         if embedding_matrix is not None:
             if embedding_matrix.shape[0] != vocab_size:
                 raise ValueError(
@@ -74,8 +90,12 @@ class TextCounter:
             self._countable = np.ones(vocab_size, bool)
             self._countable[self._counter._excluded] = False
             # the statistics stay rows (one per text window) while there are fewer than h + 1 of them
-            # (the smaller exact form, ExpertCounts), then become the Gram
-            self._rows = []
+            # (the smaller exact form, ExpertCounts), then become the Gram; or, kept, the token ids
+            # while they are smaller than the Gram
+            if keep_token_ids:
+                self._tokens = []
+            else:
+                self._rows = []
 
     def add(self, texts: Sequence[str]) -> None:
         """Count one batch of texts (all must be ``str``)."""
@@ -84,7 +104,17 @@ class TextCounter:
         if self._matrix is None:
             return
         hidden = self._matrix.shape[1]
-        if self._rows is not None:
+        if self._tokens is not None:
+            tokens = TextTokens.from_texts(flat, lengths, self._countable, hidden + 1)
+            self._tokens.append(tokens)
+            self._token_bytes += tokens.nbytes
+            if self._token_bytes > (hidden + 1) ** 2 * 8:  # the Gram is now the smaller form
+                stats = self._joined_tokens().statistics(self._matrix)
+                self._text_gram = stats.get("stored_gram")
+                if self._text_gram is None:
+                    self._text_gram = rows_gram(stats["text_rows"])
+                self._tokens = None
+        elif self._rows is not None:
             rows = text_factor(self._matrix, flat, lengths, self._countable)
             self._rows.append(rows)
             self._num_rows += rows.shape[0]
@@ -99,10 +129,30 @@ class TextCounter:
     def num_texts(self) -> int:
         return self._counter.num_texts
 
+    def _joined_tokens(self) -> TextTokens:
+        assert self._tokens is not None and self._matrix is not None
+        joined = TextTokens(np.zeros(0, np.int32), np.zeros(1, np.int64), self._matrix.shape[1] + 1)
+        if self._tokens:
+            ids = np.concatenate([t.ids for t in self._tokens])
+            lengths = np.concatenate([t.lengths for t in self._tokens])
+            offsets = np.zeros(lengths.size + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            joined = TextTokens(ids, offsets, joined.dim)
+        return joined
+
     def result(self) -> ExpertCounts:
         counts = self._counter.result()
         if self._matrix is None:
             return counts
+        if self._tokens is not None:
+            tokens = self._joined_tokens()
+            return ExpertCounts(
+                counts.token_ids,
+                counts.counts,
+                counts.num_texts,
+                text_tokens=tokens,
+                **tokens.statistics(self._matrix),
+            )
         if self._rows is not None:
             hidden = self._matrix.shape[1]
             rows = np.concatenate(self._rows) if self._rows else np.zeros((0, hidden + 1), np.float64)

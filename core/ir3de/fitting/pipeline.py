@@ -36,7 +36,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
+import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,9 +51,12 @@ from ir3de.fitting.counting import TextCounter
 from ir3de.fitting.solve import column_normalize, gcv_curve, ridge_solve
 from ir3de.fitting.statistics import (
     ExpertCounts,
+    TextGramSum,
     TrafficSummary,
+    balance_factors,
     balance_weights,
     combine_grams,
+    corpus_factors,
     expert_gram,
     text_ridge_matrices,
     weights_with_traffic,
@@ -96,7 +101,10 @@ __all__ = [
     "token_gram",
     "traffic_summaries",
     "with_grams",
+    "with_text_statistics",
 ]
+
+logger = logging.getLogger("ir3de")
 
 _GRAM_CHUNK_ROWS = 16384
 _COMPILE_CHUNK_ROWS = 256
@@ -319,6 +327,12 @@ def check_counts(name: str, counts: ExpertCounts, *, vocab_size: int, hidden_siz
             f"counts of expert {name!r} hold token id {counts.token_ids[-1]} but the vocabulary has "
             f"{vocab_size} ids: they were made with another tokenizer"
         )
+    tokens = counts.text_tokens
+    if tokens is not None and tokens.ids.size and int(tokens.ids.max()) >= vocab_size:
+        raise TokenizerMismatchError(
+            f"the text token ids of expert {name!r} hold id {int(tokens.ids.max())} but the vocabulary has "
+            f"{vocab_size} ids: they were made with another tokenizer"
+        )
     if counts.num_tokens == 0:
         raise ExpertError(f"expert {name!r} has no countable token")
     if counts.text_dim is not None and counts.text_dim != hidden_size + 1:
@@ -368,6 +382,7 @@ def count_texts(
     batch_size: int = 512,
     progress: bool | None = False,
     require_text: bool = True,
+    keep_token_ids: bool = False,
 ) -> ExpertCounts:
     """Count one expert's texts batch by batch with :class:`~ir3de.fitting.counting.TextCounter` (tqdm bar).
 
@@ -378,11 +393,15 @@ def count_texts(
         name: the expert's name, for the progress bar and error messages.
         progress: ``True``/``False``, or ``None`` for a bar only on a terminal.
         require_text: raise :class:`ExpertError` when ``texts`` is empty.
+        keep_token_ids: also keep the texts' token ids (with ``embedding_matrix``; see
+            :class:`~ir3de.fitting.counting.TextCounter`).
     """
     from tqdm.auto import tqdm
 
     excluded = None if excluded_ids is None else np.asarray(excluded_ids, np.int64)
-    counter = TextCounter(tokenizer, vocab_size, excluded, embedding_matrix=embedding_matrix)
+    counter = TextCounter(
+        tokenizer, vocab_size, excluded, embedding_matrix=embedding_matrix, keep_token_ids=keep_token_ids
+    )
     total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
     disable = None if progress is None else not progress
     with tqdm(total=total, desc=f"counting {name}", unit="text", disable=disable) as bar:
@@ -410,9 +429,11 @@ def count_expert(
     level: str,
     batch_size: int = 512,
     progress: bool | None = False,
+    keep_token_ids: bool = False,
 ) -> ExpertCounts:
     """One expert's texts counted with a :class:`~ir3de.embeddings.TokenEmbeddings` for a fit at
-    ``level`` (the text Gram, a gather per token, only at ``level="text"``), and checked."""
+    ``level`` (the text Gram, a gather per token, only at ``level="text"``; with ``keep_token_ids``
+    also the texts' token ids), and checked."""
     counts = count_texts(
         texts,
         tokenizer=embeddings.tokenizer,
@@ -422,6 +443,7 @@ def count_expert(
         name=name,
         batch_size=batch_size,
         progress=progress,
+        keep_token_ids=keep_token_ids and level == "text",
     )
     check_counts(
         name, counts, vocab_size=embeddings.vocab_size, hidden_size=embeddings.hidden_size, level=level
@@ -476,6 +498,7 @@ def level_matrices(
     traffic_grams: Sequence[Any | None] | None = None,
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
+    running: TextGramSum | None = None,
 ) -> tuple[Any, Any]:
     """The ridge matrices ``A`` ((h+1)²) and ``B`` ((h+1) × D) of the experts at ``level``.
 
@@ -487,12 +510,18 @@ def level_matrices(
     adds ``u_d T_d`` to ``A`` and its last column to ``B[:, d]``, with ``u_d`` from
     :func:`ir3de.fitting.statistics.traffic_weights` (``traffic_grams``: their token Grams at token level).
     Without any traffic block (or with weight 0) the result is bit for bit the corpus-only one.
+
+    ``running`` (text level, no traffic): a :class:`~ir3de.fitting.statistics.TextGramSum` kept
+    between calls, so that experts added after the ones of the previous call cost only themselves
+    (bit for bit the same matrices, :func:`~ir3de.fitting.statistics.text_ridge_matrices`).
     """
     names = list(names) if names is not None else [f"#{i}" for i in range(len(counts))]
     if level == "text":
         for n, c in zip(names, counts):
             check_text_level(n, c)
-        return _text_level_statistics(counts, traffic, level, balance, traffic_weight, traffic_policy, device)
+        return _text_level_statistics(
+            counts, traffic, level, balance, traffic_weight, traffic_policy, device, running
+        )
     if token_grams is None or len(token_grams) != len(counts):
         raise ValueError("level='token' needs one token Gram per expert (see token_gram)")
     grams = list(token_grams)
@@ -525,20 +554,22 @@ def _text_level_statistics(
     traffic_weight: float,
     traffic_policy: str,
     device: str,
+    running: TextGramSum | None = None,
 ) -> tuple[Any, Any]:
     """``A``, ``B`` of text statistics in either form (rows or Gram, :func:`text_ridge_matrices`),
-    computed in float64 numpy and moved to a GPU ``device`` when asked."""
+    computed in float64 numpy and moved to a GPU ``device`` when asked. Without traffic the balance
+    weights are applied as a common factor times per-expert ones (:func:`balance_factors`), so a
+    ``running`` sum stays valid when experts are added."""
     if traffic is None or all(t is None for t in traffic):
-        a, b = text_ridge_matrices(counts, balance_weights(_level_masses(counts, level), balance))
+        scale, per_expert = balance_factors(_level_masses(counts, level), balance)
+        a, b = text_ridge_matrices(counts, per_expert, scale=scale, running=running)
     else:
-        corpus_weights, u = weights_with_traffic(
-            _level_masses(counts, level),
-            _level_masses(traffic, level),
-            balance=balance,
-            weight=traffic_weight,
-            policy=traffic_policy,
-        )
-        a, b = text_ridge_matrices(counts, corpus_weights)
+        masses, traffic_masses = _level_masses(counts, level), _level_masses(traffic, level)
+        w, p = traffic_weight, traffic_policy
+        _, u = weights_with_traffic(masses, traffic_masses, balance=balance, weight=w, policy=p)
+        # the corpus as without traffic (the same bits with weight 0), the traffic on top
+        scale, per_expert = corpus_factors(masses, traffic_masses, balance=balance, weight=w, policy=p)
+        a, b = text_ridge_matrices(counts, per_expert, scale=scale, running=running)
         if any(t is not None and w != 0.0 for t, w in zip(traffic, u)):
             ta, tb = text_ridge_matrices(traffic, u)
             a, b = a + ta, b + tb
@@ -592,6 +623,28 @@ def with_grams(
     return out
 
 
+def with_text_statistics(
+    experts: Mapping[str, ExpertStatistics], matrix: np.ndarray
+) -> dict[str, ExpertStatistics]:
+    """``experts`` with the text statistics of every expert held as token ids alone (a loaded router
+    with ``keep_token_ids``) rebuilt with the embedding ``matrix``
+    (:meth:`~ir3de.fitting.statistics.ExpertCounts.with_text_statistics`: bit for bit the statistics
+    counting gave); the others as they are (the same objects)."""
+    out = dict(experts)
+    stale = [n for n, e in experts.items() if e.counts.needs_rebuild]
+    if stale:
+        start = time.perf_counter()
+        for name in stale:
+            e = experts[name]
+            out[name] = dataclasses.replace(e, counts=e.counts.with_text_statistics(matrix))
+        logger.info(
+            "rebuilt the text statistics of %d expert(s) from their token ids in %.1f s",
+            len(stale),
+            time.perf_counter() - start,
+        )
+    return out
+
+
 def grown(
     expert: ExpertStatistics, delta: ExpertCounts, matrix: np.ndarray, *, device: str = "cpu"
 ) -> ExpertStatistics:
@@ -626,13 +679,17 @@ def experts_matrices(
     *,
     device: str = "cpu",
     adaptation: bool = True,
+    running: TextGramSum | None = None,
 ) -> tuple[Any, Any]:
     """The ridge matrices ``A`` and ``B`` of ``experts`` at the configured level and weighting (numpy, or
     torch on a GPU); at token level every Gram must be there (:func:`with_grams`). With ``adaptation``,
     the experts' adaptation blocks are added (:func:`ir3de.fitting.adaptation.add_blocks`); without, or
-    when no expert has one, the result is bit for bit the matrices of the corpus and traffic alone."""
+    when no expert has one, the result is bit for bit the matrices of the corpus and traffic alone.
+    ``running``: see :func:`level_matrices`."""
     counts = [e.counts for e in experts.values()]
-    a, b = level_matrices(counts, names=list(experts), device=device, **_level_arguments(experts, config))
+    a, b = level_matrices(
+        counts, names=list(experts), device=device, running=running, **_level_arguments(experts, config)
+    )
     blocks = [e.adaptation for e in experts.values()]
     if not adaptation or all(blk is None for blk in blocks):
         return a, b
@@ -659,6 +716,13 @@ def ridge_matrices(
                 "token-level ridge matrices need the embedding matrix: pass matrix=router.embeddings.matrix"
             )
         statistics = with_grams(statistics, matrix, device=device)
+    if config.level == "text" and any(e.counts.needs_rebuild for e in statistics.values()):
+        if matrix is None:
+            raise InvalidInputError(
+                "these statistics hold token ids (keep_token_ids): pass matrix=router.embeddings.matrix "
+                "to rebuild their text statistics"
+            )
+        statistics = with_text_statistics(statistics, matrix)
     a, b = experts_matrices(statistics, config, device=device)
     return to_numpy(a), to_numpy(b)
 
@@ -772,6 +836,7 @@ def fit_state(
     traffic_weight: float = 0.0,
     traffic_policy: str = "balanced",
     table_form: str = "dense",
+    running: TextGramSum | None = None,
 ) -> RoutingState:
     """The whole chain from statistics to a routing state: statistics → solve → normalise → table
     (``table_form``: see :func:`compile_table`)."""
@@ -786,6 +851,7 @@ def fit_state(
         traffic_grams=traffic_grams,
         traffic_weight=traffic_weight,
         traffic_policy=traffic_policy,
+        running=running,
     )
     solution, applied = solve_weights(a, b, lam=lam, column_norm=column_norm)
     table = compile_table(matrix, applied, excluded_ids, device=device, form=table_form)
@@ -799,12 +865,14 @@ def experts_state(
     matrix: np.ndarray,
     excluded_ids: np.ndarray | Sequence[int],
     device: str = "cpu",
+    running: TextGramSum | None = None,
 ) -> RoutingState:
     """:func:`fit_state` of ``experts`` under ``config`` (its level, weighting, λ and column norm); at
     token level every Gram must be there (:func:`with_grams`). Adaptation blocks, when an expert has
-    one, are added to the ridge matrices before the solve (:func:`experts_matrices`)."""
+    one, are added to the ridge matrices before the solve (:func:`experts_matrices`). ``running``:
+    a sum kept between calls (:func:`level_matrices`)."""
     if any(e.adaptation is not None for e in experts.values()):
-        a, b = experts_matrices(experts, config, device=device)
+        a, b = experts_matrices(experts, config, device=device, running=running)
         solution, applied = solve_weights(a, b, lam=config.lam, column_norm=config.column_norm)
         table = compile_table(matrix, applied, excluded_ids, device=device)
         return RoutingState(tuple(experts), table, to_numpy(applied), to_numpy(solution))
@@ -817,5 +885,6 @@ def experts_state(
         column_norm=config.column_norm,
         device=device,
         table_form=config.table,
+        running=running,
         **_level_arguments(experts, config),
     )

@@ -46,15 +46,21 @@ WINDOW_WEIGHT = 0.25
 #: Weight one scored text adds to its expert's text Gram corner (its mean + its windows).
 TEXT_ROW_MASS = 1.0 + WINDOW_WEIGHT
 _TEXT_GRAM_RTOL = 1e-9
+#: Texts per block when a Gram is rebuilt from token ids (fixed: the same ids give the same Gram).
+_TOKEN_TEXTS_PER_BLOCK = 512
 
 __all__ = [
     "TRAFFIC_POLICIES",
     "ExpertCounts",
+    "TextGramSum",
+    "TextTokens",
     "TokenCounter",
     "TrafficSummary",
     "add_text_statistics",
+    "balance_factors",
     "balance_weights",
     "combine_grams",
+    "corpus_factors",
     "expert_gram",
     "rows_gram",
     "text_factor",
@@ -71,6 +77,138 @@ TRAFFIC_POLICIES = ("per_prompt", "share", "balanced")
 
 
 @dataclass(frozen=True, eq=False)
+class TextTokens:
+    """The token ids of an expert's texts: the compact exact form of its text statistics.
+
+    Every text-statistics row is a (weighted) mean of embedding rows of known token ids, so the rows
+    (or the Gram) of an expert are a function of its texts' countable token ids and the embedding
+    matrix: :meth:`statistics` rebuilds them with the same function counting uses (:func:`text_factor`,
+    bit for bit). Kept only when asked (``RouterConfig.keep_token_ids``): these ids are the
+    tokenized texts.
+
+    Attributes:
+        ids: the countable token ids of the texts with at least one, one text after the other (int32).
+        offsets: (T + 1,) int64 CSR index of the texts in ``ids`` (every text has at least one id).
+        dim: ``h + 1`` of the embedding matrix the statistics are rebuilt with.
+
+    Example:
+        >>> t = TextTokens(np.array([3, 1, 3, 1], np.int32), np.array([0, 3, 4]), dim=3)
+        >>> t.num_texts, t.num_rows, t.lengths.tolist()
+        (2, 2, [3, 1])
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    dim: int
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.ids)
+        offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int32).max)):
+            raise ValueError("text token ids must be a 1-D array of non-negative int32 ids")
+        if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != ids.size:
+            raise ValueError(f"text token offsets must run from 0 to {ids.size} (one more than the texts)")
+        if np.any(np.diff(offsets) <= 0):
+            raise ValueError(
+                "every text of text token ids must hold at least one id (offsets strictly increase)"
+            )
+        if int(self.dim) < 2:
+            raise ValueError(f"dim (h + 1) must be at least 2, got {self.dim!r}")
+        ids = np.array(ids, np.int32)  # a private, read-only copy
+        ids.flags.writeable = False
+        offsets = offsets.copy()
+        offsets.flags.writeable = False
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "offsets", offsets)
+        object.__setattr__(self, "dim", int(self.dim))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Countable tokens per text (int64, all > 0)."""
+        lengths: np.ndarray = np.diff(self.offsets)
+        return lengths
+
+    @property
+    def num_texts(self) -> int:
+        """Texts with at least one countable token (the scored texts)."""
+        return int(self.offsets.size - 1)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the factor :meth:`statistics` gives: one per :data:`TEXT_WINDOW`-token window."""
+        return int(np.sum(-(-self.lengths // TEXT_WINDOW)))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.offsets.nbytes)
+
+    def statistics(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """The text statistics of these texts with the embedding ``matrix`` ((V, h)), as
+        :class:`ExpertCounts` keyword arguments: ``{"text_rows": Y}`` while there are fewer rows than
+        ``h + 1`` (:func:`text_factor` of all the texts at once: bit for bit the rows counting gives,
+        since each text's rows depend on its own ids only), else ``{"stored_gram": G}`` (the rows'
+        Gram added in fixed blocks of texts, so the same ids always give the same Gram)."""
+        if matrix.shape[1] + 1 != self.dim:
+            raise ValueError(
+                f"these token ids' statistics are {self.dim - 1}-dimensional but the matrix has "
+                f"{matrix.shape[1]} columns: pass the embeddings they were counted with"
+            )
+        if self.ids.size and int(self.ids.max()) >= matrix.shape[0]:
+            raise ValueError(
+                f"token id {int(self.ids.max())} is outside the embedding matrix's {matrix.shape[0]} rows"
+            )
+        countable = np.ones(matrix.shape[0], bool)  # the ids kept are the countable ones
+        ids, lengths = self.ids.astype(np.int64), self.lengths
+        if self.num_rows < self.dim:
+            return {"text_rows": text_factor(matrix, ids, lengths, countable)}
+        gram = np.zeros((self.dim, self.dim), np.float64)
+        for lo in range(0, lengths.size, _TOKEN_TEXTS_PER_BLOCK):
+            hi = min(lengths.size, lo + _TOKEN_TEXTS_PER_BLOCK)
+            span = ids[int(self.offsets[lo]) : int(self.offsets[hi])]
+            add_text_statistics(gram, matrix, span, lengths[lo:hi], countable)
+        return {"stored_gram": gram}
+
+    def __add__(self, other: TextTokens) -> TextTokens:
+        """The texts of both, ``self``'s first."""
+        if self.dim != other.dim:
+            raise ValueError(
+                f"token ids of statistics of dimensions {self.dim} and {other.dim} cannot be added"
+            )
+        return TextTokens(
+            np.concatenate([self.ids, other.ids]),
+            np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
+            self.dim,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TextTokens):
+            return NotImplemented
+        return (
+            self.dim == other.dim
+            and np.array_equal(self.offsets, other.offsets)
+            and np.array_equal(self.ids, other.ids)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_texts(cls, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray, dim: int) -> TextTokens:
+        """The countable ids of texts given as flat ``ids`` and per-text ``lengths`` (as counted):
+        ids with ``countable[id]`` False are dropped, and texts left without one."""
+        ids = np.asarray(ids, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        keep = countable[ids]
+        if not keep.all():
+            seg = np.repeat(np.arange(lengths.size), lengths)
+            lengths = np.bincount(seg[keep], minlength=lengths.size)
+            ids = ids[keep]
+        lengths = lengths[lengths > 0]
+        offsets = np.zeros(lengths.size + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(ids.astype(np.int32), offsets, dim)
+
+
+@dataclass(frozen=True, eq=False)
 class ExpertCounts:
     """Sparse token histogram of one expert's corpus, and its text-level statistics.
 
@@ -80,13 +218,20 @@ class ExpertCounts:
     the Gram itself (``stored_gram``). A thousand small experts then cost memory in proportion to
     their texts, not ``D × (h+1)²``. Both forms give the same ``G`` up to float64 rounding.
 
+    A third, more compact exact form is the texts' token ids (``text_tokens``, :class:`TextTokens`:
+    the rows or Gram are a function of them and the embedding matrix), kept only when asked
+    (``RouterConfig.keep_token_ids``: they are the tokenized texts). Counts may hold the ids alone (as
+    loaded: ``text_form == "tokens"``, rebuilt by :meth:`with_text_statistics` when needed) or the
+    ids with the statistics they give.
+
     Attributes:
         token_ids: sorted unique vocabulary ids (int64) that occur at least once.
         counts: occurrences of each id (int64, all > 0), aligned with ``token_ids``.
         num_texts: how many texts were counted.
-        stored_gram: the text Gram when it is stored as a matrix (``text_form == "gram"``), else ``None``.
-        text_rows: the factor ``Y`` when stored as rows (``text_form == "rows"``), else ``None``.
+        stored_gram: the text Gram when it is stored as a matrix, else ``None``.
+        text_rows: the factor ``Y`` when stored as rows, else ``None``.
             More than ``h`` rows are folded into a Gram on construction.
+        text_tokens: the texts' token ids when kept, else ``None``.
 
     Use :attr:`text_gram` for the Gram in either form (computed from the rows on each access),
     :attr:`has_text_statistics` / :attr:`text_form` to test which form there is (without the product).
@@ -102,6 +247,7 @@ class ExpertCounts:
     num_texts: int
     stored_gram: np.ndarray | None = None
     text_rows: np.ndarray | None = None
+    text_tokens: TextTokens | None = None
 
     def __post_init__(self) -> None:
         ids = np.ascontiguousarray(self.token_ids, dtype=np.int64)
@@ -117,6 +263,18 @@ class ExpertCounts:
         object.__setattr__(self, "num_texts", int(self.num_texts))
         if self.stored_gram is not None and self.text_rows is not None:
             raise ValueError("give the text statistics either as a Gram or as rows, not both")
+        tokens = self.text_tokens
+        if tokens is not None:
+            if not isinstance(tokens, TextTokens):
+                raise ValueError(f"text_tokens must be TextTokens, got {type(tokens).__name__}")
+            if tokens.num_texts > self.num_texts:
+                raise ValueError(
+                    f"text_tokens hold {tokens.num_texts} texts but num_texts is {self.num_texts}"
+                )
+            if self.text_rows is not None and np.shape(self.text_rows)[0] != tokens.num_rows:
+                raise ValueError(
+                    f"text_rows has {np.shape(self.text_rows)[0]} rows but the token ids give {tokens.num_rows}"
+                )
         if self.text_rows is not None:
             rows = np.array(self.text_rows, dtype=np.float64)  # a private copy
             if rows.ndim != 2 or rows.shape[1] < 2:
@@ -136,6 +294,11 @@ class ExpertCounts:
             self._check_text_statistics(gram, float(gram[-1, -1]))
             gram.flags.writeable = False
             object.__setattr__(self, "stored_gram", gram)
+        values = self.stored_gram if self.stored_gram is not None else self.text_rows
+        if tokens is not None and values is not None and values.shape[1] != tokens.dim:
+            raise ValueError(
+                f"text statistics of dimension {values.shape[1]} given with token ids of {tokens.dim}"
+            )
 
     def _check_text_statistics(self, values: np.ndarray, corner: float) -> None:
         if not np.all(np.isfinite(values)) or corner < 0 or corner > TEXT_ROW_MASS * self.num_texts + 0.5:
@@ -147,43 +310,71 @@ class ExpertCounts:
 
     @property
     def text_form(self) -> str | None:
-        """How the text statistics are stored: ``"gram"``, ``"rows"``, or ``None`` (token counts only)."""
+        """How the text statistics are held: ``"gram"``, ``"rows"``, ``"tokens"`` (token ids only, not
+        rebuilt yet: :meth:`with_text_statistics`), or ``None`` (token counts only)."""
         if self.stored_gram is not None:
             return "gram"
-        return "rows" if self.text_rows is not None else None
+        if self.text_rows is not None:
+            return "rows"
+        return "tokens" if self.text_tokens is not None else None
 
     @property
     def has_text_statistics(self) -> bool:
-        """Whether these counts carry text-level statistics (in either form)."""
-        return self.stored_gram is not None or self.text_rows is not None
+        """Whether these counts carry text-level statistics (in any form)."""
+        return self.stored_gram is not None or self.text_rows is not None or self.text_tokens is not None
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """Whether the text statistics are token ids only: the Gram needs :meth:`with_text_statistics`."""
+        return self.text_form == "tokens"
 
     @property
     def text_dim(self) -> int | None:
         """``h + 1`` of the text statistics (``None`` without them)."""
         values = self.stored_gram if self.stored_gram is not None else self.text_rows
-        return None if values is None else int(values.shape[1])
+        if values is None:
+            return None if self.text_tokens is None else self.text_tokens.dim
+        return int(values.shape[1])
+
+    def _require_statistics(self) -> None:
+        if self.needs_rebuild:
+            raise ValueError(
+                "these text statistics are stored as token ids (keep_token_ids); rebuild them with "
+                "counts.with_text_statistics(embeddings.matrix) first"
+            )
 
     @property
     def text_gram(self) -> np.ndarray | None:
         """The text Gram ``Σ_r w_r x_r x_rᵀ`` ((h+1)², float64) in either form; ``None`` when these
         counts were made without the embedding matrix (only ``level="token"`` routers use them).
-        For the rows form it is computed on each access (``Yᵀ Y``)."""
+        For the rows form it is computed on each access (``Yᵀ Y``). Token ids alone raise
+        ``ValueError`` (rebuild them with :meth:`with_text_statistics`)."""
+        self._require_statistics()
         if self.text_rows is not None:
             return rows_gram(self.text_rows)
         return self.stored_gram
 
     def text_column(self) -> np.ndarray:
-        """The last column of the text Gram (``Σ_r w_r x_r``: this expert's column of ``B``), cheaply."""
+        """The last column of the text Gram (``Σ_r w_r x_r``: this expert's column of ``B``), cheaply
+        (computed once per counts object)."""
+        cached: np.ndarray | None = self.__dict__.get("_column")
+        if cached is not None:
+            return np.array(cached)
+        self._require_statistics()
         if self.text_rows is not None:
             column: np.ndarray = self.text_rows.T @ self.text_rows[:, -1]
-            return column
-        if self.stored_gram is None:
+        elif self.stored_gram is None:
             raise ValueError("these counts carry no text statistics")
-        return np.array(self.stored_gram[:, -1])
+        else:
+            column = np.array(self.stored_gram[:, -1])
+        object.__setattr__(self, "_column", column)
+        return np.array(column)
 
     @property
     def num_scored_texts(self) -> int:
         """Texts that had at least one countable token (rows of the text-level fit); 0 without text statistics."""
+        if self.text_tokens is not None:
+            return self.text_tokens.num_texts
         if self.text_rows is not None:
             corner = float(self.text_rows[:, -1] @ self.text_rows[:, -1])
         elif self.stored_gram is not None:
@@ -196,6 +387,37 @@ class ExpertCounts:
     def num_tokens(self) -> int:
         """Total number of counted token occurrences."""
         return int(self.counts.sum())
+
+    def with_text_statistics(self, matrix: np.ndarray) -> ExpertCounts:
+        """These counts with text statistics held as rows or a Gram: token ids alone are rebuilt with
+        the embedding ``matrix`` (:meth:`TextTokens.statistics`, bit for bit what counting gave; the ids
+        stay); any other counts are returned as they are.
+
+        Example:
+            >>> m = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+            >>> t = TextTokens(np.array([0, 1], np.int32), np.array([0, 2]), dim=3)
+            >>> c = ExpertCounts(np.array([0, 1]), np.array([1, 1]), 1, text_tokens=t)
+            >>> c.text_form, c.with_text_statistics(m).text_form
+            ('tokens', 'rows')
+        """
+        if not self.needs_rebuild:
+            return self
+        assert self.text_tokens is not None
+        return ExpertCounts(
+            self.token_ids,
+            self.counts,
+            self.num_texts,
+            text_tokens=self.text_tokens,
+            **self.text_tokens.statistics(matrix),
+        )
+
+    def without_text_tokens(self) -> ExpertCounts:
+        """The same counts and text statistics without the token ids (rebuild first when they are all
+        there is: :meth:`with_text_statistics`)."""
+        if self.text_tokens is None:
+            return self
+        self._require_statistics()
+        return ExpertCounts(self.token_ids, self.counts, self.num_texts, self.stored_gram, self.text_rows)
 
     @classmethod
     def empty(cls) -> ExpertCounts:
@@ -230,7 +452,9 @@ class ExpertCounts:
     def __add__(self, other: ExpertCounts) -> ExpertCounts:
         """Sum of two histograms (e.g. two shards of one corpus): exact for counts; text statistics
         add in float64 (rows are stacked while they stay the smaller form) and are kept only when both
-        sides have them."""
+        sides have them. Token ids are kept when both sides have them (the texts of both, ``self``'s
+        first); then the statistics are those of the joined ids: stacked rows, or — when the rows
+        would outnumber ``h + 1`` — ids alone, to rebuild (:meth:`with_text_statistics`)."""
         ids = np.union1d(self.token_ids, other.token_ids)
         counts = np.zeros(ids.size, np.int64)
         counts[np.searchsorted(ids, self.token_ids)] += self.counts
@@ -243,6 +467,14 @@ class ExpertCounts:
                 f"text statistics of dimensions {self.text_dim} and {other.text_dim} come from "
                 "different embedding matrices and cannot be added"
             )
+        if self.text_tokens is not None and other.text_tokens is not None:
+            tokens = self.text_tokens + other.text_tokens
+            if self.text_rows is not None and other.text_rows is not None and tokens.num_rows < tokens.dim:
+                rows = np.concatenate([self.text_rows, other.text_rows])
+                return ExpertCounts(ids, counts, num_texts, text_rows=rows, text_tokens=tokens)
+            return ExpertCounts(ids, counts, num_texts, text_tokens=tokens)
+        self._require_statistics()
+        other._require_statistics()
         if self.text_rows is not None and other.text_rows is not None:
             return ExpertCounts(
                 ids, counts, num_texts, text_rows=np.concatenate([self.text_rows, other.text_rows])
@@ -258,7 +490,9 @@ class ExpertCounts:
 
     def __eq__(self, other: object) -> bool:
         """Counts equal exactly; text statistics equal as Grams up to float64 rounding (their sums
-        depend on the order in which texts were added, e.g. batching or sharding, and on the form)."""
+        depend on the order in which texts were added, e.g. batching or sharding, and on the form),
+        or as token ids exactly when both sides keep them (the statistics are a function of the ids).
+        Token ids alone compared with statistics without ids raise ``ValueError`` (rebuild first)."""
         if not isinstance(other, ExpertCounts):
             return NotImplemented
         if not (
@@ -270,6 +504,8 @@ class ExpertCounts:
             return False
         if not self.has_text_statistics:
             return True
+        if self.text_tokens is not None and other.text_tokens is not None:
+            return self.text_tokens == other.text_tokens
         mine, theirs = self.text_gram, other.text_gram
         assert mine is not None and theirs is not None
         return mine.shape == theirs.shape and bool(np.allclose(mine, theirs, rtol=_TEXT_GRAM_RTOL, atol=0.0))
@@ -657,6 +893,25 @@ def balance_weights(token_masses: Sequence[int] | np.ndarray, balance: bool) -> 
     return weights
 
 
+def balance_factors(token_masses: Sequence[int] | np.ndarray, balance: bool) -> tuple[float, np.ndarray]:
+    """:func:`balance_weights` as a common factor ``s`` times per-expert factors ``v_d`` that depend on
+    expert ``d`` alone (``w_d = s v_d`` up to rounding): with balancing ``s`` is the mean mass and
+    ``v_d = 1 / m_d``, without it ``1`` and ``1``. A sum ``Σ_d v_d G_d`` then stays valid when an
+    expert is added (only ``s`` changes), so it can be extended instead of recomputed.
+
+    Example:
+        >>> s, v = balance_factors([100, 300], balance=True)
+        >>> s, np.round(s * v, 4).tolist()
+        (200.0, [2.0, 0.6667])
+    """
+    masses = np.asarray(token_masses, np.float64)
+    if not balance:
+        return 1.0, np.ones_like(masses)
+    if np.any(masses <= 0):
+        raise ValueError("every expert needs at least one counted token to be balanced")
+    return float(masses.mean()), 1.0 / masses
+
+
 #: A numpy array or a torch tensor (on any device): expert_gram returns the kind it is given.
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, "torch.Tensor")
 
@@ -715,14 +970,23 @@ def combine_grams(grams: Sequence[np.ndarray], weights: np.ndarray) -> tuple[np.
 
 
 def text_ridge_matrices(
-    blocks: Sequence[ExpertCounts | None], weights: Sequence[float] | np.ndarray
+    blocks: Sequence[ExpertCounts | None],
+    weights: Sequence[float] | np.ndarray,
+    *,
+    scale: float = 1.0,
+    running: TextGramSum | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``A = Σ_d w_d G_d`` and ``B[:, d] = w_d G_d[:, -1]`` of text statistics in either form.
+    """``A = s Σ_d w_d G_d`` and ``B[:, d] = s w_d G_d[:, -1]`` (``s = scale``) of text statistics in
+    either form.
 
     Gram-form experts add their matrix; rows-form experts add ``(√w_d Y_d)ᵀ (√w_d Y_d)``, stacked
     across experts into blocks of a few thousand rows, so a thousand small experts cost one pass over
     their rows (no (h+1)² matrix per expert). ``None`` blocks or zero weights add nothing (column 0).
     Equals :func:`ridge_statistics` of the Grams up to float64 rounding (tested).
+
+    ``running``: a :class:`TextGramSum` that holds the sum of an earlier call; when that call's experts
+    and weights are the first ones here (the same objects: e.g. before ``add_expert``), only the new
+    experts are added — bit for bit the sum a fresh call gives — and ``running`` then holds this call's.
 
     Example:
         >>> a = ExpertCounts(np.array([0]), np.array([1]), 1, text_rows=np.array([[2.0, 1.0]]))
@@ -736,33 +1000,90 @@ def text_ridge_matrices(
         raise ValueError("no expert has text statistics")
     dim = present[0].text_dim
     assert dim is not None
-    a = np.zeros((dim, dim), np.float64)
+    entries = [(block, float(weight)) for block, weight in zip(blocks, weights)]
     b = np.zeros((dim, len(blocks)), np.float64)
-    pending: list[np.ndarray] = []
-    pending_rows = 0
-    for d, (block, weight) in enumerate(zip(blocks, weights)):
-        w = float(weight)
+    for d, (block, w) in enumerate(entries):
         if block is None or not block.has_text_statistics or w == 0.0:
             continue
         if block.text_dim != dim:
             raise ValueError(f"text statistics of dimensions {block.text_dim} and {dim} cannot be added")
         if w < 0 or not np.isfinite(w):
             raise ValueError(f"row weights must be finite and >= 0, got {w!r}")
-        b[:, d] = w * block.text_column()
+        b[:, d] = (scale * w) * block.text_column()
+    total = running if running is not None else TextGramSum(dim)
+    if total.dim != dim:
+        total.reset(dim)
+    total.extend(entries)
+    a = total.total()
+    if scale != 1.0:
+        a *= scale
+    return a, b
+
+
+class TextGramSum:
+    """The running sum ``Σ_d w_d G_d`` of experts' text statistics, in the order they were added.
+
+    Rows-form experts are stacked (scaled by ``√w_d``) into blocks of at least a few thousand rows,
+    each block added as one product; Gram-form experts add ``w_d G_d``. The sum after adding a
+    sequence of experts is a function of that sequence only, so extending a sum by one expert equals,
+    bit for bit, summing all of them afresh: :meth:`extend` reuses the longest matching prefix
+    (same objects, same weights) of what it holds, which makes ``add_expert`` on a router of a
+    thousand rows-form experts cost one expert, not a thousand.
+
+    Example:
+        >>> a = ExpertCounts(np.array([0]), np.array([1]), 1, text_rows=np.array([[2.0, 1.0]]))
+        >>> s = TextGramSum(2); s.extend([(a, 1.0)]); s.total().tolist()
+        [[4.0, 2.0], [2.0, 1.0]]
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+        self._entries: list[tuple[ExpertCounts | None, float]] = []
+        self._flushed = np.zeros((self.dim, self.dim), np.float64)
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    def reset(self, dim: int | None = None) -> None:
+        """Hold nothing (the sum of no expert), of dimension ``dim`` when given."""
+        self.dim = self.dim if dim is None else int(dim)
+        self._entries, self._pending, self._pending_rows = [], [], 0
+        self._flushed = np.zeros((self.dim, self.dim), np.float64)
+
+    def extend(self, entries: Sequence[tuple[ExpertCounts | None, float]]) -> None:
+        """Hold the sum of ``entries`` ((counts or ``None``, weight) per expert): from what is held when
+        it is a prefix of ``entries``, else from zero."""
+        held = self._entries
+        prefix = len(held) <= len(entries) and all(
+            a is b and wa == wb for (a, wa), (b, wb) in zip(held, entries)
+        )
+        if not prefix:
+            self.reset()
+        for block, w in entries[len(self._entries) :]:
+            self._add(block, w)
+            self._entries.append((block, w))
+
+    def _add(self, block: ExpertCounts | None, w: float) -> None:
+        if block is None or not block.has_text_statistics or w == 0.0:
+            return
+        block._require_statistics()
         if block.text_rows is not None:
-            pending.append(block.text_rows * np.sqrt(w))
-            pending_rows += block.text_rows.shape[0]
-            if pending_rows >= _GRAM_BLOCK_ROWS:
-                stacked = np.concatenate(pending)
-                a += stacked.T @ stacked
-                pending, pending_rows = [], 0
+            self._pending.append(block.text_rows * np.sqrt(w))
+            self._pending_rows += block.text_rows.shape[0]
+            if self._pending_rows >= _GRAM_BLOCK_ROWS:
+                stacked = np.concatenate(self._pending)
+                self._flushed += stacked.T @ stacked
+                self._pending, self._pending_rows = [], 0
         else:
             assert block.stored_gram is not None
-            a += block.stored_gram * w
-    if pending:
-        stacked = np.concatenate(pending)
-        a += stacked.T @ stacked
-    return a, b
+            self._flushed += block.stored_gram * w
+
+    def total(self) -> np.ndarray:
+        """The sum held (a new array; what is held is unchanged)."""
+        if not self._pending:
+            return np.array(self._flushed)
+        stacked = np.concatenate(self._pending)
+        out: np.ndarray = self._flushed + stacked.T @ stacked
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- traffic
@@ -843,13 +1164,41 @@ def weights_with_traffic(
     """
     masses = np.asarray(corpus_masses, np.float64)
     traffic = np.asarray(traffic_masses, np.float64)
+    w = balance_weights(_balanced_masses(masses, traffic, balance, weight, policy), balance)
+    return w, traffic_weights(masses, w, traffic, weight=weight, policy=policy)
+
+
+def _balanced_masses(
+    masses: np.ndarray, traffic: np.ndarray, balance: bool, weight: float, policy: str
+) -> np.ndarray:
+    """The masses balancing evens out: the corpus's, plus ``weight`` × the traffic's under ``"balanced"``."""
     if policy == "balanced" and balance:
         if not np.isfinite(float(weight)) or float(weight) < 0:
             raise ValueError(f"traffic weight must be a finite number >= 0, got {weight!r}")
-        w = balance_weights(masses + float(weight) * traffic, True)
-    else:
-        w = balance_weights(masses, balance)
-    return w, traffic_weights(masses, w, traffic, weight=weight, policy=policy)
+        return masses + float(weight) * traffic
+    return masses
+
+
+def corpus_factors(
+    corpus_masses: Sequence[float] | np.ndarray,
+    traffic_masses: Sequence[float] | np.ndarray,
+    *,
+    balance: bool,
+    weight: float,
+    policy: str,
+) -> tuple[float, np.ndarray]:
+    """The corpus weights of :func:`weights_with_traffic` as :func:`balance_factors`: a common factor and
+    per-expert factors (equal, up to rounding, to ``weights_with_traffic(...)[0]`` as their product).
+    Without traffic (or with ``weight`` 0) they are exactly ``balance_factors(corpus_masses, balance)``.
+
+    Example:
+        >>> s, v = corpus_factors([100, 300], [10, 0], balance=True, weight=10.0, policy="balanced")
+        >>> np.round(s * v, 4).tolist()
+        [1.25, 0.8333]
+    """
+    masses = np.asarray(corpus_masses, np.float64)
+    traffic = np.asarray(traffic_masses, np.float64)
+    return balance_factors(_balanced_masses(masses, traffic, balance, weight, policy), balance)
 
 
 @dataclass(frozen=True)

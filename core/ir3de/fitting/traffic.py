@@ -67,18 +67,28 @@ def count_learned(
     level: str,
     batch_size: int = 512,
     progress: bool | None = False,
+    keep_token_ids: bool = False,
 ) -> ExpertCounts:
     """Learned prompts (or their precomputed counts) of one label, counted as the ``corpus`` of a new
-    expert (for a fit at ``level``) or as a traffic block (:func:`count_prompts`), and checked
+    expert (for a fit at ``level``; with ``keep_token_ids`` its texts' token ids are kept, as a fit
+    keeps them) or as a traffic block (:func:`count_prompts`: never with token ids), and checked
     against ``embeddings``."""
     if isinstance(items, ExpertCounts):
         counts = items
     elif corpus:
         counts = count_expert(
-            embeddings, items, name=name, level=level, batch_size=batch_size, progress=progress
+            embeddings,
+            items,
+            name=name,
+            level=level,
+            batch_size=batch_size,
+            progress=progress,
+            keep_token_ids=keep_token_ids,
         )
     else:
         counts = count_prompts(items, embeddings, name=name, batch_size=batch_size)
+    if counts.text_tokens is not None and not (corpus and keep_token_ids):  # no tokenized text kept
+        counts = counts.with_text_statistics(embeddings.matrix).without_text_tokens()
     if corpus or counts.num_tokens:
         vocab_size, hidden_size = embeddings.vocab_size, embeddings.hidden_size
         check_counts(name, counts, vocab_size=vocab_size, hidden_size=hidden_size, level=level)
