@@ -957,11 +957,14 @@ DOC_HEAD = """# Benchmarks: how accurate, how fast
 Every number below comes from one command, on real public text installed from packages (see
 `ir3de.data.datasets`): fit on the train side of a seeded 50/50 split, score on the test side.
 
+From the repository root, `python -m benchmarks.run` is the full run (< 10 min on 2 cores) and
+`python -m benchmarks.run --docs docs/benchmarks.md` also regenerates this page. The quick subset,
+and the evaluation of one saved router:
+
 ```bash
-python -m benchmarks.run                         # full run, < 10 min on 2 cores
-python -m benchmarks.run --quick                 # small subset (< 60 s), what the test suite runs
-python -m benchmarks.run --docs docs/benchmarks.md   # regenerate this page
-ir3de eval ROUTER --suite reasoning4 --k-sweep --plots plots/   # evaluate one saved router
+python -m benchmarks.run --quick --out bench-quick   # small subset (< 60 s), what the test suite runs
+ir3de quickstart --preset paper --save my-router --quiet > /dev/null   # any saved router will do
+ir3de eval my-router --suite reasoning4 --k-sweep --plots plots/   # evaluate one saved router
 ```
 
 Results go to `benchmarks/results/` (`results.json` with every number, `results.md`, `k_sweep.png`,
@@ -974,7 +977,10 @@ another; the other domains keep their reasoning4 split.
 `code-humaneval-to-stdlib`: code fitted on the 164 HumanEval prompts, tested on Python standard
 library functions. `code-stdlib-to-humaneval`: the reverse. `multilingual-unseen-languages`: fitted
 on German/Spanish/Italian fortunes, tested on Russian/Polish (a language shift within one source,
-not a source shift). Instructions and medical prompts are both chat text, so no check pairs them.
+not a source shift). `user-prompts-other-benchmarks`: math, code and instructions tested on prompts
+of other benchmarks (real Chatbot-Arena requests, AIME 2025, IFBench); `user-prompts-to-benchmarks`:
+its mirror, fitted on those prompts and tested on GSM8K, HumanEval and IFEval.
+`reasoning4-short-prompts`: every test prompt cut to its first 8 words. Instructions and medical prompts are both chat text, so no check pairs them.
 
 **Routers.** IR3DE with the paper's settings; the paper's own inference path (per prompt: embedding
 lookup, matmul, softmax, entropy, top-k, vote in torch, with IR3DE's W — its routes must equal
