@@ -21,12 +21,13 @@ set -euo pipefail
 
 DEV=0
 GPU=0
+NO_TORCH=0
 DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
     --gpu) GPU=1 ;;
-    --no-torch) ;; # the default (it was an option while torch was)
+    --no-torch) NO_TORCH=1 ;; # the default (it was an option while torch was)
     --dry-run) DRY_RUN=1 ;;
     -h | --help)
       sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
@@ -38,6 +39,12 @@ for arg in "$@"; do
       ;;
   esac
 done
+
+if ((NO_TORCH && (GPU || DEV))); then
+  # --gpu and --dev install torch; saying --no-torch too is a contradiction, not a preference to guess
+  echo "install.sh: --no-torch contradicts $( ((GPU)) && echo --gpu || echo --dev) (which installs torch): drop one of them" >&2
+  exit 2
+fi
 
 if [[ ! -f pyproject.toml || ! -d core/ir3de ]]; then
   echo "install.sh: run me from the ir3de repository root (where pyproject.toml is)" >&2

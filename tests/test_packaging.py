@@ -89,6 +89,16 @@ def test_install_script_installs_no_torch_unless_gpu_or_dev(tmp_path: Path) -> N
     assert dev.index(next(line for line in dev if "torch==" in line)) < dev.index(
         next(line for line in dev if line.endswith("-e .[all,dev]"))
     ), dev
+    for both in (["--no-torch", "--gpu"], ["--dev", "--no-torch"]):  # contradictory: refused, nothing runs
+        refused = subprocess.run(
+            ["bash", "scripts/install.sh", "--dry-run", *both],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert refused.returncode == 2 and "--no-torch contradicts" in refused.stderr, refused
+        assert "would run" not in refused.stdout, refused.stdout
     helped = subprocess.run(
         ["bash", "scripts/install.sh", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
     )
