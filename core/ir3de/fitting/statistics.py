@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -523,9 +524,41 @@ def rows_gram(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, np.float64)
     gram = np.zeros((rows.shape[1], rows.shape[1]), np.float64)
     for lo in range(0, rows.shape[0], _GRAM_BLOCK_ROWS):
-        block = rows[lo : lo + _GRAM_BLOCK_ROWS]
-        gram += block.T @ block
+        _add_block_gram_lower(gram, rows[lo : lo + _GRAM_BLOCK_ROWS])
+    _mirror_lower(gram)
     return gram
+
+
+def _add_block_gram_lower(gram: np.ndarray, block: np.ndarray) -> None:
+    """Add ``blockᵀ block`` to the lower triangle of the symmetric float64 matrix ``gram``, in place.
+
+    One BLAS ``dsyrk`` (a symmetric rank-k update: half the multiplications of ``block.T @ block``,
+    no temporary, float64 throughout): ``gram``'s transpose is a Fortran-ordered view on which
+    ``dsyrk`` updates the upper triangle. Only the lower triangle is current afterwards: every Gram
+    built here is finished by :func:`_mirror_lower`, so the kernel and its rounding are the same on
+    every path that builds text Grams (their bit-for-bit equalities rest on that).
+    """
+    from scipy.linalg import blas
+
+    block = np.ascontiguousarray(block, np.float64)
+    if block.shape[0] == 0:
+        return
+    out = blas.dsyrk(1.0, block.T, beta=1.0, c=gram.T, trans=0, lower=0, overwrite_c=1)
+    if not np.shares_memory(out, gram):  # gram was not C-contiguous float64: f2py worked on a copy
+        gram[...] = out.T
+
+
+def _mirror_lower(gram: np.ndarray) -> None:
+    """Copy the lower triangle of a square matrix onto its upper triangle, in place."""
+    np.copyto(gram, gram.T, where=_strict_upper(gram.shape[0]))
+
+
+@functools.lru_cache(maxsize=4)
+def _strict_upper(n: int) -> np.ndarray:
+    """The (n, n) read-only mask of the entries above the diagonal."""
+    mask = np.triu(np.ones((n, n), bool), 1)
+    mask.flags.writeable = False
+    return mask
 
 
 class TokenCounter:
@@ -659,11 +692,6 @@ def _text_parts(
     return text_sums, sizes, window_sums, window_sizes, per_text
 
 
-def _segment_sums_of_rows(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """float64 sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0)."""
-    return _segment_sums(matrix, ids, sizes).astype(np.float64)
-
-
 def _segment_sums(matrix: np.ndarray, ids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Sums of ``matrix[ids]`` over consecutive segments of ``sizes`` (all > 0), in the matrix's dtype.
 
@@ -728,14 +756,15 @@ _BUILD_BLOCK_ROWS = 512
 
 def _add_row_gram(
     gram: np.ndarray,
-    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
     bias: np.ndarray,
 ) -> None:
     """``gram += Σ_r y_r y_rᵀ`` with ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]``, in row blocks.
 
-    ``terms`` are ``(src, idx, f)`` (``idx=None``: row ``r`` of ``src``). Each block is written once
+    ``terms`` are ``(src, idx, f)`` (``idx=None``: row ``r`` of ``src``; ``f=None``: no factor). Each block is written once
     into a reused float64 buffer and multiplied by itself (``Bᵀ B``, a symmetric rank-k update in
-    float64: products keep float64 rounding, as the exactness tests require).
+    float64, :func:`_add_block_gram_lower`: products keep float64 rounding, as the exactness tests
+    require). ``gram`` must be symmetric on entry; it is symmetric on return.
     """
     hidden = gram.shape[0] - 1
     n = bias.size
@@ -748,12 +777,13 @@ def _add_row_gram(
         hi = min(n, lo + _BUILD_BLOCK_ROWS)
         block = buf[: hi - lo]
         _write_rows(block, terms, bias, lo, hi, scratch)
-        gram += block.T @ block
+        _add_block_gram_lower(gram, block)
+    _mirror_lower(gram)
 
 
 def _write_rows(
     block: np.ndarray,
-    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+    terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
     bias: np.ndarray,
     lo: int,
     hi: int,
@@ -761,27 +791,30 @@ def _write_rows(
 ) -> None:
     """Write rows ``lo:hi`` of the factor ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]`` into ``block``.
 
-    Each term is cast into float64 first and scaled in place (``scratch``: a reused (rows, h) float64
-    buffer for the terms after the first), so no temporary is allocated per block and no mixed-type
-    loop runs; the values are those of ``f · src`` summed term after term, bit for bit.
+    Each term is cast into float64 and scaled (``scratch``: a reused (rows, h) float64 buffer for the
+    terms after the first), so no temporary is allocated per block; the values are those of
+    ``float64(src) · f`` summed term after term, bit for bit.
     """
     hidden = block.shape[1] - 1
     left = block[:, :hidden]
     for k, (src, idx, f) in enumerate(terms):
-        scale = f[lo:hi, None]
         if k == 0:
             target = left
         else:
             if scratch is None:
                 scratch = np.empty((hi - lo, hidden), np.float64)
             target = scratch[: hi - lo]
-        if idx is None:
-            np.copyto(target, src[lo:hi])
-        elif src.dtype == np.float64:
-            np.take(src, idx[lo:hi], axis=0, out=target)
+        if idx is None and f is not None:  # one pass: float64(src) · f, the value a copy then a product gives
+            np.multiply(src[lo:hi], f[lo:hi, None], out=target)
         else:
-            np.copyto(target, src[idx[lo:hi]])
-        np.multiply(target, scale, out=target)
+            if idx is None:
+                np.copyto(target, src[lo:hi])
+            elif src.dtype == np.float64:
+                np.take(src, idx[lo:hi], axis=0, out=target)
+            else:
+                np.copyto(target, src[idx[lo:hi]])
+            if f is not None:
+                np.multiply(target, f[lo:hi, None], out=target)
         if k:
             np.add(left, target, out=left)
     block[:, hidden] = bias[lo:hi]
@@ -854,7 +887,7 @@ def _text_terms(
     countable: np.ndarray,
     window: int | None,
     window_weight: float,
-) -> tuple[list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], np.ndarray] | None:
+) -> tuple[list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]], np.ndarray] | None:
     """The ``(terms, bias)`` of the factor rows of :func:`add_text_statistics` (``None``: no token counts)."""
     windowed = bool(window) and window_weight > 0
     parts = _text_parts(matrix, ids, lengths, countable, window if windowed else None)
@@ -869,7 +902,18 @@ def _text_terms(
     beta = 1.0 / (1.0 + np.sqrt(1.0 + np.bincount(text_of, weights=a * a / c, minlength=sizes.size)))
     alpha = np.sqrt(c)
     gamma = beta[text_of] * a / alpha
-    terms = [(window_sums, None, alpha / window_sizes), (text_sums, text_of, gamma / sizes[text_of])]
+    # the text term of window r is text_sums[text_of[r]] · f2[r], and f2 takes at most two values per
+    # text (its full windows share one, its last window may differ): those products are made once
+    # per text, and each window row then only gathers its own (the same float64 products, fewer passes)
+    f2 = gamma / sizes[text_of]
+    last = np.cumsum(per_text) - 1  # the last window of each text
+    first = last - per_text + 1
+    many = per_text > 1  # texts with a full window before their last one
+    scaled = np.concatenate([text_sums[many] * f2[first[many], None], text_sums * f2[last, None]])
+    slot = np.cumsum(many) - 1  # each text's row among the full-window products
+    which = slot[text_of]
+    which[last] = int(many.sum()) + np.arange(sizes.size)
+    terms = [(window_sums, None, alpha / window_sizes), (scaled, which, None)]
     return terms, alpha + gamma
 
 
@@ -1070,8 +1114,8 @@ class TextGramSum:
             self._pending.append(block.text_rows * np.sqrt(w))
             self._pending_rows += block.text_rows.shape[0]
             if self._pending_rows >= _GRAM_BLOCK_ROWS:
-                stacked = np.concatenate(self._pending)
-                self._flushed += stacked.T @ stacked
+                _add_block_gram_lower(self._flushed, np.concatenate(self._pending))
+                _mirror_lower(self._flushed)
                 self._pending, self._pending_rows = [], 0
         else:
             assert block.stored_gram is not None
@@ -1081,8 +1125,9 @@ class TextGramSum:
         """The sum held (a new array; what is held is unchanged)."""
         if not self._pending:
             return np.array(self._flushed)
-        stacked = np.concatenate(self._pending)
-        out: np.ndarray = self._flushed + stacked.T @ stacked
+        out = np.array(self._flushed)
+        _add_block_gram_lower(out, np.concatenate(self._pending))
+        _mirror_lower(out)
         return out
 
 
