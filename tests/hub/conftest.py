@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -161,6 +162,16 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
             proc.wait()
 
 
+def _reset_hub_sessions() -> None:
+    """huggingface_hub 0.x decides offline or online when it creates its cached HTTP session (1.x on
+    each request): drop that session, so that a switch of ``HF_HUB_OFFLINE`` takes effect."""
+    import huggingface_hub.utils as hub_utils
+
+    reset_sessions = getattr(hub_utils, "reset_sessions", None)
+    if reset_sessions is not None:
+        reset_sessions()
+
+
 @dataclass
 class HubEnv:
     endpoint: str
@@ -173,6 +184,7 @@ class HubEnv:
 
         self.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         self.monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        _reset_hub_sessions()
 
     def subprocess_env(self, offline: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
@@ -212,6 +224,7 @@ def hub_env(hub_server: HubServer, hf_home: Path, monkeypatch: pytest.MonkeyPatc
     )
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    _reset_hub_sessions()
     return HubEnv(hub_server.endpoint, hf_home, cache, monkeypatch)
 
 
@@ -259,12 +272,15 @@ def git_uploads(hub_server: HubServer, hub_env: HubEnv, monkeypatch: pytest.Monk
             else:
                 raise AssertionError(f"unexpected operation {op!r}")
         sha = hub_server.commit_files(repo_id, files, commit_message, branch=revision or "main")
+        # huggingface_hub >= 1.0 takes the endpoint; 0.x derives it from the URL
+        known = {f.name for f in dataclasses.fields(CommitInfo)}
+        extra = {"_endpoint": self.endpoint} if "_endpoint" in known else {}
         return CommitInfo(
             commit_url=f"{self.endpoint}/{repo_id}/commit/{sha}",
             commit_message=commit_message,
             commit_description="",
             oid=sha,
-            _endpoint=self.endpoint,
+            **extra,
         )
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)

@@ -94,7 +94,9 @@ def hub_offline() -> bool:
     from huggingface_hub import constants
 
     env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return env.strip().upper() in constants.ENV_VARS_TRUE_VALUES or constants.is_offline_mode()
+    # huggingface_hub >= 1.0 has is_offline_mode(); 0.x only the flag read at import
+    at_import = getattr(constants, "is_offline_mode", lambda: bool(constants.HF_HUB_OFFLINE))()
+    return env.strip().upper() in constants.ENV_VARS_TRUE_VALUES or bool(at_import)
 
 
 def looks_like_repo_id(value: str) -> bool:

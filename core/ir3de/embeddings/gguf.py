@@ -208,6 +208,10 @@ def _gguf_tokenizer_inputs(reader: Any) -> tuple[str, dict[str, Any], dict[str, 
 
 def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list[int]]:
     """The fast tokenizer a GGUF file describes and its excluded ids, built without torch."""
+    if "tokenizer.ggml.tokens" not in reader.fields:  # the same words on every transformers version
+        raise EmbeddingSourceError(
+            f"cannot read the tokenizer of {path}: the GGUF file has no tokenizer.ggml.tokens: it carries no tokenizer"
+        )
     _import_transformers_quietly()
     try:  # transformers >= 5.25 (the layout _gguf_tokenizer_inputs follows)
         from transformers.integrations.gguf.gguf_tokenizer_mapping import (  # noqa: F401
@@ -234,11 +238,12 @@ def _gguf_tokenizer(reader: Any, path: Path) -> tuple[tokenizers.Tokenizer, list
 
 
 class _NoTorchAdvice(logging.Filter):
-    """Drops transformers' import-time "PyTorch was not found. Models won't be available ..." line:
-    ir3de needs no torch model, and a new user would read it as a failure."""
+    """Drops transformers' import-time "PyTorch was not found. Models won't be available ..." line
+    (4.x: "None of PyTorch, TensorFlow >= 2.0, or Flax have been found ..."): ir3de needs no torch
+    model, and a new user would read it as a failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("PyTorch was not found")
+        return not str(record.msg).startswith(("PyTorch was not found", "None of PyTorch"))
 
 
 def _import_transformers_quietly() -> None:
