@@ -4,6 +4,7 @@ automatic table is factored) that fits, grows, saves and loads with statistics i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from ir3de import Router
+from ir3de.artifacts.folders import RouterData, load_router, save_router
 from ir3de.artifacts.format import file_sha256
 from ir3de.fitting.pipeline import ridge_matrices
 from ir3de.fitting.statistics import ExpertCounts, balance_weights, combine_grams
 from ir3de.routing.prompts import route_indices
+from ir3de.table import RouteTable
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +116,61 @@ def test_a_saved_factored_router_stores_no_logits_and_routes_identically(routers
     _, factored = routers
     folder = factored.save_pretrained(tmp_path / "f")
     tensors = load_file(folder / "router.safetensors")
-    assert "logits" not in tensors and tensors["table_matrix"].shape == factored.embeddings.matrix.shape
-    assert json.loads((folder / "config.json").read_text())["table_form"] == "factored"
+    matrix = factored.embeddings.matrix
+    # SmolLM2's embeddings are Q8_0 in the GGUF: stored as int8 blocks + float16 scales, a quarter of float32
+    assert "logits" not in tensors and "table_matrix" not in tensors
+    assert tensors["table_matrix_q8"].shape == matrix.shape and tensors["table_matrix_q8"].dtype == np.int8
+    assert tensors["table_matrix_scales"].shape == (matrix.shape[0], matrix.shape[1] // 32)
+    assert (folder / "router.safetensors").stat().st_size < matrix.nbytes * 0.3
+    config = json.loads((folder / "config.json").read_text())
+    assert config["table_form"] == "factored" and config["table_matrix_block"] == 32
     loaded = Router.from_pretrained(folder, device="cpu")
     assert loaded.state.table.form == "factored"
+    # the float32 matrix comes back bit for bit
+    assert np.array_equal(loaded.state.table.matrix.view(np.uint32), matrix.view(np.uint32))
     prompts = _prompts(small_tests)
     assert (
         route_indices(loaded.state, loaded.config, prompts).tolist()
         == route_indices(factored.state, factored.config, prompts).tolist()
     )
+    assert [loaded.route(p).scores for p in prompts[:10]] == [factored.route(p).scores for p in prompts[:10]]
+
+
+def test_a_matrix_without_exact_int8_blocks_is_saved_in_float32(routers, smollm2, small_tests, tmp_path):
+    """One float32 ulp off the Q8_0 grid: no exact int8 form, so table_matrix stays float32 (and loads)."""
+    _, factored = routers
+    matrix = np.array(factored.state.table.matrix)
+    matrix[100, 3] = np.nextafter(matrix[100, 3], np.float32(np.inf))
+    table = RouteTable.factored(matrix, factored.state.weights, factored.state.excluded_ids)
+    state = dataclasses.replace(factored.state, table=table)
+    folder = save_router(tmp_path / "f32", RouterData(factored.config, state, factored.statistics))
+    tensors = load_file(folder / "router.safetensors")
+    assert "table_matrix_q8" not in tensors and tensors["table_matrix"].dtype == np.float32
+    assert "table_matrix_block" not in json.loads((folder / "config.json").read_text())
+    loaded = load_router(folder).state.table.matrix
+    assert np.array_equal(loaded.view(np.uint32), matrix.view(np.uint32))
+
+
+def test_format_6_factored_folders_still_load(routers, small_tests, tmp_path):
+    """A factored folder as format 6 wrote it: table_matrix in float32, no table_matrix_block."""
+    _, factored = routers
+    folder = factored.save_pretrained(tmp_path / "v6")
+    tensors = load_file(folder / "router.safetensors")
+    q, scales = tensors.pop("table_matrix_q8"), tensors.pop("table_matrix_scales")
+    tensors["table_matrix"] = (
+        q.reshape(q.shape[0], -1, 32).astype(np.float32) * scales.astype(np.float32)[..., None]
+    ).reshape(q.shape)
+    save_file(tensors, folder / "router.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 6
+    del config["table_matrix_block"]
+    data = (folder / "router.safetensors").read_bytes()
+    config["files"]["router.safetensors"] = {"sha256": file_sha256(data), "size": len(data)}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = Router.from_pretrained(folder, device="cpu")
+    matrix = factored.embeddings.matrix
+    assert np.array_equal(loaded.state.table.matrix.view(np.uint32), matrix.view(np.uint32))
+    prompts = _prompts(small_tests)
     assert [loaded.route(p).scores for p in prompts[:10]] == [factored.route(p).scores for p in prompts[:10]]
 
 

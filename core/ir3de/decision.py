@@ -1,7 +1,8 @@
 """What a routing call returns: the chosen expert, how sure, and which tokens decided.
 
 A decision is built on the latency path, so everything a caller may never look at (the per-expert
-score dict, the decoded deciding tokens) is computed on first access.
+score dict, the decoded deciding tokens; with many experts the scores and confidence themselves) is
+computed on first access.
 
 Example:
     >>> d = RouteDecision(expert="math", confidence=0.9, scores={"math": 0.9, "code": 0.1})
@@ -49,7 +50,8 @@ class RouteDecision:
     Attributes:
         expert: the expert to send the prompt to (the ``fallback`` when ``fallback_used``).
         confidence: the winning expert's score in [0, 1] (vote share for ``vote``, probability for
-            ``avg``/``logprob``); 0 when no token could be counted.
+            ``avg``/``logprob``); 0 when no token could be counted. Given as ``None`` with a
+            ``scorer``, it is the largest of the scores, computed on first access.
         scores: per-expert scores (sum to 1; all 0 for a prompt with no countable token).
         top_expert: the best-scoring expert before any fallback (``None`` for an empty prompt).
         fallback_used: True when ``expert`` is the fallback (low confidence or no countable token).
@@ -58,19 +60,20 @@ class RouteDecision:
     """
 
     __slots__ = (
+        "_confidence",
         "_entropy_table",
         "_explain",
         "_log_prob_table",
         "_names",
         "_positions",
         "_score_values",
+        "_scorer",
         "_scores",
         "_table",
         "_token_ids",
         "_tokenizer",
         "_tokens",
         "_vote_table",
-        "confidence",
         "expert",
         "fallback_used",
         "num_tokens",
@@ -80,7 +83,7 @@ class RouteDecision:
     def __init__(
         self,
         expert: str,
-        confidence: float,
+        confidence: float | None,
         scores: Mapping[str, float] | None = None,
         top_expert: str | None = None,
         fallback_used: bool = False,
@@ -96,9 +99,12 @@ class RouteDecision:
         table: Any = None,
         tokenizer: Any = None,
         explain: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+        scorer: Callable[[], np.ndarray] | None = None,
     ) -> None:
+        if confidence is None and scorer is None:
+            raise ValueError("a decision needs a confidence, or a scorer to compute it from")
         self.expert = expert
-        self.confidence = confidence
+        self._confidence = confidence
         self.top_expert = top_expert
         self.fallback_used = fallback_used
         self.num_tokens = num_tokens
@@ -116,6 +122,32 @@ class RouteDecision:
         self._tokens: tuple[DecidingToken, ...] | None = None
         # ``explain() -> (token_ids, positions)`` defers the deciding tokens to first access
         self._explain = explain
+        # ``scorer() -> (D,) scores`` defers the scores (and, when ``confidence`` is None, the confidence)
+        self._scorer = scorer
+
+    @property
+    def confidence(self) -> float:
+        """The winning expert's score (see the class docstring)."""
+        if self._confidence is None:
+            values = self._values()
+            self._confidence = float(np.max(values)) if len(values) else 0.0
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: float) -> None:
+        self._confidence = value
+
+    def _values(self) -> np.ndarray | list[float]:
+        """The score values in expert order (computed by the scorer on first call)."""
+        scorer = self._scorer  # read once: another thread may be computing the same values
+        if scorer is not None:
+            self._score_values = scorer()
+            self._scorer = None
+        if self._score_values is not None:
+            return self._score_values
+        if self._scores is not None:
+            return list(self._scores.values())
+        return [0.0] * len(self._names)
 
     def _deciding(self) -> tuple[np.ndarray, np.ndarray]:
         if self._explain is not None:
@@ -127,7 +159,7 @@ class RouteDecision:
     def scores(self) -> dict[str, float]:
         """Per-expert scores, in expert order."""
         if self._scores is None:
-            values = self._score_values if self._score_values is not None else [0.0] * len(self._names)
+            values = self._values()
             self._scores = dict(zip(self._names, values if isinstance(values, list) else values.tolist()))
         return self._scores
 
@@ -144,11 +176,7 @@ class RouteDecision:
         """
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if self._score_values is None and self._scores is not None:
-            values = np.fromiter(self._scores.values(), np.float64, count=len(self._scores))
-        else:
-            raw = self._score_values if self._score_values is not None else [0.0] * len(self._names)
-            values = np.asarray(raw, np.float64)
+        values = np.asarray(self._values(), np.float64)
         k = min(int(k), values.size)
         if k == 0:
             return []

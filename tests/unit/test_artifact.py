@@ -14,8 +14,10 @@ from ir3de.artifacts.format import (
     FORMAT_VERSION,
     ROUTER_FILE,
     check_text_statistics_spec,
+    dequantize_q8_blocks,
     expect_shape,
     file_sha256,
+    q8_blocks,
     read_config,
     read_file_checked,
     read_tensors,
@@ -225,3 +227,54 @@ def test_text_statistics_of_format_3_still_load():
     assert np.array_equal(back[0]["stored_gram"], gram) and back[1] == {}
     with pytest.raises(ArtifactError, match="float64"):
         read_text_statistics({**older, "text_grams": older["text_grams"].astype(np.float32)}, 2, 2, "stats")
+
+
+def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype == np.float32 and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_q8_blocks_find_gguf_q8_0_exactly_and_nothing_else() -> None:
+    """Embeddings dequantised from GGUF's Q8_0 (the gguf package's own quantise/dequantise) come back
+    as the same int8 values and float16 scales, bit for bit; any other matrix comes back None."""
+    gguf = pytest.importorskip("gguf")
+    rng = np.random.default_rng(0)
+    original = (rng.normal(size=(300, 64)) * rng.uniform(0.001, 3.0, size=(300, 1))).astype(np.float32)
+    original[7] = 0.0  # an all-zero row: scale 0
+    original[8, :32] = 0.0  # and an all-zero block
+    packed = gguf.quants.quantize(original, gguf.GGMLQuantizationType.Q8_0)
+    matrix = gguf.quants.dequantize(packed, gguf.GGMLQuantizationType.Q8_0).astype(np.float32)
+    found = q8_blocks(matrix)
+    assert found is not None
+    q, scales = found
+    assert (
+        q.dtype == np.int8
+        and q.shape == (300, 64)
+        and scales.dtype == np.float16
+        and scales.shape == (300, 2)
+    )
+    raw = packed.reshape(300, 2, 34)
+    assert np.array_equal(raw[:, :, 2:].copy().view(np.int8).reshape(300, 64), q)
+    assert np.array_equal(raw[:, :, :2].copy().view(np.uint16).reshape(300, 2), scales.view(np.uint16))
+    assert _bits_equal(dequantize_q8_blocks(q, scales), matrix)
+
+    off = matrix.copy()
+    off[123, 45] = np.nextafter(off[123, 45], np.float32(np.inf))  # one ulp off the grid
+    negative_zero = matrix.copy()
+    negative_zero[7, 0] = -0.0  # equal as a number, not as bits
+    for other in (
+        off,
+        negative_zero,
+        original,
+        matrix[:, :48],
+        matrix.astype(np.float64),
+        np.full((2, 32), np.nan, np.float32),
+    ):
+        assert q8_blocks(other) is None
+    # any block size that divides the width, with the Q8_0 rule (a block's largest magnitude is 127 · scale)
+    q16 = rng.integers(-127, 128, size=(5, 2, 16)).astype(np.int8)
+    q16[:, :, 3] = -127
+    d16 = rng.uniform(1e-3, 1.0, size=(5, 2)).astype(np.float16)
+    x16 = (q16.astype(np.float32) * d16.astype(np.float32)[:, :, None]).reshape(5, 32)
+    found16 = q8_blocks(x16, block=16)
+    assert found16 is not None and np.array_equal(found16[0], q16.reshape(5, 32))
+    assert _bits_equal(dequantize_q8_blocks(*found16), x16)

@@ -109,3 +109,18 @@ def test_to_dict_is_json_and_repr_says_the_route(table, toy_tokenizer):
     )
     fb = RouteDecision("general", 0.0, {"a": 0.0}, fallback_used=True)
     assert repr(fb).endswith("num_tokens=0, fallback_used=True)")
+
+
+def test_a_scorer_runs_once_on_first_read():
+    calls = []
+
+    def scorer():
+        calls.append(1)
+        return np.array([0.2, 0.7, 0.1])
+
+    d = RouteDecision("code", None, top_expert="code", expert_names=NAMES, scorer=scorer)
+    assert calls == []  # nothing computed at construction
+    assert d.confidence == 0.7 and d.top(1) == [("code", 0.7)] and d.scores["math"] == 0.2
+    assert calls == [1]
+    with pytest.raises(ValueError, match="confidence, or a scorer"):
+        RouteDecision("code", None)

@@ -122,3 +122,53 @@ def test_tune_returns_settings_without_changing_its_inputs(state, toy_tokenizer)
     assert np.mean([not d.fallback_used for d in routed]) == pytest.approx(result.coverage)
     with pytest.raises(ValueError, match="vote shares"):
         tuning.calibrate(state, RouterConfig(level="token", selector="topk", combine="vote"), held_out)
+
+
+@pytest.fixture(scope="module")
+def many_state(toy_tokenizer) -> RoutingState:
+    """80 experts (beyond SUM_ROWS_MAX_EXPERTS) in a factored table: the deferred-scores path."""
+    rng = np.random.default_rng(5)
+    names = tuple(f"e{i:02d}" for i in range(80))
+    matrix = rng.normal(size=(len(VOCAB), 4)).astype(np.float32)
+    table = RouteTable.factored(matrix, rng.normal(size=(5, len(names))), [PAD, VOCAB["<eos>"]])
+    return RoutingState(names, table, np.zeros((5, 5)), np.zeros((5, 5)), tokenizer=toy_tokenizer)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"temperature": 0.7, "evidence_tokens": 2.0}, {"fallback": "general", "threshold": 0.05}],
+)
+def test_many_experts_route_one_defers_its_scores_and_equals_the_batch_path(many_state, settings) -> None:
+    """Without a fallback, route() computes only the argmax; the scores, confidence and top(k) read
+    later are those of the batch path, and of the softmax of the float64 formula."""
+    config = RouterConfig(**settings)
+    prompts = [p for p in PROMPTS if p.strip() and p != "<pad> <eos>"]
+    batch = routing.route_batch(many_state, config, prompts)
+    table = many_state.table
+    for i, prompt in enumerate(prompts):
+        one = routing.route_one(many_state, config, prompt)
+        assert (one._scorer is None) == ("fallback" in settings)  # deferred unless a threshold needs it
+        assert (one.expert, one.top_expert, one.num_tokens, one.fallback_used) == (
+            batch[i].expert,
+            batch[i].top_expert,
+            batch[i].num_tokens,
+            batch[i].fallback_used,
+        )
+        ids = [t for t in toy_ids_of(prompt) if table.countable[t]]
+        plain = (table.matrix[ids].astype(np.float64) @ table.head + table.bias).sum(axis=0)
+        temp = config.effective_temperature * (len(ids) + config.effective_evidence_tokens)
+        want = np.exp((plain - plain.max()) / temp)
+        want /= want.sum()
+        assert one.top_expert == many_state.experts[int(np.argmax(plain))]
+        assert [e for e, _ in one.top(3)] == [e for e, _ in batch[i].top(3)]
+        np.testing.assert_allclose([v for _, v in one.top(3)], [v for _, v in batch[i].top(3)], rtol=1e-9)
+        assert one.confidence == pytest.approx(batch[i].confidence, abs=1e-12)
+        assert one.confidence == max(one.scores.values())
+        np.testing.assert_allclose(list(one.scores.values()), list(batch[i].scores.values()), rtol=1e-9)
+        np.testing.assert_allclose(list(one.scores.values()), want, rtol=1e-4, atol=1e-12)
+
+
+def toy_ids_of(prompt: str) -> list[int]:
+    from .conftest import make_tokenizer
+
+    return make_tokenizer().encode(prompt, add_special_tokens=False).ids

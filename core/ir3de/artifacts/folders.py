@@ -254,12 +254,20 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
     state = data.state
     names = list(state.experts)
     table = state.table
-    # the table in its own form: dense logits, or (factored) the embedding matrix it multiplies by W
+    # the table in its own form: dense logits, or (factored) the embedding matrix it multiplies by W —
+    # as int8 blocks + float16 scales when they give it back bit for bit (Q8_0 embeddings), else float32
+    held: dict[str, np.ndarray]
+    block = None
     if table.form == "dense":
         held = {"logits": table.logits}
     else:
         assert table.matrix is not None  # a factored table holds the embedding matrix
-        held = {"table_matrix": table.matrix}
+        blocks = artifact.q8_blocks(table.matrix)
+        if blocks is None:
+            held = {"table_matrix": table.matrix}
+        else:
+            held = {"table_matrix_q8": blocks[0], "table_matrix_scales": blocks[1]}
+            block = artifact.Q8_BLOCK
     router_bytes = artifact.tensors_to_bytes(
         {**held, "weights": state.weights, "ridge_solution": state.ridge_solution},
         metadata={"format": "ir3de-route-table", "experts": json.dumps(names), "table_form": table.form},
@@ -276,6 +284,8 @@ def save_router(folder: str | os.PathLike[str], data: RouterData) -> Path:
         artifact.TOKENIZER_FILE: state.tokenizer.to_str().encode("utf-8"),
     }
     config = router_config_dict(data)
+    if block is not None:
+        config["table_matrix_block"] = block
     config["files"] = {
         name: {"sha256": artifact.file_sha256(content), "size": len(content)}
         for name, content in files.items()
@@ -393,6 +403,28 @@ def _read_tokenizer(path: Path, config: Mapping[str, Any], vocab: int) -> Any:
     return tokenizer
 
 
+def _read_table_matrix(
+    tensors: Mapping[str, np.ndarray], block: Any, vocab: int, hidden: int, where: str
+) -> np.ndarray:
+    """A factored table's (V, h) float32 matrix: ``table_matrix``, or (format 7, ``block`` given) the
+    int8 blocks and float16 scales of :func:`~ir3de.artifacts.format.q8_blocks`, dequantised."""
+    if block is None:
+        return artifact.expect_shape(tensors, "table_matrix", (vocab, hidden), where)
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1 or hidden % block:
+        raise ArtifactError(
+            f"{where}: config.json's table_matrix_block {block!r} does not divide the hidden size {hidden}; "
+            "re-save or re-download the router"
+        )
+    q = artifact.expect_shape(tensors, "table_matrix_q8", (vocab, hidden), where)
+    scales = artifact.expect_shape(tensors, "table_matrix_scales", (vocab, hidden // block), where)
+    if q.dtype != np.int8 or scales.dtype != np.float16:
+        raise ArtifactError(
+            f"{where}: table_matrix_q8 / table_matrix_scales are {q.dtype} / {scales.dtype}, expected int8 / "
+            "float16; re-save or re-download the router"
+        )
+    return artifact.dequantize_q8_blocks(q, scales)
+
+
 def load_router(folder: str | os.PathLike[str]) -> RouterData:
     """Read and check a router folder written by :func:`save_router`.
 
@@ -420,10 +452,10 @@ def load_router(folder: str | os.PathLike[str]) -> RouterData:
     form = config.get("table_form", "dense")
     if form not in ("dense", "factored"):
         raise ArtifactError(f"{path / artifact.CONFIG_FILE}: unknown table_form {form!r}; upgrade ir3de")
-    held = "logits" if form == "dense" else "table_matrix"
-    table_values = artifact.expect_shape(
-        tensors, held, (vocab, d) if form == "dense" else (vocab, hidden), where
-    )
+    if form == "dense":
+        table_values = artifact.expect_shape(tensors, "logits", (vocab, d), where)
+    else:
+        table_values = _read_table_matrix(tensors, config.get("table_matrix_block"), vocab, hidden, where)
     weights = artifact.expect_shape(tensors, "weights", (hidden + 1, d), where)
     solution = artifact.expect_shape(tensors, "ridge_solution", (hidden + 1, d), where)
     stats = artifact.read_tensors(path, artifact.STATISTICS_FILE, config)

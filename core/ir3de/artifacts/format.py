@@ -6,8 +6,12 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
   sha256 and size of every other file;
 * ``router.safetensors`` — the route table in its form (``config.json``'s ``table_form``, format 4):
   ``logits`` (V × D, float32: dense) or ``table_matrix`` (V × h, float32: the embedding matrix a
-  factored table multiplies by ``weights``), ``weights`` ((h+1) × D, the
-  column-normalised weights the table was compiled from) and ``ridge_solution`` (the raw solve);
+  factored table multiplies by ``weights``; format 7: ``table_matrix_q8`` (V × h int8) and
+  ``table_matrix_scales`` (V × h/32 float16) instead, when ``float32(q) * float32(scale)`` per block
+  of 32 values gives the float32 matrix back bit for bit — as for embeddings dequantised from a
+  GGUF's Q8_0, see :func:`q8_blocks`; ``config.json`` then says ``"table_matrix_block": 32``),
+  ``weights`` ((h+1) × D, the column-normalised weights the table was compiled from) and
+  ``ridge_solution`` (the raw solve);
 * ``statistics.safetensors`` — per-expert sparse token counts in CSR form (``token_ids``,
   ``counts``, ``offsets``, ``num_texts``) and, when counted with the embedding matrix, the per-expert
   text statistics, each in its smaller exact form (format 5, :func:`text_gram_tensors`: ``text_forms``
@@ -48,10 +52,13 @@ from ir3de.errors import ArtifactError, ArtifactVersionError
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
+    "Q8_BLOCK",
     "ROUTER_FILE",
     "STATISTICS_FILE",
     "TOKENIZER_FILE",
+    "dequantize_q8_blocks",
     "file_sha256",
+    "q8_blocks",
     "read_config",
     "read_tensors",
     "tensors_to_bytes",
@@ -70,7 +77,10 @@ __all__ = [
 #: still load.
 #: 6 adds the token-ids form of text statistics (``text_forms`` code 3: the texts' token ids,
 #: ``RouterConfig.keep_token_ids``); older folders still load.
-FORMAT_VERSION = 6
+#: 7 may store a factored table's matrix as int8 blocks with float16 scales (``table_matrix_q8``,
+#: ``table_matrix_scales``, ``config.json``'s ``table_matrix_block``) when they give it back bit for
+#: bit (:func:`q8_blocks`); otherwise, and in older folders, ``table_matrix`` is float32.
+FORMAT_VERSION = 7
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"
@@ -81,6 +91,72 @@ CHECKED_FILES = (ROUTER_FILE, STATISTICS_FILE, TOKENIZER_FILE)
 
 def file_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+#: Values per block of :func:`q8_blocks` (GGUF's Q8_0 block).
+Q8_BLOCK = 32
+_Q8_CHUNK_ROWS = 4096  # rows converted at a time: temporaries of a few MB, not copies of the matrix
+
+
+def q8_blocks(matrix: np.ndarray, block: int = Q8_BLOCK) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(q, scales)``: int8 ``q`` (V, h) and float16 ``scales`` (V, h / block) with
+    ``float32(q) * float32(scale)`` equal to the float32 ``matrix`` bit for bit, block by block along
+    each row — or ``None`` when the matrix has no such form (then keep it in float32).
+
+    This is the arithmetic of GGUF's Q8_0 dequantisation (``gguf.quants.Q8_0.dequantize_blocks``:
+    float16 scale and int8 values, each converted to float32, then one float32 product), so embeddings
+    dequantised from a Q8_0 tensor are found again exactly, in about a quarter of the bytes. The scale
+    of a block is its largest magnitude / 127 (what Q8_0 quantisation makes it); every block is
+    checked by reconstructing it and comparing the float32 bit patterns, so a matrix of any other
+    origin comes back ``None``, never approximately.
+
+    Example:
+        >>> x = np.array([[127, -5, 3, 0]], np.float32) * np.float32(np.float16(0.01))
+        >>> q, d = q8_blocks(x, block=4)
+        >>> q.tolist(), bool(np.array_equal(dequantize_q8_blocks(q, d).view(np.uint32), x.view(np.uint32)))
+        ([[127, -5, 3, 0]], True)
+        >>> q8_blocks(np.array([[0.1, 0.2, 0.3, 0.4]], np.float32), block=4) is None
+        True
+    """
+    if matrix.ndim != 2 or matrix.dtype != np.float32 or block < 1 or matrix.shape[1] % block:
+        return None
+    rows, width = matrix.shape
+    q = np.empty((rows, width), np.int8)
+    scales = np.empty((rows, width // block), np.float16)
+    with np.errstate(all="ignore"):  # inf/nan or overflowing scales fail the bit check below
+        for start in range(0, rows, _Q8_CHUNK_ROWS):
+            x = matrix[start : start + _Q8_CHUNK_ROWS].reshape(-1, width // block, block)
+            amax = np.abs(x).max(axis=2)
+            d16 = (amax / np.float32(127)).astype(np.float16)
+            d = d16.astype(np.float32)[:, :, None]
+            qf = np.rint(np.divide(x, d, out=np.zeros_like(x), where=d != 0))
+            if not np.all(np.abs(qf) <= 127):
+                return None
+            qi = qf.astype(np.int8)
+            back = qi.astype(np.float32) * d
+            if not np.array_equal(back.view(np.uint32), x.view(np.uint32)):
+                return None
+            q[start : start + _Q8_CHUNK_ROWS] = qi.reshape(-1, width)
+            scales[start : start + _Q8_CHUNK_ROWS] = d16
+    return q, scales
+
+
+def dequantize_q8_blocks(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The float32 matrix of :func:`q8_blocks`' ``(q, scales)``: ``float32(q) * float32(scale)`` per
+    block (GGUF's Q8_0 arithmetic), converted in row chunks.
+
+    Example:
+        >>> dequantize_q8_blocks(np.array([[1, -2]], np.int8), np.array([[0.5]], np.float16)).tolist()
+        [[0.5, -1.0]]
+    """
+    rows, width = q.shape
+    block = width // scales.shape[1]
+    out = np.empty((rows, width), np.float32)
+    for start in range(0, rows, _Q8_CHUNK_ROWS):
+        part = q[start : start + _Q8_CHUNK_ROWS].reshape(-1, scales.shape[1], block).astype(np.float32)
+        part *= scales[start : start + _Q8_CHUNK_ROWS].astype(np.float32)[:, :, None]
+        out[start : start + _Q8_CHUNK_ROWS] = part.reshape(-1, width)
+    return out
 
 
 def tensors_to_bytes(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:

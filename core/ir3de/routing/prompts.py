@@ -12,8 +12,9 @@ sees half of a refit::
     route_indices    state, texts                 → expert index per prompt (no decision objects)
 
 The single-prompt path is the latency path: plain lists, one fused lookup for ``selector="avg"``
-(the deciding tokens are computed only when a caller reads them), no torch, no numpy for the
-defaults.
+(the deciding tokens are computed only when a caller reads them; with many experts and no
+``fallback``, the scores and confidence too: the route itself is the argmax), no torch, no numpy
+for the defaults.
 
 Example:
     >>> route_one(router.state, router.config, "Solve 3x + 5 = 11").expert   # doctest: +SKIP
@@ -153,7 +154,7 @@ def decide(
     config: RouterConfig,
     tokenizer: Any,
     winner: int,
-    scores: np.ndarray | list[float],
+    scores: np.ndarray | list[float] | Callable[[], np.ndarray],
     token_ids: np.ndarray,
     positions: np.ndarray,
     num_countable: int,
@@ -162,6 +163,10 @@ def decide(
 ) -> RouteDecision:
     """The :class:`RouteDecision` of one selected prompt (``winner < 0``: no countable token), with
     the fallback applied: below ``config.threshold_for(expert)``, or for an empty prompt.
+
+    ``scores`` may be a function that computes them (``select_avg_one(..., deferred=True)``): without
+    a ``fallback`` the decision then computes its scores and confidence when first read; with one
+    they are computed now, as the threshold needs the confidence.
 
     Raises:
         EmptyPromptError: no countable token and no ``fallback`` configured.
@@ -175,8 +180,26 @@ def decide(
         return RouteDecision(
             config.fallback, 0.0, None, None, True, 0, expert_names=state.experts, tokenizer=tokenizer
         )
-    confidence = float(scores[winner])
     top = state.experts[winner]
+    if callable(scores) and config.fallback is None:  # nothing to compare: scores on first read
+        return RouteDecision(
+            top,
+            None,
+            None,
+            top,
+            False,
+            num_countable,
+            expert_names=state.experts,
+            scorer=scores,
+            token_ids=token_ids,
+            positions=positions,
+            table=state.table,
+            tokenizer=tokenizer,
+            explain=explain,
+        )
+    if callable(scores):
+        scores = scores()
+    confidence = float(scores[winner])
     use_fallback = config.fallback is not None and confidence < config.threshold_for(top)
     return RouteDecision(
         config.fallback if use_fallback else top,  # type: ignore[arg-type]
@@ -212,7 +235,7 @@ def route_one(state: RoutingState, config: RouterConfig, text: str) -> RouteDeci
     if config.selector == "avg":  # the defaults: one fused lookup; the deciding tokens on demand
         table = state.table
         winner, scores, n = select_avg_one(
-            ids, table, config.effective_temperature, config.effective_evidence_tokens
+            ids, table, config.effective_temperature, config.effective_evidence_tokens, deferred=True
         )
         lazy = lambda: explain_one(ids, table)  # noqa: E731
         return decide(state, config, tokenizer, winner, scores, _NO_IDS, _NO_IDS, n, 0, explain=lazy)

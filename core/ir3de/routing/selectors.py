@@ -30,9 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 
@@ -324,9 +326,32 @@ def mean_logits_one(
     return (sums, 0) if n == 0 else (sums / n, n)
 
 
+@overload
 def select_avg_one(
-    ids: Sequence[int] | np.ndarray, table: RouteTable, temperature: float = 1.0, evidence_tokens: float = 0.0
-) -> tuple[int, list[float] | np.ndarray, int]:
+    ids: Sequence[int] | np.ndarray,
+    table: RouteTable,
+    temperature: float = ...,
+    evidence_tokens: float = ...,
+    *,
+    deferred: Literal[False] = ...,
+) -> tuple[int, list[float] | np.ndarray, int]: ...
+@overload
+def select_avg_one(
+    ids: Sequence[int] | np.ndarray,
+    table: RouteTable,
+    temperature: float = ...,
+    evidence_tokens: float = ...,
+    *,
+    deferred: bool,
+) -> tuple[int, list[float] | np.ndarray | Callable[[], np.ndarray], int]: ...
+def select_avg_one(
+    ids: Sequence[int] | np.ndarray,
+    table: RouteTable,
+    temperature: float = 1.0,
+    evidence_tokens: float = 0.0,
+    *,
+    deferred: bool = False,
+) -> tuple[int, list[float] | np.ndarray | Callable[[], np.ndarray], int]:
     """``(winner, scores, num_countable)`` of one prompt under ``selector="avg"`` (the latency path).
 
     The same decision as :func:`select_one` without the explanation (which tokens, lowest entropy
@@ -338,6 +363,11 @@ def select_avg_one(
     :func:`~ir3de.routing.calibration.evidence_scores` in the same pass: for the (D,) array that is
     one softmax at temperature ``T · (n + n0)`` over the summed logits (``softmax(mean / T)`` raised to
     ``n / (n + n0)`` and renormalised is exactly that), not a softmax followed by D powers.
+
+    ``deferred=True`` (what :func:`~ir3de.routing.prompts.route_one` asks): beyond
+    :data:`~ir3de.table.SUM_ROWS_MAX_EXPERTS` experts the (D,) scores come back as a function that
+    computes them — the same array, on first need — so a route that only needs its expert skips the
+    D exponentials (the winner is the argmax of the summed logits either way).
 
     Example:
         >>> t = RouteTable.from_logits(np.array([[3, 0], [0, 3]], np.float32))
@@ -356,8 +386,10 @@ def select_avg_one(
         return _argmax_list(listed), scores, n
     if n == 0:
         return -1, np.zeros(sums.size), 0
-    winner = int(np.argmax(sums))
-    return winner, _softmax_array(sums, temperature * (n + evidence_tokens), top=float(sums[winner])), n
+    winner = int(sums.argmax())  # first maximum on ties, as np.argmax
+    # softmax at T·(n + n0) with the winner's sum as the shift: its score is the largest (exp(0) = 1)
+    scorer = functools.partial(_softmax_array, sums, temperature * (n + evidence_tokens), float(sums[winner]))
+    return winner, (scorer if deferred else scorer()), n
 
 
 def explain_one(
