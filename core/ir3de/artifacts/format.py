@@ -29,7 +29,8 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
 Example:
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp()) / "r"
-    >>> write_folder_atomically(folder, {"config.json": b"{}"})
+    >>> write_folder_atomically(folder, {"config.json": b"{}"}) == folder
+    True
     >>> sorted(p.name for p in folder.iterdir())
     ['config.json']
 """
