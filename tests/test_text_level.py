@@ -212,3 +212,47 @@ def test_fused_text_statistics_equal_the_explicit_rows(smollm2, window, window_w
             np.bincount(np.repeat(np.arange(lengths.size), lengths)[countable[ids]], minlength=lengths.size)
         )
     )
+
+
+@pytest.mark.parametrize("keep_token_ids", [False, True])
+def test_tokenizing_the_next_batch_on_a_second_thread_counts_the_same_bits(
+    smollm2, small_corpus, keep_token_ids
+):
+    """count_texts(overlap=True) tokenizes ahead on a worker thread; the batches are counted in the same
+    order, so the histogram, the text statistics and the kept ids are those of the plain loop, bit for bit."""
+    from ir3de.fitting.pipeline import count_texts
+
+    texts = [t for ts in small_corpus.values() for t in ts]
+    kw = dict(
+        tokenizer=smollm2.tokenizer,
+        vocab_size=smollm2.vocab_size,
+        excluded_ids=smollm2.excluded_ids,
+        embedding_matrix=smollm2.matrix,
+        batch_size=37,  # many batches, the last one short
+        keep_token_ids=keep_token_ids,
+    )
+    alone, ahead = count_texts(texts, overlap=False, **kw), count_texts(texts, overlap=True, **kw)
+    assert alone.num_texts == ahead.num_texts == len(texts)
+    assert np.array_equal(alone.token_ids, ahead.token_ids) and np.array_equal(alone.counts, ahead.counts)
+    assert alone.text_form == ahead.text_form
+    assert np.array_equal(alone.text_gram, ahead.text_gram)
+    if keep_token_ids:
+        assert alone.text_tokens == ahead.text_tokens
+
+
+def test_a_bad_text_in_a_later_batch_is_named_with_the_tokenizer_running_ahead(smollm2, small_corpus):
+    from ir3de.errors import InvalidInputError
+    from ir3de.fitting.pipeline import count_texts
+
+    texts: list[object] = list(small_corpus["math"][:50])
+    texts.insert(40, 7)
+    with pytest.raises(InvalidInputError, match=r"text #40 of expert 'math' is a int, not a str"):
+        count_texts(
+            texts,  # type: ignore[arg-type]
+            tokenizer=smollm2.tokenizer,
+            vocab_size=smollm2.vocab_size,
+            embedding_matrix=smollm2.matrix,
+            name="math",
+            batch_size=16,
+            overlap=True,
+        )

@@ -72,8 +72,13 @@ class ShardCounter:
         shard, expert = str(row["shard"]), str(row["expert"])
         try:
             texts = read_texts([shard], field=self.field, whole_file=self.whole_file)
-            counts = count_texts(
-                texts, name=expert, batch_size=self.batch_size, require_text=False, **self.count_kwargs
+            counts = count_texts(  # one CPU per actor: Ray runs the actors side by side, not the tokenizer
+                texts,
+                name=expert,
+                batch_size=self.batch_size,
+                require_text=False,
+                overlap=False,
+                **self.count_kwargs,
             )
         except Exception as e:  # any failure is this shard's problem: report it by name
             return shard_row(shard, expert, None, f"{type(e).__name__}: {e}")
@@ -139,7 +144,11 @@ class BatchCounter:
                 for expert in dict.fromkeys(labels.tolist()):
                     chosen = [t for t, e in zip(texts.tolist(), labels.tolist()) if e == expert]
                     counts = count_texts(
-                        chosen, name=expert, batch_size=max(1, len(chosen)), **self.count_kwargs
+                        chosen,
+                        name=expert,
+                        batch_size=max(1, len(chosen)),
+                        overlap=False,
+                        **self.count_kwargs,
                     )
                     rows.append(shard_row(name, expert, counts))
         return {key: [r[key] for r in rows] for key in ROW_KEYS}

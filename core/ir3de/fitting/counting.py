@@ -99,8 +99,13 @@ class TextCounter:
 
     def add(self, texts: Sequence[str]) -> None:
         """Count one batch of texts (all must be ``str``)."""
-        flat, lengths = encode_for_counting(self.tokenizer, texts)
-        self._counter.add_flat(flat, len(texts))  # checks the id range first
+        self.add_encoded(*encode_for_counting(self.tokenizer, texts))
+
+    def add_encoded(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """Count one batch already tokenized by :func:`encode_for_counting` (``flat`` ids, ``lengths``
+        per text): what :meth:`add` does after tokenizing, so that the tokenizer can run ahead on
+        the next batch (:func:`ir3de.fitting.pipeline.count_texts`)."""
+        self._counter.add_flat(flat, lengths.size)  # checks the id range first
         if self._matrix is None:
             return
         hidden = self._matrix.shape[1]

@@ -37,9 +37,12 @@ import dataclasses
 import importlib.util
 import itertools
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +50,7 @@ import numpy as np
 
 from ir3de.errors import ExpertError, InvalidInputError, TokenizerMismatchError, check_expert_name
 from ir3de.fitting.adaptation import AdaptationBlock, add_blocks
-from ir3de.fitting.counting import TextCounter
+from ir3de.fitting.counting import TextCounter, encode_for_counting
 from ir3de.fitting.solve import column_normalize, gcv_curve, ridge_solve
 from ir3de.fitting.statistics import (
     ExpertCounts,
@@ -100,6 +103,7 @@ __all__ = [
     "to_numpy",
     "token_gram",
     "traffic_summaries",
+    "usable_cpus",
     "with_grams",
     "with_text_statistics",
 ]
@@ -371,6 +375,18 @@ def batched_texts(texts: Iterable[str], expert: str, batch_size: int) -> Iterato
         yield batch
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one).
+
+    Example:
+        >>> usable_cpus() >= 1
+        True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def count_texts(
     texts: Iterable[str],
     *,
@@ -383,6 +399,7 @@ def count_texts(
     progress: bool | None = False,
     require_text: bool = True,
     keep_token_ids: bool = False,
+    overlap: bool | None = None,
 ) -> ExpertCounts:
     """Count one expert's texts batch by batch with :class:`~ir3de.fitting.counting.TextCounter` (tqdm bar).
 
@@ -395,6 +412,11 @@ def count_texts(
         require_text: raise :class:`ExpertError` when ``texts`` is empty.
         keep_token_ids: also keep the texts' token ids (with ``embedding_matrix``; see
             :class:`~ir3de.fitting.counting.TextCounter`).
+        overlap: tokenize the next batch on a second thread while this one is counted (the
+            tokenizer and the Gram products both release the GIL); ``None``: when the process may
+            run on more than one CPU and there is an embedding matrix (a text-level fit, where the
+            counting costs about what the tokenizing does). The batches are counted in the same
+            order either way, so the result is the same, bit for bit.
     """
     from tqdm.auto import tqdm
 
@@ -402,19 +424,35 @@ def count_texts(
     counter = TextCounter(
         tokenizer, vocab_size, excluded, embedding_matrix=embedding_matrix, keep_token_ids=keep_token_ids
     )
+    if overlap is None:
+        overlap = embedding_matrix is not None and usable_cpus() > 1
     total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
     disable = None if progress is None else not progress
-    with tqdm(total=total, desc=f"counting {name}", unit="text", disable=disable) as bar:
+    with (
+        tqdm(total=total, desc=f"counting {name}", unit="text", disable=disable) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ir3de-tokenize")
+        if overlap
+        else nullcontext() as pool,
+    ):
+
+        def encoded(batch: list[str]) -> Future[tuple[np.ndarray, np.ndarray]] | list[str]:
+            return pool.submit(encode_for_counting, tokenizer, batch) if pool is not None else batch
+
         batches = batched_texts(texts, name, batch_size)
         batch = next(batches, None)
+        pending = encoded(batch) if batch is not None else None
         while batch is not None:
-            counter.add(batch)
             following = next(batches, None)  # read ahead: is this the last batch?
+            upcoming = encoded(following) if following is not None else None  # tokenized meanwhile
+            if isinstance(pending, Future):
+                counter.add_encoded(*pending.result())
+            else:
+                counter.add(batch)
             if following is None:
                 bar.n += len(batch)  # no redraw: closing the bar draws its final line, once
             else:
                 bar.update(len(batch))
-            batch = following
+            batch, pending = following, upcoming
     counts = counter.result()
     if require_text and counts.num_texts == 0:
         raise ExpertError(f"expert {name!r} has no text; give it at least one non-empty string")
