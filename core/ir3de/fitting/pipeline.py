@@ -428,23 +428,24 @@ def count_texts(
         overlap = embedding_matrix is not None and usable_cpus() > 1
     total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
     disable = None if progress is None else not progress
+    batches = batched_texts(texts, name, batch_size)
+    batch = next(batches, None)
+    following = next(batches, None) if batch is not None else None  # read ahead: is this the last batch?
+    ahead = overlap and following is not None  # a single batch has nothing to overlap with
     with (
         tqdm(total=total, desc=f"counting {name}", unit="text", disable=disable) as bar,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ir3de-tokenize")
-        if overlap
+        if ahead
         else nullcontext() as pool,
     ):
 
-        def encoded(batch: list[str]) -> Future[tuple[np.ndarray, np.ndarray]] | list[str]:
-            return pool.submit(encode_for_counting, tokenizer, batch) if pool is not None else batch
+        def tokenized(chunk: list[str] | None) -> Future[tuple[np.ndarray, np.ndarray]] | None:
+            return pool.submit(encode_for_counting, tokenizer, chunk) if pool and chunk is not None else None
 
-        batches = batched_texts(texts, name, batch_size)
-        batch = next(batches, None)
-        pending = encoded(batch) if batch is not None else None
+        pending = tokenized(batch)
         while batch is not None:
-            following = next(batches, None)  # read ahead: is this the last batch?
-            upcoming = encoded(following) if following is not None else None  # tokenized meanwhile
-            if isinstance(pending, Future):
+            upcoming = tokenized(following)  # tokenized on the worker while this batch is counted
+            if pending is not None:
                 counter.add_encoded(*pending.result())
             else:
                 counter.add(batch)
@@ -453,6 +454,7 @@ def count_texts(
             else:
                 bar.update(len(batch))
             batch, pending = following, upcoming
+            following = next(batches, None) if batch is not None else None
     counts = counter.result()
     if require_text and counts.num_texts == 0:
         raise ExpertError(f"expert {name!r} has no text; give it at least one non-empty string")
