@@ -181,26 +181,13 @@ def decide(
             config.fallback, 0.0, None, None, True, 0, expert_names=state.experts, tokenizer=tokenizer
         )
     top = state.experts[winner]
-    if callable(scores) and config.fallback is None:  # nothing to compare: scores on first read
-        return RouteDecision(
-            top,
-            None,
-            None,
-            top,
-            False,
-            num_countable,
-            expert_names=state.experts,
-            scorer=scores,
-            token_ids=token_ids,
-            positions=positions,
-            table=state.table,
-            tokenizer=tokenizer,
-            explain=explain,
-        )
-    if callable(scores):
-        scores = scores()
-    confidence = float(scores[winner])
-    use_fallback = config.fallback is not None and confidence < config.threshold_for(top)
+    if callable(scores) and config.fallback is not None:  # the threshold needs the confidence now
+        scores = scores()  # (without a fallback a callable stays: scores on first read)
+    confidence: float | None = None
+    use_fallback = False
+    if not callable(scores):
+        confidence = float(scores[winner])
+        use_fallback = config.fallback is not None and confidence < config.threshold_for(top)
     return RouteDecision(
         config.fallback if use_fallback else top,  # type: ignore[arg-type]
         confidence,
@@ -209,7 +196,8 @@ def decide(
         use_fallback,
         num_countable,
         expert_names=state.experts,
-        score_values=scores,
+        score_values=None if callable(scores) else scores,
+        scorer=scores if callable(scores) else None,
         token_ids=token_ids,
         positions=positions,
         table=state.table,
