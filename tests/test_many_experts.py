@@ -151,6 +151,18 @@ def test_a_matrix_without_exact_int8_blocks_is_saved_in_float32(routers, smollm2
     assert np.array_equal(loaded.view(np.uint32), matrix.view(np.uint32))
 
 
+def _rewrite_as_format(folder, name, tensors, version, *, drop):
+    """Write ``tensors`` as the folder's file ``name`` and its config as format ``version`` wrote it
+    (without the key ``drop``, with the file's new checksum)."""
+    save_file(tensors, folder / name)
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = version
+    del config[drop]
+    data = (folder / name).read_bytes()
+    config["files"][name] = {"sha256": file_sha256(data), "size": len(data)}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def test_format_6_factored_folders_still_load(routers, small_tests, tmp_path):
     """A factored folder as format 6 wrote it: table_matrix in float32, no table_matrix_block."""
     _, factored = routers
@@ -160,13 +172,7 @@ def test_format_6_factored_folders_still_load(routers, small_tests, tmp_path):
     tensors["table_matrix"] = (
         q.reshape(q.shape[0], -1, 32).astype(np.float32) * scales.astype(np.float32)[..., None]
     ).reshape(q.shape)
-    save_file(tensors, folder / "router.safetensors")
-    config = json.loads((folder / "config.json").read_text())
-    config["format_version"] = 6
-    del config["table_matrix_block"]
-    data = (folder / "router.safetensors").read_bytes()
-    config["files"]["router.safetensors"] = {"sha256": file_sha256(data), "size": len(data)}
-    (folder / "config.json").write_text(json.dumps(config))
+    _rewrite_as_format(folder, "router.safetensors", tensors, 6, drop="table_matrix_block")
     loaded = Router.from_pretrained(folder, device="cpu")
     matrix = factored.embeddings.matrix
     assert np.array_equal(loaded.state.table.matrix.view(np.uint32), matrix.view(np.uint32))
@@ -235,13 +241,7 @@ def test_format_3_statistics_still_load(routers, smollm2, small_tests, tmp_path)
         stats.pop(key)
     stats["text_grams"] = np.stack([c.text_gram for c in counts])
     stats["has_text_gram"] = np.ones(len(counts), np.uint8)
-    save_file(stats, folder / "statistics.safetensors")
-    config = json.loads((folder / "config.json").read_text())
-    config["format_version"] = 3
-    del config["table_form"]
-    data = (folder / "statistics.safetensors").read_bytes()
-    config["files"]["statistics.safetensors"] = {"sha256": file_sha256(data), "size": len(data)}
-    (folder / "config.json").write_text(json.dumps(config))
+    _rewrite_as_format(folder, "statistics.safetensors", stats, 3, drop="table_form")
     loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
     assert {n: e.counts for n, e in loaded.statistics.items()} == {
         n: e.counts for n, e in dense.statistics.items()
