@@ -1114,8 +1114,8 @@ class TextGramSum:
             self._pending.append(block.text_rows * np.sqrt(w))
             self._pending_rows += block.text_rows.shape[0]
             if self._pending_rows >= _GRAM_BLOCK_ROWS:
+                # only the lower triangle of the held sum is current: total() mirrors it, once
                 _add_block_gram_lower(self._flushed, np.concatenate(self._pending))
-                _mirror_lower(self._flushed)
                 self._pending, self._pending_rows = [], 0
         else:
             assert block.stored_gram is not None
@@ -1123,10 +1123,9 @@ class TextGramSum:
 
     def total(self) -> np.ndarray:
         """The sum held (a new array; what is held is unchanged)."""
-        if not self._pending:
-            return np.array(self._flushed)
         out = np.array(self._flushed)
-        _add_block_gram_lower(out, np.concatenate(self._pending))
+        if self._pending:
+            _add_block_gram_lower(out, np.concatenate(self._pending))
         _mirror_lower(out)
         return out
 
