@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from ir3de import Router
+from ir3de import Router, RouterConfig
 from ir3de.artifacts.folders import RouterData, load_router, save_router
 from ir3de.artifacts.format import file_sha256
 from ir3de.fitting.pipeline import ridge_matrices
@@ -185,7 +185,7 @@ def many(smollm2, reasoning4):
     """600 experts of 2–3 real texts each (more than h + 1 = 577: the automatic table is factored)."""
     texts = [t for v in reasoning4.train.values() for t in v][:1500]
     experts = {f"e{i:03d}": texts[i::600] for i in range(600)}
-    return experts, Router(smollm2, device="cpu", progress=False).fit(experts)
+    return experts, Router(smollm2, device="cpu", progress=False, keep_token_ids=False).fit(experts)
 
 
 def test_600_small_experts_keep_rows_and_a_factored_table(many, small_tests):
@@ -257,9 +257,12 @@ def test_format_3_statistics_still_load(routers, smollm2, small_tests, tmp_path)
 
 @pytest.fixture(scope="module")
 def many_kept(many, smollm2):
-    """The 600 experts of ``many`` fitted with keep_token_ids: their statistics kept as token ids too."""
+    """The 600 experts of ``many`` fitted with the defaults (``keep_token_ids="auto"``): 2–3 texts each,
+    fewer rows than h + 1, so their statistics are kept as token ids too."""
     experts, _ = many
-    return Router(smollm2, device="cpu", progress=False, keep_token_ids=True).fit(experts)
+    router = Router(smollm2, device="cpu", progress=False).fit(experts)
+    assert router.config.keep_token_ids == "auto"
+    return router
 
 
 def test_600_experts_kept_as_token_ids_save_small_and_grow_exactly(
@@ -317,7 +320,8 @@ def test_600_experts_kept_as_token_ids_save_small_and_grow_exactly(
     assert "contains the corpus's tokenized texts" in (pack_folder / "README.md").read_text()
     reloaded = StatPack.from_pretrained(pack_folder)
     assert reloaded.counts.text_form == "tokens"
-    taker = Router(smollm2, device="cpu", progress=False).fit({"a": experts["e002"], "b": experts["e003"]})
+    taker = Router(smollm2, device="cpu", progress=False, keep_token_ids=False)
+    taker.fit({"a": experts["e002"], "b": experts["e003"]})
     taker.add_expert("e001", reloaded)  # a router that does not keep token ids drops them
     assert taker.statistics["e001"].counts.text_tokens is None
     np.testing.assert_array_equal(
@@ -330,3 +334,31 @@ def test_600_experts_kept_as_token_ids_save_small_and_grow_exactly(
     dropped = loaded.save_pretrained(tmp_path / "dropped")
     assert "text_token_ids" not in load_file(dropped / "statistics.safetensors")
     assert json.loads((dropped / "config.json").read_text())["tokenized_text_experts"] == []
+
+
+def test_the_default_keeps_token_ids_only_where_the_rows_would_be_saved(smollm2, reasoning4, tmp_path):
+    big, small = next(iter(reasoning4.train.items()))[1], ["What is 2 + 2?", "Name a prime number."]
+    router = Router(smollm2, device="cpu", progress=False).fit({"big": big, "small": small})
+    plain = Router(smollm2, device="cpu", progress=False, keep_token_ids=False).fit(
+        {"big": big, "small": small}
+    )
+    counts = {n: e.counts for n, e in router.statistics.items()}
+    assert counts["big"].text_form == "gram" and counts["big"].text_tokens is None  # an aggregate
+    assert counts["small"].text_form == "rows" and counts["small"].text_tokens is not None
+    np.testing.assert_array_equal(router.state.weights, plain.state.weights)  # the same statistics
+    folder = router.save_pretrained(tmp_path / "r")
+    assert json.loads((folder / "config.json").read_text())["tokenized_text_experts"] == ["small"]
+    assert "tokenized training text" in (folder / "README.md").read_text()
+    loaded = Router.from_pretrained(folder, embeddings=smollm2, device="cpu")
+    assert loaded.config.keep_token_ids == "auto"
+    assert loaded.statistics["small"].counts.text_form == "tokens"
+    loaded.add_expert("more", ["Translate 'cat' into French."])
+    scratch = Router(smollm2, device="cpu", progress=False).fit(
+        {"big": big, "small": small, "more": ["Translate 'cat' into French."]}
+    )
+    np.testing.assert_array_equal(loaded.state.weights, scratch.state.weights)  # bit for bit
+    loaded.configure(keep_token_ids=False)
+    assert all(e.counts.text_tokens is None for e in loaded.statistics.values())
+    np.testing.assert_array_equal(loaded.state.weights, scratch.state.weights)
+    with pytest.raises(ValueError, match='"auto", True or False'):
+        RouterConfig(keep_token_ids="yes")  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ir3de.errors import ArtifactError
-from ir3de.fitting.statistics import TRAFFIC_POLICIES
+from ir3de.fitting.statistics import TRAFFIC_POLICIES, KeepTokenIds
 from ir3de.routing.selectors import COMBINERS, SELECTORS
 from ir3de.table import TABLE_FORMS
 
@@ -88,14 +88,18 @@ class RouterConfig:
             V × D; for many experts) or ``"auto"`` (default: factored when there are more experts
             than embedding dimensions + 1). Decisions are the same either way (up to float32 rounding
             of the dense logits).
-        keep_token_ids: keep each expert's texts as token ids (``ExpertCounts.text_tokens``) and
-            save those instead of its text statistics' rows or Gram — the compact exact form (a
-            router of 1,000 small experts saves ~10× smaller; docs/experts.md). The ids are the
-            tokenized training texts: a saved router then contains its corpus (decodable with the
-            tokenizer), and its model card says so. Default ``False``: only the statistics (window
-            means of embeddings) are kept. Loading routes without rebuilding anything; the first
-            change (``add_expert``, ``learn``, ``adapt``, ...) rebuilds the statistics from the ids
-            with the embeddings, bit for bit. Turning it off drops the ids kept.
+        keep_token_ids: which experts keep their texts as token ids (``ExpertCounts.text_tokens``),
+            saved instead of their text statistics' rows or Gram — the compact exact form (a router
+            of 1,000 small experts saves ~20× smaller; docs/experts.md). ``"auto"`` (default): the
+            experts with fewer than ``h + 1`` training rows, whose statistics would otherwise be saved
+            as rows — and those rows give back the tokens of every 8-token window of their texts
+            (``python -m benchmarks.privacy``), so the ids reveal little more; experts large enough
+            for a Gram keep the Gram, which is an aggregate. ``True``: every expert whose ids are
+            smaller than its Gram. ``False``: none. Kept ids are the tokenized training texts
+            (decodable with the tokenizer), and the saved router's model card says which experts.
+            Loading routes without rebuilding anything; the first change (``add_expert``, ``learn``,
+            ``adapt``, ...) rebuilds the statistics from the ids with the embeddings, bit for bit.
+            Turning it off drops the ids kept.
     """
 
     level: str = "text"
@@ -114,7 +118,7 @@ class RouterConfig:
     traffic_weight: float = 1.0
     traffic_policy: str = "share"
     table: str = "auto"
-    keep_token_ids: bool = False
+    keep_token_ids: KeepTokenIds = "auto"
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -175,8 +179,8 @@ class RouterConfig:
             )
         if self.fallback is not None and (not isinstance(self.fallback, str) or not self.fallback):
             raise ValueError(f"fallback must be a non-empty string, got {self.fallback!r}")
-        if not isinstance(self.keep_token_ids, bool):
-            raise ValueError(f"keep_token_ids must be True or False, got {self.keep_token_ids!r}")
+        if not (isinstance(self.keep_token_ids, bool) or self.keep_token_ids == "auto"):
+            raise ValueError(f'keep_token_ids must be "auto", True or False, got {self.keep_token_ids!r}')
         if self.table not in TABLE_FORMS:
             raise ValueError(f"unknown table {self.table!r}; choose one of {TABLE_FORMS}")
 

@@ -44,7 +44,7 @@ from ir3de.fitting import adaptation as _adaptation
 from ir3de.fitting import pipeline as fitting
 from ir3de.fitting import traffic as _traffic
 from ir3de.fitting.pipeline import ExpertStatistics, RoutingState
-from ir3de.fitting.statistics import ExpertCounts, TextGramSum, TrafficSummary
+from ir3de.fitting.statistics import ExpertCounts, KeepTokenIds, TextGramSum, TrafficSummary
 from ir3de.routing import prompts as routing
 from ir3de.routing import tuning
 
@@ -169,8 +169,8 @@ class Router:
     def statistics(self) -> Mapping[str, ExpertStatistics]:
         """Per expert, its additive statistics: corpus ``counts``, ``description`` and learned
         ``traffic`` block (read-only; ``Router(emb).fit(router.statistics)`` rebuilds this router).
-        A loaded router with ``keep_token_ids`` holds its experts' text statistics as token ids
-        (``counts.text_form == "tokens"``) until its first change rebuilds them.
+        A loaded router holds the text statistics of the experts saved as token ids (``keep_token_ids``)
+        as those ids (``counts.text_form == "tokens"``) until its first change rebuilds them.
 
         Example:
             >>> router.statistics["math"].counts.num_tokens, router.statistics["math"].traffic   # doctest: +SKIP
@@ -282,8 +282,9 @@ class Router:
     def configure(self, **settings: Any) -> Router:
         """Change settings: routing-only ones (selector, k, combine, max_tokens, fallback, threshold,
         temperature) apply at once; ``level``, λ, ``column_norm``, ``balance``, ``traffic_weight`` and
-        ``traffic_policy`` re-solve from the statistics (no text is re-read). ``keep_token_ids=False``
-        drops the token ids the experts keep (their statistics stay, rebuilt first when needed).
+        ``traffic_policy`` re-solve from the statistics (no text is re-read). ``keep_token_ids``
+        drops the token ids the new value does not keep (``False``: all; their statistics stay,
+        rebuilt first when needed); ids dropped are not regained.
 
         Example:
             >>> router.configure(level="token", selector="topk", k=50)   # doctest: +SKIP
@@ -295,10 +296,11 @@ class Router:
                 getattr(new, f) != getattr(self.config, f) for f in STATISTICS_SETTINGS
             ):
                 self._commit(self._experts, new)
-            if not new.keep_token_ids and any(
-                e.counts.text_tokens is not None for e in self._experts.values()
+            if any(
+                e.counts.text_tokens is not None and not e.counts.text_tokens.kept_by(new.keep_token_ids)
+                for e in self._experts.values()
             ):
-                self._experts = self._without_token_ids(self._experts)  # same statistics: no re-solve
+                self._experts = self._without_token_ids(self._experts, new.keep_token_ids)  # no re-solve
             self.config = new
         return self
 
@@ -655,14 +657,20 @@ class Router:
             return dict(experts)
         return fitting.with_grams(experts, self.embeddings.matrix, device=self._fit_device())
 
-    def _without_token_ids(self, experts: Mapping[str, ExpertStatistics]) -> dict[str, ExpertStatistics]:
-        """``experts`` without kept token ids (their statistics rebuilt first where the ids are all)."""
-        if any(e.counts.needs_rebuild for e in experts.values()):
+    def _without_token_ids(
+        self, experts: Mapping[str, ExpertStatistics], keep: KeepTokenIds
+    ) -> dict[str, ExpertStatistics]:
+        """``experts`` without the token ids ``keep_token_ids=keep`` does not keep (their statistics
+        rebuilt first where the ids are all)."""
+        drop = {
+            n
+            for n, e in experts.items()
+            if e.counts.text_tokens is not None and not e.counts.text_tokens.kept_by(keep)
+        }
+        if any(experts[n].counts.needs_rebuild for n in drop):
             experts = fitting.with_text_statistics(experts, self.embeddings.matrix)
         return {
-            n: dataclasses.replace(e, counts=e.counts.without_text_tokens())
-            if e.counts.text_tokens is not None
-            else e
+            n: dataclasses.replace(e, counts=e.counts.without_text_tokens()) if n in drop else e
             for n, e in experts.items()
         }
 
@@ -687,9 +695,7 @@ class Router:
         fitting.check_counts(
             name, source, vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, level=level
         )
-        if source.text_tokens is not None and not keep:  # this router does not keep tokenized text
-            return source.with_text_statistics(emb.matrix).without_text_tokens()
-        return source
+        return source.keeping_token_ids(keep, emb.matrix)  # drops the ids this router does not keep
 
     def _grown(self, name: str, source: ExpertSource, description: str) -> ExpertStatistics:
         """Expert ``name`` with more texts (or counts) added; its token Gram grows with them."""
@@ -698,7 +704,13 @@ class Router:
         old, delta = self._get_expert(name), self._counts(name, source)
         if old.counts.needs_rebuild and self.config.level == "text":
             old = fitting.with_text_statistics({name: old}, self.embeddings.matrix)[name]
-        grown = fitting.grown(old, delta, self.embeddings.matrix, device=self._fit_device())
+        grown = fitting.grown(
+            old,
+            delta,
+            self.embeddings.matrix,
+            device=self._fit_device(),
+            keep_token_ids=self.config.keep_token_ids,
+        )
         return dataclasses.replace(grown, description=description) if description else grown
 
     def _expert(self, name: str, source: ExpertSource, description: str) -> ExpertStatistics:

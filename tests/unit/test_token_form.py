@@ -18,6 +18,7 @@ from ir3de.fitting.statistics import (
     balance_factors,
     balance_weights,
     combine_grams,
+    merged_counts,
     text_ridge_matrices,
 )
 from paper_oracle import text_level_rows
@@ -116,6 +117,58 @@ def test_sums_of_token_forms_keep_the_ids_of_both(toy_tokenizer, toy_matrix, voc
     assert mixed.text_tokens is None and mixed == count(["x plus x", "return f of x"], False)
     with pytest.raises(ValueError, match="with_text_statistics"):
         _ = big + count(["x"], False)
+
+
+def test_auto_keeps_ids_beside_the_very_rows_of_keep_false_and_drops_them_with_the_rows(
+    toy_tokenizer, toy_corpus, toy_matrix, vocab_size, excluded_ids
+):
+    texts = [t for ts in toy_corpus.values() for t in ts][:8]
+    count = lambda texts, keep, batch=1: _count(  # noqa: E731
+        toy_tokenizer, toy_matrix, vocab_size, excluded_ids, texts, keep=keep, batch=batch
+    )
+    for batch in (1, 2):
+        few, few_plain = count(texts[:1], "auto", batch), count(texts[:1], False, batch)
+        assert few.text_form == "rows" and few.text_tokens is not None  # fewer rows than h + 1
+        assert few.text_tokens.num_rows < HIDDEN + 1 and few.text_tokens.kept_by("auto")
+        np.testing.assert_array_equal(few.text_rows, few_plain.text_rows)  # the same rows, bit for bit
+        assert few.text_tokens == count(texts[:1], True, batch).text_tokens
+        rebuilt = ExpertCounts(few.token_ids, few.counts, few.num_texts, text_tokens=few.text_tokens)
+        np.testing.assert_array_equal(rebuilt.with_text_statistics(toy_matrix).text_rows, few.text_rows)
+        # h + 1 rows or more: the Gram, exactly as without ids, and no ids
+        many, many_plain = count(texts[:6], "auto", batch), count(texts[:6], False, batch)
+        assert many.text_form == "gram" and many.text_tokens is None and many == many_plain
+        np.testing.assert_array_equal(many.stored_gram, many_plain.stored_gram)
+
+
+def test_merged_counts_follow_the_setting_and_auto_adds_as_false_does(
+    toy_tokenizer, toy_matrix, vocab_size, excluded_ids
+):
+    count = lambda texts, keep: _count(  # noqa: E731
+        toy_tokenizer, toy_matrix, vocab_size, excluded_ids, texts, keep=keep, batch=1
+    )
+    a, b = count(["x plus x"], "auto"), count(["return f of x"], "auto")
+    pa, pb = count(["x plus x"], False), count(["return f of x"], False)
+    both = merged_counts(a, b, "auto")
+    assert (
+        both.text_form == "rows"
+        and both.text_tokens == count(["x plus x", "return f of x"], True).text_tokens
+    )
+    np.testing.assert_array_equal(both.text_rows, (pa + pb).text_rows)
+    big, big_plain = a, pa
+    while big.text_tokens is not None:  # grow until the rows reach h + 1: then the Gram alone
+        big, big_plain = merged_counts(big, b, "auto"), big_plain + pb
+    assert big.text_form == "gram" and big_plain.text_form == "gram"
+    np.testing.assert_array_equal(big.stored_gram, big_plain.stored_gram)  # as False adds them
+    kept = merged_counts(merged_counts(a, b, True), merged_counts(a, b, True), True)
+    assert kept.text_tokens is not None  # True keeps ids smaller than a Gram
+    assert merged_counts(a, b, False).text_tokens is None
+    assert merged_counts(a, b, False) == pa + pb
+    # ids alone (as loaded) that the setting drops are rebuilt first, which needs the matrix
+    alone = ExpertCounts(both.token_ids, both.counts, both.num_texts, text_tokens=both.text_tokens)
+    with pytest.raises(ValueError, match="embedding matrix"):
+        alone.keeping_token_ids(False)
+    np.testing.assert_array_equal(alone.keeping_token_ids(False, toy_matrix).text_rows, both.text_rows)
+    assert alone.keeping_token_ids("auto") is alone
 
 
 def test_the_statistics_file_round_trips_every_form(toy_tokenizer, toy_matrix, vocab_size, excluded_ids):

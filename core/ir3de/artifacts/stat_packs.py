@@ -13,14 +13,16 @@ A stat pack is a folder (or a Hub model repo) with
 * ``statistics.safetensors`` — the sparse counts (``token_ids``, ``counts``, ``offsets``,
   ``num_texts``; the router's CSR layout with one expert) and the expert's text statistics in their
   smaller exact form (``text_forms``: a Gram in ``text_grams`` or the rows of a factor in ``text_rows``,
-  or — format 5, only with ``keep_token_ids`` — the texts' token ids in ``text_token_ids``,
+  or — format 5, with ``keep_token_ids`` — the texts' token ids in ``text_token_ids``,
   see :func:`ir3de.artifacts.format.text_gram_tensors`; packs of format 1–2 hold ``text_grams`` +
   ``has_text_gram``): the statistics of text-level routers, see :mod:`ir3de.fitting.statistics`;
 * ``README.md`` — a card saying what the pack holds and how to merge it.
 
-By default it holds no text: only which token ids occur and how often, and the second moments of the
-texts' mean embeddings. A pack computed with ``keep_token_ids=True`` (or exported from such a router)
-holds the tokenized texts instead, and its ``stat_pack.json`` (``tokenized_text``) and card say so.
+It holds which token ids occur and how often, and the second moments of the texts' mean embeddings —
+an aggregate for an expert with at least ``h + 1`` training rows; a smaller expert's rows give back
+the tokens of each 8-token window of its texts (``python -m benchmarks.privacy``), so by default
+(``keep_token_ids="auto"``, as a router) such a pack holds its tokenized texts, more compact, and its
+``stat_pack.json`` (``tokenized_text``) and card say so. ``keep_token_ids=False`` keeps the rows instead.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                               # doctest: +SKIP
@@ -50,6 +52,7 @@ from ir3de.artifacts.folders import (
 from ir3de.artifacts.hub import resolve_folder
 from ir3de.errors import ArtifactError, ExpertError, UnknownExpertError
 from ir3de.fitting import pipeline as fitting
+from ir3de.fitting.statistics import KeepTokenIds
 from ir3de.router import Router
 
 if TYPE_CHECKING:
@@ -108,12 +111,13 @@ class StatPack(PackData):
         description: str = "",
         progress: bool | None = None,
         batch_size: int = 512,
-        keep_token_ids: bool = False,
+        keep_token_ids: KeepTokenIds = "auto",
     ) -> StatPack:
         """Count one expert's texts locally, exactly as ``Router.fit`` counts them (token counts and
-        the text Gram, :func:`ir3de.fitting.pipeline.count_texts`). ``keep_token_ids`` keeps the texts'
-        token ids instead (the compact exact form; the pack then contains the tokenized texts, as
-        ``RouterConfig.keep_token_ids``).
+        the text Gram, :func:`ir3de.fitting.pipeline.count_texts`). ``keep_token_ids`` says when the
+        texts' token ids are kept too, as ``RouterConfig.keep_token_ids`` (default ``"auto"``: when the
+        statistics are rows; the pack then contains the tokenized texts and its ``stat_pack.json`` says
+        so).
 
         Example:
             >>> pack = StatPack.compute("math", ["What is 2 + 2?"], TokenEmbeddings.default())  # doctest: +SKIP

@@ -28,6 +28,7 @@ import numpy as np
 
 from ir3de.fitting.statistics import (
     ExpertCounts,
+    KeepTokenIds,
     TextTokens,
     TokenCounter,
     add_text_statistics,
@@ -59,10 +60,12 @@ class TextCounter:
         embedding_matrix: the (V, h) embedding matrix; when given, the result also carries the
             text-level statistics (``ExpertCounts.text_gram``, as rows while they are the smaller form) that ``level="text"`` routers need.
         keep_token_ids: also keep the texts' countable token ids (``ExpertCounts.text_tokens``, the
-            compact exact form of the text statistics: ``RouterConfig.keep_token_ids``) while they
-            are smaller than a Gram; the statistics are then computed from all the ids at the end
-            (:meth:`~ir3de.fitting.statistics.TextTokens.statistics`), so rebuilding them from the
-            ids gives them bit for bit.
+            compact exact form of the text statistics: ``RouterConfig.keep_token_ids``): ``"auto"``
+            while the statistics are rows (the same rows as without ids, with the ids beside them;
+            from ``h + 1`` rows on, the Gram alone), ``True`` while the ids are smaller than a Gram
+            (the statistics are then computed from all the ids at the end,
+            :meth:`~ir3de.fitting.statistics.TextTokens.statistics`). Either way rebuilding the
+            statistics from the ids gives them bit for bit.
     """
 
     def __init__(
@@ -72,7 +75,7 @@ class TextCounter:
         excluded_ids: np.ndarray | None = None,
         embedding_matrix: np.ndarray | None = None,
         *,
-        keep_token_ids: bool = False,
+        keep_token_ids: KeepTokenIds = False,
     ) -> None:
         self.tokenizer = tokenizer
         self._counter = TokenCounter(vocab_size, excluded_ids)
@@ -92,10 +95,12 @@ class TextCounter:
             # the statistics stay rows (one per text window) while there are fewer than h + 1 of them
             # (the smaller exact form, ExpertCounts), then become the Gram; or, kept, the token ids
             # while they are smaller than the Gram
-            if keep_token_ids:
+            if keep_token_ids is True:
                 self._tokens = []
             else:
                 self._rows = []
+                if keep_token_ids == "auto":
+                    self._tokens = []  # beside the rows, dropped with them
 
     def add(self, texts: Sequence[str]) -> None:
         """Count one batch of texts (all must be ``str``)."""
@@ -109,7 +114,17 @@ class TextCounter:
         if self._matrix is None:
             return
         hidden = self._matrix.shape[1]
-        if self._tokens is not None:
+        if self._rows is not None:
+            rows = text_factor(self._matrix, flat, lengths, self._countable)
+            self._rows.append(rows)
+            self._num_rows += rows.shape[0]
+            if self._tokens is not None:  # "auto": the ids of the texts these rows come from
+                self._tokens.append(TextTokens.from_texts(flat, lengths, self._countable, hidden + 1))
+            if self._num_rows > hidden:  # the Gram is now the smaller form
+                self._text_gram = rows_gram(np.concatenate(self._rows))
+                self._rows = None
+                self._tokens = None
+        elif self._tokens is not None:
             tokens = TextTokens.from_texts(flat, lengths, self._countable, hidden + 1)
             self._tokens.append(tokens)
             self._token_bytes += tokens.nbytes
@@ -119,13 +134,6 @@ class TextCounter:
                 if self._text_gram is None:
                     self._text_gram = rows_gram(stats["text_rows"])
                 self._tokens = None
-        elif self._rows is not None:
-            rows = text_factor(self._matrix, flat, lengths, self._countable)
-            self._rows.append(rows)
-            self._num_rows += rows.shape[0]
-            if self._num_rows > hidden:  # the Gram is now the smaller form
-                self._text_gram = rows_gram(np.concatenate(self._rows))
-                self._rows = None
         else:
             assert self._text_gram is not None
             add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
@@ -149,6 +157,13 @@ class TextCounter:
         counts = self._counter.result()
         if self._matrix is None:
             return counts
+        if self._rows is not None:
+            hidden = self._matrix.shape[1]
+            rows = np.concatenate(self._rows) if self._rows else np.zeros((0, hidden + 1), np.float64)
+            kept = None if self._tokens is None else self._joined_tokens()
+            return ExpertCounts(
+                counts.token_ids, counts.counts, counts.num_texts, text_rows=rows, text_tokens=kept
+            )
         if self._tokens is not None:
             tokens = self._joined_tokens()
             return ExpertCounts(
@@ -158,8 +173,4 @@ class TextCounter:
                 text_tokens=tokens,
                 **tokens.statistics(self._matrix),
             )
-        if self._rows is not None:
-            hidden = self._matrix.shape[1]
-            rows = np.concatenate(self._rows) if self._rows else np.zeros((0, hidden + 1), np.float64)
-            return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, text_rows=rows)
         return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, self._text_gram)

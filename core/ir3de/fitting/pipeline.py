@@ -54,6 +54,7 @@ from ir3de.fitting.counting import TextCounter, encode_for_counting
 from ir3de.fitting.solve import column_normalize, gcv_curve, ridge_solve
 from ir3de.fitting.statistics import (
     ExpertCounts,
+    KeepTokenIds,
     TextGramSum,
     TrafficSummary,
     balance_factors,
@@ -61,6 +62,7 @@ from ir3de.fitting.statistics import (
     combine_grams,
     corpus_factors,
     expert_gram,
+    merged_counts,
     text_ridge_matrices,
     weights_with_traffic,
 )
@@ -398,7 +400,7 @@ def count_texts(
     batch_size: int = 512,
     progress: bool | None = False,
     require_text: bool = True,
-    keep_token_ids: bool = False,
+    keep_token_ids: KeepTokenIds = False,
     overlap: bool | None = None,
 ) -> ExpertCounts:
     """Count one expert's texts batch by batch with :class:`~ir3de.fitting.counting.TextCounter` (tqdm bar).
@@ -410,8 +412,8 @@ def count_texts(
         name: the expert's name, for the progress bar and error messages.
         progress: ``True``/``False``, or ``None`` for a bar only on a terminal.
         require_text: raise :class:`ExpertError` when ``texts`` is empty.
-        keep_token_ids: also keep the texts' token ids (with ``embedding_matrix``; see
-            :class:`~ir3de.fitting.counting.TextCounter`).
+        keep_token_ids: which texts' token ids to keep too (with ``embedding_matrix``;
+            ``RouterConfig.keep_token_ids``, :class:`~ir3de.fitting.counting.TextCounter`).
         overlap: tokenize the next batch on a second thread while this one is counted (the
             tokenizer and the Gram products both release the GIL); ``None``: when the process may
             run on more than one CPU and there is an embedding matrix (a text-level fit, where the
@@ -469,7 +471,7 @@ def count_expert(
     level: str,
     batch_size: int = 512,
     progress: bool | None = False,
-    keep_token_ids: bool = False,
+    keep_token_ids: KeepTokenIds = False,
 ) -> ExpertCounts:
     """One expert's texts counted with a :class:`~ir3de.embeddings.TokenEmbeddings` for a fit at
     ``level`` (the text Gram, a gather per token, only at ``level="text"``; with ``keep_token_ids``
@@ -483,7 +485,7 @@ def count_expert(
         name=name,
         batch_size=batch_size,
         progress=progress,
-        keep_token_ids=keep_token_ids and level == "text",
+        keep_token_ids=keep_token_ids if level == "text" else False,
     )
     check_counts(
         name, counts, vocab_size=embeddings.vocab_size, hidden_size=embeddings.hidden_size, level=level
@@ -686,12 +688,19 @@ def with_text_statistics(
 
 
 def grown(
-    expert: ExpertStatistics, delta: ExpertCounts, matrix: np.ndarray, *, device: str = "cpu"
+    expert: ExpertStatistics,
+    delta: ExpertCounts,
+    matrix: np.ndarray,
+    *,
+    device: str = "cpu",
+    keep_token_ids: KeepTokenIds = False,
 ) -> ExpertStatistics:
-    """``expert`` with ``delta`` added to its corpus counts; a token Gram it has grows by ``delta``'s
-    (Grams add like the counts), a missing one stays missing (derived when needed)."""
+    """``expert`` with ``delta`` added to its corpus counts (keeping the token ids a router with
+    ``keep_token_ids`` keeps: :func:`~ir3de.fitting.statistics.merged_counts`); a token Gram it has
+    grows by ``delta``'s (Grams add like the counts), a missing one stays missing (derived when needed)."""
     gram = None if expert.gram is None else expert.gram + token_gram(matrix, delta, device=device)
-    return dataclasses.replace(expert, counts=expert.counts + delta, gram=gram)
+    counts = merged_counts(expert.counts, delta, keep_token_ids, matrix)
+    return dataclasses.replace(expert, counts=counts, gram=gram)
 
 
 def _level_arguments(experts: Mapping[str, ExpertStatistics], config: RouterConfig) -> dict[str, Any]:

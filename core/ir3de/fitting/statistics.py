@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ _TOKEN_TEXTS_PER_BLOCK = 512
 __all__ = [
     "TRAFFIC_POLICIES",
     "ExpertCounts",
+    "KeepTokenIds",
     "TextGramSum",
     "TextTokens",
     "TokenCounter",
@@ -63,6 +64,7 @@ __all__ = [
     "combine_grams",
     "corpus_factors",
     "expert_gram",
+    "merged_counts",
     "rows_gram",
     "text_factor",
     "text_gram",
@@ -72,6 +74,9 @@ __all__ = [
     "traffic_weights",
     "weights_with_traffic",
 ]
+
+#: Which experts keep their texts' token ids (``RouterConfig.keep_token_ids``, :meth:`TextTokens.kept_by`).
+KeepTokenIds: TypeAlias = bool | Literal["auto"]
 
 #: How the weight of learned traffic is set (:func:`traffic_weights`).
 TRAFFIC_POLICIES = ("per_prompt", "share", "balanced")
@@ -142,6 +147,20 @@ class TextTokens:
     @property
     def nbytes(self) -> int:
         return int(self.ids.nbytes + self.offsets.nbytes)
+
+    def kept_by(self, keep: KeepTokenIds) -> bool:
+        """Whether a router with ``keep_token_ids=keep`` keeps these ids: ``"auto"`` while they give
+        fewer rows than ``h + 1`` (the rows form, whose window rows give back these windows' tokens
+        anyway), ``True`` while they are smaller than a float64 Gram, ``False`` never.
+
+        Example:
+            >>> t = TextTokens(np.array([3, 1, 3, 1], np.int32), np.array([0, 3, 4]), dim=3)
+            >>> t.kept_by("auto"), t.kept_by(True), t.kept_by(False)  # 2 rows < h + 1 = 3
+            (True, True, False)
+        """
+        if keep == "auto":
+            return self.num_rows < self.dim
+        return keep is True and self.nbytes <= self.dim**2 * 8
 
     def statistics(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """The text statistics of these texts with the embedding ``matrix`` ((V, h)), as
@@ -412,6 +431,29 @@ class ExpertCounts:
             **self.text_tokens.statistics(matrix),
         )
 
+    def keeping_token_ids(self, keep: KeepTokenIds, matrix: np.ndarray | None = None) -> ExpertCounts:
+        """These counts with only the token ids a router with ``keep_token_ids=keep`` keeps
+        (:meth:`TextTokens.kept_by`). Ids it drops that are all there is are rebuilt into statistics
+        first, with the embedding ``matrix`` (``ValueError`` without it).
+
+        Example:
+            >>> m = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+            >>> t = TextTokens(np.array([0, 1], np.int32), np.array([0, 2]), dim=3)
+            >>> c = ExpertCounts(np.array([0, 1]), np.array([1, 1]), 1, text_tokens=t)
+            >>> c.keeping_token_ids("auto") is c, c.keeping_token_ids(False, m).text_form
+            (True, 'rows')
+        """
+        if self.text_tokens is None or self.text_tokens.kept_by(keep):
+            return self
+        if self.needs_rebuild:
+            if matrix is None:
+                raise ValueError(
+                    "these text statistics are token ids alone: pass the embedding matrix to rebuild "
+                    "them before the ids are dropped"
+                )
+            return self.with_text_statistics(matrix).without_text_tokens()
+        return self.without_text_tokens()
+
     def without_text_tokens(self) -> ExpertCounts:
         """The same counts and text statistics without the token ids (rebuild first when they are all
         there is: :meth:`with_text_statistics`)."""
@@ -512,6 +554,34 @@ class ExpertCounts:
         return mine.shape == theirs.shape and bool(np.allclose(mine, theirs, rtol=_TEXT_GRAM_RTOL, atol=0.0))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def merged_counts(
+    a: ExpertCounts, b: ExpertCounts, keep: KeepTokenIds, matrix: np.ndarray | None = None
+) -> ExpertCounts:
+    """``a + b`` for a router with ``keep_token_ids=keep``: where it keeps the joined token ids, the
+    sum keeps them; where it does not, the two sides' statistics are added as a router that keeps no
+    ids adds them (ids that are all there is are rebuilt first, with ``matrix``), so ``"auto"`` and
+    ``False`` give the same statistics bit for bit.
+
+    Example:
+        >>> t = TextTokens(np.array([0, 1], np.int32), np.array([0, 2]), dim=3)
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+        >>> c = ExpertCounts(np.array([0, 1]), np.array([1, 1]), 1, text_tokens=t).with_text_statistics(m)
+        >>> two = merged_counts(c, c, "auto")  # 2 rows < h + 1 = 3: the ids are kept
+        >>> two.text_form, two.text_tokens is None
+        ('rows', False)
+        >>> three = merged_counts(two, c, "auto")  # 3 rows: the Gram alone
+        >>> three.text_form, three.text_tokens is None
+        ('gram', True)
+    """
+    if (
+        a.text_tokens is not None
+        and b.text_tokens is not None
+        and not (a.text_tokens + b.text_tokens).kept_by(keep)
+    ):
+        a, b = a.keeping_token_ids(False, matrix), b.keeping_token_ids(False, matrix)
+    return (a + b).keeping_token_ids(keep, matrix)
 
 
 def rows_gram(rows: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from ir3de.fitting.pipeline import (
     count_texts,
     traffic_summaries,
 )
-from ir3de.fitting.statistics import ExpertCounts, TrafficSummary
+from ir3de.fitting.statistics import ExpertCounts, KeepTokenIds, TrafficSummary
 
 if TYPE_CHECKING:
     from ir3de.config import RouterConfig
@@ -67,7 +67,7 @@ def count_learned(
     level: str,
     batch_size: int = 512,
     progress: bool | None = False,
-    keep_token_ids: bool = False,
+    keep_token_ids: KeepTokenIds = False,
 ) -> ExpertCounts:
     """Learned prompts (or their precomputed counts) of one label, counted as the ``corpus`` of a new
     expert (for a fit at ``level``; with ``keep_token_ids`` its texts' token ids are kept, as a fit
@@ -87,8 +87,8 @@ def count_learned(
         )
     else:
         counts = count_prompts(items, embeddings, name=name, batch_size=batch_size)
-    if counts.text_tokens is not None and not (corpus and keep_token_ids):  # no tokenized text kept
-        counts = counts.with_text_statistics(embeddings.matrix).without_text_tokens()
+    # learned prompts keep token ids only as the corpus of a new expert, as a fit would keep them
+    counts = counts.keeping_token_ids(keep_token_ids if corpus else False, embeddings.matrix)
     if corpus or counts.num_tokens:
         vocab_size, hidden_size = embeddings.vocab_size, embeddings.hidden_size
         check_counts(name, counts, vocab_size=vocab_size, hidden_size=hidden_size, level=level)
