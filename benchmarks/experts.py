@@ -13,9 +13,11 @@ with one thread on one CPU (``OMP_NUM_THREADS=1``, ``RAYON_NUM_THREADS=1``, pinn
 (median of 3 runs), the first one's peak memory (``VmHWM`` over the RSS before the fit), the saved folder's size, single-prompt
 routing latency (p50/p99 over held-out prompts, after a warm-up), batch routing throughput and
 ``add_expert`` of a 100-text expert on the N-expert router (median of 3 adds, each followed by its
-``remove_expert``). Then the same fit with ``keep_token_ids=True`` (statistics saved as the texts'
-token ids): its fit time, saved size, and the first ``add_expert`` after loading it (which rebuilds
-every expert's statistics from the ids), and one default fit with the process given two CPUs (it then
+``remove_expert``), and the saved size of the same router with ``keep_token_ids=False`` (the defaults
+save experts with fewer than h + 1 rows as their token ids; without ids, as those rows). Then the same
+fit with ``keep_token_ids=True`` (every expert whose ids are smaller than its Gram): its fit time,
+saved size, and the first ``add_expert`` after loading it (which rebuilds every expert's statistics
+from the ids), and one default fit with the process given two CPUs (it then
 tokenizes the next batch on a second thread while it counts this one). Also: batch tokenization of the
 corpus alone (median of 3, pinned too), so the fit is reported as a fraction of the tokenizer's pace. Writes
 ``benchmarks/results/experts.{json,md}`` and ``docs/img/experts.png``; the machine's load average is
@@ -137,6 +139,10 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
         router.remove_expert("added")
     add_s = float(np.median(adds))
     table_form, table_mb = router.state.table.form, router.state.table.nbytes / 1e6
+    with_ids = sum(1 for e in router.statistics.values() if e.counts.text_tokens is not None)
+    router.configure(keep_token_ids=False)  # the same statistics without ids: small experts save rows
+    with tempfile.TemporaryDirectory(prefix="ir3de-experts-") as tmp:
+        rows_mb = _folder_mb(router.save_pretrained(Path(tmp) / "router"))
     del router
     gc.collect()
     t0 = time.perf_counter()
@@ -175,6 +181,8 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
         "fit_peak_mb": peak,
         "artifact_mb": size_mb,
         "artifact_files_mb": files_mb,
+        "token_id_experts": with_ids,
+        "rows_artifact_mb": rows_mb,
         "route_p50_us": float(np.percentile(lat, 50)),
         "route_p99_us": float(np.percentile(lat, 99)),
         "route_samples": int(lat.size),
@@ -249,16 +257,19 @@ def _run_child(args: list[str]) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     base = res["runs"][0]
     lines = [
-        "| experts | table | statistics (rows/Gram) | fit s | × 5 | fit peak MB | artifact MB | route p50 µs "
-        "| × 5 | route p99 µs | batch prompts/s | add_expert s | × 5 | artifact MB, token ids "
-        "| first add_expert s after loading, token ids |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| experts | table | statistics (rows/Gram) | experts saved as token ids | fit s | × 5 | fit peak MB "
+        "| artifact MB | artifact MB, no ids | route p50 µs "
+        "| × 5 | route p99 µs | batch prompts/s | add_expert s | × 5 | artifact MB, `True` "
+        "| first add_expert s after loading, `True` |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["runs"]:
         forms = r["statistics_forms"]
         lines.append(
-            f"| {r['experts']:,} | {r['table_form']} | {forms['rows']}/{forms['gram']} | {r['fit_s']:.1f} | "
+            f"| {r['experts']:,} | {r['table_form']} | {forms['rows']}/{forms['gram']} | "
+            f"{r.get('token_id_experts', 0):,} | {r['fit_s']:.1f} | "
             f"{r['fit_s'] / base['fit_s']:.2f} | {r['fit_peak_mb']:.0f} | {r['artifact_mb']:.0f} | "
+            f"{r.get('rows_artifact_mb', float('nan')):.0f} | "
             f"{r['route_p50_us']:.0f} | {r['route_p50_us'] / base['route_p50_us']:.2f} | "
             f"{r['route_p99_us']:.0f} | {r['batch_prompts_per_s']:.0f} | {r['add_expert_s']:.2f} | "
             f"{r['add_expert_s'] / base['add_expert_s']:.2f} | {r['kept_artifact_mb']:.0f} | "
@@ -271,9 +282,11 @@ def markdown(res: dict[str, Any]) -> str:
         f"{base['texts']:,} texts, {tok['tokens']:,} tokens; batch tokenization {tok['tokenize_s']:.2f} s "
         f"({tok['tokens_per_s'] / 1e6:.2f} M tokens/s); the 5-expert fit runs at "
         f"{tok['tokenize_s'] / fit5:.2f} × the tokenizer's pace. One thread on one CPU (pinned); fit and tokenization: median of 3; latency over "
-        f'{base["route_samples"]} routes; add_expert: median of 3 (each removed again). "token ids": the same '
-        "fit with `keep_token_ids=True` (statistics saved as the texts' token ids: the artifact then holds "
-        "the tokenized texts); its first add_expert after loading rebuilds every expert's statistics. "
+        f"{base['route_samples']} routes; add_expert: median of 3 (each removed again). The defaults "
+        '(`keep_token_ids="auto"`) save the experts with fewer than h + 1 rows as their token ids; "no ids": '
+        "the same router with `keep_token_ids=False` (those experts' window rows instead); `True`: the same "
+        "fit with `keep_token_ids=True` (every expert whose ids are smaller than its Gram); the first "
+        "add_expert after loading it rebuilds every expert's statistics. "
         + (
             f"With two CPUs (still one BLAS and one tokenizer thread) the default fit tokenizes the next batch "
             f"while it counts this one: {base['fit_two_cpus_s']:.1f} s for the 5 experts "

@@ -203,7 +203,8 @@ def test_text_statistics_tensors_round_trip_in_each_form(tmp_path):
         ExpertCounts(np.array([2]), np.array([3]), 2, text_rows=rows),
     ]
     tensors = text_gram_tensors(counts, hidden=2)
-    assert tensors["text_forms"].tolist() == [1, 0, 2] and tensors["text_grams"].shape == (1, 3, 3)
+    assert tensors["text_forms"].tolist() == [4, 0, 2] and tensors["text_grams"].shape == (0, 3, 3)
+    assert tensors["text_grams_lower"].tolist() == [[1.0, 0.0, 2.0, 0.0, 0.0, 1.25]]  # lower triangle
     assert tensors["text_rows"].shape == (2, 3) and tensors["text_row_offsets"].tolist() == [0, 0, 0, 2]
     data = tensors_to_bytes(tensors)
     folder = write_folder_atomically(tmp_path / "s", {"statistics.safetensors": data})

@@ -185,7 +185,9 @@ def test_the_statistics_file_round_trips_every_form(toy_tokenizer, toy_matrix, v
     forms = [c.text_form for c in experts]
     assert forms == ["rows", "gram", "rows", None, "rows"]
     tensors = text_gram_tensors(experts, HIDDEN)
-    assert tensors["text_forms"].tolist() == [3, 1, 2, 0, 3] and tensors["text_token_ids"].dtype == np.int32
+    # the Gram is exactly symmetric: saved as its lower triangle (code 4), half the bytes
+    assert tensors["text_forms"].tolist() == [3, 4, 2, 0, 3] and tensors["text_token_ids"].dtype == np.int32
+    assert tensors["text_grams"].shape[0] == 0 and tensors["text_grams_lower"].shape == (1, 15)
     assert tensors["text_rows"].shape[0] == experts[2].text_rows.shape[0]  # kept ids replace rows
     read = read_text_statistics(tensors, len(experts), HIDDEN, "test")
     loaded = [ExpertCounts(c.token_ids, c.counts, c.num_texts, **kw) for c, kw in zip(experts, read)]
@@ -193,6 +195,27 @@ def test_the_statistics_file_round_trips_every_form(toy_tokenizer, toy_matrix, v
     assert loaded == experts
     for mine, theirs in zip(loaded, experts):
         np.testing.assert_array_equal(mine.with_text_statistics(toy_matrix).text_gram, theirs.text_gram)
+    np.testing.assert_array_equal(loaded[1].stored_gram, experts[1].stored_gram)  # the same bits
+    full = {k: v for k, v in tensors.items() if k != "text_grams_lower"}  # as formats 5-7 wrote a Gram
+    full["text_forms"] = np.array([3, 1, 2, 0, 3], np.uint8)
+    full["text_grams"] = experts[1].stored_gram[None]
+    assert [
+        ExpertCounts(c.token_ids, c.counts, c.num_texts, **kw)
+        for c, kw in zip(experts, read_text_statistics(full, 5, HIDDEN, "test"))
+    ] == experts
+    skewed = ExpertCounts(  # a Gram that is not exactly symmetric (made elsewhere) stays whole
+        experts[1].token_ids,
+        experts[1].counts,
+        experts[1].num_texts,
+        experts[1].stored_gram + np.triu(np.full((5, 5), 1e-12), 1),
+    )
+    skew = text_gram_tensors([skewed], HIDDEN)
+    assert skew["text_forms"].tolist() == [1] and "text_grams_lower" not in skew
+    np.testing.assert_array_equal(
+        read_text_statistics(skew, 1, HIDDEN, "test")[0]["stored_gram"], skewed.stored_gram
+    )
+    with pytest.raises(ArtifactError, match="text_grams_lower"):
+        read_text_statistics({k: v for k, v in tensors.items() if k != "text_grams_lower"}, 5, HIDDEN, "test")
     no_ids = text_gram_tensors(experts[1:4], HIDDEN)  # as format 5 wrote it: no token tensors
     assert "text_token_ids" not in no_ids
     assert [bool(kw) for kw in read_text_statistics(no_ids, 3, HIDDEN, "test")] == [True, True, False]

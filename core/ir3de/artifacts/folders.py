@@ -60,7 +60,8 @@ PACK_CONFIG_FILE = "stat_pack.json"
 #: 3 added the optional adaptation block (unlabelled served prompts); version-2 packs still load.
 #: 4 stores the text statistics in their smaller exact form (rows or Gram, router format 5).
 #: 5 may store them as the texts' token ids (``keep_token_ids``, router format 6).
-PACK_FORMAT_VERSION = 5
+#: 6 stores a symmetric text Gram as its lower triangle (router format 8).
+PACK_FORMAT_VERSION = 6
 #: Prefix of the traffic tensors in a statistics file (same layout as the corpus statistics).
 TRAFFIC_PREFIX = "traffic_"
 #: Prefix of the adaptation tensors in a statistics file (format 4; :func:`_adaptation_tensors`).

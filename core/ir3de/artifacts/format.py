@@ -18,7 +18,8 @@ A router folder (a local directory or a Hugging Face Hub model repo) holds:
   says Gram or rows per expert; ``text_grams`` G × (h+1) × (h+1), ``text_rows`` R × (h+1) float64
   with ``text_row_offsets``; format 6 adds the token-ids form of routers with ``keep_token_ids``:
   ``text_token_ids`` int32 with ``text_token_offsets`` per text and ``text_token_texts`` per
-  expert; format 2–4: ``text_grams`` D × (h+1)², ``has_text_gram``), so a pulled
+  expert; format 8 stores a symmetric Gram as its lower triangle, ``text_grams_lower``; format 2–4:
+  ``text_grams`` D × (h+1)², ``has_text_gram``), so a pulled
   router can grow at either level; learned traffic (labelled served prompts) in the same layout
   under the prefix ``traffic_``, when any expert has some (format 3); the adaptation to unlabelled
   served prompts (per-expert blocks and the kept prompt rows — mean token embeddings, no text) under
@@ -37,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,7 +83,9 @@ __all__ = [
 #: 7 may store a factored table's matrix as int8 blocks with float16 scales (``table_matrix_q8``,
 #: ``table_matrix_scales``, ``config.json``'s ``table_matrix_block``) when they give it back bit for
 #: bit (:func:`q8_blocks`); otherwise, and in older folders, ``table_matrix`` is float32.
-FORMAT_VERSION = 7
+#: 8 stores a symmetric text Gram as its lower triangle (``text_forms`` code 4, ``text_grams_lower``:
+#: half the bytes, the same bits); older folders still load.
+FORMAT_VERSION = 8
 CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.safetensors"
 STATISTICS_FILE = "statistics.safetensors"
@@ -328,7 +332,10 @@ def check_text_statistics_spec(recorded: Any, where: str) -> None:
 def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> dict[str, np.ndarray]:
     """The optional text-level tensors of a statistics file for experts ``counts`` (``ExpertCounts``),
     each expert in its own form (format 5): ``text_forms`` (D, uint8: 0 none, 1 Gram, 2 rows, 3 token
-    ids), ``text_grams`` (G × (h+1) × (h+1), the Gram-form experts in order), ``text_rows`` (R × (h+1),
+    ids, 4 Gram as its lower triangle), ``text_grams`` (G × (h+1) × (h+1), the Gram-form experts in
+    order), ``text_grams_lower`` (format 8: L × (h+1)(h+2)/2, the lower triangles row by row of the
+    Gram-form experts whose Gram is exactly symmetric — all but a Gram made elsewhere — written only
+    when there are some: half the bytes, the same bits), ``text_rows`` (R × (h+1),
     the rows-form experts' rows one after the other) and ``text_row_offsets`` (D+1, CSR index into
     ``text_rows``). Experts that keep their texts' token ids (format 6) are saved as those ids only:
     ``text_token_ids`` (int32, all their texts one after the other), ``text_token_offsets`` (int64,
@@ -339,7 +346,12 @@ def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> d
         return {}
     kept = [c.text_tokens is not None for c in counts]
     forms = np.array([3 if k else _FORM_CODES[c.text_form] for c, k in zip(counts, kept)], np.uint8)
+    for i, c in enumerate(counts):
+        if forms[i] == 1 and np.array_equal(c.stored_gram, c.stored_gram.T):  # the mirror gives it back
+            forms[i] = 4
     grams = [c.stored_gram for c, f in zip(counts, forms) if f == 1]
+    lower = _lower_index(hidden + 1)
+    triangles = [c.stored_gram[lower] for c, f in zip(counts, forms) if f == 4]
     rows = [c.text_rows if f == 2 else np.zeros((0, hidden + 1)) for c, f in zip(counts, forms)]
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum([r.shape[0] for r in rows], out=offsets[1:])
@@ -351,6 +363,8 @@ def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> d
         f"{prefix}text_rows": np.concatenate(rows).astype(np.float64),
         f"{prefix}text_row_offsets": offsets,
     }
+    if triangles:
+        out[f"{prefix}text_grams_lower"] = np.stack(triangles)
     if any(kept):
         tokens = [c.text_tokens for c, k in zip(counts, kept) if k]
         texts = np.zeros(len(counts) + 1, np.int64)
@@ -364,8 +378,27 @@ def text_gram_tensors(counts: Sequence[Any], hidden: int, prefix: str = "") -> d
     return out
 
 
-#: ``text_forms`` codes of a statistics file (format 5; 3, token ids: format 6).
+#: ``text_forms`` codes of a statistics file (format 5; 3, token ids: format 6; 4, a Gram as its lower
+#: triangle: format 8).
 _FORM_CODES = {None: 0, "gram": 1, "rows": 2, "tokens": 3}
+
+
+@functools.lru_cache(maxsize=4)
+def _lower_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the lower triangle of an n × n matrix, row by row (diagonal included)."""
+    rows, cols = np.tril_indices(n)
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
+
+
+def _mirrored(triangle: np.ndarray, n: int) -> np.ndarray:
+    """The symmetric n × n float64 matrix whose lower triangle (row by row) is ``triangle``."""
+    rows, cols = _lower_index(n)
+    out = np.empty((n, n), np.float64)
+    out[rows, cols] = triangle
+    out[cols, rows] = triangle
+    return out
 
 
 def read_text_statistics(
@@ -373,7 +406,7 @@ def read_text_statistics(
 ) -> list[dict[str, Any]]:
     """Per-expert text statistics of a statistics file, as ``ExpertCounts`` keyword arguments
     (``{"stored_gram": G}``, ``{"text_rows": Y}``, ``{"text_tokens": TextTokens}`` or ``{}``); the
-    inverse of :func:`text_gram_tensors`. Reads formats 5–6 (per-expert forms) and the older layout
+    inverse of :func:`text_gram_tensors`. Reads formats 5–8 (per-expert forms) and the older layout
     (``text_grams`` D × (h+1)² + ``has_text_gram``), and files without text statistics."""
     if f"{prefix}text_forms" not in arrays:
         if f"{prefix}text_grams" not in arrays and f"{prefix}has_text_gram" not in arrays:
@@ -383,13 +416,20 @@ def read_text_statistics(
         _expect_float64(grams, f"{prefix}text_grams", where)
         return [{"stored_gram": np.array(grams[i])} if flags[i] else {} for i in range(num_experts)]
     forms = expect_shape(arrays, f"{prefix}text_forms", (num_experts,), where)
-    if np.any(forms > 3):
+    if np.any(forms > 4):
         raise ArtifactError(
-            f"{where}: tensor '{prefix}text_forms' holds unknown codes (0, 1, 2 or 3 expected); "
+            f"{where}: tensor '{prefix}text_forms' holds unknown codes (0 to 4 expected); "
             "upgrade ir3de to read it"
         )
-    num_grams = int(np.sum(forms == 1))
+    num_grams, num_lower = int(np.sum(forms == 1)), int(np.sum(forms == 4))
     grams = expect_shape(arrays, f"{prefix}text_grams", (num_grams, hidden + 1, hidden + 1), where)
+    size = (hidden + 1) * (hidden + 2) // 2
+    lower = (
+        expect_shape(arrays, f"{prefix}text_grams_lower", (num_lower, size), where)
+        if num_lower
+        else np.zeros((0, size), np.float64)
+    )
+    _expect_float64(lower, f"{prefix}text_grams_lower", where)
     offsets = expect_shape(arrays, f"{prefix}text_row_offsets", (num_experts + 1,), where)
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or np.any((np.diff(offsets) > 0) & (forms != 2)):
         raise ArtifactError(
@@ -400,11 +440,14 @@ def read_text_statistics(
     _expect_float64(rows, f"{prefix}text_rows", where)
     tokens = _read_text_tokens(arrays, forms, hidden, where, prefix) if np.any(forms == 3) else []
     out: list[dict[str, Any]] = []
-    gram_index = 0
+    gram_index = lower_index = 0
     for i, form in enumerate(forms):
         if form == 1:
             out.append({"stored_gram": np.array(grams[gram_index])})
             gram_index += 1
+        elif form == 4:
+            out.append({"stored_gram": _mirrored(lower[lower_index], hidden + 1)})
+            lower_index += 1
         elif form == 2:
             out.append({"text_rows": np.array(rows[int(offsets[i]) : int(offsets[i + 1])])})
         elif form == 3:
