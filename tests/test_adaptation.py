@@ -81,7 +81,8 @@ def _corpus_statistics(router: Router) -> tuple[np.ndarray, np.ndarray]:
     from ir3de.fitting.pipeline import level_matrices
 
     c = router.config
-    counts = [router.statistics[n].counts for n in router.experts]
+    matrix = router.embeddings.matrix  # a loaded router holds small experts as token ids: rebuild them
+    counts = [router.statistics[n].counts.with_text_statistics(matrix) for n in router.experts]
     return level_matrices(counts, level=c.level, balance=c.balance)
 
 

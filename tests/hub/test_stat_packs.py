@@ -42,7 +42,7 @@ def test_merged_equals_central(packs, paper_router, small_tests, tmp_path):
     # packs carry text Grams too (counted at the default text level); the token counts are the paper's
     merged_counts = {n: s.counts.without_text_gram() for n, s in merged.statistics.items()}
     assert merged_counts == {n: s.counts for n, s in paper_router.statistics.items()}
-    assert all(s.counts.text_gram is not None for s in merged.statistics.values())
+    assert all(s.counts.has_text_statistics for s in merged.statistics.values())  # Gram, rows or ids
     np.testing.assert_allclose(merged.state.weights, paper_router.state.weights, rtol=0, atol=1e-10)
     np.testing.assert_allclose(merged.state.table.logits, paper_router.state.table.logits, rtol=0, atol=1e-6)
     prompts = [t for texts in small_tests.values() for t in texts]
