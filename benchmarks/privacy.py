@@ -46,7 +46,6 @@ examples. Writes ``benchmarks/results/privacy.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -81,14 +80,16 @@ SERVED, QUICK_SERVED = 60, 12
 SHORT_WORDS = 8
 BUCKETS: tuple[tuple[str, int, int], ...] = (("<=16", 1, 16), ("17-64", 17, 64), (">64", 65, 1 << 30))
 PROBE_ATOMS = 24
+#: --quick runs the probe (3x the cost of the other attacks) on the first texts of each source, up to this many windows
+QUICK_PROBE_WINDOWS = 40
 #: most atoms one adapted prompt's sum is decoded with (OMP cost grows with the atoms)
 MEAN_ATOMS = 160
 #: OMP stops when the residual is below this fraction of the target's norm
 TOL = 1e-5
 SEED = 0
 _CHUNK = 256
-#: rounds and positions of :func:`refine`'s local search
-SWAP_ROUNDS, SWAP_POSITIONS = 6, 8
+#: rounds, positions and candidate tokens per position of :func:`refine`'s local search
+SWAP_ROUNDS, SWAP_POSITIONS, SWAP_NEAREST = 6, 8, 8
 
 
 def _log(msg: str) -> None:
@@ -214,14 +215,16 @@ def refine(
     countable: np.ndarray,
     rounds: int = SWAP_ROUNDS,
     positions: int = SWAP_POSITIONS,
+    nearest: int = SWAP_NEAREST,
 ) -> list[list[int]]:
-    """Integer local search after OMP: a target is a sum of ``counts[i]`` token embeddings, so while a
-    multiset's residual ``x - Σ E[t]`` is not ~0, make its best single move — add the best token while
-    it has fewer than ``counts[i]`` tokens, drop the best one while it has more, else swap one of its
-    ``positions`` least integer-looking tokens (least-squares coefficient furthest from an integer) for
-    the token nearest to the residual plus it — when the move lowers the residual (a count mismatch is
-    always fixed). OMP's greedy picks confuse near-twins such as ``" She"`` and ``"She"``; a swap
-    repairs them."""
+    """Integer local search after OMP. A target is a sum of ``counts[i]`` token embeddings, so while a
+    multiset's residual ``r = x - Σ E[t]`` is not ~0 it makes its best move: add the token nearest to
+    ``r`` while it has fewer than ``counts[i]`` tokens, drop the best one while it has more, else swap
+    one or two of its ``positions`` least integer-looking tokens (least-squares coefficient furthest
+    from an integer) for one of the ``nearest`` tokens to ``r`` plus that token — when the move lowers
+    ``|r|`` (a count mismatch is always fixed). OMP's greedy picks confuse near-twins such as ``" It"``
+    and ``" it"``, and capitals moved from one word to another (``" each" + " It"`` for ``" Each" +
+    " it"``) change the sum so little that only a two-token swap lowers the residual."""
     emb = matrix.astype(np.float64)
     sq = np.einsum("vh,vh->v", emb, emb)
     sq[~countable] = np.inf
@@ -233,40 +236,62 @@ def refine(
         pending = np.flatnonzero((r_norm > 1e3 * TOL * x_norm) | (np.array([len(f) for f in out]) != counts))
         if pending.size == 0:
             break
-        # the move candidates: (target, token dropped or -1, residual to match by one added token or None)
-        moves: list[tuple[int, int, np.ndarray | None]] = []
+        # the queries: (target, token dropped or -1, residual an added token should match)
+        queries: list[tuple[int, int, np.ndarray]] = []
+        drops: dict[int, list[int]] = {}
         for i in pending:
             f, r = out[i], residual[i]
             if len(f) < counts[i]:
-                moves.append((int(i), -1, r))
+                queries.append((int(i), -1, r))
             elif len(f) > counts[i]:
-                moves += [(int(i), t, None) for t in set(f)]
+                drops[int(i)] = sorted(set(f))
             else:
                 distinct = sorted(set(f))
                 coef = np.linalg.lstsq(emb[distinct].T, targets[i], rcond=None)[0]
                 worst = np.argsort(-np.abs(coef - np.rint(coef)))[:positions]
-                moves += [(int(i), distinct[j], r + emb[distinct[j]]) for j in worst]
-        wanted = [k for k, m in enumerate(moves) if m[2] is not None]
-        best_tok = np.full(len(moves), -1, np.int64)
-        for lo in range(0, len(wanted), _CHUNK):
-            ks = wanted[lo : lo + _CHUNK]
-            t = np.stack([moves[k][2] for k in ks])  # type: ignore[misc]
+                queries += [(int(i), distinct[j], r + emb[distinct[j]]) for j in worst]
+        cands = np.zeros((len(queries), nearest), np.int64)
+        for lo in range(0, len(queries), _CHUNK):
+            t = np.stack([q[2] for q in queries[lo : lo + _CHUNK]])
             dist = sq[None, :] - 2.0 * (t.astype(np.float32) @ matrix.T)
-            best_tok[ks] = np.argmin(dist, axis=1)
-        best: dict[int, tuple[float, int, int]] = {}
-        for k, (i, drop, _) in enumerate(moves):
-            add = int(best_tok[k])
-            new = residual[i] + (emb[drop] if drop >= 0 else 0.0) - (emb[add] if add >= 0 else 0.0)
-            norm = float(np.linalg.norm(new))
-            if i not in best or norm < best[i][0]:
-                best[i] = (norm, drop, add)
-        for i, (norm, drop, add) in best.items():
-            if len(out[i]) == counts[i] and norm >= r_norm[i]:
+            near = np.argpartition(dist, nearest, axis=1)[:, :nearest]
+            cands[lo : lo + len(t)] = near
+        moves: dict[int, list[tuple[int, int]]] = {}  # target -> its single moves (drop, add)
+        for (i, drop, _), near in zip(queries, cands):
+            moves.setdefault(i, []).extend((drop, int(b)) for b in near)
+        for i, tokens in drops.items():
+            moves[i] = [(t, -1) for t in tokens]
+        for i, single in moves.items():
+            r = residual[i]
+            delta = np.stack([(emb[d] if d >= 0 else 0.0) - (emb[a] if a >= 0 else 0.0) for d, a in single])
+            rd = delta @ r
+            dd = delta @ delta.T
+            base = float(r @ r)
+            one = base + 2.0 * rd + np.diag(dd)
+            best_norm, best_moves = float(one.min()), [single[int(one.argmin())]]
+            if len(out[i]) == counts[i] and len(single) > 1:  # two swaps of two different tokens
+                two = (
+                    base
+                    + 2.0 * (rd[:, None] + rd[None, :])
+                    + np.diag(dd)[:, None]
+                    + np.diag(dd)[None, :]
+                    + 2.0 * dd
+                )
+                drop_of = np.array([d for d, _ in single])
+                two[drop_of[:, None] == drop_of[None, :]] = np.inf
+                k = int(two.argmin())
+                if two.flat[k] < best_norm:
+                    best_norm, best_moves = (
+                        float(two.flat[k]),
+                        [single[k // len(single)], single[k % len(single)]],
+                    )
+            if len(out[i]) == counts[i] and best_norm >= base:
                 continue
-            if drop >= 0:
-                out[i].remove(drop)
-            if add >= 0:
-                out[i].append(add)
+            for drop, add in best_moves:
+                if drop >= 0:
+                    out[i].remove(drop)
+                if add >= 0:
+                    out[i].append(add)
     return out
 
 
@@ -413,7 +438,9 @@ def windows_of(ids: Sequence[int], window: int) -> list[list[int]]:
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def run(experts_per_source: int, served_per_source: int, progress: bool = True) -> dict[str, Any]:
+def run(
+    experts_per_source: int, served_per_source: int, probe_limit: int | None = None, progress: bool = True
+) -> dict[str, Any]:
     from ir3de import Router
     from ir3de.data.datasets import load_domain
     from ir3de.embeddings.base import TokenEmbeddings
@@ -467,7 +494,8 @@ def run(experts_per_source: int, served_per_source: int, progress: bool = True) 
     attack_start = time.perf_counter()
     per_source: dict[str, Any] = {s: {"what": SOURCES[s]} for s in SOURCES}
     examples: list[dict[str, str]] = []
-    probe_targets, probe_truth, probe_src = [], [], []
+    # the probe: per source, its texts' rows (÷ their weight) and true windows, up to probe_limit windows
+    probe_texts: dict[str, list[tuple[np.ndarray, list[list[int]]]]] = {s: [] for s in SOURCES}
     sums, caps, sum_truth, sum_where = [], [], [], []
     parse_ok: dict[str, list[bool]] = {s: [] for s in SOURCES}
     forms: dict[str, dict[str, int]] = {s: {"rows": 0, "other": 0} for s in SOURCES}
@@ -481,9 +509,15 @@ def run(experts_per_source: int, served_per_source: int, progress: bool = True) 
         truth = [w for t in true_texts[name] for w in windows_of(t, TEXT_WINDOW)]
         if len(truth) != rows.shape[0]:
             raise RuntimeError(f"{name}: {rows.shape[0]} rows but {len(truth)} true windows")
-        probe_targets.append(rows[:, :-1] / rows[:, -1:])
-        probe_truth += truth
-        probe_src += [source] * len(truth)
+        at = 0
+        for t in true_texts[name]:
+            wins = windows_of(t, TEXT_WINDOW)
+            taken = sum(len(w) for _, w in probe_texts[source])
+            if probe_limit is None or not taken or taken + len(wins) <= probe_limit:
+                probe_texts[source].append(
+                    (rows[at : at + len(wins), :-1] / rows[at : at + len(wins), -1:], wins)
+                )
+            at += len(wins)
         parsed = parse_texts(rows[:, -1], TEXT_WINDOW, WINDOW_WEIGHT)
         parse_ok[source].append(parsed is not None and len(parsed) == len(true_texts[name]))
         if parsed is None or len(parsed) != len(true_texts[name]):
@@ -500,15 +534,18 @@ def run(experts_per_source: int, served_per_source: int, progress: bool = True) 
             sum_where.append((text.windows, text.last))
             texts_meta.append((source, name, t_index, list(range(first, len(sums)))))
 
-    _log(f"probe: OMP of {len(probe_truth)} window rows")
+    probe_order = [(s, k) for s in SOURCES for k in range(len(probe_texts[s]))]
+    probe_rows = [probe_texts[s][k][0] for s, k in probe_order]
+    _log(f"probe: OMP of {sum(len(r) for r in probe_rows)} window rows")
     probe = omp(
-        np.concatenate(probe_targets),
-        np.full(len(probe_truth), PROBE_ATOMS),
+        np.concatenate(probe_rows),
+        np.full(sum(len(r) for r in probe_rows), PROBE_ATOMS),
         saved.matrix,
         keep,
         "probe" if progress else "",
     )
-    probe_got = [probe_tokens(d) for d in probe]
+    probe_iter = iter(probe_tokens(d) for d in probe)
+    probe_got = {key: [next(probe_iter) for _ in rows] for key, rows in zip(probe_order, probe_rows)}
     _log(f"unmixed: OMP of {len(sums)} window sums")
     decoded = omp(np.asarray(sums), np.asarray(caps), saved.matrix, keep, "unmixed" if progress else "")
     one_window = {m[3][0] for m, w in zip(texts_meta, sum_where) if w[0] == 1}
@@ -527,8 +564,11 @@ def run(experts_per_source: int, served_per_source: int, progress: bool = True) 
         r["experts"] = forms[source]
         r["texts"] = sum(len(true_texts[n]) for n in train if n.startswith(source + "-"))
         r["parsed_experts"] = sum(parse_ok[source])
-        sel = [i for i, s in enumerate(probe_src) if s == source]
-        r["probe_windows"] = score([(probe_got[i], probe_truth[i]) for i in sel])
+        pairs = [(probe_got[source, k], wins) for k, (_, wins) in enumerate(probe_texts[source])]
+        r["probe_windows"] = score([(g, w) for got, wins in pairs for g, w in zip(got, wins)])
+        r["probe_texts"] = score(
+            [([t for g in got for t in g], [t for w in wins for t in w]) for got, wins in pairs]
+        )
         metas = [m for m in texts_meta if m[0] == source]
         r["unmixed_omp_windows"] = score([(omp_got[i], sum_truth[i]) for m in metas for i in m[3]])
         r["unmixed_windows"] = score([(unmixed_got[i], sum_truth[i]) for m in metas for i in m[3]])
@@ -537,24 +577,6 @@ def run(experts_per_source: int, served_per_source: int, progress: bool = True) 
                 ([t for i in m[3] for t in unmixed_got[i]], [t for i in m[3] for t in sum_truth[i]])
                 for m in metas
             ]
-        )
-        # the probe's whole texts, by the true text boundaries (the probe does not parse them)
-        bounds: list[int] = []
-        for name in (n for n in train if n.startswith(source + "-")):
-            bounds += [len(windows_of(t, TEXT_WINDOW)) for t in true_texts[name]]
-        starts = np.concatenate([[0], np.cumsum(bounds)]).astype(int)
-        r["probe_texts"] = (
-            score(
-                [
-                    (
-                        [t for i in sel[a:b] for t in probe_got[i]],
-                        [t for i in sel[a:b] for t in probe_truth[i]],
-                    )
-                    for a, b in itertools.pairwise(starts)
-                ]
-            )
-            if len(sel) == starts[-1]
-            else {}
         )
         if metas:
             m = max(metas[:3], key=lambda m: len(m[3]))
@@ -611,6 +633,7 @@ def run(experts_per_source: int, served_per_source: int, progress: bool = True) 
         "texts_per_expert": TEXTS_PER_EXPERT,
         "served_per_source": served_per_source,
         "window": TEXT_WINDOW,
+        "probe_windows_limit": probe_limit,
         "artifact_files": artifact_files,
         "sources": per_source,
         "examples": examples,
@@ -682,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(
         QUICK_EXPERTS if args.quick else EXPERTS,
         QUICK_SERVED if args.quick else SERVED,
+        QUICK_PROBE_WINDOWS if args.quick else None,
         progress=not args.no_progress,
     )
     res["quick"] = bool(args.quick)
