@@ -239,17 +239,17 @@ def refine(
         # the queries: (target, token dropped or -1, residual an added token should match)
         queries: list[tuple[int, int, np.ndarray]] = []
         drops: dict[int, list[int]] = {}
-        for i in pending:
+        for i in map(int, pending):
             f, r = out[i], residual[i]
             if len(f) < counts[i]:
-                queries.append((int(i), -1, r))
+                queries.append((i, -1, r))
             elif len(f) > counts[i]:
-                drops[int(i)] = sorted(set(f))
+                drops[i] = sorted(set(f))
             else:
                 distinct = sorted(set(f))
                 coef = np.linalg.lstsq(emb[distinct].T, targets[i], rcond=None)[0]
                 worst = np.argsort(-np.abs(coef - np.rint(coef)))[:positions]
-                queries += [(int(i), distinct[j], r + emb[distinct[j]]) for j in worst]
+                queries += [(i, distinct[j], r + emb[distinct[j]]) for j in worst]
         cands = np.zeros((len(queries), nearest), np.int64)
         for lo in range(0, len(queries), _CHUNK):
             t = np.stack([q[2] for q in queries[lo : lo + _CHUNK]])
@@ -396,7 +396,7 @@ def unmix(rows: np.ndarray, text: TextRows, window: int, weight: float) -> np.nd
     """The window sums ``S_w`` ((n, h)) of one text from its rows (for a one-window text: its *mean*)."""
     y = rows[text.first : text.first + text.windows]
     if text.windows == 1:
-        return y[:, :-1] / y[:, -1:]
+        return np.asarray(y[:, :-1] / y[:, -1:])
     n, ell = text.windows, text.last
     size = (n - 1) * window + ell
     alpha, g_full, g_last = _weights(n, ell, window, weight)
@@ -496,7 +496,10 @@ def run(
     examples: list[dict[str, str]] = []
     # the probe: per source, its texts' rows (÷ their weight) and true windows, up to probe_limit windows
     probe_texts: dict[str, list[tuple[np.ndarray, list[list[int]]]]] = {s: [] for s in SOURCES}
-    sums, caps, sum_truth, sum_where = [], [], [], []
+    sums: list[np.ndarray] = []
+    caps: list[int] = []
+    sum_truth: list[list[int]] = []
+    sum_where: list[tuple[int, int]] = []
     parse_ok: dict[str, list[bool]] = {s: [] for s in SOURCES}
     forms: dict[str, dict[str, int]] = {s: {"rows": 0, "other": 0} for s in SOURCES}
     texts_meta: list[tuple[str, str, int, list[int]]] = []  # (source, expert, text index, sum indices)
@@ -607,10 +610,9 @@ def run(
         r = per_source[source]
         r["adapted"] = {}
         for label, lo, hi in BUCKETS:
-            pairs = [
-                (mean_got[k], true_prompts[used[k]]) for k in idx if lo <= len(true_prompts[used[k]]) <= hi
-            ]
-            r["adapted"][label] = score(pairs)
+            r["adapted"][label] = score(
+                [(mean_got[k], true_prompts[used[k]]) for k in idx if lo <= len(true_prompts[used[k]]) <= hi]
+            )
         r["adapted"]["all"] = score([(mean_got[k], true_prompts[used[k]]) for k in idx])
         r["adapted_omp"] = {
             label: score(

@@ -24,7 +24,7 @@ def _check_score(s: dict[str, float], where: str) -> None:
         assert 0.0 <= s[key] <= 1.0, (where, key, s[key])
 
 
-def test_privacy_benchmark_quick(tmp_path):
+def test_privacy_benchmark_quick(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "benchmarks.privacy", "--quick", "--no-progress", "--out", str(tmp_path)],
         env=_env(),
