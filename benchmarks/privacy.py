@@ -3,7 +3,8 @@
 Usage::
 
     python -m benchmarks.privacy            # 3 experts of 10 texts per source, 60 served prompts per source
-    python -m benchmarks.privacy --quick    # 1 expert and 12 served prompts per source (what the tests run)
+    python -m benchmarks.privacy --quick    # 1 expert, 12 served prompts, probe on 40 windows per source, no OMP
+                                            # on the adapted means (what the tests run)
 
 A router fitted with the library defaults (``Router(progress=False, keep_token_ids=False)``) saves, for
 an expert with fewer than h + 1 (= 577) rows, its text statistics as float64 rows
@@ -28,11 +29,17 @@ Attacks (each figure in the results names the attack that gave it):
   window) for a text's full windows and another for its last one, so the rows split into texts exactly
   (a depth-first parse of the weights, checked against every row); each text's rows are then a known
   linear mix ``y_w = (√c / |w|) S_w + (γ_w / |t|) Σ_v S_v`` of its window *sums* ``S_w``, which one
-  small solve per text unmixes; each sum of ``|w|`` token embeddings is decoded by OMP with at most
+  small solve per text unmixes. Each sum of ``|w|`` token embeddings is decoded by OMP with at most
   ``|w|`` atoms and coefficients rounded to integers (a one-window text's length is taken as the
-  ``L ≤ 8`` that makes its coefficients integers).
-* ``mean × count`` — an adapted prompt's saved mean times its saved token count is the sum of its
-  token embeddings: OMP with up to ``min(count, 160)`` atoms, coefficients rounded.
+  ``L ≤ 8`` that makes its coefficients integers) — ``unmixed, OMP`` — then by an integer local search
+  that swaps one or two tokens while that lowers the residual (:func:`refine`; OMP confuses near-twins
+  such as ``" It"``/``" it"``, and a capital moved from one word to another barely changes a sum) —
+  ``unmixed, OMP + swaps``.
+* ``mean x count`` — an adapted prompt's saved mean times its saved token count is the sum of its
+  token embeddings: nonnegative least squares over the whole vocabulary by column generation
+  (:func:`nnls_tokens`), coefficients rounded — ``NNLS``; and (not in ``--quick``) OMP with up to
+  ``min(count, 160)`` atoms then the swaps — ``OMP + swaps``, which greedy picks leave short of the
+  truth on long prompts where NNLS is exact.
 
 Ground truth (never shown to the attacks): each text tokenized by the router's own tokenizer
 (``router.embeddings.encode_batch``, served prompts as routing encodes them, first ``max_tokens``),
@@ -84,6 +91,8 @@ PROBE_ATOMS = 24
 QUICK_PROBE_WINDOWS = 40
 #: most atoms one adapted prompt's sum is decoded with (OMP cost grows with the atoms)
 MEAN_ATOMS = 160
+#: tokens added per round and rounds of :func:`nnls_tokens`
+NNLS_ADD, NNLS_ROUNDS = 64, 60
 #: OMP stops when the residual is below this fraction of the target's norm
 TOL = 1e-5
 SEED = 0
@@ -295,6 +304,47 @@ def refine(
     return out
 
 
+def nnls_tokens(
+    targets: np.ndarray,
+    matrix: np.ndarray,
+    countable: np.ndarray,
+    add: int = NNLS_ADD,
+    rounds: int = NNLS_ROUNDS,
+    progress: str = "",
+) -> list[list[int]]:
+    """Nonnegative least squares over the whole vocabulary, by column generation: solve on a candidate
+    set of tokens (scipy's Lawson-Hanson ``nnls``), add the ``add`` tokens whose gradient ``E r`` is
+    largest and positive, repeat until the residual is ~0 or no token has a positive gradient (then the
+    candidate solution is the NNLS optimum over all tokens). A sum of token embeddings is the only
+    nonnegative combination that fits it exactly unless another one exists, which greedy pursuit misses
+    on long prompts and NNLS does not. Multiplicities: the coefficients, rounded."""
+    from scipy.optimize import nnls
+    from tqdm.auto import tqdm
+
+    out: list[list[int]] = []
+    for x in tqdm(targets, desc=progress, unit="target", disable=not progress, leave=False):
+        chosen = np.zeros(0, np.int64)
+        coef = np.zeros(0)
+        residual = x.copy()
+        for _ in range(rounds):
+            grad = residual.astype(np.float32) @ matrix.T
+            grad[~countable] = -np.inf
+            grad[chosen] = -np.inf
+            k = min(add, int((grad > 0).sum()))
+            if k == 0:
+                break
+            chosen = np.concatenate([chosen, np.argpartition(-grad, k - 1)[:k]])
+            basis = matrix[chosen].T.astype(np.float64)
+            coef = nnls(basis, x, maxiter=50 * basis.shape[1])[0]
+            nonzero = coef > 1e-9
+            chosen, coef = chosen[nonzero], coef[nonzero]
+            residual = x - matrix[chosen].T.astype(np.float64) @ coef
+            if np.linalg.norm(residual) <= TOL * np.linalg.norm(x):
+                break
+        out.append([int(t) for t, m in zip(chosen, np.rint(coef)) for _ in range(int(m))])
+    return out
+
+
 def integer_tokens(d: Decoded, scale: float = 1.0) -> list[int]:
     """The token multiset of a decoded sum: each atom ``round(scale · coefficient)`` times."""
     mult = np.rint(d.coefs * scale).astype(np.int64)
@@ -439,7 +489,11 @@ def windows_of(ids: Sequence[int], window: int) -> list[list[int]]:
 
 
 def run(
-    experts_per_source: int, served_per_source: int, probe_limit: int | None = None, progress: bool = True
+    experts_per_source: int,
+    served_per_source: int,
+    probe_limit: int | None = None,
+    greedy_means: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
     from ir3de import Router
     from ir3de.data.datasets import load_domain
@@ -595,31 +649,36 @@ def run(
             )
 
     # ---- adaptation means
-    _log(f"mean x count: OMP of {saved.means.shape[0]} adapted prompts")
     if saved.means.shape[0] != len(used):
         raise RuntimeError(
             f"{saved.means.shape[0]} adaptation means but {len(used)} prompts with a countable token"
         )
     counts = saved.tokens.astype(np.int64)
     targets = saved.means * counts[:, None]
-    dec = omp(targets, np.minimum(counts, MEAN_ATOMS), saved.matrix, keep, "means" if progress else "")
-    mean_omp = [integer_tokens(d) for d in dec]
-    mean_got = refine(targets, mean_omp, counts, saved.matrix, keep)
-    for source in SOURCES:
-        idx = [k for k, i in enumerate(used) if prompt_source[i] == source]
-        r = per_source[source]
-        r["adapted"] = {}
-        for label, lo, hi in BUCKETS:
-            r["adapted"][label] = score(
-                [(mean_got[k], true_prompts[used[k]]) for k in idx if lo <= len(true_prompts[used[k]]) <= hi]
-            )
-        r["adapted"]["all"] = score([(mean_got[k], true_prompts[used[k]]) for k in idx])
-        r["adapted_omp"] = {
+    mean_greedy: list[list[int]] | None = None
+    if greedy_means:
+        _log(f"mean x count: OMP + swaps of {len(targets)} adapted prompts")
+        dec = omp(
+            targets, np.minimum(counts, MEAN_ATOMS), saved.matrix, keep, "means OMP" if progress else ""
+        )
+        mean_greedy = refine(targets, [integer_tokens(d) for d in dec], counts, saved.matrix, keep)
+    _log(f"mean x count: NNLS of {len(targets)} adapted prompts")
+    mean_got = nnls_tokens(targets, saved.matrix, keep, progress="means NNLS" if progress else "")
+
+    def by_bucket(got: Sequence[Sequence[int]], idx: Sequence[int]) -> dict[str, Any]:
+        found = {
             label: score(
-                [(mean_omp[k], true_prompts[used[k]]) for k in idx if lo <= len(true_prompts[used[k]]) <= hi]
+                [(got[k], true_prompts[used[k]]) for k in idx if lo <= len(true_prompts[used[k]]) <= hi]
             )
             for label, lo, hi in BUCKETS
         }
+        return {**found, "all": score([(got[k], true_prompts[used[k]]) for k in idx])}
+
+    for source in SOURCES:
+        idx = [k for k, i in enumerate(used) if prompt_source[i] == source]
+        per_source[source]["adapted"] = by_bucket(mean_got, idx)
+        if mean_greedy is not None:
+            per_source[source]["adapted_greedy"] = by_bucket(mean_greedy, idx)
     by_len = sorted(range(len(used)), key=lambda k: len(true_prompts[used[k]]))
     for k in (by_len[len(by_len) // 4], by_len[(3 * len(by_len)) // 4]):
         examples.append(
@@ -651,35 +710,56 @@ def _pct(x: Any) -> str:
 def markdown(res: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     lines = [
-        "| source | attack | target | n | tokens | tokens recovered | precision | exact |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| source | attack on the window rows | windows | tokens | tokens recovered | precision | "
+        "windows exact | texts exact |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for source, r in res["sources"].items():
-        for attack, key, target in (
-            ("probe", "probe_windows", "8-token windows"),
-            ("probe", "probe_texts", "whole texts"),
-            ("unmixed", "unmixed_windows", "8-token windows"),
-            ("unmixed", "unmixed_texts", "whole texts"),
-            *((("mean x count", f"adapted:{b}", f"adapted prompts {b} tokens") for b, _, _ in BUCKETS)),
+        for attack, key in (
+            ("probe", "probe"),
+            ("unmixed, OMP", "unmixed_omp"),
+            ("unmixed, OMP + swaps", "unmixed"),
         ):
-            s = r["adapted"][key.split(":")[1]] if key.startswith("adapted:") else r[key]
-            if not s or not s.get("n"):
-                continue
+            w = r[f"{key}_windows"]
+            texts = r.get(f"{key}_texts", {})
             lines.append(
-                f"| {source} ({r['what']}) | {attack} | {target} | {s['n']} | {s['tokens']} | "
-                f"{_pct(s['token_recall'])} | {_pct(s['token_precision'])} | {_pct(s['exact'])} |"
+                f"| {source} ({r['what']}) | {attack} | {w['n']} | {w['tokens']} | {_pct(w['token_recall'])} | "
+                f"{_pct(w['token_precision'])} | {_pct(w['exact'])} | "
+                f"{_pct(texts['exact']) + ' of ' + str(texts['n']) if texts else '–'} |"
             )
     lines += [
         "",
-        f"{res['experts_per_source']} experts of {res['texts_per_expert']} texts per source (rows form: "
-        + ", ".join(
-            f"{s} {r['experts']['rows']}/{r['experts']['rows'] + r['experts']['other']}"
-            for s, r in res["sources"].items()
-        )
-        + "; texts parsed from the weights: "
-        + ", ".join(f"{s} {r['parsed_experts']}/{r['experts']['rows']}" for s, r in res["sources"].items())
-        + f"), {res['served_per_source']} served prompts per source (half cut to {SHORT_WORDS} words); "
-        f"attacks {res['attack_seconds']:.0f} s, run {res['total_seconds']:.0f} s.",
+        "| source | attack on the adapted means | prompt tokens | prompts | tokens | tokens recovered | "
+        "precision | exact |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for source, r in res["sources"].items():
+        for attack, key in (
+            ("mean x count, NNLS", "adapted"),
+            ("mean x count, OMP + swaps", "adapted_greedy"),
+        ):
+            for bucket, _, _ in BUCKETS if key in r else ():
+                a = r[key][bucket]
+                if not a["n"]:
+                    continue
+                lines.append(
+                    f"| {source} | {attack} | {bucket} | {a['n']} | {a['tokens']} | {_pct(a['token_recall'])} | "
+                    f"{_pct(a['token_precision'])} | {_pct(a['exact'])} |"
+                )
+    forms = ", ".join(
+        f"{s} {r['experts']['rows']}/{r['experts']['rows'] + r['experts']['other']}"
+        for s, r in res["sources"].items()
+    )
+    parsed = ", ".join(f"{s} {r['parsed_experts']}/{r['experts']['rows']}" for s, r in res["sources"].items())
+    limit = res.get("probe_windows_limit")
+    lines += [
+        "",
+        f"{res['experts_per_source']} experts of {res['texts_per_expert']} texts per source (saved as rows: {forms}; "
+        f"rows split into texts by their weights alone: {parsed}), {res['served_per_source']} served prompts per "
+        f"source (half cut to {SHORT_WORDS} words). Exact = the token multiset (order inside a window or prompt "
+        "is not in the statistics; the order of windows is). "
+        + (f"The probe ran on the first texts of each source, up to {limit} windows. " if limit else "")
+        + f"Attacks {res['attack_seconds']:.0f} s, run {res['total_seconds']:.0f} s.",
         "",
     ]
     for ex in res["examples"]:
@@ -708,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         QUICK_EXPERTS if args.quick else EXPERTS,
         QUICK_SERVED if args.quick else SERVED,
         QUICK_PROBE_WINDOWS if args.quick else None,
+        greedy_means=not args.quick,
         progress=not args.no_progress,
     )
     res["quick"] = bool(args.quick)

@@ -63,4 +63,4 @@ def test_privacy_benchmark_quick(tmp_path: Path) -> None:
         assert r["probe_windows"]["exact"] <= r["unmixed_windows"]["exact"], source
     assert res["sources"]["math"]["adapted"]["<=16"]["n"] > 0  # the 8-word cuts fill the short bucket
     assert len(res["examples"]) >= 4 and all(e["true"] and e["recovered"] for e in res["examples"])
-    assert (tmp_path / "privacy.md").read_text().startswith("| source | attack |")
+    assert (tmp_path / "privacy.md").read_text().startswith("| source | attack on the window rows |")
