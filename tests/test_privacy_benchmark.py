@@ -46,6 +46,8 @@ def test_privacy_benchmark_quick(tmp_path: Path) -> None:
             "unmixed_omp_windows",
             "unmixed_windows",
             "unmixed_texts",
+            "unmixed_nnls_windows",
+            "unmixed_nnls_texts",
         ):
             _check_score(r[key], f"{source} {key}")
         assert r["unmixed_texts"]["n"] == 10, source
@@ -58,6 +60,7 @@ def test_privacy_benchmark_quick(tmp_path: Path) -> None:
         _check_score(r["adapted"]["all"], f"{source} adapted")
         # the attacks work: the saved statistics give the text back (what the docs must say)
         assert r["unmixed_windows"]["token_recall"] >= 0.9, source
+        assert r["unmixed_nnls_windows"]["token_recall"] >= 0.9, source
         assert r["adapted"]["all"]["token_recall"] >= 0.8, source
         # the probe, which does not unmix the text term, recovers fewer windows exactly
         assert r["probe_windows"]["exact"] <= r["unmixed_windows"]["exact"], source
