@@ -92,7 +92,7 @@ PROBE_ATOMS = 24
 QUICK_PROBE_WINDOWS = 40
 #: most atoms one adapted prompt's sum is decoded with (OMP cost grows with the atoms)
 MEAN_ATOMS = 160
-#: tokens added per round and rounds of :func:`nnls_tokens`
+#: tokens added per round and rounds of :func:`nnls_decode`
 NNLS_ADD, NNLS_ROUNDS = 64, 60
 #: OMP stops when the residual is below this fraction of the target's norm
 TOL = 1e-5
