@@ -93,8 +93,9 @@ class TextCounter:
             self._countable = np.ones(vocab_size, bool)
             self._countable[self._counter._excluded] = False
             # the statistics stay rows (one per text window) while there are fewer than h + 1 of them
-            # (the smaller exact form, ExpertCounts), then become the Gram; or, kept, the token ids
-            # while they are smaller than the Gram
+            # (the smaller exact form, ExpertCounts), then become the Gram; "auto" keeps the token ids
+            # beside the rows while they last; True keeps the ids alone while they are smaller than
+            # the Gram
             if keep_token_ids is True:
                 self._tokens = []
             else:
