@@ -90,7 +90,7 @@ class RouterConfig:
             of the dense logits).
         keep_token_ids: which experts keep their texts as token ids (``ExpertCounts.text_tokens``),
             saved instead of their text statistics' rows or Gram — the compact exact form (a router
-            of 1,000 small experts saves ~20× smaller; docs/experts.md). ``"auto"`` (default): the
+            of 1,000 small experts saves ~13× smaller; docs/experts.md). ``"auto"`` (default): the
             experts with fewer than ``h + 1`` training rows, whose statistics would otherwise be saved
             as rows — and those rows give back the tokens of every 8-token window of their texts
             (``python -m benchmarks.privacy``), so the ids reveal little more; experts large enough
