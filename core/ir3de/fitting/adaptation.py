@@ -41,8 +41,9 @@ Exact by construction:
   forgetting traffic never touches them (they are re-derived at the next ``adapt``).
 
 What is kept: one float64 row per prompt (``h`` numbers: the mean of its token embeddings) and its token
-count, at most ``max_prompts`` of them (the oldest go first), plus the per-expert blocks. No text, no
-token id. The pure functions here take and return arrays; :class:`ir3de.Router` tokenizes, calls them
+count, at most ``max_prompts`` of them (the oldest go first), plus the per-expert blocks. No text
+string and no token id, but a row times its count decodes into its prompt's tokens (as a bag:
+``python -m benchmarks.privacy``), so kept rows are as private as the prompts. The pure functions here take and return arrays; :class:`ir3de.Router` tokenizes, calls them
 under its lock and commits.
 
 Example:
@@ -210,7 +211,8 @@ def settings_from(current: AdaptationSettings | None, options: Mapping[str, Any]
 
 @dataclass(frozen=True, eq=False)
 class AdaptationPrompts:
-    """The rows kept of the adapted prompts, oldest first: no text, no token id.
+    """The rows kept of the adapted prompts, oldest first: no text string, no token id (each row still
+    decodes into its prompt's bag of tokens: treat them like the prompts).
 
     Attributes:
         means: (P, h) float64, the mean embedding of each prompt's countable tokens.
