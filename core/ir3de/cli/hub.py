@@ -118,7 +118,7 @@ def register(subparsers: Any) -> None:
     """Add ``stats``, ``merge``, ``push`` and ``pull`` to the ``ir3de`` command."""
     hub = _hub_arguments()
     p = subparsers.add_parser(
-        "stats", help="count one expert's corpus into a stat pack (no text, no weights)"
+        "stats", help="count one expert's corpus into a stat pack (statistics, no weights)"
     )
     add_corpus_arguments(p)
     p.add_argument(
