@@ -77,8 +77,11 @@ def _folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
-    """One expert count, in this process (run by :func:`main` in a fresh subprocess per count)."""
+def measure(experts: int, per_language: int, repeats: int, baseline: str = "") -> dict[str, Any]:
+    """One expert count, in this process (run by :func:`main` in a fresh subprocess per count). With
+    ``baseline``, a folder: the first count saves its router there, and every later count loads it and
+    times its routes interleaved with its own (prompt by prompt, alternating which goes first), so the
+    latency ratio compares the two under the same machine load."""
     import gc
 
     from ir3de import Router, TokenEmbeddings
@@ -115,16 +118,35 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
         folder = router.save_pretrained(Path(tmp) / "router")
         size_mb = _folder_mb(folder)
         files_mb = {p.name: p.stat().st_size / 1e6 for p in folder.iterdir() if p.is_file()}
+    base = None
+    if baseline and Path(baseline, "config.json").exists():
+        base = Router.from_pretrained(baseline, embeddings=emb, device="cpu")
+    elif baseline:
+        router.save_pretrained(baseline)  # the first count: the baseline of the later ones
     prompts = (held * (LATENCY_PROMPTS // max(1, len(held)) + 1))[:LATENCY_PROMPTS]
     for p in prompts[:50]:
         router.route(p)  # warm-up
-    ns = []
+        if base is not None:
+            base.route(p)
+    ns, base_ns = [], []
     for _ in range(repeats):
-        for p in prompts:
+        for i, p in enumerate(prompts):
+            first_base = base is not None and i % 2 == 1
+            if first_base:
+                assert base is not None
+                t = time.perf_counter_ns()
+                base.route(p)
+                base_ns.append(time.perf_counter_ns() - t)
             t = time.perf_counter_ns()
             router.route(p)
             ns.append(time.perf_counter_ns() - t)
+            if base is not None and not first_base:
+                t = time.perf_counter_ns()
+                base.route(p)
+                base_ns.append(time.perf_counter_ns() - t)
+    del base
     lat = np.asarray(ns, np.float64) / 1e3
+    base_p50 = float(np.percentile(base_ns, 50)) / 1e3 if base_ns else float(np.percentile(lat, 50))
     batch = (held * (BATCH_PROMPTS // max(1, len(held)) + 1))[:BATCH_PROMPTS]
     route_indices(router.state, router.config, batch[:100])
     t0 = time.perf_counter()
@@ -184,6 +206,7 @@ def measure(experts: int, per_language: int, repeats: int) -> dict[str, Any]:
         "token_id_experts": with_ids,
         "rows_artifact_mb": rows_mb,
         "route_p50_us": float(np.percentile(lat, 50)),
+        "baseline_route_p50_us": base_p50,  # the first count's router, timed interleaved with this one
         "route_p99_us": float(np.percentile(lat, 99)),
         "route_samples": int(lat.size),
         "batch_prompts_per_s": len(batch) / batch_s,
@@ -254,6 +277,11 @@ def _run_child(args: list[str]) -> dict[str, Any]:
         return result
 
 
+def _route_ratio(run: dict[str, Any]) -> float:
+    """A count's route p50 over the first count's, both timed interleaved in the same process."""
+    return float(run["route_p50_us"] / run.get("baseline_route_p50_us", run["route_p50_us"]))
+
+
 def markdown(res: dict[str, Any]) -> str:
     base = res["runs"][0]
     lines = [
@@ -270,7 +298,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r.get('token_id_experts', 0):,} | {r['fit_s']:.1f} | "
             f"{r['fit_s'] / base['fit_s']:.2f} | {r['fit_peak_mb']:.0f} | {r['artifact_mb']:.0f} | "
             f"{r.get('rows_artifact_mb', float('nan')):.0f} | "
-            f"{r['route_p50_us']:.0f} | {r['route_p50_us'] / base['route_p50_us']:.2f} | "
+            f"{r['route_p50_us']:.0f} | {_route_ratio(r):.2f} | "
             f"{r['route_p99_us']:.0f} | {r['batch_prompts_per_s']:.0f} | {r['add_expert_s']:.2f} | "
             f"{r['add_expert_s'] / base['add_expert_s']:.2f} | {r['kept_artifact_mb']:.0f} | "
             f"{r['kept_first_add_s']:.2f} |"
@@ -282,7 +310,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"{base['texts']:,} texts, {tok['tokens']:,} tokens; batch tokenization {tok['tokenize_s']:.2f} s "
         f"({tok['tokens_per_s'] / 1e6:.2f} M tokens/s); the 5-expert fit runs at "
         f"{tok['tokenize_s'] / fit5:.2f} × the tokenizer's pace. One thread on one CPU (pinned); fit and tokenization: median of 3; latency over "
-        f"{base['route_samples']} routes; add_expert: median of 3 (each removed again). The defaults "
+        f"{base['route_samples']} routes; a route's × 5 is its p50 over the 5-expert router's, loaded into "
+        "the same process and timed prompt by prompt interleaved with it (the same machine load for "
+        "both); add_expert: median of 3 (each removed again). The defaults "
         '(`keep_token_ids="auto"`) save the experts with fewer than h + 1 rows as their token ids; "no ids": '
         "the same router with `keep_token_ids=False` (those experts' window rows instead); `True`: the same "
         "fit with `keep_token_ids=True` (every expert whose ids are smaller than its Gram); the first "
@@ -346,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experts", type=int, default=0, help=argparse.SUPPRESS)  # child: one count
     ap.add_argument("--tokenize", action="store_true", help=argparse.SUPPRESS)  # child: tokenizer pace
     ap.add_argument("--out-json", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", default="", help=argparse.SUPPRESS)  # child: the first count's router
     args = ap.parse_args(argv)
     per_language = QUICK_TEXTS_PER_LANGUAGE if args.quick else TEXTS_PER_LANGUAGE
     if args.plot_only:
@@ -355,14 +386,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.tokenize:
             result = _tokenize_rate(per_language)
         else:  # fewer latency repeats for the largest counts keep the run under ~10 minutes
-            result = measure(args.experts, per_language, repeats=1 if args.experts >= 1000 else 2)
+            repeats = 1 if args.experts >= 1000 else 2
+            result = measure(args.experts, per_language, repeats, baseline=args.baseline)
         Path(args.out_json).write_text(json.dumps(result))
         return 0
     flag = ["--quick"] if args.quick else []
     res: dict[str, Any] = {"tokenize": _run_child([*flag, "--tokenize"]), "runs": []}
-    for n in QUICK_COUNTS if args.quick else COUNTS:
-        print(f"benchmarks.experts: {n} experts …", flush=True)
-        res["runs"].append(_run_child([*flag, "--experts", str(n)]))
+    with tempfile.TemporaryDirectory(prefix="ir3de-experts-baseline-") as tmp:
+        baseline = str(Path(tmp) / "router")  # the first count saves its router here for the others
+        for n in QUICK_COUNTS if args.quick else COUNTS:
+            print(f"benchmarks.experts: {n} experts …", flush=True)
+            res["runs"].append(_run_child([*flag, "--experts", str(n), "--baseline", baseline]))
     res["machine"] = machine(threads=1)
     publish(res, markdown(res), Path(args.out), "experts")
     plot(res, Path(args.plot))

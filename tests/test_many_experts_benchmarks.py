@@ -69,7 +69,15 @@ def test_experts_benchmark_quick(tmp_path):
     assert fifty["statistics_forms"] == {"rows": 50, "gram": 0}  # 12 texts each: rows are smaller
     assert five["statistics_forms"]["gram"] == 5
     assert all(r["route_p50_us"] > 0 and r["artifact_mb"] > 0 and r["fit_peak_mb"] > 0 for r in res["runs"])
-    # keep_token_ids saves the texts' token ids: smaller than 50 experts' rows; loading then growing works
-    assert fifty["kept_artifact_mb"] < fifty["artifact_mb"] and fifty["kept_first_add_s"] > 0
+    # the defaults save the 50 small experts as token ids: smaller than their rows; so does True, and
+    # loading then growing works
+    assert fifty["token_id_experts"] == 50 and five["token_id_experts"] == 0
+    assert (
+        fifty["artifact_mb"] < fifty["rows_artifact_mb"]
+        and fifty["kept_artifact_mb"] < fifty["rows_artifact_mb"]
+    )
+    assert fifty["kept_first_add_s"] > 0
+    # the 5-expert router is timed interleaved with the 50-expert one, in the same process
+    assert five["baseline_route_p50_us"] == five["route_p50_us"] and fifty["baseline_route_p50_us"] > 0
     assert "load_avg" in res["machine"] and (tmp_path / "experts.md").read_text().startswith("| experts")
     assert (tmp_path / "experts.png").stat().st_size > 10_000
