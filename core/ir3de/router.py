@@ -296,11 +296,7 @@ class Router:
                 getattr(new, f) != getattr(self.config, f) for f in STATISTICS_SETTINGS
             ):
                 self._commit(self._experts, new)
-            if any(
-                e.counts.text_tokens is not None and not e.counts.text_tokens.kept_by(new.keep_token_ids)
-                for e in self._experts.values()
-            ):
-                self._experts = self._without_token_ids(self._experts, new.keep_token_ids)  # no re-solve
+            self._experts = self._without_token_ids(self._experts, new.keep_token_ids)  # no re-solve
             self.config = new
         return self
 
@@ -660,19 +656,19 @@ class Router:
     def _without_token_ids(
         self, experts: Mapping[str, ExpertStatistics], keep: KeepTokenIds
     ) -> dict[str, ExpertStatistics]:
-        """``experts`` without the token ids ``keep_token_ids=keep`` does not keep (their statistics
-        rebuilt first where the ids are all)."""
+        """``experts`` without the token ids ``keep_token_ids=keep`` does not keep (the statistics of
+        those experts rebuilt first where the ids are all; the embeddings load only then)."""
         drop = {
-            n
+            n: e
             for n, e in experts.items()
             if e.counts.text_tokens is not None and not e.counts.text_tokens.kept_by(keep)
         }
-        if any(experts[n].counts.needs_rebuild for n in drop):
-            experts = fitting.with_text_statistics(experts, self.embeddings.matrix)
-        return {
-            n: dataclasses.replace(e, counts=e.counts.without_text_tokens()) if n in drop else e
-            for n, e in experts.items()
-        }
+        if any(e.counts.needs_rebuild for e in drop.values()):
+            drop = fitting.with_text_statistics(drop, self.embeddings.matrix)
+        out = dict(experts)
+        for n, e in drop.items():
+            out[n] = dataclasses.replace(e, counts=e.counts.without_text_tokens())
+        return out
 
     def _get_expert(self, name: str) -> ExpertStatistics:
         if name not in self._experts:
