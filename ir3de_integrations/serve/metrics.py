@@ -6,7 +6,8 @@
 * ``ir3de_upstream_seconds{expert}`` — histogram of upstream latency (to the full body, or to the
   stream's end);
 * ``ir3de_upstream_errors_total{expert,kind}`` — upstream failures (``connect``, ``timeout``,
-  ``status_5xx``, ``status_4xx``, ``protocol``);
+  ``status_5xx``, ``status_4xx``, ``protocol``; ``stale_connection``: a pooled connection the upstream
+  had closed, the request resent on another);
 * ``ir3de_requests_total{endpoint,status}`` — answered requests;
 * ``ir3de_router_revision`` — the router revision this worker serves (see ``state_dir``);
 * ``ir3de_revision_swaps_total`` — routing-state changes this worker switched to (own or others');

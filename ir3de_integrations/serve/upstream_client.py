@@ -7,6 +7,13 @@ connection refused → 502 ``upstream_unavailable``, no answer in time → 504 `
 upstream 5xx → 502 ``upstream_error`` — and ``retryable`` tells whether the configured upstream
 fallback may take over. An upstream 4xx is the client's own error and passes through unchanged.
 
+A pooled keep-alive connection can be closed by the upstream just as a request goes out on it (uvicorn,
+and so vLLM, closes connections idle for 5 s; the gateway keeps them for 30). The request then fails
+before any answer with ``ServerDisconnectedError`` or a reset. Such a request is sent once more on another
+connection (RFC 9112 §9.3.1; aiohttp does this itself for idempotent methods only, and a chat completion
+is a POST); aiohttp's request tracing tells a reused connection from a fresh one, and a failure on a fresh
+connection is never resent.
+
 Example:
     >>> client = UpstreamClient(timeout=30, connect_timeout=5)               # doctest: +SKIP
     >>> response = await client.complete(upstream, b'{"model": "m", ...}')   # doctest: +SKIP
@@ -19,6 +26,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -31,6 +39,16 @@ __all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamResponse"]
 
 #: Failures in the middle of a relayed stream (the caller turns them into an SSE error event).
 STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+#: How a request fails, before any answer, on a pooled connection the upstream had closed.
+STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def _mark_reused(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    """Trace hook: the request went out on a pooled keep-alive connection."""
+    context.trace_request_ctx["reused"] = True
 
 
 class UpstreamFailure(GatewayError):
@@ -129,12 +147,15 @@ class UpstreamClient:
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.metrics = metrics
+        reuse = aiohttp.TraceConfig()
+        reuse.on_connection_reuseconn.append(_mark_reused)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
             ),
             skip_auto_headers=("User-Agent",),
+            trace_configs=[reuse],
         )
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
@@ -163,13 +184,30 @@ class UpstreamClient:
         self._count_error(upstream, failure.failure_kind)
         return failure
 
+    async def _post(self, upstream: Upstream, body: bytes) -> aiohttp.ClientResponse:
+        """POST ``body`` up to the answer's headers; once more when a reused connection turns out closed."""
+        reused: dict[str, bool] = {}
+        try:
+            return await self._session.post(
+                upstream.url,
+                data=body,
+                headers=upstream.headers,
+                timeout=self._timeout(upstream),
+                trace_request_ctx=reused,
+            )
+        except STALE_CONNECTION_ERRORS:
+            if not reused:
+                raise
+            self._count_error(upstream, "stale_connection")
+        return await self._session.post(
+            upstream.url, data=body, headers=upstream.headers, timeout=self._timeout(upstream)
+        )
+
     async def complete(self, upstream: Upstream, body: bytes) -> UpstreamResponse:
         """POST ``body`` and read the whole answer. Raises :class:`UpstreamFailure` on 5xx/no answer."""
         start = time.perf_counter()
         try:
-            async with self._session.post(
-                upstream.url, data=body, headers=upstream.headers, timeout=self._timeout(upstream)
-            ) as response:
+            async with await self._post(upstream, body) as response:
                 content = await response.read()
                 status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
@@ -188,9 +226,7 @@ class UpstreamClient:
         5xx; a 4xx comes back read, for the caller to pass through.
         """
         try:
-            response = await self._session.post(
-                upstream.url, data=body, headers=upstream.headers, timeout=self._timeout(upstream)
-            )
+            response = await self._post(upstream, body)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise self._fail(upstream, e) from None
         if response.status < 400:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -185,3 +186,144 @@ def test_router_experts_without_upstream_refuse_to_start(gateway_router):
     cfg = GatewayConfig.from_dict({"router": "r", "experts": {"math": "http://127.0.0.1:1/v1"}})
     with pytest.raises(ConfigError, match="have no upstream"):
         create_app(cfg, gateway_router)
+
+
+class ClosingUpstream:
+    """A raw HTTP/1.1 upstream on loopback that closes connections without answering, the way a server
+    closing an idle keep-alive connection looks to a client whose request crossed the close.
+
+    ``answer_first``: each connection's first request is answered (a chat completion, or an SSE stream when
+    it asked for one), every later one on the same connection is read and the connection closed; ``False``:
+    every request is read and its connection closed. ``requests`` counts the requests read.
+    """
+
+    def __init__(self, *, answer_first: bool) -> None:
+        import threading
+
+        self.answer_first = answer_first
+        self.requests = 0
+        self.connections: set[asyncio.Task] = set()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def _serve(self, ready) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+        ready.set()
+        self.loop.run_forever()
+
+    async def _connection(self, reader, writer) -> None:
+        self.connections.add(asyncio.current_task())
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                request = json.loads(await reader.readexactly(length))
+                self.requests += 1
+                if served or not self.answer_first:
+                    return
+                served += 1
+                writer.write(self._answer(request))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    @staticmethod
+    def _answer(request: dict) -> bytes:
+        message = {"role": "assistant", "content": "answered"}
+        if request.get("stream"):
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": request["model"]}
+            events = [
+                {**chunk, "choices": [{"index": 0, "delta": message, "finish_reason": None}]},
+                {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            ]
+            body = (
+                b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+            )
+            kind = b"text/event-stream"
+        else:
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            body = json.dumps(
+                {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": request["model"],
+                    "choices": [choice],
+                }
+            ).encode()
+            kind = b"application/json"
+        return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+            kind,
+            len(body),
+            body,
+        )
+
+    def close(self) -> None:
+        import asyncio
+
+        async def shutdown() -> None:
+            self.server.close()
+            for connection in self.connections:
+                connection.cancel()
+            await asyncio.gather(*self.connections, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def closing_upstream(request):
+    upstream = ClosingUpstream(answer_first=request.param)
+    yield upstream
+    upstream.close()
+
+
+@pytest.mark.parametrize("closing_upstream", [True], indirect=True)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_pooled_connection_the_upstream_closed_is_resent_once(start_gateway, closing_upstream, stream):
+    """The upstream closes the gateway's pooled keep-alive connection as the next request goes out on it
+    (uvicorn and vLLM close connections idle for 5 s): the request is sent again on a fresh connection,
+    and the caller never sees the race."""
+    gw = start_gateway(upstreams={"math": closing_upstream.url})
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=20)
+    for _ in range(3):  # the first on a fresh connection; each later one crosses the close once
+        if stream:
+            pieces = client.chat.completions.create(model="math", messages=MSG, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in pieces if c.choices) == "answered"
+        else:
+            answer = client.chat.completions.create(model="math", messages=MSG)
+            assert answer.choices[0].message.content == "answered"
+    assert closing_upstream.requests == 5  # 3 answered, 2 resent
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'ir3de_upstream_errors_total{expert="math",kind="stale_connection"} 2.0' in metrics
+    assert 'kind="protocol"' not in metrics
+
+
+@pytest.mark.parametrize("closing_upstream", [False], indirect=True)
+def test_a_fresh_connection_closed_without_an_answer_is_a_502_and_never_resent(
+    start_gateway, closing_upstream
+):
+    gw = start_gateway(upstreams={"math": closing_upstream.url})
+    for stream in (False, True):
+        r = httpx.post(
+            f"{gw.url}/v1/chat/completions", json={"model": "math", "messages": MSG, "stream": stream}
+        )
+        assert "broke the connection" in _error(r, 502, "upstream_error")["message"]
+    assert closing_upstream.requests == 2
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'ir3de_upstream_errors_total{expert="math",kind="protocol"} 2.0' in metrics
+    assert "stale_connection" not in metrics
