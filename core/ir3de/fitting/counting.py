@@ -34,6 +34,8 @@ from ir3de.fitting.statistics import (
     add_text_statistics,
     rows_gram,
     text_factor,
+    text_factor_gram,
+    text_factor_rows,
 )
 from ir3de.sanitize import clean_text
 
@@ -116,15 +118,17 @@ class TextCounter:
             return
         hidden = self._matrix.shape[1]
         if self._rows is not None:
-            rows = text_factor(self._matrix, flat, lengths, self._countable)
-            self._rows.append(rows)
-            self._num_rows += rows.shape[0]
-            if self._tokens is not None:  # "auto": the ids of the texts these rows come from
-                self._tokens.append(TextTokens.from_texts(flat, lengths, self._countable, hidden + 1))
-            if self._num_rows > hidden:  # the Gram is now the smaller form
-                self._text_gram = rows_gram(np.concatenate(self._rows))
+            new_rows = text_factor_rows(flat, lengths, self._countable)
+            if self._num_rows + new_rows > hidden:  # the Gram is now the smaller form
+                # the Gram of the rows so far and these texts' rows, without writing out the latter
+                self._text_gram = text_factor_gram(self._rows, self._matrix, flat, lengths, self._countable)
                 self._rows = None
                 self._tokens = None
+                return
+            self._rows.append(text_factor(self._matrix, flat, lengths, self._countable))
+            self._num_rows += new_rows
+            if self._tokens is not None:  # "auto": the ids of the texts these rows come from
+                self._tokens.append(TextTokens.from_texts(flat, lengths, self._countable, hidden + 1))
         elif self._tokens is not None:
             tokens = TextTokens.from_texts(flat, lengths, self._countable, hidden + 1)
             self._tokens.append(tokens)

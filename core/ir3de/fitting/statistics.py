@@ -67,6 +67,8 @@ __all__ = [
     "merged_counts",
     "rows_gram",
     "text_factor",
+    "text_factor_gram",
+    "text_factor_rows",
     "text_gram",
     "text_means",
     "text_ridge_matrices",
@@ -918,6 +920,79 @@ def add_text_statistics(
     found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
     if found is not None:
         _add_row_gram(gram, *found)
+
+
+def text_factor_rows(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> int:
+    """How many rows :func:`text_factor` gives for these texts (one per window of ``window`` countable
+    tokens; without windows, one per text with a countable token), without computing them.
+
+    Example:
+        >>> text_factor_rows(np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False]), 1)
+        3
+    """
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    keep = countable[ids]
+    if not keep.all():
+        seg = np.repeat(np.arange(lengths.size), lengths)
+        lengths = np.bincount(seg[keep], minlength=lengths.size)
+    if not window or window_weight <= 0:
+        return int(np.count_nonzero(lengths))
+    return int(np.sum(-(-lengths // int(window))))
+
+
+def text_factor_gram(
+    head: Sequence[np.ndarray],
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> np.ndarray:
+    """``rows_gram(np.concatenate([*head, text_factor(matrix, ids, lengths, countable, …)]))``, bit for
+    bit, without the factor rows or the concatenation: each :data:`_GRAM_BLOCK_ROWS`-row block of the
+    stacked rows is written into one reused buffer (the rows of ``head`` first, then the texts' rows,
+    built as :func:`text_factor` builds them) and multiplied as :func:`rows_gram` multiplies it. What
+    counting does when an expert's rows outgrow the rows form (:class:`~ir3de.fitting.counting.TextCounter`).
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> ids, lengths, countable = np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False])
+        >>> head = [np.array([[0.5, 0.5, 1.0]])]
+        >>> y = np.concatenate([*head, text_factor(m, ids, lengths, countable)])
+        >>> np.array_equal(text_factor_gram(head, m, ids, lengths, countable), rows_gram(y))
+        True
+    """
+    dim = matrix.shape[1] + 1
+    found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
+    terms, bias = found if found is not None else ([], np.zeros(0, np.float64))
+    rows = [np.asarray(h, np.float64) for h in head]
+    head_rows = np.concatenate(rows) if rows else np.zeros((0, dim), np.float64)  # few: the rows form's
+    first = head_rows.shape[0]  # the texts' rows come after the head's
+    total = first + bias.size
+    gram = np.zeros((dim, dim), np.float64)
+    if total == 0:
+        return gram
+    buf = np.empty((min(total, _GRAM_BLOCK_ROWS), dim), np.float64)
+    scratch = np.empty((min(max(bias.size, 1), _BUILD_BLOCK_ROWS), dim - 1), np.float64)
+    for lo in range(0, total, _GRAM_BLOCK_ROWS):
+        hi = min(total, lo + _GRAM_BLOCK_ROWS)
+        block = buf[: hi - lo]
+        if lo < first:
+            block[: min(hi, first) - lo] = head_rows[lo : min(hi, first)]
+        for start in range(max(lo, first), hi, _BUILD_BLOCK_ROWS):  # the texts' rows, as text_factor
+            stop = min(hi, start + _BUILD_BLOCK_ROWS)
+            _write_rows(block[start - lo : stop - lo], terms, bias, start - first, stop - first, scratch)
+        _add_block_gram_lower(gram, block)
+    _mirror_lower(gram)
+    return gram
 
 
 def text_factor(
