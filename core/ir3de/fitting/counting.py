@@ -32,6 +32,7 @@ from ir3de.fitting.statistics import (
     TextTokens,
     TokenCounter,
     add_text_statistics,
+    mirror_lower,
     rows_gram,
     text_factor,
     text_factor_gram,
@@ -141,7 +142,8 @@ class TextCounter:
                 self._tokens = None
         else:
             assert self._text_gram is not None
-            add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
+            # the lower triangle only: result() mirrors it once (the same Gram, bit for bit)
+            add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable, lower=True)
 
     @property
     def num_texts(self) -> int:
@@ -178,4 +180,6 @@ class TextCounter:
                 text_tokens=tokens,
                 **tokens.statistics(self._matrix),
             )
+        assert self._text_gram is not None
+        mirror_lower(self._text_gram)
         return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, self._text_gram)

@@ -65,6 +65,7 @@ __all__ = [
     "corpus_factors",
     "expert_gram",
     "merged_counts",
+    "mirror_lower",
     "rows_gram",
     "text_factor",
     "text_factor_gram",
@@ -187,7 +188,8 @@ class TextTokens:
         for lo in range(0, lengths.size, _TOKEN_TEXTS_PER_BLOCK):
             hi = min(lengths.size, lo + _TOKEN_TEXTS_PER_BLOCK)
             span = ids[int(self.offsets[lo]) : int(self.offsets[hi])]
-            add_text_statistics(gram, matrix, span, lengths[lo:hi], countable)
+            add_text_statistics(gram, matrix, span, lengths[lo:hi], countable, lower=True)
+        mirror_lower(gram)  # once: the same matrix as mirroring after every block
         return {"stored_gram": gram}
 
     def __add__(self, other: TextTokens) -> TextTokens:
@@ -597,7 +599,7 @@ def rows_gram(rows: np.ndarray) -> np.ndarray:
     gram = np.zeros((rows.shape[1], rows.shape[1]), np.float64)
     for lo in range(0, rows.shape[0], _GRAM_BLOCK_ROWS):
         _add_block_gram_lower(gram, rows[lo : lo + _GRAM_BLOCK_ROWS])
-    _mirror_lower(gram)
+    mirror_lower(gram)
     return gram
 
 
@@ -607,7 +609,7 @@ def _add_block_gram_lower(gram: np.ndarray, block: np.ndarray) -> None:
     One BLAS ``dsyrk`` (a symmetric rank-k update: half the multiplications of ``block.T @ block``,
     no temporary, float64 throughout): ``gram``'s transpose is a Fortran-ordered view on which
     ``dsyrk`` updates the upper triangle. Only the lower triangle is current afterwards: every Gram
-    built here is finished by :func:`_mirror_lower`, so the kernel and its rounding are the same on
+    built here is finished by :func:`mirror_lower`, so the kernel and its rounding are the same on
     every path that builds text Grams (their bit-for-bit equalities rest on that).
     """
     from scipy.linalg import blas
@@ -620,8 +622,13 @@ def _add_block_gram_lower(gram: np.ndarray, block: np.ndarray) -> None:
         gram[...] = out.T
 
 
-def _mirror_lower(gram: np.ndarray) -> None:
-    """Copy the lower triangle of a square matrix onto its upper triangle, in place."""
+def mirror_lower(gram: np.ndarray) -> None:
+    """Copy the lower triangle of a square matrix onto its upper triangle, in place.
+
+    Example:
+        >>> g = np.array([[1.0, 0.0], [2.0, 3.0]]); mirror_lower(g); g.tolist()
+        [[1.0, 2.0], [2.0, 3.0]]
+    """
     np.copyto(gram, gram.T, where=_strict_upper(gram.shape[0]))
 
 
@@ -830,13 +837,16 @@ def _add_row_gram(
     gram: np.ndarray,
     terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
     bias: np.ndarray,
+    *,
+    lower: bool = False,
 ) -> None:
     """``gram += Σ_r y_r y_rᵀ`` with ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]``, in row blocks.
 
     ``terms`` are ``(src, idx, f)`` (``idx=None``: row ``r`` of ``src``; ``f=None``: no factor). Each block is written once
     into a reused float64 buffer and multiplied by itself (``Bᵀ B``, a symmetric rank-k update in
     float64, :func:`_add_block_gram_lower`: products keep float64 rounding, as the exactness tests
-    require). ``gram`` must be symmetric on entry; it is symmetric on return.
+    require). ``gram`` must be symmetric on entry; it is symmetric on return (``lower``: only its lower
+    triangle is read and updated, see :func:`add_text_statistics`).
     """
     hidden = gram.shape[0] - 1
     n = bias.size
@@ -850,7 +860,8 @@ def _add_row_gram(
         block = buf[: hi - lo]
         _write_rows(block, terms, bias, lo, hi, scratch)
         _add_block_gram_lower(gram, block)
-    _mirror_lower(gram)
+    if not lower:
+        mirror_lower(gram)
 
 
 def _write_rows(
@@ -900,6 +911,8 @@ def add_text_statistics(
     countable: np.ndarray,
     window: int | None = TEXT_WINDOW,
     window_weight: float = WINDOW_WEIGHT,
+    *,
+    lower: bool = False,
 ) -> None:
     """``gram += text_gram(*text_rows(matrix, ids, lengths, countable, window, window_weight))``, faster.
 
@@ -916,10 +929,15 @@ def add_text_statistics(
         >>> g = np.zeros((3, 3)); add_text_statistics(g, m, ids, lengths, countable, 1, 0.5)
         >>> np.allclose(g, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
         True
+
+    With ``lower=True`` only the lower triangle of ``gram`` is read and updated (the upper one is left
+    as it was): a caller that adds many batches makes it symmetric once at the end with
+    :func:`mirror_lower`, and gets the same matrix bit for bit as adding them with ``lower=False``
+    (the products only ever touch the lower triangle; the mirror only copies it).
     """
     found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
     if found is not None:
-        _add_row_gram(gram, *found)
+        _add_row_gram(gram, *found, lower=lower)
 
 
 def text_factor_rows(
@@ -991,7 +1009,7 @@ def text_factor_gram(
             stop = min(hi, start + _BUILD_BLOCK_ROWS)
             _write_rows(block[start - lo : stop - lo], terms, bias, start - first, stop - first, scratch)
         _add_block_gram_lower(gram, block)
-    _mirror_lower(gram)
+    mirror_lower(gram)
     return gram
 
 
@@ -1271,7 +1289,7 @@ class TextGramSum:
         out = np.array(self._flushed)
         if self._pending:
             _add_block_gram_lower(out, np.concatenate(self._pending))
-        _mirror_lower(out)
+        mirror_lower(out)
         return out
 
 
