@@ -1072,10 +1072,15 @@ def _text_terms(
     last = np.cumsum(per_text) - 1  # the last window of each text
     first = last - per_text + 1
     many = per_text > 1  # texts with a full window before their last one
-    scaled = np.concatenate([text_sums[many] * f2[first[many], None], text_sums * f2[last, None]])
+    full = int(many.sum())
+    scaled = np.empty(
+        (full + sizes.size, text_sums.shape[1]), np.float64
+    )  # written in place: no concatenation
+    np.multiply(text_sums[many], f2[first[many], None], out=scaled[:full])
+    np.multiply(text_sums, f2[last, None], out=scaled[full:])
     slot = np.cumsum(many) - 1  # each text's row among the full-window products
     which = slot[text_of]
-    which[last] = int(many.sum()) + np.arange(sizes.size)
+    which[last] = full + np.arange(sizes.size)
     terms = [(window_sums, None, alpha / window_sizes), (scaled, which, None)]
     return terms, alpha + gamma
 
