@@ -32,8 +32,11 @@ from ir3de.fitting.statistics import (
     TextTokens,
     TokenCounter,
     add_text_statistics,
+    mirror_lower,
     rows_gram,
     text_factor,
+    text_factor_gram,
+    text_factor_rows,
 )
 from ir3de.sanitize import clean_text
 
@@ -116,15 +119,17 @@ class TextCounter:
             return
         hidden = self._matrix.shape[1]
         if self._rows is not None:
-            rows = text_factor(self._matrix, flat, lengths, self._countable)
-            self._rows.append(rows)
-            self._num_rows += rows.shape[0]
-            if self._tokens is not None:  # "auto": the ids of the texts these rows come from
-                self._tokens.append(TextTokens.from_texts(flat, lengths, self._countable, hidden + 1))
-            if self._num_rows > hidden:  # the Gram is now the smaller form
-                self._text_gram = rows_gram(np.concatenate(self._rows))
+            new_rows = text_factor_rows(flat, lengths, self._countable)
+            if self._num_rows + new_rows > hidden:  # the Gram is now the smaller form
+                # the Gram of the rows so far and these texts' rows, without writing out the latter
+                self._text_gram = text_factor_gram(self._rows, self._matrix, flat, lengths, self._countable)
                 self._rows = None
                 self._tokens = None
+                return
+            self._rows.append(text_factor(self._matrix, flat, lengths, self._countable))
+            self._num_rows += new_rows
+            if self._tokens is not None:  # "auto": the ids of the texts these rows come from
+                self._tokens.append(TextTokens.from_texts(flat, lengths, self._countable, hidden + 1))
         elif self._tokens is not None:
             tokens = TextTokens.from_texts(flat, lengths, self._countable, hidden + 1)
             self._tokens.append(tokens)
@@ -137,7 +142,8 @@ class TextCounter:
                 self._tokens = None
         else:
             assert self._text_gram is not None
-            add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable)
+            # the lower triangle only: result() mirrors it once (the same Gram, bit for bit)
+            add_text_statistics(self._text_gram, self._matrix, flat, lengths, self._countable, lower=True)
 
     @property
     def num_texts(self) -> int:
@@ -174,4 +180,6 @@ class TextCounter:
                 text_tokens=tokens,
                 **tokens.statistics(self._matrix),
             )
+        assert self._text_gram is not None
+        mirror_lower(self._text_gram)
         return ExpertCounts(counts.token_ids, counts.counts, counts.num_texts, self._text_gram)

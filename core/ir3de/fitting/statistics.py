@@ -65,8 +65,11 @@ __all__ = [
     "corpus_factors",
     "expert_gram",
     "merged_counts",
+    "mirror_lower",
     "rows_gram",
     "text_factor",
+    "text_factor_gram",
+    "text_factor_rows",
     "text_gram",
     "text_means",
     "text_ridge_matrices",
@@ -185,7 +188,8 @@ class TextTokens:
         for lo in range(0, lengths.size, _TOKEN_TEXTS_PER_BLOCK):
             hi = min(lengths.size, lo + _TOKEN_TEXTS_PER_BLOCK)
             span = ids[int(self.offsets[lo]) : int(self.offsets[hi])]
-            add_text_statistics(gram, matrix, span, lengths[lo:hi], countable)
+            add_text_statistics(gram, matrix, span, lengths[lo:hi], countable, lower=True)
+        mirror_lower(gram)  # once: the same matrix as mirroring after every block
         return {"stored_gram": gram}
 
     def __add__(self, other: TextTokens) -> TextTokens:
@@ -595,7 +599,7 @@ def rows_gram(rows: np.ndarray) -> np.ndarray:
     gram = np.zeros((rows.shape[1], rows.shape[1]), np.float64)
     for lo in range(0, rows.shape[0], _GRAM_BLOCK_ROWS):
         _add_block_gram_lower(gram, rows[lo : lo + _GRAM_BLOCK_ROWS])
-    _mirror_lower(gram)
+    mirror_lower(gram)
     return gram
 
 
@@ -605,7 +609,7 @@ def _add_block_gram_lower(gram: np.ndarray, block: np.ndarray) -> None:
     One BLAS ``dsyrk`` (a symmetric rank-k update: half the multiplications of ``block.T @ block``,
     no temporary, float64 throughout): ``gram``'s transpose is a Fortran-ordered view on which
     ``dsyrk`` updates the upper triangle. Only the lower triangle is current afterwards: every Gram
-    built here is finished by :func:`_mirror_lower`, so the kernel and its rounding are the same on
+    built here is finished by :func:`mirror_lower`, so the kernel and its rounding are the same on
     every path that builds text Grams (their bit-for-bit equalities rest on that).
     """
     from scipy.linalg import blas
@@ -618,8 +622,13 @@ def _add_block_gram_lower(gram: np.ndarray, block: np.ndarray) -> None:
         gram[...] = out.T
 
 
-def _mirror_lower(gram: np.ndarray) -> None:
-    """Copy the lower triangle of a square matrix onto its upper triangle, in place."""
+def mirror_lower(gram: np.ndarray) -> None:
+    """Copy the lower triangle of a square matrix onto its upper triangle, in place.
+
+    Example:
+        >>> g = np.array([[1.0, 0.0], [2.0, 3.0]]); mirror_lower(g); g.tolist()
+        [[1.0, 2.0], [2.0, 3.0]]
+    """
     np.copyto(gram, gram.T, where=_strict_upper(gram.shape[0]))
 
 
@@ -828,13 +837,16 @@ def _add_row_gram(
     gram: np.ndarray,
     terms: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
     bias: np.ndarray,
+    *,
+    lower: bool = False,
 ) -> None:
     """``gram += Σ_r y_r y_rᵀ`` with ``y_r = [Σ_k f_k[r] · src_k[idx_k[r]], bias[r]]``, in row blocks.
 
     ``terms`` are ``(src, idx, f)`` (``idx=None``: row ``r`` of ``src``; ``f=None``: no factor). Each block is written once
     into a reused float64 buffer and multiplied by itself (``Bᵀ B``, a symmetric rank-k update in
     float64, :func:`_add_block_gram_lower`: products keep float64 rounding, as the exactness tests
-    require). ``gram`` must be symmetric on entry; it is symmetric on return.
+    require). ``gram`` must be symmetric on entry; it is symmetric on return (``lower``: only its lower
+    triangle is read and updated, see :func:`add_text_statistics`).
     """
     hidden = gram.shape[0] - 1
     n = bias.size
@@ -848,7 +860,8 @@ def _add_row_gram(
         block = buf[: hi - lo]
         _write_rows(block, terms, bias, lo, hi, scratch)
         _add_block_gram_lower(gram, block)
-    _mirror_lower(gram)
+    if not lower:
+        mirror_lower(gram)
 
 
 def _write_rows(
@@ -898,6 +911,8 @@ def add_text_statistics(
     countable: np.ndarray,
     window: int | None = TEXT_WINDOW,
     window_weight: float = WINDOW_WEIGHT,
+    *,
+    lower: bool = False,
 ) -> None:
     """``gram += text_gram(*text_rows(matrix, ids, lengths, countable, window, window_weight))``, faster.
 
@@ -914,10 +929,88 @@ def add_text_statistics(
         >>> g = np.zeros((3, 3)); add_text_statistics(g, m, ids, lengths, countable, 1, 0.5)
         >>> np.allclose(g, text_gram(*text_rows(m, ids, lengths, countable, 1, 0.5)))
         True
+
+    With ``lower=True`` only the lower triangle of ``gram`` is read and updated (the upper one is left
+    as it was): a caller that adds many batches makes it symmetric once at the end with
+    :func:`mirror_lower`, and gets the same matrix bit for bit as adding them with ``lower=False``
+    (the products only ever touch the lower triangle; the mirror only copies it).
     """
     found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
     if found is not None:
-        _add_row_gram(gram, *found)
+        _add_row_gram(gram, *found, lower=lower)
+
+
+def text_factor_rows(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> int:
+    """How many rows :func:`text_factor` gives for these texts (one per window of ``window`` countable
+    tokens; without windows, one per text with a countable token), without computing them.
+
+    Example:
+        >>> text_factor_rows(np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False]), 1)
+        3
+    """
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    keep = countable[ids]
+    if not keep.all():
+        seg = np.repeat(np.arange(lengths.size), lengths)
+        lengths = np.bincount(seg[keep], minlength=lengths.size)
+    if not window or window_weight <= 0:
+        return int(np.count_nonzero(lengths))
+    return int(np.sum(-(-lengths // int(window))))
+
+
+def text_factor_gram(
+    head: Sequence[np.ndarray],
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    countable: np.ndarray,
+    window: int | None = TEXT_WINDOW,
+    window_weight: float = WINDOW_WEIGHT,
+) -> np.ndarray:
+    """``rows_gram(np.concatenate([*head, text_factor(matrix, ids, lengths, countable, …)]))``, bit for
+    bit, without the factor rows or the concatenation: each :data:`_GRAM_BLOCK_ROWS`-row block of the
+    stacked rows is written into one reused buffer (the rows of ``head`` first, then the texts' rows,
+    built as :func:`text_factor` builds them) and multiplied as :func:`rows_gram` multiplies it. What
+    counting does when an expert's rows outgrow the rows form (:class:`~ir3de.fitting.counting.TextCounter`).
+
+    Example:
+        >>> m = np.array([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], np.float32)
+        >>> ids, lengths, countable = np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False])
+        >>> head = [np.array([[0.5, 0.5, 1.0]])]
+        >>> y = np.concatenate([*head, text_factor(m, ids, lengths, countable)])
+        >>> np.array_equal(text_factor_gram(head, m, ids, lengths, countable), rows_gram(y))
+        True
+    """
+    dim = matrix.shape[1] + 1
+    found = _text_terms(matrix, ids, lengths, countable, window, window_weight)
+    terms, bias = found if found is not None else ([], np.zeros(0, np.float64))
+    rows = [np.asarray(h, np.float64) for h in head]
+    head_rows = np.concatenate(rows) if rows else np.zeros((0, dim), np.float64)  # few: the rows form's
+    first = head_rows.shape[0]  # the texts' rows come after the head's
+    total = first + bias.size
+    gram = np.zeros((dim, dim), np.float64)
+    if total == 0:
+        return gram
+    buf = np.empty((min(total, _GRAM_BLOCK_ROWS), dim), np.float64)
+    scratch = np.empty((min(max(bias.size, 1), _BUILD_BLOCK_ROWS), dim - 1), np.float64)
+    for lo in range(0, total, _GRAM_BLOCK_ROWS):
+        hi = min(total, lo + _GRAM_BLOCK_ROWS)
+        block = buf[: hi - lo]
+        if lo < first:
+            block[: min(hi, first) - lo] = head_rows[lo : min(hi, first)]
+        for start in range(max(lo, first), hi, _BUILD_BLOCK_ROWS):  # the texts' rows, as text_factor
+            stop = min(hi, start + _BUILD_BLOCK_ROWS)
+            _write_rows(block[start - lo : stop - lo], terms, bias, start - first, stop - first, scratch)
+        _add_block_gram_lower(gram, block)
+    mirror_lower(gram)
+    return gram
 
 
 def text_factor(
@@ -979,10 +1072,15 @@ def _text_terms(
     last = np.cumsum(per_text) - 1  # the last window of each text
     first = last - per_text + 1
     many = per_text > 1  # texts with a full window before their last one
-    scaled = np.concatenate([text_sums[many] * f2[first[many], None], text_sums * f2[last, None]])
+    full = int(many.sum())
+    scaled = np.empty(
+        (full + sizes.size, text_sums.shape[1]), np.float64
+    )  # written in place: no concatenation
+    np.multiply(text_sums[many], f2[first[many], None], out=scaled[:full])
+    np.multiply(text_sums, f2[last, None], out=scaled[full:])
     slot = np.cumsum(many) - 1  # each text's row among the full-window products
     which = slot[text_of]
-    which[last] = int(many.sum()) + np.arange(sizes.size)
+    which[last] = full + np.arange(sizes.size)
     terms = [(window_sums, None, alpha / window_sizes), (scaled, which, None)]
     return terms, alpha + gamma
 
@@ -1196,7 +1294,7 @@ class TextGramSum:
         out = np.array(self._flushed)
         if self._pending:
             _add_block_gram_lower(out, np.concatenate(self._pending))
-        _mirror_lower(out)
+        mirror_lower(out)
         return out
 
 
