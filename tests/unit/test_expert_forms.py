@@ -13,6 +13,8 @@ from ir3de.fitting.statistics import (
     combine_grams,
     rows_gram,
     text_factor,
+    text_factor_gram,
+    text_factor_rows,
     text_gram,
     text_ridge_matrices,
     text_rows,
@@ -43,6 +45,27 @@ def test_text_factor_is_a_square_root_of_the_plain_rows_gram(toy_ids, toy_matrix
     np.testing.assert_allclose(y.T @ y, plain, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rows_gram(y), plain, rtol=1e-12, atol=1e-12)
     assert text_factor(toy_matrix, np.array([excluded_ids[0]]), np.array([1]), countable).shape == (0, 5)
+
+
+@pytest.mark.parametrize(("head_rows", "num_texts"), [(0, 0), (0, 3), (3, 0), (4, 40), (2, 1200)])
+def test_the_gram_built_from_the_terms_is_the_gram_of_the_stacked_rows_bit_for_bit(
+    toy_matrix, vocab_size, excluded_ids, head_rows, num_texts
+):
+    """What counting does when an expert outgrows the rows form: the Gram of the rows kept so far and a
+    batch's factor rows, built block by block without writing the batch's rows out (1,200 texts: past one
+    4,096-row block, so the blocks straddle the head and the batch)."""
+    rng = np.random.default_rng(head_rows * 1000 + num_texts)
+    countable = np.ones(vocab_size, bool)
+    countable[excluded_ids] = False
+    lengths = rng.integers(0, 60, size=num_texts)
+    flat = rng.integers(0, vocab_size, size=int(lengths.sum()))
+    head = [_rows(rng, n) for n in ([head_rows - 1, 1] if head_rows else [])]
+    factor = text_factor(toy_matrix, flat, lengths, countable)
+    assert text_factor_rows(flat, lengths, countable) == factor.shape[0]
+    stacked = rows_gram(np.concatenate([*head, factor]))
+    assert np.array_equal(text_factor_gram(head, toy_matrix, flat, lengths, countable), stacked)
+    if num_texts == 1200:
+        assert factor.shape[0] + head_rows > 4096
 
 
 def test_a_small_expert_keeps_rows_a_large_one_its_gram(toy_tokenizer, toy_matrix, vocab_size, excluded_ids):
