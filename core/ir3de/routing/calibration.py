@@ -249,7 +249,7 @@ def precision_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict
             "precision": float(hits[i]) / (i + 1),
             "routed": int(i + 1),
         }
-        for i in last
+        for i in last.tolist()
     ]
 
 
