@@ -6,9 +6,9 @@ removed one at a time.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                     # doctest: +SKIP
-    >>> router = Router(embeddings=TokenEmbeddings.default())
-    >>> router.fit({"math": math_texts, "code": code_texts})
-    >>> router.route("Solve 3x + 5 = 11").expert
+    >>> router = Router(embeddings=TokenEmbeddings.default())  # doctest: +SKIP
+    >>> router.fit({"math": math_texts, "code": code_texts})  # doctest: +SKIP
+    >>> router.route("Solve 3x + 5 = 11").expert  # doctest: +SKIP
     'math'
 """
 

@@ -18,9 +18,9 @@ above this module, on its public API.
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                   # doctest: +SKIP
-    >>> router = Router(embeddings=TokenEmbeddings.default())
-    >>> router.fit({"math": math_texts, "code": code_texts})
-    >>> router.route("Solve 3x + 5 = 11").expert
+    >>> router = Router(embeddings=TokenEmbeddings.default())  # doctest: +SKIP
+    >>> router.fit({"math": math_texts, "code": code_texts})  # doctest: +SKIP
+    >>> router.route("Solve 3x + 5 = 11").expert  # doctest: +SKIP
     'math'
 """
 
@@ -428,7 +428,7 @@ class Router:
 
         Example:
             >>> router.forget_traffic("finance")   # doctest: +SKIP
-            >>> router.forget_traffic()            # all experts
+            >>> router.forget_traffic()            # all experts  # doctest: +SKIP
         """
         with self._lock:
             names = list(self._experts) if expert is None else [expert]

@@ -8,10 +8,10 @@
 
 Example:
     >>> from ir3de import Router, TokenEmbeddings                                     # doctest: +SKIP
-    >>> from ir3de_integrations.langchain import RoutingChatModel
-    >>> router = Router(TokenEmbeddings.default()).fit({"math": math_texts, "code": code_texts})
-    >>> chat = RoutingChatModel(router, {"math": math_chat, "code": code_chat})
-    >>> chat.invoke("Solve 2x + 3 = 7").response_metadata["ir3de"]["expert"]
+    >>> from ir3de_integrations.langchain import RoutingChatModel  # doctest: +SKIP
+    >>> router = Router(TokenEmbeddings.default()).fit({"math": math_texts, "code": code_texts})  # doctest: +SKIP
+    >>> chat = RoutingChatModel(router, {"math": math_chat, "code": code_chat})  # doctest: +SKIP
+    >>> chat.invoke("Solve 2x + 3 = 7").response_metadata["ir3de"]["expert"]  # doctest: +SKIP
     'math'
 """
 

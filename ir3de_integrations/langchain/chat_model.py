@@ -106,9 +106,9 @@ class RoutingChatModel(ExpertsMixin, BaseChatModel):
 
     Example:
         >>> from ir3de_integrations.langchain import RoutingChatModel          # doctest: +SKIP
-        >>> chat = RoutingChatModel(router, {"math": math_chat, "code": code_chat})
-        >>> reply = chat.invoke("Write a Python function that reverses a list")
-        >>> reply.response_metadata["ir3de"]["expert"]
+        >>> chat = RoutingChatModel(router, {"math": math_chat, "code": code_chat})  # doctest: +SKIP
+        >>> reply = chat.invoke("Write a Python function that reverses a list")  # doctest: +SKIP
+        >>> reply.response_metadata["ir3de"]["expert"]  # doctest: +SKIP
         'code'
     """
 

@@ -25,10 +25,10 @@ same probability.
 
 Example:
     >>> from langchain_core.decisions import Choice                                   # doctest: +SKIP
-    >>> model = Ir3deDecisionModel(router)
-    >>> answer = model.invoke({"state": "Solve 3x + 5 = 11", "questions": {
+    >>> model = Ir3deDecisionModel(router)  # doctest: +SKIP
+    >>> answer = model.invoke({"state": "Solve 3x + 5 = 11", "questions": {  # doctest: +SKIP
     ...     "route": Choice(instructions="Which expert?", criteria={"math": "", "code": ""})}})
-    >>> answer.choices["route"].choice, answer.usage["total_tokens"]
+    >>> answer.choices["route"].choice, answer.usage["total_tokens"]  # doctest: +SKIP
     ('math', 0)
 """
 
@@ -122,7 +122,7 @@ class Ir3deDecisionModel(BaseDecisionModel):
 
     Example:
         >>> from langchain.agents.middleware import ModelChoice, ModelRouterMiddleware   # doctest: +SKIP
-        >>> middleware = ModelRouterMiddleware(
+        >>> middleware = ModelRouterMiddleware(  # doctest: +SKIP
         ...     choices={"math": ModelChoice(model=math_llm, criteria="math"),
         ...              "code": ModelChoice(model=code_llm, criteria="code")},
         ...     instructions="Pick the expert", classifier=Ir3deDecisionModel(router))

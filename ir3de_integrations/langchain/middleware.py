@@ -22,13 +22,13 @@ is :meth:`ir3de.Router.route_conversation` run through the core
 
 Example:
     >>> from langchain.agents import create_agent                                       # doctest: +SKIP
-    >>> from langgraph.checkpoint.memory import InMemorySaver
-    >>> middleware = Ir3deModelMiddleware(router, {"math": math_llm, "code": "openai:gpt-5-mini"})
-    >>> agent = create_agent(math_llm, tools=[calculator], middleware=[middleware],
+    >>> from langgraph.checkpoint.memory import InMemorySaver  # doctest: +SKIP
+    >>> middleware = Ir3deModelMiddleware(router, {"math": math_llm, "code": "openai:gpt-5-mini"})  # doctest: +SKIP
+    >>> agent = create_agent(math_llm, tools=[calculator], middleware=[middleware],  # doctest: +SKIP
     ...                      checkpointer=InMemorySaver())
-    >>> out = agent.invoke({"messages": [("user", "Solve 2x = 4")]},
+    >>> out = agent.invoke({"messages": [("user", "Solve 2x = 4")]},  # doctest: +SKIP
     ...                    {"configurable": {"thread_id": "alice"}})
-    >>> out["ir3de"]["expert"], out["messages"][-1].response_metadata["ir3de"]["expert"]
+    >>> out["ir3de"]["expert"], out["messages"][-1].response_metadata["ir3de"]["expert"]  # doctest: +SKIP
     ('math', 'math')
 """
 

@@ -32,12 +32,12 @@ class Ir3deRouterChain(RouterChain):
 
     Example:
         >>> from langchain_classic.chains.router import MultiRouteChain                 # doctest: +SKIP
-        >>> chain = MultiRouteChain(
+        >>> chain = MultiRouteChain(  # doctest: +SKIP
         ...     router_chain=Ir3deRouterChain(router=router, threshold=0.5),
         ...     destination_chains={"math": math_chain, "code": code_chain},
         ...     default_chain=general_chain,
         ... )
-        >>> chain.invoke({"input": "Solve 2x + 3 = 7"})
+        >>> chain.invoke({"input": "Solve 2x + 3 = 7"})  # doctest: +SKIP
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

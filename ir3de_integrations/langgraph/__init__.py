@@ -8,9 +8,9 @@ supervisor.
 
 Example:
     >>> from ir3de_integrations.langgraph import create_routed_graph                    # doctest: +SKIP
-    >>> graph = create_routed_graph(router, {"math": math_agent, "code": code_agent},
+    >>> graph = create_routed_graph(router, {"math": math_agent, "code": code_agent},  # doctest: +SKIP
     ...                             checkpointer=InMemorySaver())
-    >>> graph.invoke({"messages": [("user", "Solve 2x = 4")]},
+    >>> graph.invoke({"messages": [("user", "Solve 2x = 4")]},  # doctest: +SKIP
     ...              {"configurable": {"thread_id": "t1"}})["ir3de"]["expert"]
     'math'
 """

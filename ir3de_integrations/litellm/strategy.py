@@ -11,7 +11,7 @@ request's ``metadata["ir3de"]``.
 
 Example:
     >>> import litellm                                                              # doctest: +SKIP
-    >>> llm = litellm.Router(model_list=[
+    >>> llm = litellm.Router(model_list=[  # doctest: +SKIP
     ...     {"model_name": "ir3de", "litellm_params": {"model": "openai/qwen2.5-math", "api_base": MATH_URL},
     ...      "model_info": {"ir3de_expert": "math"}},
     ...     {"model_name": "ir3de", "litellm_params": {"model": "openai/qwen2.5-coder", "api_base": CODE_URL},

@@ -11,8 +11,8 @@
 
 Example:
     >>> from ir3de_integrations.llama_index import Ir3deSelector, RoutingLLM       # doctest: +SKIP
-    >>> selector = Ir3deSelector.from_pretrained("my-router")
-    >>> llm = RoutingLLM.from_pretrained("my-router", {"math": math_llm, "code": code_llm})
+    >>> selector = Ir3deSelector.from_pretrained("my-router")  # doctest: +SKIP
+    >>> llm = RoutingLLM.from_pretrained("my-router", {"math": math_llm, "code": code_llm})  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ the conversation ``margin``. No routing math lives here.
 
 Example:
     >>> from llama_index.core.agent.workflow import FunctionAgent                       # doctest: +SKIP
-    >>> workflow = RoutedAgentWorkflow(
+    >>> workflow = RoutedAgentWorkflow(  # doctest: +SKIP
     ...     [FunctionAgent(name="math", description="math", llm=math_llm, tools=[calc]),
     ...      FunctionAgent(name="code", description="code", llm=code_llm)], router=router)
-    >>> handler = workflow.run(user_msg="Solve 2x = 4")
-    >>> (await handler).current_agent_name
+    >>> handler = workflow.run(user_msg="Solve 2x = 4")  # doctest: +SKIP
+    >>> (await handler).current_agent_name  # doctest: +SKIP
     'math'
 """
 

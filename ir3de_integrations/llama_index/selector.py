@@ -7,7 +7,7 @@ Example:
     >>> from llama_index.core.query_engine import RouterQueryEngine
     >>> from llama_index.core.tools import QueryEngineTool
     >>> selector = Ir3deSelector.from_pretrained("my-router")                    # doctest: +SKIP
-    >>> engine = RouterQueryEngine(selector=selector, llm=llm, query_engine_tools=[
+    >>> engine = RouterQueryEngine(selector=selector, llm=llm, query_engine_tools=[  # doctest: +SKIP
     ...     QueryEngineTool.from_defaults(math_engine, name="math", description="grade-school math"),
     ...     QueryEngineTool.from_defaults(code_engine, name="code", description="Python functions"),
     ... ])                                                                       # doctest: +SKIP

@@ -23,9 +23,9 @@ Modules: :mod:`.fitting` (the counting jobs and the fits), :mod:`.counters` (the
 
 Example:
     >>> from ir3de_integrations.ray import fit_router                       # doctest: +SKIP
-    >>> router, report = fit_router({"math": ["shards/math-*.jsonl"], "code": ["shards/code-*.jsonl"]},
+    >>> router, report = fit_router({"math": ["shards/math-*.jsonl"], "code": ["shards/code-*.jsonl"]},  # doctest: +SKIP
     ...                             field="text")
-    >>> report.summary()
+    >>> report.summary()  # doctest: +SKIP
 """
 
 from __future__ import annotations

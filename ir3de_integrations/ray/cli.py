@@ -24,7 +24,7 @@ def fit_on_ray(args: argparse.Namespace, router: Router) -> None:
 
     Example:
         >>> from ir3de.cli import main                                   # doctest: +SKIP
-        >>> main(["fit", "--engine", "ray", "--expert", "math=shards/*.jsonl", "-o", "r"])
+        >>> main(["fit", "--engine", "ray", "--expert", "math=shards/*.jsonl", "-o", "r"])  # doctest: +SKIP
         0
     """
     ray = require("ray", "--engine ray", "pip install 'ir3de[ray]'")

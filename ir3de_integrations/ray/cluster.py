@@ -3,7 +3,7 @@ and how many counting actors to run.
 
 Example:
     >>> import ray                                                     # doctest: +SKIP
-    >>> ray.init(include_dashboard=False, **quiet_ray_logging())
+    >>> ray.init(include_dashboard=False, **quiet_ray_logging())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def quiet_ray_logging() -> dict[str, Any]:
 
     Example:
         >>> import ray                                                     # doctest: +SKIP
-        >>> ray.init(include_dashboard=False, **quiet_ray_logging())
+        >>> ray.init(include_dashboard=False, **quiet_ray_logging())  # doctest: +SKIP
     """
     import ray.data
 

@@ -5,7 +5,7 @@ model (``ir3de``) is routed on its messages to an expert's upstream (any OpenAI-
 
 Example:
     >>> from ir3de_integrations.serve import GatewayConfig, create_app          # doctest: +SKIP
-    >>> config = GatewayConfig.from_dict({"router": "my-router", "experts": {
+    >>> config = GatewayConfig.from_dict({"router": "my-router", "experts": {  # doctest: +SKIP
     ...     "math": {"base_url": "http://127.0.0.1:8001/v1"},
     ...     "code": {"base_url": "http://127.0.0.1:8002/v1"}}})                  # doctest: +SKIP
     >>> app = create_app(config)                                                 # doctest: +SKIP

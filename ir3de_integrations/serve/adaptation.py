@@ -20,7 +20,7 @@ so every worker's adaptation lands on top of the others'.
 
 Example:
     >>> import httpx                                                                  # doctest: +SKIP
-    >>> httpx.post("http://127.0.0.1:8000/admin/adapt", headers={"authorization": "Bearer s3cret"},
+    >>> httpx.post("http://127.0.0.1:8000/admin/adapt", headers={"authorization": "Bearer s3cret"},  # doctest: +SKIP
     ...            json={}).json()["adapted"]["prompts"]                              # doctest: +SKIP
     1840
 """

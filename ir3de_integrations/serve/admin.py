@@ -36,7 +36,7 @@ With ``state_dir`` every change is committed as a new revision that all workers 
 
 Example:
     >>> import httpx                                                                   # doctest: +SKIP
-    >>> httpx.post("http://127.0.0.1:8000/admin/feedback", headers={"authorization": "Bearer s3cret"},
+    >>> httpx.post("http://127.0.0.1:8000/admin/feedback", headers={"authorization": "Bearer s3cret"},  # doctest: +SKIP
     ...            json={"feedback": [{"prompt": "integrate x^2", "expert": "math"}]})  # doctest: +SKIP
 """
 

@@ -6,8 +6,8 @@ endpoint modules (:mod:`.chat`, :mod:`.status`, :mod:`.admin`) are plain functio
 
 Example:
     >>> from fastapi import APIRouter                                             # doctest: +SKIP
-    >>> routes = APIRouter()
-    >>> @routes.get("/experts")
+    >>> routes = APIRouter()  # doctest: +SKIP
+    >>> @routes.get("/experts")  # doctest: +SKIP
     ... async def experts(gw: GatewayDep) -> list[str]:
     ...     return list(gw.router.experts)
 """

@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
         >>> from ir3de.cli import main                               # doctest: +SKIP
-        >>> main(["info", "my-router"])
+        >>> main(["info", "my-router"])  # doctest: +SKIP
         0
     """
     from ir3de.cli.main import main as run

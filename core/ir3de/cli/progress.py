@@ -7,7 +7,7 @@ refreshed twice a second so the elapsed time keeps moving during a single huge t
 
 Example:
     >>> from ir3de import Router                                            # doctest: +SKIP
-    >>> fit_with_progress(Router(), {"math": math_texts, "code": code_texts})
+    >>> fit_with_progress(Router(), {"math": math_texts, "code": code_texts})  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -310,7 +310,7 @@ class TokenEmbeddings:
 
         Example:
             >>> from transformers import AutoModel, AutoTokenizer  # doctest: +SKIP
-            >>> emb = TokenEmbeddings.from_model(AutoModel.from_pretrained(folder),
+            >>> emb = TokenEmbeddings.from_model(AutoModel.from_pretrained(folder),  # doctest: +SKIP
             ...                                  AutoTokenizer.from_pretrained(folder))  # doctest: +SKIP
 
         Raises:

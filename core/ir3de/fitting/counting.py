@@ -12,9 +12,9 @@ is computed on its own, so it does not depend on batching.
 
 Example:
     >>> from ir3de import TokenEmbeddings                                   # doctest: +SKIP
-    >>> emb = TokenEmbeddings.default()
-    >>> c = TextCounter(emb.tokenizer, emb.vocab_size, emb.excluded_ids)
-    >>> c.add(["Solve 3x + 5 = 11", "   "]); c.result().num_texts
+    >>> emb = TokenEmbeddings.default()  # doctest: +SKIP
+    >>> c = TextCounter(emb.tokenizer, emb.vocab_size, emb.excluded_ids)  # doctest: +SKIP
+    >>> c.add(["Solve 3x + 5 = 11", "   "]); c.result().num_texts  # doctest: +SKIP
     2
 """
 
