@@ -20,13 +20,17 @@ from .report import ROW_KEYS, shard_row
 
 if TYPE_CHECKING:
     from ir3de import TokenEmbeddings
+    from ir3de.fitting.statistics import KeepTokenIds
 
 __all__ = ["BatchCounter", "ShardCounter", "count_kwargs", "tokenizer_spec"]
 
 
-def tokenizer_spec(embeddings: TokenEmbeddings, text_statistics: bool) -> dict[str, Any]:
+def tokenizer_spec(
+    embeddings: TokenEmbeddings, text_statistics: bool, keep_token_ids: KeepTokenIds = "auto"
+) -> dict[str, Any]:
     """What a worker needs to count exactly like the driver: tokenizer JSON, vocabulary, excluded ids,
-    and (for text statistics) a reference to the embedding matrix in Ray's object store."""
+    and (for text statistics) a reference to the embedding matrix in Ray's object store and which
+    texts' token ids to keep (``RouterConfig.keep_token_ids``)."""
     import ray
 
     return {
@@ -34,6 +38,7 @@ def tokenizer_spec(embeddings: TokenEmbeddings, text_statistics: bool) -> dict[s
         "vocab_size": int(embeddings.vocab_size),
         "excluded_ids": [int(i) for i in embeddings.excluded_ids],
         "matrix": ray.put(np.asarray(embeddings.matrix)) if text_statistics else None,
+        "keep_token_ids": keep_token_ids if text_statistics else False,
     }
 
 
@@ -50,6 +55,7 @@ def count_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
         "vocab_size": spec["vocab_size"],
         "excluded_ids": np.asarray(spec["excluded_ids"], np.int64),
         "embedding_matrix": ray.get(spec["matrix"]) if spec["matrix"] is not None else None,
+        "keep_token_ids": spec.get("keep_token_ids", False),
         "progress": False,
     }
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import ray.data
 
     from ir3de import Router, TokenEmbeddings
+    from ir3de.fitting.statistics import KeepTokenIds
 
 __all__ = ["count_dataset", "count_shards", "fit_router", "fit_statistics", "learn_router"]
 
@@ -36,6 +37,7 @@ def count_shards(
     batch_size: int = 512,
     address: str | None = None,
     text_statistics: bool = True,
+    keep_token_ids: KeepTokenIds = "auto",
 ) -> RayCountReport:
     """Count shard files per expert on Ray (one shard per Ray Data row, counted by an actor pool).
 
@@ -50,6 +52,9 @@ def count_shards(
         address: a Ray cluster to join; a local Ray starts when none is running.
         text_statistics: also accumulate the text Grams that ``level="text"`` routers (the default)
             need; ``False`` counts tokens only (enough for ``level="token"``, e.g. the paper preset).
+        keep_token_ids: which experts' token ids to keep, as ``RouterConfig.keep_token_ids`` (the
+            default ``"auto"``: those with fewer than ``h + 1`` rows, in place of their rows); each
+            expert's statistics arrive in their smaller exact form, as a local count's.
     """
     from ir3de import TokenEmbeddings
     from ir3de.data.corpus import expand_paths
@@ -65,7 +70,7 @@ def count_shards(
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map(
         ShardCounter,
         fn_constructor_kwargs={
-            "spec": tokenizer_spec(embeddings, text_statistics),
+            "spec": tokenizer_spec(embeddings, text_statistics, keep_token_ids),
             "text_field": field,
             "whole_file": whole_file,
             "batch_size": batch_size,
@@ -73,7 +78,7 @@ def count_shards(
         compute=ray.data.ActorPoolStrategy(size=min(workers, max(1, len(items)))),
         num_cpus=1,
     )
-    return collect(ds.iter_rows(), embeddings.vocab_size, skip_bad, started, len(items))
+    return collect(ds.iter_rows(), skip_bad, started, len(items), keep_token_ids)
 
 
 def count_dataset(
@@ -87,17 +92,18 @@ def count_dataset(
     concurrency: int | None = None,
     batch_size: int = 1024,
     text_statistics: bool = True,
+    keep_token_ids: KeepTokenIds = "auto",
 ) -> RayCountReport:
     """Count a Ray Dataset with a text column and an expert column, or one dataset per expert.
 
     Batches are named by their ``path_column`` when the dataset was read with ``include_paths=True``;
-    ``text_statistics`` as in :func:`count_shards`.
+    ``text_statistics`` and ``keep_token_ids`` as in :func:`count_shards`.
     """
     from ir3de import TokenEmbeddings
 
     ray = ensure_ray(None, None)
     embeddings = embeddings or TokenEmbeddings.default()
-    spec = tokenizer_spec(embeddings, text_statistics)
+    spec = tokenizer_spec(embeddings, text_statistics, keep_token_ids)
     parts = data.items() if isinstance(data, Mapping) else [(None, data)]
     size, actor_cpus = actor_plan(ray, len(parts), concurrency)
     started = time.perf_counter()
@@ -120,7 +126,7 @@ def count_dataset(
             )
         )
     union = counted[0].union(*counted[1:]) if len(counted) > 1 else counted[0]
-    return collect(union.iter_rows(), embeddings.vocab_size, skip_bad, started, None)
+    return collect(union.iter_rows(), skip_bad, started, None, keep_token_ids)
 
 
 def fit_statistics(
@@ -158,6 +164,7 @@ def learn_router(
         1
     """
     kwargs["text_statistics"] = True
+    kwargs.setdefault("keep_token_ids", router.config.keep_token_ids)
     report = fit_statistics(data, embeddings=router.embeddings, **kwargs)
     router.learn(report.statistics, create_experts=create_experts)
     return report
@@ -181,6 +188,7 @@ def fit_router(
     if router is None:
         router = Router(embeddings)
     kwargs.setdefault("text_statistics", router.config.level == "text")
+    kwargs.setdefault("keep_token_ids", router.config.keep_token_ids)
     report = fit_statistics(data, embeddings=embeddings or router.embeddings, **kwargs)
     router.fit(report.statistics, descriptions=descriptions)
     return router, report

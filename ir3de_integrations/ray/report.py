@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ir3de.errors import Ir3deError
-from ir3de.fitting.statistics import ExpertCounts, TokenCounter
+from ir3de.fitting.statistics import ExpertCounts, KeepTokenIds, TextTokens, merged_counts
 
-__all__ = ["ROW_KEYS", "RayCountReport", "ShardError", "ShardProblem", "collect", "shard_row"]
+__all__ = ["ROW_KEYS", "RayCountReport", "ShardError", "ShardProblem", "collect", "row_counts", "shard_row"]
 
 _EMPTY = np.zeros(0, np.int64)
 
@@ -89,12 +89,36 @@ class RayCountReport:
         return text
 
 
-ROW_KEYS = ("shard", "expert", "ok", "reason", "token_ids", "counts", "num_texts", "text_gram")
+ROW_KEYS = (
+    "shard",
+    "expert",
+    "ok",
+    "reason",
+    "token_ids",
+    "counts",
+    "num_texts",
+    "text_form",
+    "text_dim",
+    "text_gram",
+    "text_rows",
+    "text_token_ids",
+    "text_token_offsets",
+)
+_NO_FLOATS = np.zeros(0, np.float64)
 
 
 def shard_row(shard: str, expert: str, counts: ExpertCounts | None, reason: str = "") -> dict[str, Any]:
-    """One output row of a counting actor: a shard's (or batch's) counts, or why it was not counted."""
-    gram = counts.text_gram if counts is not None else None
+    """One output row of a counting actor: a shard's (or batch's) counts, or why it was not counted.
+
+    The text statistics travel in the form the counts hold them (a Gram, the rows of a factor, and the
+    token ids where kept: :class:`~ir3de.fitting.statistics.ExpertCounts`), so a shard of a few texts
+    sends its rows or ids, not an ``(h+1)²`` Gram (``text_form``: ``ExpertCounts.text_form``, ``""``
+    for none). Arrays are flattened so that every row has the same column types.
+    """
+    form = (counts.text_form if counts is not None else None) or ""
+    gram = counts.stored_gram if counts is not None else None
+    rows = counts.text_rows if counts is not None else None
+    tokens = counts.text_tokens if counts is not None else None
     return {
         "shard": shard,
         "expert": expert,
@@ -103,20 +127,51 @@ def shard_row(shard: str, expert: str, counts: ExpertCounts | None, reason: str 
         "token_ids": (counts.token_ids if counts is not None else _EMPTY).tolist(),
         "counts": (counts.counts if counts is not None else _EMPTY).tolist(),
         "num_texts": counts.num_texts if counts is not None else 0,
-        # flattened so that rows with and without a Gram share one column type
-        "text_gram": (gram.ravel() if gram is not None else np.zeros(0, np.float64)),
+        "text_form": form,
+        "text_dim": (counts.text_dim or 0) if counts is not None else 0,
+        "text_gram": gram.ravel() if gram is not None else _NO_FLOATS,
+        "text_rows": rows.ravel() if rows is not None else _NO_FLOATS,
+        "text_token_ids": tokens.ids.astype(np.int64) if tokens is not None else _EMPTY,
+        "text_token_offsets": tokens.offsets if tokens is not None else _EMPTY,
     }
 
 
+def row_counts(row: dict[str, Any]) -> ExpertCounts:
+    """The :class:`~ir3de.fitting.statistics.ExpertCounts` of a :func:`shard_row` row (``ok`` rows only)."""
+    form, dim = str(row["text_form"]), int(row["text_dim"])
+    gram = rows = tokens = None
+    if form == "gram":
+        gram = np.asarray(row["text_gram"], np.float64).reshape(dim, dim)
+    elif form == "rows":
+        rows = np.asarray(row["text_rows"], np.float64).reshape(-1, dim)
+    if form:
+        offsets = np.asarray(row["text_token_offsets"], np.int64)
+        if offsets.size:
+            tokens = TextTokens(np.asarray(row["text_token_ids"], np.int32), offsets, dim)
+    return ExpertCounts(
+        np.asarray(row["token_ids"], np.int64),
+        np.asarray(row["counts"], np.int64),
+        int(row["num_texts"]),
+        stored_gram=gram,
+        text_rows=rows,
+        text_tokens=tokens,
+    )
+
+
 def collect(
-    rows: Iterable[dict[str, Any]], vocab_size: int, skip_bad: bool, started: float, total: int | None
+    rows: Iterable[dict[str, Any]],
+    skip_bad: bool,
+    started: float,
+    total: int | None,
+    keep_token_ids: KeepTokenIds = "auto",
 ) -> RayCountReport:
     """Sum the actors' rows into a :class:`RayCountReport` (raises :class:`ShardError` on bad shards
-    unless ``skip_bad``); ``started`` is the ``time.perf_counter()`` of the count's start."""
+    unless ``skip_bad``); ``started`` is the ``time.perf_counter()`` of the count's start. Each expert's
+    shards add as a router with ``keep_token_ids`` adds them
+    (:func:`~ir3de.fitting.statistics.merged_counts`): its statistics end in their smaller exact form."""
     from tqdm.auto import tqdm
 
-    dense: dict[str, TokenCounter] = {}
-    grams: dict[str, np.ndarray | None] = {}
+    statistics: dict[str, ExpertCounts] = {}
     problems: list[ShardProblem] = []
     counted = 0
     for row in tqdm(rows, total=total, desc="counting shards", unit="shard", disable=None):
@@ -124,21 +179,10 @@ def collect(
             problems.append(ShardProblem(str(row["shard"]), str(row["expert"]), str(row["reason"])))
             continue
         expert = str(row["expert"])
-        counter = dense.setdefault(expert, TokenCounter(vocab_size))
-        counter.add_counts(row["token_ids"], row["counts"], int(row["num_texts"]))
-        flat = np.asarray(row["text_gram"], np.float64)
-        side = round(flat.size**0.5)
-        gram = flat.reshape(side, side) if flat.size else None
-        if expert not in grams:
-            grams[expert] = gram
-        else:
-            previous = grams[expert]
-            grams[expert] = previous + gram if previous is not None and gram is not None else None
+        counts = row_counts(row)
+        previous = statistics.get(expert)
+        statistics[expert] = counts if previous is None else merged_counts(previous, counts, keep_token_ids)
         counted += 1
     if problems and not skip_bad:
         raise ShardError(problems)
-    statistics = {}
-    for name, counter in dense.items():
-        c = counter.result()
-        statistics[name] = ExpertCounts(c.token_ids, c.counts, c.num_texts, grams[name])
     return RayCountReport(statistics, counted, problems, time.perf_counter() - started)

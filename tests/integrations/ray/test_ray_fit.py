@@ -262,3 +262,72 @@ def test_fit_from_read_json_on_a_fresh_two_cpu_ray_does_not_hang(smollm2, tmp_pa
     local = Router(smollm2, device="cpu", progress=False).fit(corpus)
     expected = {n: s.counts.num_tokens for n, s in local.statistics.items()}
     assert single == expected and per_expert == expected
+
+
+def _texts_of(tokens):
+    """The texts of TextTokens as a sorted list of id tuples (shards arrive in any order)."""
+    return sorted(tuple(tokens.ids[a:b].tolist()) for a, b in zip(tokens.offsets[:-1], tokens.offsets[1:]))
+
+
+@pytest.mark.parametrize("keep", ["auto", False])
+def test_small_experts_arrive_in_their_smaller_form(local_ray, smollm2, small_corpus, tmp_path, keep):
+    """Twelve experts of 4 texts (fewer rows than h + 1), each split over several dataset batches: the
+    Ray count holds them as a local fit does — rows, with their token ids under ``"auto"`` — never
+    as (h+1)² Grams, and the router saved from it is as small as the local one."""
+    experts = {f"{n}-{i}": texts[4 * i : 4 * i + 4] for n, texts in small_corpus.items() for i in range(3)}
+    rows = [
+        {"text": t, "expert": n} for i in range(4) for n, texts in experts.items() for t in texts[i : i + 1]
+    ]
+    config = RouterConfig(keep_token_ids=keep)
+    report = count_dataset(ray.data.from_items(rows), embeddings=smollm2, batch_size=7, keep_token_ids=keep)
+    local = Router(smollm2, config=config, device="cpu", progress=False).fit(experts)
+    for name in experts:
+        got, want = report.statistics[name], local.statistics[name].counts
+        assert got.text_form == "rows" and got.text_rows.shape == want.text_rows.shape
+        np.testing.assert_allclose(got.text_gram, want.text_gram, rtol=1e-10, atol=1e-12)
+        if keep == "auto":
+            assert _texts_of(got.text_tokens) == _texts_of(want.text_tokens)
+        else:
+            assert got.text_tokens is None and want.text_tokens is None
+    router, _ = fit_router(ray.data.from_items(rows), router=Router(smollm2, config=config, device="cpu"))
+    np.testing.assert_allclose(router.state.weights, local.state.weights, rtol=1e-7, atol=1e-10)
+
+    def size(folder):
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    ray_size = size(router.save_pretrained(tmp_path / "ray"))
+    local_size = size(local.save_pretrained(tmp_path / "local"))
+    assert ray_size <= 1.01 * local_size
+
+
+def test_a_shard_row_gives_back_its_counts_in_every_form(smollm2, small_corpus):
+    from ir3de.fitting.pipeline import count_texts
+    from ir3de.fitting.statistics import ExpertCounts
+    from ir3de_integrations.ray.report import row_counts, shard_row
+
+    kw = {
+        "tokenizer": smollm2.tokenizer,
+        "vocab_size": smollm2.vocab_size,
+        "excluded_ids": np.asarray(smollm2.excluded_ids),
+        "progress": False,
+    }
+    matrix = np.asarray(smollm2.matrix)
+    cases = {
+        "gram": count_texts(small_corpus["math"], embedding_matrix=matrix, **kw),
+        "rows": count_texts(small_corpus["math"][:3], embedding_matrix=matrix, **kw),
+        "rows+ids": count_texts(
+            small_corpus["math"][:3], embedding_matrix=matrix, keep_token_ids="auto", **kw
+        ),
+        "none": count_texts(small_corpus["math"][:3], **kw),
+    }
+    forms = {k: c.text_form for k, c in cases.items()}
+    assert forms == {"gram": "gram", "rows": "rows", "rows+ids": "rows", "none": None}
+    with_ids = cases["rows+ids"]
+    cases["ids"] = ExpertCounts(
+        with_ids.token_ids, with_ids.counts, with_ids.num_texts, text_tokens=with_ids.text_tokens
+    )
+    assert cases["ids"].text_form == "tokens"
+    for name, counts in cases.items():
+        back = row_counts(shard_row("s", "math", counts))
+        assert back.text_form == counts.text_form and back == counts, name
+        assert (back.text_tokens is None) == (counts.text_tokens is None), name
