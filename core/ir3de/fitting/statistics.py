@@ -219,13 +219,7 @@ class TextTokens:
     def from_texts(cls, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray, dim: int) -> TextTokens:
         """The countable ids of texts given as flat ``ids`` and per-text ``lengths`` (as counted):
         ids with ``countable[id]`` False are dropped, and texts left without one."""
-        ids = np.asarray(ids, np.int64)
-        lengths = np.asarray(lengths, np.int64)
-        keep = countable[ids]
-        if not keep.all():
-            seg = np.repeat(np.arange(lengths.size), lengths)
-            lengths = np.bincount(seg[keep], minlength=lengths.size)
-            ids = ids[keep]
+        ids, lengths = _countable_tokens(ids, lengths, countable)
         lengths = lengths[lengths > 0]
         offsets = np.zeros(lengths.size + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -744,11 +738,11 @@ def text_rows(
     return rows, weights
 
 
-def _text_parts(
-    matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray, window: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Sums and sizes of the texts (with a countable token) and of their windows; ``None`` when no
-    token counts. Returns ``(text_sums, sizes, window_sums, window_sizes, windows_per_text)``."""
+def _countable_tokens(
+    ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat ``ids`` and per-text ``lengths`` with the ids where ``countable[id]`` is False dropped
+    (int64; a text left without an id keeps length 0)."""
     ids = np.asarray(ids, np.int64)
     lengths = np.asarray(lengths, np.int64)
     keep = countable[ids]
@@ -756,6 +750,15 @@ def _text_parts(
         seg = np.repeat(np.arange(lengths.size), lengths)
         lengths = np.bincount(seg[keep], minlength=lengths.size)
         ids = ids[keep]
+    return ids, lengths
+
+
+def _text_parts(
+    matrix: np.ndarray, ids: np.ndarray, lengths: np.ndarray, countable: np.ndarray, window: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Sums and sizes of the texts (with a countable token) and of their windows; ``None`` when no
+    token counts. Returns ``(text_sums, sizes, window_sums, window_sizes, windows_per_text)``."""
+    ids, lengths = _countable_tokens(ids, lengths, countable)
     if ids.size == 0:
         return None
     sizes = lengths[lengths > 0]
@@ -954,12 +957,7 @@ def text_factor_rows(
         >>> text_factor_rows(np.array([0, 1, 2, 0]), np.array([3, 1]), np.array([True, True, False]), 1)
         3
     """
-    ids = np.asarray(ids, np.int64)
-    lengths = np.asarray(lengths, np.int64)
-    keep = countable[ids]
-    if not keep.all():
-        seg = np.repeat(np.arange(lengths.size), lengths)
-        lengths = np.bincount(seg[keep], minlength=lengths.size)
+    _, lengths = _countable_tokens(ids, lengths, countable)
     if not window or window_weight <= 0:
         return int(np.count_nonzero(lengths))
     return int(np.sum(-(-lengths // int(window))))
