@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 
 import pytest
+
+# importing ir3de_integrations.litellm imports litellm, which downloads its model-price map unless told
+# to use the bundled one: the suite runs offline
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 PACKAGES = ("ir3de", "ir3de_integrations")
 
