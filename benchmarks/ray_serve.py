@@ -119,6 +119,8 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
     import ray
     from ray import serve
 
+    from ir3de_integrations.serve import GatewayConfig
+
     changes, requests = (5, 600) if quick else (20, 4000)
     tmp = Path(tempfile.mkdtemp(prefix="ir3de-ray-serve-bench-"))
     _log("fitting the router on reasoning4 (300 texts per domain)")
@@ -134,7 +136,12 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         try:
             serve.start(
-                http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"}
+                http_options={
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "keep_alive_timeout_s": GatewayConfig.keep_alive,
+                },
+                logging_config={"log_level": "WARNING"},
             )
             results = measure(
                 port,

@@ -74,7 +74,12 @@ def main(
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             stack.callback(ray.shutdown)
             serve.start(
-                http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"}
+                http_options={
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "keep_alive_timeout_s": GatewayConfig.keep_alive,
+                },
+                logging_config={"log_level": "WARNING"},
             )
             stack.callback(serve.shutdown)
         gateway = f"http://127.0.0.1:{port}"

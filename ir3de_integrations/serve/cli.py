@@ -53,6 +53,7 @@ def build_config(args: argparse.Namespace) -> Any:
         "upstream_fallback": args.upstream_fallback,
         "timeout": args.timeout,
         "max_body_bytes": args.max_body_bytes,
+        "keep_alive": args.keep_alive,
         "admin_token_env": args.admin_token_env,
         "host": args.host,
         "port": args.port,
@@ -178,6 +179,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, help="seconds to wait for an upstream (default 60)")
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 1 MiB)")
+    p.add_argument("--keep-alive", type=int, help="seconds an idle client connection stays open (default 75)")
     p.add_argument(
         "--admin-token-env", help="environment variable holding the admin bearer token (admin is off without)"
     )

@@ -137,6 +137,11 @@ class GatewayConfig:
         timeout: seconds to wait for an upstream (per read) unless the expert sets its own.
         connect_timeout: seconds to wait for an upstream connection.
         max_body_bytes: larger requests are refused with 413.
+        keep_alive: seconds a client's idle keep-alive connection stays open (``ir3de serve``, its
+            workers and the Ray Serve proxy it starts). Longer than the idle expiry of clients (the
+            OpenAI SDK's httpx: 5 s; aiohttp: 15 s) and of load balancers (60 s), so a client never
+            sends a request on a connection the gateway is closing at that moment; uvicorn's own
+            default, 5 s, equals the OpenAI SDK's and lets the two race.
         admin_token_env: environment variable holding the admin bearer token; admin is off when unset.
         log_prompts: put prompt text in the structured logs (off: only lengths and decisions).
         session_header: request header naming the conversation (else the body's ``user`` field).
@@ -171,6 +176,7 @@ class GatewayConfig:
     timeout: float = 60.0
     connect_timeout: float = 5.0
     max_body_bytes: int = 1 << 20
+    keep_alive: int = 75
     admin_token_env: str | None = None
     log_prompts: bool = False
     session_header: str = "x-ir3de-session"
@@ -199,6 +205,9 @@ class GatewayConfig:
         for key in ("timeout", "connect_timeout"):
             if float(getattr(self, key)) <= 0:
                 raise ConfigError(f"{key} must be a positive number of seconds, got {getattr(self, key)!r}")
+        alive = self.keep_alive
+        if isinstance(alive, bool) or not isinstance(alive, int) or not 1 <= alive <= 3600:
+            raise ConfigError(f"keep_alive must be a whole number of seconds in [1, 3600], got {alive!r}")
         if int(self.max_body_bytes) < 1024:
             raise ConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes!r}")
         for key in ("fallback", "upstream_fallback"):

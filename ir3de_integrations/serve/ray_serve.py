@@ -30,10 +30,10 @@ Example::
 
     from ray import serve
     from ir3de_integrations.serve import GatewayConfig
-    from ir3de_integrations.serve.ray_serve import gateway_app
+    from ir3de_integrations.serve.ray_serve import gateway_app, http_options
 
     config = GatewayConfig.from_file("gateway.yaml")      # with state_dir: a shared folder
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options=http_options(config))   # host, port and keep-alive of Serve's proxy
     serve.run(gateway_app(config, num_replicas=2, ray_actor_options={"num_cpus": 0.5}), name="ir3de")
 """
 
@@ -63,6 +63,7 @@ __all__ = [
     "build_app",
     "gateway_app",
     "gateway_deployment",
+    "http_options",
     "run_gateway",
 ]
 
@@ -90,6 +91,19 @@ DEFAULT_MAX_ONGOING_REQUESTS = 256
 #: The ``user_config`` key that announces a new revision: every replica swaps to ``HEAD`` on
 #: reconfigure (any change of ``user_config`` does so; a new value of this key is such a change).
 HEAD_KEY = "head"
+
+
+def http_options(config: GatewayConfig) -> dict[str, Any]:
+    """The ``http_options`` of ``serve.start`` for ``config``: Serve's HTTP proxy listens on the config's
+    host and port and keeps idle client connections open ``config.keep_alive`` seconds (Ray Serve's
+    default, 5 s, races the OpenAI SDK's own 5 s expiry, as uvicorn's does).
+
+    Example:
+        >>> cfg = GatewayConfig.from_dict({"router": "r", "port": 9000})
+        >>> http_options(cfg)
+        {'host': '127.0.0.1', 'port': 9000, 'keep_alive_timeout_s': 75}
+    """
+    return {"host": config.host, "port": config.port, "keep_alive_timeout_s": config.keep_alive}
 
 
 def _check_live_keys(user_config: Any) -> None:
@@ -322,12 +336,12 @@ def run_gateway(
         local = address is None and not os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False)
     if not blocking:
-        serve.start(http_options={"host": config.host, "port": config.port})
+        serve.start(http_options=http_options(config))
         return serve.run(app, name=name, route_prefix="/")
     # after ray.init, which sets its own SIGTERM handler (exit at once): `kill` stops as Ctrl-C does
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        serve.start(http_options={"host": config.host, "port": config.port})
+        serve.start(http_options=http_options(config))
         serve.run(app, name=name, route_prefix="/")
         while True:
             time.sleep(3600)

@@ -157,6 +157,7 @@ def serve(
         "log_level": log_level,
         "access_log": False,  # the gateway logs each request itself, as JSON
         "timeout_graceful_shutdown": 10,
+        "timeout_keep_alive": config.keep_alive,
     }
     if workers > 1:
         if router is not None:

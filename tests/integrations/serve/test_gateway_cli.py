@@ -133,3 +133,80 @@ def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
     lines = [line for line in out.splitlines() if line.startswith('{"event": "request"')]
     assert len(lines) == 3 and all('"expert": ' in line for line in lines)
     assert "haiku" not in out
+
+
+def _get_health(sock) -> bytes:
+    """One keep-alive ``GET /health`` on an open socket: the raw answer (b"" when the server closed it)."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nhost: gateway\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def test_ir3de_serve_keeps_idle_client_connections_for_keep_alive_seconds(tmp_path, gateway_router_folder):
+    # uvicorn's default (5 s) equals the OpenAI SDK's own expiry, so a client could reuse a connection
+    # just as the gateway closes it; `keep_alive` (--keep-alive) sets how long an idle one stays open
+    import socket
+
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    experts = "".join(
+        f"  {name}: 'http://127.0.0.1:1/v1'\n" for name in ("math", "code", "instructions", "multilingual")
+    )
+    config.write_text(f"router: {gateway_router_folder}\nexperts:\n{experts}")  # never called: /health only
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    command = [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--keep-alive", "7"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "ir3de serve did not become ready"
+            time.sleep(0.2)
+        with (
+            socket.create_connection(("127.0.0.1", port)) as kept,
+            socket.create_connection(("127.0.0.1", port)) as idle,
+        ):
+            kept.settimeout(30)
+            idle.settimeout(30)
+            assert _get_health(kept).startswith(b"HTTP/1.1 200") and _get_health(idle).startswith(
+                b"HTTP/1.1 200"
+            )
+            time.sleep(6)  # past uvicorn's default 5 s: still open
+            assert _get_health(kept).startswith(b"HTTP/1.1 200")
+            time.sleep(2.5)  # `idle` has now been idle 8.5 s, past keep_alive: the gateway closed it
+            assert idle.recv(1) == b""
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_keep_alive_must_be_whole_seconds():
+    from ir3de_integrations.serve import ConfigError, GatewayConfig
+
+    assert GatewayConfig(router="r").keep_alive == 75
+    for bad in (0, 2.5, True, 4000):
+        with pytest.raises(ConfigError, match="keep_alive must be"):
+            GatewayConfig(router="r", keep_alive=bad)

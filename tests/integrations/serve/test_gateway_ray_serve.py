@@ -55,7 +55,9 @@ def serve_url() -> Iterator[str]:
         object_store_memory=150 * 2**20,
     )
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
+        # the gateway's keep-alive (the clients' 5 s expiry would race Serve's default 5 s)
+        proxy = {"host": "127.0.0.1", "port": port, "keep_alive_timeout_s": GatewayConfig.keep_alive}
+        serve.start(http_options=proxy, logging_config={"log_level": "WARNING"})
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
