@@ -8,8 +8,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -78,7 +79,8 @@ def count_shards(
         compute=ray.data.ActorPoolStrategy(size=min(workers, max(1, len(items)))),
         num_cpus=1,
     )
-    return collect(ds.iter_rows(), skip_bad, started, len(items), keep_token_ids)
+    with _in_order(ds):
+        return collect(ds.iter_rows(), skip_bad, started, len(items), keep_token_ids)
 
 
 def count_dataset(
@@ -126,7 +128,24 @@ def count_dataset(
             )
         )
     union = counted[0].union(*counted[1:]) if len(counted) > 1 else counted[0]
-    return collect(union.iter_rows(), skip_bad, started, None, keep_token_ids)
+    with _in_order(union):
+        return collect(union.iter_rows(), skip_bad, started, None, keep_token_ids)
+
+
+@contextlib.contextmanager
+def _in_order(ds: ray.data.Dataset) -> Iterator[None]:
+    """Rows come out of ``ds`` in input order while the block runs (Ray Data's ``preserve_order``),
+    however the actors finish: each expert's shards are added in one order, so a count's statistics
+    and the router saved from them are the same bits on every run (small experts keep their rows and
+    ids in shard order, the Grams' sums round the same way). The option is set on the dataset's own
+    context, which it shares with the datasets it derives from, so it is put back afterwards."""
+    options = ds.context.execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
 
 
 def fit_statistics(

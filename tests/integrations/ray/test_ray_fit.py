@@ -331,3 +331,33 @@ def test_a_shard_row_gives_back_its_counts_in_every_form(smollm2, small_corpus):
         back = row_counts(shard_row("s", "math", counts))
         assert back.text_form == counts.text_form and back == counts, name
         assert (back.text_tokens is None) == (counts.text_tokens is None), name
+
+
+def test_shards_add_in_input_order_whichever_actor_finishes_first(local_ray, smollm2, small_corpus, tmp_path):
+    """An expert's first shard is slow (60,000 texts of one special token, which count as texts without
+    a token, before its real ones), its next two are quick, and two actors count them: the quick ones
+    finish first, yet the statistics add in shard order, so the small expert's rows and ids are those
+    of a local fit, bit for bit, on every run."""
+    texts = small_corpus["math"][:9]
+    parts = [["<|endoftext|>"] * 60_000 + texts[:3], texts[3:6], texts[6:]]
+    for i, part in enumerate(parts):
+        (tmp_path / f"math-{i}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
+    from ir3de.fitting.pipeline import count_texts
+
+    want = count_texts(  # what a local fit counts: the texts in file order
+        _local_texts(tmp_path, {"math": [str(tmp_path / "math-*.jsonl")]})["math"],
+        tokenizer=smollm2.tokenizer,
+        vocab_size=smollm2.vocab_size,
+        excluded_ids=np.asarray(smollm2.excluded_ids),
+        embedding_matrix=np.asarray(smollm2.matrix),
+        keep_token_ids="auto",
+        progress=False,
+    )
+    assert want.text_form == "rows" and want.text_tokens is not None
+    for _ in range(2):
+        report = count_shards(
+            {"math": str(tmp_path / "math-*.jsonl")}, embeddings=smollm2, field="text", concurrency=2
+        )
+        got = report.statistics["math"]
+        assert got == want and got.text_tokens == want.text_tokens
+        assert np.array_equal(got.text_rows, want.text_rows)
