@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -68,37 +70,20 @@ def test_bad_config_files_say_what_is_wrong(tmp_path, text, match):
         GatewayConfig.from_file(path)
 
 
-@pytest.fixture(scope="module")
-def smollm2_upstream():
-    with ServerThread(SmolLM2Upstream(max_new_tokens=8)) as server:
-        yield server
-
-
-@pytest.mark.slow
-def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
-    tmp_path, gateway_router_folder, gateway_router, echo_upstreams, smollm2_upstream
-):
-    assert gateway_router.route(HAIKU).expert == "instructions"
+@contextlib.contextmanager
+def _ir3de_serve(config: Path, *flags: str, **env: str) -> Iterator[tuple[str, list[str]]]:
+    """``ir3de serve --config config *flags`` as a process on a free port, ready: its URL, and a list
+    that holds its output once it has stopped (on leaving the block)."""
     port = free_port()
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        f"router: {gateway_router_folder}\n"
-        "experts:\n"
-        f"  math: {{base_url: '{echo_upstreams['math'].url}/v1'}}\n"
-        f"  code: {{base_url: '{echo_upstreams['code'].url}/v1'}}\n"
-        f"  instructions: {{base_url: '{smollm2_upstream.url}/v1', model: smollm2-135m, api_key_env: SMOL_KEY}}\n"
-        f"  multilingual: {{base_url: '{echo_upstreams['multilingual'].url}/v1'}}\n"
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", SMOL_KEY="local", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port)],
+        [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port), *flags],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path), **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url, output = f"http://127.0.0.1:{port}", []
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -110,6 +95,33 @@ def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
                 pass
             assert time.monotonic() < deadline, "ir3de serve did not become ready"
             time.sleep(0.2)
+        yield url, output
+    finally:
+        proc.terminate()
+        output.append(proc.communicate(timeout=30)[0])
+
+
+@pytest.fixture(scope="module")
+def smollm2_upstream():
+    with ServerThread(SmolLM2Upstream(max_new_tokens=8)) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
+    tmp_path, gateway_router_folder, gateway_router, echo_upstreams, smollm2_upstream
+):
+    assert gateway_router.route(HAIKU).expert == "instructions"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"router: {gateway_router_folder}\n"
+        "experts:\n"
+        f"  math: {{base_url: '{echo_upstreams['math'].url}/v1'}}\n"
+        f"  code: {{base_url: '{echo_upstreams['code'].url}/v1'}}\n"
+        f"  instructions: {{base_url: '{smollm2_upstream.url}/v1', model: smollm2-135m, api_key_env: SMOL_KEY}}\n"
+        f"  multilingual: {{base_url: '{echo_upstreams['multilingual'].url}/v1'}}\n"
+    )
+    with _ir3de_serve(config, SMOL_KEY="local") as (url, output):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
         messages = [{"role": "user", "content": HAIKU}]
         raw = client.chat.completions.with_raw_response.create(model="ir3de", messages=messages, max_tokens=8)
@@ -126,9 +138,7 @@ def test_ir3de_serve_routes_to_a_real_smollm2_upstream(
             model="ir3de", messages=[{"role": "user", "content": "def f(x): return x"}]
         )
         assert echo.choices[0].message.content == "code: def f(x): return x"
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+    out = output[0]
     # structured logs: one JSON line per request, decisions but no prompt text (log_prompts is off)
     lines = [line for line in out.splitlines() if line.startswith('{"event": "request"')]
     assert len(lines) == 3 and all('"expert": ' in line for line in lines)
@@ -148,9 +158,9 @@ def _get_health(sock) -> bytes:
     length = next(
         int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
     )
-    while len(body) < length:
+    while len(body) < length:  # read the whole answer, so the next one starts clean
         body += sock.recv(65536)
-    return data
+    return head + b"\r\n\r\n" + body
 
 
 def test_ir3de_serve_keeps_idle_client_connections_for_keep_alive_seconds(tmp_path, gateway_router_folder):
@@ -158,33 +168,13 @@ def test_ir3de_serve_keeps_idle_client_connections_for_keep_alive_seconds(tmp_pa
     # just as the gateway closes it; `keep_alive` (--keep-alive) sets how long an idle one stays open
     import socket
 
-    port = free_port()
     config = tmp_path / "gateway.yaml"
     experts = "".join(
         f"  {name}: 'http://127.0.0.1:1/v1'\n" for name in ("math", "code", "instructions", "multilingual")
     )
     config.write_text(f"router: {gateway_router_folder}\nexperts:\n{experts}")  # never called: /health only
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
-    command = [sys.executable, "-m", "ir3de.cli", "serve", "--config", str(config), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--keep-alive", "7"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "ir3de serve did not become ready"
-            time.sleep(0.2)
+    with _ir3de_serve(config, "--keep-alive", "7") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
         with (
             socket.create_connection(("127.0.0.1", port)) as kept,
             socket.create_connection(("127.0.0.1", port)) as idle,
@@ -198,9 +188,6 @@ def test_ir3de_serve_keeps_idle_client_connections_for_keep_alive_seconds(tmp_pa
             assert _get_health(kept).startswith(b"HTTP/1.1 200")
             time.sleep(2.5)  # `idle` has now been idle 8.5 s, past keep_alive: the gateway closed it
             assert idle.recv(1) == b""
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
 
 
 def test_keep_alive_must_be_whole_seconds():
