@@ -32,3 +32,41 @@ def test_served_rows_take_the_first_n_of_each_expert_and_skip_prompts_without_to
         served, np.array([True, False, True, True]), np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     )
     assert routes.tolist() == [1, -1, 1, 1]
+
+
+def test_alignment_maps_move_the_served_moments_onto_the_corpus() -> None:
+    from benchmarks.alignment import alignment_map, corpus_moments
+
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(4000, 4)) @ rng.normal(size=(4, 4))
+    y = np.hstack([corpus, np.ones((corpus.shape[0], 1))])
+    mean, cov = corpus_moments(y.T @ y)
+    assert np.allclose(mean, corpus.mean(0)) and np.allclose(cov, np.cov(corpus.T, bias=True))
+    served = rng.normal(size=(300, 4)) * 3 + 7
+    shift, t = alignment_map(served, mean, cov, None)
+    assert np.array_equal(shift, np.eye(4)) and np.allclose((served + t).mean(0), mean)
+    full, t = alignment_map(served, mean, cov, 0.0)  # CORAL: mean and covariance both
+    moved = served @ full.T + t
+    assert np.allclose(moved.mean(0), mean) and np.allclose(np.cov(moved.T, bias=True), cov)
+    none, t = alignment_map(served, mean, cov, 1.0)  # shrunk all the way: the shift again
+    assert np.allclose(none, np.eye(4)) and np.allclose((served @ none.T + t).mean(0), mean)
+
+
+def test_alignment_benchmark_runs_and_its_base_and_adapt_are_the_adaptation_benchmarks(tmp_path) -> None:
+    import json
+
+    from benchmarks.adaptation import Check, run_check
+    from benchmarks.alignment import main
+    from ir3de import TokenEmbeddings
+    from ir3de.fitting.adaptation import AdaptationSettings
+
+    name = "user-prompts-other-benchmarks"
+    assert main(["--out", str(tmp_path), "--checks", name, "--seeds", "0", "--sizes", "10"]) == 0
+    res = json.loads((tmp_path / "alignment.json").read_text())["checks"][name]
+    assert set(res) == {"base", "adapt", "shift", "shift+adapt"} | {
+        f"coral-{s}{a}" for s in ("0.5", "0.8", "0.95") for a in ("", "+adapt")
+    }
+    same = run_check(Check(name, TokenEmbeddings.default()), {"adapt": AdaptationSettings()}, [0, 10], [0])
+    acc = same["seeds"]["0"]["accuracy"]["adapt"]  # at 0 served prompts: the router before
+    assert res["base"] == [acc[0]] and res["adapt"] == [acc[1]]
+    assert "| coral-0.95+adapt |" in (tmp_path / "alignment.md").read_text()
