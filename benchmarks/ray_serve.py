@@ -119,7 +119,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from ir3de_integrations.serve import GatewayConfig
+    from ir3de_integrations.serve.config import DEFAULT_KEEP_ALIVE
 
     changes, requests = (5, 600) if quick else (20, 4000)
     tmp = Path(tempfile.mkdtemp(prefix="ir3de-ray-serve-bench-"))
@@ -139,7 +139,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
                 http_options={
                     "host": "127.0.0.1",
                     "port": port,
-                    "keep_alive_timeout_s": GatewayConfig.keep_alive,
+                    "keep_alive_timeout_s": DEFAULT_KEEP_ALIVE,
                 },
                 logging_config={"log_level": "WARNING"},
             )

@@ -52,6 +52,7 @@ def main(
     from ray import serve
 
     from ir3de_integrations.serve import GatewayConfig
+    from ir3de_integrations.serve.config import DEFAULT_KEEP_ALIVE
     from ir3de_integrations.serve.echo import EchoUpstream
     from ir3de_integrations.serve.ray_serve import gateway_app
     from ir3de_integrations.serve.server import ServerThread
@@ -77,7 +78,7 @@ def main(
                 http_options={
                     "host": "127.0.0.1",
                     "port": port,
-                    "keep_alive_timeout_s": GatewayConfig.keep_alive,
+                    "keep_alive_timeout_s": DEFAULT_KEEP_ALIVE,
                 },
                 logging_config={"log_level": "WARNING"},
             )

@@ -40,7 +40,7 @@ from typing import Any
 from ir3de.errors import Ir3deError
 from ir3de.routing.conversation import ConversationSettings
 
-__all__ = ["ConfigError", "GatewayConfig", "UpstreamConfig"]
+__all__ = ["DEFAULT_KEEP_ALIVE", "ConfigError", "GatewayConfig", "UpstreamConfig"]
 
 
 class ConfigError(Ir3deError, ValueError):
@@ -122,6 +122,11 @@ class UpstreamConfig:
 _CONVERSATION_KEYS = ("half_life", "user_weight", "assistant_weight", "include_system", "margin")
 
 
+#: Seconds an idle client connection stays open (:attr:`GatewayConfig.keep_alive`): longer than the
+#: idle expiry of clients (the OpenAI SDK's 5 s, aiohttp's 15 s) and of load balancers (60 s).
+DEFAULT_KEEP_ALIVE = 75
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything ``ir3de serve`` needs. See the module docstring for the file format.
@@ -176,7 +181,7 @@ class GatewayConfig:
     timeout: float = 60.0
     connect_timeout: float = 5.0
     max_body_bytes: int = 1 << 20
-    keep_alive: int = 75
+    keep_alive: int = DEFAULT_KEEP_ALIVE
     admin_token_env: str | None = None
     log_prompts: bool = False
     session_header: str = "x-ir3de-session"

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from .config import ConfigError, GatewayConfig
+from .config import DEFAULT_KEEP_ALIVE, ConfigError, GatewayConfig
 
 __all__ = ["CONFIG_ENV", "ServerThread", "app_from_env", "preflight", "serve", "watch_parent"]
 
@@ -180,7 +180,8 @@ class ServerThread:
     """Serve an ASGI app (the gateway, an :class:`~.echo.EchoUpstream`…) with uvicorn on 127.0.0.1,
     a free port, in a background thread: for recipes, tests and notebooks, not for production.
 
-    A context manager; ``url`` is ``http://127.0.0.1:<port>``; it stops on exit.
+    A context manager; ``url`` is ``http://127.0.0.1:<port>``; it stops on exit. Idle client
+    connections stay open ``keep_alive`` seconds, as under ``ir3de serve``.
 
     Example:
         >>> from ir3de_integrations.serve.echo import EchoUpstream
@@ -193,7 +194,12 @@ class ServerThread:
     """
 
     def __init__(
-        self, app: Any, *, timeout_graceful_shutdown: float = 2.0, start_timeout: float = 30.0
+        self,
+        app: Any,
+        *,
+        timeout_graceful_shutdown: float = 2.0,
+        start_timeout: float = 30.0,
+        keep_alive: int = DEFAULT_KEEP_ALIVE,
     ) -> None:
         import uvicorn
 
@@ -211,6 +217,7 @@ class ServerThread:
             access_log=False,
             # uvicorn annotates int but waits with asyncio.wait_for, which takes any float
             timeout_graceful_shutdown=timeout_graceful_shutdown,  # type: ignore[arg-type]
+            timeout_keep_alive=keep_alive,  # as `ir3de serve`: clients' own 5 s expiry never races it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
