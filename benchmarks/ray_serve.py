@@ -119,7 +119,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from ir3de_integrations.serve.config import DEFAULT_KEEP_ALIVE
+    from ir3de_integrations.serve.ray_serve import http_options
 
     changes, requests = (5, 600) if quick else (20, 4000)
     tmp = Path(tempfile.mkdtemp(prefix="ir3de-ray-serve-bench-"))
@@ -136,11 +136,7 @@ def run(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         try:
             serve.start(
-                http_options={
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "keep_alive_timeout_s": DEFAULT_KEEP_ALIVE,
-                },
+                http_options=http_options(port=port),
                 logging_config={"log_level": "WARNING"},
             )
             results = measure(

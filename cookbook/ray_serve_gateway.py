@@ -52,9 +52,8 @@ def main(
     from ray import serve
 
     from ir3de_integrations.serve import GatewayConfig
-    from ir3de_integrations.serve.config import DEFAULT_KEEP_ALIVE
     from ir3de_integrations.serve.echo import EchoUpstream
-    from ir3de_integrations.serve.ray_serve import gateway_app
+    from ir3de_integrations.serve.ray_serve import gateway_app, http_options
     from ir3de_integrations.serve.server import ServerThread
 
     work = Path(tempfile.mkdtemp(prefix="ir3de-ray-serve-"))
@@ -75,11 +74,7 @@ def main(
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             stack.callback(ray.shutdown)
             serve.start(
-                http_options={
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "keep_alive_timeout_s": DEFAULT_KEEP_ALIVE,
-                },
+                http_options=http_options(port=port),
                 logging_config={"log_level": "WARNING"},
             )
             stack.callback(serve.shutdown)

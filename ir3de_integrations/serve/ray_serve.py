@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from ir3de.errors import require
 
-from .config import ConfigError, GatewayConfig
+from .config import DEFAULT_KEEP_ALIVE, ConfigError, GatewayConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -93,16 +93,23 @@ DEFAULT_MAX_ONGOING_REQUESTS = 256
 HEAD_KEY = "head"
 
 
-def http_options(config: GatewayConfig) -> dict[str, Any]:
+def http_options(
+    config: GatewayConfig | None = None, *, host: str = "127.0.0.1", port: int = 8000
+) -> dict[str, Any]:
     """The ``http_options`` of ``serve.start`` for ``config``: Serve's HTTP proxy listens on the config's
     host and port and keeps idle client connections open ``config.keep_alive`` seconds (Ray Serve's
-    default, 5 s, races the OpenAI SDK's own 5 s expiry, as uvicorn's does).
+    default, 5 s, races the OpenAI SDK's own 5 s expiry, as uvicorn's does). Without a config (a proxy
+    started before any gateway is configured): ``host``, ``port`` and the default keep-alive.
 
     Example:
         >>> cfg = GatewayConfig.from_dict({"router": "r", "port": 9000})
         >>> http_options(cfg)
         {'host': '127.0.0.1', 'port': 9000, 'keep_alive_timeout_s': 75}
+        >>> http_options(port=8123)
+        {'host': '127.0.0.1', 'port': 8123, 'keep_alive_timeout_s': 75}
     """
+    if config is None:
+        return {"host": host, "port": port, "keep_alive_timeout_s": DEFAULT_KEEP_ALIVE}
     return {"host": config.host, "port": config.port, "keep_alive_timeout_s": config.keep_alive}
 
 

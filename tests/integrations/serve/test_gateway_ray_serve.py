@@ -24,8 +24,7 @@ from test_gateway_admin import Load
 
 from ir3de.data.datasets import load_domain
 from ir3de_integrations.serve import GatewayConfig
-from ir3de_integrations.serve.config import DEFAULT_KEEP_ALIVE
-from ir3de_integrations.serve.ray_serve import DEPLOYMENT_NAME, gateway_app
+from ir3de_integrations.serve.ray_serve import DEPLOYMENT_NAME, gateway_app, http_options
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +56,7 @@ def serve_url() -> Iterator[str]:
     )
     try:
         # the gateway's keep-alive (the clients' 5 s expiry would race Serve's default 5 s)
-        proxy = {"host": "127.0.0.1", "port": port, "keep_alive_timeout_s": DEFAULT_KEEP_ALIVE}
-        serve.start(http_options=proxy, logging_config={"log_level": "WARNING"})
+        serve.start(http_options=http_options(port=port), logging_config={"log_level": "WARNING"})
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
